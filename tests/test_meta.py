@@ -1,0 +1,57 @@
+"""The project's own rules: docstrings cite equations, docs are current, the CLI runs."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+from vaetheory import equations
+
+
+@pytest.mark.parametrize("module_name", equations.PAPER_MODULES)
+def test_every_public_function_cites_an_equation(module_name):
+    try:
+        importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        pytest.fail(f"{module_name} is listed in PAPER_MODULES but does not exist")
+    missing = [
+        name
+        for name, fn in equations.public_functions(module_name)
+        if not any(m in equations.first_paragraph(fn.__doc__) for m in equations.CITATION_MARKERS)
+    ]
+    assert not missing, f"{module_name}: docstrings cite no equation: {missing}"
+
+
+def test_citation_parser_reads_ranges_and_lists():
+    assert equations.cited("Implements Eqs. (28)-(30) and Eq. (2).") == ["(28)", "(29)", "(30)", "(2)"]
+    assert equations.cited("Eqs. (3), (5) and (9); see Sec. 6 and Appendix A.") == [
+        "(3)",
+        "(5)",
+        "(9)",
+        "Sec. 6",
+        "App. A",
+    ]
+
+
+def test_docs_equations_md_is_current():
+    current = equations.docs_path().read_text()
+    assert current == equations.markdown(equations.table()), (
+        "docs/equations.md is stale: run `vaetheory equations --write`"
+    )
+
+
+def test_every_cited_equation_has_a_test():
+    missing = [r for r in equations.table() if not r["tests"]]
+    assert not missing, "equations with no test: " + ", ".join(f"{r['equation']} {r['function']}" for r in missing)
+
+
+def test_cli_help_and_equations_run():
+    out = subprocess.run([sys.executable, "-m", "vaetheory", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "equations" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "vaetheory", "equations"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("# Equation -> function -> test")

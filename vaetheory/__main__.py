@@ -1,0 +1,5 @@
+import sys
+
+from vaetheory.cli import main
+
+sys.exit(main())
