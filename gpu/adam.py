@@ -1,0 +1,94 @@
+"""Adam (Kingma & Ba 2014, Algorithm 1), updating parameter arrays in place (Sec. 7).
+
+The paper trains with Adam, learning rate 1e-3 (Sec. 7).  This is Algorithm 1
+of the Adam paper exactly, bias corrections included:
+
+    m <- beta1 m + (1 - beta1) g
+    v <- beta2 v + (1 - beta2) g^2
+    p <- p - lr (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+It runs on NumPy or CuPy arrays with one scratch buffer per parameter, so a
+step allocates nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaetheory import _validate as V
+from vaetheory._xp import array_namespace
+
+
+class Adam:
+    """Adam optimiser over a dict of arrays (Sec. 7; Algorithm 1 of Kingma & Ba).
+
+    Parameters
+    ----------
+    params : dict name -> array; its keys, shapes and dtypes fix the state.
+    lr, beta1, beta2, eps : the usual hyperparameters (paper: lr = 1e-3).
+    """
+
+    def __init__(self, params: dict, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.lr = V.scalar("lr", lr, positive=True)
+        self.beta1 = V.scalar("beta1", beta1, nonnegative=True)
+        self.beta2 = V.scalar("beta2", beta2, nonnegative=True)
+        if not (self.beta1 < 1 and self.beta2 < 1):
+            raise ValueError(f"beta1 and beta2 must be < 1, got {beta1!r}, {beta2!r}")
+        self.eps = V.scalar("eps", eps, positive=True)
+        if not params:
+            raise ValueError("params must be a non-empty dict of arrays")
+        xp = array_namespace(*params.values())
+        self.t = 0
+        self.m = {k: xp.zeros_like(p) for k, p in params.items()}
+        self.v = {k: xp.zeros_like(p) for k, p in params.items()}
+        self._buf = {k: xp.empty_like(p) for k, p in params.items()}
+
+    def step(self, params: dict, grads: dict) -> None:
+        """One Adam update of ``params`` in place from ``grads`` (same keys and shapes)."""
+        if set(grads) != set(self.m) or set(params) != set(self.m):
+            raise ValueError(f"params and grads must have the keys {sorted(self.m)}")
+        xp = array_namespace(*params.values())
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        c1 = 1.0 - b1**self.t
+        c2 = 1.0 - b2**self.t
+        for k, p in params.items():
+            g, m, v, buf = grads[k], self.m[k], self.v[k], self._buf[k]
+            m *= b1
+            xp.multiply(g, 1.0 - b1, out=buf)
+            m += buf
+            v *= b2
+            xp.multiply(g, g, out=buf)
+            buf *= 1.0 - b2
+            v += buf
+            xp.divide(v, c2, out=buf)
+            xp.sqrt(buf, out=buf)
+            buf += self.eps
+            xp.divide(m, buf, out=buf)
+            buf *= self.lr / c1
+            p -= buf
+
+    def state_dict(self) -> dict:
+        """``{"step": int, "m.<name>": array, "v.<name>": array}`` (copies; hyperparameters are config)."""
+        d: dict = {"step": int(self.t)}
+        for k in self.m:
+            d[f"m.{k}"] = self.m[k].copy()
+            d[f"v.{k}"] = self.v[k].copy()
+        return d
+
+    def load_state_dict(self, d: dict) -> None:
+        """Restore from :meth:`state_dict` output (arrays may come back as NumPy; copied into place)."""
+        want = {"step"} | {f"{s}.{k}" for k in self.m for s in "mv"}
+        if set(d) != want:
+            raise ValueError(
+                f"state dict keys do not match this optimiser: missing {sorted(want - set(d))}, "
+                f"unexpected {sorted(set(d) - want)}"
+            )
+        xp = array_namespace(*self.m.values())
+        for k in self.m:
+            for s, store in (("m", self.m), ("v", self.v)):
+                a = d[f"{s}.{k}"]
+                if tuple(a.shape) != tuple(store[k].shape):
+                    raise ValueError(f"{s}.{k} must have shape {tuple(store[k].shape)}, got {tuple(a.shape)}")
+                store[k][...] = xp.asarray(a, dtype=store[k].dtype)
+        self.t = V.scalar("step", np.asarray(d["step"]).item(), nonnegative=True, integer=True)

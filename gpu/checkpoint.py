@@ -1,0 +1,106 @@
+"""Checkpoints and small run files written atomically (Sec. 7 training runs).
+
+A checkpoint is one ``.npz``: every array of a nested state (parameters, Adam
+moments) under a ``/``-joined key, and the non-array leaves (epoch, step
+counts, seeds, RNG states, config) as one JSON document under ``__meta__``.
+Writes go to a temporary file in the same directory, are flushed to disk and
+then renamed over the target with ``os.replace``, so a crash leaves either the
+old or the new file, never a partial one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from vaetheory._xp import is_cupy_array, to_numpy
+
+_META = "__meta__"
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Write ``path`` atomically through ``write(fileobj)`` (Not in the paper).
+
+    A temporary file beside ``path`` is written, fsynced and renamed over it.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write ``obj`` as indented JSON, atomically (Not in the paper)."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=2, default=_jsonable) + "\n").encode()))
+
+
+def _jsonable(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot write {type(o).__name__} to JSON")
+
+
+def _is_array(v) -> bool:
+    return isinstance(v, np.ndarray) or is_cupy_array(v)
+
+
+def _split(state, prefix: str, arrays: dict, meta: dict) -> None:
+    """Arrays of a nested dict/list into ``arrays`` (flat keys), everything else into ``meta``."""
+    for k, v in state.items():
+        if "/" in str(k):
+            raise ValueError(f"state key {k!r} may not contain '/'")
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            meta[k] = {}
+            _split(v, key + "/", arrays, meta[k])
+        elif _is_array(v):
+            arrays[key] = to_numpy(v)
+            meta[k] = {"__array__": key}
+        else:
+            meta[k] = v
+
+
+def _join(meta, arrays, xp):
+    if isinstance(meta, dict):
+        if set(meta) == {"__array__"}:
+            return xp.asarray(arrays[meta["__array__"]])
+        return {k: _join(v, arrays, xp) for k, v in meta.items()}
+    return meta
+
+
+def save(path: str | Path, state: dict) -> None:
+    """Write a nested state (dicts of arrays and JSON-able values) to ``path`` atomically (Not in the paper).
+
+    NumPy and CuPy arrays are stored as NumPy arrays (a device array is copied
+    to the host here, once per checkpoint); their dtypes are kept exactly.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict = {}
+    _split(state, "", arrays, meta)
+    payload = dict(arrays)
+    payload[_META] = np.frombuffer(json.dumps(meta, default=_jsonable).encode(), dtype=np.uint8)
+    atomic_write(path, lambda f: np.savez(f, **payload))
+
+
+def load(path: str | Path, xp=np) -> dict:
+    """Read a state written by :func:`save`; arrays are created with ``xp`` (NumPy or CuPy) (Not in the paper)."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(arrays.pop(_META).tobytes().decode())
+    return _join(meta, arrays, xp)

@@ -1,0 +1,186 @@
+"""A training run's settings, from command-line flags or a TOML file (Sec. 7).
+
+One flat table of keys; a TOML file may hold any subset, an unknown key is an
+error that lists the valid keys, and a flag given on the command line overrides
+the file.  Defaults are the paper's: four dense layers of 200 units, Adam with
+learning rate 1e-3, batch 300, 200 epochs, grayscale MNIST targets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from vaetheory._validate import choice, scalar
+
+POSTERIORS = ("learned", "constant", "bilbo")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "baggins")
+DATASETS = ("mnist", "fashion-mnist", "synthetic")
+DEVICES = ("auto", "cpu", "gpu")
+CHOICES = {"dataset": DATASETS, "binarize": ("none", "dynamic"), "posterior": POSTERIORS,
+           "likelihood": LIKELIHOODS, "device": DEVICES, "dtype": ("float32", "float64")}
+# Keys that are passed to gpu.model.ModelConfig unchanged.
+MODEL_KEYS = (
+    "m",
+    "n",
+    "hidden",
+    "layers",
+    "posterior",
+    "likelihood",
+    "sigma2",
+    "t",
+    "tau",
+    "baggins_stop_gradient",
+    "latent_scale",
+)
+# Keys that may differ between a run and its resumption (they do not change the result).
+RESUMABLE_KEYS = ("epochs", "device", "progress", "out", "data", "eval_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run.
+
+    Model (see ``gpu.model.ModelConfig``): ``m`` data dimension (784 for MNIST),
+    ``n`` latent dimension, ``hidden`` units per hidden layer, ``layers`` dense
+    layers per network, ``posterior`` ("learned" Eq. (1); "constant" Eq. (2)
+    with floating prior; "bilbo" Eq. (24)), ``likelihood`` ("bernoulli",
+    "gaussian" with T = t I, "gaussian-learned", "baggins" Eq. (29) with
+    information factor ``tau``), ``sigma2`` the constant posterior variance,
+    ``latent_scale`` the fixed encoder-output scaling of Fig. 8.
+
+    Data: ``dataset`` ("mnist", "fashion-mnist", or "synthetic": random
+    uint8 images of ``m`` pixels, for tests), ``data`` a directory searched
+    first, ``limit`` / ``test_limit`` use only the first examples, ``binarize``
+    ("none" = grayscale targets, "dynamic" = resampled each epoch), ``scale``
+    the data scale factor lambda.
+
+    Optimisation: ``epochs``, ``batch_size``, ``lr`` (Adam), ``seed`` (init,
+    batch order and noise all derive from it), ``eval_k`` samples per test
+    example for the per-epoch test ELBO, ``eval_every`` evaluate every so many
+    epochs (and after the last; other rows leave the test columns empty), ``device`` ("auto" = CuPy if it
+    finds a GPU), ``dtype`` ("float32"), ``progress`` (tqdm bar per epoch).
+    """
+
+    # data
+    dataset: str = "mnist"
+    data: str | None = None
+    limit: int | None = None
+    test_limit: int | None = None
+    binarize: str = "none"
+    scale: float = 1.0
+    # model
+    m: int = 784
+    n: int = 2
+    hidden: int = 200
+    layers: int = 4
+    posterior: str = "learned"
+    likelihood: str = "bernoulli"
+    sigma2: float = 1.0
+    t: float = 1.0
+    tau: float = 0.2
+    baggins_stop_gradient: bool = False
+    latent_scale: float = 1.0
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 300
+    lr: float = 1e-3
+    seed: int = 0
+    eval_k: int = 1
+    eval_every: int = 1
+    device: str = "auto"
+    dtype: str = "float32"
+    progress: bool = True
+    out: str | None = None
+
+    def __post_init__(self):
+        for name, options in CHOICES.items():
+            choice(name, getattr(self, name), options)
+        # frozen: normalise through object.__setattr__ (TOML may give 200.0 for an int, 1 for a float)
+        for name in ("m", "n", "hidden", "layers", "batch_size", "eval_k", "eval_every"):
+            object.__setattr__(self, name, scalar(name, getattr(self, name), positive=True, integer=True))
+        for name in ("epochs", "seed"):
+            object.__setattr__(self, name, scalar(name, getattr(self, name), nonnegative=True, integer=True))
+        for name in ("limit", "test_limit"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, scalar(name, getattr(self, name), positive=True, integer=True))
+        for name in ("scale", "sigma2", "t", "tau", "lr", "latent_scale"):
+            object.__setattr__(self, name, scalar(name, getattr(self, name), positive=True))
+        for name in ("baggins_stop_gradient", "progress"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.dataset != "synthetic" and self.m != 784:
+            raise ValueError(f"m must be 784 for {self.dataset} (28x28 images), got {self.m}")
+
+    def model_config(self):
+        """The ``gpu.model.ModelConfig`` of this run."""
+        from gpu.model import ModelConfig
+
+        return ModelConfig(**{k: getattr(self, k) for k in MODEL_KEYS})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def valid_keys() -> list[str]:
+    """Every key a TOML config or the flags may set (Not in the paper)."""
+    return [f.name for f in fields(TrainConfig)]
+
+
+def check_keys(d: dict, source: str) -> None:
+    """Raise ValueError naming unknown keys and listing the valid ones (Not in the paper)."""
+    unknown = sorted(set(d) - set(valid_keys()))
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys are: {', '.join(valid_keys())}")
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a flat TOML table of :class:`TrainConfig` keys; unknown keys are errors (Not in the paper)."""
+    with open(path, "rb") as f:
+        d = tomllib.load(f)
+    check_keys(d, str(path))
+    return d
+
+
+def make_config(toml: str | Path | None = None, **overrides) -> TrainConfig:
+    """A :class:`TrainConfig` from an optional TOML file and overrides (Not in the paper).
+
+    An override of ``None`` means "not given".
+    """
+    d = load_toml(toml) if toml else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    check_keys(given, "overrides")
+    d.update(given)
+    return TrainConfig(**d)
+
+
+def add_arguments(parser) -> None:
+    """One flag per key, ``--batch-size`` for ``batch_size`` (Not in the paper).
+
+    Every default is None, meaning "not given", so a TOML value is kept.
+    """
+    import argparse
+
+    parser.add_argument("--config", metavar="TOML", help="TOML file of settings (flags override it)")
+    convert = {"int": int, "float": float, "str": str}
+    for f in fields(TrainConfig):
+        if f.name == "out":  # the run directory is the train command's own --out
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        base = str(f.type).split(" ")[0]
+        if base == "bool":
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"(default {f.default})")
+        else:
+            options = CHOICES.get(f.name)
+            parser.add_argument(flag, dest=f.name, type=convert[base], default=None, choices=options,
+                                metavar="{" + ",".join(options) + "}" if options else base.upper(),
+                                help=f"(default {f.default})")
+
+
+def from_args(args) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed ``vaetheory train`` arguments (Not in the paper)."""
+    overrides = {k: getattr(args, k, None) for k in valid_keys()}
+    return make_config(getattr(args, "config", None), **overrides)

@@ -1,0 +1,95 @@
+"""Decoder likelihoods log p(x|z) with their gradients w.r.t. the decoder outputs (Sec. 7).
+
+Each function returns the per-example log-likelihood ``(B,)`` in nats, summed
+over the ``m`` outputs, and (when ``scale`` is given) the gradient of
+``scale * sum_b log p(x_b|z_b)`` w.r.t. the decoder outputs; the model passes
+``scale = -1/B`` to get the gradient of the loss directly, computed in buffers
+the forward pass already allocated.  BAGGINS (Eqs. (29)-(30)) couples the
+batch and lives in :mod:`vaetheory.objectives`.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gpu.layers import sigmoid, softplus
+from vaetheory._xp import array_namespace
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def bernoulli(logits, x, scale=None):
+    """Bernoulli log-likelihood from logits, sum_j x_j l_j - softplus(l_j) (Sec. 7, "logits").
+
+    Targets ``x (B, m)`` may be grayscale intensities in [0, 1] (the paper's
+    MNIST setting, a continuous relaxation) or binary.  Stable for any logit:
+    softplus is a log-add-exp and the sigmoid is ``exp(l - softplus(l))``, an
+    exponent that is never positive.
+
+    Returns ``(logp (B,), d_logits (B, m) or None)``.
+    """
+    xp = array_namespace(logits, x)
+    sp = softplus(logits)
+    t = x * logits
+    t -= sp
+    logp = t.sum(axis=1)
+    if scale is None:
+        return logp, None
+    # d/dl = x - sigmoid(l); reuse sp's buffer for the sigmoid
+    xp.subtract(logits, sp, out=sp)
+    xp.exp(sp, out=sp)
+    sp -= x
+    sp *= -scale
+    return logp, sp
+
+
+def gaussian(mean, x, t, scale=None):
+    """Gaussian log-likelihood log N(x; nu, t I) with a constant variance t (Eq. (26) with T = t I).
+
+    ``t`` is a positive scalar or a ``(B,)`` per-example variance (BAGGINS' T,
+    Eq. (29), held fixed here).  Returns ``(logp (B,), d_mean (B, m) or None)``.
+    """
+    xp = array_namespace(mean, x)
+    m = x.shape[1]
+    d = x - mean
+    r = xp.sum(d * d, axis=1)
+    if getattr(t, "ndim", 0) == 1:
+        logp = -0.5 * (m * (_LOG_2PI + xp.log(t)) + r / t)
+        if scale is None:
+            return logp, None
+        d *= (scale / t)[:, None]
+        return logp, d
+    logp = -0.5 * (m * (_LOG_2PI + math.log(t)) + r / t)
+    if scale is None:
+        return logp, None
+    d *= scale / t
+    return logp, d
+
+
+def gaussian_learned(mean, std_raw, x, scale=None):
+    """Gaussian log-likelihood with a learned diagonal T, std = softplus(std_raw) (Sec. 7.2, Eq. (26)).
+
+    The paper reports that learning T does not converge (Sec. 5, Fig. 6a):
+    nothing is clipped here, so if a standard deviation underflows to zero the
+    log-likelihood becomes non-finite and the trainer reports it.
+
+    Returns ``(logp (B,), d_mean, d_std_raw)`` (the gradients ``None`` when
+    ``scale`` is ``None``).
+    """
+    xp = array_namespace(mean, std_raw, x)
+    std = softplus(std_raw)
+    d = x - mean
+    d /= std  # standardised residual
+    q = d * d
+    logp = -0.5 * (q + 2.0 * xp.log(std)).sum(axis=1)
+    logp -= 0.5 * x.shape[1] * _LOG_2PI
+    if scale is None:
+        return logp, None, None
+    # d/dmean = (x - mean)/std^2 ; d/dstd = (q - 1)/std ; dstd/draw = sigmoid(raw)
+    d /= std
+    d *= scale
+    q -= 1.0
+    q /= std
+    q *= sigmoid(std_raw)
+    q *= scale
+    return logp, d, q

@@ -1,0 +1,398 @@
+"""The paper's MLP VAE (Sec. 7): forward pass, objective and hand-written backward pass.
+
+One source for NumPy and CuPy: the array module is read from the inputs.
+
+Architecture (Sec. 7): encoder and decoder of ``layers`` dense layers each,
+``hidden`` units, ReLU in the middle layers (784-200-200-200-n and
+n-200-200-200-784 by default).  A learned variance adds a separate output
+layer from the last hidden layer with a softplus, read as standard deviations
+(posterior std for ``posterior="learned"``, likelihood std for
+``likelihood="gaussian-learned"``).  ``latent_scale`` c multiplies the encoder
+outputs (mean and learned std) and divides the decoder input (Fig. 8).
+
+Parameters are a flat dict of arrays: ``enc_W{i}, enc_b{i}`` and ``dec_W{i},
+dec_b{i}`` for i < layers (the last is the mean/logit head), plus
+``enc_std_W, enc_std_b`` and ``dec_std_W, dec_std_b`` for the learned heads.
+
+Objective per posterior mode (all averaged over the batch, nats per example):
+
+* ``learned``: Eq. (1), single-sample ELBO with prior N(0, I).
+* ``constant``: Eq. (2) with Sigma = sigma2 I and the floating prior
+  S^2 = Sigma + M_B (Sec. 4.3) held constant within the step.
+* ``bilbo``: Eq. (24), gradient through M_B.
+
+Likelihoods: ``bernoulli`` (logits), ``gaussian`` (T = t I),
+``gaussian-learned`` (softplus std head), ``baggins`` (T from Eq. (29) with
+S_B^2 from Eq. (4) on the batch, gradient through T unless
+``baggins_stop_gradient``; with ``bilbo`` this is Eq. (30)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from gpu import layers as Ly
+from gpu import likelihoods as Lk
+from vaetheory import _validate as V
+from vaetheory import objectives as O
+from vaetheory._xp import array_namespace
+
+POSTERIORS = ("learned", "constant", "bilbo")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "baggins")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model's settings (Sec. 7; defaults are the paper's 2-D MNIST model).
+
+    ``m`` data dimension, ``n`` latent dimension, ``hidden`` units per hidden
+    layer, ``layers`` dense layers per network (>= 1), ``posterior`` and
+    ``likelihood`` as in the module docstring, ``sigma2`` the constant
+    posterior variance Sigma = sigma2 I (``constant``/``bilbo``), ``t`` the
+    constant likelihood variance (``gaussian``), ``tau`` BAGGINS' information
+    factor (Eq. (29)), ``baggins_stop_gradient`` hold T fixed in the gradient,
+    ``latent_scale`` the fixed scaling c of Fig. 8.
+    """
+
+    m: int = 784
+    n: int = 2
+    hidden: int = 200
+    layers: int = 4
+    posterior: str = "learned"
+    likelihood: str = "bernoulli"
+    sigma2: float = 1.0
+    t: float = 1.0
+    tau: float = 0.2
+    baggins_stop_gradient: bool = False
+    latent_scale: float = 1.0
+
+    def __post_init__(self):
+        for name in ("m", "n", "hidden", "layers"):
+            v = V.scalar(name, getattr(self, name), positive=True, integer=True)
+            object.__setattr__(self, name, v)
+        for name in ("sigma2", "t", "tau", "latent_scale"):
+            object.__setattr__(self, name, V.scalar(name, getattr(self, name), positive=True))
+        V.choice("posterior", self.posterior, POSTERIORS)
+        V.choice("likelihood", self.likelihood, LIKELIHOODS)
+        if not isinstance(self.baggins_stop_gradient, (bool, np.bool_)):
+            raise ValueError(f"baggins_stop_gradient must be a bool, got {self.baggins_stop_gradient!r}")
+
+
+def _dims(config: ModelConfig, out: int, inp: int):
+    return [inp] + [config.hidden] * (config.layers - 1) + [out]
+
+
+def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter, in initialisation order (Sec. 7 architecture)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for prefix, inp, out, learned in (
+        ("enc", config.m, config.n, config.posterior == "learned"),
+        ("dec", config.n, config.m, config.likelihood == "gaussian-learned"),
+    ):
+        d = _dims(config, out, inp)
+        for i in range(config.layers):
+            shapes[f"{prefix}_W{i}"] = (d[i], d[i + 1])
+            shapes[f"{prefix}_b{i}"] = (d[i + 1],)
+        if learned:
+            shapes[f"{prefix}_std_W"] = (d[-2], out)
+            shapes[f"{prefix}_std_b"] = (out,)
+    return shapes
+
+
+def init_params(config: ModelConfig, rng: np.random.Generator, xp=np, dtype=np.float32) -> dict:
+    """Initial parameters (Sec. 7 architecture; the initialisation is Not in the paper).
+
+    Weights are Glorot-uniform (TensorFlow's default for the dense layers the
+    paper used), biases zero, drawn in float64 from ``rng`` in the order of
+    :func:`param_shapes` and then cast, so one seed gives the same network in
+    float32 and float64 and on either device.  With zero biases the learned
+    std heads start near softplus(0) = 0.69 (times ``latent_scale`` for the
+    posterior).
+    """
+    V.rng("rng", rng)
+    params = {}
+    for name, shape in param_shapes(config).items():
+        if len(shape) == 2:
+            a = Ly.glorot_uniform(rng, *shape)
+        else:
+            a = np.zeros(shape)
+        params[name] = xp.asarray(a.astype(dtype))
+    return params
+
+
+# ---------------------------------------------------------------------------
+# forward pieces
+# ---------------------------------------------------------------------------
+def _check(params, x, config: ModelConfig, eps=None, z=None):
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"config must be a gpu.model.ModelConfig, got {type(config).__name__}")
+    dtype = params["enc_W0"].dtype if "enc_W0" in params else None
+    dims = {"m": config.m, "n": config.n}
+    if x is not None:
+        x = V.array("x", x, ("B", "m"), dims, finite=False)
+        if dtype is not None and x.dtype != dtype:
+            raise ValueError(f"x must have the parameters' dtype {dtype}, got {x.dtype}")
+    if eps is not None:
+        eps = V.array("eps", eps, ("B", "n"), dims, finite=False, dtype=dtype)
+    if z is not None:
+        z = V.array("z", z, ("B", "n"), dims, finite=False, dtype=dtype)
+    missing = set(param_shapes(config)) - set(params)
+    if missing:
+        raise ValueError(f"params lacks {sorted(missing)} for this config")
+    return x, eps, z
+
+
+def _encode(params, x, config: ModelConfig):
+    """Encoder: hidden activations, mu (B, n), std raw pre-activation and std (learned) or sqrt(sigma2)."""
+    L, c = config.layers, config.latent_scale
+    hs = Ly.trunk_forward(params, "enc", x, L - 1)
+    mu = Ly.dense(hs[-1], params[f"enc_W{L - 1}"], params[f"enc_b{L - 1}"])
+    if c != 1.0:
+        mu *= c
+    if config.posterior == "learned":
+        s_raw = Ly.dense(hs[-1], params["enc_std_W"], params["enc_std_b"])
+        std = Ly.softplus(s_raw)
+        if c != 1.0:
+            std *= c
+        return hs, mu, s_raw, std
+    return hs, mu, None, math.sqrt(config.sigma2)
+
+
+def _decode(params, z, config: ModelConfig):
+    """Decoder: hidden activations, output (logits or mean) and learned-T std raw pre-activation."""
+    L, c = config.layers, config.latent_scale
+    h0 = z / c if c != 1.0 else z
+    hs = Ly.trunk_forward(params, "dec", h0, L - 1)
+    out = Ly.dense(hs[-1], params[f"dec_W{L - 1}"], params[f"dec_b{L - 1}"])
+    t_raw = None
+    if config.likelihood == "gaussian-learned":
+        t_raw = Ly.dense(hs[-1], params["dec_std_W"], params["dec_std_b"])
+    return hs, out, t_raw
+
+
+def _forward(params, x, eps, config: ModelConfig):
+    """Encoder, reparameterised sample z = mu + sqrt(Sigma) eps, decoder; everything the backward needs."""
+    ehs, mu, s_raw, std = _encode(params, x, config)
+    var = std * std if config.posterior == "learned" else config.sigma2
+    z = eps * std
+    z += mu
+    dhs, out, t_raw = _decode(params, z, config)
+    return ehs, mu, s_raw, std, var, dhs, out, t_raw
+
+
+def encode(params, x, config: ModelConfig):
+    """Posterior q(z|x) = N(mu, diag(var)) (Eqs. (1)-(2); Sec. 7 encoder).
+
+    Returns ``mu (B, n)`` and ``var (B, n)``: the learned softplus std squared,
+    or ``sigma2`` broadcast for the constant-variance modes.
+    """
+    x, _, _ = _check(params, x, config)
+    xp = array_namespace(x)
+    with np.errstate(all="ignore"):
+        _, mu, _, std = _encode(params, x, config)
+    if config.posterior == "learned":
+        return mu, std * std
+    return mu, xp.full(mu.shape, config.sigma2, dtype=mu.dtype)
+
+
+def decode(params, z, config: ModelConfig) -> dict:
+    """Decoder nu(z) of Sec. 3's map notation (Sec. 7 decoder).
+
+    Returns ``{"logits": (B, m)}`` (Bernoulli) or ``{"mean": (B, m)}``, plus
+    ``{"var": (B, m)}`` (softplus std squared) for ``gaussian-learned``.
+    """
+    _, _, z = _check(params, None, config, z=z)
+    with np.errstate(all="ignore"):
+        _, out, t_raw = _decode(params, z, config)
+    if config.likelihood == "bernoulli":
+        return {"logits": out}
+    dec = {"mean": out}
+    if t_raw is not None:
+        std = Ly.softplus(t_raw)
+        dec["var"] = std * std
+    return dec
+
+
+def log_likelihood(dec: dict, x, config: ModelConfig, T=None):
+    """log p(x|z) per example in nats, summed over the m outputs (Sec. 7 likelihoods; Eq. (26)).
+
+    ``dec`` from :func:`decode`.  ``T`` is required for ``baggins``: the
+    per-example isotropic variance ``(B,)`` of Eq. (29)
+    (:func:`vaetheory.objectives.baggins_T`); for ``gaussian`` it defaults to
+    ``config.t``.
+    """
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"config must be a gpu.model.ModelConfig, got {type(config).__name__}")
+    key = "logits" if config.likelihood == "bernoulli" else "mean"
+    if key not in dec:
+        raise ValueError(f"dec must hold {key!r} for likelihood {config.likelihood!r}")
+    dims = {"m": config.m}
+    out = V.array(f"dec[{key!r}]", dec[key], ("B", "m"), dims, finite=False)
+    x = V.array("x", x, ("B", "m"), dims, finite=False, dtype=out.dtype)
+    xp = array_namespace(out, x)
+    with np.errstate(all="ignore"):
+        if config.likelihood == "bernoulli":
+            return Lk.bernoulli(out, x)[0]
+        if config.likelihood == "gaussian-learned":
+            var = V.array("dec['var']", dec.get("var"), ("B", "m"), dims, finite=False, dtype=out.dtype)
+            d = x - out
+            return -0.5 * ((d * d / var + xp.log(var)).sum(axis=1) + config.m * Lk._LOG_2PI)
+        if config.likelihood == "baggins" and T is None:
+            raise ValueError("T (B,) from Eq. (29) is required for the baggins likelihood")
+        if T is None:
+            T = config.t
+        elif hasattr(T, "shape") and T.ndim == 1:
+            T = V.array("T", T, ("B",), dims, finite=False, dtype=out.dtype)
+        else:
+            T = V.scalar("T", T, positive=True)
+        return Lk.gaussian(out, x, T)[0]
+
+
+def elbo_per_example(params, x, eps, config: ModelConfig, s2=None):
+    """Single-sample ELBO per example with prior N(0, S^2): Eq. (1) / Eq. (2), nats.
+
+    ``-KL(N(mu, Sigma) | N(0, S^2)) + log p(x | z)``, z = mu + sqrt(Sigma) eps.
+
+    ``s2 (n,)``: the prior variance.  Default: ones for ``learned`` (Eq. (1)),
+    the floating prior Sigma + M_B of this batch for ``constant`` and
+    ``bilbo`` (Sec. 4.3), so that the batch mean equals the training
+    objective (for ``bilbo`` by the identity of Eqs. (2) and (24)).  Pass the
+    training set's or the evaluation set's S^2 to evaluate a test set.
+    For ``baggins`` T comes from Eq. (29) with S^2 = ``s2`` when given, and
+    otherwise with S_B^2 of Eq. (4) on this batch, as in training.
+    """
+    x, eps, _ = _check(params, x, config, eps=eps)
+    xp = array_namespace(x, eps)
+    with np.errstate(all="ignore"):
+        _, mu, _, _, var, _, out, t_raw = _forward(params, x, eps, config)
+        learned = config.posterior == "learned"
+        var_full = var if learned else xp.full(mu.shape, var, dtype=mu.dtype)
+        if s2 is not None:
+            s2 = V.array("s2", s2, ("n",), {"n": config.n}, finite=False, dtype=mu.dtype)
+            s2_T = s2
+        else:
+            s2_T = None
+            s2 = xp.ones(config.n, dtype=mu.dtype) if learned else O.floating_prior(mu, config.sigma2)
+        kl = O.kl_learned(mu, var_full, s2).value
+        if config.likelihood == "baggins":
+            T = O.baggins_T(x, out, mu, var, config.tau, s2_T)
+            rec = Lk.gaussian(out, x, T)[0]
+        elif config.likelihood == "gaussian-learned":
+            rec = Lk.gaussian_learned(out, t_raw, x)[0]
+        elif config.likelihood == "gaussian":
+            rec = Lk.gaussian(out, x, config.t)[0]
+        else:
+            rec = Lk.bernoulli(out, x)[0]
+        return rec - kl
+
+
+def loss_and_grads(params, x, eps, config: ModelConfig, grads=None):
+    """Loss -(objective) and its hand-written gradients (Eqs. (1), (2), (24), (29)-(30); Sec. 7).
+
+    Parameters
+    ----------
+    params : dict of arrays from :func:`init_params`.
+    x : (B, m) targets (intensities in [0, 1] or scaled data), params' dtype.
+    eps : (B, n) standard-normal noise drawn by the caller; z = mu + sqrt(Sigma) eps.
+    config : ModelConfig.
+    grads : optional dict of arrays shaped like ``params`` to write the
+        gradients into (reused across steps to avoid allocations).
+
+    Returns
+    -------
+    loss : 0-d array, -(objective) averaged over the batch, nats per example.
+    grads : dict, same keys, shapes and dtype as ``params``.
+    aux : dict of 0-d arrays ``objective``, ``kl``, ``rec`` (batch means; for
+        ``bilbo`` ``kl`` is the information term of Eq. (24)) and ``s2 (n,)``,
+        the prior variance used (ones for ``learned``, Sigma + M_B otherwise).
+
+    Nothing is clipped: a diverging model (e.g. learned T) gives a non-finite
+    loss rather than an exception.
+    """
+    x, eps, _ = _check(params, x, config, eps=eps)
+    xp = array_namespace(x, eps)
+    grads = {} if grads is None else grads
+    with np.errstate(all="ignore"):
+        return _loss_and_grads(xp, params, x, eps, config, grads)
+
+
+def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
+    B = x.shape[0]
+    L, c = config.layers, config.latent_scale
+    learned = config.posterior == "learned"
+
+    # ---- forward
+    ehs, mu, s_raw, std, var, dhs, out, t_raw = _forward(params, x, eps, config)
+
+    if config.posterior == "learned":
+        s2 = xp.ones(config.n, dtype=mu.dtype)
+        kl = O.kl_learned(mu, var)
+        kl_value = xp.mean(kl.value)
+    elif config.posterior == "constant":
+        s2 = O.floating_prior(mu, config.sigma2)
+        kl = O.kl_constant(mu, config.sigma2, s2)
+        kl_value = xp.mean(kl.value)
+    else:
+        kl = O.bilbo_kl(mu, config.sigma2)
+        kl_value = kl.value
+        s2 = O.floating_prior(mu, config.sigma2)
+
+    scale = -1.0 / B  # gradients below are of the loss = -(objective)
+    g_traw = None
+    rec_d_mu = rec_d_var = None
+    if config.likelihood == "bernoulli":
+        rec, g_out = Lk.bernoulli(out, x, scale)
+    elif config.likelihood == "gaussian":
+        rec, g_out = Lk.gaussian(out, x, config.t, scale)
+    elif config.likelihood == "gaussian-learned":
+        rec, g_out, g_traw = Lk.gaussian_learned(out, t_raw, x, scale)
+    else:
+        r = O.baggins_log_likelihood(x, out, mu, var, config.tau, config.baggins_stop_gradient)
+        rec, g_out, rec_d_mu, rec_d_var = r.value, r.d_nu, r.d_mu, r.d_var
+        g_out *= -1.0
+    rec_value = xp.mean(rec)
+    objective = rec_value - kl_value
+
+    # ---- backward: decoder
+    kW, kb = f"dec_W{L - 1}", f"dec_b{L - 1}"
+    grads[kW], grads[kb], g_h = Ly.dense_backward(dhs[-1], params[kW], g_out, grads.get(kW), grads.get(kb))
+    if g_traw is not None:
+        grads["dec_std_W"], grads["dec_std_b"], g_h2 = Ly.dense_backward(
+            dhs[-1], params["dec_std_W"], g_traw, grads.get("dec_std_W"), grads.get("dec_std_b")
+        )
+        g_h += g_h2
+    g_z = Ly.trunk_backward(params, "dec", dhs, g_h, grads, L - 1, need_input=True)
+    if c != 1.0:
+        g_z /= c
+
+    # ---- backward: posterior (loss = KL - rec)
+    g_mu = g_z + kl.d_mu
+    if rec_d_mu is not None:
+        g_mu -= rec_d_mu
+    if c != 1.0:
+        g_mu *= c
+    kW, kb = f"enc_W{L - 1}", f"enc_b{L - 1}"
+    hidden = L > 1  # the heads' input gradient is needed only to reach hidden layers
+    grads[kW], grads[kb], g_h = Ly.dense_backward(
+        ehs[-1], params[kW], g_mu, grads.get(kW), grads.get(kb), need_input=hidden
+    )
+    if learned:
+        g_var = kl.d_var if rec_d_var is None else kl.d_var - rec_d_var
+        g_std = g_z * eps  # z = mu + std * eps
+        g_std += 2.0 * std * g_var
+        g_std *= Ly.sigmoid(s_raw)
+        if c != 1.0:
+            g_std *= c
+        grads["enc_std_W"], grads["enc_std_b"], g_h2 = Ly.dense_backward(
+            ehs[-1], params["enc_std_W"], g_std, grads.get("enc_std_W"), grads.get("enc_std_b"), need_input=hidden
+        )
+        if hidden:
+            g_h += g_h2
+    if hidden:
+        Ly.trunk_backward(params, "enc", ehs, g_h, grads, L - 1, need_input=False)
+
+    aux = {"objective": objective, "kl": kl_value, "rec": rec_value, "s2": s2}
+    return -objective, grads, aux

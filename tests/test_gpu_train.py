@@ -1,0 +1,238 @@
+"""gpu.train: runs of every (posterior, likelihood), files written, exact resume, divergence, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import TOL
+
+from gpu import checkpoint, config as C, model, train as T
+
+SHARED = os.environ.get("VAETHEORY_DATA")
+HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
+TINY = dict(dataset="synthetic", m=16, n=2, hidden=8, layers=3, limit=60, test_limit=20, batch_size=20,
+            device="cpu", progress=False)
+
+
+def tiny(**kw) -> C.TrainConfig:
+    return C.TrainConfig(**(TINY | kw))
+
+
+def rows(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("posterior", C.POSTERIORS)
+@pytest.mark.parametrize("likelihood", C.LIKELIHOODS)
+def test_every_posterior_and_likelihood_trains_and_writes_its_files(tmp_path, posterior, likelihood):
+    cfg = tiny(posterior=posterior, likelihood=likelihood, epochs=2, scale=0.5 if likelihood != "bernoulli" else 1.0)
+    info = T.train(cfg, tmp_path)
+    assert info["status"] == "completed" and info["epochs_done"] == 2 and info["steps_per_epoch"] == 3
+    saved = json.loads((tmp_path / "run.json").read_text())
+    assert saved["config"] == cfg.to_dict() and saved["dtype"] == "float32" and saved["device"].startswith("cpu")
+    assert saved["wall_seconds"] > 0 and "git_sha" in saved
+    r = rows(tmp_path / "metrics.csv")
+    assert [int(x["epoch"]) for x in r] == [1, 2] and all(x["status"] == "ok" for x in r)
+    assert list(r[0]) == T.metric_columns(posterior)
+    tests = [c for c in r[0] if c.startswith("test_elbo")]
+    assert tests == (["test_elbo_s2_train", "test_elbo_s2_test"] if posterior != "learned" else ["test_elbo"])
+    assert all(np.isfinite(float(x[c])) for x in r for c in ["train_objective", *tests, "seconds"])
+    ck = checkpoint.load(tmp_path / "checkpoint.npz")
+    assert ck["epoch"] == 2 and ck["adam"]["step"] == 6 and ck["config"] == cfg.to_dict()
+    assert set(ck["params"]) == set(model.param_shapes(cfg.model_config()))
+    assert all(p.dtype == np.float32 for p in ck["params"].values())
+
+
+def test_training_improves_the_test_elbo_on_synthetic_data(tmp_path):
+    # Deterministic (seeded); ten near-binary class templates are learnable, so the bound must rise
+    # (measured: -11.11 after epoch 1, -10.12 after epoch 20).
+    T.train(tiny(epochs=20, limit=200, hidden=32, lr=1e-2), tmp_path)
+    r = rows(tmp_path / "metrics.csv")
+    assert float(r[-1]["test_elbo"]) > float(r[0]["test_elbo"]) + 0.5
+
+
+def test_eval_every_leaves_test_columns_empty_between_evaluations(tmp_path):
+    T.train(tiny(epochs=5, eval_every=2, posterior="constant"), tmp_path)
+    r = rows(tmp_path / "metrics.csv")
+    evaluated = [x["epoch"] for x in r if x["test_elbo_s2_train"] != ""]
+    assert evaluated == ["2", "4", "5"] and all(x["train_objective"] != "" for x in r)
+
+
+def assert_same_run(a: Path, b: Path):
+    ca, cb = checkpoint.load(a / "checkpoint.npz"), checkpoint.load(b / "checkpoint.npz")
+    for k in ca["params"]:
+        np.testing.assert_array_equal(ca["params"][k], cb["params"][k], err_msg=k)  # bitwise
+    for k in ca["adam"]:
+        if k != "step":
+            np.testing.assert_array_equal(ca["adam"][k], cb["adam"][k], err_msg=k)
+    assert ca["adam"]["step"] == cb["adam"]["step"]
+    drop = ("seconds", "eval_seconds")
+    ra = [{k: v for k, v in x.items() if k not in drop} for x in rows(a / "metrics.csv")]
+    rb = [{k: v for k, v in x.items() if k not in drop} for x in rows(b / "metrics.csv")]
+    assert ra == rb
+
+
+@pytest.mark.parametrize("kw", [dict(posterior="bilbo", binarize="dynamic"),
+                                dict(posterior="learned", likelihood="baggins", scale=0.5)])
+def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path, monkeypatch, kw):
+    T.train(tiny(epochs=2, **kw), tmp_path / "straight")
+    T.train(tiny(epochs=1, **kw), tmp_path / "resumed")
+    real, calls = model.loss_and_grads, []
+    monkeypatch.setattr(model, "loss_and_grads", lambda *a, **k: calls.append(1) or real(*a, **k))
+    T.train(tiny(epochs=2, **kw), tmp_path / "resumed", resume=True)
+    assert len(calls) == 3  # only the second epoch's steps were run
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    assert json.loads((tmp_path / "resumed/run.json").read_text())["epochs_done"] == 2
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="needs MNIST under $VAETHEORY_DATA (CI sets it)")
+def test_mnist_slice_trains_and_resumes_exactly_sec7(tmp_path):
+    kw = dict(dataset="mnist", limit=600, test_limit=300, batch_size=100, hidden=32, posterior="constant",
+              device="cpu", progress=False)
+    T.train(C.TrainConfig(epochs=3, **kw), tmp_path / "straight")
+    T.train(C.TrainConfig(epochs=2, **kw), tmp_path / "resumed")
+    T.train(C.TrainConfig(epochs=3, **kw), tmp_path / "resumed", resume=True)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    r = rows(tmp_path / "straight/metrics.csv")
+    # grayscale MNIST, nats per image: far below 0 and rising over the first epochs
+    e1, e3 = float(r[0]["test_elbo_s2_train"]), float(r[-1]["test_elbo_s2_train"])
+    assert -800 < e1 < e3 < -45
+    info = json.loads((tmp_path / "straight/run.json").read_text())
+    assert {f["check"] for f in info["data"]["files"].values()} == {"verified"}
+
+
+def test_resume_refuses_changed_settings_and_fresh_run_refuses_existing_dir(tmp_path):
+    T.train(tiny(epochs=1), tmp_path)
+    with pytest.raises(ValueError, match="settings differ.*lr"):
+        T.train(tiny(epochs=2, lr=1e-2), tmp_path, resume=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        T.train(tiny(epochs=2), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        T.train(tiny(epochs=2), tmp_path / "empty", resume=True)
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    real = model.loss_and_grads
+    calls = {"n": 0}
+
+    def diverging(params, x, eps, config, grads=None):
+        calls["n"] += 1
+        loss, g, aux = real(params, x, eps, config, grads=grads)
+        if calls["n"] == 5:  # epoch 2 (3 steps per epoch), second step
+            loss = loss * np.float32("nan")
+        return loss, g, aux
+
+    T.train(tiny(epochs=1, likelihood="gaussian-learned"), tmp_path / "good")
+    monkeypatch.setattr(model, "loss_and_grads", diverging)
+    info = T.train(tiny(epochs=4, likelihood="gaussian-learned"), tmp_path / "run")
+    assert info["status"] == "diverged" and info["diverged"] == {"epoch": 2, "step": 2}
+    assert "non-finite loss at epoch 2, step 2" in capsys.readouterr().err
+    saved = json.loads((tmp_path / "run/run.json").read_text())
+    assert saved["status"] == "diverged" and "last good checkpoint (epoch 1)" in saved["message"]
+    r = rows(tmp_path / "run/metrics.csv")
+    assert [x["status"] for x in r] == ["ok", "diverged at step 2"]
+    ck = checkpoint.load(tmp_path / "run/checkpoint.npz")
+    assert ck["epoch"] == 1
+    good = checkpoint.load(tmp_path / "good/checkpoint.npz")
+    for k in good["params"]:
+        np.testing.assert_array_equal(ck["params"][k], good["params"][k])
+
+
+def cli(*args, env_extra=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "vaetheory", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_cli_train_from_toml_with_flag_override_then_resume(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("\n".join(f"{k} = {json.dumps(v) if isinstance(v, str) else str(v).lower()}"
+                              for k, v in TINY.items() if k != "progress") + '\nposterior = "bilbo"\nepochs = 1\n')
+    out = tmp_path / "run"
+    p = cli("train", "--config", str(toml), "--out", str(out), "--seed", "3")
+    assert p.returncode == 0, p.stderr
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["posterior"] == "bilbo" and info["config"]["seed"] == 3 and info["status"] == "completed"
+    p = cli("train", "--config", str(toml), "--out", str(out), "--seed", "3", "--epochs", "2", "--resume")
+    assert p.returncode == 0, p.stderr
+    assert [x["epoch"] for x in rows(out / "metrics.csv")] == ["1", "2"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("batchsize = 3\n")
+    p = cli("train", "--config", str(bad), "--out", str(tmp_path / "x"))
+    assert p.returncode == 2 and "unknown key(s) batchsize" in p.stderr and "batch_size" in p.stderr
+
+
+def test_cli_missing_data_is_one_clear_message(tmp_path):
+    p = cli("train", "--out", str(tmp_path / "r"), "--dataset", "fashion-mnist", "--device", "cpu",
+            env_extra={"VAETHEORY_DATA": str(tmp_path), "HOME": str(tmp_path)})
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "not found; looked in" in p.stderr and str(tmp_path / "fashion-mnist") in p.stderr
+
+
+def test_cli_diverged_run_exits_with_status_3(tmp_path):
+    # lr = 1e6 on the learned-variance Gaussian likelihood overflows within a few steps.
+    p = cli("train", "--out", str(tmp_path / "r"), "--dataset", "synthetic", "--m", "16", "--hidden", "8",
+            "--limit", "60", "--test-limit", "20", "--batch-size", "20", "--epochs", "3", "--device", "cpu",
+            "--likelihood", "gaussian-learned", "--lr", "1e6", "--no-progress")
+    assert p.returncode == T.EXIT_DIVERGED, p.stderr
+    assert "non-finite loss" in p.stderr and "Traceback" not in p.stderr
+
+
+# ---------------------------------------------------------------------- bench
+
+
+def test_bench_counts_the_steps_matmul_flops_analytically():
+    from gpu import bench
+
+    B, m, h = 300, 784, 200
+    for n, posterior in bench.CONFIGS:
+        params = model.init_params(model.ModelConfig(n=n, posterior=posterior), np.random.default_rng(0))
+        heads = 2 if posterior == "learned" else 1  # mean head (+ std head)
+        enc = m * h + 2 * h * h + heads * h * n
+        dec = n * h + 2 * h * h + h * m
+        # forward + weight gradients + input gradients, except the data input's
+        want = 2 * B * (3 * (enc + dec) - m * h)
+        assert bench.step_flops(params, B, m) == want
+
+
+def test_bench_cli_reports_every_configuration(tmp_path):
+    p = cli("bench", "train", "--device", "cpu", "--steps", "2", "--warmup", "1", "--gemm-size", "256",
+            "--json", str(tmp_path / "b.json"))
+    assert p.returncode == 0, p.stderr
+    rep = json.loads((tmp_path / "b.json").read_text())
+    assert [(r["n"], r["posterior"]) for r in rep["results"]] == [(2, "learned"), (2, "constant"), (2, "bilbo"),
+                                                                (100, "learned"), (100, "constant"), (100, "bilbo")]
+    for r in rep["results"]:
+        assert r["ms_per_step"] > 0 and r["examples_per_s"] == pytest.approx(300 / (r["ms_per_step"] / 1e3))
+        assert 0 < r["fraction_of_gemm_rate"] == pytest.approx(r["achieved_gflop_s"] / rep["gemm_large"]["gflop_s"])
+    assert rep["gemm_large"]["gflop_s"] > 0 and "ms/step" in p.stdout
+
+
+# ------------------------------------------------------------------------ GPU
+
+from gpu import device as _dev  # noqa: E402
+
+
+@pytest.mark.skipif(_dev.gpu_count() == 0, reason="needs CuPy and a CUDA GPU (the CPU path is tested above)")
+@pytest.mark.parametrize("posterior", C.POSTERIORS)
+def test_gpu_run_trains_resumes_and_evaluates(tmp_path, posterior):
+    from gpu import evaluate as E
+
+    kw = dict(posterior=posterior, device="gpu", m=784, binarize="dynamic")
+    info = T.train(tiny(epochs=2, **kw), tmp_path / "straight")
+    assert info["status"] == "completed" and info["device"].startswith("gpu")
+    T.train(tiny(epochs=1, **kw), tmp_path / "resumed")
+    T.train(tiny(epochs=2, **kw), tmp_path / "resumed", resume=True)
+    a, b = checkpoint.load(tmp_path / "straight/checkpoint.npz"), checkpoint.load(tmp_path / "resumed/checkpoint.npz")
+    for k in a["params"]:
+        np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"])
+    res = E.evaluate_run(tmp_path / "straight", k=2, iwae_k=20, plots=True)
+    assert np.isfinite(res["iwae_log_px"]) and len(res["plots"]) == 8

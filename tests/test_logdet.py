@@ -1,0 +1,287 @@
+"""The trace identity Eqs. (19)-(20), the Eq. (19) estimator and its baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TOL
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import SEEDS, normal_arrays, positive_arrays, spd_matrices
+
+from vaetheory import logdet as L
+from vaetheory.cli import main
+from vaetheory.logdet_baselines import gauss_quadrature
+from vaetheory.logdet_bench import make_family
+
+
+def _spd(n, seed, lo=-1.0, hi=1.0, scale_diag=0.0):
+    rng = np.random.default_rng(seed)
+    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = (Q * np.exp(rng.uniform(lo, hi, n))) @ Q.T
+    s = np.exp(scale_diag * rng.standard_normal(n))
+    A = s[:, None] * A * s[None, :]
+    return (A + A.T) / 2
+
+
+class Counter:
+    """A matvec that counts its own products, independently of the estimators."""
+
+    def __init__(self, A):
+        self.A, self.count = A, 0
+
+    def __call__(self, X):
+        self.count += 1 if X.ndim == 1 else X.shape[1]
+        return self.A @ X
+
+
+# --- Eqs. (19)-(20): exact identities ---------------------------------------------------
+
+
+@given(st.integers(1, 6).flatmap(lambda k: spd_matrices(k)))
+def test_trace_identity_minimum_equals_slogdet_eq19(A):
+    ref = np.linalg.slogdet(A)[1]
+    Sigma = L.trace_identity_minimiser(A)
+    assert np.allclose(Sigma @ A, np.eye(len(A)), atol=TOL["identity_f64"] * np.linalg.cond(A))
+    assert abs(L.trace_identity_objective(A, Sigma) - ref) <= TOL["identity_f64"] * max(1.0, abs(ref))
+    assert abs(L.trace_identity_ref(A) - ref) <= TOL["identity_f64"] * max(1.0, abs(ref))
+
+
+@given(st.integers(1, 6).flatmap(lambda k: st.tuples(spd_matrices(k), spd_matrices(k))))
+def test_trace_identity_objective_bounds_slogdet_eq19(pair):
+    A, Sigma = pair
+    # Stein's loss: tr(B) - log|B| - n >= 0 for B = Sigma^1/2 A Sigma^1/2.
+    assert L.trace_identity_objective(A, Sigma) >= np.linalg.slogdet(A)[1] - TOL["identity_f64"] * 10
+
+
+def test_trace_identity_unbounded_below_for_indefinite_a_eq19():
+    A = np.diag([2.0, 1.0, -0.5])
+    u = np.array([0.0, 0.0, 1.0])
+    vals = [L.trace_identity_objective(A, np.eye(3) + t * np.outer(u, u)) for t in (1.0, 10.0, 100.0, 1000.0)]
+    assert np.all(np.diff(vals) < 0) and vals[-1] < -400
+    with pytest.raises(ValueError, match="positive definite"):
+        L.trace_identity_minimiser(A)
+    with pytest.raises(ValueError, match="positive definite"):
+        L.logdet_trace_estimator(A, rng=np.random.default_rng(0), budget=10)
+
+
+@given(st.integers(1, 4), st.integers(1, 6), SEEDS)
+def test_trace_identity_posterior_form_eq20(n, m, seed):
+    J = np.random.default_rng(seed).standard_normal((m, n))
+    s2 = np.exp(np.random.default_rng(seed + 1).uniform(-1, 1, n))
+    minimum, rhs, Sigma = L.trace_identity_eq20(J, s2)
+    direct = np.linalg.slogdet(J.T @ J @ np.diag(s2) + np.eye(n))[1]
+    assert abs(minimum - direct) <= TOL["identity_f64"] * max(1.0, abs(direct))
+    assert abs(rhs - direct) <= TOL["identity_f64"] * max(1.0, abs(direct))
+    assert np.allclose(np.linalg.inv(Sigma), np.diag(1 / s2) + J.T @ J, rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+
+
+@given(normal_arrays((5, 3)), positive_arrays((3,)))
+def test_trace_identity_posterior_form_from_strategies_eq20(J, s2):
+    minimum, rhs, _ = L.trace_identity_eq20(J, s2)
+    assert abs(minimum - rhs) <= TOL["identity_f64"] * max(1.0, abs(rhs))
+
+
+@given(st.integers(2, 6).flatmap(lambda k: spd_matrices(k)))
+def test_bias_floors_are_am_gm_and_hadamard_eq19(A):
+    n, ref = len(A), np.linalg.slogdet(A)[1]
+    f_scalar = L.trace_identity_bias_floor(A, "scalar")
+    f_diag = L.trace_identity_bias_floor(A, "diagonal")
+    assert f_scalar >= f_diag - TOL["identity_f64"] * n >= -2 * TOL["identity_f64"] * n
+    # The floors are attained at the class minimisers s = n / tr A and d = 1 / diag(A).
+    at_scalar = L.trace_identity_objective(A, n / np.trace(A) * np.eye(n))
+    at_diag = L.trace_identity_objective(A, np.diag(1 / np.diag(A)))
+    assert abs(at_scalar - ref - f_scalar) <= TOL["identity_f64"] * max(1.0, abs(ref))
+    assert abs(at_diag - ref - f_diag) <= TOL["identity_f64"] * max(1.0, abs(ref))
+    assert L.trace_identity_bias_floor(np.diag(np.diag(A)), "diagonal") == pytest.approx(0, abs=1e-12)
+    assert L.trace_identity_bias_floor(3.0 * np.eye(n), "scalar") == pytest.approx(0, abs=1e-12)
+
+
+# --- the gradients the stochastic steps follow -------------------------------------------
+
+
+def test_diagonal_step_gradient_matches_finite_difference_eq19():
+    A, rng = _spd(6, 1), np.random.default_rng(2)
+    theta = rng.normal(size=6) * 0.3  # Sigma = diag(exp(theta))
+    grad = np.diag(A) * np.exp(theta) - 1  # what the natural-gradient step estimates, per coordinate
+    h = 1e-6
+    for i in range(6):
+        e = np.zeros(6)
+        e[i] = h
+        fd = (L.trace_identity_objective(A, np.diag(np.exp(theta + e))) - L.trace_identity_objective(A, np.diag(np.exp(theta - e)))) / (2 * h)
+        assert abs(fd - grad[i]) <= TOL["fd_grad_f64"] * max(1.0, abs(grad[i]))
+
+
+def test_relative_gradient_matches_finite_difference_eq19():
+    A, rng = _spd(5, 3), np.random.default_rng(4)
+    Lf = np.eye(5) + 0.2 * rng.standard_normal((5, 5))
+    G = Lf.T @ A @ Lf - np.eye(5)  # expected relative gradient (up to the factor 2)
+    h = 1e-6
+    for _ in range(4):
+        X = rng.standard_normal((5, 5))
+        X = (X + X.T) / 2
+        f = [L.trace_identity_objective(A, (Lf @ (np.eye(5) + s * X)) @ (Lf @ (np.eye(5) + s * X)).T) for s in (h, -h)]
+        fd = (f[0] - f[1]) / (2 * h)
+        assert abs(fd - 2 * np.sum(G * X)) <= TOL["fd_grad_f64"] * max(1.0, abs(fd))
+
+
+# --- estimators: statistical guarantees with fixed seeds ----------------------------------
+
+
+def _estimates(fn, A, seeds, **kw):
+    return np.array([fn(A, rng=np.random.default_rng(s), **kw).estimate for s in range(seeds)])
+
+
+def _z(est, target):
+    return (np.mean(est) - target) / (np.std(est, ddof=1) / np.sqrt(len(est)))
+
+
+@pytest.mark.parametrize(
+    "fn, kw",
+    [
+        (L.slq_logdet, {"probes": "rademacher"}),
+        (L.slq_logdet, {"probes": "gaussian"}),
+        (L.hutchpp_logdet, {}),
+        (L.chebyshev_logdet, {"bounds": (0.3, 3.0), "degree": 40}),
+    ],
+    ids=["slq-rademacher", "slq-gaussian", "hutch++", "chebyshev"],
+)
+def test_baseline_estimators_are_unbiased(fn, kw):
+    A, ref = _unbiased_case()
+    est = _estimates(fn, A, 80, budget=120, **kw)
+    assert abs(_z(est, ref)) <= TOL["logdet_z"], (np.mean(est) - ref, np.std(est))
+
+
+def _unbiased_case():
+    A = _spd(40, 5, lo=np.log(0.4), hi=np.log(2.5), scale_diag=0.1)
+    A *= 1.0 / max(np.abs(np.linalg.eigvalsh(A)).max() / 2.9, 1.0)
+    return A, np.linalg.slogdet(A)[1]
+
+
+@pytest.mark.parametrize("fractions", [(0.2, 0.1), (0.0, 0.3)])
+def test_preconditioned_slq_is_unbiased_eq19(fractions):
+    # Rank 10-30 of 40: the preconditioned B = Sigma^1/2 A Sigma^1/2 is not I, so probes still vary.
+    A, ref = _unbiased_case()
+    est = _estimates(L.preconditioned_slq_logdet, A, 80, budget=120, fractions=fractions)
+    assert np.std(est) > 0
+    assert abs(_z(est, ref)) <= TOL["logdet_z"], (np.mean(est) - ref, np.std(est))
+
+
+def test_diag_lowrank_value_is_unbiased_for_its_gap_eq19():
+    # Given the learned Sigma, fresh probes give an unbiased value of Eq. (19) = log|A| + gap(Sigma).
+    A = _spd(30, 11, scale_diag=0.5)
+    ref = np.linalg.slogdet(A)[1]
+    res = [L.logdet_trace_estimator(A, rng=np.random.default_rng(s), budget=60, parameterization="diag+lowrank") for s in range(80)]
+    err = np.array([r.estimate - ref - r.bias_floor for r in res])
+    assert min(r.bias_floor for r in res) >= 0
+    assert abs(np.mean(err)) <= TOL["logdet_z"] * np.std(err, ddof=1) / np.sqrt(len(err))
+
+
+@pytest.mark.parametrize("p", ["scalar", "diagonal", "full"])
+def test_trace_estimator_is_an_upper_bound_above_its_floor_eq19(p):
+    A = _spd(20, 6, scale_diag=0.5)
+    ref = np.linalg.slogdet(A)[1]
+    floor = L.trace_identity_bias_floor(A, p)
+    res = [L.logdet_trace_estimator(A, rng=np.random.default_rng(s), budget=200, parameterization=p) for s in range(60)]
+    est = np.array([r.estimate for r in res])
+    assert res[0].bias_floor == pytest.approx(floor)
+    # E[estimate] = mean_t f(Sigma_t) >= log|A| + floor: never significantly below it.
+    assert _z(est, ref + floor) >= -TOL["logdet_z"]
+
+
+def test_diagonal_trace_estimator_converges_to_its_floor_eq19():
+    A = _spd(10, 7, scale_diag=1.0)
+    ref, floor = np.linalg.slogdet(A)[1], L.trace_identity_bias_floor(A, "diagonal")
+    r = L.logdet_trace_estimator(A, rng=np.random.default_rng(0), budget=20000, parameterization="diagonal", batch=100)
+    assert 1.0 / r.info["sigma_diag"] == pytest.approx(np.diag(A), rel=0.1)
+    # Excess over the floor is second order in the error of Sigma: <= 0.05 nats here.
+    assert -0.05 <= r.estimate - ref - floor <= 0.05 + 0.05 * abs(floor)
+
+
+def test_full_trace_estimator_converges_to_slogdet_eq19():
+    A = _spd(6, 8)
+    ref = np.linalg.slogdet(A)[1]
+    r = L.logdet_trace_estimator(A, rng=np.random.default_rng(1), budget=20000, parameterization="full", batch=20)
+    assert r.bias_floor == 0.0
+    assert abs(r.estimate - ref) <= 0.1
+
+
+def test_preconditioned_slq_is_exact_when_the_krylov_space_is_everything_eq19():
+    # A Krylov space of dimension n makes Sigma = A^-1 (the Eq. (19) minimiser) and B = I exactly.
+    A = _spd(40, 9, lo=-2, hi=2)
+    ref = np.linalg.slogdet(A)[1]
+    r = L.preconditioned_slq_logdet(A, rng=np.random.default_rng(0), budget=400, fractions=(0.0, 0.9))
+    assert r.info["rank"] == 40
+    assert abs(r.estimate - ref) <= TOL["logdet_exact"] * max(1.0, abs(ref))
+
+
+def test_slq_quadrature_is_exact_with_n_lanczos_steps():
+    # k = n steps integrate v^T log(A) v exactly, so only Hutchinson noise remains.
+    A = _spd(40, 9, lo=-2, hi=2)
+    r = L.slq_logdet(A, rng=np.random.default_rng(0), budget=400, steps=40)
+    lam, U = np.linalg.eigh(A)
+    logA = (U * np.log(lam)) @ U.T
+    vals = r.info["values"]
+    V = np.random.default_rng(0).choice(np.array([-1.0, 1.0]), size=(40, len(vals)))
+    assert np.allclose(vals, np.einsum("ib,ij,jb->b", V, logA, V), rtol=TOL["logdet_exact"], atol=TOL["logdet_exact"])
+
+
+def test_gauss_quadrature_of_a_diagonal_tridiagonal_is_exact():
+    assert gauss_quadrature(np.array([2.0]), np.array([]), np.log) == pytest.approx(np.log(2.0))
+
+
+# --- matvec accounting and validation ----------------------------------------------------
+
+
+ALL = [
+    (L.logdet_trace_estimator, {"parameterization": "scalar"}),
+    (L.logdet_trace_estimator, {"parameterization": "diagonal"}),
+    (L.logdet_trace_estimator, {"parameterization": "diag+lowrank"}),
+    (L.logdet_trace_estimator, {"parameterization": "full"}),
+    (L.slq_logdet, {}),
+    (L.slq_logdet, {"probes": "gaussian"}),
+    (L.hutchpp_logdet, {}),
+    (L.chebyshev_logdet, {"bounds": (0.1, 10.0)}),
+    (L.preconditioned_slq_logdet, {}),
+]
+
+
+@pytest.mark.parametrize("fn, kw", ALL)
+@pytest.mark.parametrize("budget", [37, 150])
+@pytest.mark.parametrize("batched", [True, False])
+def test_matvec_counts_are_exact(fn, kw, budget, batched):
+    A = _spd(30, 10, lo=-1.5, hi=1.5)
+    mv = Counter(A)
+    r = fn(mv, 30, rng=np.random.default_rng(0), budget=budget, batched=batched, **kw)
+    assert r.matvecs == mv.count <= budget
+    assert np.isfinite(r.estimate)
+
+
+@pytest.mark.parametrize("fn, kw", ALL)
+def test_estimators_validate_their_inputs(fn, kw):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="positive definite|symmetric"):
+        fn(np.diag([1.0, -1.0, 2.0]), rng=rng, budget=20, **kw)
+    with pytest.raises(ValueError, match="n is required"):
+        fn(lambda X: X, rng=rng, budget=20, **kw)
+    with pytest.raises(ValueError, match="rng"):
+        fn(np.eye(3), rng=0, budget=20, **kw)
+    with pytest.raises(ValueError, match="budget"):
+        fn(np.eye(3), rng=rng, budget=0, **kw)
+
+
+def test_bench_logdet_runs_and_its_known_answers_are_right(tmp_path):
+    out = tmp_path / "r.json"
+    argv = ["bench", "logdet", "--n", "64", "--seeds", "3", "--budgets", "50", "100", "--families", "toeplitz", "laplace2d"]
+    argv += ["--methods", "pslq", "slq-rademacher", "eq19-diagonal", "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    res = json.loads(out.read_text())
+    assert set(res["families"]) == {"toeplitz", "laplace2d"}
+    for fam, fr in res["families"].items():
+        _, A, truth, (lo, hi) = make_family(fam, 64)
+        # Closed-form / eigenvalue answers agree with Cholesky of the dense matrix.
+        assert abs(truth - L.trace_identity_ref(A)) <= TOL["identity_f64"] * abs(truth)
+        assert lo == pytest.approx(np.linalg.eigvalsh(A)[0], rel=1e-9)
+        assert all(r["matvecs_max"] <= r["budget"] for m in fr["methods"].values() for r in m["rows"])

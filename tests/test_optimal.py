@@ -1,0 +1,149 @@
+"""Sec. 4.1: the optimal prior Eq. (4), the optimal decoder Eq. (6), its Jacobian Eqs. (7)-(8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TOL
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import multivariate_normal
+from strategies import SEEDS, vae_cases
+
+from vaetheory import optimal as o
+
+
+def _full(var):
+    return var if var.ndim == 3 else np.stack([np.diag(d) for d in var])
+
+
+@given(vae_cases())
+def test_optimal_prior_is_mean_of_second_moments_eq4(case):
+    mu, var = case["mu"], case["var"]
+    want = sum(S + np.outer(m, m) for S, m in zip(_full(var), mu)) / len(mu)
+    np.testing.assert_allclose(o.optimal_prior(mu, var, full=True), want, rtol=TOL["identity_f64"])
+    np.testing.assert_allclose(o.optimal_prior(mu, var), np.diag(want), rtol=TOL["identity_f64"])
+    np.testing.assert_allclose(o.optimal_prior(mu, _full(var)[:1]), np.diag(_full(var)[0]) + np.mean(mu**2, 0),
+                               rtol=TOL["identity_f64"])
+
+
+def _query(case, seed, spread=3.0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((7, case["n"])) * spread
+
+
+@given(vae_cases(), SEEDS)
+def test_optimal_decoder_matches_the_density_ratio_eq6(case, seed):
+    mu, var, x = case["mu"], case["var"], case["x"]
+    z = _query(case, seed)
+    logd = np.stack([multivariate_normal(m, S).logpdf(z).reshape(-1) for m, S in zip(mu, _full(var))], axis=1)
+    dens = np.exp(logd - logd.max(axis=1, keepdims=True))  # the ratio is unchanged by a common factor
+    want = dens @ x / dens.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(o.optimal_decoder(z, mu, var, x), want, rtol=TOL["identity_f64"],
+                               atol=TOL["identity_f64"] * np.abs(x).max())
+    lw = o.log_weights(z, mu, var)
+    ok = dens > 1e-300  # compare the log weights that are representable
+    np.testing.assert_allclose((logd - logd.max(1, keepdims=True) - np.log(dens.sum(1, keepdims=True)))[ok], lw[ok],
+                               rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+    np.testing.assert_allclose(np.logaddexp.reduce(lw, axis=1), 0.0, atol=TOL["identity_f64"])
+
+
+def _fd_jacobian(z, mu, var, x, h):
+    """Central differences of Eq. (6), (M, m, n), with the representable step."""
+    cols = []
+    for k in range(z.shape[1]):
+        zp, zm = z.copy(), z.copy()
+        zp[:, k] += h
+        zm[:, k] -= h
+        step = (zp[:, k] - zm[:, k])[:, None]
+        cols.append((o.optimal_decoder(zp, mu, var, x) - o.optimal_decoder(zm, mu, var, x)) / step)
+    return np.stack(cols, axis=-1)
+
+
+def _length_scale(z, mu, var):
+    """Scale over which Eq. (6) changes at z: the smallest posterior sd, and 1/|Sigma_i^-1 (z - mu_i)|
+    over the posteriors that carry weight there."""
+    S = _full(var)
+    sd_min = np.sqrt(np.linalg.eigvalsh(S).min())
+    w = np.exp(o.log_weights(z, mu, var))
+    g = np.linalg.norm(np.einsum("nij,knj->kni", np.linalg.inv(S), z[:, None, :] - mu[None]), axis=-1)
+    g_max = np.max(np.where(w > 1e-12, g, 0.0), axis=1)
+    return np.minimum(sd_min, 1.0 / np.maximum(g_max, 1e-300))
+
+
+@given(vae_cases(), SEEDS, st.sampled_from([1.0, 3.0, 30.0]), st.sampled_from([1.0, 1e-3, 1e-8]))
+def test_decoder_jacobian_matches_finite_difference_eq7(case, seed, spread, shrink):
+    mu, var, x = case["mu"], case["var"] * shrink, case["x"]
+    z = _query(case, seed, spread)
+    nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
+    np.testing.assert_allclose(nu, o.optimal_decoder(z, mu, var, x), rtol=TOL["identity_f64"],
+                               atol=TOL["identity_f64"] * np.abs(x).max())
+    ell = _length_scale(z, mu, var)
+    assert np.all(np.isfinite(J))
+    for k in range(len(z)):
+        zk = z[k : k + 1]
+        if 1e-5 * ell[k] < 64 * np.spacing(np.abs(zk).max()):
+            continue  # Eq. (6) changes on a scale float64 cannot resolve at this |z|: finiteness only
+        fd = _fd_jacobian(zk, mu, var, x, 1e-5 * ell[k])
+        # J's natural size is |x| / length scale; FD truncation and round-off are ~1e-9 of that
+        assert np.abs(J[k] - fd[0]).max() <= TOL["fd_grad_f64"] * np.abs(x).max() / ell[k]
+
+
+def test_decoder_and_jacobian_known_answer_two_posteriors_eq6_eq7():
+    # mu = -1, +1 with equal variance s: nu(z) = (x1 + x2)/2 + (x2 - x1)/2 tanh(z / s),
+    # J(z) = (x2 - x1) / (2 s) sech^2(z / s); far away it saturates, never NaN.
+    s = 0.3
+    mu, var, x = np.array([[-1.0], [1.0]]), np.array([[s], [s]]), np.array([[2.0, -1.0], [5.0, 3.0]])
+    z = np.array([[-1e6], [-40.0], [-0.2], [0.0], [0.7], [40.0], [1e6]])
+    t = np.tanh(z / s)
+    nu_want = (x[0] + x[1]) / 2 + (x[1] - x[0]) / 2 * t
+    J_want = ((x[1] - x[0]) / (2 * s))[None, :, None] * (1 - t**2)[:, :, None]
+    nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
+    np.testing.assert_allclose(nu, nu_want, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
+    np.testing.assert_allclose(J, J_want, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
+
+
+@given(vae_cases(), SEEDS, st.sampled_from([1e-12, 1e-30, 1e-100]), st.sampled_from([1e2, 1e4, 1e8]))
+def test_decoder_is_finite_for_far_points_and_tiny_variances_eq6_eq7(case, seed, tiny, far):
+    mu, x = case["mu"], case["x"]
+    var = case["var"] * tiny
+    z = _query(case, seed) * far
+    nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
+    assert np.all(np.isfinite(nu)) and np.all(np.isfinite(J))
+    # the nearest posterior (largest log density) takes the whole weight: nu is its x, J = 0
+    nearest = np.argmax(o.log_weights(z, mu, var), axis=1)
+    lw = np.sort(o.log_weights(z, mu, var), axis=1)
+    clear = (lw[:, -1] - (lw[:, -2] if lw.shape[1] > 1 else -np.inf)) > 800  # exp(-800) underflows
+    np.testing.assert_array_equal(nu[clear], x[nearest[clear]])
+    np.testing.assert_array_equal(J[clear], 0.0)
+
+
+@given(vae_cases(), SEEDS)
+def test_decoder_chunking_does_not_change_results_eq6_eq7(case, seed):
+    mu, var, x = case["mu"], case["var"], case["x"]
+    z = _query(case, seed)
+    nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
+    nu1, J1 = o.optimal_decoder_jacobian(z, mu, var, x, chunk=1)
+    np.testing.assert_allclose(nu1, nu, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
+    np.testing.assert_allclose(J1, J, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
+    np.testing.assert_allclose(o.optimal_decoder(z, mu, var, x, chunk=2), nu,
+                               rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
+
+
+def test_single_posterior_decodes_its_example_everywhere_eq6_eq7():
+    nu, J = o.optimal_decoder_jacobian(np.array([[0.0, 0.0], [1e3, -5.0]]), [[0.5, 0.5]], [1.0, 2.0], [[3.0, 4.0, 5.0]])
+    np.testing.assert_array_equal(nu, [[3.0, 4.0, 5.0]] * 2)
+    np.testing.assert_array_equal(J, 0.0)
+
+
+def test_decoder_jacobian_at_means_eq8():
+    # Eq. (8): J = dnu/dz at z = mu; a full Sigma shared as (1, n, n)
+    rng = np.random.default_rng(3)
+    mu, x = rng.standard_normal((4, 2)), rng.standard_normal((4, 3))
+    var = np.array([[[0.5, 0.2], [0.2, 0.4]]])
+    _, J = o.optimal_decoder_jacobian(mu, mu, var, x)
+    fd = _fd_jacobian(mu, mu, var, x, 1e-6)
+    np.testing.assert_allclose(J, fd, atol=TOL["fd_grad_f64"] * np.abs(x).max())
+    assert J.shape == (4, 3, 2)
+    with pytest.raises(ValueError, match="chunk"):
+        o.optimal_decoder_jacobian(mu, mu, var, x, chunk=0)

@@ -1,0 +1,106 @@
+"""Sec. 4.3: the case for constant posterior variances, Eqs. (21)-(22).
+
+With P_x = S^-2 + J_x^T J_x (the true posterior precision, Eq. (25)) and
+Pbar = E_x[P_x]:
+
+* Eq. (21): the gap Eq. (18) to second order, 1/4 tr((P Sigma - I)^2), reading
+  the paper's tr^2(E) as tr(E E) (DESIGN.md);
+* the optimal constant variance Sigma~ = Pbar^-1;
+* Eq. (22): the penalty of a constant variance, 1/4 tr CV^2[P_x] read as the
+  matrix relative variance 1/4 E_x[tr((P_x Pbar^-1 - I)^2)] (DESIGN.md), which is
+  the mean of Eq. (21) at Sigma~.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaetheory.gaussian import _inv_spd, _jacobian, _posterior_var, _precision_posterior, _prior
+
+
+def _precisions(s2, J, dims):
+    J = _jacobian("J", J, dims)
+    s2 = _prior("s2", s2, dims)
+    return _precision_posterior(s2, J)
+
+
+def _quarter_trace_square(E: np.ndarray) -> np.ndarray:
+    """1/4 tr(E E) for a stack (N, n, n): the sum of E_ab E_ba."""
+    return 0.25 * np.einsum("kab,kba->k", E, E)
+
+
+def optimal_constant_variance(s2, J):
+    """The optimal shared posterior variance Sigma~ = E_x[S^-2 + J^T J]^-1 that Eq. (22) is evaluated at.
+
+    Parameters
+    ----------
+    s2 : S^2, diagonal (n,) or full (n, n).  J : (N, m, n) decoder Jacobians
+        at the posterior means (the expectation E_x is the mean over N).
+
+    Returns
+    -------
+    (n, n) symmetric positive definite matrix.
+    """
+    P = _precisions(s2, J, {})
+    return _inv_spd(P.mean(axis=0))
+
+
+def gap_second_order(var, s2, J):
+    """The second-order gap, Eq. (21): log p(x) - ELBO ~= 1/4 tr((P Sigma - I)^2), per example.
+
+    P = S^-2 + J^T J; tr^2(E) is read as tr(E E) (DESIGN.md).  It agrees with
+    the exact gap Eq. (18) up to -1/6 tr((P Sigma - I)^3) + O(4th order).
+
+    Parameters
+    ----------
+    var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
+    s2 : S^2, diagonal (n,) or full (n, n).  J : (N, m, n) decoder Jacobians.
+
+    Returns
+    -------
+    (N,) values (nats, >= 0).
+    """
+    dims: dict = {}
+    J = _jacobian("J", J, dims)
+    var = _posterior_var("var", var, dims)
+    P = _precisions(s2, J, dims)
+    E = P @ var.matrix() - np.eye(P.shape[-1])
+    return _quarter_trace_square(E)
+
+
+def cv2_penalty_terms(s2, J):
+    """Per-example terms of the constant-variance penalty Eq. (22): 1/4 tr((P_x Pbar^-1 - I)^2).
+
+    Their mean is :func:`cv2_penalty`; each is Eq. (21) at Sigma = Sigma~.
+
+    Parameters
+    ----------
+    s2 : S^2, diagonal (n,) or full (n, n).  J : (N, m, n) decoder Jacobians.
+
+    Returns
+    -------
+    (N,) values (nats, >= 0).
+    """
+    P = _precisions(s2, J, {})
+    E = P @ _inv_spd(P.mean(axis=0)) - np.eye(P.shape[-1])
+    return _quarter_trace_square(E)
+
+
+def cv2_penalty(s2, J):
+    """The penalty for a constant posterior variance, Eq. (22): 1/4 tr CV^2_x[S^-2 + J^T J].
+
+    Matrix reading (DESIGN.md): 1/4 E_x[tr((P_x Pbar^-1 - I)^2)] with
+    P_x = S^-2 + J_x^T J_x, Pbar = E_x[P_x].  Zero when every J_x^T J_x is
+    the same; equal to the paper's alternative form with J^T J S^2 + I in place
+    of P_x (the S^2 factors cancel).
+
+    Parameters
+    ----------
+    s2 : S^2, diagonal (n,) or full (n, n).  J : (N, m, n) decoder Jacobians
+        at the posterior means (the expectation is the mean over N).
+
+    Returns
+    -------
+    float, the expected gap penalty in nats per example.
+    """
+    return float(np.mean(cv2_penalty_terms(s2, J)))

@@ -1,0 +1,347 @@
+"""Batch objectives of Secs. 4.3, 4.4 and 5.1, forward and backward, on any array module.
+
+These are the functions the MLP VAE in :mod:`gpu` trains with: each takes NumPy
+or CuPy arrays (float32 or float64) and returns arrays of the same kind, with
+the value and its hand-written gradient (vector-Jacobian product) side by side.
+
+Conventions shared by every function here:
+
+* ``mu (B, n)`` posterior means of a batch of ``B`` examples; ``sigma2`` the
+  posterior variance Sigma (diagonal): a positive scalar, an ``(n,)`` array or,
+  where a function says so, a per-example ``(B, n)`` array (learned variances).
+* ``s2 (n,)`` the diagonal prior variance S^2; ``x, nu (B, m)`` data and
+  decoder means; ``tau`` the information factor of Eq. (29).
+* Every gradient is the gradient of the *batch objective*: the batch average
+  ``E_B[value]`` for per-example values ``(B,)``, or the value itself when it
+  is a batch scalar (0-d).  So the gradients of the floating-prior KL and of
+  BILBO are directly comparable, and the batch coupling introduced by
+  ``M_B`` and ``S_B^2`` is included.
+* Inputs are checked for shape only: values are not inspected, so that a
+  diverging trainer sees a non-finite loss instead of an exception (and no
+  device synchronisation happens per step on CuPy).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+from vaetheory import _validate as V
+from vaetheory._xp import array_namespace
+
+__all__ = [
+    "Objective",
+    "floating_prior",
+    "kl_learned",
+    "kl_constant",
+    "bilbo_kl",
+    "baggins_T",
+    "baggins_log_likelihood",
+    "bilbo_baggins",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Objective(NamedTuple):
+    """A value with the gradients of the batch objective it defines.
+
+    ``value`` is per example ``(B,)`` (the batch objective is its mean) or a
+    batch scalar (0-d).  ``d_mu (B, n)``, ``d_var (B, n)`` and ``d_nu (B, m)``
+    are gradients of the batch objective; ``None`` where the variable is held
+    constant or does not enter.
+    """
+
+    value: Any
+    d_mu: Any
+    d_var: Any = None
+    d_nu: Any = None
+
+
+# ---------------------------------------------------------------------------
+# argument checks (shapes only; see the module docstring)
+# ---------------------------------------------------------------------------
+def _mu(mu, dims):
+    return V.array("mu", mu, ("B", "n"), dims, finite=False)
+
+
+def _variance(name, v, dims, dtype, per_example: bool):
+    """Sigma as a scalar, ``(n,)`` or (if allowed) ``(B, n)`` array of ``dtype``."""
+    if not hasattr(v, "shape") or getattr(v, "ndim", 0) == 0:
+        return V.scalar(name, v, positive=True)
+    shapes = [("n",), ("B", "n")] if per_example else [("n",)]
+    return V.array(name, v, shapes, dims, finite=False, dtype=dtype)
+
+
+def _tau(tau):
+    return V.scalar("tau", tau, positive=True)
+
+
+# ---------------------------------------------------------------------------
+# internal kernels (trusted inputs, explicit xp)
+# ---------------------------------------------------------------------------
+def _floating_prior(xp, mu, var):
+    s2 = xp.mean(mu * mu, axis=0)
+    if getattr(var, "ndim", 0) == 2:
+        s2 += xp.mean(var, axis=0)
+    else:
+        s2 += var
+    return s2
+
+
+def _kl_eq2(xp, mu, var, s2, with_var: bool) -> Objective:
+    """Per-example KL(N(mu, var) | N(0, s2)) of Eq. (2) and its batch-mean gradients."""
+    B = mu.shape[0]
+    ratio = var / s2  # scalar, (n,) or (B, n)
+    # 1/2 sum_k (var/s2 - 1 - log(var/s2)) + 1/2 |mu|^2_{s2^-1}
+    per_k = 0.5 * (ratio - 1.0 - xp.log(ratio))
+    value = 0.5 * xp.sum(mu * mu / s2, axis=1)
+    if getattr(per_k, "ndim", 0) == 2:
+        value += xp.sum(per_k, axis=1)
+    else:
+        value += xp.sum(per_k * xp.ones(mu.shape[1], dtype=mu.dtype))
+    d_mu = mu / (B * s2)
+    d_var = (0.5 / B) * (1.0 / s2 - 1.0 / var) if with_var else None
+    return Objective(value, d_mu, d_var)
+
+
+def _baggins_pieces(xp, x, nu, mu, var, tau, s2):
+    """Residual r (B,), S^2 (n,), tr(Sigma^-1 S^2) (B,) and T (B,) of Eq. (29)."""
+    d = x - nu
+    r = xp.sum(d * d, axis=1)
+    if s2 is None:
+        s2 = _floating_prior(xp, mu, var)
+    if getattr(var, "ndim", 0) == 2:
+        trace = xp.sum(s2 / var, axis=1)
+    else:
+        trace = xp.sum(s2 / var) * xp.ones(mu.shape[0], dtype=mu.dtype)
+    T = (tau * r) / trace
+    return d, r, s2, trace, T
+
+
+# ---------------------------------------------------------------------------
+# public functions
+# ---------------------------------------------------------------------------
+def floating_prior(mu, sigma2):
+    """Floating prior S^2 = Sigma + M_B with M_B = E_B[diag(mu)^2]: Eq. (4) on a batch.
+
+    The "floating prior trick" of Sec. 4.3: Sigma is fixed and the prior floats.
+
+    Parameters
+    ----------
+    mu : (B, n) posterior means of the batch.
+    sigma2 : posterior variance Sigma: positive scalar, (n,) or (B, n); with a
+        per-example (B, n) Sigma this is Eq. (4)'s diagonal, E_B[Sigma + diag(mu)^2].
+
+    Returns
+    -------
+    s2 : (n,) the diagonal prior variance S^2, same array type and dtype as ``mu``.
+    """
+    dims: dict = {}
+    mu = _mu(mu, dims)
+    var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=True)
+    return _floating_prior(array_namespace(mu), mu, var)
+
+
+def kl_learned(mu, var, s2=None):
+    """KL of a learned posterior from the prior N(0, S^2), by default S = I: Eq. (1) with Eq. (2)'s KL.
+
+    Parameters
+    ----------
+    mu, var : (B, n) posterior means and (learned) diagonal variances Sigma.
+    s2 : (n,) prior variance S^2, held constant; default ones (the standard
+        VAE's N(0, I) prior of Eq. (1)).
+
+    Returns
+    -------
+    Objective
+        ``value (B,)`` per-example KL(N(mu, Sigma) | N(0, I)) in nats;
+        ``d_mu, d_var (B, n)`` gradients of the batch mean ``E_B[value]``.
+    """
+    dims: dict = {}
+    mu = _mu(mu, dims)
+    var = V.array("var", var, ("B", "n"), dims, finite=False, dtype=mu.dtype)
+    xp = array_namespace(mu, var)
+    if s2 is None:
+        s2 = xp.ones(mu.shape[1], dtype=mu.dtype)
+    else:
+        s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=mu.dtype)
+    return _kl_eq2(xp, mu, var, s2, with_var=True)
+
+
+def kl_constant(mu, sigma2, s2):
+    """KL of a constant-variance posterior from N(0, S^2), S^2 held constant: Eq. (2).
+
+    The "constant Sigma" method of Sec. 4.3 evaluates Eq. (2) with the floating
+    prior S^2 = Sigma + M_B (:func:`floating_prior`) computed on the batch and
+    then held constant within the step: no gradient flows through ``s2``.
+
+    Parameters
+    ----------
+    mu : (B, n) posterior means.
+    sigma2 : constant posterior variance Sigma, positive scalar or (n,).
+    s2 : (n,) prior variance S^2 (treated as a constant).
+
+    Returns
+    -------
+    Objective
+        ``value (B,)`` per-example KL in nats; ``d_mu (B, n)`` gradient of
+        ``E_B[value]`` with ``s2`` fixed; ``d_var`` is ``None``.
+    """
+    dims: dict = {}
+    mu = _mu(mu, dims)
+    var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
+    s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=mu.dtype)
+    return _kl_eq2(array_namespace(mu, s2), mu, var, s2, with_var=False)
+
+
+def bilbo_kl(mu, sigma2):
+    """The information term of BILBO, 1/2 log|I + Sigma^-1 M_B| = 1/2 sum_k log1p(M_B,k / Sigma_k): Eq. (24).
+
+    BILBO = -bilbo_kl + E_B[E_q[log p(x|z)]] (Eq. (24)).  The gradient goes
+    through M_B = E_B[diag(mu)^2]; it equals the gradient of the batch mean of
+    :func:`kl_constant` with S^2 = Sigma + M_B held fixed, because that S^2 is
+    the stationary prior of Eqs. (3)-(4) (the S^2 derivative vanishes there).
+
+    Parameters
+    ----------
+    mu : (B, n) posterior means.
+    sigma2 : constant posterior variance Sigma, positive scalar or (n,).
+
+    Returns
+    -------
+    Objective
+        ``value`` 0-d, in nats (non-negative); ``d_mu (B, n)`` its gradient.
+    """
+    dims: dict = {}
+    mu = _mu(mu, dims)
+    var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
+    xp = array_namespace(mu)
+    B = mu.shape[0]
+    M = xp.mean(mu * mu, axis=0)
+    value = 0.5 * xp.sum(xp.log1p(M / var))
+    d_mu = mu / (B * (var + M))
+    return Objective(value, d_mu)
+
+
+def baggins_T(x, nu, mu, var, tau, s2=None):
+    """Per-example isotropic likelihood variance T = tau |x - nu|^2 / tr(Sigma^-1 S^2): Eq. (29).
+
+    Parameters
+    ----------
+    x, nu : (B, m) data and decoder means nu(z).
+    mu : (B, n) posterior means (used for S_B^2).
+    var : Sigma: positive scalar, (n,) or per-example (B, n).
+    tau : information factor tau > 0.
+    s2 : (n,) S^2; default S_B^2 from Eq. (4) on the batch (:func:`floating_prior`).
+
+    Returns
+    -------
+    T : (B,) the scalar t_b with T_b = t_b I_m.
+    """
+    x, nu, mu, var, tau, s2, xp = _check_baggins(x, nu, mu, var, tau, s2)
+    return _baggins_pieces(xp, x, nu, mu, var, tau, s2)[-1]
+
+
+def _check_baggins(x, nu, mu, var, tau, s2):
+    dims: dict = {}
+    x = V.array("x", x, ("B", "m"), dims, finite=False)
+    nu = V.array("nu", nu, ("B", "m"), dims, finite=False, dtype=x.dtype)
+    mu = V.array("mu", mu, ("B", "n"), dims, finite=False, dtype=x.dtype)
+    var = _variance("var", var, dims, x.dtype, per_example=True)
+    if s2 is not None:
+        s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=x.dtype)
+    return x, nu, mu, var, _tau(tau), s2, array_namespace(x, nu, mu)
+
+
+def baggins_log_likelihood(x, nu, mu, var, tau, stop_gradient=False):
+    """Gaussian log-likelihood log N(x; nu, T I) with BAGGINS' T from Eq. (29) (Eqs. (29)-(30)).
+
+    With T from Eq. (29), |x - nu|^2 / T = tr(Sigma^-1 S_B^2) / tau, so
+    ``log p = -1/2 (m log(2 pi T) + tr(Sigma^-1 S_B^2) / tau)``; averaged over
+    the batch and added to -:func:`bilbo_kl` this is Eq. (30).  S_B^2 is Eq. (4)
+    on the batch (:func:`floating_prior`).
+
+    Reading of the paper: Eq. (30) is optimised as written, so by default the
+    gradient flows through T (through the residual and through S_B^2, which
+    couples the batch).  ``stop_gradient=True`` is the variant that treats T
+    as a constant within the step (gradient of ``-|x - nu|^2 / (2T)`` only).
+
+    Parameters
+    ----------
+    x, nu : (B, m) data and decoder means at the sampled z.
+    mu : (B, n) posterior means.
+    var : Sigma: positive scalar, (n,) or per-example learned (B, n).
+    tau : information factor tau > 0.
+    stop_gradient : bool, hold T constant in the gradient.
+
+    Returns
+    -------
+    Objective
+        ``value (B,)`` log p(x|z) in nats; ``d_nu (B, m)``, ``d_mu (B, n)`` and
+        (for a (B, n) ``var``) ``d_var (B, n)``: gradients of ``E_B[value]``;
+        with ``stop_gradient`` ``d_mu`` and ``d_var`` are zero arrays / ``None``.
+    """
+    x, nu, mu, var, tau, _, xp = _check_baggins(x, nu, mu, var, tau, None)
+    return _baggins_log_likelihood(xp, x, nu, mu, var, tau, bool(stop_gradient))
+
+
+def _baggins_log_likelihood(xp, x, nu, mu, var, tau, stop_gradient):
+    B, m = x.shape
+    per_example_var = getattr(var, "ndim", 0) == 2
+    d, r, s2, trace, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
+    value = -0.5 * (m * (_LOG_2PI + xp.log(T)) + trace / tau)
+    if stop_gradient:
+        # d/dnu of -|x - nu|^2 / (2T) with T fixed, averaged over the batch
+        d_nu = d * (1.0 / (B * T))[:, None]
+        return Objective(value, xp.zeros_like(mu), xp.zeros_like(mu) if per_example_var else None, d_nu)
+    # value_b = -1/2 (m log r_b - m log trace_b + trace_b / tau) + const
+    d_nu = d * (m / (B * r))[:, None]
+    g_trace = (0.5 / B) * (m / trace - 1.0 / tau)  # d E_B[value] / d trace_b
+    if per_example_var:
+        G = xp.sum(g_trace[:, None] / var, axis=0)  # d / d s2_k
+        d_var = G / B - g_trace[:, None] * s2 / (var * var)
+        d_mu = mu * ((2.0 / B) * G)
+        return Objective(value, d_mu, d_var, d_nu)
+    G = xp.sum(g_trace) / var
+    d_mu = mu * ((2.0 / B) * G)
+    return Objective(value, d_mu, None, d_nu)
+
+
+def bilbo_baggins(x, nu, mu, sigma2, tau, stop_gradient=False):
+    """BILBO with BAGGINS likelihood variances, BILBO_BAGGINS: Eq. (30) (with Eqs. (24) and (29)).
+
+    ``-1/2 (log|I + Sigma^-1 M_B| + tr(I + Sigma^-1 M_B) / tau + E_B[log|2 pi T|])``
+    with ``T`` from Eq. (29) per example (``log|2 pi T| = m log(2 pi t_b)``) and
+    z ~ N(mu, Sigma) sampled independently per example (``nu = nu(z)``).  The
+    gradient goes through T as written; ``stop_gradient=True`` holds T fixed
+    (see :func:`baggins_log_likelihood`).
+
+    Parameters
+    ----------
+    x, nu : (B, m) data and decoder means.
+    mu : (B, n) posterior means.
+    sigma2 : constant posterior variance Sigma, positive scalar or (n,).
+    tau : information factor tau > 0.
+    stop_gradient : bool, hold T constant in the gradient.
+
+    Returns
+    -------
+    Objective
+        ``value`` 0-d (to be maximised), ``d_mu (B, n)``, ``d_nu (B, m)``.
+    """
+    dims: dict = {}
+    x = V.array("x", x, ("B", "m"), dims, finite=False)
+    nu = V.array("nu", nu, ("B", "m"), dims, finite=False, dtype=x.dtype)
+    mu = V.array("mu", mu, ("B", "n"), dims, finite=False, dtype=x.dtype)
+    var = _variance("sigma2", sigma2, dims, x.dtype, per_example=False)
+    tau = _tau(tau)
+    xp = array_namespace(x, nu, mu)
+    B, m = x.shape
+    n = mu.shape[1]
+    info = xp.mean(mu * mu, axis=0) / var  # diag(Sigma^-1 M_B)
+    *_, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
+    value = -0.5 * (xp.sum(xp.log1p(info)) + (n + xp.sum(info)) / tau + m * xp.mean(_LOG_2PI + xp.log(T)))
+    kl = bilbo_kl(mu, var)
+    rec = _baggins_log_likelihood(xp, x, nu, mu, var, tau, bool(stop_gradient))
+    return Objective(value, rec.d_mu - kl.d_mu, None, rec.d_nu)
