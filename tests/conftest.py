@@ -85,6 +85,15 @@ TOL = {
     # Log-det estimators that become exact (Krylov space = whole space, n <= 40):
     # Lanczos with full reorthogonalisation loses ~cond * eps per step, cond <= 1e3.
     "logdet_exact": 1e-7,
+    # gpu/analysis + the Eq. (6) GEMM kernel.  Eq. (6) at z ~ 1000 with Sigma = 1e-8: the spacing of z
+    # (1.1e-13) times Delta / Sigma = 2e4 moves the exponent by ~2e-9; 1e-7 relative leaves 50x.
+    "decoder_far_f64": 1e-7,
+    # Second central difference (h = 1e-4) of an O(1) function: truncation h^2 (4th derivative) / 12
+    # ~ 1e-9, round-off 4 eps |f| / h^2 ~ 1e-7; absolute 1e-6 leaves 10x.
+    "fd_second_diff": 1e-6,
+    # IWAE (k = 4000, diagonal proposal for a correlated 2-D posterior) vs exact log p(x) per image:
+    # the estimator's bias and spread are ~5e-3 nats here; 2e-2 nats.
+    "iwae_nats": 2e-2,
 }
 
 

@@ -147,3 +147,82 @@ def test_decoder_jacobian_at_means_eq8():
     assert J.shape == (4, 3, 2)
     with pytest.raises(ValueError, match="chunk"):
         o.optimal_decoder_jacobian(mu, mu, var, x, chunk=0)
+
+
+# --- the GEMM kernel for diagonal Sigma (expanded square, chunked over M; NumPy or CuPy) ---
+def _as_full(var):
+    return np.stack([np.diag(d) for d in var])  # the same Sigma through the direct (full-matrix) path
+
+
+@given(vae_cases(full_var=False), SEEDS, st.sampled_from([1.0, 30.0, 1e4]), st.sampled_from([1.0, 1e-3, 1e-8]))
+def test_gemm_kernel_matches_the_direct_form_eq6_eq7(case, seed, spread, shrink):
+    mu, var, x = case["mu"], case["var"] * shrink, case["x"]
+    z = _query(case, seed, spread)
+    nu, J = o.optimal_decoder_jacobian(z, mu, var, x, chunk=3)
+    nu_ref, J_ref = o.optimal_decoder_jacobian(z, mu, _as_full(var), x)
+    xmax = np.abs(x).max()
+    np.testing.assert_allclose(nu, nu_ref, rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * xmax)
+    scale = xmax / _length_scale(z, mu, var)[:, None, None]  # J's natural size at each z
+    assert np.all(np.abs(J - J_ref) <= TOL["identity_f64"] * scale)
+    lw, lw_ref = o.log_weights(z, mu, var), o.log_weights(z, mu, _as_full(var))
+    ok = lw_ref > -700  # weights that are representable
+    np.testing.assert_allclose(lw[ok], lw_ref[ok], rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+
+
+def test_gemm_kernel_float32_in_float32_out_eq6_eq7():
+    rng = np.random.default_rng(5)
+    mu, var = rng.standard_normal((300, 2)), np.exp(rng.uniform(-4, 0, (300, 2)))
+    x, z = rng.uniform(0, 1, (300, 9)), rng.standard_normal((40, 2)) * 1.5
+    nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
+    nu32, J32 = o.optimal_decoder_jacobian(*(a.astype(np.float32) for a in (z, mu, var, x)), chunk=7)
+    assert nu32.dtype == np.float32 and J32.dtype == np.float32
+    assert o.optimal_decoder(z, mu, var, x.astype(np.float32)).dtype == np.float64  # any float64 input: float64
+    np.testing.assert_allclose(nu32, nu, rtol=0, atol=TOL["f32_vs_f64"])
+    np.testing.assert_allclose(J32, J, rtol=0, atol=TOL["f32_vs_f64"] * np.abs(J).max())
+
+
+def test_optimal_bench_reports_flop_rates_and_memory_eq6_eq7():
+    from vaetheory import optimal_bench
+
+    res = optimal_bench.bench("cpu", ("float64",), N=200, M=30, m=16, n=2, gemm_size=64, repeat=1)
+    r = res["results"]["float64"]
+    assert r["decoder_gflops"] > 0 and r["jacobian_gflops"] > 0 and r["jacobian_peak_bytes"] > 0
+    assert r["decoder_fraction_of_gemm"] == pytest.approx(r["decoder_gflops"] / r["gemm_gflops"], rel=TOL["known_answer_f64"])
+
+
+def _cupy_with_device():
+    from vaetheory._xp import cupy_or_none
+
+    cp = cupy_or_none()
+    try:
+        return cp if cp is not None and cp.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:
+        return None
+
+
+@pytest.mark.skipif(_cupy_with_device() is None, reason="CuPy with a CUDA device is not available on this machine")
+def test_gemm_kernel_cupy_matches_numpy_eq6_eq7():
+    cp = _cupy_with_device()
+    rng = np.random.default_rng(6)
+    mu, var = rng.standard_normal((500, 2)), np.exp(rng.uniform(-4, 0, (500, 2)))
+    x, z = rng.uniform(0, 1, (500, 9)), rng.standard_normal((60, 2)) * 1.5
+    nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
+    nug, Jg = o.optimal_decoder_jacobian(*(cp.asarray(a) for a in (z, mu, var, x)), chunk=16)
+    assert isinstance(Jg, cp.ndarray)
+    np.testing.assert_allclose(cp.asnumpy(nug), nu, rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+    np.testing.assert_allclose(cp.asnumpy(Jg), J, rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * np.abs(J).max())
+
+
+def test_decoder_keeps_accuracy_where_the_expanded_square_cancels_eq6():
+    # Two close posteriors (Delta = 2e-4, Sigma = 1e-8) far from the centre of the set (a third at -1000):
+    # |z - c|^2 / Sigma ~ 4e13, so the expanded square alone would err by ~1e-2 nats.  Between the two,
+    # nu(mid + t) = x1 + (x2 - x1) sigmoid(Delta t / Sigma) exactly (the third has weight exp(-1e14) = 0).
+    s, mid, delta = 1e-8, 1000.0001, 2e-4
+    mu = np.array([[-1000.0], [mid - delta / 2], [mid + delta / 2]])
+    x = np.array([[5.0], [1.0], [3.0]])
+    t = np.array([-1e-4, -2e-5, 0.0, 3e-5, 8e-5])
+    z = (mid + t)[:, None]
+    t_eff = z[:, 0] - mid  # the offsets as represented
+    want = 1.0 + 2.0 / (1.0 + np.exp(-delta * t_eff / s))
+    nu = o.optimal_decoder(z, mu, np.full((3, 1), s), x)
+    np.testing.assert_allclose(nu[:, 0], want, rtol=TOL["decoder_far_f64"])

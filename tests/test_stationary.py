@@ -127,3 +127,15 @@ def test_find_stationary_point_rejects_bad_arguments(kwargs, match):
 def test_elbo_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="var"):
         st_.nonparametric_elbo(np.zeros((4, 2)), np.zeros((4, 1)), np.ones((3, 1)), np.ones(1))
+
+
+def test_newton_polish_drives_the_gradient_down_on_an_ill_conditioned_quadratic():
+    rng = np.random.default_rng(0)
+    Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    A = (Q * np.logspace(-2, 4, 6)) @ Q.T
+    b = rng.standard_normal(6)
+    fun = lambda th: (0.5 * th @ A @ th - b @ th, A @ th - b)
+    theta0 = np.linalg.solve(A, b) + 1e-4 * rng.standard_normal(6)
+    theta, evals = st_._newton_polish(fun, theta0, gtol=1e-9)
+    assert np.max(np.abs(fun(theta)[1])) <= 1e-9 < np.max(np.abs(fun(theta0)[1]))
+    assert evals > 6

@@ -20,6 +20,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("data",), "gpu.data", "list the data sets found, where, and verify their checksums"),
     (("train",), "gpu.train", "train an MLP VAE (NumPy or CuPy) from flags or a TOML config"),
     (("evaluate",), "gpu.evaluate", "test ELBO, importance-sampled log p(x), active units, plots"),
+    (("analyze",), "gpu.analysis", "the paper's claims on a trained run: log p(x) vs ELBO, Eqs. (16), (22), (6)"),
     (("reproduce",), "gpu.reproduce", "run one paper figure's TOML config and record its results"),
     (("bench", "train"), "gpu.bench", "training-step speed: ms/step, examples/s, fraction of GEMM FLOP rate"),
     (("bench", "logdet"), "vaetheory.logdet_bench", "the Eq. (19) log-det estimator against baselines"),

@@ -186,9 +186,9 @@ def _mirror_descent(op, rng, budget, batch, scalar):
     ``a_t = eps * (A v) / sqrt(d)`` an unbiased estimate of ``diag(A)`` from
     probes ``v = sqrt(d) eps``, and the schedule ``eta_t = 1/(t+1)``
     (Robbins-Monro: the precision is the running mean of the ``a_t``).  The
-    first step uses the scalar ``mean(a_0)`` (one block is too noisy per
-    coordinate), and a step may change a precision by at most a factor 2, which
-    keeps it positive (single-probe ``a_t`` can be negative).  Each step first
+    first step sets the scalar ``mean(a_0) > 0`` (one block is too noisy per
+    coordinate), and later steps may change a precision by at most a factor 2,
+    which keeps it positive (single-probe ``a_t`` can be negative).  Each step first
     records an unbiased value of the objective at ``Sigma_t``.  Returns
     (d, values per step, shrunk precisions for preconditioning).
     """
@@ -209,8 +209,11 @@ def _mirror_descent(op, rng, budget, batch, scalar):
             a_sq += a_t**2
         if scalar or t == 0:
             a_t = np.full(n, np.mean(a_t))
-        eta = 1.0 / (t + 1)
-        prec = np.clip((1 - eta) * prec + eta * a_t, prec / 2, 2 * prec)
+        if t == 0:  # the scalar minimiser n / E[eps^T A eps] > 0: the start, not a clipped step
+            prec = a_t
+        else:
+            eta = 1.0 / (t + 1)
+            prec = np.clip((1 - eta) * prec + eta * a_t, prec / 2, 2 * prec)
         d = 1.0 / prec
         t += 1
     return d, np.array(values), _shrunk(prec, a_sum, a_sq, t - 1)
