@@ -55,6 +55,7 @@ from vaetheory._xp import array_namespace, to_numpy
 STREAM_ANALYSIS = 1002  # seed stream, beside gpu.train's and gpu.evaluate's
 _P_CLIP = 1e-6  # Bernoulli probabilities of Eq. (6) are clipped to [1e-6, 1 - 1e-6] for log p(x|nu)
 _GRAM_ELEMENTS = 1 << 25  # default bound on the stored (N, n, n) metric Grams for Eq. (22) (256 MiB)
+_BLOCK_ELEMENTS = 1 << 22  # Jacobian block (chunk, m, n) of Eq. (16) (32 MiB)
 
 
 @dataclass
@@ -164,7 +165,7 @@ def _factor(gram: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(lam, 0.0, None))[:, :, None] * np.swapaxes(V, -1, -2)
 
 
-def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0, chunk: int = 500) -> dict:
+def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0, chunk: int | None = None) -> dict:
     """Eq. (16) / Eq. (26) at the posterior mean and the gap Eq. (18), from the network's Jacobian.
 
     Per image: ``log p(x) ~ log p(x|nu(mu)) - 1/2 |S^-1 mu|^2 - 1/2 log|I + S J^T G J S|``
@@ -177,7 +178,8 @@ def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0
     ----------
     params : float64 parameters.  x : (N, m) targets.  mu, var : (N, n) posteriors.
     s2 : (n,) prior variance.  keep : store the metric Grams J^T G J (n, n)
-    of the first ``keep`` images (for Eq. (22)).  chunk : images per block.
+    of the first ``keep`` images (for Eq. (22)).  chunk : images per block
+    (default: the (chunk, m, n) Jacobian block near 4M elements).
 
     Returns
     -------
@@ -185,6 +187,7 @@ def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0
     ``logdet (N,)`` (log|I + S J^T G J S|), ``gap_eq18 (N,)``, ``grams (keep, n, n)``.
     """
     N, n = mu.shape
+    chunk = chunk or max(1, _BLOCK_ELEMENTS // (mc.m * n))
     s2h = to_numpy(s2).astype(np.float64)
     S = np.sqrt(s2h)
     res = {k: np.empty(N) for k in ("log_evidence", "loglik_at_mean", "logdet", "gap_eq18")}
@@ -192,7 +195,7 @@ def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0
     for sl in _chunks(N, chunk):
         out, J = Jac.decoder_jacobian(params, mu[sl], mc)
         ll, G = likelihood_at(params, x[sl], mu[sl], mu[sl], var[sl], mc, s2, out=out)
-        gram = to_numpy(xp_swap(J * G[:, :, None]) @ J)
+        gram = to_numpy((J * G[:, :, None]).transpose(0, 2, 1) @ J)
         gram = (gram + np.swapaxes(gram, -1, -2)) / 2
         A = np.eye(n) + S[:, None] * gram * S[None, :]
         logdet = 2.0 * np.log(np.diagonal(np.linalg.cholesky(A), axis1=-2, axis2=-1)).sum(axis=-1)
@@ -206,11 +209,6 @@ def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0
             grams[k] = gram[: k.stop - k.start]
     res["grams"] = grams
     return res
-
-
-def xp_swap(a):
-    """(B, m, n) -> (B, n, m) on either array module."""
-    return a.transpose(0, 2, 1)
 
 
 def cv2_penalty(grams: np.ndarray, s2) -> dict:
@@ -466,7 +464,7 @@ def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu
         scale = run.cfg.scale
         rows = np.concatenate([to_numpy(run.x_test[sel]) / scale, to_numpy(net) / scale, to_numpy(opt) / scale])
         out.append(image_grid(rows, run.run_dir / "analysis_optimal_decoder.png", 3, 10,
-                              "test images / network decoder at mu / Eq. (6) at mu"))
+                              "test images / network decoder at mu / Eq. (6) at mu", size=(8.0, 3.0)))
     return out
 
 

@@ -30,7 +30,8 @@ A figure config (``validation/figures/*.toml``) is data; unknown keys are errors
     title = "..."                        # optional
 
 Output under ``--out ROOT`` (default ``validation/results``; with a quick-run
-override ``validation/results-quick``): ``ROOT/<figure>/<method>/seed<k>/`` is
+override (``--epochs``, ``--limit``, ``--test-limit``, ``--set``; not
+``--seeds``, which changes no run) ``validation/results-quick``): ``ROOT/<figure>/<method>/seed<k>/`` is
 an ordinary ``vaetheory train`` run directory (metrics.csv, checkpoint.npz,
 run.json); ``ROOT/<figure>/`` holds the PNGs, ``summary.json``,
 ``summary.md`` and ``run.json`` (config, overrides, git SHA, devices, dtypes,
@@ -40,9 +41,11 @@ one resumed from its checkpoint, a diverged one kept as a result.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import math
+import os
 import sys
 import textwrap
 import time
@@ -58,8 +61,8 @@ METHOD_EXTRA_KEYS = ("label", "paper", "shared", "seeds")
 PLOT_KEYS = ("kind", "file", "methods", "seeds", "prior", "latent", "title")
 PLOT_KINDS = ("curves", "samples", "scatter", "variance", "manifold", "reconstructions")
 PRIORS = ("model", "standard", "fitted")
-DEFAULT_ROOT = Path("validation/results")
-QUICK_ROOT = Path("validation/results-quick")
+# Results roots, beside the configs' folder: validation/figures -> validation/results(-quick)
+DEFAULT_ROOT, QUICK_ROOT = "results", "results-quick"
 # Per-run settings that a quick run may override; recorded in the figure's run.json.
 QUICK_KEYS = ("epochs", "limit", "test_limit")
 COLUMN_LABELS = {"test_elbo": "prior N(0, I)", "test_elbo_s2_train": "S^2 from train set",
@@ -197,6 +200,11 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
                   plots=plots, note=raw.get("note"), raw=raw)
 
 
+def default_root(fig: Figure, quick: bool) -> Path:
+    """``validation/results`` (``validation/results-quick`` for quick runs) beside the config's folder (Not in the paper)."""
+    return fig.path.parent.parent / (QUICK_ROOT if quick else DEFAULT_ROOT)
+
+
 def seeds_of(fig: Figure, method: Method, override: list[int] | None = None) -> list[int]:
     """A method's seeds: the ``--seeds`` override, else its own, else the figure's (Not in the paper)."""
     return list(override) if override is not None else (method.seeds or fig.seeds)
@@ -255,12 +263,56 @@ def ensure_run(cfg, directory: Path) -> tuple[str, dict]:
     state = run_state(directory, cfg)
     if state in ("finished", "diverged"):
         return f"skipped ({state})", _read_json(directory / "run.json")
-    if state == "new":
-        # a run that stopped before its first checkpoint leaves files that a fresh start replaces
-        for leftover in ("run.json", "metrics.csv"):
-            (directory / leftover).unlink(missing_ok=True)
-    info = T.train(cfg, directory, resume=(state == "stopped"))
+    with _lock(directory):
+        state = run_state(directory, cfg)  # another process may have finished it meanwhile
+        if state in ("finished", "diverged"):
+            return f"skipped ({state})", _read_json(directory / "run.json")
+        if state == "new":
+            # a run that stopped before its first checkpoint leaves files that a fresh start replaces
+            for leftover in ("run.json", "metrics.csv"):
+                (directory / leftover).unlink(missing_ok=True)
+        info = T.train(cfg, directory, resume=(state == "stopped"))
     return ("resumed" if state == "stopped" else "trained"), info
+
+
+@contextlib.contextmanager
+def _lock(directory: Path):
+    """Hold ``directory/.lock`` (our pid) while training, so two processes never train one run.
+
+    A lock whose process is gone (killed, rebooted) is taken over.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise RuntimeError(f"{directory} is being trained by process {pid} (remove {path} if it is not)")
+            path.unlink(missing_ok=True)
+    else:
+        raise RuntimeError(f"could not take the lock {path}")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------------
@@ -595,13 +647,18 @@ def summary_markdown(summary: dict) -> str:
     lines = [f"# {summary['title']}", "", f"Paper: {summary['paper']}.  Units: {summary['units']}.", ""]
     if summary.get("note"):
         lines += [summary["note"], ""]
-    lines += ["| method | test ELBO (ours) | paper | epochs | status | targets | wall time | device |",
+    total = sum(r["wall_seconds"] for r in summary["methods"] if not r["shared"])
+    lines += [f"Training wall time of this figure's own runs: {total / 3600:.2f} h "
+              f"(shared runs are counted in their own figure).", ""]
+    lines += ["| method | test ELBO (ours) | paper | epochs | status | targets | wall time (all seeds) | device |",
               "|---|---|---|---|---|---|---|---|"]
     for r in summary["methods"]:
         if r["test_elbo"]:
             elbo = "<br>".join(f"{COLUMN_LABELS.get(c, c)}: {_fmt(ms)}" for c, ms in r["test_elbo"].items())
-        else:
+        elif set(r["status"]) == {"missing"}:
             elbo = "not yet run"
+        else:
+            elbo = "no evaluated epoch"  # e.g. diverged in its first epoch
         status = ", ".join(f"{s}x{r['status'].count(s)}" for s in sorted(set(r["status"])))
         epochs = ", ".join(str(e) for e in sorted(set(r["final_epoch"]))) or "-"
         lines.append(f"| {r['label']}{' (shared: ' + r['shared'] + ')' if r['shared'] else ''} | {elbo} | "
@@ -629,10 +686,11 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
               train: bool = True, log=print) -> dict:
     """Run every (method x seed) of a figure config, then its PNGs and summary; Sec. 7, Appendix C.
 
-    ``seeds``, ``epochs``, ``limit``, ``test_limit`` and ``sets`` (any other
-    TrainConfig keys) are quick-run overrides, recorded in ``run.json``;
-    without ``root`` the runs go to ``validation/results`` (or
-    ``validation/results-quick`` when an override is given).  ``train=False``
+    ``epochs``, ``limit``, ``test_limit`` and ``sets`` (any other TrainConfig
+    keys) are quick-run overrides and ``seeds`` a subset of runs, all recorded
+    in ``run.json``; without ``root`` the runs go to ``validation/results`` (or
+    ``validation/results-quick`` when a quick-run override is given).  A run
+    being trained by another process is an error, not a second trainer.  ``train=False``
     only redraws the figures and the summary from what is on disk.  Returns
     the figure's ``run.json`` content.
     """
@@ -641,8 +699,9 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
     fig = load_figure(config)
     overrides = {"epochs": epochs, "limit": limit, "test_limit": test_limit, **(sets or {})}
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    quick = bool(overrides) or seeds is not None
-    root = Path(root) if root is not None else (QUICK_ROOT if quick else DEFAULT_ROOT)
+    # seeds alone do not change a run, so e.g. seeds in parallel processes are still full runs
+    quick = bool(overrides)
+    root = Path(root) if root is not None else default_root(fig, quick)
     override = _seeds(list(seeds), "--seeds") if seeds is not None else None
     per_run = {**overrides, "device": device, **({"progress": progress} if progress is not None else {})}
     # every run's settings are checked before the first one starts
@@ -748,8 +807,7 @@ def _list(args, seeds, sets) -> int:
     fig = load_figure(args.config)
     overrides = {k: v for k, v in {"epochs": args.epochs, "limit": args.limit, "test_limit": args.test_limit,
                                    **sets}.items() if v is not None}
-    quick = bool(overrides) or seeds is not None
-    root = Path(args.out) if args.out else (QUICK_ROOT if quick else DEFAULT_ROOT)
+    root = Path(args.out) if args.out else default_root(fig, bool(overrides))
     for method, seed, cfg in _plan(fig, seeds, {**overrides, "device": args.device}):
         d = run_dir(root, method, seed)
         print(f"{d}: {run_state(d, cfg)} ({cfg.epochs} epochs, {cfg.posterior}, {cfg.likelihood}, n={cfg.n})")

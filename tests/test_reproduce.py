@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,6 +204,33 @@ def test_a_run_with_other_settings_is_refused_and_a_diverged_one_kept(tiny_fig4,
     assert R.run_state(d, cfg) == "diverged"
     (d / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "status": "running", "epochs_done": 0}))
     assert R.run_state(d, cfg) == "new"  # stopped before its first checkpoint: start afresh
+
+
+def test_a_run_being_trained_elsewhere_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    d = tmp_path / "run"
+    with R._lock(d):
+        assert (d / ".lock").read_text() == str(os.getpid())
+        with pytest.raises(RuntimeError, match="being trained by process"):
+            with R._lock(d):
+                pass
+    assert not (d / ".lock").exists()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (d / ".lock").write_text(gone.stdout.strip())  # that process has exited
+    with R._lock(d):
+        assert (d / ".lock").read_text() == str(os.getpid())
+
+
+def test_seeds_alone_are_full_runs_and_other_overrides_go_to_the_quick_root(capsys):
+    fig4 = str(FIGURES / "fig4_2d.toml")
+    full, quick = FIGURES.parent / "results", FIGURES.parent / "results-quick"
+    assert cli.main(["reproduce", fig4, "--seeds", "1", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [ln.split(":")[0] for ln in listed] == [f"{full}/fig4_2d/{m}/seed1"
+                                                  for m in ("learned", "constant", "bilbo")]
+    assert all("200 epochs" in ln for ln in listed)
+    assert cli.main(["reproduce", fig4, "--seeds", "1", "--epochs", "3", "--list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert all(ln.startswith(f"{quick}/fig4_2d/") and "3 epochs" in ln for ln in listed)
 
 
 def test_the_cli_lists_and_runs_a_figure(tiny_fig4, capsys):

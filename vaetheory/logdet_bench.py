@@ -204,6 +204,7 @@ def plot(res: dict, path: Path) -> None:
             rows = [r for r in mr["rows"] if r["ran"]]
             style = "-" if m in OURS else "--"
             ax.loglog([r["budget"] for r in rows], [r["rmse"] for r in rows], style, marker="o", ms=3, label=f"{m} ({mr['rmse_slope']:.2f})")
+        ax.axhline(fr["bias_floor"]["diagonal"], color="0.5", ls=":", lw=1, label="Hadamard floor (diagonal Sigma)")
         ax.set_title(f"{fam}  (n={res['n']}, log|A|={fr['logdet']:.1f})", fontsize=9)
         ax.set_xlabel("matvecs")
         ax.set_ylabel("RMSE of log|A|")
