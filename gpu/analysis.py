@@ -508,7 +508,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--elbo-k", type=int, default=10, help="posterior samples per test image for the ELBO (10)")
     parser.add_argument("--opt-k", type=int, default=1, help="samples per image for the Eq. (6) decoder's ELBO (1)")
     parser.add_argument("--test-limit", type=int, default=None, help="use only the first test images")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first training images for Eq. (6)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only the first training images (for Eq. (6) and the training-set S^2)")
     parser.add_argument("--cv-limit", type=int, default=None, help="test images for Eq. (22) (default: all, "
                         "up to 2^25 / n^2)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: the run's")

@@ -288,3 +288,16 @@ def test_bench_logdet_runs_and_its_known_answers_are_right(tmp_path):
         assert abs(truth - L.trace_identity_ref(A)) <= TOL["identity_f64"] * abs(truth)
         assert lo == pytest.approx(np.linalg.eigvalsh(A)[0], rel=1e-9)
         assert all(r["matvecs_max"] <= r["budget"] for m in fr["methods"].values() for r in m["rows"])
+
+
+@pytest.mark.parametrize("fn, kw", ALL)
+@pytest.mark.parametrize("budget", [1, 2, 5, 10, 11])
+def test_tiny_budgets_run_or_refuse_with_value_error(fn, kw, budget):
+    mv = Counter(_spd(12, 12))
+    try:
+        r = fn(mv, 12, rng=np.random.default_rng(0), budget=budget, **kw)
+    except ValueError as exc:
+        assert "budget" in str(exc)
+        return
+    assert r.matvecs == mv.count <= budget and np.isfinite(r.estimate)
+

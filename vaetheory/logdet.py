@@ -426,11 +426,11 @@ def logdet_trace_estimator(
         L, values = _relative_gradient(op, rng, op.budget, b, eta0, t0)
         info["sigma_factor"] = L
     else:
+        if op.budget < 10:
+            raise ValueError(f"budget must be at least 10 for diag+lowrank, got {op.budget}")
         nd, nk = int(fractions[0] * op.budget), int(fractions[1] * op.budget)
         pre, values = _learn_dlr(op, rng, nd, nk, b)
         m = op.left
-        if m < 1:
-            raise ValueError("budget too small for the diag+lowrank phases")
         E = rng.standard_normal((op.n, m))
         quad = np.einsum("ib,ib->b", E, pre(E))
         info.update(rank=pre.Q.shape[1], diag_values=values, eval_probes=m)
@@ -471,11 +471,16 @@ def preconditioned_slq_logdet(
     Unbiased up to quadrature error: no bias floor, and ``B`` is closer to I
     than ``A``, so fewer Lanczos steps and smaller probe variance.
 
-    Parameters are those of :func:`slq_logdet` plus ``fractions`` and ``batch``.
+    Parameters are those of :func:`slq_logdet` plus ``fractions``, ``batch``
+    (probes per diagonal step) and ``depth`` (block-Krylov depth q; default
+    ``round(sqrt(m/2))`` for m Krylov matvecs, block size m/q).  ``budget``
+    must be at least 10.
     """
     rng = V.rng("rng", rng)
     probes = V.choice("probes", probes, ("rademacher", "gaussian"))
     op = as_operator(A_or_matvec, n, budget, batched)
+    if op.budget < 10:
+        raise ValueError(f"budget must be at least 10 for the preconditioned estimator, got {op.budget}")
     b = max(1, op.budget // 50) if batch is None else V.scalar("batch", batch, positive=True, integer=True)
     nd, nk = int(fractions[0] * op.budget), int(fractions[1] * op.budget)
     nd = nd if nd >= 2 * b else 0

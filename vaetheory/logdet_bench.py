@@ -215,15 +215,17 @@ def plot(res: dict, path: Path) -> None:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--n", type=int, default=1024, help="matrix size (a perfect square for laplace2d)")
-    parser.add_argument("--seeds", type=int, default=50)
-    parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS))
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", type=int, default=50, help="independent runs per (family, method, budget)")
+    parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS), help="matvec budgets")
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, metavar="FAMILY",
+                        help="any of: " + ", ".join(FAMILIES))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
+                        help="any of: " + ", ".join(METHODS))
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--plot", type=Path, default=None, help="write the RMSE-vs-budget figure here (PNG)")
     parser.add_argument("--markdown", type=Path, default=None, help="write RMSE tables (Markdown) here")
     parser.add_argument("--from-json", type=Path, default=None, help="re-render tables/plot from an earlier --json")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no per-row progress")
 
 
 def run(args) -> int:

@@ -133,7 +133,8 @@ def main(argv=None) -> int:
         print(f"  {name}: plain GEMM {r['gemm_gflops']:9.1f} GFLOP/s")
         for what in ("decoder", "jacobian"):
             print(f"  {name}: {what:8s} {r[what + '_seconds']:8.3f} s  {r[what + '_gflops']:9.1f} GFLOP/s  "
-                  f"{100 * r[what + '_fraction_of_gemm']:5.1f}% of GEMM  peak {r[what + '_peak_bytes'] / 2**20:8.1f} MiB")
+                  f"{100 * r[what + '_fraction_of_gemm']:5.1f}% of GEMM  "
+                  f"peak {r[what + '_peak_bytes'] / 2**20:8.1f} MiB")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)
