@@ -179,7 +179,9 @@ def gauss_quadrature(alpha, beta, f=np.log) -> float:
 
 
 def _quadratures(alpha, beta, ksteps, norms2, f=np.log):
-    return np.array([norms2[c] * gauss_quadrature(alpha[c, : ksteps[c]], beta[c, : ksteps[c]], f) for c in range(len(ksteps))])
+    return np.array(
+        [norms2[c] * gauss_quadrature(alpha[c, : ksteps[c]], beta[c, : ksteps[c]], f) for c in range(len(ksteps))]
+    )
 
 
 def _probes(rng, n, b, kind):
@@ -301,7 +303,8 @@ def chebyshev_coefficients(degree: int, lo: float, hi: float) -> np.ndarray:
     """Not in the paper: Chebyshev interpolant coefficients of ``log`` on ``[lo, hi]``."""
     x = np.cos(np.pi * (np.arange(degree + 1) + 0.5) / (degree + 1))
     fx = np.log((hi - lo) / 2 * x + (hi + lo) / 2)
-    c = np.array([2.0 / (degree + 1) * np.sum(fx * np.cos(k * np.pi * (np.arange(degree + 1) + 0.5) / (degree + 1))) for k in range(degree + 1)])
+    nodes = np.pi * (np.arange(degree + 1) + 0.5) / (degree + 1)
+    c = 2.0 / (degree + 1) * np.cos(np.outer(np.arange(degree + 1), nodes)) @ fx
     c[0] /= 2
     return c
 

@@ -67,7 +67,8 @@ def make_family(name: str, n: int, seed: int = 12345):
         lam = np.arange(1, n + 1, dtype=float) ** -1.0
 
         def mv(X):
-            return scipy.fft.idct(lam.reshape((n,) + (1,) * (X.ndim - 1)) * scipy.fft.dct(X, axis=0, norm="ortho"), axis=0, norm="ortho")
+            scale = lam.reshape((n,) + (1,) * (X.ndim - 1))
+            return scipy.fft.idct(scale * scipy.fft.dct(X, axis=0, norm="ortho"), axis=0, norm="ortho")
 
         A = mv(np.eye(n))
         return mv, (A + A.T) / 2, float(np.sum(np.log(lam))), (float(lam.min()), float(lam.max()))
@@ -112,7 +113,8 @@ def bench(families, methods, budgets, seeds: int, n: int, progress=None) -> dict
     for fam in families:
         mv, A, truth, bounds = make_family(fam, n)
         floors = {p: L.trace_identity_bias_floor(A, p) for p in ("scalar", "diagonal")}
-        famres = {"logdet": truth, "lambda_min": bounds[0], "lambda_max": bounds[1], "bias_floor": floors, "methods": {}}
+        famres = {"logdet": truth, "lambda_min": bounds[0], "lambda_max": bounds[1], "bias_floor": floors}
+        famres["methods"] = {}
         for method in methods:
             rows = []
             for budget in budgets:
@@ -164,8 +166,15 @@ def _winners(mres: dict, budgets) -> list[dict]:
 
         ours = best(OURS)
         base = best([m for m in mres if m not in OURS])
-        out.append({"budget": b, "ours": ours[1], "ours_rmse": ours[0], "baseline": base[1], "baseline_rmse": base[0], "ours_wins": ours[0] < base[0]})
+        out.append(
+            {"budget": b, "ours": ours[1], "ours_rmse": ours[0], "baseline": base[1], "baseline_rmse": base[0],
+             "ours_wins": ours[0] < base[0]}
+        )
     return out
+
+
+def _versus(w: dict) -> str:
+    return f"{w['ours']} {w['ours_rmse']:.3g} vs {w['baseline']} {w['baseline_rmse']:.3g}"
 
 
 def markdown(res: dict) -> str:
@@ -174,7 +183,8 @@ def markdown(res: dict) -> str:
     for fam, fr in res["families"].items():
         bud = res["budgets"]
         lines += [
-            f"**{fam}** (n={res['n']}, log|A| = {fr['logdet']:.2f}, spectrum [{fr['lambda_min']:.3g}, {fr['lambda_max']:.3g}],"
+            f"**{fam}** (n={res['n']}, log|A| = {fr['logdet']:.2f},"
+            f" spectrum [{fr['lambda_min']:.3g}, {fr['lambda_max']:.3g}],"
             f" floors: scalar {fr['bias_floor']['scalar']:.1f}, diagonal {fr['bias_floor']['diagonal']:.1f})",
             "",
             "| method | " + " | ".join(f"RMSE @{b}" for b in bud) + " | bias @max (+-SE) | sd @max | slope |",
@@ -183,10 +193,11 @@ def markdown(res: dict) -> str:
         for m, mr in fr["methods"].items():
             cells = [f"{r['rmse']:.3g}" if r["ran"] else "-" for r in mr["rows"]]
             last = [r for r in mr["rows"] if r["ran"]][-1]
-            lines.append(f"| {m} | " + " | ".join(cells) + f" | {last['bias']:+.3g} ({last['bias_se']:.2g}) | {last['sd']:.3g} | {mr['rmse_slope']:.2f} |")
+            tail = f" | {last['bias']:+.3g} ({last['bias_se']:.2g}) | {last['sd']:.3g} | {mr['rmse_slope']:.2f} |"
+            lines.append(f"| {m} | " + " | ".join(cells) + tail)
         won = [w for w in fr["winners"] if w["ours_wins"]]
         lines += ["", f"Best of ours beats every baseline at {len(won)}/{len(fr['winners'])} budgets: "
-                  + ", ".join(f"{w['budget']} ({w['ours']} {w['ours_rmse']:.3g} vs {w['baseline']} {w['baseline_rmse']:.3g})" for w in fr["winners"]), ""]
+                  + ", ".join(f"{w['budget']} ({_versus(w)})" for w in fr["winners"]), ""]
     return "\n".join(lines)
 
 
@@ -203,7 +214,8 @@ def plot(res: dict, path: Path) -> None:
         for m, mr in fr["methods"].items():
             rows = [r for r in mr["rows"] if r["ran"]]
             style = "-" if m in OURS else "--"
-            ax.loglog([r["budget"] for r in rows], [r["rmse"] for r in rows], style, marker="o", ms=3, label=f"{m} ({mr['rmse_slope']:.2f})")
+            x, y = [r["budget"] for r in rows], [r["rmse"] for r in rows]
+            ax.loglog(x, y, style, marker="o", ms=3, label=f"{m} ({mr['rmse_slope']:.2f})")
         ax.axhline(fr["bias_floor"]["diagonal"], color="0.5", ls=":", lw=1, label="Hadamard floor (diagonal Sigma)")
         ax.set_title(f"{fam}  (n={res['n']}, log|A|={fr['logdet']:.1f})", fontsize=9)
         ax.set_xlabel("matvecs")
@@ -247,7 +259,7 @@ def run(args) -> int:
     for fam, fr in res["families"].items():
         won = sum(w["ours_wins"] for w in fr["winners"])
         print(f"{fam}: ours beats every baseline at {won}/{len(fr['winners'])} budgets; "
-              + ", ".join(f"{w['budget']}: {w['ours']} {w['ours_rmse']:.3g} vs {w['baseline']} {w['baseline_rmse']:.3g}" for w in fr["winners"]))
+              + ", ".join(f"{w['budget']}: {_versus(w)}" for w in fr["winners"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1))
