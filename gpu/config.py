@@ -13,34 +13,21 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from gpu.model import LIKELIHOODS, POSTERIORS, ModelConfig
 from vaetheory._validate import choice, scalar
 
-POSTERIORS = ("learned", "constant", "bilbo")
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "baggins")
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 DEVICES = ("auto", "cpu", "gpu")
 CHOICES = {"dataset": DATASETS, "binarize": ("none", "dynamic"), "posterior": POSTERIORS,
            "likelihood": LIKELIHOODS, "device": DEVICES, "dtype": ("float32", "float64")}
-# Keys that are passed to gpu.model.ModelConfig unchanged.
-MODEL_KEYS = (
-    "m",
-    "n",
-    "hidden",
-    "layers",
-    "posterior",
-    "likelihood",
-    "sigma2",
-    "t",
-    "tau",
-    "baggins_stop_gradient",
-    "latent_scale",
-)
+# Keys that are passed to gpu.model.ModelConfig unchanged: its fields, which TrainConfig inherits.
+MODEL_KEYS = tuple(f.name for f in fields(ModelConfig))
 # Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_KEYS = ("epochs", "device", "progress", "out", "data", "eval_every")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ModelConfig):
     """Every setting of a training run.
 
     Model (see ``gpu.model.ModelConfig``): ``m`` data dimension (784 for MNIST),
@@ -71,18 +58,6 @@ class TrainConfig:
     test_limit: int | None = None
     binarize: str = "none"
     scale: float = 1.0
-    # model
-    m: int = 784
-    n: int = 2
-    hidden: int = 200
-    layers: int = 4
-    posterior: str = "learned"
-    likelihood: str = "bernoulli"
-    sigma2: float = 1.0
-    t: float = 1.0
-    tau: float = 0.2
-    baggins_stop_gradient: bool = False
-    latent_scale: float = 1.0
     # optimisation
     epochs: int = 200
     batch_size: int = 300
@@ -96,6 +71,8 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self):
+        # Replaces ModelConfig's checks: the same ones on the inherited keys (bools strictly, as TOML gives them)
+        # plus the run's own.
         for name, options in CHOICES.items():
             choice(name, getattr(self, name), options)
         # frozen: normalise through object.__setattr__ (TOML may give 200.0 for an int, 1 for a float)
@@ -116,8 +93,6 @@ class TrainConfig:
 
     def model_config(self):
         """The ``gpu.model.ModelConfig`` of this run."""
-        from gpu.model import ModelConfig
-
         return ModelConfig(**{k: getattr(self, k) for k in MODEL_KEYS})
 
     def to_dict(self) -> dict:

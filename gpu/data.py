@@ -109,7 +109,11 @@ def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
 
 
 def search_dirs(name: str, path: str | os.PathLike | None = None) -> list[Path]:
-    """The directories searched for data set ``name``, in order; Not in the paper."""
+    """The directories searched for data set ``name``, in order; Not in the paper.
+
+    The last one is ``/usr/share/datasets/<name>/`` (where Debian's dataset packages install),
+    or ``$VAETHEORY_SYSTEM_DATA/<name>/`` when that variable is set.
+    """
     choice("name", name, NAMES)
     dirs = []
     if path is not None:
@@ -118,7 +122,8 @@ def search_dirs(name: str, path: str | os.PathLike | None = None) -> list[Path]:
     if os.environ.get("VAETHEORY_DATA"):
         dirs.append(Path(os.environ["VAETHEORY_DATA"]).expanduser() / name)
     dirs.append(Path.home() / ".cache" / "vaetheory" / name)
-    dirs.append(Path("/usr/share/datasets") / name)
+    # Overridable so that a test can stand in for a machine without the system packages.
+    dirs.append(Path(os.environ.get("VAETHEORY_SYSTEM_DATA", "/usr/share/datasets")) / name)
     return dirs
 
 

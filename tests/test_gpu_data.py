@@ -103,11 +103,12 @@ def test_inconsistent_files_are_rejected(tmp_path, monkeypatch):
 def test_missing_data_gives_one_message_with_every_place_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("VAETHEORY_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VAETHEORY_SYSTEM_DATA", str(tmp_path / "system"))
     with pytest.raises(data.DataNotFoundError) as info:
         data.load("fashion-mnist", tmp_path / "explicit")
     msg = str(info.value)
     for d in (tmp_path / "explicit", tmp_path / "env/fashion-mnist", tmp_path / "home/.cache/vaetheory/fashion-mnist",
-              Path("/usr/share/datasets/fashion-mnist")):
+              tmp_path / "system/fashion-mnist"):
         assert str(d) in msg
     assert "VAETHEORY_DATA" in msg and "t10k-labels-idx1-ubyte" in msg
 
@@ -155,6 +156,7 @@ def test_data_command_lists_and_verifies(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(data, "SHA256", {"mnist": {}, "fashion-mnist": {}})
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("VAETHEORY_DATA", raising=False)
+    monkeypatch.setenv("VAETHEORY_SYSTEM_DATA", str(tmp_path / "system"))
     write_set(tmp_path / "mnist", gz=True)
     p = argparse.ArgumentParser()
     data.add_arguments(p)

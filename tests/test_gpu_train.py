@@ -172,7 +172,8 @@ def test_cli_train_from_toml_with_flag_override_then_resume(tmp_path):
 
 def test_cli_missing_data_is_one_clear_message(tmp_path):
     p = cli("train", "--out", str(tmp_path / "r"), "--dataset", "fashion-mnist", "--device", "cpu",
-            env_extra={"VAETHEORY_DATA": str(tmp_path), "HOME": str(tmp_path)})
+            env_extra={"VAETHEORY_DATA": str(tmp_path), "HOME": str(tmp_path),
+                       "VAETHEORY_SYSTEM_DATA": str(tmp_path / "system")})
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "not found; looked in" in p.stderr and str(tmp_path / "fashion-mnist") in p.stderr
 

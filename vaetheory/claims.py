@@ -225,6 +225,27 @@ def measure(sp) -> dict:
     )
 
 
+# One number per measured error, as the curvature and density sweeps tabulate them.
+_SWEEP_ERRORS = {
+    "nonlinearity": lambda meas: meas["nonlin"],
+    "eq11": lambda meas: meas["eq11"],
+    "eq12": lambda meas: float(np.mean(meas["eq12"])),
+    "eq25": lambda meas: float(np.mean(meas["err25"])),
+    "gap18": lambda meas: float(np.mean(meas["log_px"] - meas["elbo"])),
+    "eq16": lambda meas: float(np.mean(np.abs(meas["eq16"] - meas["log_px"]))),
+}
+
+
+def _sweep_errors(meas: dict, keys) -> dict:
+    """The ``keys`` of :data:`_SWEEP_ERRORS` measured at one stationary point, in that order."""
+    return {k: _SWEEP_ERRORS[k](meas) for k in keys}
+
+
+def _measured_penalty(meas_d: dict, meas_c: dict) -> float:
+    """E[ELBO_diag] - E[ELBO_const] (nats): the measured cost of a constant posterior variance."""
+    return float(np.mean(meas_d["elbo"]) - np.mean(meas_c["elbo"]))
+
+
 # ---------------------------------------------------------------------------
 # The claims
 # ---------------------------------------------------------------------------
@@ -465,7 +486,7 @@ def point_claims(name: str, sp, meas: dict, gtol: float) -> list[Claim]:
 
 
 def penalty_claim(name, sp_d, sp_c, meas_d, meas_c) -> Claim:
-    measured = float(np.mean(meas_d["elbo"]) - np.mean(meas_c["elbo"]))
+    measured = _measured_penalty(meas_d, meas_c)
     gap_c = float(np.mean(meas_c["log_px"] - meas_c["elbo"]))
     pred = float(meas_c["penalty22"])
     pred_d = float(meas_d["penalty22"])
@@ -596,7 +617,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
             if "eq22" in wanted:
                 out.append(penalty_claim(p["name"], sd, sc, md, mc))
             if "main" in wanted:
-                pen = float(np.mean(md["elbo"]) - np.mean(mc["elbo"]))
+                pen = _measured_penalty(md, mc)
                 out.append(
                     _claim(
                         "main",
@@ -611,7 +632,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
                     )
                 )
             figs["penalty"].append(
-                dict(name=p["name"], predicted=mc["penalty22"], measured=float(np.mean(md["elbo"]) - np.mean(mc["elbo"])))
+                dict(name=p["name"], predicted=mc["penalty22"], measured=_measured_penalty(md, mc))
             )
             if "cov" in p:
                 lam = np.linalg.eigvalsh(np.cov(p["x"].T, bias=True))[::-1]
@@ -630,13 +651,9 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
         # memorising posteriors whose number varies between draws and swamps the trend.
         draws.setdefault(p["curvature"], []).append(
             dict(
-                nonlinearity=mc["nonlin"],
-                eq11=mc["eq11"],
-                eq12=float(np.mean(mc["eq12"])),
-                gap18=float(np.mean(mc["log_px"] - mc["elbo"])),
-                eq16=float(np.mean(np.abs(mc["eq16"] - mc["log_px"]))),
+                **_sweep_errors(mc, ("nonlinearity", "eq11", "eq12", "gap18", "eq16")),
                 penalty_predicted=mc["penalty22"],
-                penalty_measured=float(np.mean(md["elbo"]) - np.mean(mc["elbo"])),
+                penalty_measured=_measured_penalty(md, mc),
             )
         )
         figs["penalty"].append(dict(name=p["name"], predicted=draws[p["curvature"]][-1]["penalty_predicted"], measured=draws[p["curvature"]][-1]["penalty_measured"]))
@@ -647,17 +664,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
         sp = find_stationary_point(p["x"], 1, rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
         md = measure(sp)
         bar.update(1)
-        dens.append(
-            dict(
-                N=p["N"],
-                nonlinearity=md["nonlin"],
-                eq11=md["eq11"],
-                eq12=float(np.mean(md["eq12"])),
-                eq25=float(np.mean(md["err25"])),
-                gap18=float(np.mean(md["log_px"] - md["elbo"])),
-                eq16=float(np.mean(np.abs(md["eq16"] - md["log_px"]))),
-            )
-        )
+        dens.append(dict(N=p["N"], **_sweep_errors(md, ("nonlinearity", "eq11", "eq12", "eq25", "gap18", "eq16"))))
     figs["density"] = dens
     if dens:
         keys = ("eq11", "eq12", "eq25", "gap18", "eq16")
@@ -780,6 +787,13 @@ def write_plots(figs: dict, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=120)
+        plt.close(fig)
+        written.append(name)
+
     if figs["points"]:
         fig, ax = plt.subplots(figsize=(5.5, 5))
         for p in figs["points"]:
@@ -791,10 +805,7 @@ def write_plots(figs: dict, out: Path) -> list[str]:
         ax.set_ylabel("ELBO at the stationary point")
         ax.set_title("Eq. (18): ELBO vs log evidence, per example")
         ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(out / PLOTS[0], dpi=120)
-        plt.close(fig)
-        written.append(PLOTS[0])
+        save(fig, PLOTS[0])
     if figs["sweep"]:
         rows = figs["sweep"]
         xs = [r["nonlinearity"] for r in rows]
@@ -806,10 +817,7 @@ def write_plots(figs: dict, out: Path) -> list[str]:
         ax.set_xlabel("decoder nonlinearity over the posterior\nE|nu - local linear fit|^2 / tr(J Sigma J^T)", fontsize=8)
         ax.set_title("Errors vs decoder curvature\n(curve, constant Sigma, mean over data draws)", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / PLOTS[1], dpi=120)
-        plt.close(fig)
-        written.append(PLOTS[1])
+        save(fig, PLOTS[1])
     if figs["penalty"]:
         fig, ax = plt.subplots(figsize=(5.5, 5))
         for p in figs["penalty"]:
@@ -829,10 +837,7 @@ def write_plots(figs: dict, out: Path) -> list[str]:
         ax.set_xlabel("predicted penalty, Eq. (22)  (nats)")
         ax.set_ylabel("measured E[ELBO_diag] - E[ELBO_const]  (nats)")
         ax.set_title("Constant posterior variance penalty")
-        fig.tight_layout()
-        fig.savefig(out / PLOTS[2], dpi=120)
-        plt.close(fig)
-        written.append(PLOTS[2])
+        save(fig, PLOTS[2])
     if figs["collapse"]:
         fig, axes = plt.subplots(1, len(figs["collapse"]), figsize=(5 * len(figs["collapse"]), 4), squeeze=False)
         for ax, c in zip(axes[0], figs["collapse"]):
@@ -845,10 +850,7 @@ def write_plots(figs: dict, out: Path) -> list[str]:
             ax.set_title(c["name"], fontsize=8)
             ax.legend(fontsize=6)
         fig.suptitle("Sec. 6: directions with variance <= 1 collapse")
-        fig.tight_layout()
-        fig.savefig(out / PLOTS[3], dpi=120)
-        plt.close(fig)
-        written.append(PLOTS[3])
+        save(fig, PLOTS[3])
     if figs["estimator"]:
         e = figs["estimator"]
         fig, ax = plt.subplots(figsize=(5, 4))
@@ -858,10 +860,7 @@ def write_plots(figs: dict, out: Path) -> list[str]:
         ax.set_xlabel("probes (matvecs)")
         ax.set_ylabel("relative error of sum log|I + S J^T J S|")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / PLOTS[4], dpi=120)
-        plt.close(fig)
-        written.append(PLOTS[4])
+        save(fig, PLOTS[4])
     if figs.get("density"):
         rows = figs["density"]
         Ns = [r["N"] for r in rows]
@@ -871,10 +870,7 @@ def write_plots(figs: dict, out: Path) -> list[str]:
         ax.set_xlabel("number of examples N")
         ax.set_title("Errors vs data density (curve, constant Sigma)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / PLOTS[5], dpi=120)
-        plt.close(fig)
-        written.append(PLOTS[5])
+        save(fig, PLOTS[5])
     return written
 
 

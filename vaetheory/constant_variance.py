@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory.gaussian import _inv_spd, _jacobian, _posterior_var, _precision_posterior, _prior
-
-
-def _precisions(s2, J, dims):
-    J = _jacobian("J", J, dims)
-    s2 = _prior("s2", s2, dims)
-    return _precision_posterior(s2, J)
+from vaetheory.gaussian import _inv_spd, _precision_args, _variance_precision_args
 
 
 def _quarter_trace_square(E: np.ndarray) -> np.ndarray:
@@ -41,7 +35,7 @@ def optimal_constant_variance(s2, J):
     -------
     (n, n) symmetric positive definite matrix.
     """
-    P = _precisions(s2, J, {})
+    P = _precision_args(s2, J)
     return _inv_spd(P.mean(axis=0))
 
 
@@ -60,10 +54,7 @@ def gap_second_order(var, s2, J):
     -------
     (N,) values (nats, >= 0).
     """
-    dims: dict = {}
-    J = _jacobian("J", J, dims)
-    var = _posterior_var("var", var, dims)
-    P = _precisions(s2, J, dims)
+    var, P = _variance_precision_args(var, s2, J)
     E = P @ var.matrix() - np.eye(P.shape[-1])
     return _quarter_trace_square(E)
 
@@ -81,7 +72,7 @@ def cv2_penalty_terms(s2, J):
     -------
     (N,) values (nats, >= 0).
     """
-    P = _precisions(s2, J, {})
+    P = _precision_args(s2, J)
     E = P @ _inv_spd(P.mean(axis=0)) - np.eye(P.shape[-1])
     return _quarter_trace_square(E)
 

@@ -17,9 +17,10 @@ from vaetheory.gaussian import (
     _jacobian,
     _logdet_spd,
     _posterior_var,
-    _precision_posterior,
+    _precision_args,
     _prior,
     _quad,
+    _variance_precision_args,
 )
 
 
@@ -166,11 +167,7 @@ def evidence_gap(var, s2, J):
     -------
     (N,) gaps (nats, >= 0).
     """
-    dims: dict = {}
-    J = _jacobian("J", J, dims)
-    var = _posterior_var("var", var, dims)
-    s2 = _prior("s2", s2, dims)
-    d = _gap_eigenvalues(var, _precision_posterior(s2, J)) - 1.0
+    d = _gap_eigenvalues(*_variance_precision_args(var, s2, J)) - 1.0
     return 0.5 * np.sum(d - np.log1p(d), axis=-1)
 
 
@@ -188,7 +185,4 @@ def true_posterior_covariance(s2, J):
     -------
     (N, n, n) symmetric positive definite matrices.
     """
-    dims: dict = {}
-    J = _jacobian("J", J, dims)
-    s2 = _prior("s2", s2, dims)
-    return _inv_spd(_precision_posterior(s2, J))
+    return _inv_spd(_precision_args(s2, J))

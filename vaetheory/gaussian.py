@@ -136,6 +136,24 @@ def _precision_posterior(s2: _Cov, J: np.ndarray) -> np.ndarray:
     return s2.inverse() + np.swapaxes(J, -1, -2) @ J
 
 
+def _precision_args(s2, J, dims: dict | None = None) -> np.ndarray:
+    """Validate S^2 and J (binding N, m, n in ``dims``); return P = S^-2 + J^T J, (N, n, n)."""
+    dims = {} if dims is None else dims
+    J = _jacobian("J", J, dims)
+    return _precision_posterior(_prior("s2", s2, dims), J)
+
+
+def _variance_precision_args(var, s2, J) -> tuple[_Cov, np.ndarray]:
+    """Validate Sigma, S^2 and J against each other; return Sigma and P = S^-2 + J^T J.
+
+    The arguments of every formula in Sigma and P: Eqs. (10), (12), (18), (21).
+    """
+    dims: dict = {}
+    J = _jacobian("J", J, dims)
+    var = _posterior_var("var", var, dims)
+    return var, _precision_args(s2, J, dims)
+
+
 # ---------------------------------------------------------------------------
 # Public functions
 # ---------------------------------------------------------------------------
@@ -272,9 +290,14 @@ def _loglik_unit(x: np.ndarray, nu: np.ndarray) -> np.ndarray:
 
 
 def _gauss_hermite(n: int, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tensor Gauss-Hermite grid for N(0, I_n): nodes (G, n), weights (G,) summing to 1."""
+    """Tensor Gauss-Hermite grid for N(0, I_n): nodes (G, n), weights (G,) summing to 1.
+
+    The one rule of the package (also :func:`vaetheory.quadrature.gauss_hermite`).
+    Dividing by the computed sum rather than sqrt(2 pi) makes the weights sum to
+    1 to the last bit, so a constant integrates exactly.
+    """
     t, w = hermegauss(order)
-    w = w / np.sqrt(2.0 * np.pi)
+    w = w / w.sum()
     grids = np.meshgrid(*([t] * n), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=-1)
     weights = np.prod(np.stack(np.meshgrid(*([w] * n), indexing="ij")).reshape(n, -1), axis=0)

@@ -70,6 +70,11 @@ class LinearVAE:
         return self.W.shape[0]
 
 
+def _marginal_cov(model: LinearVAE) -> np.ndarray:
+    """(m, m) covariance ``W S^2 W^T + I`` of x under the linear-Gaussian model."""
+    return (model.W * model.s2) @ model.W.T + np.eye(model.m)
+
+
 def _moments(x, cov, mean):
     """Return (C, b) from data ``x`` (biased covariance) or from ``cov``/``mean``."""
     if x is not None:
@@ -216,7 +221,7 @@ def linear_log_likelihood(model: LinearVAE, x):
     (N,) log evidence of each example.
     """
     x = array("x", x, ("N", "m"), {"m": model.m})
-    Cm = (model.W * model.s2) @ model.W.T + np.eye(model.m)
+    Cm = _marginal_cov(model)
     L = np.linalg.cholesky(Cm)
     y = np.linalg.solve(L, (x - model.b).T)
     return -0.5 * (model.m * _LOG2PI + 2 * np.sum(np.log(np.diag(L))) + np.sum(y**2, axis=0))
@@ -288,7 +293,7 @@ def linear_expected_log_likelihood(model: LinearVAE, cov, mean=None) -> float:
     float, nats per example.
     """
     C, mean = _moments(None, cov, mean)
-    Cm = (model.W * model.s2) @ model.W.T + np.eye(model.m)
+    Cm = _marginal_cov(model)
     delta = mean - model.b
     _, logdet = np.linalg.slogdet(Cm)
     return float(-0.5 * (model.m * _LOG2PI + logdet + np.trace(np.linalg.solve(Cm, C + np.outer(delta, delta)))))

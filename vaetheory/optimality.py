@@ -14,7 +14,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from vaetheory import _validate as v
-from vaetheory.gaussian import _jacobian, _posterior_var, _precision_posterior, _prior
+from vaetheory.gaussian import _jacobian, _posterior_var, _prior, _variance_precision_args
 from vaetheory.optimal import _chunks, _components, _decoder_args, _whitener
 
 
@@ -123,14 +123,6 @@ def mean_condition_residual(mu, s2, nu_mu, x, J):
     return mu - np.einsum("kmn,km->kn", J, x - nu_mu) @ s2.matrix()[0].T
 
 
-def _variance_args(var, s2, J):
-    dims: dict = {}
-    J = _jacobian("J", J, dims)
-    var = _posterior_var("var", var, dims)
-    s2 = _prior("s2", s2, dims)
-    return var, s2, J
-
-
 def variance_gradient(var, s2, J):
     """Gradient of E_x[ELBO] w.r.t. each posterior variance, Eq. (10): 1/(2N) (Sigma^-1 - S^-2 - J^T J).
 
@@ -147,8 +139,8 @@ def variance_gradient(var, s2, J):
     (N, n, n) symmetric matrices (for a diagonal Sigma, the gradient w.r.t.
     its diagonal is the diagonal of this).
     """
-    var, s2, J = _variance_args(var, s2, J)
-    return (var.inverse() - _precision_posterior(s2, J)) / (2 * J.shape[0])
+    var, P = _variance_precision_args(var, s2, J)
+    return (var.inverse() - P) / (2 * P.shape[0])
 
 
 def variance_condition_residual(var, s2, J, *, relative=False):
@@ -168,8 +160,7 @@ def variance_condition_residual(var, s2, J, *, relative=False):
     -------
     (N, n, n) residual matrices, or (N,) when ``relative``.
     """
-    var, s2, J = _variance_args(var, s2, J)
-    P = _precision_posterior(s2, J)
+    var, P = _variance_precision_args(var, s2, J)
     if relative:
         E = var.matrix() @ P - np.eye(P.shape[-1])
         return np.sqrt(np.sum(E * E, axis=(-2, -1)))

@@ -22,6 +22,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from vaetheory._validate import array, scalar
+from vaetheory.gaussian import _gauss_hermite
 
 __all__ = ["gauss_hermite", "latent_grid", "decoder_log_weights", "decoder_mean", "softmax_rows", "GridEvidence", "grid_log_evidence"]
 
@@ -45,12 +46,7 @@ def gauss_hermite(n: int, order: int):
     """
     n = scalar("n", n, positive=True, integer=True)
     order = scalar("order", order, positive=True, integer=True)
-    t, w1 = np.polynomial.hermite_e.hermegauss(order)
-    w1 = w1 / w1.sum()
-    grids = np.meshgrid(*([t] * n), indexing="ij")
-    eps = np.stack([g.ravel() for g in grids], axis=1)
-    w = np.prod(np.stack(np.meshgrid(*([w1] * n), indexing="ij")).reshape(n, -1), axis=0)
-    return eps, w
+    return _gauss_hermite(n, order)
 
 
 def decoder_log_weights(z, mu, var):
