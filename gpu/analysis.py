@@ -395,6 +395,8 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
 
     write_json(run.run_dir / "analysis.json", res)
     (run.run_dir / "analysis.md").write_text(report_md(res))
+    np.savez(run.run_dir / "analysis_per_image.npz", elbo=elbo, iwae_log_px=lp, log_evidence_eq16=lap["log_evidence"],
+             gap_eq18=lap["gap_eq18"], cv2_terms=cv["terms"], optimal_decoder_sq_difference=per_image_d)
     return res
 
 
@@ -471,7 +473,9 @@ def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu
 def compare_runs(constant_dir, learned_dir) -> dict:
     """Eq. (22)'s predicted penalty next to the measured ELBO difference between two runs (Sec. 4.3).
 
-    Reads both runs' ``analysis.json`` (run :func:`analyze_run` first).
+    Reads both runs' ``analysis.json`` (run :func:`analyze_run` first); the
+    standard errors of the differences are paired over the same test images
+    when both runs' ``analysis_per_image.npz`` cover the same images.
     Reading: with the learned model's decoder, Eq. (22) predicts that the best
     constant Sigma loses ``cv2 - gap18`` nats of ELBO against its own learned
     Sigma (``gap18``: Eq. (18) with the learned Sigma), so the predicted
@@ -484,7 +488,17 @@ def compare_runs(constant_dir, learned_dir) -> dict:
     """
     a = json.loads((Path(constant_dir) / "analysis.json").read_text())
     b = json.loads((Path(learned_dir) / "analysis.json").read_text())
-    return {
+    paired = {}
+    try:
+        with np.load(Path(constant_dir) / "analysis_per_image.npz") as pa, \
+                np.load(Path(learned_dir) / "analysis_per_image.npz") as pb:
+            if len(pa["elbo"]) == len(pb["elbo"]):
+                for key in ("elbo", "iwae_log_px"):
+                    d = pa[key] - pb[key]
+                    paired[f"paired_sem_{key}_difference"] = float(d.std() / math.sqrt(len(d)))
+    except FileNotFoundError:
+        pass
+    return paired | {
         "constant_run": str(constant_dir), "learned_run": str(learned_dir),
         "constant_posterior": a["posterior"], "learned_posterior": b["posterior"],
         "measured_elbo_difference": a["elbo"]["mean"] - b["elbo"]["mean"],

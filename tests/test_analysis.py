@@ -126,6 +126,8 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
         assert saved["elbo"]["mean"] == res["elbo"]["mean"]
         assert (tmp_path / post / "analysis.md").read_text().startswith("# Analysis")
         assert (tmp_path / post / "analysis_evidence.png").stat().st_size > 0
+        per_image = np.load(tmp_path / post / "analysis_per_image.npz")
+        np.testing.assert_allclose(per_image["elbo"].mean(), saved["elbo"]["mean"], rtol=TOL["known_answer_f64"])
         assert saved["jacobian_fd_max_rel_error"] < TOL["fd_grad_f64"]
         assert saved["iwae_log_px"]["mean"] >= saved["elbo"]["mean"] - 3 * saved["elbo"]["sem"]
         assert saved["cv2_penalty_eq22"] >= 0 and saved["gap_eq18"]["min"] >= 0
@@ -133,3 +135,4 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
     cmp = A.compare_runs(tmp_path / "constant", tmp_path / "learned")
     assert cmp["measured_elbo_difference"] == runs["constant"]["elbo"]["mean"] - runs["learned"]["elbo"]["mean"]
     assert cmp["cv2_penalty_learned_model"] == runs["learned"]["cv2_penalty_eq22"]
+    assert cmp["paired_sem_elbo_difference"] > 0
