@@ -12,6 +12,14 @@ respect to the data is needed).  Element-wise work is not counted, so the
 fraction is the share of the step's time the GEMMs would take at the measured
 rate.  On the CPU, the thread count comes from ``OMP_NUM_THREADS`` and is
 reported.
+
+When PyTorch is importable (it is an optional comparison, never a dependency),
+the same network, objective, data, noise and initial parameters are also timed
+in PyTorch eager on the CPU (:mod:`gpu.torch_reference`, autograd and
+``torch.optim.Adam``, ``torch.set_num_threads`` equal to our BLAS threads), in
+blocks interleaved with ours, and the ratio torch ms / our ms is reported.  The
+evaluation of a run is timed too: the test ELBO on 10,000 images and IWAE with
+k = 5000 on a subset, extrapolated to 10,000 (both chunked, memory bounded).
 """
 
 from __future__ import annotations
@@ -66,57 +74,201 @@ def gemm_rate(xp, size: int, dtype=np.float32, repeats: int = 3, shape=None) -> 
     return 2 * M * K * N / best
 
 
-def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0) -> dict:
-    """Time ``steps`` training steps of the paper's network on random binary-ish data (Sec. 7)."""
-    from gpu import adam, model
+def blas_threads() -> int:
+    """The BLAS thread count our NumPy side uses, read as OpenBLAS does from the environment (Not in the paper).
+
+    ``OPENBLAS_NUM_THREADS``, then ``OMP_NUM_THREADS``, then ``MKL_NUM_THREADS``;
+    with none set, every core (``os.cpu_count()``).
+    """
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        v = os.environ.get(var, "").split(",")[0].strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    return os.cpu_count() or 1
+
+
+def _problem(xp, n: int, posterior: str, B: int, count: int, seed: int):
+    """Config, float32 initial parameters (NumPy), data x (B, m) and noise (count, B, n), all from ``seed``."""
+    from gpu import model
 
     mc = model.ModelConfig(n=n, posterior=posterior, likelihood="bernoulli")
     rng = np.random.default_rng(seed)
-    params = model.init_params(mc, rng, xp=xp, dtype=np.float32)
+    params = model.init_params(mc, rng, dtype=np.float32)
+    x = rng.random((B, mc.m), dtype=np.float32)
+    eps_all = rng.standard_normal((count, B, n), dtype=np.float32)
+    return mc, params, x, eps_all
+
+
+def _our_stepper(xp, mc, params, x, eps_all):
+    """A closure doing one of our training steps (forward, hand-written backward, Adam) per call.
+
+    The parameters are copied; the closure's ``params`` attribute holds the copies it updates.
+    """
+    from gpu import adam, model
+
+    params = {k: xp.asarray(v.copy()) for k, v in params.items()}
+    x, eps_all = xp.asarray(x), xp.asarray(eps_all)
     opt = adam.Adam(params, lr=1e-3)
-    x = xp.asarray(rng.random((B, mc.m), dtype=np.float32))
-    eps_all = xp.asarray(rng.standard_normal((warmup + steps, B, n), dtype=np.float32))
-    for s in range(warmup):
-        _, grads, _ = model.loss_and_grads(params, x, eps_all[s], mc)
+    grads: dict = {}
+    count = [0]
+
+    def step():
+        model.loss_and_grads(params, x, eps_all[count[0] % len(eps_all)], mc, grads=grads)
         opt.step(params, grads)
+        count[0] += 1
+
+    step.params = params
+    return step
+
+
+def _seconds_per_step(step, sync, count: int) -> float:
+    sync()
+    t = time.perf_counter()
+    for _ in range(count):
+        step()
+    sync()
+    return (time.perf_counter() - t) / count
+
+
+def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0,
+               torch_threads: int | None = None, rounds: int = 3) -> dict:
+    """Time training steps of the paper's network on random data, ours and optionally PyTorch's (Sec. 7).
+
+    Both implementations start from the same float32 parameters and see the
+    same data and noise.  After ``warmup`` untimed steps each, ``steps`` timed
+    steps each are run in ``rounds`` interleaved blocks (ours, PyTorch, ours,
+    ...), so a change in machine load hits both; ``ms_per_step`` is the median
+    block.  PyTorch runs only when ``torch_threads`` is given (the thread count
+    for ``torch.set_num_threads``).
+    """
+    from gpu import torch_reference
+
+    mc, params, x, eps_all = _problem(xp, n, posterior, B, warmup + steps, seed)
+    runners = {"ours": (_our_stepper(xp, mc, params, x, eps_all), lambda: dev.synchronize(xp))}
+    if torch_threads is not None:
+        runners["torch"] = (torch_reference.stepper(params, x, eps_all, mc, threads=torch_threads), lambda: None)
+    for step, sync in runners.values():
+        for _ in range(warmup):
+            step()
+    rounds = max(1, min(rounds, steps))
+    per = max(1, steps // rounds)
+    blocks: dict = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, (step, sync) in runners.items():
+            blocks[k].append(1e3 * _seconds_per_step(step, sync, per))
+    ms = float(np.median(blocks["ours"]))
+    params_xp = {k: xp.asarray(v) for k, v in params.items()}
+    r = {"n": n, "posterior": posterior, "likelihood": "bernoulli", "batch": B, "ms_per_step": ms,
+         "examples_per_s": B / (ms / 1e3), "step_gflop": step_flops(params_xp, B, mc.m) / 1e9,
+         "ms_blocks": blocks["ours"]}
+    if "torch" in runners:
+        tms = float(np.median(blocks["torch"]))
+        r.update(torch_ms_per_step=tms, torch_ms_blocks=blocks["torch"], speedup_vs_torch=tms / ms)
+    return r
+
+
+def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_k: int = 5000,
+              iwae_images: int = 20, seed: int = 0) -> dict:
+    """Wall time of the evaluation of Sec. 7 on ``images`` random images (Sec. 7; IWAE is Not in the paper).
+
+    The single-sample test ELBO (:func:`gpu.evaluate.elbo_mean`, chunks of
+    2,000 images) is timed on all ``images``; the IWAE bound with ``iwae_k``
+    samples (:func:`gpu.evaluate.iwae_log_px`, at most 20,000 (image, sample)
+    pairs decoded at once, so memory is bounded whatever k is) on the first
+    ``iwae_images`` and extrapolated linearly to ``images`` (its cost is the
+    same per image).
+    """
+    from gpu import evaluate as E
+
+    mc, params, _, _ = _problem(xp, n, posterior, 1, 1, seed)
+    params = {k: xp.asarray(v) for k, v in params.items()}
+    rng = np.random.default_rng(seed + 1)
+    x = xp.asarray(rng.random((images, mc.m), dtype=np.float32))
     dev.synchronize(xp)
     t = time.perf_counter()
-    for s in range(warmup, warmup + steps):
-        _, grads, _ = model.loss_and_grads(params, x, eps_all[s], mc)
-        opt.step(params, grads)
+    E.elbo_mean(params, x, mc, rng)
     dev.synchronize(xp)
-    sec = (time.perf_counter() - t) / steps
-    return {"n": n, "posterior": posterior, "likelihood": "bernoulli", "batch": B,
-            "ms_per_step": 1e3 * sec, "examples_per_s": B / sec, "step_gflop": step_flops(params, B, mc.m) / 1e9}
+    elbo_s = time.perf_counter() - t
+    iwae_images = min(iwae_images, images)
+    t = time.perf_counter()
+    E.iwae_log_px(params, x[:iwae_images], mc, rng, k=iwae_k)
+    dev.synchronize(xp)
+    iwae_s = time.perf_counter() - t
+    return {"n": n, "posterior": posterior, "images": images, "elbo_s": elbo_s, "iwae_k": iwae_k,
+            "iwae_images_timed": iwae_images, "iwae_s_timed": iwae_s,
+            "iwae_s_extrapolated": iwae_s * images / iwae_images, "iwae_rows_per_chunk": 20000}
 
 
 def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, gemm_size: int | None = None,
-          configs=CONFIGS) -> dict:
-    """Run every configuration; return a JSON-able report (rates in GFLOP/s) (Sec. 7)."""
+          configs=CONFIGS, torch: bool = True, rounds: int = 3, eval_images: int = 10000, iwae_k: int = 5000,
+          iwae_images: int = 20) -> dict:
+    """Run every configuration; return a JSON-able report (rates in GFLOP/s) (Sec. 7).
+
+    With ``torch`` and PyTorch importable, on the CPU, each configuration is
+    also timed in PyTorch eager with ``torch.set_num_threads(blas_threads())``,
+    interleaved with ours.  ``eval_images = 0`` skips the evaluation timing.
+    """
+    from gpu import torch_reference
+
     xp, desc = dev.select(device)
     size = gemm_size or (8192 if xp is not np else 2048)
     large = gemm_rate(xp, size)
     similar = gemm_rate(xp, 0, shape=(B, 784, 200))
+    threads = blas_threads()
+    use_torch = False
+    if not torch:
+        torch_note = "not requested (--no-torch)"
+    elif xp is not np:
+        torch_note = "CPU comparison only; the GPU comparison is not part of this command"
+    elif not torch_reference.available():
+        torch_note = "torch is not importable"
+    else:
+        import torch as _torch
+
+        torch_note = f"torch {_torch.__version__}, eager, CPU, set_num_threads({threads})"
+        use_torch = True
     rows = []
     for n, posterior in configs:
-        r = time_steps(xp, n, posterior, B, steps, warmup)
+        r = time_steps(xp, n, posterior, B, steps, warmup, torch_threads=threads if use_torch else None,
+                       rounds=rounds)
         r["achieved_gflop_s"] = r["step_gflop"] / (r["ms_per_step"] / 1e3)
         r["fraction_of_gemm_rate"] = r["achieved_gflop_s"] / (large / 1e9)
         rows.append(r)
-    return {"device": desc, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "steps": steps,
-            "warmup": warmup, "gemm_large": {"size": size, "gflop_s": large / 1e9},
-            "gemm_step_sized": {"shape": [B, 784, 200], "gflop_s": similar / 1e9}, "results": rows}
+    evals = []
+    if eval_images > 0:
+        first = {}
+        for n, posterior in configs:
+            first.setdefault(n, posterior)
+        evals = [time_eval(xp, n, p, eval_images, iwae_k, iwae_images) for n, p in first.items()]
+    return {"device": desc, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "blas_threads": threads,
+            "steps": steps, "warmup": warmup, "rounds": rounds, "torch": torch_note,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "gemm_large": {"size": size, "gflop_s": large / 1e9},
+            "gemm_step_sized": {"shape": [B, 784, 200], "gflop_s": similar / 1e9}, "results": rows,
+            "evaluation": evals}
 
 
 def format_report(rep: dict) -> str:
     """The report of :func:`bench` as a text table (Not in the paper)."""
-    lines = [f"device: {rep['device']}  OMP_NUM_THREADS={rep['omp_num_threads']}",
+    load = rep.get("load_average")
+    lines = [f"device: {rep['device']}  OMP_NUM_THREADS={rep['omp_num_threads']}  BLAS threads={rep['blas_threads']}"
+             + (f"  load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""),
              f"float32 GEMM {rep['gemm_large']['size']}^3: {rep['gemm_large']['gflop_s']:.1f} GFLOP/s; "
              f"step-sized {tuple(rep['gemm_step_sized']['shape'])}: {rep['gemm_step_sized']['gflop_s']:.1f} GFLOP/s",
-             f"{'n':>4} {'posterior':>9} {'ms/step':>9} {'examples/s':>11} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of GEMM':>8}"]
+             f"PyTorch: {rep['torch']}",
+             f"{'n':>4} {'posterior':>9} {'ms/step':>9} {'examples/s':>11} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+             f"{'of GEMM':>8} {'torch ms':>9} {'speedup':>8}"]
     for r in rep["results"]:
+        tail = (f" {r['torch_ms_per_step']:>9.2f} {r['speedup_vs_torch']:>7.2f}x" if "torch_ms_per_step" in r
+                else f" {'-':>9} {'-':>8}")
         lines.append(f"{r['n']:>4} {r['posterior']:>9} {r['ms_per_step']:>9.2f} {r['examples_per_s']:>11.0f} "
-                     f"{r['step_gflop']:>10.3f} {r['achieved_gflop_s']:>8.1f} {100 * r['fraction_of_gemm_rate']:>7.1f}%")
+                     f"{r['step_gflop']:>10.3f} {r['achieved_gflop_s']:>8.1f} {100 * r['fraction_of_gemm_rate']:>7.1f}%"
+                     + tail)
+    for e in rep.get("evaluation", []):
+        lines.append(f"evaluation n={e['n']} ({e['posterior']}): test ELBO on {e['images']} images "
+                     f"{e['elbo_s']:.2f} s; IWAE k={e['iwae_k']}: {e['iwae_s_timed']:.2f} s on "
+                     f"{e['iwae_images_timed']} images, "
+                     f"{e['iwae_s_extrapolated']:.0f} s extrapolated to {e['images']}")
     return "\n".join(lines)
 
 
@@ -127,12 +279,20 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
     parser.add_argument("--batch-size", type=int, default=300)
     parser.add_argument("--gemm-size", type=int, default=None, help="square GEMM size (default 2048 CPU, 8192 GPU)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing blocks, ours and PyTorch (default 3)")
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager comparison")
+    parser.add_argument("--eval-images", type=int, default=10000,
+                        help="images for the evaluation timing, 0 to skip (default 10000)")
+    parser.add_argument("--iwae-k", type=int, default=5000, help="IWAE samples per image (default 5000)")
+    parser.add_argument("--iwae-images", type=int, default=20,
+                        help="images the IWAE timing runs on, extrapolated to --eval-images (default 20)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
 
 
 def run(args) -> int:
     """The command-line interface (Not in the paper)."""
-    rep = bench(args.device, args.steps, args.warmup, args.batch_size, args.gemm_size)
+    rep = bench(args.device, args.steps, args.warmup, args.batch_size, args.gemm_size, torch=not args.no_torch,
+                rounds=args.rounds, eval_images=args.eval_images, iwae_k=args.iwae_k, iwae_images=args.iwae_images)
     print(format_report(rep))
     if args.json:
         from gpu.checkpoint import write_json

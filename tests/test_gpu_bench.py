@@ -1,0 +1,116 @@
+"""`vaetheory bench train`: the PyTorch eager side-by-side and the evaluation timing (Sec. 7; issue 6).
+
+PyTorch is optional: the tests that need it skip, saying so, when it is not
+importable; the rest check the report's arithmetic and the no-torch path.
+"""
+
+import numpy as np
+import pytest
+from conftest import TOL
+
+from gpu import bench, model
+from gpu import torch_reference as R
+
+needs_torch = pytest.mark.skipif(not R.available(), reason="torch is not importable; PyTorch is an optional "
+                                 "comparison, never a dependency (pip install torch to run this test)")
+
+
+def _problem(n, posterior, B=64, seed=3, dtype=np.float64):
+    mc = model.ModelConfig(n=n, posterior=posterior)
+    rng = np.random.default_rng(seed)
+    params = model.init_params(mc, rng, dtype=dtype)
+    x = rng.random((B, mc.m)).astype(dtype)
+    eps = rng.standard_normal((B, n)).astype(dtype)
+    return mc, params, x, eps
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+@needs_torch
+@pytest.mark.parametrize("n", [2, 100])
+@pytest.mark.parametrize("posterior", model.POSTERIORS)
+def test_torch_reference_loss_and_grads_equal_hand_written_eq1_eq2_eq24(n, posterior):
+    mc, params, x, eps = _problem(n, posterior)
+    loss, grads, _ = model.loss_and_grads(params, x, eps, mc)
+    t_loss, t_grads = R.loss_and_grads(params, x, eps, mc)
+    assert float(loss) == pytest.approx(t_loss, rel=TOL["torch_same_f64"])
+    assert set(t_grads) == set(grads)
+    for k in grads:
+        assert _rel(grads[k], t_grads[k]) < TOL["torch_same_f64"], k
+
+
+@needs_torch
+@pytest.mark.parametrize("posterior", model.POSTERIORS)
+def test_torch_and_our_training_steps_follow_the_same_trajectory_eq1_eq2_eq24(posterior):
+    # Three steps of each optimiser (ours: gpu.adam; theirs: torch.optim.Adam) from the same start, float64.
+    mc, params, x, _ = _problem(2, posterior, B=32)
+    eps_all = np.random.default_rng(4).standard_normal((3, 32, 2))
+    ours = bench._our_stepper(np, mc, params, x, eps_all)
+    theirs = R.stepper(params, x, eps_all, mc, threads=1, dtype=np.float64)
+    for _ in range(3):
+        ours()
+        theirs()
+    for k in params:
+        moved = ours.params[k] - params[k]
+        assert np.max(np.abs(moved)) > 0, k
+        # Adam's step is ~lr wherever the gradient exceeds its eps, so compare the displacement.
+        assert _rel(theirs.params[k].detach().numpy() - params[k], moved) < TOL["torch_adam_f64"], k
+
+
+def test_torch_reference_rejects_unsupported_configs():
+    mc = model.ModelConfig(likelihood="gaussian")
+    if not R.available():
+        pytest.skip("torch is not importable; the check is inside torch_reference.loss")
+    import torch
+
+    with pytest.raises(ValueError, match="Bernoulli"):
+        R.loss({}, torch.zeros(1, 784), torch.zeros(1, 2), mc)
+
+
+def test_blas_threads_reads_the_environment_like_openblas(monkeypatch):
+    for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(v, raising=False)
+    import os
+
+    assert bench.blas_threads() == (os.cpu_count() or 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert bench.blas_threads() == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert bench.blas_threads() == 2
+
+
+def _small_bench(**kw):
+    return bench.bench("cpu", steps=2, warmup=1, gemm_size=128, configs=[(2, "learned"), (2, "bilbo")],
+                       rounds=2, eval_images=50, iwae_k=40, iwae_images=5, **kw)
+
+
+def test_bench_without_torch_reports_ours_only_and_says_why(monkeypatch):
+    monkeypatch.setattr(R, "available", lambda: False)
+    rep = _small_bench()
+    assert rep["torch"] == "torch is not importable"
+    for r in rep["results"]:
+        assert "torch_ms_per_step" not in r and "speedup_vs_torch" not in r
+        assert len(r["ms_blocks"]) == 2 and r["ms_per_step"] == pytest.approx(np.median(r["ms_blocks"]))
+    assert "torch ms" in bench.format_report(rep)
+    assert _small_bench(torch=False)["torch"].startswith("not requested")
+
+
+def test_bench_evaluation_timing_extrapolates_the_iwae_subset():
+    rep = _small_bench(torch=False)
+    (e,) = rep["evaluation"]  # one row per latent size
+    assert (e["n"], e["images"], e["iwae_k"], e["iwae_images_timed"]) == (2, 50, 40, 5)
+    assert e["elbo_s"] > 0 and e["iwae_s_extrapolated"] == pytest.approx(e["iwae_s_timed"] * 50 / 5)
+    assert "IWAE k=40" in bench.format_report(rep)
+
+
+@needs_torch
+def test_bench_times_torch_side_by_side_and_reports_the_ratio():
+    rep = _small_bench()
+    assert rep["torch"].startswith("torch ") and f"set_num_threads({rep['blas_threads']})" in rep["torch"]
+    for r in rep["results"]:
+        assert len(r["torch_ms_blocks"]) == len(r["ms_blocks"]) == 2
+        assert r["torch_ms_per_step"] == pytest.approx(np.median(r["torch_ms_blocks"]))
+        assert r["speedup_vs_torch"] == pytest.approx(r["torch_ms_per_step"] / r["ms_per_step"])
+    assert "speedup" in bench.format_report(rep)
