@@ -42,11 +42,12 @@ def step_flops(params, B: int, m: int) -> int:
     Forward + backward, counted from the weight shapes (see the module docstring).
     """
     total = 0
-    for W in params.values():
-        if W.ndim != 2:
+    for name, W in params.items():
+        if "_W" not in name:  # biases; a stack's are (K, fan_out)
             continue
-        fi, fo = W.shape
-        per = 2 * B * fi * fo
+        fi, fo = W.shape[-2:]
+        per_model = int(np.prod(W.shape[:-2]))
+        per = 2 * B * fi * fo * per_model
         total += 3 * per if fi != m else 2 * per  # forward, dW, dh (no dh for the data input)
     return total
 
@@ -130,6 +131,48 @@ def _seconds_per_step(step, sync, count: int) -> float:
     return (time.perf_counter() - t) / count
 
 
+def _interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
+    """ms per call of each ``name -> (step, sync)``, in ``rounds`` blocks taken in turn after ``warmup`` calls."""
+    for step, sync in runners.values():
+        for _ in range(warmup):
+            step()
+    rounds = max(1, min(rounds, steps))
+    per = max(1, steps // rounds)
+    blocks: dict = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, (step, sync) in runners.items():
+            blocks[k].append(1e3 * _seconds_per_step(step, sync, per))
+    return blocks
+
+
+def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30, warmup: int = 5,
+               rounds: int = 3) -> dict:
+    """K models' training steps as one stack (:func:`gpu.train.train_many`) vs one by one (Sec. 7).
+
+    The K models start from seeds 0..K-1 and see their own data and noise;
+    blocks of stacked steps and of K single steps alternate.  ``speedup`` is
+    one-by-one time / stacked time for the same K model-steps.
+    """
+    from gpu import train as T
+
+    probs = [_problem(xp, n, posterior, B, warmup + steps, seed) for seed in range(K)]
+    mc = probs[0][0]
+    singles = [_our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
+    stacked = _our_stepper(xp, mc, T.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
+                           np.stack([e for *_, e in probs], axis=1))
+
+    def one_by_one():
+        for step in singles:
+            step()
+
+    sync = lambda: dev.synchronize(xp)  # noqa: E731
+    blocks = _interleaved({"stack": (stacked, sync), "one_by_one": (one_by_one, sync)}, steps, warmup, rounds)
+    stack_ms, single_ms = float(np.median(blocks["stack"])), float(np.median(blocks["one_by_one"]))
+    return {"n": n, "posterior": posterior, "models": K, "batch": B, "stack_ms_per_step": stack_ms,
+            "one_by_one_ms_per_step": single_ms, "speedup": single_ms / stack_ms,
+            "stack_ms_blocks": blocks["stack"], "one_by_one_ms_blocks": blocks["one_by_one"]}
+
+
 def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0,
                torch_threads: int | None = None, rounds: int = 3) -> dict:
     """Time training steps of the paper's network on random data, ours and optionally PyTorch's (Sec. 7).
@@ -147,15 +190,7 @@ def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup
     runners = {"ours": (_our_stepper(xp, mc, params, x, eps_all), lambda: dev.synchronize(xp))}
     if torch_threads is not None:
         runners["torch"] = (torch_reference.stepper(params, x, eps_all, mc, threads=torch_threads), lambda: None)
-    for step, sync in runners.values():
-        for _ in range(warmup):
-            step()
-    rounds = max(1, min(rounds, steps))
-    per = max(1, steps // rounds)
-    blocks: dict = {k: [] for k in runners}
-    for _ in range(rounds):
-        for k, (step, sync) in runners.items():
-            blocks[k].append(1e3 * _seconds_per_step(step, sync, per))
+    blocks = _interleaved(runners, steps, warmup, rounds)
     ms = float(np.median(blocks["ours"]))
     params_xp = {k: xp.asarray(v) for k, v in params.items()}
     r = {"n": n, "posterior": posterior, "likelihood": "bernoulli", "batch": B, "ms_per_step": ms,
@@ -201,12 +236,14 @@ def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_
 
 def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, gemm_size: int | None = None,
           configs=CONFIGS, torch: bool = True, rounds: int = 3, eval_images: int = 10000, iwae_k: int = 5000,
-          iwae_images: int = 20) -> dict:
+          iwae_images: int = 20, stack: int = 0) -> dict:
     """Run every configuration; return a JSON-able report (rates in GFLOP/s) (Sec. 7).
 
     With ``torch`` and PyTorch importable, on the CPU, each configuration is
     also timed in PyTorch eager with ``torch.set_num_threads(blas_threads())``,
     interleaved with ours.  ``eval_images = 0`` skips the evaluation timing.
+    ``stack = K > 1`` also times K models trained as one stack against one by
+    one (:func:`time_stack`).
     """
     from gpu import torch_reference
 
@@ -234,6 +271,8 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
         r["achieved_gflop_s"] = r["step_gflop"] / (r["ms_per_step"] / 1e3)
         r["fraction_of_gemm_rate"] = r["achieved_gflop_s"] / (large / 1e9)
         rows.append(r)
+    stacks = [time_stack(xp, n, posterior, stack, B, steps, warmup, rounds) for n, posterior in configs] \
+        if stack > 1 else []
     evals = []
     if eval_images > 0:
         first = {}
@@ -245,7 +284,7 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "gemm_large": {"size": size, "gflop_s": large / 1e9},
             "gemm_step_sized": {"shape": [B, 784, 200], "gflop_s": similar / 1e9}, "results": rows,
-            "evaluation": evals}
+            "stacked": stacks, "evaluation": evals}
 
 
 def format_report(rep: dict) -> str:
@@ -264,6 +303,10 @@ def format_report(rep: dict) -> str:
         lines.append(f"{r['n']:>4} {r['posterior']:>9} {r['ms_per_step']:>9.2f} {r['examples_per_s']:>11.0f} "
                      f"{r['step_gflop']:>10.3f} {r['achieved_gflop_s']:>8.1f} {100 * r['fraction_of_gemm_rate']:>7.1f}%"
                      + tail)
+    for r in rep.get("stacked", []):
+        lines.append(f"stack of {r['models']} n={r['n']} {r['posterior']}: {r['stack_ms_per_step']:.2f} ms per step of "
+                     f"all {r['models']} models; one by one {r['one_by_one_ms_per_step']:.2f} ms; "
+                     f"speedup {r['speedup']:.2f}x")
     for e in rep.get("evaluation", []):
         lines.append(f"evaluation n={e['n']} ({e['posterior']}): test ELBO on {e['images']} images "
                      f"{e['elbo_s']:.2f} s; IWAE k={e['iwae_k']}: {e['iwae_s_timed']:.2f} s on "
@@ -286,13 +329,16 @@ def add_arguments(parser) -> None:
     parser.add_argument("--iwae-k", type=int, default=5000, help="IWAE samples per image (default 5000)")
     parser.add_argument("--iwae-images", type=int, default=20,
                         help="images the IWAE timing runs on, extrapolated to --eval-images (default 20)")
+    parser.add_argument("--stack", type=int, default=0, metavar="K",
+                        help="also time K models trained as one stack against one by one (default: skip)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
 
 
 def run(args) -> int:
     """The command-line interface (Not in the paper)."""
     rep = bench(args.device, args.steps, args.warmup, args.batch_size, args.gemm_size, torch=not args.no_torch,
-                rounds=args.rounds, eval_images=args.eval_images, iwae_k=args.iwae_k, iwae_images=args.iwae_images)
+                rounds=args.rounds, eval_images=args.eval_images, iwae_k=args.iwae_k, iwae_images=args.iwae_images,
+                stack=args.stack)
     print(format_report(rep))
     if args.json:
         from gpu.checkpoint import write_json

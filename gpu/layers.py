@@ -2,7 +2,11 @@
 
 Everything takes the array module from its inputs (NumPy or CuPy) and keeps
 their dtype.  Weights are stored ``W (fan_in, fan_out)`` so a layer is
-``h @ W + b`` on batch-first ``h (B, fan_in)``.  Backward functions write the
+``h @ W + b`` on batch-first ``h (B, fan_in)``.  A leading models axis K
+stacks independent networks (``h (K, B, fan_in)``, ``W (K, fan_in, fan_out)``,
+``b (K, fan_out)``): every function here reduces over the batch axis -2 and
+multiplies with batched matmuls, so model k of a stack computes exactly what
+it computes alone (:mod:`gpu.stacked`).  Backward functions write the
 parameter gradients into caller-given arrays when they are passed (``out``
 buffers reused across steps) and work in place on the incoming gradient where
 that saves a temporary.
@@ -27,28 +31,29 @@ def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.nd
 
 
 def dense(h, W, b):
-    """``h @ W + b`` with one output allocation."""
+    """``h @ W + b`` with one output allocation (``b`` broadcast over the batch axis -2)."""
     out = h @ W
-    out += b
+    out += b[..., None, :]
     return out
 
 
 def dense_backward(h, W, g, gW=None, gb=None, need_input: bool = True):
-    """Backward of :func:`dense`: ``(dW, db, dh)`` for output gradient ``g (B, fan_out)``.
+    """Backward of :func:`dense`: ``(dW, db, dh)`` for output gradient ``g ([K,] B, fan_out)``.
 
     ``gW``/``gb`` if given receive the results in place; ``dh`` is ``None``
     unless ``need_input``.
     """
     xp = array_namespace(h, g)
+    hT = h.swapaxes(-1, -2)
     if gW is None:
-        gW = h.T @ g
+        gW = hT @ g
     else:
-        xp.matmul(h.T, g, out=gW)
+        xp.matmul(hT, g, out=gW)
     if gb is None:
-        gb = g.sum(axis=0)
+        gb = g.sum(axis=-2)
     else:
-        g.sum(axis=0, out=gb)
-    dh = g @ W.T if need_input else None
+        g.sum(axis=-2, out=gb)
+    dh = g @ W.swapaxes(-1, -2) if need_input else None
     return gW, gb, dh
 
 

@@ -1,7 +1,7 @@
 """Decoder likelihoods log p(x|z) with their gradients w.r.t. the decoder outputs (Sec. 7).
 
 Each function returns the per-example log-likelihood ``(B,)`` in nats, summed
-over the ``m`` outputs, and (when ``scale`` is given) the gradient of
+over the ``m`` outputs (``(K, B)`` for a stack of K models, :mod:`gpu.stacked`), and (when ``scale`` is given) the gradient of
 ``scale * sum_b log p(x_b|z_b)`` w.r.t. the decoder outputs; the model passes
 ``scale = -1/B`` to get the gradient of the loss directly, computed in buffers
 the forward pass already allocated.  BAGGINS (Eqs. (29)-(30)) couples the
@@ -32,7 +32,7 @@ def bernoulli(logits, x, scale=None):
     sp = softplus(logits)
     t = x * logits
     t -= sp
-    logp = t.sum(axis=1)
+    logp = t.sum(axis=-1)
     if scale is None:
         return logp, None
     # d/dl = x - sigmoid(l); reuse sp's buffer for the sigmoid
@@ -50,14 +50,14 @@ def gaussian(mean, x, t, scale=None):
     Eq. (29), held fixed here).  Returns ``(logp (B,), d_mean (B, m) or None)``.
     """
     xp = array_namespace(mean, x)
-    m = x.shape[1]
+    m = x.shape[-1]
     d = x - mean
-    r = xp.sum(d * d, axis=1)
-    if getattr(t, "ndim", 0) == 1:
+    r = xp.sum(d * d, axis=-1)
+    if getattr(t, "ndim", 0) >= 1:
         logp = -0.5 * (m * (_LOG_2PI + xp.log(t)) + r / t)
         if scale is None:
             return logp, None
-        d *= (scale / t)[:, None]
+        d *= (scale / t)[..., None]
         return logp, d
     logp = -0.5 * (m * (_LOG_2PI + math.log(t)) + r / t)
     if scale is None:
@@ -81,8 +81,8 @@ def gaussian_learned(mean, std_raw, x, scale=None):
     d = x - mean
     d /= std  # standardised residual
     q = d * d
-    logp = -0.5 * (q + 2.0 * xp.log(std)).sum(axis=1)
-    logp -= 0.5 * x.shape[1] * _LOG_2PI
+    logp = -0.5 * (q + 2.0 * xp.log(std)).sum(axis=-1)
+    logp -= 0.5 * x.shape[-1] * _LOG_2PI
     if scale is None:
         return logp, None, None
     # d/dmean = (x - mean)/std^2 ; d/dstd = (q - 1)/std ; dstd/draw = sigmoid(raw)

@@ -129,19 +129,30 @@ def init_params(config: ModelConfig, rng: np.random.Generator, xp=np, dtype=np.f
 def _check(params, x, config: ModelConfig, eps=None, z=None):
     if not isinstance(config, ModelConfig):
         raise ValueError(f"config must be a gpu.model.ModelConfig, got {type(config).__name__}")
-    dtype = params["enc_W0"].dtype if "enc_W0" in params else None
-    dims = {"m": config.m, "n": config.n}
-    if x is not None:
-        x = V.array("x", x, ("B", "m"), dims, finite=False)
-        if dtype is not None and x.dtype != dtype:
-            raise ValueError(f"x must have the parameters' dtype {dtype}, got {x.dtype}")
-    if eps is not None:
-        eps = V.array("eps", eps, ("B", "n"), dims, finite=False, dtype=dtype)
-    if z is not None:
-        z = V.array("z", z, ("B", "n"), dims, finite=False, dtype=dtype)
     missing = set(param_shapes(config)) - set(params)
     if missing:
         raise ValueError(f"params lacks {sorted(missing)} for this config")
+    W0 = params["enc_W0"]
+    dtype = W0.dtype
+    dims = {"m": config.m, "n": config.n}
+    lead: tuple = ()
+    if W0.ndim == 3:  # a stack of K models (gpu.stacked)
+        dims["K"] = W0.shape[0]
+        lead = ("K",)
+    K = tuple(W0.shape[:1]) if lead else ()
+    for name, shape in param_shapes(config).items():
+        p = params[name]
+        if tuple(p.shape) != K + shape or p.dtype != dtype:
+            raise ValueError(f"params[{name!r}] must have shape {K + shape} and dtype {dtype}, "
+                             f"got {tuple(p.shape)} {p.dtype}")
+    if x is not None:
+        x = V.array("x", x, lead + ("B", "m"), dims, finite=False)
+        if x.dtype != dtype:
+            raise ValueError(f"x must have the parameters' dtype {dtype}, got {x.dtype}")
+    if eps is not None:
+        eps = V.array("eps", eps, lead + ("B", "n"), dims, finite=False, dtype=dtype)
+    if z is not None:
+        z = V.array("z", z, lead + ("B", "n"), dims, finite=False, dtype=dtype)
     return x, eps, z
 
 
@@ -320,25 +331,26 @@ def loss_and_grads(params, x, eps, config: ModelConfig, grads=None):
 
 
 def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
-    B = x.shape[0]
+    B = x.shape[-2]
     L, c = config.layers, config.latent_scale
     learned = config.posterior == "learned"
 
     # ---- forward
     ehs, mu, s_raw, std, var, dhs, out, t_raw = _forward(params, x, eps, config)
 
+    # The objectives' kernels (inputs checked above) so that a models axis may lead.
     if config.posterior == "learned":
-        s2 = xp.ones(config.n, dtype=mu.dtype)
-        kl = O.kl_learned(mu, var)
-        kl_value = xp.mean(kl.value)
+        s2 = xp.ones(mu.shape[:-2] + (config.n,), dtype=mu.dtype)
+        kl = O._kl_eq2(xp, mu, var, s2, with_var=True)
+        kl_value = xp.mean(kl.value, axis=-1)
     elif config.posterior == "constant":
-        s2 = O.floating_prior(mu, config.sigma2)
-        kl = O.kl_constant(mu, config.sigma2, s2)
-        kl_value = xp.mean(kl.value)
+        s2 = O._floating_prior(xp, mu, config.sigma2)
+        kl = O._kl_eq2(xp, mu, config.sigma2, s2, with_var=False)
+        kl_value = xp.mean(kl.value, axis=-1)
     else:
-        kl = O.bilbo_kl(mu, config.sigma2)
+        kl = O._bilbo_kl(xp, mu, config.sigma2)
         kl_value = kl.value
-        s2 = O.floating_prior(mu, config.sigma2)
+        s2 = O._floating_prior(xp, mu, config.sigma2)
 
     scale = -1.0 / B  # gradients below are of the loss = -(objective)
     g_traw = None
@@ -350,10 +362,10 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
     elif config.likelihood == "gaussian-learned":
         rec, g_out, g_traw = Lk.gaussian_learned(out, t_raw, x, scale)
     else:
-        r = O.baggins_log_likelihood(x, out, mu, var, config.tau, config.baggins_stop_gradient)
+        r = O._baggins_log_likelihood(xp, x, out, mu, var, config.tau, config.baggins_stop_gradient)
         rec, g_out, rec_d_mu, rec_d_var = r.value, r.d_nu, r.d_mu, r.d_var
         g_out *= -1.0
-    rec_value = xp.mean(rec)
+    rec_value = xp.mean(rec, axis=-1)
     objective = rec_value - kl_value
 
     # ---- backward: decoder

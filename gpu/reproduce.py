@@ -256,23 +256,47 @@ def run_state(directory: Path, cfg) -> str:
     return "stopped"
 
 
-def ensure_run(cfg, directory: Path) -> tuple[str, dict]:
-    """Train, resume or skip one run; returns ``(action, run.json content)`` (Sec. 7 training)."""
+def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
+    """Train, resume or skip runs that differ only in seed, those to train as one stack (Sec. 7 training).
+
+    Runs in the same state (new, or stopped at the same epoch) are trained
+    together by :func:`gpu.train.train_many`, which gives each exactly what
+    training it alone gives.  Returns ``(action, run.json content)`` per run.
+    """
     from gpu import train as T
 
-    state = run_state(directory, cfg)
-    if state in ("finished", "diverged"):
-        return f"skipped ({state})", _read_json(directory / "run.json")
-    with _lock(directory):
-        state = run_state(directory, cfg)  # another process may have finished it meanwhile
+    results: list = [None] * len(cfgs)
+    todo = []
+    for i, (cfg, d) in enumerate(zip(cfgs, directories)):
+        state = run_state(d, cfg)
         if state in ("finished", "diverged"):
-            return f"skipped ({state})", _read_json(directory / "run.json")
-        if state == "new":
-            # a run that stopped before its first checkpoint leaves files that a fresh start replaces
-            for leftover in ("run.json", "metrics.csv"):
-                (directory / leftover).unlink(missing_ok=True)
-        info = T.train(cfg, directory, resume=(state == "stopped"))
-    return ("resumed" if state == "stopped" else "trained"), info
+            results[i] = (f"skipped ({state})", _read_json(d / "run.json"))
+        else:
+            todo.append(i)
+    with contextlib.ExitStack() as locks:
+        for i in todo:
+            locks.enter_context(_lock(directories[i]))
+        groups: dict = {}
+        for i in todo:
+            d = directories[i]
+            state = run_state(d, cfgs[i])  # another process may have finished it meanwhile
+            if state in ("finished", "diverged"):
+                results[i] = (f"skipped ({state})", _read_json(d / "run.json"))
+                continue
+            if state == "new":
+                # a run that stopped before its first checkpoint leaves files that a fresh start replaces
+                for leftover in ("run.json", "metrics.csv"):
+                    (d / leftover).unlink(missing_ok=True)
+                key = ("new", 0)
+            else:
+                key = ("stopped", int((_read_json(d / "run.json") or {}).get("epochs_done", -1)))
+            groups.setdefault(key, []).append(i)
+        for (state, _), members in groups.items():
+            infos = T.train_many([cfgs[i] for i in members], [directories[i] for i in members],
+                                 resume=(state == "stopped"))
+            for i, info in zip(members, infos):
+                results[i] = ("resumed" if state == "stopped" else "trained", info)
+    return results
 
 
 @contextlib.contextmanager
@@ -680,10 +704,21 @@ def _plan(fig: Figure, override, per_run: dict):
                 yield m, s, run_config(m, s, per_run)
 
 
+def _batches(plan: list, stack: bool):
+    """The plan one run at a time, or (``stack``) one method's seeds at a time."""
+    if not stack:
+        yield from ([p] for p in plan)
+        return
+    groups: dict = {}
+    for p in plan:
+        groups.setdefault((p[0].folder, p[0].run_name), []).append(p)
+    yield from groups.values()
+
+
 def reproduce(config: str | Path, root: str | Path | None = None, device: str = "auto",
               seeds: list[int] | None = None, epochs: int | None = None, limit: int | None = None,
               test_limit: int | None = None, sets: dict | None = None, progress: bool | None = None,
-              train: bool = True, log=print) -> dict:
+              train: bool = True, log=print, stack: bool = False) -> dict:
     """Run every (method x seed) of a figure config, then its PNGs and summary; Sec. 7, Appendix C.
 
     ``epochs``, ``limit``, ``test_limit`` and ``sets`` (any other TrainConfig
@@ -692,7 +727,9 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
     ``validation/results-quick`` when a quick-run override is given).  A run
     being trained by another process is an error, not a second trainer.  ``train=False``
     only redraws the figures and the summary from what is on disk.  Returns
-    the figure's ``run.json`` content.
+    the figure's ``run.json`` content.  ``stack`` trains each method's seeds
+    together as one batched computation (:func:`gpu.train.train_many`; the
+    same results as one by one, in one process).
     """
     from gpu import checkpoint, train as T
 
@@ -717,21 +754,25 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
     checkpoint.write_json(out_dir / "run.json", info)
     t0 = time.perf_counter()
     try:
-        for i, (method, seed, cfg) in enumerate(plan):
-            d = run_dir(root, method, seed)
+        done = 0
+        for batch in _batches(plan, stack):
+            dirs = [run_dir(root, method, seed) for method, seed, _ in batch]
+            t1 = time.perf_counter()
             if train:
-                t1 = time.perf_counter()
-                action, rinfo = ensure_run(cfg, d)
-                took = time.perf_counter() - t1
+                results = ensure_runs([cfg for *_, cfg in batch], dirs)
             else:
-                action, rinfo, took = "not trained (--no-train)", _read_json(d / "run.json") or {}, 0.0
-            rinfo = rinfo or {}
-            info["runs"].append({"method": method.name, "seed": seed, "dir": str(d), "action": action,
-                                 "status": rinfo.get("status", "missing"), "epochs_done": rinfo.get("epochs_done"),
-                                 "device": rinfo.get("device"), "dtype": rinfo.get("dtype"),
-                                 "run_wall_seconds": rinfo.get("wall_seconds"), "seconds_this_call": took})
-            log(f"[{i + 1}/{len(plan)}] {d}: {action}, status {rinfo.get('status', 'missing')}, "
-                f"{rinfo.get('epochs_done', 0)} epochs, {took:.1f} s")
+                results = [("not trained (--no-train)", _read_json(d / "run.json") or {}) for d in dirs]
+            took = time.perf_counter() - t1
+            for (method, seed, _), d, (action, rinfo) in zip(batch, dirs, results):
+                done += 1
+                rinfo = rinfo or {}
+                info["runs"].append({"method": method.name, "seed": seed, "dir": str(d), "action": action,
+                                     "status": rinfo.get("status", "missing"), "epochs_done": rinfo.get("epochs_done"),
+                                     "device": rinfo.get("device"), "dtype": rinfo.get("dtype"),
+                                     "run_wall_seconds": rinfo.get("wall_seconds"), "seconds_this_call": took,
+                                     "stacked_with": len(batch)})
+                log(f"[{done}/{len(plan)}] {d}: {action}, status {rinfo.get('status', 'missing')}, "
+                    f"{rinfo.get('epochs_done', 0)} epochs, {took:.1f} s" + (f" (stack of {len(batch)})" if stack else ""))
             checkpoint.write_json(out_dir / "run.json", info)
         info["plots"] = [str(p) for p in make_plots(fig, root, override)]
         summary = summarize(fig, root, override)
@@ -783,6 +824,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--no-train", dest="train", action="store_false",
                         help="only redraw the PNGs and the summary from the runs on disk")
     parser.add_argument("--list", action="store_true", help="list the runs and their state; train nothing")
+    parser.add_argument("--stack", action="store_true",
+                        help="train each method's seeds together as one batched computation (same results)")
 
 
 def run(args) -> int:
@@ -793,7 +836,7 @@ def run(args) -> int:
         if args.list:
             return _list(args, seeds, sets)
         info = reproduce(args.config, args.out, args.device, seeds, args.epochs, args.limit, args.test_limit, sets,
-                         args.progress, args.train, log=lambda s: print(s, file=sys.stderr))
+                         args.progress, args.train, log=lambda s: print(s, file=sys.stderr), stack=args.stack)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"vaetheory reproduce: {exc}", file=sys.stderr)
         return 2

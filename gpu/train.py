@@ -50,7 +50,7 @@ def generator(seed: int, stream: int, epoch: int, xp=np):
 
 def synthetic(cfg: C.TrainConfig) -> D.Dataset:
     """Random uint8 "images" of ``m`` pixels: ten near-binary class templates plus noise (tests, smoke runs) (Not in the paper)."""
-    rng = np.random.default_rng([cfg.seed, 99])
+    rng = np.random.default_rng(99)  # one data set whatever the training seed
     templates = rng.choice([10.0, 245.0], size=(10, cfg.m))
 
     def split(N):
@@ -117,8 +117,85 @@ def _fill_normal(rng, out, xp) -> None:
         out[...] = rng.standard_normal(out.shape, dtype=out.dtype)
 
 
-class NonFiniteLoss(RuntimeError):
-    pass
+def stack(dicts: list[dict], xp=np) -> dict:
+    """One dict of ``(K, ...)`` arrays from K dicts with the same keys and shapes (Not in the paper)."""
+    return {k: xp.stack([xp.asarray(d[k]) for d in dicts]) for k in dicts[0]}
+
+
+def model_view(stacked: dict, k: int) -> dict:
+    """Model ``k``'s arrays of a stacked dict, as views (Not in the paper)."""
+    return {name: a[k] for name, a in stacked.items()}
+
+
+def _adam_state(opt, k: int) -> dict:
+    """Model ``k``'s share of a stacked Adam state, in the single-model format of a checkpoint."""
+    return {key: (v if key == "step" else v[k]) for key, v in opt.state_dict().items()}
+
+
+def _stack_adam_states(states: list[dict], xp) -> dict:
+    steps = {int(np.asarray(st["step"]).item()) for st in states}
+    if len(steps) > 1:
+        raise ValueError(f"--resume: the runs' optimisers are at different steps {sorted(steps)}; resume them separately")
+    out = stack([{k: v for k, v in st.items() if k != "step"} for st in states], xp)
+    out["step"] = steps.pop()
+    return out
+
+
+def _check_together(cfgs: list, outs: list) -> None:
+    if not cfgs or len(cfgs) != len(outs):
+        raise ValueError(f"give one run directory per config: {len(cfgs)} configs, {len(outs)} directories")
+    for c in cfgs:
+        if not isinstance(c, C.TrainConfig):
+            raise ValueError(f"configs must be gpu.config.TrainConfig, got {type(c).__name__}")
+    free = ("seed", "out")
+    base = {k: v for k, v in cfgs[0].to_dict().items() if k not in free}
+    for c in cfgs[1:]:
+        diff = sorted(k for k, v in c.to_dict().items() if k not in free and base.get(k) != v)
+        if diff:
+            raise ValueError(f"models trained together must share every setting except seed and out; {diff} differ")
+    seeds = [c.seed for c in cfgs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must differ (the same seed trains the same model twice), got {seeds}")
+    dirs = [Path(o).resolve() for o in outs]
+    if len(set(dirs)) != len(dirs):
+        raise ValueError("every run needs its own directory, got a repeated one")
+
+
+class _Run:
+    """One model of a (possibly one-model) stack: its config, files and run.json content."""
+
+    def __init__(self, cfg: C.TrainConfig, out):
+        self.cfg, self.out = cfg, Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.ck = self.out / "checkpoint.npz"
+        self.metrics = self.out / "metrics.csv"
+        self.json = self.out / "run.json"
+        self.wall_before = 0.0
+        self.done = False
+        self.info: dict = {}
+
+    def load(self, xp) -> dict:
+        if not self.ck.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.out} (expected {self.ck})")
+        ck = checkpoint.load(self.ck, xp)
+        saved = ck["config"]
+        diff = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items()
+                if k not in C.RESUMABLE_KEYS and saved.get(k) != v}
+        if diff:
+            raise ValueError(f"--resume: settings differ from the checkpoint's in {self.out} (saved, given): {diff}")
+        self.wall_before = float(ck.get("wall_seconds", 0.0))
+        return ck
+
+    def diverged(self, epoch: int, step: int, every: int, columns) -> None:
+        cfg = self.cfg
+        when = f"step {step + 1}" + (f" (checked every {every} steps)" if every > 1 else "")
+        msg = (f"non-finite loss at epoch {epoch + 1}, {when}: the run diverged "
+               f"(likelihood {cfg.likelihood!r}); stopped, the last good checkpoint "
+               f"({'epoch ' + str(epoch) if epoch else 'none: it diverged in the first epoch'}) is kept in {self.out}")
+        _append_row(self.metrics, columns, {"epoch": epoch + 1, "status": f"diverged at step {step + 1}"})
+        self.info.update(status="diverged", diverged={"epoch": epoch + 1, "step": step + 1}, message=msg)
+        self.done = True
+        print(msg, file=sys.stderr)
 
 
 def train(cfg: C.TrainConfig, out: str | Path, resume: bool = False) -> dict:
@@ -128,35 +205,51 @@ def train(cfg: C.TrainConfig, out: str | Path, resume: bool = False) -> dict:
     ``checkpoint.npz`` (the settings must match, except ``epochs``,
     ``device``, ``progress``, ``out`` and ``data``).
     """
+    return train_many([cfg], [out], resume=resume)[0]
+
+
+def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
+    """Train K models that differ only in ``seed`` as one stacked computation (Sec. 7). Returns each ``run.json``.
+
+    The weights of the K models are stacked on a leading axis and every
+    step is one batched computation (batched matrix multiplies, one gather of
+    the K batches, one Adam update), so launching K models costs about as
+    much as launching one on a GPU.  Each model keeps its own random streams
+    (initialisation, batch order, noise, test noise) and its own run
+    directory, written exactly as :func:`train` writes it: model k's
+    parameters, metrics and checkpoints are those of training it alone (bit
+    for bit on NumPy; tested).  A model whose loss turns non-finite stops as
+    it would alone (status ``diverged``, last good checkpoint kept) while
+    the others go on.  ``seconds`` and ``wall_seconds`` are the whole stack's.
+    ``resume`` needs every checkpoint at the same epoch.
+    """
     from gpu import adam, model
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    ck_path, metrics_path, run_path = out / "checkpoint.npz", out / "metrics.csv", out / "run.json"
+    _check_together(cfgs, outs)
+    cfg, K = cfgs[0], len(cfgs)
+    runs = [_Run(c, o) for c, o in zip(cfgs, outs)]
     xp, device = dev.select(cfg.device)
     dtype = np.dtype(cfg.dtype)
     mc = cfg.model_config()
-    wall_before = 0.0
 
     if resume:
-        if not ck_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {ck_path})")
-        ck = checkpoint.load(ck_path, xp)
-        saved = ck["config"]
-        diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items()
-                if k not in C.RESUMABLE_KEYS and saved.get(k) != v}
-        if diff:
-            raise ValueError(f"--resume: settings differ from the checkpoint's (saved, given): {diff}")
-        params, start = ck["params"], int(ck["epoch"])
+        cks = [r.load(xp) for r in runs]
+        epochs = sorted({int(ck["epoch"]) for ck in cks})
+        if len(epochs) > 1:
+            raise ValueError(f"--resume: the checkpoints are at different epochs {epochs}; resume them separately")
+        start = epochs[0]
+        params = stack([ck["params"] for ck in cks], xp)
         opt = adam.Adam(params, lr=cfg.lr)
-        opt.load_state_dict(ck["adam"])
-        wall_before = float(ck.get("wall_seconds", 0.0))
-        _keep_rows(metrics_path, start)
+        opt.load_state_dict(_stack_adam_states([ck["adam"] for ck in cks], xp))
+        for r in runs:
+            _keep_rows(r.metrics, start)
     else:
-        if ck_path.exists():
-            raise FileExistsError(f"{out} already holds a run (checkpoint.npz); pass --resume or choose another --out")
-        metrics_path.unlink(missing_ok=True)
-        params = model.init_params(mc, generator(cfg.seed, STREAM_INIT, 0), xp=xp, dtype=dtype)
+        for r in runs:
+            if r.ck.exists():
+                raise FileExistsError(f"{r.out} already holds a run (checkpoint.npz); pass --resume or choose another --out")
+        for r in runs:
+            r.metrics.unlink(missing_ok=True)
+        params = stack([model.init_params(mc, generator(c.seed, STREAM_INIT, 0), xp=xp, dtype=dtype) for c in cfgs], xp)
         opt = adam.Adam(params, lr=cfg.lr)
         start = 0
 
@@ -164,31 +257,37 @@ def train(cfg: C.TrainConfig, out: str | Path, resume: bool = False) -> dict:
     train_u8, test_u8 = xp.asarray(ds.train_images), xp.asarray(ds.test_images)  # uploaded once
     N, B = len(train_u8), min(cfg.batch_size, len(train_u8))
     steps = N // B  # the last incomplete batch of a shuffled epoch is dropped
-    x_train = xp.empty(train_u8.shape, dtype=dtype)
-    x_test = D.targets(test_u8, scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                       rng=generator(cfg.seed, STREAM_TEST, 0, xp))
-    xb = xp.empty((B, cfg.m), dtype=dtype)
-    eps = xp.empty((B, cfg.n), dtype=dtype)
+    # Dynamic binarization draws each model's own targets; grayscale targets are shared.
+    dynamic = cfg.binarize == "dynamic"
+    x_train = xp.empty((K if dynamic else 1,) + train_u8.shape, dtype=dtype)
+    x_test = [D.targets(test_u8, scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
+                        rng=generator(c.seed, STREAM_TEST, 0, xp)) for c in (cfgs if dynamic else cfgs[:1])]
+    xb = xp.empty((K, B, cfg.m), dtype=dtype)
+    eps = xp.empty((K, B, cfg.n), dtype=dtype)
     grads = {}  # filled by the first step, then reused in place
     columns = metric_columns(cfg.posterior)
-    targets = ("dynamically binarized" if cfg.binarize == "dynamic" else "grayscale") + f", scale {cfg.scale}"
+    targets = ("dynamically binarized" if dynamic else "grayscale") + f", scale {cfg.scale}"
 
-    info = {
-        "config": cfg.to_dict(),
-        "git_sha": git_sha(),
-        "device": device,
-        "dtype": cfg.dtype,
-        "targets": targets,
-        "data": {"name": ds.name, "train": int(N), "test": int(len(test_u8)),
-                 "files": {r: {"path": str(c.path), "check": c.status} for r, c in ds.checks.items()}},
-        "steps_per_epoch": steps,
-        "batch_size": B,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "status": "running",
-        "epochs_done": start,
-        "wall_seconds": wall_before,
-    }
-    checkpoint.write_json(run_path, info)
+    for r in runs:
+        r.info = {
+            "config": r.cfg.to_dict(),
+            "git_sha": git_sha(),
+            "device": device,
+            "dtype": cfg.dtype,
+            "targets": targets,
+            "data": {"name": ds.name, "train": int(N), "test": int(len(test_u8)),
+                     "files": {k: {"path": str(c.path), "check": c.status} for k, c in ds.checks.items()}},
+            "steps_per_epoch": steps,
+            "batch_size": B,
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "status": "running",
+            "epochs_done": start,
+            "wall_seconds": r.wall_before,
+        }
+        if K > 1:
+            r.info["stacked"] = {"models": K, "seeds": [c.seed for c in cfgs],
+                                 "note": "trained as one stack; seconds and wall_seconds are the stack's"}
+        checkpoint.write_json(r.json, r.info)
     t_run = time.perf_counter()
 
     from tqdm import tqdm
@@ -196,67 +295,81 @@ def train(cfg: C.TrainConfig, out: str | Path, resume: bool = False) -> dict:
     try:
         for epoch in range(start, cfg.epochs):
             t0 = time.perf_counter()
-            order_rng = generator(cfg.seed, STREAM_ORDER, epoch)
-            noise_rng = generator(cfg.seed, STREAM_NOISE, epoch, xp)
-            D.targets(train_u8, scale=cfg.scale, binarize=cfg.binarize, rng=noise_rng, dtype=dtype, out=x_train)
-            perm = xp.asarray(order_rng.permutation(N)[: steps * B].reshape(steps, B))
-            total = xp.zeros((), dtype=xp.float64)
+            noise_rngs = [generator(c.seed, STREAM_NOISE, epoch, xp) for c in cfgs]
+            for k in range(len(x_train)):
+                D.targets(train_u8, scale=cfg.scale, binarize=cfg.binarize, rng=noise_rngs[k], dtype=dtype,
+                          out=x_train[k])
+            # (steps, K, B) rows of x_train flattened to (len(x_train) * N, m): one gather per step
+            perm = np.stack([generator(c.seed, STREAM_ORDER, epoch).permutation(N)[: steps * B].reshape(steps, B)
+                             + (k * N if dynamic else 0) for k, c in enumerate(cfgs)], axis=1)
+            perm = xp.asarray(perm)
+            rows = x_train.reshape(-1, cfg.m)
+            total = xp.zeros(K, dtype=xp.float64)
             # Checking finiteness syncs the GPU, so there only every 20 steps (and at the end).
             check_every = 1 if xp is np else 20
             bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
                        leave=False, file=sys.stderr)
             for s in range(steps):
-                xp.take(x_train, perm[s], axis=0, out=xb)
-                _fill_normal(noise_rng, eps, xp)
+                xp.take(rows, perm[s], axis=0, out=xb)
+                for k in range(K):
+                    _fill_normal(noise_rngs[k], eps[k], xp)
                 loss, grads, _aux = model.loss_and_grads(params, xb, eps, mc, grads=grads)
                 total += loss
                 if (s + 1) % check_every == 0 or s + 1 == steps:
-                    value = float(total)
-                    if not math.isfinite(value):
-                        raise NonFiniteLoss(epoch, s, check_every)
-                    bar.set_postfix(objective=f"{-value / (s + 1):.2f}", refresh=False)
+                    values = total.tolist()
+                    for k, r in enumerate(runs):
+                        if not r.done and not math.isfinite(values[k]):
+                            r.diverged(epoch, s, check_every, columns)
+                    alive = [v for v, r in zip(values, runs) if not r.done]
+                    if not alive:
+                        break
+                    bar.set_postfix(objective=f"{-sum(alive) / len(alive) / (s + 1):.2f}", refresh=False)
                 opt.step(params, grads)
                 bar.update(1)
             bar.close()
+            if all(r.done for r in runs):
+                break
             dev.synchronize(xp)
             seconds = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            elbos = {}
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                test_rng = generator(cfg.seed, STREAM_TEST, epoch + 1, xp)
-                elbos = E.test_elbos(params, mc, x_train, x_test, test_rng, cfg.eval_k)
-            row = {"epoch": epoch + 1, "train_objective": -float(total) / steps, **elbos,
-                   "seconds": seconds, "eval_seconds": time.perf_counter() - t1, "status": "ok"}
-            # metrics first, checkpoint second: a resume drops rows past the checkpoint.
-            _append_row(metrics_path, columns, row)
-            info["wall_seconds"] = wall_before + time.perf_counter() - t_run
-            info["epochs_done"] = epoch + 1
-            checkpoint.save(ck_path, {"params": params, "adam": opt.state_dict(), "epoch": epoch + 1,
-                                      "seed": cfg.seed, "config": cfg.to_dict(), "wall_seconds": info["wall_seconds"]})
-            checkpoint.write_json(run_path, info)
-            if not cfg.progress:
-                continue
-            shown = ", ".join(f"{k} {v:.2f}" for k, v in elbos.items())
-            print(f"epoch {epoch + 1}: objective {row['train_objective']:.2f}, {shown} nats/image, {seconds:.1f} s",
-                  file=sys.stderr)
-        info["status"] = "completed"
-    except NonFiniteLoss as exc:
-        epoch, step, every = exc.args
-        when = f"step {step + 1}" + (f" (checked every {every} steps)" if every > 1 else "")
-        msg = (f"non-finite loss at epoch {epoch + 1}, {when}: the run diverged "
-               f"(likelihood {cfg.likelihood!r}); stopped, the last good checkpoint "
-               f"({'epoch ' + str(epoch) if epoch else 'none: it diverged in the first epoch'}) is kept in {out}")
-        _append_row(metrics_path, columns, {"epoch": epoch + 1, "status": f"diverged at step {step + 1}"})
-        info.update(status="diverged", diverged={"epoch": epoch + 1, "step": step + 1}, message=msg)
-        print(msg, file=sys.stderr)
+            for k, r in enumerate(runs):
+                if r.done:
+                    continue
+                t1 = time.perf_counter()
+                p_k = model_view(params, k)
+                elbos = {}
+                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                    test_rng = generator(r.cfg.seed, STREAM_TEST, epoch + 1, xp)
+                    elbos = E.test_elbos(p_k, mc, x_train[k if dynamic else 0], x_test[k if dynamic else 0],
+                                         test_rng, cfg.eval_k)
+                row = {"epoch": epoch + 1, "train_objective": -float(total[k]) / steps, **elbos,
+                       "seconds": seconds, "eval_seconds": time.perf_counter() - t1, "status": "ok"}
+                # metrics first, checkpoint second: a resume drops rows past the checkpoint.
+                _append_row(r.metrics, columns, row)
+                r.info["wall_seconds"] = r.wall_before + time.perf_counter() - t_run
+                r.info["epochs_done"] = epoch + 1
+                checkpoint.save(r.ck, {"params": p_k, "adam": _adam_state(opt, k), "epoch": epoch + 1,
+                                       "seed": r.cfg.seed, "config": r.cfg.to_dict(),
+                                       "wall_seconds": r.info["wall_seconds"]})
+                checkpoint.write_json(r.json, r.info)
+                if cfg.progress:
+                    shown = ", ".join(f"{key} {v:.2f}" for key, v in elbos.items())
+                    who = f"seed {r.cfg.seed}, " if K > 1 else ""
+                    print(f"epoch {epoch + 1}: {who}objective {row['train_objective']:.2f}, {shown} nats/image, "
+                          f"{seconds:.1f} s", file=sys.stderr)
+        for r in runs:
+            if not r.done:
+                r.info["status"] = "completed"
     except KeyboardInterrupt:
-        info["status"] = "interrupted"
+        for r in runs:
+            if not r.done:
+                r.info["status"] = "interrupted"
         raise
     finally:
-        info["wall_seconds"] = wall_before + time.perf_counter() - t_run
-        info["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        checkpoint.write_json(run_path, info)
-    return info
+        for r in runs:
+            r.info["wall_seconds"] = r.wall_before + time.perf_counter() - t_run
+            r.info["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            checkpoint.write_json(r.json, r.info)
+    return [r.info for r in runs]
 
 
 def add_arguments(parser) -> None:

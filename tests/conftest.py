@@ -106,3 +106,18 @@ TOL = {
 @pytest.fixture
 def tol():
     return TOL
+
+
+def _cupy_with_device():
+    """CuPy when it imports and sees a CUDA device, else None (the GPU-only tests then skip)."""
+    from vaetheory._xp import cupy_or_none
+
+    cp = cupy_or_none()
+    try:
+        return cp if cp is not None and cp.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:
+        return None
+
+
+CUPY = _cupy_with_device()
+needs_gpu = pytest.mark.skipif(CUPY is None, reason="CuPy with a CUDA device is not available on this machine")

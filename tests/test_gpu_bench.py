@@ -114,3 +114,21 @@ def test_bench_times_torch_side_by_side_and_reports_the_ratio():
         assert r["torch_ms_per_step"] == pytest.approx(np.median(r["torch_ms_blocks"]))
         assert r["speedup_vs_torch"] == pytest.approx(r["torch_ms_per_step"] / r["ms_per_step"])
     assert "speedup" in bench.format_report(rep)
+
+
+def test_bench_times_a_stack_against_one_by_one():
+    rep = _small_bench(torch=False, stack=3)
+    assert [(r["n"], r["posterior"], r["models"]) for r in rep["stacked"]] == [(2, "learned", 3), (2, "bilbo", 3)]
+    for r in rep["stacked"]:
+        assert len(r["stack_ms_blocks"]) == len(r["one_by_one_ms_blocks"]) == 2
+        assert r["speedup"] == pytest.approx(r["one_by_one_ms_per_step"] / r["stack_ms_per_step"])
+    assert "stack of 3" in bench.format_report(rep)
+    assert _small_bench(torch=False)["stacked"] == []
+
+
+def test_stacked_step_flops_are_k_times_one_models():
+    from gpu import model, train
+
+    cfg = model.ModelConfig(n=2)
+    singles = [model.init_params(cfg, np.random.default_rng(k)) for k in range(4)]
+    assert bench.step_flops(train.stack(singles), 300, 784) == 4 * bench.step_flops(singles[0], 300, 784)

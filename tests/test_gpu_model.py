@@ -8,12 +8,11 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import TOL
+from conftest import CUPY, TOL, needs_gpu
 
 from gpu import model as M
 from gpu.adam import Adam
 from vaetheory import objectives as O
-from vaetheory._xp import cupy_or_none
 from vaetheory.gaussian import kl_gaussian
 
 COMBOS = list(itertools.product(M.POSTERIORS, M.LIKELIHOODS))
@@ -285,20 +284,12 @@ def test_adam_steps_increase_the_objective_on_synthetic_data(posterior, likeliho
 # ---------------------------------------------------------------------------
 # CuPy: the same source on the GPU
 # ---------------------------------------------------------------------------
-def _cupy_with_device():
-    cp = cupy_or_none()
-    if cp is None:
-        return None
-    try:
-        return cp if cp.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:
-        return None
 
 
-@pytest.mark.skipif(_cupy_with_device() is None, reason="CuPy with a CUDA device is not available on this machine")
+@needs_gpu
 @pytest.mark.parametrize("posterior,likelihood", COMBOS)
 def test_cupy_matches_numpy(posterior, likelihood):
-    cp = _cupy_with_device()
+    cp = CUPY
     cfg = M.ModelConfig(m=20, n=3, hidden=8, posterior=posterior, likelihood=likelihood)
     p, x, eps = _problem(cfg, B=11, seed=2)
     l_np, g_np, a_np = M.loss_and_grads(p, x, eps, cfg)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TOL
+from conftest import CUPY, TOL, needs_gpu
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS
 
 from gpu import jacobian as Jac
 from gpu import model as M
-from vaetheory._xp import cupy_or_none
 
 
 def _net(seed, n=3, m=7, hidden=6, layers=3, likelihood="bernoulli", latent_scale=1.0, posterior="learned"):
@@ -78,17 +77,11 @@ def test_decoder_jacobian_chunking_and_float32_eq8():
         Jac.decoder_jacobian(params, z, cfg, chunk=0)
 
 
-def _cupy_with_device():
-    cp = cupy_or_none()
-    try:
-        return cp if cp is not None and cp.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:
-        return None
 
 
-@pytest.mark.skipif(_cupy_with_device() is None, reason="CuPy with a CUDA device is not available on this machine")
+@needs_gpu
 def test_decoder_jacobian_cupy_matches_numpy_eq8():
-    cp = _cupy_with_device()
+    cp = CUPY
     cfg, params, z = _net(2, n=3, layers=3)
     _, J = Jac.decoder_jacobian(params, z, cfg)
     _, Jg = Jac.decoder_jacobian({k: cp.asarray(v) for k, v in params.items()}, cp.asarray(z), cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TOL
+from conftest import CUPY, TOL, needs_gpu
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
@@ -191,19 +191,11 @@ def test_optimal_bench_reports_flop_rates_and_memory_eq6_eq7():
     assert r["decoder_fraction_of_gemm"] == pytest.approx(want, rel=TOL["known_answer_f64"])
 
 
-def _cupy_with_device():
-    from vaetheory._xp import cupy_or_none
-
-    cp = cupy_or_none()
-    try:
-        return cp if cp is not None and cp.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:
-        return None
 
 
-@pytest.mark.skipif(_cupy_with_device() is None, reason="CuPy with a CUDA device is not available on this machine")
+@needs_gpu
 def test_gemm_kernel_cupy_matches_numpy_eq6_eq7():
-    cp = _cupy_with_device()
+    cp = CUPY
     rng = np.random.default_rng(6)
     mu, var = rng.standard_normal((500, 2)), np.exp(rng.uniform(-4, 0, (500, 2)))
     x, z = rng.uniform(0, 1, (500, 9)), rng.standard_normal((60, 2)) * 1.5

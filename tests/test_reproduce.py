@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_gpu_train import assert_same_run
 
 from gpu import config as C, data as D, reproduce as R
 from vaetheory import cli
@@ -190,6 +191,20 @@ def test_shared_runs_are_not_retrained(tiny_fig4):
     assert all((root / "fig12_13" / f).stat().st_size > 5000 for f in ("fig12_manifold_learned.png",
                                                                        "fig13_manifold_bilbo.png"))
     assert not (root / "fig12_13" / "learned").exists()  # the runs stay in fig4_2d's folder
+
+
+def test_stack_trains_each_methods_seeds_together_with_the_same_results(tmp_path):
+    quick = {**QUICK, "seeds": [0, 1]}
+    info = R.reproduce(FIGURES / "fig4_2d.toml", tmp_path / "stack", **quick, stack=True)
+    assert [(r["method"], r["seed"], r["action"], r["stacked_with"]) for r in info["runs"]] == [
+        (m, s, "trained", 2) for m in ("learned", "constant", "bilbo") for s in (0, 1)]
+    R.reproduce(FIGURES / "fig4_2d.toml", tmp_path / "alone", **{**quick, "seeds": [1]})
+    for m in ("learned", "constant", "bilbo"):  # seed 1 alone == seed 1 in a stack of two
+        assert_same_run(tmp_path / "alone/fig4_2d" / m / "seed1", tmp_path / "stack/fig4_2d" / m / "seed1")
+    # new runs and runs stopped at an earlier epoch are stacked separately
+    longer = R.reproduce(FIGURES / "fig4_2d.toml", tmp_path / "stack", **{**quick, "seeds": [0, 1, 2], "epochs": 2},
+                         stack=True)
+    assert [r["action"] for r in longer["runs"] if r["method"] == "bilbo"] == ["resumed", "resumed", "trained"]
 
 
 def test_a_run_with_other_settings_is_refused_and_a_diverged_one_kept(tiny_fig4, tmp_path):

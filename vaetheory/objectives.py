@@ -79,11 +79,21 @@ def _tau(tau):
 
 # ---------------------------------------------------------------------------
 # internal kernels (trusted inputs, explicit xp)
+#
+# They also take a leading models axis K (``mu (K, B, n)``, ``s2 (K, n)``,
+# per-example values ``(K, B)``, batch scalars ``(K,)``) for the stacked
+# trainer (gpu.stacked): batch reductions run over axis -2, sums over n or m
+# over axis -1, and per-model vectors broadcast through ``[..., None, :]``,
+# so model k of a stack gets exactly the numbers it gets alone.
 # ---------------------------------------------------------------------------
+def _per_example(var, mu) -> bool:
+    return getattr(var, "ndim", 0) == mu.ndim
+
+
 def _floating_prior(xp, mu, var):
-    s2 = xp.mean(mu * mu, axis=0)
-    if getattr(var, "ndim", 0) == 2:
-        s2 += xp.mean(var, axis=0)
+    s2 = xp.mean(mu * mu, axis=-2)
+    if _per_example(var, mu):
+        s2 += xp.mean(var, axis=-2)
     else:
         s2 += var
     return s2
@@ -91,15 +101,16 @@ def _floating_prior(xp, mu, var):
 
 def _kl_eq2(xp, mu, var, s2, with_var: bool) -> Objective:
     """Per-example KL(N(mu, var) | N(0, s2)) of Eq. (2) and its batch-mean gradients."""
-    B = mu.shape[0]
-    ratio = var / s2  # scalar, (n,) or (B, n)
+    B = mu.shape[-2]
+    s2 = s2[..., None, :]  # broadcast over the batch
+    ratio = var / s2  # (1, n), (B, n) or with the models axis in front
     # 1/2 sum_k (var/s2 - 1 - log(var/s2)) + 1/2 |mu|^2_{s2^-1}
     per_k = 0.5 * (ratio - 1.0 - xp.log(ratio))
-    value = 0.5 * xp.sum(mu * mu / s2, axis=1)
-    if getattr(per_k, "ndim", 0) == 2:
-        value += xp.sum(per_k, axis=1)
+    value = 0.5 * xp.sum(mu * mu / s2, axis=-1)
+    if _per_example(var, mu):
+        value += xp.sum(per_k, axis=-1)
     else:
-        value += xp.sum(per_k * xp.ones(mu.shape[1], dtype=mu.dtype))
+        value += xp.sum(per_k * xp.ones(mu.shape[-1], dtype=mu.dtype), axis=-1)
     d_mu = mu / (B * s2)
     d_var = (0.5 / B) * (1.0 / s2 - 1.0 / var) if with_var else None
     return Objective(value, d_mu, d_var)
@@ -108,13 +119,13 @@ def _kl_eq2(xp, mu, var, s2, with_var: bool) -> Objective:
 def _baggins_pieces(xp, x, nu, mu, var, tau, s2):
     """Residual r (B,), S^2 (n,), tr(Sigma^-1 S^2) (B,) and T (B,) of Eq. (29)."""
     d = x - nu
-    r = xp.sum(d * d, axis=1)
+    r = xp.sum(d * d, axis=-1)
     if s2 is None:
         s2 = _floating_prior(xp, mu, var)
-    if getattr(var, "ndim", 0) == 2:
-        trace = xp.sum(s2 / var, axis=1)
+    if _per_example(var, mu):
+        trace = xp.sum(s2[..., None, :] / var, axis=-1)
     else:
-        trace = xp.sum(s2 / var) * xp.ones(mu.shape[0], dtype=mu.dtype)
+        trace = xp.sum(s2 / var, axis=-1)[..., None] * xp.ones(mu.shape[-2], dtype=mu.dtype)
     T = (tau * r) / trace
     return d, r, s2, trace, T
 
@@ -216,11 +227,14 @@ def bilbo_kl(mu, sigma2):
     dims: dict = {}
     mu = _mu(mu, dims)
     var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
-    xp = array_namespace(mu)
-    B = mu.shape[0]
-    M = xp.mean(mu * mu, axis=0)
-    value = 0.5 * xp.sum(xp.log1p(M / var))
-    d_mu = mu / (B * (var + M))
+    return _bilbo_kl(array_namespace(mu), mu, var)
+
+
+def _bilbo_kl(xp, mu, var):
+    B = mu.shape[-2]
+    M = xp.mean(mu * mu, axis=-2)
+    value = 0.5 * xp.sum(xp.log1p(M / var), axis=-1)
+    d_mu = mu / (B * (var + M)[..., None, :])
     return Objective(value, d_mu)
 
 
@@ -287,23 +301,23 @@ def baggins_log_likelihood(x, nu, mu, var, tau, stop_gradient=False):
 
 
 def _baggins_log_likelihood(xp, x, nu, mu, var, tau, stop_gradient):
-    B, m = x.shape
-    per_example_var = getattr(var, "ndim", 0) == 2
+    B, m = x.shape[-2:]
+    per_example_var = _per_example(var, mu)
     d, r, s2, trace, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
     value = -0.5 * (m * (_LOG_2PI + xp.log(T)) + trace / tau)
     if stop_gradient:
         # d/dnu of -|x - nu|^2 / (2T) with T fixed, averaged over the batch
-        d_nu = d * (1.0 / (B * T))[:, None]
+        d_nu = d * (1.0 / (B * T))[..., None]
         return Objective(value, xp.zeros_like(mu), xp.zeros_like(mu) if per_example_var else None, d_nu)
     # value_b = -1/2 (m log r_b - m log trace_b + trace_b / tau) + const
-    d_nu = d * (m / (B * r))[:, None]
+    d_nu = d * (m / (B * r))[..., None]
     g_trace = (0.5 / B) * (m / trace - 1.0 / tau)  # d E_B[value] / d trace_b
     if per_example_var:
-        G = xp.sum(g_trace[:, None] / var, axis=0)  # d / d s2_k
-        d_var = G / B - g_trace[:, None] * s2 / (var * var)
+        G = xp.sum(g_trace[..., None] / var, axis=-2)[..., None, :]  # d / d s2_k
+        d_var = G / B - g_trace[..., None] * s2[..., None, :] / (var * var)
         d_mu = mu * ((2.0 / B) * G)
         return Objective(value, d_mu, d_var, d_nu)
-    G = xp.sum(g_trace) / var
+    G = xp.sum(g_trace, axis=-1)[..., None, None] / var
     d_mu = mu * ((2.0 / B) * G)
     return Objective(value, d_mu, None, d_nu)
 

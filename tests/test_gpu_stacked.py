@@ -1,0 +1,178 @@
+"""Stacked training (gpu.train.train_many): K models as one batched computation, identical to one by one."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from conftest import CUPY, TOL, needs_gpu
+from test_gpu_train import assert_same_run, rows, tiny
+
+from gpu import adam, checkpoint, config as C, model as M, train as T
+
+COMBOS = list(itertools.product(M.POSTERIORS, M.LIKELIHOODS))
+
+
+def _stacked_problem(cfg, K, B=12, dtype=np.float32):
+    rng = np.random.default_rng(7)
+    singles = [M.init_params(cfg, np.random.default_rng(k), dtype=dtype) for k in range(K)]
+    x = rng.uniform(0, 1, (K, B, cfg.m)).astype(dtype)
+    eps = rng.standard_normal((K, B, cfg.n)).astype(dtype)
+    return singles, x, eps
+
+
+@pytest.mark.parametrize("posterior,likelihood", COMBOS)
+@pytest.mark.parametrize("latent_scale", [1.0, 3.0])
+def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(posterior, likelihood, latent_scale):
+    cfg = M.ModelConfig(m=20, n=3, hidden=8, layers=3, posterior=posterior, likelihood=likelihood,
+                        latent_scale=latent_scale)
+    singles, x, eps = _stacked_problem(cfg, K=3)
+    loss, grads, aux = M.loss_and_grads(T.stack(singles), x, eps, cfg)
+    assert loss.shape == (3,) and aux["s2"].shape == (3, cfg.n)
+    for k, p in enumerate(singles):
+        l1, g1, a1 = M.loss_and_grads(p, x[k], eps[k], cfg)
+        np.testing.assert_array_equal(loss[k], l1)
+        for key in ("objective", "kl", "rec", "s2"):
+            np.testing.assert_array_equal(aux[key][k], a1[key], err_msg=key)
+        for name in g1:
+            np.testing.assert_array_equal(grads[name][k], g1[name], err_msg=name)
+
+
+def test_stacked_adam_step_is_each_models_own_step():
+    cfg = M.ModelConfig(m=20, n=2, hidden=8, layers=2)
+    singles, x, eps = _stacked_problem(cfg, K=2)
+    stacked = T.stack(singles)
+    opt = adam.Adam(stacked)
+    opts = [adam.Adam(p) for p in singles]
+    for _ in range(3):
+        _, g, _ = M.loss_and_grads(stacked, x, eps, cfg)
+        opt.step(stacked, g)
+        for k, p in enumerate(singles):
+            _, gk, _ = M.loss_and_grads(p, x[k], eps[k], cfg)
+            opts[k].step(p, gk)
+    for k, p in enumerate(singles):
+        for name in p:
+            np.testing.assert_array_equal(stacked[name][k], p[name], err_msg=name)
+
+
+def test_stacked_model_rejects_mismatched_shapes_by_name():
+    cfg = M.ModelConfig(m=20, n=2, hidden=8, layers=2)
+    singles, x, eps = _stacked_problem(cfg, K=2)
+    stacked = T.stack(singles)
+    with pytest.raises(ValueError, match="x must have shape"):
+        M.loss_and_grads(stacked, x[0], eps, cfg)  # one model's batch for a stack of two
+    with pytest.raises(ValueError, match="eps must have shape"):
+        M.loss_and_grads(stacked, x, eps[:1], cfg)
+    broken = dict(stacked, dec_b0=stacked["dec_b0"][:1])
+    with pytest.raises(ValueError, match=r"params\['dec_b0'\] must have shape \(2, 8\)"):
+        M.loss_and_grads(broken, x, eps, cfg)
+
+
+def _train_both(tmp_path, seeds, **kw):
+    cfgs = [tiny(seed=s, **kw) for s in seeds]
+    infos = T.train_many(cfgs, [tmp_path / f"stack/seed{s}" for s in seeds])
+    for c in cfgs:
+        T.train(c, tmp_path / f"alone/seed{c.seed}")
+    return infos
+
+
+@pytest.mark.parametrize("kw", [dict(posterior="learned"), dict(posterior="constant"),
+                                dict(posterior="bilbo", binarize="dynamic"),
+                                dict(posterior="bilbo", likelihood="baggins", scale=0.5),
+                                dict(posterior="learned", likelihood="gaussian-learned", scale=0.5, latent_scale=10.0)])
+def test_train_many_equals_training_each_model_alone_bitwise(tmp_path, kw):
+    seeds = [0, 3, 11]
+    infos = _train_both(tmp_path, seeds, epochs=3, **kw)
+    for s, info in zip(seeds, infos):
+        assert info["status"] == "completed" and info["stacked"]["seeds"] == seeds
+        assert_same_run(tmp_path / f"stack/seed{s}", tmp_path / f"alone/seed{s}")
+        saved = json.loads((tmp_path / f"stack/seed{s}/run.json").read_text())
+        assert saved["config"]["seed"] == s and saved["epochs_done"] == 3
+
+
+def test_train_many_resumes_exactly(tmp_path):
+    seeds = [1, 2]
+    T.train_many([tiny(seed=s, epochs=2) for s in seeds], [tmp_path / f"straight{s}" for s in seeds])
+    T.train_many([tiny(seed=s, epochs=1) for s in seeds], [tmp_path / f"resumed{s}" for s in seeds])
+    T.train_many([tiny(seed=s, epochs=2) for s in seeds], [tmp_path / f"resumed{s}" for s in seeds], resume=True)
+    for s in seeds:
+        assert_same_run(tmp_path / f"straight{s}", tmp_path / f"resumed{s}")
+    # a stack resumed from single runs is the same too: the checkpoint format is one model's
+    T.train(tiny(seed=1, epochs=1), tmp_path / "one")
+    T.train(tiny(seed=2, epochs=1), tmp_path / "two")
+    T.train_many([tiny(seed=1, epochs=2), tiny(seed=2, epochs=2)], [tmp_path / "one", tmp_path / "two"], resume=True)
+    assert_same_run(tmp_path / "straight1", tmp_path / "one")
+    assert_same_run(tmp_path / "straight2", tmp_path / "two")
+
+
+def test_one_model_diverging_stops_alone_and_the_others_are_unaffected(tmp_path, monkeypatch):
+    real = M.loss_and_grads
+    calls = {"n": 0}
+
+    def diverging(params, x, eps, config, grads=None):
+        calls["n"] += 1
+        loss, g, aux = real(params, x, eps, config, grads=grads)
+        if calls["n"] == 5 and loss.ndim == 1:  # epoch 2, step 2, in the stack: model 1 turns NaN
+            g = {k: v.copy() for k, v in g.items()}
+            for v in g.values():
+                v[1] = np.nan
+            loss = loss.copy()
+            loss[1] = np.nan
+        return loss, g, aux
+
+    monkeypatch.setattr(M, "loss_and_grads", diverging)
+    infos = T.train_many([tiny(seed=s, epochs=3) for s in (0, 1, 2)], [tmp_path / f"s{s}" for s in (0, 1, 2)])
+    monkeypatch.setattr(M, "loss_and_grads", real)
+    assert [i["status"] for i in infos] == ["completed", "diverged", "completed"]
+    assert infos[1]["diverged"] == {"epoch": 2, "step": 2}
+    assert [x["status"] for x in rows(tmp_path / "s1/metrics.csv")] == ["ok", "diverged at step 2"]
+    assert checkpoint.load(tmp_path / "s1/checkpoint.npz")["epoch"] == 1
+    for s in (0, 2):
+        T.train(tiny(seed=s, epochs=3), tmp_path / f"alone{s}")
+        assert_same_run(tmp_path / f"s{s}", tmp_path / f"alone{s}")
+
+
+def test_train_many_refuses_what_cannot_be_stacked(tmp_path):
+    with pytest.raises(ValueError, match=r"\['lr'\] differ"):
+        T.train_many([tiny(seed=0), tiny(seed=1, lr=0.01)], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="seeds must differ"):
+        T.train_many([tiny(seed=0), tiny(seed=0)], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="own directory"):
+        T.train_many([tiny(seed=0), tiny(seed=1)], [tmp_path / "a", tmp_path / "a"])
+    with pytest.raises(ValueError, match="one run directory per config"):
+        T.train_many([tiny(seed=0)], [])
+    with pytest.raises(ValueError, match="TrainConfig"):
+        T.train_many([dict(seed=0)], [tmp_path / "a"])
+    T.train(tiny(seed=0, epochs=1), tmp_path / "e1")
+    T.train(tiny(seed=1, epochs=2), tmp_path / "e2")
+    with pytest.raises(ValueError, match="different epochs"):
+        T.train_many([tiny(seed=0, epochs=3), tiny(seed=1, epochs=3)], [tmp_path / "e1", tmp_path / "e2"], resume=True)
+
+
+def test_stack_and_model_view_round_trip():
+    cfg = M.ModelConfig(m=6, n=2, hidden=4, layers=2)
+    singles = [M.init_params(cfg, np.random.default_rng(k)) for k in range(3)]
+    stacked = T.stack(singles)
+    assert all(stacked[k].shape == (3,) + singles[0][k].shape for k in singles[0])
+    for k, p in enumerate(singles):
+        view = T.model_view(stacked, k)
+        assert all(np.shares_memory(view[n], stacked[n]) and np.array_equal(view[n], p[n]) for n in p)
+
+
+@needs_gpu
+@pytest.mark.parametrize("posterior", C.POSTERIORS)
+def test_gpu_stack_matches_gpu_models_alone(tmp_path, posterior):
+    # cuBLAS' batched GEMM may block the sums differently from its single GEMM: float32 round-off
+    kw = dict(posterior=posterior, device="gpu", epochs=2)
+    seeds = [0, 1, 2]
+    T.train_many([tiny(seed=s, **kw) for s in seeds], [tmp_path / f"stack{s}" for s in seeds])
+    for s in seeds:
+        T.train(tiny(seed=s, **kw), tmp_path / f"alone{s}")
+        a = checkpoint.load(tmp_path / f"stack{s}/checkpoint.npz")
+        b = checkpoint.load(tmp_path / f"alone{s}/checkpoint.npz")
+        for k in a["params"]:
+            np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"],
+                                       atol=TOL["f32_vs_f64"], err_msg=k)
+    assert CUPY is not None
