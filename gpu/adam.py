@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpu import fused
 from vaetheory import _validate as V
 from vaetheory._xp import array_namespace
 
@@ -42,6 +43,7 @@ class Adam:
         self.m = {k: xp.zeros_like(p) for k, p in params.items()}
         self.v = {k: xp.zeros_like(p) for k, p in params.items()}
         self._buf = {k: xp.empty_like(p) for k, p in params.items()}
+        self._t_dev = None  # the step count on the device (fused CuPy path only)
 
     def step(self, params: dict, grads: dict) -> None:
         """One Adam update of ``params`` in place from ``grads`` (same keys and shapes)."""
@@ -50,6 +52,9 @@ class Adam:
         xp = array_namespace(*params.values())
         self.t += 1
         b1, b2 = self.beta1, self.beta2
+        if fused.enabled(xp):
+            self._fused_step(xp, params, grads)
+            return
         c1 = 1.0 - b1**self.t
         c2 = 1.0 - b2**self.t
         for k, p in params.items():
@@ -67,6 +72,23 @@ class Adam:
             xp.divide(m, buf, out=buf)
             buf *= self.lr / c1
             p -= buf
+
+    def _fused_step(self, xp, params: dict, grads: dict) -> None:
+        """The same update, one kernel per tensor, step count and bias corrections kept on the device.
+
+        Nothing here reads the host's ``t``, so a CUDA graph that captured one
+        step replays every later one correctly (:mod:`gpu.train`); the caller
+        of a replay advances ``t`` on the host.
+        """
+        if self._t_dev is None:
+            self._t_dev = xp.asarray(float(self.t - 1))
+        self._t_dev += 1.0
+        dtype = next(iter(params.values())).dtype
+        # float64 on the device as on the host path, then the update's dtype
+        lr_c1 = (self.lr / (1.0 - self.beta1**self._t_dev)).astype(dtype)
+        c2 = (1.0 - self.beta2**self._t_dev).astype(dtype)
+        for k, p in params.items():
+            fused.adam_(p, grads[k], self.m[k], self.v[k], self.beta1, self.beta2, self.eps, lr_c1, c2)
 
     def state_dict(self) -> dict:
         """``{"step": int, "m.<name>": array, "v.<name>": array}`` (copies; hyperparameters are config)."""
@@ -92,3 +114,4 @@ class Adam:
                     raise ValueError(f"{s}.{k} must have shape {tuple(store[k].shape)}, got {tuple(a.shape)}")
                 store[k][...] = xp.asarray(a, dtype=store[k].dtype)
         self.t = V.scalar("step", np.asarray(d["step"]).item(), nonnegative=True, integer=True)
+        self._t_dev = None

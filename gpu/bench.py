@@ -15,9 +15,13 @@ reported.
 
 When PyTorch is importable (it is an optional comparison, never a dependency),
 the same network, objective, data, noise and initial parameters are also timed
-in PyTorch eager on the CPU (:mod:`gpu.torch_reference`, autograd and
-``torch.optim.Adam``, ``torch.set_num_threads`` equal to our BLAS threads), in
-blocks interleaved with ours, and the ratio torch ms / our ms is reported.  The
+in PyTorch eager (:mod:`gpu.torch_reference`, autograd and ``torch.optim.Adam``;
+on the CPU with ``torch.set_num_threads`` equal to our BLAS threads, on the GPU
+on the same card), in blocks interleaved with ours, and the ratio torch ms /
+our ms is reported.  Our step is the trainer's (:class:`gpu.train._Step`): on
+CuPy, fused kernels replayed as one CUDA graph; every GPU timing is taken after
+a device synchronisation.  ``--stack K`` also times K models trained as one
+stack against the same K models one by one.  The
 evaluation of a run is timed too: the test ELBO on 10,000 images and IWAE with
 k = 5000 on a subset, extrapolated to 10,000 (both chunked, memory bounded).
 """
@@ -31,7 +35,7 @@ import time
 
 import numpy as np
 
-from gpu import device as dev
+from gpu import device as dev, train
 
 CONFIGS = [(n, posterior) for n in (2, 100) for posterior in ("learned", "constant", "bilbo")]
 
@@ -105,17 +109,19 @@ def _our_stepper(xp, mc, params, x, eps_all):
 
     The parameters are copied; the closure's ``params`` attribute holds the copies it updates.
     """
-    from gpu import adam, model
+    from gpu import adam
 
     params = {k: xp.asarray(v.copy()) for k, v in params.items()}
     x, eps_all = xp.asarray(x), xp.asarray(eps_all)
     opt = adam.Adam(params, lr=1e-3)
-    grads: dict = {}
+    eps = xp.empty_like(eps_all[0])
+    # the trainer's step (a CUDA graph on CuPy); the noise is copied in before it, as the trainer draws it
+    one = train._Step(xp, params, opt, mc, x, eps, xp.zeros(x.shape[:-2], dtype=xp.float64))
     count = [0]
 
     def step():
-        model.loss_and_grads(params, x, eps_all[count[0] % len(eps_all)], mc, grads=grads)
-        opt.step(params, grads)
+        eps[...] = eps_all[count[0] % len(eps_all)]
+        one()
         count[0] += 1
 
     step.params = params
@@ -153,12 +159,10 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
     blocks of stacked steps and of K single steps alternate.  ``speedup`` is
     one-by-one time / stacked time for the same K model-steps.
     """
-    from gpu import train as T
-
     probs = [_problem(xp, n, posterior, B, warmup + steps, seed) for seed in range(K)]
     mc = probs[0][0]
     singles = [_our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
-    stacked = _our_stepper(xp, mc, T.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
+    stacked = _our_stepper(xp, mc, train.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
                            np.stack([e for *_, e in probs], axis=1))
 
     def one_by_one():
@@ -174,7 +178,7 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
 
 
 def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0,
-               torch_threads: int | None = None, rounds: int = 3) -> dict:
+               torch_threads: int | None = None, rounds: int = 3, torch_device: str | None = None) -> dict:
     """Time training steps of the paper's network on random data, ours and optionally PyTorch's (Sec. 7).
 
     Both implementations start from the same float32 parameters and see the
@@ -182,13 +186,18 @@ def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup
     steps each are run in ``rounds`` interleaved blocks (ours, PyTorch, ours,
     ...), so a change in machine load hits both; ``ms_per_step`` is the median
     block.  PyTorch runs only when ``torch_threads`` is given (the thread count
-    for ``torch.set_num_threads``).
+    for ``torch.set_num_threads``) or ``torch_device = "cuda"`` (on the GPU,
+    timed after ``torch.cuda.synchronize``).
     """
     from gpu import torch_reference
 
     mc, params, x, eps_all = _problem(xp, n, posterior, B, warmup + steps, seed)
     runners = {"ours": (_our_stepper(xp, mc, params, x, eps_all), lambda: dev.synchronize(xp))}
-    if torch_threads is not None:
+    if torch_device == "cuda":
+        import torch
+
+        runners["torch"] = (torch_reference.stepper(params, x, eps_all, mc, device="cuda"), torch.cuda.synchronize)
+    elif torch_threads is not None:
         runners["torch"] = (torch_reference.stepper(params, x, eps_all, mc, threads=torch_threads), lambda: None)
     blocks = _interleaved(runners, steps, warmup, rounds)
     ms = float(np.median(blocks["ours"]))
@@ -255,8 +264,13 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
     use_torch = False
     if not torch:
         torch_note = "not requested (--no-torch)"
+    elif xp is not np and not torch_reference.available(cuda=True):
+        torch_note = "torch with CUDA is not importable: no GPU comparison"
     elif xp is not np:
-        torch_note = "CPU comparison only; the GPU comparison is not part of this command"
+        import torch as _torch
+
+        torch_note = f"torch {_torch.__version__}, eager, CUDA, the same GPU"
+        use_torch = True
     elif not torch_reference.available():
         torch_note = "torch is not importable"
     else:
@@ -265,14 +279,16 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
         torch_note = f"torch {_torch.__version__}, eager, CPU, set_num_threads({threads})"
         use_torch = True
     rows = []
-    for n, posterior in configs:
-        r = time_steps(xp, n, posterior, B, steps, warmup, torch_threads=threads if use_torch else None,
-                       rounds=rounds)
-        r["achieved_gflop_s"] = r["step_gflop"] / (r["ms_per_step"] / 1e3)
-        r["fraction_of_gemm_rate"] = r["achieved_gflop_s"] / (large / 1e9)
-        rows.append(r)
-    stacks = [time_stack(xp, n, posterior, stack, B, steps, warmup, rounds) for n, posterior in configs] \
-        if stack > 1 else []
+    with train._device_stream(xp):  # where the trainer runs (a CUDA graph needs a stream of its own)
+        for n, posterior in configs:
+            r = time_steps(xp, n, posterior, B, steps, warmup, rounds=rounds,
+                           torch_threads=threads if use_torch and xp is np else None,
+                           torch_device="cuda" if use_torch and xp is not np else None)
+            r["achieved_gflop_s"] = r["step_gflop"] / (r["ms_per_step"] / 1e3)
+            r["fraction_of_gemm_rate"] = r["achieved_gflop_s"] / (large / 1e9)
+            rows.append(r)
+        stacks = [time_stack(xp, n, posterior, stack, B, steps, warmup, rounds) for n, posterior in configs] \
+            if stack > 1 else []
     evals = []
     if eval_images > 0:
         first = {}

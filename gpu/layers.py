@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpu import fused
 from vaetheory._xp import array_namespace
 
 
@@ -65,6 +66,8 @@ def relu_(a):
 
 def relu_backward_(g, h):
     """Multiply ``g`` in place by ReLU's derivative, given the ReLU *output* ``h`` (h > 0 iff a > 0)."""
+    if fused.enabled(array_namespace(g)):
+        return fused.relu_backward_(g, h)
     g *= h > 0
     return g
 

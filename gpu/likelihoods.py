@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from gpu import fused
 from gpu.layers import sigmoid, softplus
 from vaetheory._xp import array_namespace
 
@@ -29,6 +30,8 @@ def bernoulli(logits, x, scale=None):
     Returns ``(logp (B,), d_logits (B, m) or None)``.
     """
     xp = array_namespace(logits, x)
+    if fused.enabled(xp):
+        return fused.bernoulli(logits, x, scale)
     sp = softplus(logits)
     t = x * logits
     t -= sp

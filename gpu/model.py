@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpu import layers as Ly
+from gpu import fused, layers as Ly
 from gpu import likelihoods as Lk
 from vaetheory import _validate as V
 from vaetheory import objectives as O
@@ -156,8 +156,11 @@ def _check(params, x, config: ModelConfig, eps=None, z=None):
     return x, eps, z
 
 
-def _encode(params, x, config: ModelConfig):
-    """Encoder: hidden activations, mu (B, n), std raw pre-activation and std (learned) or sqrt(sigma2)."""
+def _encode(params, x, config: ModelConfig, want_std: bool = True):
+    """Encoder: hidden activations, mu (B, n), std raw pre-activation and std (learned) or sqrt(sigma2).
+
+    ``want_std=False`` leaves a learned std to the caller (``None``).
+    """
     L, c = config.layers, config.latent_scale
     hs = Ly.trunk_forward(params, "enc", x, L - 1)
     mu = Ly.dense(hs[-1], params[f"enc_W{L - 1}"], params[f"enc_b{L - 1}"])
@@ -165,6 +168,8 @@ def _encode(params, x, config: ModelConfig):
         mu *= c
     if config.posterior == "learned":
         s_raw = Ly.dense(hs[-1], params["enc_std_W"], params["enc_std_b"])
+        if not want_std:
+            return hs, mu, s_raw, None
         std = Ly.softplus(s_raw)
         if c != 1.0:
             std *= c
@@ -186,10 +191,14 @@ def _decode(params, z, config: ModelConfig):
 
 def _forward(params, x, eps, config: ModelConfig):
     """Encoder, reparameterised sample z = mu + sqrt(Sigma) eps, decoder; everything the backward needs."""
-    ehs, mu, s_raw, std = _encode(params, x, config)
+    one_launch = config.posterior == "learned" and fused.enabled(array_namespace(x))
+    ehs, mu, s_raw, std = _encode(params, x, config, want_std=not one_launch)
+    if one_launch:
+        std, z = fused.reparameterize(s_raw, eps, mu, config.latent_scale)
+    else:
+        z = eps * std
+        z += mu
     var = std * std if config.posterior == "learned" else config.sigma2
-    z = eps * std
-    z += mu
     dhs, out, t_raw = _decode(params, z, config)
     return ehs, mu, s_raw, std, var, dhs, out, t_raw
 

@@ -24,23 +24,24 @@ import math
 import numpy as np
 
 
-def available() -> bool:
-    """Whether ``torch`` can be imported (Not in the paper)."""
+def available(cuda: bool = False) -> bool:
+    """Whether ``torch`` can be imported (and, with ``cuda``, sees a CUDA GPU) (Not in the paper)."""
     try:
-        import torch  # noqa: F401
+        import torch
     except ImportError:
         return False
-    return True
+    return bool(torch.cuda.is_available()) if cuda else True
 
 
-def to_torch(params: dict, dtype=None) -> dict:
+def to_torch(params: dict, dtype=None, device: str = "cpu") -> dict:
     """Our parameter dict (NumPy arrays) as PyTorch leaf tensors that require grad (Not in the paper).
 
     ``dtype``: a torch dtype; default the arrays' own (float32 or float64).
     """
     import torch
 
-    return {k: torch.tensor(np.asarray(v), dtype=dtype).requires_grad_(True) for k, v in params.items()}
+    return {k: torch.tensor(np.asarray(v), dtype=dtype, device=device).requires_grad_(True)
+            for k, v in params.items()}
 
 
 def loss(tp: dict, x, eps, config):
@@ -108,25 +109,26 @@ def loss_and_grads(params: dict, x, eps, config):
     return value.item(), {k: t.grad.numpy() for k, t in tp.items()}
 
 
-def stepper(params: dict, x, eps_all, config, lr: float = 1e-3, threads: int | None = None, dtype=np.float32):
+def stepper(params: dict, x, eps_all, config, lr: float = 1e-3, threads: int | None = None, dtype=np.float32,
+            device: str = "cpu"):
     """A closure doing one PyTorch training step (forward, autograd backward, Adam) per call (Sec. 7).
 
     ``params`` (copied to ``dtype``, float32 for training), ``x (B, m)`` and the
     noise ``eps_all (S, B, n)`` are NumPy arrays; call ``s`` uses
     ``eps_all[s % S]``, like our timed loop.  ``threads``: passed to
     ``torch.set_num_threads`` (the BLAS threads our side uses), so both sides
-    get the same cores.  The closure's ``params`` attribute is the dict of
-    torch tensors it updates.
+    get the same cores.  ``device``: ``"cpu"`` or ``"cuda"``.  The closure's
+    ``params`` attribute is the dict of torch tensors it updates.
     """
     import torch
 
     if threads is not None:
         torch.set_num_threads(int(threads))
     tdtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[np.dtype(dtype)]
-    tp = to_torch(params, tdtype)
+    tp = to_torch(params, tdtype, device)
     opt = torch.optim.Adam(list(tp.values()), lr=lr)
-    xt = torch.tensor(np.asarray(x), dtype=tdtype)
-    et = torch.tensor(np.asarray(eps_all), dtype=tdtype)
+    xt = torch.tensor(np.asarray(x), dtype=tdtype, device=device)
+    et = torch.tensor(np.asarray(eps_all), dtype=tdtype, device=device)
     count = [0]
 
     def step():

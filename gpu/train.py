@@ -24,9 +24,11 @@ is kept, ``status`` becomes ``"diverged"`` in ``metrics.csv`` and
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import math
+import os
 import subprocess
 import sys
 import time
@@ -161,6 +163,70 @@ def _check_together(cfgs: list, outs: list) -> None:
         raise ValueError("every run needs its own directory, got a repeated one")
 
 
+class _Step:
+    """One training step of the stack: loss and gradients, running total, Adam update (Sec. 7).
+
+    On CuPy with the fused kernels (:mod:`gpu.fused`) the first call runs
+    eagerly (CuPy compiles its kernels then), the second is captured into a
+    CUDA graph and launched, and every later call is one launch of that graph:
+    no Python, no host synchronisation and no host/device copy inside a step.
+    The capture allocates from a memory pool of its own, kept as long as the
+    graph, so that nothing allocated later can reuse the graph's scratch
+    memory.  The graph reads ``xb`` and ``eps``, written before each launch
+    (the batch gather and the noise draws stay outside: CuPy's generators
+    advance their state on the host).  Eager on NumPy, and on CuPy with
+    ``VAETHEORY_FUSED=0`` or ``VAETHEORY_GRAPH=0``.
+    """
+
+    def __init__(self, xp, params, opt, mc, xb, eps, total):
+        from gpu import fused
+
+        self.xp, self.params, self.opt, self.mc = xp, params, opt, mc
+        self.xb, self.eps, self.total = xb, eps, total
+        self.grads: dict = {}  # filled by the first step, then reused in place
+        self.graph = None
+        self.pool = None
+        self.calls = 0
+        self.use_graph = fused.enabled(xp) and os.environ.get("VAETHEORY_GRAPH", "1") != "0"
+
+    def _eager(self) -> None:
+        from gpu import model
+
+        loss, self.grads, _aux = model.loss_and_grads(self.params, self.xb, self.eps, self.mc, grads=self.grads)
+        self.total += loss
+        self.opt.step(self.params, self.grads)
+
+    def __call__(self) -> None:
+        if self.graph is None and self.use_graph and self.calls > 0:
+            self._capture()
+        self.calls += 1
+        if self.graph is None:
+            self._eager()
+            return
+        self.graph.launch(stream=self.xp.cuda.get_current_stream())
+        self.opt.t += 1  # the graph advanced the device's step count; the host's follows
+
+    def _capture(self) -> None:
+        cp = self.xp
+        stream = cp.cuda.get_current_stream()
+        if stream.ptr in (0, 1):  # the legacy default stream cannot capture: stay eager (see _device_stream)
+            self.use_graph = False
+            return
+        self.pool = cp.cuda.MemoryPool()
+        with cp.cuda.using_allocator(self.pool.malloc):
+            stream.begin_capture()
+            try:
+                self._eager()  # recorded, not run
+            finally:
+                self.graph = stream.end_capture()
+        self.opt.t -= 1  # the recording counted a step that only the launch performs
+
+
+def _device_stream(xp):
+    """A stream of its own on CuPy (a CUDA graph cannot be captured on the legacy default stream)."""
+    return contextlib.nullcontext() if xp is np else xp.cuda.Stream(non_blocking=True)
+
+
 class _Run:
     """One model of a (possibly one-model) stack: its config, files and run.json content."""
 
@@ -264,7 +330,8 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
                         rng=generator(c.seed, STREAM_TEST, 0, xp)) for c in (cfgs if dynamic else cfgs[:1])]
     xb = xp.empty((K, B, cfg.m), dtype=dtype)
     eps = xp.empty((K, B, cfg.n), dtype=dtype)
-    grads = {}  # filled by the first step, then reused in place
+    total = xp.zeros(K, dtype=xp.float64)  # the epoch's summed losses; one buffer, as a CUDA graph needs
+    step = _Step(xp, params, opt, mc, xb, eps, total)
     columns = metric_columns(cfg.posterior)
     targets = ("dynamically binarized" if dynamic else "grayscale") + f", scale {cfg.scale}"
 
@@ -293,69 +360,69 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
     from tqdm import tqdm
 
     try:
-        for epoch in range(start, cfg.epochs):
-            t0 = time.perf_counter()
-            noise_rngs = [generator(c.seed, STREAM_NOISE, epoch, xp) for c in cfgs]
-            for k in range(len(x_train)):
-                D.targets(train_u8, scale=cfg.scale, binarize=cfg.binarize, rng=noise_rngs[k], dtype=dtype,
-                          out=x_train[k])
-            # (steps, K, B) rows of x_train flattened to (len(x_train) * N, m): one gather per step
-            perm = np.stack([generator(c.seed, STREAM_ORDER, epoch).permutation(N)[: steps * B].reshape(steps, B)
-                             + (k * N if dynamic else 0) for k, c in enumerate(cfgs)], axis=1)
-            perm = xp.asarray(perm)
-            rows = x_train.reshape(-1, cfg.m)
-            total = xp.zeros(K, dtype=xp.float64)
-            # Checking finiteness syncs the GPU, so there only every 20 steps (and at the end).
-            check_every = 1 if xp is np else 20
-            bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-                       leave=False, file=sys.stderr)
-            for s in range(steps):
-                xp.take(rows, perm[s], axis=0, out=xb)
-                for k in range(K):
-                    _fill_normal(noise_rngs[k], eps[k], xp)
-                loss, grads, _aux = model.loss_and_grads(params, xb, eps, mc, grads=grads)
-                total += loss
-                if (s + 1) % check_every == 0 or s + 1 == steps:
-                    values = total.tolist()
-                    for k, r in enumerate(runs):
-                        if not r.done and not math.isfinite(values[k]):
-                            r.diverged(epoch, s, check_every, columns)
-                    alive = [v for v, r in zip(values, runs) if not r.done]
-                    if not alive:
-                        break
-                    bar.set_postfix(objective=f"{-sum(alive) / len(alive) / (s + 1):.2f}", refresh=False)
-                opt.step(params, grads)
-                bar.update(1)
-            bar.close()
-            if all(r.done for r in runs):
-                break
-            dev.synchronize(xp)
-            seconds = time.perf_counter() - t0
-            for k, r in enumerate(runs):
-                if r.done:
-                    continue
-                t1 = time.perf_counter()
-                p_k = model_view(params, k)
-                elbos = {}
-                if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                    test_rng = generator(r.cfg.seed, STREAM_TEST, epoch + 1, xp)
-                    elbos = E.test_elbos(p_k, mc, x_train[k if dynamic else 0], x_test[k if dynamic else 0],
-                                         test_rng, cfg.eval_k)
-                row = {"epoch": epoch + 1, "train_objective": -float(total[k]) / steps, **elbos,
-                       "seconds": seconds, "eval_seconds": time.perf_counter() - t1, "status": "ok"}
-                # metrics first, checkpoint second: a resume drops rows past the checkpoint.
-                _append_row(r.metrics, columns, row)
-                r.info["wall_seconds"] = r.wall_before + time.perf_counter() - t_run
-                r.info["epochs_done"] = epoch + 1
-                checkpoint.save(r.ck, {"params": p_k, "adam": _adam_state(opt, k), "epoch": epoch + 1,
-                                       "seed": r.cfg.seed, "config": r.cfg.to_dict(),
-                                       "wall_seconds": r.info["wall_seconds"]})
-                checkpoint.write_json(r.json, r.info)
-                if cfg.progress:
-                    shown = ", ".join(f"{key} {v:.2f}" for key, v in elbos.items())
-                    who = f"seed {r.cfg.seed}, " if K > 1 else ""
-                    print(f"epoch {epoch + 1}: {who}objective {row['train_objective']:.2f}, {shown} nats/image, "
-                          f"{seconds:.1f} s", file=sys.stderr)
+        with _device_stream(xp):
+            for epoch in range(start, cfg.epochs):
+                t0 = time.perf_counter()
+                noise_rngs = [generator(c.seed, STREAM_NOISE, epoch, xp) for c in cfgs]
+                for k in range(len(x_train)):
+                    D.targets(train_u8, scale=cfg.scale, binarize=cfg.binarize, rng=noise_rngs[k], dtype=dtype,
+                              out=x_train[k])
+                # (steps, K, B) rows of x_train flattened to (len(x_train) * N, m): one gather per step
+                perm = np.stack([generator(c.seed, STREAM_ORDER, epoch).permutation(N)[: steps * B].reshape(steps, B)
+                                 + (k * N if dynamic else 0) for k, c in enumerate(cfgs)], axis=1)
+                perm = xp.asarray(perm)
+                rows = x_train.reshape(-1, cfg.m)
+                total.fill(0)
+                # Checking finiteness syncs the GPU, so there only every 20 steps (and at the end).
+                check_every = 1 if xp is np else 20
+                bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                           leave=False, file=sys.stderr)
+                for s in range(steps):
+                    xp.take(rows, perm[s], axis=0, out=xb)
+                    for k in range(K):
+                        _fill_normal(noise_rngs[k], eps[k], xp)
+                    step()
+                    bar.update(1)
+                    if (s + 1) % check_every == 0 or s + 1 == steps:
+                        values = total.tolist()
+                        for k, r in enumerate(runs):
+                            if not r.done and not math.isfinite(values[k]):
+                                r.diverged(epoch, s, check_every, columns)
+                        alive = [v for v, r in zip(values, runs) if not r.done]
+                        if not alive:
+                            break
+                        bar.set_postfix(objective=f"{-sum(alive) / len(alive) / (s + 1):.2f}", refresh=False)
+                bar.close()
+                if all(r.done for r in runs):
+                    break
+                dev.synchronize(xp)
+                seconds = time.perf_counter() - t0
+                sums = total.tolist()
+                for k, r in enumerate(runs):
+                    if r.done:
+                        continue
+                    t1 = time.perf_counter()
+                    p_k = model_view(params, k)
+                    elbos = {}
+                    if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                        test_rng = generator(r.cfg.seed, STREAM_TEST, epoch + 1, xp)
+                        elbos = E.test_elbos(p_k, mc, x_train[k if dynamic else 0], x_test[k if dynamic else 0],
+                                             test_rng, cfg.eval_k)
+                    row = {"epoch": epoch + 1, "train_objective": -sums[k] / steps, **elbos,
+                           "seconds": seconds, "eval_seconds": time.perf_counter() - t1, "status": "ok"}
+                    # metrics first, checkpoint second: a resume drops rows past the checkpoint.
+                    _append_row(r.metrics, columns, row)
+                    r.info["wall_seconds"] = r.wall_before + time.perf_counter() - t_run
+                    r.info["epochs_done"] = epoch + 1
+                    checkpoint.save(r.ck, {"params": p_k, "adam": _adam_state(opt, k), "epoch": epoch + 1,
+                                           "seed": r.cfg.seed, "config": r.cfg.to_dict(),
+                                           "wall_seconds": r.info["wall_seconds"]})
+                    checkpoint.write_json(r.json, r.info)
+                    if cfg.progress:
+                        shown = ", ".join(f"{key} {v:.2f}" for key, v in elbos.items())
+                        who = f"seed {r.cfg.seed}, " if K > 1 else ""
+                        print(f"epoch {epoch + 1}: {who}objective {row['train_objective']:.2f}, {shown} nats/image, "
+                              f"{seconds:.1f} s", file=sys.stderr)
         for r in runs:
             if not r.done:
                 r.info["status"] = "completed"

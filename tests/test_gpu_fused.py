@@ -1,0 +1,137 @@
+"""gpu.fused (one-launch element-wise chains) and the CUDA-graph training step, against the NumPy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CUPY, TOL, needs_gpu
+from test_gpu_train import tiny
+
+from gpu import adam, checkpoint, fused, layers as Ly, likelihoods as Lk, model as M, train as T
+
+
+# ---------------------------------------------------------------------------- everywhere
+def test_fused_kernels_serve_cupy_only_and_can_be_turned_off(monkeypatch):
+    assert not fused.enabled(np)
+
+    class FakeCupy:  # any array module other than NumPy counts as the GPU's
+        pass
+
+    assert fused.enabled(FakeCupy)
+    monkeypatch.setenv("VAETHEORY_FUSED", "0")
+    assert not fused.enabled(FakeCupy)
+
+
+def test_the_numpy_training_step_is_never_captured(tmp_path):
+    cfg = M.ModelConfig(m=6, n=2, hidden=4, layers=2)
+    params = M.init_params(cfg, np.random.default_rng(0), dtype=np.float32)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (5, 6)).astype(np.float32)
+    eps = rng.standard_normal((5, 2)).astype(np.float32)
+    opt = adam.Adam(params)
+    step = T._Step(np, params, opt, cfg, x, eps, np.zeros(()))
+    for _ in range(3):
+        step()
+    assert step.graph is None and not step.use_graph and opt.t == 3 and np.isfinite(step.total)
+
+
+# ---------------------------------------------------------------------------- GPU only
+def _pair(shape, seed, dtype, low=-30.0, high=30.0):
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(low, high, shape).astype(dtype)
+    return a, CUPY.asarray(a)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_backward_and_bernoulli_equal_the_numpy_chain(dtype, monkeypatch):
+    tol = TOL["f32_vs_f64"] if dtype == np.float32 else TOL["identity_f64"]
+    h, h_d = _pair((7, 300), 0, dtype)
+    g, g_d = _pair((7, 300), 1, dtype)
+    np.testing.assert_array_equal(CUPY.asnumpy(fused.relu_backward_(g_d.copy(), h_d)), Ly.relu_backward_(g.copy(), h))
+    logits, logits_d = _pair((3, 5, 784), 2, dtype)  # stacked (K, B, m); logits up to |30|
+    x, x_d = _pair((3, 5, 784), 3, dtype, 0.0, 1.0)
+    lp, d = Lk.bernoulli(logits, x, -1.0 / 5)
+    lp_d, d_d = fused.bernoulli(logits_d, x_d, -1.0 / 5)
+    np.testing.assert_allclose(CUPY.asnumpy(lp_d), lp, rtol=tol)
+    np.testing.assert_allclose(CUPY.asnumpy(d_d), d, rtol=tol, atol=tol)
+    lp_only, none = fused.bernoulli(logits_d, x_d)
+    assert none is None
+    np.testing.assert_allclose(CUPY.asnumpy(lp_only), lp, rtol=tol)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_reparameterisation_and_adam_equal_the_numpy_chain(dtype, monkeypatch):
+    tol = TOL["f32_vs_f64"] if dtype == np.float32 else TOL["identity_f64"]
+    s_raw, s_raw_d = _pair((4, 3), 4, dtype, -20, 20)
+    eps, eps_d = _pair((4, 3), 5, dtype, -3, 3)
+    mu, mu_d = _pair((4, 3), 6, dtype, -3, 3)
+    std_d, z_d = fused.reparameterize(s_raw_d, eps_d, mu_d, 10.0)
+    std = Ly.softplus(s_raw) * dtype(10.0)
+    np.testing.assert_allclose(CUPY.asnumpy(std_d), std, rtol=tol)
+    np.testing.assert_allclose(CUPY.asnumpy(z_d), eps * std + mu, rtol=tol, atol=tol)
+    # three Adam steps, fused on the GPU vs the NumPy update
+    p, p_d = _pair((50, 20), 7, dtype, -1, 1)
+    ref, dev = {"w": p.copy()}, {"w": p_d.copy()}
+    opt_ref, opt_dev = adam.Adam(ref), adam.Adam(dev)
+    for s in range(3):
+        g, g_d = _pair((50, 20), 10 + s, dtype, -1, 1)
+        opt_ref.step(ref, {"w": g})
+        opt_dev.step(dev, {"w": g_d})
+    assert opt_dev.t == 3
+    np.testing.assert_allclose(CUPY.asnumpy(dev["w"]), ref["w"], rtol=tol, atol=tol)
+    np.testing.assert_allclose(CUPY.asnumpy(opt_dev.v["w"]), opt_ref.v["w"], rtol=tol, atol=1e-30)
+
+
+@needs_gpu
+@pytest.mark.parametrize("posterior,likelihood", [("learned", "bernoulli"), ("bilbo", "bernoulli"),
+                                                  ("learned", "gaussian-learned"), ("constant", "baggins")])
+def test_fused_loss_and_grads_equal_the_unfused_cupy_ones(posterior, likelihood, monkeypatch):
+    cfg = M.ModelConfig(m=784, n=2, posterior=posterior, likelihood=likelihood, latent_scale=2.0)
+    params = M.init_params(cfg, np.random.default_rng(0), xp=CUPY)
+    rng = np.random.default_rng(1)
+    x = CUPY.asarray(rng.uniform(0, 1, (3, 300, 784)).astype(np.float32))
+    eps = CUPY.asarray(rng.standard_normal((3, 300, 2)).astype(np.float32))
+    stacked = T.stack([params, params, params], CUPY)
+    l1, g1, _ = M.loss_and_grads(stacked, x, eps, cfg)
+    monkeypatch.setenv("VAETHEORY_FUSED", "0")
+    l0, g0, _ = M.loss_and_grads(stacked, x, eps, cfg)
+    np.testing.assert_allclose(CUPY.asnumpy(l1), CUPY.asnumpy(l0), rtol=TOL["f32_vs_f64"])
+    for k in g0:
+        np.testing.assert_allclose(CUPY.asnumpy(g1[k]), CUPY.asnumpy(g0[k]), rtol=TOL["f32_vs_f64"],
+                                   atol=TOL["f32_vs_f64"], err_msg=k)
+
+
+@needs_gpu
+def test_cuda_graph_training_equals_eager_training(tmp_path, monkeypatch):
+    kw = dict(device="gpu", epochs=2, m=784, posterior="learned", binarize="dynamic")
+    info = T.train(tiny(**kw), tmp_path / "graph")
+    monkeypatch.setenv("VAETHEORY_GRAPH", "0")
+    T.train(tiny(**kw), tmp_path / "eager")
+    assert info["status"] == "completed"
+    a, b = checkpoint.load(tmp_path / "graph/checkpoint.npz"), checkpoint.load(tmp_path / "eager/checkpoint.npz")
+    assert a["adam"]["step"] == b["adam"]["step"] == 6
+    for k in a["params"]:
+        # the same kernels in the same order: equal up to float32 round-off at most
+        np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"],
+                                   err_msg=k)
+
+
+@needs_gpu
+def test_cuda_graph_step_replays_and_counts_steps():
+    cfg = M.ModelConfig(m=20, n=2, hidden=8, layers=2)
+    params = M.init_params(cfg, np.random.default_rng(0), xp=CUPY)
+    x = CUPY.asarray(np.random.default_rng(1).uniform(0, 1, (10, 20)).astype(np.float32))
+    eps = CUPY.zeros((10, 2), dtype=np.float32)
+    opt = adam.Adam(params)
+    stream = CUPY.cuda.Stream(non_blocking=True)
+    with stream:
+        step = T._Step(CUPY, params, opt, cfg, x, eps, CUPY.zeros((), dtype=np.float64))
+        losses = []
+        for _ in range(5):
+            before = float(step.total)
+            step()
+            losses.append(float(step.total) - before)
+    assert step.graph is not None and opt.t == 5 and int(opt._t_dev) == 5
+    assert losses[-1] < losses[0]  # the replays train: same batch, falling loss
