@@ -23,6 +23,12 @@ def _stacked_problem(cfg, K, B=12, dtype=np.float32):
     return singles, x, eps
 
 
+def _assert_each_model_is(stacked: dict, singles: list[dict]) -> None:
+    for k, single in enumerate(singles):
+        for name, a in single.items():
+            np.testing.assert_array_equal(stacked[name][k], a, err_msg=name)  # bitwise
+
+
 @pytest.mark.parametrize("posterior,likelihood", COMBOS)
 @pytest.mark.parametrize("latent_scale", [1.0, 3.0])
 def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(posterior, likelihood, latent_scale):
@@ -31,13 +37,8 @@ def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(po
     singles, x, eps = _stacked_problem(cfg, K=3)
     loss, grads, aux = M.loss_and_grads(T.stack(singles), x, eps, cfg)
     assert loss.shape == (3,) and aux["s2"].shape == (3, cfg.n)
-    for k, p in enumerate(singles):
-        l1, g1, a1 = M.loss_and_grads(p, x[k], eps[k], cfg)
-        np.testing.assert_array_equal(loss[k], l1)
-        for key in ("objective", "kl", "rec", "s2"):
-            np.testing.assert_array_equal(aux[key][k], a1[key], err_msg=key)
-        for name in g1:
-            np.testing.assert_array_equal(grads[name][k], g1[name], err_msg=name)
+    alone = [M.loss_and_grads(p, x[k], eps[k], cfg) for k, p in enumerate(singles)]
+    _assert_each_model_is({"loss": loss, **aux, **grads}, [{"loss": l1, **a1, **g1} for l1, g1, a1 in alone])
 
 
 def test_stacked_adam_step_is_each_models_own_step():
@@ -52,9 +53,7 @@ def test_stacked_adam_step_is_each_models_own_step():
         for k, p in enumerate(singles):
             _, gk, _ = M.loss_and_grads(p, x[k], eps[k], cfg)
             opts[k].step(p, gk)
-    for k, p in enumerate(singles):
-        for name in p:
-            np.testing.assert_array_equal(stacked[name][k], p[name], err_msg=name)
+    _assert_each_model_is(stacked, singles)
 
 
 def test_stacked_model_rejects_mismatched_shapes_by_name():

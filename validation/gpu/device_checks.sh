@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU checks for a session that is lent a device, as one prepared run of under 10 minutes.
+#
+# Here, once:  mkdir -p .data && cp -r ../shared/data/mnist .data/ && echo /.data/ >> .git/info/exclude
+# Then the device tool's run, with carry [".data"]:  bash validation/gpu/device_checks.sh
+# It writes at most 8 files to $OUT (what the device tool brings back); commit what they show with the card named.
+#
+# Stages (each with its own time limit, so one slow stage cannot take the others with it):
+#   1. every CuPy/GPU test (fused kernels, CUDA-graph step, stacked training, model, trainer, Jacobian, Eq. (6));
+#   2. `vaetheory bench train` on the GPU: ms/step, GEMM fraction, PyTorch on the same GPU when importable,
+#      and five models as one stack against one by one;
+#   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
+#   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target).
+set -u
+OUT=${OUT:-/tmp/vaetheory-device}
+mkdir -p "$OUT"
+export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+export VAETHEORY_DATA=${VAETHEORY_DATA:-$PWD/.data}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python -c "import cupy, numpy; print('CuPy', cupy.__version__, 'NumPy', numpy.__version__)"; } > "$OUT/device.txt" 2>&1
+
+timeout 150 python -m pytest -q -p no:cacheprovider -rs tests/test_gpu_fused.py tests/test_gpu_stacked.py \
+  tests/test_gpu_model.py tests/test_gpu_train.py tests/test_jacobian.py tests/test_optimal.py > "$OUT/pytest_gpu.txt" 2>&1
+
+timeout 120 python -m vaetheory bench train --device gpu --stack 5 --json "$OUT/bench_train_gpu.json" \
+  > "$OUT/bench_train_gpu.txt" 2>&1
+
+rm -rf /tmp/one && timeout 90 python -m vaetheory train --device gpu --out /tmp/one --no-progress > "$OUT/one_run.txt" 2>&1
+cat /tmp/one/run.json >> "$OUT/one_run.txt" 2>/dev/null
+
+rm -rf /tmp/results
+timeout 200 python -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
+  --out /tmp/results > "$OUT/fig4_2d_gpu.txt" 2>&1
+tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results . 2>/dev/null
+exit 0
