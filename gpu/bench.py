@@ -40,6 +40,15 @@ from gpu import device as dev, train
 CONFIGS = [(n, posterior) for n in (2, 100) for posterior in ("learned", "constant", "bilbo")]
 
 
+def with_likelihoods(configs, likelihoods) -> list[tuple]:
+    """``(n, posterior, likelihood)`` for every configuration and likelihood (Not in the paper)."""
+    return [(c[0], c[1], lik) for lik in likelihoods for c in configs]
+
+
+def _triple(c) -> tuple:
+    return (c[0], c[1], c[2] if len(c) > 2 else "bernoulli")
+
+
 def step_flops(params, B: int, m: int) -> int:
     """Matrix-multiply FLOPs of one training step of batch ``B`` (Not in the paper).
 
@@ -92,11 +101,11 @@ def blas_threads() -> int:
     return os.cpu_count() or 1
 
 
-def _problem(xp, n: int, posterior: str, B: int, count: int, seed: int):
+def _problem(xp, n: int, posterior: str, B: int, count: int, seed: int, likelihood: str = "bernoulli"):
     """Config, float32 initial parameters (NumPy), data x (B, m) and noise (count, B, n), all from ``seed``."""
     from gpu import model
 
-    mc = model.ModelConfig(n=n, posterior=posterior, likelihood="bernoulli")
+    mc = model.ModelConfig(n=n, posterior=posterior, likelihood=likelihood)
     rng = np.random.default_rng(seed)
     params = model.init_params(mc, rng, dtype=np.float32)
     x = rng.random((B, mc.m), dtype=np.float32)
@@ -152,14 +161,14 @@ def _interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
 
 
 def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30, warmup: int = 5,
-               rounds: int = 3) -> dict:
+               rounds: int = 3, likelihood: str = "bernoulli") -> dict:
     """K models' training steps as one stack (:func:`gpu.train.train_many`) vs one by one (Sec. 7).
 
     The K models start from seeds 0..K-1 and see their own data and noise;
     blocks of stacked steps and of K single steps alternate.  ``speedup`` is
     one-by-one time / stacked time for the same K model-steps.
     """
-    probs = [_problem(xp, n, posterior, B, warmup + steps, seed) for seed in range(K)]
+    probs = [_problem(xp, n, posterior, B, warmup + steps, seed, likelihood) for seed in range(K)]
     mc = probs[0][0]
     singles = [_our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
     stacked = _our_stepper(xp, mc, train.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
@@ -172,13 +181,15 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
     sync = lambda: dev.synchronize(xp)  # noqa: E731
     blocks = _interleaved({"stack": (stacked, sync), "one_by_one": (one_by_one, sync)}, steps, warmup, rounds)
     stack_ms, single_ms = float(np.median(blocks["stack"])), float(np.median(blocks["one_by_one"]))
-    return {"n": n, "posterior": posterior, "models": K, "batch": B, "stack_ms_per_step": stack_ms,
+    return {"n": n, "posterior": posterior, "likelihood": likelihood, "models": K, "batch": B,
+            "stack_ms_per_step": stack_ms,
             "one_by_one_ms_per_step": single_ms, "speedup": single_ms / stack_ms,
             "stack_ms_blocks": blocks["stack"], "one_by_one_ms_blocks": blocks["one_by_one"]}
 
 
 def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0,
-               torch_threads: int | None = None, rounds: int = 3, torch_device: str | None = None) -> dict:
+               torch_threads: int | None = None, rounds: int = 3, torch_device: str | None = None,
+               likelihood: str = "bernoulli") -> dict:
     """Time training steps of the paper's network on random data, ours and optionally PyTorch's (Sec. 7).
 
     Both implementations start from the same float32 parameters and see the
@@ -191,7 +202,9 @@ def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup
     """
     from gpu import torch_reference
 
-    mc, params, x, eps_all = _problem(xp, n, posterior, B, warmup + steps, seed)
+    mc, params, x, eps_all = _problem(xp, n, posterior, B, warmup + steps, seed, likelihood)
+    if likelihood != "bernoulli":  # the PyTorch reference has the Bernoulli likelihood only
+        torch_threads = torch_device = None
     runners = {"ours": (_our_stepper(xp, mc, params, x, eps_all), lambda: dev.synchronize(xp))}
     if torch_device == "cuda":
         import torch
@@ -202,7 +215,7 @@ def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup
     blocks = _interleaved(runners, steps, warmup, rounds)
     ms = float(np.median(blocks["ours"]))
     params_xp = {k: xp.asarray(v) for k, v in params.items()}
-    r = {"n": n, "posterior": posterior, "likelihood": "bernoulli", "batch": B, "ms_per_step": ms,
+    r = {"n": n, "posterior": posterior, "likelihood": likelihood, "batch": B, "ms_per_step": ms,
          "examples_per_s": B / (ms / 1e3), "step_gflop": step_flops(params_xp, B, mc.m) / 1e9,
          "ms_blocks": blocks["ours"]}
     if "torch" in runners:
@@ -280,19 +293,19 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
         use_torch = True
     rows = []
     with train._device_stream(xp):  # where the trainer runs (a CUDA graph needs a stream of its own)
-        for n, posterior in configs:
+        for n, posterior, likelihood in map(_triple, configs):
             r = time_steps(xp, n, posterior, B, steps, warmup, rounds=rounds,
                            torch_threads=threads if use_torch and xp is np else None,
-                           torch_device="cuda" if use_torch and xp is not np else None)
+                           torch_device="cuda" if use_torch and xp is not np else None, likelihood=likelihood)
             r["achieved_gflop_s"] = r["step_gflop"] / (r["ms_per_step"] / 1e3)
             r["fraction_of_gemm_rate"] = r["achieved_gflop_s"] / (large / 1e9)
             rows.append(r)
-        stacks = [time_stack(xp, n, posterior, stack, B, steps, warmup, rounds) for n, posterior in configs] \
-            if stack > 1 else []
+        stacks = [time_stack(xp, n, posterior, stack, B, steps, warmup, rounds, likelihood)
+                  for n, posterior, likelihood in map(_triple, configs)] if stack > 1 else []
     evals = []
     if eval_images > 0:
         first = {}
-        for n, posterior in configs:
+        for n, posterior, _ in map(_triple, configs):
             first.setdefault(n, posterior)
         evals = [time_eval(xp, n, p, eval_images, iwae_k, iwae_images) for n, p in first.items()]
     return {"device": desc, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "blas_threads": threads,
@@ -311,16 +324,16 @@ def format_report(rep: dict) -> str:
              f"float32 GEMM {rep['gemm_large']['size']}^3: {rep['gemm_large']['gflop_s']:.1f} GFLOP/s; "
              f"step-sized {tuple(rep['gemm_step_sized']['shape'])}: {rep['gemm_step_sized']['gflop_s']:.1f} GFLOP/s",
              f"PyTorch: {rep['torch']}",
-             f"{'n':>4} {'posterior':>9} {'ms/step':>9} {'examples/s':>11} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+             f"{'n':>4} {'posterior':>9} {'likelihood':>16} {'ms/step':>9} {'examples/s':>11} {'GFLOP/step':>10} {'GFLOP/s':>8} "
              f"{'of GEMM':>8} {'torch ms':>9} {'speedup':>8}"]
     for r in rep["results"]:
         tail = (f" {r['torch_ms_per_step']:>9.2f} {r['speedup_vs_torch']:>7.2f}x" if "torch_ms_per_step" in r
                 else f" {'-':>9} {'-':>8}")
-        lines.append(f"{r['n']:>4} {r['posterior']:>9} {r['ms_per_step']:>9.2f} {r['examples_per_s']:>11.0f} "
+        lines.append(f"{r['n']:>4} {r['posterior']:>9} {r['likelihood']:>16} {r['ms_per_step']:>9.2f} {r['examples_per_s']:>11.0f} "
                      f"{r['step_gflop']:>10.3f} {r['achieved_gflop_s']:>8.1f} {100 * r['fraction_of_gemm_rate']:>7.1f}%"
                      + tail)
     for r in rep.get("stacked", []):
-        lines.append(f"stack of {r['models']} n={r['n']} {r['posterior']}: {r['stack_ms_per_step']:.2f} ms per step of "
+        lines.append(f"stack of {r['models']} n={r['n']} {r['posterior']} {r['likelihood']}: {r['stack_ms_per_step']:.2f} ms per step of "
                      f"all {r['models']} models; one by one {r['one_by_one_ms_per_step']:.2f} ms; "
                      f"speedup {r['speedup']:.2f}x")
     for e in rep.get("evaluation", []):
@@ -345,6 +358,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--iwae-k", type=int, default=5000, help="IWAE samples per image (default 5000)")
     parser.add_argument("--iwae-images", type=int, default=20,
                         help="images the IWAE timing runs on, extrapolated to --eval-images (default 20)")
+    parser.add_argument("--likelihoods", default="bernoulli", metavar="L1,L2",
+                        help="likelihoods to time (default bernoulli; also gaussian, gaussian-learned, baggins; "
+                             "PyTorch is compared on bernoulli only)")
     parser.add_argument("--stack", type=int, default=0, metavar="K",
                         help="also time K models trained as one stack against one by one (default: skip)")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
@@ -352,7 +368,16 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """The command-line interface (Not in the paper)."""
+    from vaetheory._validate import choice
+    from gpu.model import LIKELIHOODS
+
+    try:
+        likelihoods = [choice("--likelihoods", v.strip(), LIKELIHOODS) for v in args.likelihoods.split(",")]
+    except ValueError as exc:
+        print(f"vaetheory bench train: {exc}", file=sys.stderr)
+        return 2
     rep = bench(args.device, args.steps, args.warmup, args.batch_size, args.gemm_size, torch=not args.no_torch,
+                configs=with_likelihoods(CONFIGS, likelihoods),
                 rounds=args.rounds, eval_images=args.eval_images, iwae_k=args.iwae_k, iwae_images=args.iwae_images,
                 stack=args.stack)
     print(format_report(rep))

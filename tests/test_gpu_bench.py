@@ -132,3 +132,20 @@ def test_stacked_step_flops_are_k_times_one_models():
     cfg = model.ModelConfig(n=2)
     singles = [model.init_params(cfg, np.random.default_rng(k)) for k in range(4)]
     assert bench.step_flops(train.stack(singles), 300, 784) == 4 * bench.step_flops(singles[0], 300, 784)
+
+
+def test_bench_times_every_likelihood_and_compares_torch_on_bernoulli_only(monkeypatch):
+    monkeypatch.setattr(R, "available", lambda cuda=False: False)
+    configs = bench.with_likelihoods([(2, "learned")], ["bernoulli", "baggins", "gaussian-learned"])
+    assert configs == [(2, "learned", "bernoulli"), (2, "learned", "baggins"), (2, "learned", "gaussian-learned")]
+    rep = bench.bench("cpu", steps=2, warmup=1, gemm_size=128, configs=configs, rounds=2, eval_images=0)
+    assert [r["likelihood"] for r in rep["results"]] == ["bernoulli", "baggins", "gaussian-learned"]
+    assert all(r["ms_per_step"] > 0 and r["fraction_of_gemm_rate"] > 0 for r in rep["results"])
+    assert "gaussian-learned" in bench.format_report(rep)
+
+
+def test_bench_cli_refuses_an_unknown_likelihood(capsys):
+    from vaetheory import cli
+
+    assert cli.main(["bench", "train", "--device", "cpu", "--likelihoods", "poisson"]) == 2
+    assert "--likelihoods must be one of" in capsys.readouterr().err
