@@ -222,9 +222,23 @@ class _Step:
         self.opt.t -= 1  # the recording counted a step that only the launch performs
 
 
+@contextlib.contextmanager
 def _device_stream(xp):
-    """A stream of its own on CuPy (a CUDA graph cannot be captured on the legacy default stream)."""
-    return contextlib.nullcontext() if xp is np else xp.cuda.Stream(non_blocking=True)
+    """Run the block on a CuPy stream of its own (a CUDA graph cannot be captured on the legacy default stream).
+
+    A non-blocking stream does not wait for the legacy one, so the device is
+    synchronised on entry (arrays made before, e.g. zeros, are then written)
+    and on exit.  Nothing on NumPy.
+    """
+    if xp is np:
+        yield None
+        return
+    dev.synchronize(xp)
+    try:
+        with xp.cuda.Stream(non_blocking=True) as stream:
+            yield stream
+    finally:
+        dev.synchronize(xp)
 
 
 class _Run:

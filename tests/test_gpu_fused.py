@@ -125,8 +125,7 @@ def test_cuda_graph_step_replays_and_counts_steps():
     x = CUPY.asarray(np.random.default_rng(1).uniform(0, 1, (10, 20)).astype(np.float32))
     eps = CUPY.zeros((10, 2), dtype=np.float32)
     opt = adam.Adam(params)
-    stream = CUPY.cuda.Stream(non_blocking=True)
-    with stream:
+    with T._device_stream(CUPY):
         step = T._Step(CUPY, params, opt, cfg, x, eps, CUPY.zeros((), dtype=np.float64))
         losses = []
         for _ in range(5):
