@@ -10,7 +10,8 @@
 #   2. `vaetheory bench train` on the GPU: ms/step, GEMM fraction, PyTorch on the same GPU when importable,
 #      and five models as one stack against one by one;
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
-#   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target).
+#   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
+#   5. the closed-form decoder kernel, Eqs. (6)-(7), at N = 60,000, M = 10,000, m = 784 (appended to device.txt).
 set -u
 OUT=${OUT:-/tmp/vaetheory-device}
 mkdir -p "$OUT"
@@ -33,4 +34,6 @@ rm -rf /tmp/results
 timeout 200 python -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
   --out /tmp/results > "$OUT/fig4_2d_gpu.txt" 2>&1
 tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results . 2>/dev/null
+
+timeout 60 python -m vaetheory.optimal_bench --device gpu >> "$OUT/device.txt" 2>&1
 exit 0
