@@ -213,13 +213,21 @@ class _Step:
             self.use_graph = False
             return
         self.pool = cp.cuda.MemoryPool()
-        with cp.cuda.using_allocator(self.pool.malloc):
-            stream.begin_capture()
-            try:
-                self._eager()  # recorded, not run
-            finally:
-                self.graph = stream.end_capture()
-        self.opt.t -= 1  # the recording counted a step that only the launch performs
+        t = self.opt.t
+        try:
+            with cp.cuda.using_allocator(self.pool.malloc):
+                stream.begin_capture()
+                try:
+                    self._eager()  # recorded, not run
+                finally:
+                    graph = stream.end_capture()
+        except Exception as exc:  # a CuPy/CUDA that cannot capture this step: train eagerly, only slower
+            print(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); training without it", file=sys.stderr)
+            self.use_graph, self.pool = False, None
+            self.opt.t = t  # nothing recorded ran
+            return
+        self.graph = graph
+        self.opt.t = t  # the recording counted a step that only the launch performs
 
 
 @contextlib.contextmanager

@@ -22,17 +22,53 @@ def test_fused_kernels_serve_cupy_only_and_can_be_turned_off(monkeypatch):
     assert not fused.enabled(FakeCupy)
 
 
-def test_the_numpy_training_step_is_never_captured(tmp_path):
-    cfg = M.ModelConfig(m=6, n=2, hidden=4, layers=2)
-    params = M.init_params(cfg, np.random.default_rng(0), dtype=np.float32)
-    rng = np.random.default_rng(1)
-    x = rng.uniform(0, 1, (5, 6)).astype(np.float32)
-    eps = rng.standard_normal((5, 2)).astype(np.float32)
+def test_the_numpy_training_step_is_never_captured():
+    cfg, params, x, eps = _numpy_step_problem()
     opt = adam.Adam(params)
     step = T._Step(np, params, opt, cfg, x, eps, np.zeros(()))
     for _ in range(3):
         step()
     assert step.graph is None and not step.use_graph and opt.t == 3 and np.isfinite(step.total)
+
+
+def _numpy_step_problem():
+    cfg = M.ModelConfig(m=6, n=2, hidden=4, layers=2)
+    params = M.init_params(cfg, np.random.default_rng(0), dtype=np.float32)
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (5, 6)).astype(np.float32)
+    eps = rng.standard_normal((5, 2)).astype(np.float32)
+    return cfg, params, x, eps
+
+
+def test_a_failed_graph_capture_falls_back_to_eager_steps(capsys):
+    import contextlib
+    import types
+
+    class Stream:
+        ptr = 5
+
+        def begin_capture(self):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+        def end_capture(self):
+            raise RuntimeError("capture invalidated")
+
+    cuda = types.SimpleNamespace(get_current_stream=Stream, MemoryPool=lambda: types.SimpleNamespace(malloc=None),
+                                 using_allocator=lambda alloc: contextlib.nullcontext())
+    fake_cupy = types.SimpleNamespace(cuda=cuda)  # an array module other than NumPy: graphs are tried
+    cfg, params, x, eps = _numpy_step_problem()
+    ref = {k: v.copy() for k, v in params.items()}
+    opt, opt_ref = adam.Adam(params), adam.Adam(ref)
+    step = T._Step(fake_cupy, params, opt, cfg, x, eps, np.zeros(()))
+    assert step.use_graph
+    for _ in range(3):
+        step()
+        _, g, _ = M.loss_and_grads(ref, x, eps, cfg)
+        opt_ref.step(ref, g)
+    assert "CUDA graph capture failed" in capsys.readouterr().err
+    assert step.graph is None and not step.use_graph and opt.t == 3
+    for k in ref:
+        np.testing.assert_array_equal(params[k], ref[k], err_msg=k)
 
 
 # ---------------------------------------------------------------------------- GPU only
