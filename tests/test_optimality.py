@@ -197,3 +197,46 @@ def test_local_linear_gradients_errors_for_a_nonlinear_decoder_eq9_eq10(x, mu):
     assert abs((d_mu - eq9) / v - (np.sin(2 * mu) - x * np.cos(mu) / 2)) <= (abs(x) / 8 + 1) * v + fd_err
     r, H = x - np.sin(mu), -np.sin(mu)
     assert abs((d_var - eq10) - r * H / 2) <= (abs(x) / 4 + 1) * v + fd_err
+
+
+# ---------------------------------------------------------------- the posterior-windowed J of Appendix A
+def _nodes(mu, var, order):
+    from vaetheory.quadrature import gauss_hermite
+
+    eps, w = gauss_hermite(mu.shape[1], order)
+    z = mu[:, None, :] + np.sqrt(var)[:, None, :] * eps[None]
+    return z, eps, w
+
+
+@given(seed=SEEDS, n=st.integers(1, 2), m=st.integers(1, 4))
+def test_windowed_jacobian_of_a_linear_decoder_is_its_matrix_eq32_eq33(seed, n, m):
+    rng = np.random.default_rng(seed)
+    A, b = rng.standard_normal((m, n)), rng.standard_normal(m)
+    mu, var = rng.standard_normal((5, n)), np.exp(rng.uniform(-3, 1, (5, n)))
+    z, eps, w = _nodes(mu, var, 3)
+    J = q.windowed_jacobian(z @ A.T + b, mu @ A.T + b, eps, w, var)
+    np.testing.assert_allclose(J, np.broadcast_to(A, J.shape), rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+
+
+def test_windowed_jacobian_is_the_posterior_averaged_derivative_eq32_eq33():
+    # nu(z) = (sin z, cos z): E_q[cos z] = cos(mu) exp(-var/2), E_q[-sin z] = -sin(mu) exp(-var/2) (Stein's lemma)
+    mu, var = np.array([[0.3], [-1.2], [2.0]]), np.array([[0.01], [0.5], [2.0]])
+    z, eps, w = _nodes(mu, var, 40)
+    nu = lambda t: np.concatenate([np.sin(t), np.cos(t)], axis=-1)  # noqa: E731
+    J = q.windowed_jacobian(nu(z), nu(mu), eps, w, var)
+    damp = np.exp(-var / 2)
+    want = np.stack([np.cos(mu) * damp, -np.sin(mu) * damp], axis=1)  # (N, m=2, n=1)
+    np.testing.assert_allclose(J, want, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
+    # a narrow posterior gives the point Jacobian back; a wide one shrinks it by exp(-var/2)
+    assert abs(J[0, 0, 0] - np.cos(0.3)) < 0.01 and J[2, 0, 0] / np.cos(2.0) < 0.4
+
+
+def test_windowed_jacobian_checks_its_arguments_by_name():
+    import pytest
+
+    mu, var = np.zeros((2, 1)), np.ones((2, 1))
+    z, eps, w = _nodes(mu, var, 3)
+    with pytest.raises(ValueError, match="nu_mu"):
+        q.windowed_jacobian(z, np.zeros((3, 1)), eps, w, var)
+    with pytest.raises(ValueError, match="var"):
+        q.windowed_jacobian(z, np.zeros((2, 1)), eps, w, -var)

@@ -152,7 +152,7 @@ def measure(sp) -> dict:
     from vaetheory.constant_variance import cv2_penalty
     from vaetheory.evidence import evidence_gap, log_evidence, true_posterior_covariance
     from vaetheory.optimal import optimal_decoder_jacobian
-    from vaetheory.optimality import mean_condition_residual
+    from vaetheory.optimality import mean_condition_residual, windowed_jacobian
 
     x, mu, var, s2 = sp.x, sp.mu, sp.var, sp.s2
     N, n = mu.shape
@@ -190,6 +190,15 @@ def measure(sp) -> dict:
     dev = np.sum((nz.reshape(N, -1, x.shape[1]) - lin_pred) ** 2, axis=2) @ w
     spread = np.einsum("imk,ik,imk->i", J, var, J)
     nonlin = float(np.sum(dev) / max(np.sum(spread), 1e-300))
+    # Eqs. (11)-(12) again with J as Appendices A-B define it, the linear fit windowed by the posterior
+    # (E_q[d nu/dz]), instead of the point Jacobian of Eq. (8) at mu.
+    Jw = windowed_jacobian(nz.reshape(N, -1, x.shape[1]), nu, eps, w, var)
+    r11w = mean_condition_residual(mu, s2, nu, x, Jw)
+    eq11_windowed = float(np.sqrt(np.sum(r11w**2) / max(np.sum(mu**2), 1e-300)))
+    Pdw = np.diagonal(np.linalg.inv(true_posterior_covariance(s2, Jw)), axis1=1, axis2=2)
+    if sp.variant == "constant":
+        Pdw = np.broadcast_to(np.mean(Pdw, axis=0), Pdw.shape)
+    eq12_windowed = float(np.mean(np.max(np.abs(var * Pdw - 1.0), axis=1)))
     # The exact-integral conditions of Appendices A-B (Eqs. (31), (35) plus the KL terms), by the same
     # Gauss-Hermite nodes: what Eqs. (9)-(12) linearise.
     zr = z.reshape(N, -1, n)
@@ -217,6 +226,8 @@ def measure(sp) -> dict:
         eq11_outer_share=eq11_outer_share,
         eq11_median=eq11_median,
         eq12=eq12,
+        eq11_windowed=eq11_windowed,
+        eq12_windowed=eq12_windowed,
         err25=err25,
         mode_err=mode_err,
         penalty22=cv2_penalty(s2, J),
@@ -229,6 +240,8 @@ def measure(sp) -> dict:
 _SWEEP_ERRORS = {
     "nonlinearity": lambda meas: meas["nonlin"],
     "eq11": lambda meas: meas["eq11"],
+    "eq11_windowed": lambda meas: meas["eq11_windowed"],
+    "eq12_windowed": lambda meas: meas["eq12_windowed"],
     "eq12": lambda meas: float(np.mean(meas["eq12"])),
     "eq25": lambda meas: float(np.mean(meas["err25"])),
     "gap18": lambda meas: float(np.mean(meas["log_px"] - meas["elbo"])),
@@ -409,6 +422,7 @@ def point_claims(name: str, sp, meas: dict, gtol: float) -> list[Claim]:
             decoder_nonlinearity=meas["nonlin"],
             median_example_relative=meas["eq11_median"],
             share_from_outer_decile=meas["eq11_outer_share"],
+            with_windowed_J=meas["eq11_windowed"],
         )
     )
     out.append(
@@ -422,6 +436,7 @@ def point_claims(name: str, sp, meas: dict, gtol: float) -> list[Claim]:
             "mean_i max_k |Sigma_ik (S^-2 + J^T J)_kk - 1| (diagonal reading; constant: E[.] on the diagonal)",
             "decoder locally linear over the posterior (App. B)",
             max_over_examples=float(np.max(meas["eq12"])),
+            with_windowed_J=meas["eq12_windowed"],
         )
     )
     slack = meas["elbo"] - meas["log_px"]
@@ -651,7 +666,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
         # memorising posteriors whose number varies between draws and swamps the trend.
         draws.setdefault(p["curvature"], []).append(
             dict(
-                **_sweep_errors(mc, ("nonlinearity", "eq11", "eq12", "gap18", "eq16")),
+                **_sweep_errors(mc, ("nonlinearity", "eq11", "eq12", "gap18", "eq16", "eq11_windowed", "eq12_windowed")),
                 penalty_predicted=mc["penalty22"],
                 penalty_measured=_measured_penalty(md, mc),
             )
@@ -664,7 +679,8 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
         sp = find_stationary_point(p["x"], 1, rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
         md = measure(sp)
         bar.update(1)
-        dens.append(dict(N=p["N"], **_sweep_errors(md, ("nonlinearity", "eq11", "eq12", "eq25", "gap18", "eq16"))))
+        dens.append(dict(N=p["N"], **_sweep_errors(md, ("nonlinearity", "eq11", "eq12", "eq25", "gap18", "eq16",
+                                                          "eq11_windowed", "eq12_windowed"))))
     figs["density"] = dens
     if dens:
         keys = ("eq11", "eq12", "eq25", "gap18", "eq16")

@@ -123,6 +123,37 @@ def mean_condition_residual(mu, s2, nu_mu, x, J):
     return mu - np.einsum("kmn,km->kn", J, x - nu_mu) @ s2.matrix()[0].T
 
 
+def windowed_jacobian(nu_nodes, nu_mu, eps, w, var):
+    """The posterior-windowed Jacobian J of Appendices A-B, Eqs. (32)-(33): a local linear fit over the posterior.
+
+    Appendix A defines J by ``nu(mu + sqrt(Sigma) eps) ~= nu(mu) + J sqrt(Sigma) eps``
+    over ``eps ~ N(0, I)``.  The least-squares fit (with ``E[eps eps^T] = I``)
+    is ``J sqrt(Sigma) = E[(nu(mu + sqrt(Sigma) eps) - nu(mu)) eps^T]``; by
+    Stein's lemma this is ``E_q[d nu / dz]``, the decoder's Jacobian averaged
+    over the posterior, which equals the point Jacobian of Eq. (8) only for a
+    locally linear decoder.  Evaluated with the caller's quadrature rule.
+
+    Parameters
+    ----------
+    nu_nodes : (N, Q, m) decoder means at ``z_iq = mu_i + sqrt(var_i) eps_q``.
+    nu_mu : (N, m) decoder means at mu.
+    eps : (Q, n) standard-normal nodes.  w : (Q,) weights summing to 1.
+    var : (N, n) diagonal posterior variances Sigma.
+
+    Returns
+    -------
+    J : (N, m, n).
+    """
+    dims: dict = {}
+    nu_nodes = v.array("nu_nodes", nu_nodes, ("N", "Q", "m"), dims)
+    nu_mu = v.array("nu_mu", nu_mu, ("N", "m"), dims)
+    eps = v.array("eps", eps, ("Q", "n"), dims)
+    w = v.array("w", w, ("Q",), dims, nonnegative=True)
+    var = v.array("var", var, ("N", "n"), dims, positive=True)
+    fit = np.einsum("iqm,q,qk->imk", nu_nodes - nu_mu[:, None, :], w, eps)
+    return fit / np.sqrt(var)[:, None, :]
+
+
 def variance_gradient(var, s2, J):
     """Gradient of E_x[ELBO] w.r.t. each posterior variance, Eq. (10): 1/(2N) (Sigma^-1 - S^-2 - J^T J).
 
