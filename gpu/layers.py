@@ -6,7 +6,7 @@ their dtype.  Weights are stored ``W (fan_in, fan_out)`` so a layer is
 stacks independent networks (``h (K, B, fan_in)``, ``W (K, fan_in, fan_out)``,
 ``b (K, fan_out)``): every function here reduces over the batch axis -2 and
 multiplies with batched matmuls, so model k of a stack computes exactly what
-it computes alone (:mod:`gpu.stacked`).  Backward functions write the
+it computes alone (:func:`gpu.train.train_many`).  Backward functions write the
 parameter gradients into caller-given arrays when they are passed (``out``
 buffers reused across steps) and work in place on the incoming gradient where
 that saves a temporary.

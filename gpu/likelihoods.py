@@ -1,7 +1,8 @@
 """Decoder likelihoods log p(x|z) with their gradients w.r.t. the decoder outputs (Sec. 7).
 
 Each function returns the per-example log-likelihood ``(B,)`` in nats, summed
-over the ``m`` outputs (``(K, B)`` for a stack of K models, :mod:`gpu.stacked`), and (when ``scale`` is given) the gradient of
+over the ``m`` outputs (``(K, B)`` for a stack of K models,
+:func:`gpu.train.train_many`), and (when ``scale`` is given) the gradient of
 ``scale * sum_b log p(x_b|z_b)`` w.r.t. the decoder outputs; the model passes
 ``scale = -1/B`` to get the gradient of the loss directly, computed in buffers
 the forward pass already allocated.  BAGGINS (Eqs. (29)-(30)) couples the

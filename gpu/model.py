@@ -134,12 +134,9 @@ def _check(params, x, config: ModelConfig, eps=None, z=None):
         raise ValueError(f"params lacks {sorted(missing)} for this config")
     W0 = params["enc_W0"]
     dtype = W0.dtype
-    dims = {"m": config.m, "n": config.n}
-    lead: tuple = ()
-    if W0.ndim == 3:  # a stack of K models (gpu.stacked)
-        dims["K"] = W0.shape[0]
-        lead = ("K",)
-    K = tuple(W0.shape[:1]) if lead else ()
+    K = tuple(W0.shape[:1]) if W0.ndim == 3 else ()  # a stack of K models (gpu.train.train_many)
+    lead = ("K",) * len(K)
+    dims = {"m": config.m, "n": config.n, **({"K": K[0]} if K else {})}
     for name, shape in param_shapes(config).items():
         p = params[name]
         if tuple(p.shape) != K + shape or p.dtype != dtype:

@@ -130,8 +130,16 @@ def model_view(stacked: dict, k: int) -> dict:
 
 
 def _adam_state(opt, k: int) -> dict:
-    """Model ``k``'s share of a stacked Adam state, in the single-model format of a checkpoint."""
-    return {key: (v if key == "step" else v[k]) for key, v in opt.state_dict().items()}
+    """Model ``k``'s share of a stacked Adam state, in the single-model format of a checkpoint.
+
+    Views of the optimiser's moments (written to disk before the next step),
+    not :meth:`Adam.state_dict`'s copies of every model's.
+    """
+    d: dict = {"step": int(opt.t)}
+    for name in opt.m:
+        d[f"m.{name}"] = opt.m[name][k]
+        d[f"v.{name}"] = opt.v[name][k]
+    return d
 
 
 def _stack_adam_states(states: list[dict], xp) -> dict:

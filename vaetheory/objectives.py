@@ -82,7 +82,7 @@ def _tau(tau):
 #
 # They also take a leading models axis K (``mu (K, B, n)``, ``s2 (K, n)``,
 # per-example values ``(K, B)``, batch scalars ``(K,)``) for the stacked
-# trainer (gpu.stacked): batch reductions run over axis -2, sums over n or m
+# trainer (gpu.train.train_many): batch reductions run over axis -2, sums over n or m
 # over axis -1, and per-model vectors broadcast through ``[..., None, :]``,
 # so model k of a stack gets exactly the numbers it gets alone.
 # ---------------------------------------------------------------------------
