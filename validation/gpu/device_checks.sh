@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks for a session that is lent a device, as one prepared run of under 10 minutes
-# (stage limits add up to 570 s: call the device tool with timeout_s=600).
+# (stage limits add up to 490 s: call the device tool with timeout_s=540).
 #
 # Here, once:  mkdir -p .data && cp -r ../shared/data/mnist .data/ && echo /.data/ >> .git/info/exclude
 # Then the device tool's run, with carry [".data"]:  bash validation/gpu/device_checks.sh
@@ -19,22 +19,30 @@ mkdir -p "$OUT"
 export PYTHONPATH=. PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 export VAETHEORY_DATA=${VAETHEORY_DATA:-$PWD/.data}
 
-{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
-  python -c "import cupy, numpy; print('CuPy', cupy.__version__, 'NumPy', numpy.__version__)"; } > "$OUT/device.txt" 2>&1
+# stage NAME LIMIT CMD...: run CMD under a time limit, note its exit status and seconds in device.txt
+stage() {
+  local name=$1 limit=$2 t0=$SECONDS rc; shift 2
+  timeout "$limit" "$@"; rc=$?
+  echo "stage $name: exit $rc, $((SECONDS - t0)) s (limit $limit s)" >> "$OUT/device.txt"
+}
 
-timeout 130 python -m pytest -q -p no:cacheprovider -rs tests/test_gpu_fused.py tests/test_gpu_stacked.py \
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c "import cupy, numpy; print('CuPy', cupy.__version__, 'NumPy', numpy.__version__)"; } > "$OUT/device.txt" 2>&1
+
+stage pytest 120 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu_fused.py tests/test_gpu_stacked.py \
   tests/test_gpu_model.py tests/test_gpu_train.py tests/test_jacobian.py tests/test_optimal.py > "$OUT/pytest_gpu.txt" 2>&1
 
-timeout 110 python -m vaetheory bench train --device gpu --stack 5 --json "$OUT/bench_train_gpu.json" \
+stage bench 100 python3 -m vaetheory bench train --device gpu --stack 5 --json "$OUT/bench_train_gpu.json" \
   > "$OUT/bench_train_gpu.txt" 2>&1
 
-rm -rf /tmp/one && timeout 80 python -m vaetheory train --device gpu --out /tmp/one --no-progress > "$OUT/one_run.txt" 2>&1
+rm -rf /tmp/one
+stage one_run 70 python3 -m vaetheory train --device gpu --out /tmp/one --no-progress > "$OUT/one_run.txt" 2>&1
 cat /tmp/one/run.json >> "$OUT/one_run.txt" 2>/dev/null
 
 rm -rf /tmp/results
-timeout 200 python -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
+stage fig4_2d_stacked 170 python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
   --out /tmp/results > "$OUT/fig4_2d_gpu.txt" 2>&1
 tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results . 2>/dev/null
 
-timeout 50 python -m vaetheory.optimal_bench --device gpu >> "$OUT/device.txt" 2>&1
+stage optimal_bench 30 python3 -m vaetheory.optimal_bench --device gpu >> "$OUT/device.txt" 2>&1
 exit 0
