@@ -239,8 +239,8 @@ def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_
 
     mc, params, _, _ = _problem(xp, n, posterior, 1, 1, seed)
     params = {k: xp.asarray(v) for k, v in params.items()}
-    rng = np.random.default_rng(seed + 1)
-    x = xp.asarray(rng.random((images, mc.m), dtype=np.float32))
+    x = xp.asarray(np.random.default_rng(seed + 1).random((images, mc.m), dtype=np.float32))
+    rng = train.generator(seed, train.STREAM_TEST, 0, xp)  # the noise is drawn where the arrays live
     dev.synchronize(xp)
     t = time.perf_counter()
     E.elbo_mean(params, x, mc, rng)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu import fused
+from gpu import fused, gemm
 from vaetheory._xp import array_namespace
 
 
@@ -33,7 +33,7 @@ def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.nd
 
 def dense(h, W, b):
     """``h @ W + b`` with one output allocation (``b`` broadcast over the batch axis -2)."""
-    out = h @ W
+    out = gemm.matmul(h, W)
     out += b[..., None, :]
     return out
 
@@ -44,17 +44,13 @@ def dense_backward(h, W, g, gW=None, gb=None, need_input: bool = True):
     ``gW``/``gb`` if given receive the results in place; ``dh`` is ``None``
     unless ``need_input``.
     """
-    xp = array_namespace(h, g)
     hT = h.swapaxes(-1, -2)
-    if gW is None:
-        gW = hT @ g
-    else:
-        xp.matmul(hT, g, out=gW)
+    gW = gemm.matmul(hT, g, out=gW)
     if gb is None:
         gb = g.sum(axis=-2)
     else:
         g.sum(axis=-2, out=gb)
-    dh = g @ W.swapaxes(-1, -2) if need_input else None
+    dh = gemm.matmul(g, W.swapaxes(-1, -2)) if need_input else None
     return gW, gb, dh
 
 
