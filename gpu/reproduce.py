@@ -636,7 +636,8 @@ def summarize(fig: Figure, root: Path, override: list[int] | None = None) -> dic
             d = run_dir(root, method, seed)
             info = _read_json(d / "run.json") or {}
             statuses.append(info.get("status", "missing"))
-            walls.append(float(info.get("wall_seconds", 0.0)))
+            # a stack's wall time is in each of its K run.json files: count it once
+            walls.append(float(info.get("wall_seconds", 0.0)) / int(info.get("stacked", {}).get("models", 1)))
             if info.get("device"):
                 devices.add(info["device"])
             if info.get("targets"):
