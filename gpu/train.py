@@ -111,14 +111,6 @@ def _append_row(path: Path, columns: list[str], row: dict) -> None:
         w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
-def _fill_normal(rng, out, xp) -> None:
-    """Standard-normal draws into ``out``; NumPy writes in place, CuPy's Generator draws then copies on device."""
-    if xp is np:
-        rng.standard_normal(out=out, dtype=out.dtype)
-    else:
-        out[...] = rng.standard_normal(out.shape, dtype=out.dtype)
-
-
 def stack(dicts: list[dict], xp=np) -> dict:
     """One dict of ``(K, ...)`` arrays from K dicts with the same keys and shapes (Not in the paper)."""
     return {k: xp.stack([xp.asarray(d[k]) for d in dicts]) for k in dicts[0]}
@@ -389,6 +381,7 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
 
     from tqdm import tqdm
 
+    writer = checkpoint.Writer()  # files are written while the next epoch trains
     try:
         with _device_stream(xp):
             for epoch in range(start, cfg.epochs):
@@ -407,10 +400,18 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
                 check_every = 1 if xp is np else 20
                 bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
                            leave=False, file=sys.stderr)
+                eps_epoch = None
+                if xp is not np:  # on a GPU a draw costs launches and Python: one per model and epoch
+                    eps_epoch = xp.empty((steps,) + eps.shape, dtype=dtype)
+                    for k in range(K):
+                        eps_epoch[:, k] = noise_rngs[k].standard_normal((steps,) + eps.shape[1:], dtype=dtype)
                 for s in range(steps):
                     xp.take(rows, perm[s], axis=0, out=xb)
-                    for k in range(K):
-                        _fill_normal(noise_rngs[k], eps[k], xp)
+                    if eps_epoch is None:
+                        for k in range(K):
+                            noise_rngs[k].standard_normal(out=eps[k], dtype=eps.dtype)
+                    else:
+                        eps[...] = eps_epoch[s]
                     step()
                     bar.update(1)
                     if (s + 1) % check_every == 0 or s + 1 == steps:
@@ -444,10 +445,9 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
                     _append_row(r.metrics, columns, row)
                     r.info["wall_seconds"] = r.wall_before + time.perf_counter() - t_run
                     r.info["epochs_done"] = epoch + 1
-                    checkpoint.save(r.ck, {"params": p_k, "adam": _adam_state(opt, k), "epoch": epoch + 1,
-                                           "seed": r.cfg.seed, "config": r.cfg.to_dict(),
-                                           "wall_seconds": r.info["wall_seconds"]})
-                    checkpoint.write_json(r.json, r.info)
+                    writer.save(r.ck, {"params": p_k, "adam": _adam_state(opt, k), "epoch": epoch + 1,
+                                       "seed": r.cfg.seed, "config": r.cfg.to_dict(),
+                                       "wall_seconds": r.info["wall_seconds"]}, r.json, r.info)
                     if cfg.progress:
                         shown = ", ".join(f"{key} {v:.2f}" for key, v in elbos.items())
                         who = f"seed {r.cfg.seed}, " if K > 1 else ""
@@ -462,6 +462,7 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
                 r.info["status"] = "interrupted"
         raise
     finally:
+        writer.close()  # every checkpoint on disk before run.json says how the runs ended
         for r in runs:
             r.info["wall_seconds"] = r.wall_before + time.perf_counter() - t_run
             r.info["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -232,3 +232,29 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         checkpoint.atomic_write(target, boom)
     assert target.read_text().strip() == '{\n  "a": 1\n}'
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]
+
+
+def test_the_background_writer_writes_what_the_state_was_when_asked(tmp_path):
+    W = np.arange(6, dtype=np.float32).reshape(3, 2)
+    info = {"epochs_done": 1, "status": "running"}
+    w = checkpoint.Writer()
+    w.save(tmp_path / "ck.npz", {"params": {"W": W}, "epoch": 1}, tmp_path / "run.json", info)
+    W += 100  # training goes on while the file is written
+    info["epochs_done"] = 2
+    w.save(tmp_path / "ck2.npz", {"params": {"W": W}, "epoch": 2})
+    w.close()
+    np.testing.assert_array_equal(checkpoint.load(tmp_path / "ck.npz")["params"]["W"],
+                                  np.arange(6, dtype=np.float32).reshape(3, 2))
+    np.testing.assert_array_equal(checkpoint.load(tmp_path / "ck2.npz")["params"]["W"], W)
+    assert '"epochs_done": 1' in (tmp_path / "run.json").read_text()
+    # the same bytes as a direct save
+    checkpoint.save(tmp_path / "direct.npz", {"params": {"W": W}, "epoch": 2})
+    assert (tmp_path / "direct.npz").read_bytes() == (tmp_path / "ck2.npz").read_bytes()
+
+
+def test_a_failed_background_write_is_raised(tmp_path):
+    w = checkpoint.Writer()
+    w.save(tmp_path / "missing-folder" / "ck.npz", {"epoch": 1})
+    with pytest.raises(FileNotFoundError):
+        w.wait()
+    w.close()
