@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CUPY, needs_gpu
+from conftest import CUPY, TOL, needs_gpu
 from hypothesis import given, settings, strategies as st
 from numpy.lib.stride_tricks import as_strided
 
@@ -52,7 +52,7 @@ def test_the_plan_computes_the_row_major_product(M, Kd, N, lead, ta, tb, seed):
     assert p is not None
     want = np.matmul(a, b)
     assert p.out_shape == want.shape
-    np.testing.assert_allclose(_emulate(p, a, b), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_emulate(p, a, b), want, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
 
 
 def test_the_dense_layers_products_are_planned_without_copies():
@@ -61,7 +61,7 @@ def test_the_dense_layers_products_are_planned_without_copies():
     for a, b in ((h, W), (h.swapaxes(-1, -2), g), (g, W.swapaxes(-1, -2))):
         p = gemm.plan(a.shape, _strides(a), b.shape, _strides(b))
         assert p is not None and p.batch == 5
-        np.testing.assert_allclose(_emulate(p, a, b), a @ b, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(_emulate(p, a, b), a @ b, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"] * 784)
 
 
 def test_what_one_strided_gemm_cannot_do_is_refused():
@@ -99,11 +99,12 @@ def test_cublas_products_match_cupy_matmul(dtype, lead, ta, tb):
     assert gemm.plan(a.shape, _strides(a), b.shape, _strides(b)) is not None
     got = gemm.matmul(a, b)
     want = CUPY.matmul(a, b)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(CUPY.asnumpy(got), CUPY.asnumpy(want), rtol=tol, atol=tol * 53)
+    rtol, atol = ((TOL["f32_vs_f64"], TOL["f32_gemm_abs"]) if dtype == np.float32
+                  else (TOL["known_answer_f64"], TOL["known_answer_f64"] * 53))
+    np.testing.assert_allclose(CUPY.asnumpy(got), CUPY.asnumpy(want), rtol=rtol, atol=atol)
     out = CUPY.empty(want.shape, dtype=dtype)
     assert gemm.matmul(a, b, out=out) is out
-    np.testing.assert_allclose(CUPY.asnumpy(out), CUPY.asnumpy(want), rtol=tol, atol=tol * 53)
+    np.testing.assert_allclose(CUPY.asnumpy(out), CUPY.asnumpy(want), rtol=rtol, atol=atol)
 
 
 @needs_gpu
@@ -120,4 +121,5 @@ def test_cublas_products_are_captured_by_a_cuda_graph():
         h += 1.0  # the graph reads h when it runs, not when it was recorded
         graph.launch(stream=s)
         s.synchronize()
-    np.testing.assert_allclose(CUPY.asnumpy(out), CUPY.asnumpy(CUPY.matmul(h, W)), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(CUPY.asnumpy(out), CUPY.asnumpy(CUPY.matmul(h, W)), rtol=TOL["f32_vs_f64"],
+                               atol=TOL["f32_gemm_abs"])
