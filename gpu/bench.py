@@ -18,7 +18,7 @@ the same network, objective, data, noise and initial parameters are also timed
 in PyTorch eager (:mod:`gpu.torch_reference`, autograd and ``torch.optim.Adam``;
 on the CPU with ``torch.set_num_threads`` equal to our BLAS threads, on the GPU
 on the same card), in blocks interleaved with ours, and the ratio torch ms /
-our ms is reported.  Our step is the trainer's (:class:`gpu.train._Step`): on
+our ms is reported.  Our step is the trainer's (:class:`gpu.train.TrainingStep`): on
 CuPy, fused kernels replayed as one CUDA graph; every GPU timing is taken after
 a device synchronisation.  ``--stack K`` also times K models trained as one
 stack against the same K models one by one.  The
@@ -125,7 +125,7 @@ def _our_stepper(xp, mc, params, x, eps_all):
     opt = adam.Adam(params, lr=1e-3)
     eps = xp.empty_like(eps_all[0])
     # the trainer's step (a CUDA graph on CuPy); the noise is copied in before it, as the trainer draws it
-    one = train._Step(xp, params, opt, mc, x, eps, xp.zeros(x.shape[:-2], dtype=xp.float64))
+    one = train.TrainingStep(xp, params, opt, mc, x, eps, xp.zeros(x.shape[:-2], dtype=xp.float64))
     count = [0]
 
     def step():

@@ -163,7 +163,7 @@ def _check_together(cfgs: list, outs: list) -> None:
         raise ValueError("every run needs its own directory, got a repeated one")
 
 
-class _Step:
+class TrainingStep:
     """One training step of the stack: loss and gradients, running total, Adam update (Sec. 7).
 
     On CuPy with the fused kernels (:mod:`gpu.fused`) the first call runs
@@ -353,7 +353,7 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
     xb = xp.empty((K, B, cfg.m), dtype=dtype)
     eps = xp.empty((K, B, cfg.n), dtype=dtype)
     total = xp.zeros(K, dtype=xp.float64)  # the epoch's summed losses; one buffer, as a CUDA graph needs
-    step = _Step(xp, params, opt, mc, xb, eps, total)
+    step = TrainingStep(xp, params, opt, mc, xb, eps, total)
     columns = metric_columns(cfg.posterior)
     targets = ("dynamically binarized" if dynamic else "grayscale") + f", scale {cfg.scale}"
 

@@ -25,7 +25,7 @@ def test_fused_kernels_serve_cupy_only_and_can_be_turned_off(monkeypatch):
 def test_the_numpy_training_step_is_never_captured():
     cfg, params, x, eps = _numpy_step_problem()
     opt = adam.Adam(params)
-    step = T._Step(np, params, opt, cfg, x, eps, np.zeros(()))
+    step = T.TrainingStep(np, params, opt, cfg, x, eps, np.zeros(()))
     for _ in range(3):
         step()
     assert step.graph is None and not step.use_graph and opt.t == 3 and np.isfinite(step.total)
@@ -59,7 +59,7 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(capsys):
     cfg, params, x, eps = _numpy_step_problem()
     ref = {k: v.copy() for k, v in params.items()}
     opt, opt_ref = adam.Adam(params), adam.Adam(ref)
-    step = T._Step(fake_cupy, params, opt, cfg, x, eps, np.zeros(()))
+    step = T.TrainingStep(fake_cupy, params, opt, cfg, x, eps, np.zeros(()))
     assert step.use_graph
     for _ in range(3):
         step()
@@ -162,7 +162,7 @@ def test_cuda_graph_step_replays_and_counts_steps():
     eps = CUPY.zeros((10, 2), dtype=np.float32)
     opt = adam.Adam(params)
     with T._device_stream(CUPY):
-        step = T._Step(CUPY, params, opt, cfg, x, eps, CUPY.zeros((), dtype=np.float64))
+        step = T.TrainingStep(CUPY, params, opt, cfg, x, eps, CUPY.zeros((), dtype=np.float64))
         losses = []
         for _ in range(5):
             before = float(step.total)
