@@ -515,9 +515,85 @@ def compare_runs(constant_dir, learned_dir) -> dict:
     }
 
 
+# (label, value of one analysis.json) rows of the summary over seeds
+_SUMMARY_ROWS = (
+    ("ELBO", lambda a: a["elbo"]["mean"]),
+    ("IWAE log p(x)", lambda a: a["iwae_log_px"]["mean"]),
+    ("measured gap log p - ELBO", lambda a: a["gap_iwae_minus_elbo"]["mean"]),
+    ("Eq. (18) predicted gap", lambda a: a["gap_eq18"]["mean"]),
+    ("Eq. (16) at mu", lambda a: a["log_evidence_eq16"]["mean"]),
+    ("Eq. (16) - IWAE", lambda a: a["eq16_minus_iwae"]["mean"]),
+    ("Eq. (22) penalty, 1/4 tr CV^2", lambda a: a["cv2_penalty_eq22"]),
+    ("Eq. (6) decoder ELBO", lambda a: a["optimal_decoder_eq6"]["opt_elbo"]),
+    ("network ELBO (same samples)", lambda a: a["optimal_decoder_eq6"]["net_elbo"]),
+)
+_COMPARISON_ROWS = (
+    ("measured ELBO difference", "measured_elbo_difference"),
+    ("measured log p(x) difference", "measured_log_px_difference"),
+    ("measured gap difference", "measured_gap_difference"),
+    ("Eq. (22) predicted ELBO difference (same decoder)", "predicted_elbo_difference_same_decoder"),
+)
+
+
+def _mean_std(values: list) -> dict:
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else None, "n": len(v),
+            "values": v.tolist()}
+
+
+def summarize(root) -> dict:
+    """Mean and spread over seeds of every analysed run under ``root`` (Secs. 4-5 claims on trained models).
+
+    Runs are grouped by (latent size n, posterior); every ``comparison.json``
+    (constant vs learned Sigma, Eq. (22)) by n.  Not in the paper.
+    """
+    groups: dict = {}
+    for f in sorted(Path(root).rglob("analysis.json")):
+        a = json.loads(f.read_text())
+        groups.setdefault(f"n={a['n']}, {a['posterior']}", []).append(a)
+    if not groups:
+        raise FileNotFoundError(f"no analysis.json under {root} (run `vaetheory analyze RUN_DIR` first)")
+    comparisons: dict = {}
+    for f in sorted(Path(root).rglob("comparison.json")):
+        n = json.loads((f.parent / "analysis.json").read_text())["n"]
+        comparisons.setdefault(f"n={n}, constant - learned", []).append(json.loads(f.read_text()))
+    out = {"units": "nats per image", "groups": {}, "comparisons": {}}
+    for key, runs in groups.items():
+        out["groups"][key] = {"runs": [a["run"] for a in runs], "test_images": sorted({a["test_images"] for a in runs}),
+                              **{label: _mean_std([get(a) for a in runs]) for label, get in _SUMMARY_ROWS}}
+    for key, comps in comparisons.items():
+        out["comparisons"][key] = {label: _mean_std([c[k] for c in comps]) for label, k in _COMPARISON_ROWS}
+    return out
+
+
+def summary_md(summary: dict) -> str:
+    """The :func:`summarize` result as two Markdown tables (mean +- sample std over seeds) (Not in the paper)."""
+
+    def cell(d):
+        return f"{d['mean']:.2f}" + (f" +- {d['std']:.2f}" if d["std"] is not None else "") + f" (n={d['n']})"
+
+    lines = []
+    for title, table, labels in (("per model", summary["groups"], [r[0] for r in _SUMMARY_ROWS]),
+                                 ("constant minus learned Sigma, same seed", summary["comparisons"],
+                                  [r[0] for r in _COMPARISON_ROWS])):
+        if not table:
+            continue
+        keys = list(table)
+        lines += [f"### {title} ({summary['units']}; mean +- std over seeds)", "",
+                  "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        if title == "per model":
+            lines.append("| test images | " + " | ".join(", ".join(map(str, table[k]["test_images"])) for k in keys) + " |")
+        lines += [f"| {label} | " + " | ".join(cell(table[k][label]) for k in keys) + " |" for label in labels]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def add_arguments(parser) -> None:
     """The command-line interface (Not in the paper)."""
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vaetheory train`")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vaetheory train` "
+                        "(with --summarize: a folder holding analysed runs)")
+    parser.add_argument("--summarize", action="store_true",
+                        help="summarise every analysed run under RUN_DIR over seeds (writes RUN_DIR/summary.md/json)")
     parser.add_argument("--iwae-k", type=int, default=5000, help="importance samples per test image (5000)")
     parser.add_argument("--elbo-k", type=int, default=10, help="posterior samples per test image for the ELBO (10)")
     parser.add_argument("--opt-k", type=int, default=1, help="samples per image for the Eq. (6) decoder's ELBO (1)")
@@ -536,6 +612,19 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """The command-line interface (Not in the paper)."""
+    if args.summarize:
+        try:
+            summary = summarize(args.run_dir)
+        except FileNotFoundError as exc:
+            print(f"vaetheory analyze: {exc}", file=sys.stderr)
+            return 2
+        from gpu.checkpoint import write_json
+
+        write_json(Path(args.run_dir) / "summary.json", summary)
+        text = summary_md(summary)
+        (Path(args.run_dir) / "summary.md").write_text(text + "\n")
+        print(text)
+        return 0
     try:
         res = analyze_run(args.run_dir, iwae_k=args.iwae_k, elbo_k=args.elbo_k, opt_k=args.opt_k,
                           test_limit=args.test_limit, limit=args.limit, cv_limit=args.cv_limit, device=args.device,

@@ -136,3 +136,35 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
     assert cmp["measured_elbo_difference"] == runs["constant"]["elbo"]["mean"] - runs["learned"]["elbo"]["mean"]
     assert cmp["cv2_penalty_learned_model"] == runs["learned"]["cv2_penalty_eq22"]
     assert cmp["paired_sem_elbo_difference"] > 0
+
+
+def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, capsys):
+    from vaetheory.cli import main
+
+    def stat(v):
+        return {"mean": v, "std": 0.0, "sem": 0.0, "min": v, "max": v}
+
+    def analysed(folder, n, posterior, elbo, iwae):
+        folder.mkdir(parents=True)
+        a = {"run": str(folder), "n": n, "posterior": posterior, "test_images": 100, "elbo": stat(elbo),
+             "iwae_log_px": stat(iwae), "gap_iwae_minus_elbo": stat(iwae - elbo), "gap_eq18": stat(0.5),
+             "log_evidence_eq16": stat(elbo), "eq16_minus_iwae": stat(elbo - iwae), "cv2_penalty_eq22": 0.25,
+             "optimal_decoder_eq6": {"opt_elbo": elbo - 1, "net_elbo": elbo}}
+        (folder / "analysis.json").write_text(json.dumps(a))
+
+    for seed, (e_l, e_c) in enumerate([(-10.0, -9.0), (-12.0, -10.0)]):
+        analysed(tmp_path / "learned" / f"seed{seed}", 2, "learned", e_l, e_l + 3)
+        analysed(tmp_path / "constant" / f"seed{seed}", 2, "constant", e_c, e_c + 4)
+        (tmp_path / "constant" / f"seed{seed}" / "comparison.json").write_text(json.dumps(
+            {"measured_elbo_difference": e_c - e_l, "measured_log_px_difference": e_c - e_l + 1,
+             "measured_gap_difference": 1.0, "predicted_elbo_difference_same_decoder": 0.25}))
+    s = A.summarize(tmp_path)
+    learned = s["groups"]["n=2, learned"]
+    assert learned["ELBO"]["mean"] == -11.0 and learned["ELBO"]["n"] == 2
+    assert abs(learned["ELBO"]["std"] - np.std([-10.0, -12.0], ddof=1)) < 1e-12
+    assert s["groups"]["n=2, constant"]["measured gap log p - ELBO"]["mean"] == 4.0
+    diff = s["comparisons"]["n=2, constant - learned"]["measured ELBO difference"]
+    assert diff["values"] == [1.0, 2.0]
+    assert main(["analyze", str(tmp_path), "--summarize"]) == 0
+    assert "| measured ELBO difference | 1.50 +- 0.71 (n=2) |" in (tmp_path / "summary.md").read_text()
+    assert main(["analyze", str(tmp_path / "nothing-here"), "--summarize"]) == 2
