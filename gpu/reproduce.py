@@ -274,10 +274,16 @@ def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
         else:
             todo.append(i)
     with contextlib.ExitStack() as locks:
+        mine = []
         for i in todo:
-            locks.enter_context(_lock(directories[i]))
+            try:
+                locks.enter_context(_lock(directories[i]))
+            except Busy as exc:  # queues side by side: the process that holds the run trains it
+                results[i] = (f"skipped ({exc})", _read_json(directories[i] / "run.json") or {})
+                continue
+            mine.append(i)
         groups: dict = {}
-        for i in todo:
+        for i in mine:
             d = directories[i]
             state = run_state(d, cfgs[i])  # another process may have finished it meanwhile
             if state in ("finished", "diverged"):
@@ -299,6 +305,10 @@ def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
     return results
 
 
+class Busy(RuntimeError):
+    """Another live process holds the run's lock (Not in the paper)."""
+
+
 @contextlib.contextmanager
 def _lock(directory: Path):
     """Hold ``directory/.lock`` (our pid) while training, so two processes never train one run.
@@ -317,7 +327,7 @@ def _lock(directory: Path):
             except (OSError, ValueError):
                 pid = 0
             if pid and _alive(pid):
-                raise RuntimeError(f"{directory} is being trained by process {pid} (remove {path} if it is not)")
+                raise Busy(f"{directory} is being trained by process {pid} (remove {path} if it is not)")
             path.unlink(missing_ok=True)
     else:
         raise RuntimeError(f"could not take the lock {path}")
