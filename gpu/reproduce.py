@@ -608,8 +608,10 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
             pairs = np.concatenate([np.stack([x[r * 10:(r + 1) * 10], rec[r * 10:(r + 1) * 10]])
                                     for r in range(len(x) // 10)]).reshape(-1, x.shape[1])
             _show(row[0], pairs, 2 * (len(x) // 10), 10, f"{name}\ninputs (odd rows), reconstructions")
-    f.suptitle(_wrap(spec.get("title", fig.title), 120), fontsize=9)
-    f.tight_layout(rect=(0, 0, 1, 0.94 if nrows == 1 else 0.97))
+    # wrapped to the figure's width (about 14 characters of 9-point text per inch), room left for its lines
+    title = _wrap(spec.get("title", fig.title), max(30, int(f.get_figwidth() * 14)))
+    f.suptitle(title, fontsize=9)
+    f.tight_layout(rect=(0, 0, 1, 1 - (title.count("\n") + 1) * 9 * 1.4 / 72 / f.get_figheight()))
     return _save(f, path)
 
 
