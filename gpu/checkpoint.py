@@ -138,7 +138,7 @@ class Writer:
 
     def _raise_failures(self) -> None:
         done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
+        self._pending = [f for f in self._pending if f not in done]
         for f in done:
             f.result()
 

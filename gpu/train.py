@@ -124,8 +124,9 @@ def model_view(stacked: dict, k: int) -> dict:
 def _adam_state(opt, k: int) -> dict:
     """Model ``k``'s share of a stacked Adam state, in the single-model format of a checkpoint.
 
-    Views of the optimiser's moments (written to disk before the next step),
-    not :meth:`Adam.state_dict`'s copies of every model's.
+    Views of the optimiser's moments, which :class:`gpu.checkpoint.Writer`
+    copies to the host at once, instead of :meth:`Adam.state_dict`'s copies
+    of every model's moments.
     """
     d: dict = {"step": int(opt.t)}
     for name in opt.m:
