@@ -707,10 +707,21 @@ def summary_markdown(summary: dict) -> str:
 # ---------------------------------------------------------------------------
 # the runner
 # ---------------------------------------------------------------------------
-def _plan(fig: Figure, override, per_run: dict):
+def _only(fig: Figure, names: list[str] | None) -> list[Method]:
+    """The figure's methods, or (``--methods``) those named, in the config's order (Not in the paper)."""
+    if names is None:
+        return list(fig.methods.values())
+    unknown = [n for n in names if n not in fig.methods]
+    if unknown or not names:
+        raise ValueError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                         f"{fig.name} has {', '.join(fig.methods)}")
+    return [m for m in fig.methods.values() if m.name in names]
+
+
+def _plan(fig: Figure, override, per_run: dict, names: list[str] | None = None):
     """(method, seed, TrainConfig) of every run, each run once (two names may share one run)."""
     seen = set()
-    for m in fig.methods.values():
+    for m in _only(fig, names):
         for s in seeds_of(fig, m, override):
             if (m.folder, m.run_name, s) not in seen:
                 seen.add((m.folder, m.run_name, s))
@@ -731,7 +742,7 @@ def _batches(plan: list, stack: bool):
 def reproduce(config: str | Path, root: str | Path | None = None, device: str = "auto",
               seeds: list[int] | None = None, epochs: int | None = None, limit: int | None = None,
               test_limit: int | None = None, sets: dict | None = None, progress: bool | None = None,
-              train: bool = True, log=print, stack: bool = False) -> dict:
+              train: bool = True, log=print, stack: bool = False, methods: list[str] | None = None) -> dict:
     """Run every (method x seed) of a figure config, then its PNGs and summary; Sec. 7, Appendix C.
 
     ``epochs``, ``limit``, ``test_limit`` and ``sets`` (any other TrainConfig
@@ -742,7 +753,9 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
     only redraws the figures and the summary from what is on disk.  Returns
     the figure's ``run.json`` content.  ``stack`` trains each method's seeds
     together as one batched computation (:func:`gpu.train.train_many`; the
-    same results as one by one, in one process).
+    same results as one by one, in one process).  ``methods`` trains only
+    the methods named (the PNGs and the summary still cover the whole figure,
+    with the runs not on disk shown as missing).
     """
     from gpu import checkpoint, train as T
 
@@ -755,12 +768,13 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
     override = _seeds(list(seeds), "--seeds") if seeds is not None else None
     per_run = {**overrides, "device": device, **({"progress": progress} if progress is not None else {})}
     # every run's settings are checked before the first one starts
-    plan = list(_plan(fig, override, per_run))
+    plan = list(_plan(fig, override, per_run, methods))
     out_dir = root / fig.name
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "figure": fig.name, "config_path": str(fig.path), "config": fig.raw,
-        "overrides": {**overrides, **({"seeds": override} if override is not None else {})},
+        "overrides": {**overrides, **({"seeds": override} if override is not None else {}),
+                      **({"methods": list(methods)} if methods is not None else {})},
         "quick_run": quick, "root": str(root), "git_sha": T.git_sha(), "device_requested": device,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "status": "running", "runs": [],
     }
@@ -825,6 +839,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
                         help="auto: CuPy when it finds a GPU, else NumPy (default auto)")
     parser.add_argument("--seeds", help="comma-separated seeds instead of the config's, e.g. 0,1")
+    parser.add_argument("--methods", help="comma-separated method names: train only these (plots cover all)")
     parser.add_argument("--epochs", type=int, help="epochs per run instead of the config's (quick run)")
     parser.add_argument("--limit", type=int, help="use only the first N training images (quick run)")
     parser.add_argument("--test-limit", type=int, help="use only the first N test images (quick run)")
@@ -845,11 +860,13 @@ def run(args) -> int:
     """The command-line interface (Not in the paper)."""
     try:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
         sets = dict(_parse_set(s) for s in args.set)
         if args.list:
-            return _list(args, seeds, sets)
+            return _list(args, seeds, sets, methods)
         info = reproduce(args.config, args.out, args.device, seeds, args.epochs, args.limit, args.test_limit, sets,
-                         args.progress, args.train, log=lambda s: print(s, file=sys.stderr), stack=args.stack)
+                         args.progress, args.train, log=lambda s: print(s, file=sys.stderr), stack=args.stack,
+                         methods=methods)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"vaetheory reproduce: {exc}", file=sys.stderr)
         return 2
@@ -859,12 +876,12 @@ def run(args) -> int:
     return 0
 
 
-def _list(args, seeds, sets) -> int:
+def _list(args, seeds, sets, methods=None) -> int:
     fig = load_figure(args.config)
     overrides = {k: v for k, v in {"epochs": args.epochs, "limit": args.limit, "test_limit": args.test_limit,
                                    **sets}.items() if v is not None}
     root = Path(args.out) if args.out else default_root(fig, bool(overrides))
-    for method, seed, cfg in _plan(fig, seeds, {**overrides, "device": args.device}):
+    for method, seed, cfg in _plan(fig, seeds, {**overrides, "device": args.device}, methods):
         d = run_dir(root, method, seed)
         print(f"{d}: {run_state(d, cfg)} ({cfg.epochs} epochs, {cfg.posterior}, {cfg.likelihood}, n={cfg.n})")
     return 0

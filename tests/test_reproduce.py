@@ -265,6 +265,21 @@ def test_seeds_alone_are_full_runs_and_other_overrides_go_to_the_quick_root(caps
     assert all(ln.startswith(f"{quick}/fig4_2d/") and "3 epochs" in ln for ln in listed)
 
 
+def test_methods_trains_only_those_named_and_unknown_names_are_errors(tmp_path, capsys):
+    info = R.reproduce(FIGURES / "fig4_2d.toml", tmp_path, **QUICK, methods=["bilbo", "learned"])
+    assert [(r["method"], r["action"]) for r in info["runs"]] == [("learned", "trained"), ("bilbo", "trained")]
+    assert info["overrides"]["methods"] == ["bilbo", "learned"]
+    assert not (tmp_path / "fig4_2d" / "constant").exists()
+    summary = json.loads((tmp_path / "fig4_2d" / "summary.json").read_text())
+    assert [r["status"] for r in summary["methods"]] == [["completed"], ["missing"], ["completed"]]
+    with pytest.raises(ValueError, match="unknown method.*nonsense"):
+        R.reproduce(FIGURES / "fig4_2d.toml", tmp_path, **QUICK, methods=["nonsense"])
+    fig4 = str(FIGURES / "fig4_2d.toml")
+    assert cli.main(["reproduce", fig4, "--seeds", "1", "--methods", "constant", "--list"]) == 0
+    assert [ln.split(":")[0].split("/")[-2] for ln in capsys.readouterr().out.splitlines()] == ["constant"]
+    assert cli.main(["reproduce", fig4, "--methods", "nonsense", "--list"]) == 2
+
+
 def test_the_cli_lists_and_runs_a_figure(tiny_fig4, capsys):
     root, _ = tiny_fig4
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]

@@ -14,7 +14,13 @@
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
 #   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
 #   5. the closed-form decoder kernel, Eqs. (6)-(7), at N = 60,000, M = 10,000, m = 784 (appended to device.txt);
-#   6. with the time left, the figures named in QUEUE (default: the Gaussian-likelihood figures, then Fig. 8).
+#   6. with the time left, the figures named in QUEUE (default: the Gaussian-likelihood figures, then Fig. 8);
+#      an entry FIG:M1,M2 trains only those methods of FIG.  Each queued figure's PNGs are then redrawn from
+#      what was trained (a stage cut off by the time limit draws none itself), and the trained models come back
+#      as parameters only (queue_params.tgz; `pack_runs.py`).
+# A dry run of stage 6 on a CPU: DEVICE=cpu EXTRA="--epochs 1 --limit 600 --test-limit 100" SKIP="pytest bench
+# one_run fig4_2d_stacked optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
+# SKIP="bench one_run" leaves stages out (names as in device.txt); FIG4_LIMIT (default 150) is stage 4's limit.
 set -u
 OUT=${OUT:-/tmp/vaetheory-device}
 mkdir -p "$OUT"
@@ -24,6 +30,7 @@ export VAETHEORY_DATA=${VAETHEORY_DATA:-$PWD/.data}
 # stage NAME LIMIT CMD...: run CMD under a time limit, note its exit status and seconds in device.txt
 stage() {
   local name=$1 limit=$2 t0=$SECONDS rc; shift 2
+  case " ${SKIP:-} " in *" $name "*) echo "stage $name: skipped (SKIP)" >> "$OUT/device.txt"; return;; esac
   timeout "$limit" "$@"; rc=$?
   echo "stage $name: exit $rc, $((SECONDS - t0)) s (limit $limit s)" >> "$OUT/device.txt"
 }
@@ -40,10 +47,10 @@ stage bench 90 python3 -m vaetheory bench train --device gpu --stack 5 --json "$
 
 rm -rf /tmp/one
 stage one_run 60 python3 -m vaetheory train --device gpu --out /tmp/one --no-progress >> "$OUT/device.txt" 2>&1
-{ tail -n 3 /tmp/one/metrics.csv; grep -E '"(device|status|epochs_done|wall_seconds)"' /tmp/one/run.json; } >> "$OUT/device.txt" 2>&1
+[ -f /tmp/one/run.json ] && { tail -n 3 /tmp/one/metrics.csv; grep -E '"(device|status|epochs_done|wall_seconds)"' /tmp/one/run.json; } >> "$OUT/device.txt" 2>&1
 
 rm -rf /tmp/results
-stage fig4_2d_stacked 150 python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
+stage fig4_2d_stacked "${FIG4_LIMIT:-150}" python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
   --out /tmp/results > "$OUT/fig4_2d_gpu.txt" 2>&1
 tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results fig4_2d 2>/dev/null
 
@@ -51,11 +58,21 @@ stage optimal_bench 20 python3 -m vaetheory.optimal_bench --device gpu >> "$OUT/
 
 # Whatever time is left (to BUDGET seconds in all): the figures of QUEUE in turn, each method's seeds as one
 # stack (Fig. 8 reuses the Fig. 4 runs above); PNGs are drawn here, since checkpoints do not come back.
-for f in ${QUEUE:-fig6_10_11_14_15 fig8}; do
-  left=$(( ${BUDGET:-450} - SECONDS - 15 ))
+queued=()
+for entry in ${QUEUE:-fig6_10_11_14_15 fig8}; do
+  f=${entry%%:*} only=()
+  [ "$f" != "$entry" ] && only=(--methods "${entry#*:}")
+  left=$(( ${BUDGET:-450} - SECONDS - 45 ))  # 30 s kept for the redraw and the packing below
   [ "$left" -gt 30 ] || break
-  stage "$f" "$left" python3 -m vaetheory reproduce "validation/figures/$f.toml" --device gpu --stack --no-progress \
+  queued+=("$f")
+  stage "$f" "$left" python3 -m vaetheory reproduce "validation/figures/$f.toml" "${only[@]}" --device "${DEVICE:-gpu}" --stack ${EXTRA:-} \
+    --no-progress --out /tmp/results >> "$OUT/queue_gpu.txt" 2>&1
+done
+for f in "${queued[@]}"; do
+  stage "${f}_redraw" 20 python3 -m vaetheory reproduce "validation/figures/$f.toml" --no-train --device "${DEVICE:-gpu}" \
     --out /tmp/results >> "$OUT/queue_gpu.txt" 2>&1
 done
+[ ${#queued[@]} -gt 0 ] && stage pack 15 python3 validation/gpu/pack_runs.py /tmp/results /tmp/packed "${queued[@]}" \
+  >> "$OUT/device.txt" 2>&1 && tar czf "$OUT/queue_params.tgz" -C /tmp/packed . 2>/dev/null
 tar czf "$OUT/queue_gpu.tgz" --exclude=checkpoint.npz --exclude=fig4_2d -C /tmp/results . 2>/dev/null
 exit 0

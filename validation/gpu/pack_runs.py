@@ -6,6 +6,9 @@ state, about 1.2 MB each without it.  Run from the repository root, once, before
 
     python validation/gpu/pack_runs.py [RESULTS_ROOT]      # default validation/results
     (and once: echo /.carry/ >> .git/info/exclude)
+
+On a device, `pack_runs.py ROOT OUT FIGURE...` packs every run of the figures named (all methods), so
+that models trained there come back small enough to bring home (device_checks.sh does this).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from pathlib import Path
 from gpu import checkpoint
 
 
-def main(root: str = "validation/results", out: str = ".carry/runs") -> int:
+def main(root: str = "validation/results", out: str = ".carry/runs", *figures: str) -> int:
     n = 0
-    for fig in ("fig4_2d", "fig4_100d"):
-        for method in ("learned", "constant"):
+    every = bool(figures)  # figures named: all their methods; else Fig. 4's learned and constant
+    for fig in figures or ("fig4_2d", "fig4_100d"):
+        here = Path(root) / fig
+        methods = sorted(p.name for p in here.glob("*") if p.is_dir()) if every else ("learned", "constant")
+        for method in methods:
             for run in sorted((Path(root) / fig / method).glob("seed*")):
                 if not (run / "checkpoint.npz").exists():
                     print(f"skipped {run}: no checkpoint", file=sys.stderr)
@@ -37,4 +43,4 @@ def main(root: str = "validation/results", out: str = ".carry/runs") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:2]))
+    sys.exit(main(*sys.argv[1:]))
