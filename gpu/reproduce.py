@@ -58,7 +58,8 @@ import numpy as np
 
 FIGURE_KEYS = ("title", "paper", "seeds", "note", "defaults", "methods", "plots")
 METHOD_EXTRA_KEYS = ("label", "paper", "shared", "seeds")
-PLOT_KEYS = ("kind", "file", "methods", "seeds", "prior", "latent", "title")
+PLOT_KEYS = ("kind", "file", "methods", "seeds", "prior", "latent", "title", "yscale")
+YSCALES = ("linear", "symlog")  # symlog: a curve that spikes by orders of magnitude stays readable
 PLOT_KINDS = ("curves", "samples", "scatter", "variance", "manifold", "reconstructions")
 PRIORS = ("model", "standard", "fitted")
 # Results roots, beside the configs' folder: validation/figures -> validation/results(-quick)
@@ -194,6 +195,8 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
                 raise ValueError(f"{pw}: unknown method {m!r} (the config has {', '.join(methods)})")
         if "seeds" in p:
             _seeds(p["seeds"], pw)
+        if p.get("yscale", "linear") not in YSCALES:
+            raise ValueError(f"{pw}: yscale must be one of {YSCALES}, got {p['yscale']!r}")
         if p.get("prior", "model") not in PRIORS or p.get("latent", "mu") not in ("mu", "z"):
             raise ValueError(f"{pw}: prior must be one of {PRIORS} and latent 'mu' or 'z'")
     return Figure(name=path.stem, path=path, title=raw["title"], paper=raw["paper"], seeds=seeds, methods=methods,
@@ -518,7 +521,10 @@ def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[
                         label=f"{method.label} ({len(curves)} seeds)")
         ax.fill_between(epochs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("test ELBO, nats per image (mean; band: min-max over seeds)")
+    if spec.get("yscale", "linear") == "symlog":
+        ax.set_yscale("symlog", linthresh=100.0)
+    ax.set_ylabel("test ELBO, nats per image" + (" (symlog axis)" if spec.get("yscale") == "symlog" else "")
+                  + "\nmean; band: min-max over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(spec.get("title", fig.title), fontsize=9)

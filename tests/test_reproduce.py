@@ -106,6 +106,7 @@ posterior = "bilbo"
     (BASE.replace("[methods.a]", "[defaults]\nepoch = 3\n[methods.a]"), "epoch"),
     (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\ncolor = "red"\n', "color"),
     (BASE + '[[plots]]\nkind = "histogram"\nfile = "a.png"\n', "kind"),
+    (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\nyscale = "log"\n', "yscale"),
     (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\nmethods = ["b"]\n', "'b'"),
     (BASE + '[methods.b]\nshared = "nowhere.a"\n', "nowhere"),
     (BASE + '[methods.b]\nshared = "x.a"\nn = 3\n', "shared method"),
