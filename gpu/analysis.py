@@ -588,12 +588,50 @@ def summary_md(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def summary_plot(summary: dict, path) -> Path:
+    """The over-seeds summary as two scatter panels, one point per model (Eqs. (18) and (22) on trained models).
+
+    Left: the measured gap log p(x) - ELBO against Eq. (18)'s prediction;
+    right: the measured constant-minus-learned ELBO difference against Eq.
+    (22)'s same-decoder prediction.  The diagonal is where prediction and
+    measurement agree.  Not in the paper.
+    """
+    from gpu.plots import _plt, _save
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    panels = (
+        (axes[0], summary["groups"], "Eq. (18) predicted gap", "measured gap log p - ELBO",
+         "gap log p(x) - ELBO: Eq. (18) vs IWAE (k as analysed)"),
+        (axes[1], summary["comparisons"], "Eq. (22) predicted ELBO difference (same decoder)",
+         "measured ELBO difference", "constant minus learned Sigma: Eq. (22) vs measured"),
+    )
+    for ax, table, xkey, ykey, title in panels:
+        lo, hi = np.inf, -np.inf
+        for key, rows in table.items():
+            x, y = np.asarray(rows[xkey]["values"]), np.asarray(rows[ykey]["values"])
+            ax.scatter(x, y, label=f"{key} ({len(x)})", alpha=0.8)
+            lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+        if np.isfinite(lo):
+            pad = 0.05 * (hi - lo) + 0.1
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", linewidth=1, label="prediction = measured")
+            ax.axhline(0.0, color="0.8", linewidth=0.8)
+            ax.axvline(0.0, color="0.8", linewidth=0.8)
+        ax.set_xlabel(f"{xkey}, {summary['units']}", fontsize=8)
+        ax.set_ylabel(f"{ykey}, {summary['units']}", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def add_arguments(parser) -> None:
     """The command-line interface (Not in the paper)."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vaetheory train` "
                         "(with --summarize: a folder holding analysed runs)")
     parser.add_argument("--summarize", action="store_true",
-                        help="summarise every analysed run under RUN_DIR over seeds (writes RUN_DIR/summary.md/json)")
+                        help="summarise every analysed run under RUN_DIR over seeds (writes RUN_DIR/summary.md/json/png)")
     parser.add_argument("--iwae-k", type=int, default=5000, help="importance samples per test image (5000)")
     parser.add_argument("--elbo-k", type=int, default=10, help="posterior samples per test image for the ELBO (10)")
     parser.add_argument("--opt-k", type=int, default=1, help="samples per image for the Eq. (6) decoder's ELBO (1)")
@@ -624,6 +662,8 @@ def run(args) -> int:
         text = summary_md(summary)
         (Path(args.run_dir) / "summary.md").write_text(text + "\n")
         print(text)
+        if not args.no_plots:
+            print(f"wrote {summary_plot(summary, Path(args.run_dir) / 'summary.png')}")
         return 0
     try:
         res = analyze_run(args.run_dir, iwae_k=args.iwae_k, elbo_k=args.elbo_k, opt_k=args.opt_k,

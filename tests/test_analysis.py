@@ -167,4 +167,5 @@ def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, ca
     assert diff["values"] == [1.0, 2.0]
     assert main(["analyze", str(tmp_path), "--summarize"]) == 0
     assert "| measured ELBO difference | 1.50 +- 0.71 (n=2) |" in (tmp_path / "summary.md").read_text()
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["analyze", str(tmp_path / "nothing-here"), "--summarize"]) == 2
