@@ -194,16 +194,18 @@ def test_optimal_bench_reports_flop_rates_and_memory_eq6_eq7():
 
 
 @needs_gpu
-def test_gemm_kernel_cupy_matches_numpy_eq6_eq7():
+@pytest.mark.parametrize("dtype, tol", [(np.float64, "identity_f64"), (np.float32, "f32_vs_f64")])
+def test_gemm_kernel_cupy_matches_numpy_eq6_eq7(dtype, tol):
+    # float32 on the GPU exercises the fused exp kernel's float64 -> float32 output
     cp = CUPY
     rng = np.random.default_rng(6)
     mu, var = rng.standard_normal((500, 2)), np.exp(rng.uniform(-4, 0, (500, 2)))
     x, z = rng.uniform(0, 1, (500, 9)), rng.standard_normal((60, 2)) * 1.5
     nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
-    nug, Jg = o.optimal_decoder_jacobian(*(cp.asarray(a) for a in (z, mu, var, x)), chunk=16)
-    assert isinstance(Jg, cp.ndarray)
-    np.testing.assert_allclose(cp.asnumpy(nug), nu, rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
-    np.testing.assert_allclose(cp.asnumpy(Jg), J, rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * np.abs(J).max())
+    nug, Jg = o.optimal_decoder_jacobian(*(cp.asarray(a, dtype=dtype) for a in (z, mu, var, x)), chunk=16)
+    assert isinstance(Jg, cp.ndarray) and Jg.dtype == dtype and nug.dtype == dtype
+    np.testing.assert_allclose(cp.asnumpy(nug), nu, rtol=0, atol=TOL[tol])
+    np.testing.assert_allclose(cp.asnumpy(Jg), J, rtol=0, atol=TOL[tol] * np.abs(J).max())
 
 
 def test_decoder_keeps_accuracy_where_the_expanded_square_cancels_eq6():
