@@ -9,6 +9,8 @@
 # run) and analyses.txt; unpack under validation/analysis/all-seeds-<card>/ and run
 # `vaetheory analyze validation/analysis/all-seeds-<card> --summarize`.
 # DEVICE=cpu TEST_LIMIT=20 IWAE_K=50 bash validation/gpu/analyses.sh   is a dry run on a CPU.
+# FIGS="fig4_100d" SEEDS="seed3 seed4" analyse only those (e.g. what an earlier call did not reach; 2026-11-26's
+# run reached every 2-D model and 100-D seeds 0-2: validation/analysis/all-seeds-h200/).
 set -u
 OUT=${OUT:-/tmp/vaetheory-analyses}
 mkdir -p "$OUT"
@@ -18,9 +20,10 @@ PY=$(command -v python3 || command -v python)
 limit=()
 [ -n "${TEST_LIMIT:-}" ] && limit=(--test-limit "$TEST_LIMIT")
 : > "$OUT/analyses.txt"
-for fig in fig4_2d fig4_100d; do
+for fig in ${FIGS:-fig4_2d fig4_100d}; do
   for seed_dir in .carry/runs/$fig/learned/seed*; do
     seed=$(basename "$seed_dir")
+    case " ${SEEDS:-$seed} " in *" $seed "*) ;; *) continue;; esac
     for method in learned constant; do
       run=.carry/runs/$fig/$method/$seed
       [ -d "$run" ] || continue
