@@ -588,6 +588,34 @@ def summary_md(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def learned_t_pixels(run_dir, images: int = 2000, tiny: float = 1e-5, device: str = "auto") -> dict:
+    """Where a learned Gaussian likelihood variance T has gone to zero, pixel by pixel (Sec. 5, Sec. 7.2).
+
+    Sec. 5: the ELBO is optimal as T -> 0, which training cannot reach
+    stably.  Decodes the test posterior means of the first ``images`` test
+    images and reports the per-pixel median T: how many pixels have
+    collapsed (median below ``tiny``), how often those pixels are inked
+    (non-zero) in the same test images, and what they add to log p(x|z),
+    -1/2 log(2 pi T) each, where they are blank.  ``device`` "auto" reads a
+    GPU-trained run on a CPU too.  Not in the paper.
+    """
+    run = load_run(run_dir, device=device, test_limit=images)
+    if run.mc.likelihood != "gaussian-learned":
+        raise ValueError(f"{run_dir}: likelihood {run.mc.likelihood!r} has no learned T")
+    mu, _ = M.encode(run.params, run.x_test, run.mc)
+    T = to_numpy(M.decode(run.params, mu, run.mc)["var"])
+    per_pixel = np.median(T, axis=0)
+    inked = (to_numpy(run.x_test) > 0).mean(axis=0)
+    small = per_pixel < tiny
+    return {"run": str(run_dir), "images": int(len(T)), "pixels": int(T.shape[1]), "tiny": tiny,
+            "collapsed_pixels": int(small.sum()),
+            "T_quantiles": {str(q): float(np.quantile(T, q)) for q in (0.05, 0.5, 0.95)},
+            "collapsed_inked_fraction_max": float(inked[small].max()) if small.any() else None,
+            "collapsed_inked_fraction_mean": float(inked[small].mean()) if small.any() else None,
+            "collapsed_log_lik_where_blank": float((-0.5 * np.log(2 * np.pi * per_pixel[small])).sum()),
+            "other_pixels_median_T": float(np.median(per_pixel[~small])) if (~small).any() else None}
+
+
 def summary_plot(summary: dict, path) -> Path:
     """The over-seeds summary as two scatter panels, one point per model (Eqs. (18) and (22) on trained models).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from conftest import TOL
 from hypothesis import given
 from hypothesis import strategies as st
@@ -136,6 +137,32 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
     assert cmp["measured_elbo_difference"] == runs["constant"]["elbo"]["mean"] - runs["learned"]["elbo"]["mean"]
     assert cmp["cv2_penalty_learned_model"] == runs["learned"]["cv2_penalty_eq22"]
     assert cmp["paired_sem_elbo_difference"] > 0
+
+
+def test_learned_t_pixels_reports_the_collapsed_pixels_of_a_learned_likelihood_variance(tmp_path):
+    from gpu import checkpoint
+    from gpu import config as C
+    from gpu import train as T
+
+    cfg = C.make_config(dataset="synthetic", m=16, n=2, hidden=8, likelihood="gaussian-learned", epochs=1,
+                        limit=120, test_limit=40, batch_size=40, device="cpu", progress=False)
+    T.train(cfg, tmp_path / "run")
+    # force a known answer: the std head's bias sets T; pixels 0-4 get T = softplus(-20)^2 ~ 4e-18
+    ck = checkpoint.load(tmp_path / "run" / "checkpoint.npz")
+    ck["params"]["dec_std_W"][...] = 0.0
+    ck["params"]["dec_std_b"][...] = 1.0
+    ck["params"]["dec_std_b"][..., :5] = -20.0
+    checkpoint.save(tmp_path / "run" / "checkpoint.npz", ck)
+    r = A.learned_t_pixels(tmp_path / "run", images=40)
+    assert r["collapsed_pixels"] == 5 and r["pixels"] == 16 and r["images"] == 40
+    t_small = np.log1p(np.exp(-20.0)) ** 2
+    assert abs(r["collapsed_log_lik_where_blank"] - 5 * (-0.5 * np.log(2 * np.pi * t_small))) < 1e-3
+    assert abs(r["other_pixels_median_T"] - np.log1p(np.e) ** 2) < 1e-5
+    with pytest.raises(ValueError, match="no learned T"):
+        cfg2 = C.make_config(dataset="synthetic", m=16, n=2, hidden=8, epochs=1, limit=120, test_limit=40,
+                             batch_size=40, device="cpu", progress=False)
+        T.train(cfg2, tmp_path / "bern")
+        A.learned_t_pixels(tmp_path / "bern")
 
 
 def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, capsys):
