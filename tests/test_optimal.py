@@ -194,9 +194,11 @@ def test_optimal_bench_reports_flop_rates_and_memory_eq6_eq7():
 
 
 @needs_gpu
+@pytest.mark.parametrize("fused", ["1", "0"])
 @pytest.mark.parametrize("dtype, tol", [(np.float64, "identity_f64"), (np.float32, "f32_vs_f64")])
-def test_gemm_kernel_cupy_matches_numpy_eq6_eq7(dtype, tol):
+def test_gemm_kernel_cupy_matches_numpy_eq6_eq7(dtype, tol, fused, monkeypatch):
     # float32 on the GPU exercises the fused exp kernel's float64 -> float32 output
+    monkeypatch.setenv("VAETHEORY_FUSED", fused)
     cp = CUPY
     rng = np.random.default_rng(6)
     mu, var = rng.standard_normal((500, 2)), np.exp(rng.uniform(-4, 0, (500, 2)))

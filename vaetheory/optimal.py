@@ -26,6 +26,8 @@ NumPy path with (chunk, N, max(n, m)) temporaries.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy.special import logsumexp
 
@@ -156,6 +158,11 @@ def _direct_log_densities(xp, z, mu, var):
 _CUPY_KERNELS: dict = {}  # the CuPy kernels of the two helpers below, built on first use
 
 
+def _fused() -> bool:
+    # VAETHEORY_FUSED=0 turns the CuPy kernels off, as for gpu/fused.py (to compare, or to work around one)
+    return os.environ.get("VAETHEORY_FUSED", "1") != "0"
+
+
 def _exp_shifted(xp, logn, top, dt):
     """exp(logn - top) in dtype ``dt``, the unnormalised weights of Eqs. (6)-(7), in as few passes as ``xp`` allows.
 
@@ -165,6 +172,10 @@ def _exp_shifted(xp, logn, top, dt):
     if xp is np:
         logn -= top
         return np.exp(logn, out=logn if dt == logn.dtype else np.empty(logn.shape, dtype=dt))
+    if not _fused():
+        logn -= top
+        w = xp.exp(logn, out=logn)
+        return w if dt == w.dtype else w.astype(dt)
     if "k" not in _CUPY_KERNELS:
         _CUPY_KERNELS["k"] = xp.ElementwiseKernel("float64 a, float64 t", "W w", "w = (W)exp(a - t)",
                                                  "vaetheory_exp_shifted")
@@ -177,7 +188,7 @@ def _weighted_score(xp, zk, ak, bk, w):
     NumPy: three in-place passes; CuPy: one fused kernel, the same operations
     in the same order.  Not in the paper.
     """
-    if xp is np:
+    if xp is np or not _fused():
         G = zk * ak
         G -= bk
         G *= w
