@@ -14,7 +14,8 @@
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
 #   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
 #   5. the closed-form decoder kernel, Eqs. (6)-(7), at N = 60,000, M = 10,000, m = 784 (appended to device.txt);
-#   6. with the time left, the figures named in QUEUE (default: the Gaussian-likelihood figures, then Fig. 8);
+#   6. with the time left, the figures named in QUEUE (default none: every figure has been trained once;
+#      e.g. QUEUE="fig8 fig4_100d" trains GPU samples of those);
 #      an entry FIG:M1,M2 trains only those methods of FIG.  Each queued figure's PNGs are then redrawn from
 #      what was trained (a stage cut off by the time limit draws none itself), and the trained models come back
 #      as parameters only (queue_params.tgz; `pack_runs.py`).
@@ -59,7 +60,7 @@ stage optimal_bench 20 python3 -m vaetheory.optimal_bench --device gpu >> "$OUT/
 # Whatever time is left (to BUDGET seconds in all): the figures of QUEUE in turn, each method's seeds as one
 # stack (Fig. 8 reuses the Fig. 4 runs above); PNGs are drawn here, since checkpoints do not come back.
 queued=()
-for entry in ${QUEUE:-fig6_10_11_14_15 fig8}; do
+for entry in ${QUEUE-}; do
   f=${entry%%:*} only=()
   [ "$f" != "$entry" ] && only=(--methods "${entry#*:}")
   left=$(( ${BUDGET:-450} - SECONDS - 45 ))  # 30 s kept for the redraw and the packing below
