@@ -18,7 +18,8 @@
 #      e.g. QUEUE="fig8 fig4_100d" trains GPU samples of those);
 #      an entry FIG:M1,M2 trains only those methods of FIG.  Each queued figure's PNGs are then redrawn from
 #      what was trained (a stage cut off by the time limit draws none itself), and the trained models come back
-#      as parameters only (queue_params.tgz; `pack_runs.py`).
+#      as parameters only (`pack_runs.py`; queue_params.tgz.part_* in pieces of 15 MB, since a file that comes
+#      back is at most 16 MiB: `cat queue_params.tgz.part_* | tar xzf - -C validation/results` here).
 # A dry run of stage 6 on a CPU: DEVICE=cpu EXTRA="--epochs 1 --limit 600 --test-limit 100" SKIP="pytest bench
 # one_run fig4_2d_stacked optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
 # SKIP="bench one_run" leaves stages out (names as in device.txt); FIG4_LIMIT (default 150) is stage 4's limit.
@@ -53,7 +54,7 @@ stage one_run 60 python3 -m vaetheory train --device gpu --out /tmp/one --no-pro
 rm -rf /tmp/results
 stage fig4_2d_stacked "${FIG4_LIMIT:-150}" python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
   --out /tmp/results > "$OUT/fig4_2d_gpu.txt" 2>&1
-tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results fig4_2d 2>/dev/null
+[ -d /tmp/results/fig4_2d ] && tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results fig4_2d 2>/dev/null
 
 stage optimal_bench 20 python3 -m vaetheory.optimal_bench --device gpu >> "$OUT/device.txt" 2>&1
 
@@ -74,6 +75,7 @@ for f in "${queued[@]}"; do
     --out /tmp/results >> "$OUT/queue_gpu.txt" 2>&1
 done
 [ ${#queued[@]} -gt 0 ] && stage pack 15 python3 validation/gpu/pack_runs.py /tmp/results /tmp/packed "${queued[@]}" \
-  >> "$OUT/device.txt" 2>&1 && tar czf "$OUT/queue_params.tgz" -C /tmp/packed . 2>/dev/null
+  >> "$OUT/device.txt" 2>&1 && tar czf - -C /tmp/packed . 2>/dev/null | split -b 15000000 - "$OUT/queue_params.tgz.part_"
 tar czf "$OUT/queue_gpu.tgz" --exclude=checkpoint.npz --exclude=fig4_2d -C /tmp/results . 2>/dev/null
+find "$OUT" -type f -empty -delete  # skipped stages' logs: the device returns 8 files at most
 exit 0
