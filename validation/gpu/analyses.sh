@@ -10,7 +10,7 @@
 # `vaetheory analyze validation/analysis/all-seeds-<card> --summarize`.
 # DEVICE=cpu TEST_LIMIT=20 IWAE_K=50 bash validation/gpu/analyses.sh   is a dry run on a CPU.
 # FIGS="fig4_100d" SEEDS="seed3 seed4" analyse only those (e.g. what an earlier call did not reach; 2026-11-26's
-# run reached every 2-D model and 100-D seeds 0-2: validation/analysis/all-seeds-h200/).
+# run reached every 2-D model and 100-D seeds 0-2: validation/analysis/all-seeds/).
 set -u
 OUT=${OUT:-/tmp/vaetheory-analyses}
 mkdir -p "$OUT"
