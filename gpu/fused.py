@@ -21,9 +21,7 @@ operations run instead), e.g. to compare the two on a GPU.
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
+from vaetheory._xp import fused_enabled
 
 _KERNELS: dict = {}
 
@@ -33,7 +31,7 @@ _SOFTPLUS = "(log1p(exp(-fabs(a))) + fmax(a, (T)0))"
 
 def enabled(xp) -> bool:
     """Whether the fused kernels serve ``xp``: CuPy, unless ``VAETHEORY_FUSED=0`` (Not in the paper)."""
-    return xp is not np and os.environ.get("VAETHEORY_FUSED", "1") != "0"
+    return fused_enabled(xp)
 
 
 def _kernel(name: str):

@@ -521,10 +521,10 @@ def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[
                         label=f"{method.label} ({len(curves)} seeds)")
         ax.fill_between(epochs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
-    if spec.get("yscale", "linear") == "symlog":
+    symlog = spec.get("yscale") == "symlog"
+    if symlog:
         ax.set_yscale("symlog", linthresh=100.0)
-    ax.set_ylabel("test ELBO, nats per image" + (" (symlog axis)" if spec.get("yscale") == "symlog" else "")
-                  + "\nmean; band: min-max over seeds")
+    ax.set_ylabel("test ELBO, nats per image" + (" (symlog axis)" if symlog else "") + "\nmean; band: min-max over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(spec.get("title", fig.title), fontsize=9)

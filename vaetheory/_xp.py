@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 try:  # CuPy is optional; an already-installed CuPy is used as it is.
@@ -30,6 +32,12 @@ def array_namespace(*arrays):
     if True in kinds:
         raise ValueError("arrays mix NumPy and CuPy; move them to one device first")
     return np
+
+
+def fused_enabled(xp) -> bool:
+    """Whether hand-written CuPy kernels serve ``xp``: CuPy, unless ``VAETHEORY_FUSED=0`` (to compare, or to
+    work around one).  Read at each call, so a test or a session can switch it."""
+    return xp is not np and os.environ.get("VAETHEORY_FUSED", "1") != "0"
 
 
 def to_numpy(a):

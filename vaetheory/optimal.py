@@ -26,13 +26,11 @@ NumPy path with (chunk, N, max(n, m)) temporaries.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 from scipy.special import logsumexp
 
 from vaetheory import _validate as v
-from vaetheory._xp import array_namespace, is_cupy_array
+from vaetheory._xp import array_namespace, fused_enabled, is_cupy_array
 from vaetheory.gaussian import _BLOCK_ELEMENTS, LOG_2PI, _Cov, _posterior_var
 
 # Largest tolerated error, in nats, of a log weight from the expanded-square GEMM
@@ -158,11 +156,6 @@ def _direct_log_densities(xp, z, mu, var):
 _CUPY_KERNELS: dict = {}  # the CuPy kernels of the two helpers below, built on first use
 
 
-def _fused() -> bool:
-    # VAETHEORY_FUSED=0 turns the CuPy kernels off, as for gpu/fused.py (to compare, or to work around one)
-    return os.environ.get("VAETHEORY_FUSED", "1") != "0"
-
-
 def _exp_shifted(xp, logn, top, dt):
     """exp(logn - top) in dtype ``dt``, the unnormalised weights of Eqs. (6)-(7), in as few passes as ``xp`` allows.
 
@@ -172,14 +165,14 @@ def _exp_shifted(xp, logn, top, dt):
     if xp is np:
         logn -= top
         return np.exp(logn, out=logn if dt == logn.dtype else np.empty(logn.shape, dtype=dt))
-    if not _fused():
+    if not fused_enabled(xp):
         logn -= top
         w = xp.exp(logn, out=logn)
         return w if dt == w.dtype else w.astype(dt)
-    if "k" not in _CUPY_KERNELS:
-        _CUPY_KERNELS["k"] = xp.ElementwiseKernel("float64 a, float64 t", "W w", "w = (W)exp(a - t)",
+    if "exp_shifted" not in _CUPY_KERNELS:
+        _CUPY_KERNELS["exp_shifted"] = xp.ElementwiseKernel("float64 a, float64 t", "W w", "w = (W)exp(a - t)",
                                                  "vaetheory_exp_shifted")
-    return _CUPY_KERNELS["k"](logn, top, xp.empty(logn.shape, dtype=dt))
+    return _CUPY_KERNELS["exp_shifted"](logn, top, xp.empty(logn.shape, dtype=dt))
 
 
 def _weighted_score(xp, zk, ak, bk, w):
@@ -188,15 +181,15 @@ def _weighted_score(xp, zk, ak, bk, w):
     NumPy: three in-place passes; CuPy: one fused kernel, the same operations
     in the same order.  Not in the paper.
     """
-    if xp is np or not _fused():
+    if not fused_enabled(xp):
         G = zk * ak
         G -= bk
         G *= w
         return G
-    if "g" not in _CUPY_KERNELS:
-        _CUPY_KERNELS["g"] = xp.ElementwiseKernel("T zk, T ak, T bk, T w", "T g", "g = (zk * ak - bk) * w",
+    if "weighted_score" not in _CUPY_KERNELS:
+        _CUPY_KERNELS["weighted_score"] = xp.ElementwiseKernel("T zk, T ak, T bk, T w", "T g", "g = (zk * ak - bk) * w",
                                                  "vaetheory_weighted_score")
-    return _CUPY_KERNELS["g"](zk, ak, bk, w)
+    return _CUPY_KERNELS["weighted_score"](zk, ak, bk, w)
 
 
 def _gemm_kernel(xp, z, mu, var, x, chunk, dt, want):

@@ -6,8 +6,8 @@
 #              (and the MNIST files in .data/, as for device_checks.sh)
 # Then the device tool's run, with carry [".data", ".carry"]:  BUDGET=400 bash validation/gpu/analyses.sh
 # (timeout_s = BUDGET + 30).  Back come analyses.tgz (analysis.json/md, comparison.json, per-image npz of each
-# run) and analyses.txt; unpack under validation/analysis/all-seeds-<card>/ and run
-# `vaetheory analyze validation/analysis/all-seeds-<card> --summarize`.
+# run) and analyses.txt; unpack under validation/analysis/all-seeds/ (analysis.json names the device) and run
+# `vaetheory analyze validation/analysis/all-seeds --summarize`.
 # DEVICE=cpu TEST_LIMIT=20 IWAE_K=50 bash validation/gpu/analyses.sh   is a dry run on a CPU.
 # FIGS="fig4_100d" SEEDS="seed3 seed4" analyse only those (e.g. what an earlier call did not reach; 2026-11-26's
 # run reached every 2-D model and 100-D seeds 0-2: validation/analysis/all-seeds/).

@@ -27,7 +27,7 @@ def main(root: str = "validation/results", out: str = ".carry/runs", *figures: s
         here = Path(root) / fig
         methods = sorted(p.name for p in here.glob("*") if p.is_dir()) if every else ("learned", "constant")
         for method in methods:
-            for run in sorted((Path(root) / fig / method).glob("seed*")):
+            for run in sorted((here / method).glob("seed*")):
                 if not (run / "checkpoint.npz").exists():
                     print(f"skipped {run}: no checkpoint", file=sys.stderr)
                     continue
