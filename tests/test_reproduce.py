@@ -88,7 +88,11 @@ def test_shared_methods_point_at_the_other_figures_runs():
     # a method shared inside one config is run once
     g = R.load_figure(FIGURES / "fig6_10_11_14_15.toml")
     plan = list(R._plan(g, None, {}))
-    assert len(plan) == len({(m.folder, m.run_name, s) for m, s, _ in plan}) == len(g.methods) - 2
+    own = [m for m in g.methods.values() if not m.shared]
+    assert len(own) == len(g.methods) - 2
+    assert len(plan) == len({(m.folder, m.run_name, s) for m, s, _ in plan}) == sum(len(R.seeds_of(g, m)) for m in own)
+    # a shared method takes its own seeds (the 100-D tau = 0.2 row: seeds 0-2, as the run it shares)
+    assert R.seeds_of(g, g.methods["d100_tau0p2"]) == R.seeds_of(g, g.methods["d100_baggins_lambda1"]) == [0, 1, 2]
 
 
 BASE = """title = "t"
