@@ -8,11 +8,14 @@ state, about 1.2 MB each without it.  Run from the repository root, once, before
     (and once: echo /.carry/ >> .git/info/exclude)
 
 On a device, `pack_runs.py ROOT OUT FIGURE...` packs every run of the figures named (all methods), so
-that models trained there come back small enough to bring home (device_checks.sh does this).
+that models trained there come back small enough to bring home (device_checks.sh does this).  A run
+that did not finish (a stage cut off by its time limit) keeps its whole checkpoint, Adam state included:
+`vaetheory reproduce` here then resumes it where it stopped.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -34,7 +37,11 @@ def main(root: str = "validation/results", out: str = ".carry/runs", *figures: s
                 ck = checkpoint.load(run / "checkpoint.npz")
                 dst = Path(out) / fig / method / run.name
                 dst.mkdir(parents=True, exist_ok=True)
-                checkpoint.save(dst / "checkpoint.npz", {k: ck[k] for k in ("params", "epoch", "seed", "config")})
+                # A run cut off (status still "running" after a time limit, or "interrupted") keeps its Adam
+                # state, so that `vaetheory reproduce` can resume it here; a finished one needs its parameters only.
+                ended = json.loads((run / "run.json").read_text()).get("status") in ("completed", "diverged")
+                checkpoint.save(dst / "checkpoint.npz", {k: ck[k] for k in ("params", "epoch", "seed", "config")}
+                                if ended else ck)
                 for name in ("run.json", "metrics.csv"):
                     shutil.copy(run / name, dst / name)
                 n += 1

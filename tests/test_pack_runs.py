@@ -1,0 +1,49 @@
+"""validation/gpu/pack_runs.py: finished runs travel as parameters only, cut-off runs whole (resumable)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+from gpu import checkpoint, config as C, train as T
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("pack_runs", ROOT / "validation/gpu/pack_runs.py")
+pack_runs = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pack_runs)
+
+TINY = dict(dataset="synthetic", m=16, n=2, hidden=8, layers=3, limit=60, test_limit=20, batch_size=20,
+            device="cpu", progress=False)
+
+
+def _metrics(path) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in ("seconds", "eval_seconds")} for r in csv.DictReader(f)]
+
+
+def test_a_cut_off_run_keeps_its_adam_state_and_resumes_exactly(tmp_path):
+    results = tmp_path / "results" / "figx"
+    T.train(C.TrainConfig(epochs=2, **TINY), tmp_path / "straight")
+    T.train(C.TrainConfig(epochs=2, **TINY), results / "done" / "seed0")
+    T.train(C.TrainConfig(epochs=1, **TINY), results / "cut" / "seed0")
+    # what a run killed by `timeout` leaves: its last checkpoint, and run.json still saying "running"
+    info = json.loads((results / "cut/seed0/run.json").read_text())
+    (results / "cut/seed0/run.json").write_text(json.dumps(info | {"status": "running"}))
+
+    assert pack_runs.main(str(tmp_path / "results"), str(tmp_path / "packed"), "figx") == 0
+    done = checkpoint.load(tmp_path / "packed/figx/done/seed0/checkpoint.npz")
+    cut = checkpoint.load(tmp_path / "packed/figx/cut/seed0/checkpoint.npz")
+    assert "adam" not in done and set(done) == {"params", "epoch", "seed", "config"}
+    assert "adam" in cut and cut["epoch"] == 1
+
+    # brought home, the cut-off run resumes to the same run as one trained straight through
+    home = tmp_path / "home"
+    shutil.copytree(tmp_path / "packed/figx/cut/seed0", home)
+    T.train(C.TrainConfig(epochs=2, **TINY), home, resume=True)
+    assert _metrics(home / "metrics.csv") == _metrics(tmp_path / "straight/metrics.csv")
+    a = checkpoint.load(home / "checkpoint.npz")["params"]
+    b = checkpoint.load(tmp_path / "straight/checkpoint.npz")["params"]
+    assert all((a[k] == b[k]).all() for k in b)
