@@ -9,8 +9,8 @@
 # run) and analyses.txt; unpack under validation/analysis/all-seeds/ (analysis.json names the device) and run
 # `vaetheory analyze validation/analysis/all-seeds --summarize`.
 # DEVICE=cpu TEST_LIMIT=20 IWAE_K=50 bash validation/gpu/analyses.sh   is a dry run on a CPU.
-# FIGS="fig4_100d" SEEDS="seed3 seed4" analyse only those (e.g. what an earlier call did not reach; 2026-11-26's
-# run reached every 2-D model and 100-D seeds 0-2: validation/analysis/all-seeds/).
+# FIGS="fig4_100d" SEEDS="seed3 seed4" analyse only those (e.g. what an earlier call did not reach: on 2026-11-26
+# one call reached every 2-D model and 100-D seeds 0-2, a later one 100-D seed 4; all in validation/analysis/all-seeds/).
 set -u
 OUT=${OUT:-/tmp/vaetheory-analyses}
 mkdir -p "$OUT"
