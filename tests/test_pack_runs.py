@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import shutil
 from pathlib import Path
+
+from test_gpu_train import TINY, assert_same_run
 
 from gpu import checkpoint, config as C, train as T
 
@@ -14,14 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("pack_runs", ROOT / "validation/gpu/pack_runs.py")
 pack_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pack_runs)
-
-TINY = dict(dataset="synthetic", m=16, n=2, hidden=8, layers=3, limit=60, test_limit=20, batch_size=20,
-            device="cpu", progress=False)
-
-
-def _metrics(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return [{k: v for k, v in r.items() if k not in ("seconds", "eval_seconds")} for r in csv.DictReader(f)]
 
 
 def test_a_cut_off_run_keeps_its_adam_state_and_resumes_exactly(tmp_path):
@@ -43,7 +36,4 @@ def test_a_cut_off_run_keeps_its_adam_state_and_resumes_exactly(tmp_path):
     home = tmp_path / "home"
     shutil.copytree(tmp_path / "packed/figx/cut/seed0", home)
     T.train(C.TrainConfig(epochs=2, **TINY), home, resume=True)
-    assert _metrics(home / "metrics.csv") == _metrics(tmp_path / "straight/metrics.csv")
-    a = checkpoint.load(home / "checkpoint.npz")["params"]
-    b = checkpoint.load(tmp_path / "straight/checkpoint.npz")["params"]
-    assert all((a[k] == b[k]).all() for k in b)
+    assert_same_run(home, tmp_path / "straight")  # parameters, Adam state and metrics

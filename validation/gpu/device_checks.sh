@@ -18,8 +18,9 @@
 #      e.g. QUEUE="fig8 fig4_100d" trains GPU samples of those);
 #      an entry FIG:M1,M2 trains only those methods of FIG.  Each queued figure's PNGs are then redrawn from
 #      what was trained (a stage cut off by the time limit draws none itself), and the trained models come back
-#      as parameters only (`pack_runs.py`; queue_params.tgz.part_* in pieces of 15 MB, since a file that comes
-#      back is at most 16 MiB: `cat queue_params.tgz.part_* | tar xzf - -C validation/results` here).
+#      as parameters only, a run cut off whole so that it resumes here (`pack_runs.py`; queue_params.tgz.part_*
+#      in pieces of 15 MB, since a file that comes back is at most 16 MiB:
+#      `cat queue_params.tgz.part_* | tar xzf - -C validation/results` here).
 # A dry run of stage 6 on a CPU: DEVICE=cpu EXTRA="--epochs 1 --limit 600 --test-limit 100" SKIP="pytest bench
 # one_run fig4_2d_stacked optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
 # SKIP="bench one_run" leaves stages out (names as in device.txt); FIG4_LIMIT (default 150) is stage 4's limit.

@@ -34,14 +34,16 @@ def main(root: str = "validation/results", out: str = ".carry/runs", *figures: s
                 if not (run / "checkpoint.npz").exists():
                     print(f"skipped {run}: no checkpoint", file=sys.stderr)
                     continue
-                ck = checkpoint.load(run / "checkpoint.npz")
                 dst = Path(out) / fig / method / run.name
                 dst.mkdir(parents=True, exist_ok=True)
-                # A run cut off (status still "running" after a time limit, or "interrupted") keeps its Adam
-                # state, so that `vaetheory reproduce` can resume it here; a finished one needs its parameters only.
-                ended = json.loads((run / "run.json").read_text()).get("status") in ("completed", "diverged")
-                checkpoint.save(dst / "checkpoint.npz", {k: ck[k] for k in ("params", "epoch", "seed", "config")}
-                                if ended else ck)
+                # A run cut off (status still "running" after a time limit, or "interrupted") travels whole, Adam
+                # state included, so that `vaetheory reproduce` can resume it here; a finished one needs its
+                # parameters only.
+                if json.loads((run / "run.json").read_text()).get("status") in ("completed", "diverged"):
+                    ck = checkpoint.load(run / "checkpoint.npz")
+                    checkpoint.save(dst / "checkpoint.npz", {k: ck[k] for k in ("params", "epoch", "seed", "config")})
+                else:
+                    shutil.copy(run / "checkpoint.npz", dst / "checkpoint.npz")
                 for name in ("run.json", "metrics.csv"):
                     shutil.copy(run / name, dst / name)
                 n += 1
