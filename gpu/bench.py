@@ -166,25 +166,48 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
 
     The K models start from seeds 0..K-1 and see their own data and noise;
     blocks of stacked steps and of K single steps alternate.  ``speedup`` is
-    one-by-one time / stacked time for the same K model-steps.
+    one-by-one time / stacked time for the same K model-steps.  On a GPU a
+    third runner times the stack with one GEMM call per model
+    (:func:`gpu.gemm.models_apart`, ``VAETHEORY_STACK_EXACT=1``), which
+    computes each model bit for bit as alone: ``apart_ms_per_step``.
     """
     probs = [_problem(xp, n, posterior, B, warmup + steps, seed, likelihood) for seed in range(K)]
     mc = probs[0][0]
     singles = [_our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
-    stacked = _our_stepper(xp, mc, train.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
-                           np.stack([e for *_, e in probs], axis=1))
+
+    def stacked_stepper():
+        return _our_stepper(xp, mc, train.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
+                            np.stack([e for *_, e in probs], axis=1))
 
     def one_by_one():
         for step in singles:
             step()
 
     sync = lambda: dev.synchronize(xp)  # noqa: E731
-    blocks = _interleaved({"stack": (stacked, sync), "one_by_one": (one_by_one, sync)}, steps, warmup, rounds)
-    stack_ms, single_ms = float(np.median(blocks["stack"])), float(np.median(blocks["one_by_one"]))
-    return {"n": n, "posterior": posterior, "likelihood": likelihood, "models": K, "batch": B,
-            "stack_ms_per_step": stack_ms,
-            "one_by_one_ms_per_step": single_ms, "speedup": single_ms / stack_ms,
-            "stack_ms_blocks": blocks["stack"], "one_by_one_ms_blocks": blocks["one_by_one"]}
+    batched = stacked_stepper()
+    runners = {"stack": (lambda: _models_apart(False, batched), sync)}
+    if xp is not np:  # NumPy's matmul is already each model's own product
+        apart = stacked_stepper()
+        runners["apart"] = (lambda: _models_apart(True, apart), sync)
+    runners["one_by_one"] = (one_by_one, sync)
+    blocks = _interleaved(runners, steps, warmup, rounds)
+    ms = {k: float(np.median(v)) for k, v in blocks.items()}
+    out = {"n": n, "posterior": posterior, "likelihood": likelihood, "models": K, "batch": B,
+           "stack_ms_per_step": ms["stack"],
+           "one_by_one_ms_per_step": ms["one_by_one"], "speedup": ms["one_by_one"] / ms["stack"],
+           "stack_ms_blocks": blocks["stack"], "one_by_one_ms_blocks": blocks["one_by_one"]}
+    if "apart" in ms:
+        out |= {"apart_ms_per_step": ms["apart"], "apart_speedup": ms["one_by_one"] / ms["apart"],
+                "apart_ms_blocks": blocks["apart"]}
+    return out
+
+
+def _models_apart(on: bool, step) -> None:
+    """One call of ``step`` with a stack's GEMMs made per model or not (what a CUDA graph captures stays)."""
+    from gpu import gemm
+
+    with gemm.models_apart(on):
+        step()
 
 
 def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0,
@@ -335,7 +358,9 @@ def format_report(rep: dict) -> str:
     for r in rep.get("stacked", []):
         lines.append(f"stack of {r['models']} n={r['n']} {r['posterior']} {r['likelihood']}: {r['stack_ms_per_step']:.2f} ms per step of "
                      f"all {r['models']} models; one by one {r['one_by_one_ms_per_step']:.2f} ms; "
-                     f"speedup {r['speedup']:.2f}x")
+                     f"speedup {r['speedup']:.2f}x"
+                     + (f"; one GEMM call per model (bit for bit as alone) {r['apart_ms_per_step']:.2f} ms, "
+                        f"speedup {r['apart_speedup']:.2f}x" if "apart_ms_per_step" in r else ""))
     for e in rep.get("evaluation", []):
         lines.append(f"evaluation n={e['n']} ({e['posterior']}): test ELBO on {e['images']} images "
                      f"{e['elbo_s']:.2f} s; IWAE k={e['iwae_k']}: {e['iwae_s_timed']:.2f} s on "

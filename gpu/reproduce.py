@@ -859,7 +859,8 @@ def add_arguments(parser) -> None:
                         help="only redraw the PNGs and the summary from the runs on disk")
     parser.add_argument("--list", action="store_true", help="list the runs and their state; train nothing")
     parser.add_argument("--stack", action="store_true",
-                        help="train each method's seeds together as one batched computation (same results)")
+                        help="train each method's seeds together as one batched computation (the results of one by one: "
+                             "bit for bit on NumPy, on CuPy with VAETHEORY_STACK_EXACT=1)")
 
 
 def run(args) -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu import checkpoint, config as C, data as D, device as dev, evaluate as E
+from gpu import checkpoint, config as C, data as D, device as dev, evaluate as E, gemm
 
 STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_TEST = 0, 1, 2, 3
 EXIT_DIVERGED = 3
@@ -307,7 +307,9 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
     (initialisation, batch order, noise, test noise) and its own run
     directory, written exactly as :func:`train` writes it: model k's
     parameters, metrics and checkpoints are those of training it alone (bit
-    for bit on NumPy; tested).  A model whose loss turns non-finite stops as
+    for bit on NumPy, tested; on CuPy with ``VAETHEORY_STACK_EXACT=1``, which
+    makes the batched GEMMs one call per model, :func:`gpu.gemm.per_model`;
+    without it equal up to cuBLAS's rounding).  A model whose loss turns non-finite stops as
     it would alone (status ``diverged``, last good checkpoint kept) while
     the others go on.  ``seconds`` and ``wall_seconds`` are the whole stack's.
     ``resume`` needs every checkpoint at the same epoch.
@@ -376,6 +378,7 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
         }
         if K > 1:
             r.info["stacked"] = {"models": K, "seeds": [c.seed for c in cfgs],
+                                 "gemm": "one call per model" if xp is not np and gemm.apart() else "batched",
                                  "note": "trained as one stack; seconds and wall_seconds are the stack's"}
         checkpoint.write_json(r.json, r.info)
     t_run = time.perf_counter()

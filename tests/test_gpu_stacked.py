@@ -89,6 +89,7 @@ def test_train_many_equals_training_each_model_alone_bitwise(tmp_path, kw):
         assert_same_run(tmp_path / f"stack/seed{s}", tmp_path / f"alone/seed{s}")
         saved = json.loads((tmp_path / f"stack/seed{s}/run.json").read_text())
         assert saved["config"]["seed"] == s and saved["epochs_done"] == 3
+        assert saved["stacked"]["gemm"] == "batched"
 
 
 def test_train_many_resumes_exactly(tmp_path):
@@ -175,3 +176,17 @@ def test_gpu_stack_matches_gpu_models_alone(tmp_path, posterior):
             np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"],
                                        atol=TOL["f32_vs_f64"], err_msg=k)
     assert CUPY is not None
+
+
+@needs_gpu
+@pytest.mark.parametrize("posterior", C.POSTERIORS)
+def test_gpu_stack_apart_is_each_model_alone_bitwise(tmp_path, monkeypatch, posterior):
+    # VAETHEORY_STACK_EXACT=1: each model's products are the calls it makes alone (gpu.gemm.per_model)
+    monkeypatch.setenv("VAETHEORY_STACK_EXACT", "1")
+    kw = dict(posterior=posterior, device="gpu", epochs=2)
+    seeds = [0, 1, 2]
+    T.train_many([tiny(seed=s, **kw) for s in seeds], [tmp_path / f"stack{s}" for s in seeds])
+    for s in seeds:
+        T.train(tiny(seed=s, **kw), tmp_path / f"alone{s}")
+        assert_same_run(tmp_path / f"stack{s}", tmp_path / f"alone{s}")
+        assert json.loads((tmp_path / f"stack{s}/run.json").read_text())["stacked"]["gemm"] == "one call per model"

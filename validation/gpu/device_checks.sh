@@ -13,6 +13,8 @@
 #      and five models as one stack against one by one;
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
 #   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
+#      4b (exact, same_run): the learned-Sigma stack again with VAETHEORY_STACK_EXACT=1, its seed 0 and stage 4's
+#      compared with stage 3's lone run (validation/gpu/same_run.py);
 #   5. the closed-form decoder kernel, Eqs. (6)-(7), at N = 60,000, M = 10,000, m = 784 (appended to device.txt);
 #   6. with the time left, the figures named in QUEUE (default none: every figure has been trained once;
 #      e.g. QUEUE="fig8 fig4_100d" trains GPU samples of those);
@@ -22,7 +24,7 @@
 #      in pieces of 15 MB, since a file that comes back is at most 16 MiB:
 #      `cat queue_params.tgz.part_* | tar xzf - -C validation/results` here).
 # A dry run of stage 6 on a CPU: DEVICE=cpu EXTRA="--epochs 1 --limit 600 --test-limit 100" SKIP="pytest bench
-# one_run fig4_2d_stacked optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
+# one_run fig4_2d_stacked exact same_run optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
 # SKIP="bench one_run" leaves stages out (names as in device.txt); FIG4_LIMIT (default 150) is stage 4's limit.
 set -u
 OUT=${OUT:-/tmp/vaetheory-device}
@@ -56,6 +58,15 @@ rm -rf /tmp/results
 stage fig4_2d_stacked "${FIG4_LIMIT:-150}" python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --device gpu --stack --no-progress \
   --out /tmp/results > "$OUT/fig4_2d_gpu.txt" 2>&1
 [ -d /tmp/results/fig4_2d ] && tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results fig4_2d 2>/dev/null
+
+# Stage 4b: the learned-Sigma seeds again as a stack with one GEMM call per model (VAETHEORY_STACK_EXACT=1), and
+# seed 0 of both stacks compared with the lone run of stage 3 (the same model): identical, or how far apart.
+rm -rf /tmp/exact
+stage exact 120 env VAETHEORY_STACK_EXACT=1 python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --methods learned \
+  --device gpu --stack --no-progress --out /tmp/exact > /tmp/exact.txt 2>&1
+grep -E "seed0|wrote" /tmp/exact.txt >> "$OUT/device.txt" 2>&1
+stage same_run 20 python3 validation/gpu/same_run.py /tmp/one /tmp/exact/fig4_2d/learned/seed0 /tmp/results/fig4_2d/learned/seed0 \
+  >> "$OUT/device.txt" 2>&1
 
 stage optimal_bench 20 python3 -m vaetheory.optimal_bench --device gpu >> "$OUT/device.txt" 2>&1
 
