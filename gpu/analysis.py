@@ -336,6 +336,8 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
     res: dict = {
         "run": str(run.run_dir), "epoch": run.epoch, "device": run.device, "targets": run.targets,
         "posterior": mc.posterior, "likelihood": mc.likelihood, "n": mc.n, "m": mc.m,
+        "scale": run.cfg.scale, **({"t": mc.t} if mc.likelihood == "gaussian" else {}),
+        **({"tau": mc.tau} if mc.likelihood == "baggins" else {}),
         "test_images": N, "train_images": int(len(run.x_train)), "dtype": "float64",
         "units": "nats per image, summed over pixels",
         "prior": ("N(0, S^2), S^2 from Eq. (4) on the training set" if mc.posterior in E.FLOATING
@@ -544,13 +546,15 @@ def _mean_std(values: list) -> dict:
 def summarize(root) -> dict:
     """Mean and spread over seeds of every analysed run under ``root`` (Secs. 4-5 claims on trained models).
 
-    Runs are grouped by (latent size n, posterior); every ``comparison.json``
-    (constant vs learned Sigma, Eq. (22)) by n.  Not in the paper.
+    Runs are grouped by (latent size n, posterior), and for a Gaussian-family
+    likelihood also by the likelihood, its t or tau and the data scale
+    lambda; every ``comparison.json`` (constant vs learned Sigma, Eq. (22)) by
+    n.  Not in the paper.
     """
     groups: dict = {}
     for f in sorted(Path(root).rglob("analysis.json")):
         a = json.loads(f.read_text())
-        groups.setdefault(f"n={a['n']}, {a['posterior']}", []).append(a)
+        groups.setdefault(_group(a), []).append(a)
     if not groups:
         raise FileNotFoundError(f"no analysis.json under {root} (run `vaetheory analyze RUN_DIR` first)")
     comparisons: dict = {}
@@ -564,6 +568,16 @@ def summarize(root) -> dict:
     for key, comps in comparisons.items():
         out["comparisons"][key] = {label: _mean_std([c[k] for c in comps]) for label, k in _COMPARISON_ROWS}
     return out
+
+
+def _group(a: dict) -> str:
+    """The summary group of one analysis: ``n=2, learned``; ``n=2, bilbo, baggins tau 0.2, lambda 4``."""
+    key = f"n={a['n']}, {a['posterior']}"
+    like = a.get("likelihood", "bernoulli")
+    if like == "bernoulli":
+        return key
+    extra = {"gaussian": f" t {a['t']:g}" if "t" in a else "", "baggins": f" tau {a['tau']:g}" if "tau" in a else ""}
+    return f"{key}, {like}{extra.get(like, '')}" + (f", lambda {a['scale']:g}" if "scale" in a else "")
 
 
 def summary_md(summary: dict) -> str:

@@ -133,6 +133,7 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
         assert saved["iwae_log_px"]["mean"] >= saved["elbo"]["mean"] - 3 * saved["elbo"]["sem"]
         assert saved["cv2_penalty_eq22"] >= 0 and saved["gap_eq18"]["min"] >= 0
         assert np.isfinite(saved["log_evidence_eq16"]["mean"])
+        assert A._group(saved) == f"n=2, {post}" and saved["scale"] == 1.0
     cmp = A.compare_runs(tmp_path / "constant", tmp_path / "learned")
     assert cmp["measured_elbo_difference"] == runs["constant"]["elbo"]["mean"] - runs["learned"]["elbo"]["mean"]
     assert cmp["cv2_penalty_learned_model"] == runs["learned"]["cv2_penalty_eq22"]
@@ -196,3 +197,11 @@ def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, ca
     assert "| measured ELBO difference | 1.50 +- 0.71 (n=2) |" in (tmp_path / "summary.md").read_text()
     assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["analyze", str(tmp_path / "nothing-here"), "--summarize"]) == 2
+
+
+def test_summary_groups_gaussian_family_runs_by_likelihood_and_scale():
+    base = {"n": 2, "posterior": "bilbo"}
+    assert A._group(base) == A._group(base | {"likelihood": "bernoulli", "scale": 1.0}) == "n=2, bilbo"
+    assert A._group(base | {"likelihood": "gaussian", "t": 1.0, "scale": 4.0}) == "n=2, bilbo, gaussian t 1, lambda 4"
+    keys = {A._group(base | {"likelihood": "baggins", "tau": tau, "scale": lam}) for tau in (0.2, 1.0) for lam in (1.0, 16.0)}
+    assert len(keys) == 4 and "n=2, bilbo, baggins tau 0.2, lambda 16" in keys
