@@ -123,7 +123,7 @@ def per_model(p: Plan) -> list[tuple[Plan, int, int, int]]:
     Each plan is the one :func:`plan` gives a lone model's product (batch 1,
     operand strides 0), so cuBLAS sees the same call as when that model
     trains alone; only the pointers move (by the batch strides, 0 for a
-    broadcast operand).
+    broadcast operand).  Not in the paper.
     """
     one = p._replace(stride_a=0, stride_b=0, batch=1)
     return [(one, k * p.stride_a, k * p.stride_b, k * p.stride_c) for k in range(p.batch)]
@@ -133,13 +133,13 @@ _APART: list = []  # models_apart's overrides, innermost last
 
 
 def apart() -> bool:
-    """Whether a batch of models is computed as one GEMM call per model (``VAETHEORY_STACK_EXACT=1``, :func:`models_apart`)."""
+    """Whether a batch of models is one GEMM call per model (``VAETHEORY_STACK_EXACT=1``, :func:`models_apart`; Not in the paper)."""
     return _APART[-1] if _APART else os.environ.get("VAETHEORY_STACK_EXACT", "0") == "1"
 
 
 @contextlib.contextmanager
 def models_apart(on: bool = True):
-    """Inside the block, :func:`matmul` makes a batch of models as one call per model when ``on`` (see :func:`per_model`)."""
+    """Inside the block, :func:`matmul` makes a batch of models one call per model when ``on`` (:func:`per_model`; Not in the paper)."""
     _APART.append(on)
     try:
         yield
