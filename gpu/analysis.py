@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -562,12 +563,17 @@ def summarize(root) -> dict:
         n = json.loads((f.parent / "analysis.json").read_text())["n"]
         comparisons.setdefault(f"n={n}, constant - learned", []).append(json.loads(f.read_text()))
     out = {"units": "nats per image", "groups": {}, "comparisons": {}}
-    for key, runs in groups.items():
+    for key, runs in sorted(groups.items(), key=lambda kv: _natural(kv[0])):
         out["groups"][key] = {"runs": [a["run"] for a in runs], "test_images": sorted({a["test_images"] for a in runs}),
                               **{label: _mean_std([get(a) for a in runs]) for label, get in _SUMMARY_ROWS}}
     for key, comps in comparisons.items():
         out["comparisons"][key] = {label: _mean_std([c[k] for c in comps]) for label, k in _COMPARISON_ROWS}
     return out
+
+
+def _natural(key: str) -> list:
+    """Sort key that orders the numbers inside ``key`` by value (n=2 before n=100, lambda 4 before 16)."""
+    return [(0, float(t), "") if t[0].isdigit() else (1, 0.0, t) for t in re.findall(r"\d+(?:\.\d+)?|\D+", key)]
 
 
 def _group(a: dict) -> str:
@@ -641,14 +647,14 @@ def summary_plot(summary: dict, path) -> Path:
     from gpu.plots import _plt, _save
 
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
-    panels = (
-        (axes[0], summary["groups"], "Eq. (18) predicted gap", "measured gap log p - ELBO",
+    panels = [p for p in (
+        (summary["groups"], "Eq. (18) predicted gap", "measured gap log p - ELBO",
          "gap log p(x) - ELBO: Eq. (18) vs IWAE (k as analysed)"),
-        (axes[1], summary["comparisons"], "Eq. (22) predicted ELBO difference (same decoder)",
+        (summary["comparisons"], "Eq. (22) predicted ELBO difference (same decoder)",
          "measured ELBO difference", "constant minus learned Sigma: Eq. (22) vs measured"),
-    )
-    for ax, table, xkey, ykey, title in panels:
+    ) if p[0]]  # no constant-vs-learned pairs (e.g. Gaussian-likelihood runs): one panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6), squeeze=False)
+    for ax, (table, xkey, ykey, title) in zip(axes[0], panels):
         lo, hi = np.inf, -np.inf
         for key, rows in table.items():
             x, y = np.asarray(rows[xkey]["values"]), np.asarray(rows[ykey]["values"])

@@ -205,3 +205,5 @@ def test_summary_groups_gaussian_family_runs_by_likelihood_and_scale():
     assert A._group(base | {"likelihood": "gaussian", "t": 1.0, "scale": 4.0}) == "n=2, bilbo, gaussian t 1, lambda 4"
     keys = {A._group(base | {"likelihood": "baggins", "tau": tau, "scale": lam}) for tau in (0.2, 1.0) for lam in (1.0, 16.0)}
     assert len(keys) == 4 and "n=2, bilbo, baggins tau 0.2, lambda 16" in keys
+    order = sorted(["n=100, learned", "n=2, x, lambda 16", "n=2, x, lambda 4", "n=2, x, lambda 1"], key=A._natural)
+    assert order == ["n=2, x, lambda 1", "n=2, x, lambda 4", "n=2, x, lambda 16", "n=100, learned"]
