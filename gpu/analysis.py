@@ -636,6 +636,28 @@ def learned_t_pixels(run_dir, images: int = 2000, tiny: float = 1e-5, device: st
             "other_pixels_median_T": float(np.median(per_pixel[~small])) if (~small).any() else None}
 
 
+def iwae_convergence(run_dir, images: int = 40, ks=(50, 500, 5000, 50000), seed: int = 1,
+                     device: str = "auto") -> dict:
+    """The IWAE bound on log p(x) of the first ``images`` test images at each k in ``ks`` (Not in the paper).
+
+    The IWAE bound rises towards log p(x) as k grows; where it still rises
+    between the largest k, the gap log p(x) - ELBO it measures (and Eq. (16)
+    minus it) is a bound, not a value.  Prior and BAGGINS S^2 as
+    :func:`analyze_run` takes them (training set).  Mean over the images.
+    """
+    from gpu import train as T
+
+    run = load_run(run_dir, device=device, test_limit=images)
+    mu_tr, var_tr = E.encode_all(run.params, run.x_train, run.mc)
+    s2, s2_train = prior_variance(run.mc, mu_tr, var_tr), E.prior_s2(mu_tr, var_tr)
+    out = {"run": str(run_dir), "images": int(len(run.x_test)), "iwae": {}}
+    for k in ks:
+        rng = T.generator(run.cfg.seed + seed, STREAM_ANALYSIS, run.epoch, run.xp)
+        lp = E.iwae_log_px(run.params, run.x_test, run.mc, rng, k=int(k), s2=s2, baggins_s2=s2_train)
+        out["iwae"][int(k)] = float(np.mean(lp))
+    return out
+
+
 def summary_plot(summary: dict, path) -> Path:
     """The over-seeds summary as two scatter panels, one point per model (Eqs. (18) and (22) on trained models).
 

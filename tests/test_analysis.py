@@ -112,15 +112,18 @@ def test_optimal_decoder_from_encoder_posteriors_is_eq6(seed, likelihood, poster
     np.testing.assert_allclose(res["opt_sq_error"], ((xt - nu) ** 2).sum(axis=1).mean(), rtol=TOL["identity_f64"])
 
 
-def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
+def _trained(out, posterior: str) -> None:
     from gpu import config as C
     from gpu import train as T
 
+    T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior=posterior, epochs=3, limit=120,
+                          test_limit=40, batch_size=40, device="cpu", progress=False), out)
+
+
+def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
     runs = {}
     for post in ("learned", "constant"):
-        cfg = C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior=post, epochs=3, limit=120,
-                            test_limit=40, batch_size=40, device="cpu", progress=False)
-        T.train(cfg, tmp_path / post)
+        _trained(tmp_path / post, post)
         runs[post] = A.analyze_run(tmp_path / post, iwae_k=200, elbo_k=4, plots=True)
     for post, res in runs.items():
         saved = json.loads((tmp_path / post / "analysis.json").read_text())
@@ -207,3 +210,13 @@ def test_summary_groups_gaussian_family_runs_by_likelihood_and_scale():
     assert len(keys) == 4 and "n=2, bilbo, baggins tau 0.2, lambda 16" in keys
     order = sorted(["n=100, learned", "n=2, x, lambda 16", "n=2, x, lambda 4", "n=2, x, lambda 1"], key=A._natural)
     assert order == ["n=2, x, lambda 1", "n=2, x, lambda 4", "n=2, x, lambda 16", "n=100, learned"]
+
+
+def test_iwae_convergence_rises_from_the_one_sample_bound(tmp_path):
+    _trained(tmp_path / "run", "constant")
+    r = A.iwae_convergence(tmp_path / "run", images=30, ks=(1, 300))
+    assert r["images"] == 30 and list(r["iwae"]) == [1, 300]
+    # k = 1 is a one-sample ELBO estimate; the k = 300 bound is above it by about the gap log p - ELBO
+    res = A.analyze_run(tmp_path / "run", iwae_k=300, elbo_k=50, test_limit=30, plots=False)
+    assert r["iwae"][300] > r["iwae"][1]
+    assert abs(r["iwae"][300] - res["iwae_log_px"]["mean"]) < 5 * res["iwae_log_px"]["sem"]

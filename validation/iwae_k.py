@@ -1,0 +1,34 @@
+"""Does the IWAE bound with k = 5000 measure log p(x)?  Its value at growing k (docs/findings.md).
+
+Prints `gpu.analysis.iwae_convergence` for trained runs (their checkpoints): the IWAE bound of the
+first test images at k = 50, 500, 5000, 50000 and its rise per tenfold k.
+
+    python validation/iwae_k.py validation/results/fig6_10_11_14_15/d2_T1_lambda16/seed0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from gpu.analysis import iwae_convergence
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", nargs="+")
+    p.add_argument("--images", type=int, default=40, help="first test images (40)")
+    p.add_argument("--ks", default="50,500,5000,50000", help="comma-separated k (50,500,5000,50000)")
+    args = p.parse_args(argv)
+    ks = [int(k) for k in args.ks.split(",")]
+    for d in args.run_dir:
+        r = iwae_convergence(d, args.images, ks)
+        vals = list(r["iwae"].values())
+        rises = ", ".join(f"{b - a:+.2f}" for a, b in zip(vals, vals[1:]))
+        print(f"{d} ({r['images']} test images): " + ", ".join(f"k={k} {v:.2f}" for k, v in r["iwae"].items())
+              + f"; rise per step {rises}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
