@@ -118,7 +118,7 @@ def _log_normal_diag(xp, z, mean, var):
 
 
 def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20000, baggins_s2=None,
-                progress: bool = False) -> np.ndarray:
+                progress: bool = False, proposal=None) -> np.ndarray:
     """Importance-sampled lower bound on log p(x) per image (N,), with k samples (Burda et al.; Not in the paper).
 
     ``log p(x) >= log (1/k) sum_{i<=k} p(x|z_i) N(z_i; 0, S^2) / q(z_i|x)``,
@@ -127,6 +127,10 @@ def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20
     is ``O(rows * m)`` whatever k is; the running log-sum-exp over sample
     chunks is kept in float64.  For BAGGINS, p(x|z_i) = N(x; nu(z_i), T_i I)
     with T_i from Eq. (29) for that sample, S^2 = ``baggins_s2`` (required).
+    ``proposal(sl, eps) -> (z, log_q)`` replaces q(z|x) by another proposal
+    for the images ``x[sl]``, from standard normal ``eps (c, b, n)`` (e.g.
+    :func:`gpu.analysis.laplace_proposal`); BAGGINS's T still uses the
+    encoder's Sigma, as in training.
     """
     xp = array_namespace(x)
     n = mc.n
@@ -147,7 +151,11 @@ def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20
         while done < k:
             c = min(kc, k - done)
             eps = noise_rng.standard_normal((c, b, n), dtype=x.dtype)
-            z = mu[None] + xp.sqrt(var)[None] * eps  # (c, b, n)
+            if proposal is None:
+                z = mu[None] + xp.sqrt(var)[None] * eps  # (c, b, n)
+                log_q = _log_normal_diag(xp, z, mu[None], var[None])
+            else:
+                z, log_q = proposal(sl, eps)
             zf = z.reshape(c * b, n)
             xr = xp.broadcast_to(xb[None], (c, b, xb.shape[1])).reshape(c * b, -1)
             dec = _model().decode(params, zf, mc)
@@ -159,7 +167,7 @@ def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20
                 varr = xp.broadcast_to(var[None], (c, b, n)).reshape(c * b, n)
                 T = baggins_T(xr, dec["mean"], mur, varr, mc.tau, baggins_s2)
             ll = _model().log_likelihood(dec, xr, mc, T=T).reshape(c, b)
-            lw = ll + _log_normal_diag(xp, z, 0.0, s2) - _log_normal_diag(xp, z, mu[None], var[None])
+            lw = ll + _log_normal_diag(xp, z, 0.0, s2) - log_q
             lw = lw.astype(xp.float64)
             m = xp.maximum(acc, lw.max(axis=0))
             acc = m + xp.log(xp.exp(acc - m) + xp.exp(lw - m[None]).sum(axis=0))

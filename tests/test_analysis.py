@@ -96,6 +96,16 @@ def test_eq16_matches_the_importance_sampled_log_px_of_a_linear_decoder_eq16():
     assert lp.mean() <= exact.mean() + 1e-3
 
 
+@given(SEEDS)
+def test_the_laplace_proposal_of_a_linear_decoder_is_its_posterior_so_every_weight_is_px_eq16(seed):
+    cfg, params, x, exact = _linear_gaussian_model(seed)
+    mu, var = M.encode(params, x, cfg)
+    prop = A.laplace_proposal(params, x, mu, var, cfg, np.ones(cfg.n))
+    for k in (1, 7):  # one sample already gives log p(x): the proposal is the exact posterior
+        lp = E.iwae_log_px(params, x, cfg, np.random.default_rng(seed), k=k, proposal=prop)
+        np.testing.assert_allclose(lp, exact, rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+
+
 @given(SEEDS, st.sampled_from(["bernoulli", "gaussian"]), st.sampled_from(["learned", "constant"]))
 def test_optimal_decoder_from_encoder_posteriors_is_eq6(seed, likelihood, posterior):
     cfg, params, x, mu, var, s2 = _net(seed, likelihood, posterior, B=30)
@@ -215,7 +225,8 @@ def test_summary_groups_gaussian_family_runs_by_likelihood_and_scale():
 def test_iwae_convergence_rises_from_the_one_sample_bound(tmp_path):
     _trained(tmp_path / "run", "constant")
     r = A.iwae_convergence(tmp_path / "run", images=30, ks=(1, 300))
-    assert r["images"] == 30 and list(r["iwae"]) == [1, 300]
+    assert r["images"] == 30 and list(r["iwae"]) == list(r["iwae_laplace"]) == [1, 300]
+    assert r["iwae_laplace"][300] > r["iwae_laplace"][1]
     # k = 1 is a one-sample ELBO estimate; the k = 300 bound is above it by about the gap log p - ELBO
     res = A.analyze_run(tmp_path / "run", iwae_k=300, elbo_k=50, test_limit=30, plots=False)
     assert r["iwae"][300] > r["iwae"][1]
