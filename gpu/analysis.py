@@ -166,6 +166,14 @@ def _factor(gram: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(lam, 0.0, None))[:, :, None] * np.swapaxes(V, -1, -2)
 
 
+def _gram_at_mean(params, x, mu, var, mc: M.ModelConfig, s2):
+    """log p(x|nu(mu)) (b,) and the metric Gram J^T G J (b, n, n), symmetrised, at the posterior means (Eq. (16))."""
+    out, J = Jac.decoder_jacobian(params, mu, mc)
+    ll, G = likelihood_at(params, x, mu, mu, var, mc, s2, out=out)
+    gram = to_numpy((J * G[:, :, None]).transpose(0, 2, 1) @ J)
+    return ll, (gram + np.swapaxes(gram, -1, -2)) / 2
+
+
 def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0, chunk: int | None = None) -> dict:
     """Eq. (16) / Eq. (26) at the posterior mean and the gap Eq. (18), from the network's Jacobian.
 
@@ -194,10 +202,7 @@ def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0
     res = {k: np.empty(N) for k in ("log_evidence", "loglik_at_mean", "logdet", "gap_eq18")}
     grams = np.empty((min(keep, N), n, n))
     for sl in _chunks(N, chunk):
-        out, J = Jac.decoder_jacobian(params, mu[sl], mc)
-        ll, G = likelihood_at(params, x[sl], mu[sl], mu[sl], var[sl], mc, s2, out=out)
-        gram = to_numpy((J * G[:, :, None]).transpose(0, 2, 1) @ J)
-        gram = (gram + np.swapaxes(gram, -1, -2)) / 2
+        ll, gram = _gram_at_mean(params, x[sl], mu[sl], var[sl], mc, s2)
         A = np.eye(n) + S[:, None] * gram * S[None, :]
         logdet = 2.0 * np.log(np.diagonal(np.linalg.cholesky(A), axis1=-2, axis2=-1)).sum(axis=-1)
         muh = to_numpy(mu[sl])
@@ -219,24 +224,26 @@ def laplace_proposal(params, x, mu, var, mc: M.ModelConfig, s2):
     ``z = mu + L^-T eps`` with ``P = L L^T`` (Cholesky), so ``log q = -n/2
     log 2 pi + sum log diag L - |eps|^2 / 2``.  Where the decoder is linear
     and the likelihood Gaussian this is the exact posterior and every
-    importance weight is p(x).  Computed per call for the images ``x[sl]``
-    (float64, on the host).  Not in the paper (its Eq. (16) as a sampler).
+    importance weight is p(x).  The Cholesky factor of the images ``x[sl]``
+    is computed once and kept while ``iwae_log_px`` draws their sample
+    chunks (float64, on the host).  Not in the paper (its Eq. (16) as a sampler).
     """
     xp = array_namespace(x)
     s2h = to_numpy(s2).astype(np.float64)
     n = mu.shape[1]
+    factor: dict = {}  # the current images' (L, sum log diag L)
 
     def proposal(sl, eps):
-        out, J = Jac.decoder_jacobian(params, mu[sl], mc)
-        _ll, G = likelihood_at(params, x[sl], mu[sl], mu[sl], var[sl], mc, s2, out=out)
-        gram = to_numpy((J * G[:, :, None]).transpose(0, 2, 1) @ J)
-        P = np.diag(1.0 / s2h)[None] + (gram + np.swapaxes(gram, -1, -2)) / 2
-        L = np.linalg.cholesky(P)  # (b, n, n)
+        if (sl.start, sl.stop) not in factor:
+            factor.clear()
+            _ll, gram = _gram_at_mean(params, x[sl], mu[sl], var[sl], mc, s2)
+            L = np.linalg.cholesky(np.diag(1.0 / s2h)[None] + gram)  # (b, n, n)
+            factor[sl.start, sl.stop] = L, np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)
+        L, half_logdet = factor[sl.start, sl.stop]
         e = to_numpy(eps).astype(np.float64)  # (c, b, n)
         dz = np.linalg.solve(np.swapaxes(L, -1, -2), e.transpose(1, 2, 0))  # (b, n, c): L^T dz = eps
         z = to_numpy(mu[sl])[None] + dz.transpose(2, 0, 1)
-        log_q = (-0.5 * n * math.log(2 * math.pi) + np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1)[None]
-                 - 0.5 * (e * e).sum(axis=-1))
+        log_q = -0.5 * n * math.log(2 * math.pi) + half_logdet[None] - 0.5 * (e * e).sum(axis=-1)
         return xp.asarray(z, dtype=eps.dtype), xp.asarray(log_q)
 
     return proposal
@@ -612,8 +619,9 @@ def _group(a: dict) -> str:
     like = a.get("likelihood", "bernoulli")
     if like == "bernoulli":
         return key
-    extra = {"gaussian": f" t {a['t']:g}" if "t" in a else "", "baggins": f" tau {a['tau']:g}" if "tau" in a else ""}
-    return f"{key}, {like}{extra.get(like, '')}" + (f", lambda {a['scale']:g}" if "scale" in a else "")
+    param = {"gaussian": "t", "baggins": "tau"}.get(like)
+    key += f", {like}" + (f" {param} {a[param]:g}" if param in a else "")
+    return key + (f", lambda {a['scale']:g}" if "scale" in a else "")
 
 
 def summary_md(summary: dict) -> str:
