@@ -2,13 +2,16 @@
 
 PyTorch is never a dependency of vaetheory: ``torch`` is imported inside the
 functions, and :func:`available` says whether it can be.  The network, the
-objective and the optimiser mirror :mod:`gpu.model` and :mod:`gpu.adam` for the
-Bernoulli likelihood (logits) and every posterior mode:
+objective and the optimiser mirror :mod:`gpu.model` and :mod:`gpu.adam` for every
+posterior mode, every likelihood and any ``latent_scale``:
 
 * ``learned``: Eq. (1), prior N(0, I), std = softplus of a separate head.
 * ``constant``: Eq. (2) with Sigma = sigma2 I and the floating prior
   S^2 = Sigma + M_B (Sec. 4.3) detached, i.e. held constant within the step.
 * ``bilbo``: Eq. (24), 1/2 sum_k log1p(M_B,k / Sigma) with the gradient through M_B.
+* likelihoods: Bernoulli from logits; Gaussian with T = t I; Gaussian with a
+  learned softplus std head (Eq. (26)); BAGGINS, T from Eq. (29) on the batch,
+  through which autograd differentiates (detached with ``baggins_stop_gradient``).
 
 Parameters are the dict of :func:`gpu.model.init_params` (our names, shapes
 ``(fan_in, fan_out)``), copied into leaf tensors, so both implementations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+_LOG_2PI = math.log(2.0 * math.pi)
 
 
 def available(cuda: bool = False) -> bool:
@@ -45,15 +50,14 @@ def to_torch(params: dict, dtype=None, device: str = "cpu") -> dict:
 
 
 def loss(tp: dict, x, eps, config):
-    """-(objective) averaged over the batch, in PyTorch: Eqs. (1), (2), (24) with a Bernoulli likelihood (Sec. 7).
+    """-(objective) averaged over the batch, in PyTorch: Eqs. (1), (2), (24), (26), (29)-(30) (Sec. 7).
 
     Parameters
     ----------
     tp : dict of torch tensors from :func:`to_torch`.
-    x : (B, m) torch tensor of targets in [0, 1].
+    x : (B, m) torch tensor of targets.
     eps : (B, n) torch tensor of standard-normal noise; z = mu + sqrt(Sigma) eps.
-    config : :class:`gpu.model.ModelConfig` with ``likelihood="bernoulli"`` and
-        ``latent_scale == 1`` (the configurations the benchmark times).
+    config : :class:`gpu.model.ModelConfig`.
 
     Returns a 0-d tensor, nats per example, the same quantity as the first
     output of :func:`gpu.model.loss_and_grads`.
@@ -61,9 +65,7 @@ def loss(tp: dict, x, eps, config):
     import torch
     import torch.nn.functional as F
 
-    if config.likelihood != "bernoulli" or config.latent_scale != 1.0:
-        raise ValueError("the PyTorch reference covers the Bernoulli likelihood with latent_scale 1 only")
-    L = config.layers
+    L, c = config.layers, config.latent_scale
 
     def trunk(prefix, h):
         for i in range(L - 1):
@@ -71,26 +73,45 @@ def loss(tp: dict, x, eps, config):
         return h
 
     h = trunk("enc", x)
-    mu = torch.addmm(tp[f"enc_b{L - 1}"], h, tp[f"enc_W{L - 1}"])
+    mu = c * torch.addmm(tp[f"enc_b{L - 1}"], h, tp[f"enc_W{L - 1}"])
+    M = (mu * mu).mean(dim=0)
     if config.posterior == "learned":
-        std = F.softplus(torch.addmm(tp["enc_std_b"], h, tp["enc_std_W"]))
+        std = c * F.softplus(torch.addmm(tp["enc_std_b"], h, tp["enc_std_W"]))
         var = std * std
         # KL(N(mu, var) | N(0, I)) of Eq. (1), per example
         kl = 0.5 * (mu * mu + var - 1.0 - torch.log(var)).sum(dim=1).mean()
+        s2 = M + var.mean(dim=0)  # Eq. (4), for BAGGINS' T
     else:
         std = math.sqrt(config.sigma2)
-        M = (mu * mu).mean(dim=0)
+        var = config.sigma2
+        s2 = config.sigma2 + M
         if config.posterior == "bilbo":
             kl = 0.5 * torch.log1p(M / config.sigma2).sum()  # Eq. (24)
         else:
-            s2 = (config.sigma2 + M).detach()  # floating prior held constant (Sec. 4.3)
-            r = config.sigma2 / s2
-            kl = (0.5 * (mu * mu / s2).sum(dim=1)).mean() + 0.5 * (r - 1.0 - torch.log(r)).sum()
+            fixed = s2.detach()  # floating prior held constant (Sec. 4.3)
+            r = config.sigma2 / fixed
+            kl = (0.5 * (mu * mu / fixed).sum(dim=1)).mean() + 0.5 * (r - 1.0 - torch.log(r)).sum()
     z = mu + std * eps
-    logits = torch.addmm(tp[f"dec_b{L - 1}"], trunk("dec", z), tp[f"dec_W{L - 1}"])
-    # Bernoulli log-likelihood from logits: x l - softplus(l)
-    rec = (x * logits - F.softplus(logits)).sum(dim=1).mean()
-    return kl - rec
+    hd = trunk("dec", z / c)
+    out = torch.addmm(tp[f"dec_b{L - 1}"], hd, tp[f"dec_W{L - 1}"])
+    m = x.shape[1]
+    if config.likelihood == "bernoulli":
+        rec = (x * out - F.softplus(out)).sum(dim=1)  # x l - softplus(l)
+    elif config.likelihood == "gaussian-learned":
+        t_std = F.softplus(torch.addmm(tp["dec_std_b"], hd, tp["dec_std_W"]))
+        rec = -0.5 * ((((x - out) / t_std) ** 2 + 2.0 * torch.log(t_std)).sum(dim=1) + m * _LOG_2PI)
+    else:
+        r = ((x - out) ** 2).sum(dim=1)
+        if config.likelihood == "gaussian":
+            t = config.t
+            log_t = math.log(t)
+        else:  # BAGGINS' T of Eq. (29) on the batch: tau |x - nu|^2 / tr(Sigma^-1 S_B^2)
+            t = config.tau * r / (s2 / var).sum(dim=-1)
+            if config.baggins_stop_gradient:
+                t = t.detach()
+            log_t = torch.log(t)
+        rec = -0.5 * (m * (_LOG_2PI + log_t) + r / t)
+    return kl - rec.mean()
 
 
 def loss_and_grads(params: dict, x, eps, config):
