@@ -10,7 +10,7 @@
 # Stages (each with its own time limit, so one slow stage cannot take the others with it):
 #   1. every CuPy/GPU test (fused kernels, CUDA-graph step, stacked training, model, trainer, Jacobian, Eq. (6));
 #   2. `vaetheory bench train` on the GPU: ms/step, GEMM fraction, PyTorch on the same GPU when importable,
-#      and five models as one stack against one by one;
+#      and five models as one stack against one by one; then the other likelihoods (bench_likelihoods);
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
 #   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
 #      4b (exact, same_run): the learned-Sigma stack again with VAETHEORY_STACK_EXACT=1, its seed 0 and stage 4's
@@ -24,7 +24,7 @@
 #      in pieces of 15 MB, since a file that comes back is at most 16 MiB:
 #      `cat queue_params.tgz.part_* | tar xzf - -C validation/results` here).
 # A dry run of stage 6 on a CPU: DEVICE=cpu EXTRA="--epochs 1 --limit 600 --test-limit 100" SKIP="pytest bench
-# one_run fig4_2d_stacked exact same_run optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
+# bench_likelihoods one_run fig4_2d_stacked exact same_run optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
 # SKIP="bench one_run" leaves stages out (names as in device.txt); FIG4_LIMIT (default 150) is stage 4's limit.
 set -u
 OUT=${OUT:-/tmp/vaetheory-device}
@@ -49,6 +49,8 @@ stage pytest 90 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu_gemm
 
 stage bench 90 python3 -m vaetheory bench train --device gpu --stack 5 --json "$OUT/bench_train_gpu.json" \
   > "$OUT/bench_train_gpu.txt" 2>&1
+stage bench_likelihoods 60 python3 -m vaetheory bench train --device gpu --likelihoods gaussian,gaussian-learned,baggins \
+  --eval-images 0 >> "$OUT/bench_train_gpu.txt" 2>&1
 
 rm -rf /tmp/one
 stage one_run 60 python3 -m vaetheory train --device gpu --out /tmp/one --no-progress >> "$OUT/device.txt" 2>&1
