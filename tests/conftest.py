@@ -106,6 +106,16 @@ TOL = {
     # 53-200 on N(0, 1) entries: relative 1e-5 (f32_vs_f64), and an absolute floor for sums that cancel:
     # |terms| up to ~5 summed 200 times, 200 * 5 * 6e-8 = 6e-5; 1e-3 leaves 15x.
     "f32_gemm_abs": 1e-3,
+    # gpu.grid_evidence against a closed form or a brute-force grid, asked for tol = 1e-8 on its halving
+    # change: the trapezoid converges geometrically (measured 1e-14 to 5e-8 nats on the linear-Gaussian
+    # cases, the largest for a sharp posterior, t = 1e-3, where log p ~ -1e3 carries ~1e-13 relative
+    # round-off from sums over m); 1e-6 nats absolute.
+    "grid_nats": 1e-6,
+    # The same for ReLU decoders (tol = 1e-4): the log joint has kinks where a unit switches, so the
+    # trapezoid converges at second order only, and the brute-force reference (1201^2 nodes, spacing 0.017)
+    # carries an error of the same order; measured 1e-7 to 2.4e-5 nats (BAGGINS, whose log |x - nu|^2 peaks
+    # sharply with m = 3 outputs); 1e-4.
+    "grid_relu_nats": 1e-4,
 }
 
 

@@ -1,0 +1,185 @@
+"""log p(x) of a trained model with n <= 2 latent dimensions, by adaptive latent-grid quadrature (Not in the paper).
+
+The paper's gap log p(x) - ELBO (Eq. (18)) and Eq. (16)'s error need log p(x)
+itself.  The importance-sampled bound (IWAE, :func:`gpu.evaluate.iwae_log_px`)
+is only a lower bound, and it does not converge where the proposal is far
+from the posterior (docs/findings.md, "Is k = 5000 enough?").  With one or two
+latent dimensions the integral
+
+    log p(x) = log int p(x|z) N(z; 0, S^2) dz
+
+can be computed instead.  Per image, a tensor-product trapezoid grid of
+``points`` nodes per axis starts on a box holding both the prior (+- ``span``
+prior standard deviations) and the encoder's posterior (+- ``span`` posterior
+standard deviations).  Each level keeps the nodes whose log joint is within
+``drop`` nats of the largest, shrinks the box to them (one node of margin) and
+evaluates again; when the box no longer shrinks the node count per axis is
+doubled.  The error estimate of a level is the change from halving its grid
+(every other node, the same box); an image is done when that change and the
+change from the previous level are both below ``tol``.  The trapezoid rule
+converges geometrically on a smooth, fast-decaying integrand; a ReLU decoder
+puts kinks in the log joint (where a unit switches), which makes it second
+order, and then the halving change is about three times the error.  Either
+way this is log p(x) to about ``tol`` unless the integrand has mass that no
+level's nodes saw (a mode narrower than a node spacing, far from the others):
+``err`` is an estimate, not a bound.  A box is widened, never shrunk, on a side
+where the kept nodes reach its edge, so the first box need not hold the
+posterior.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from gpu import model as M
+from vaetheory._xp import array_namespace, to_numpy
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def log_joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2=None, rows: int = 20000):
+    """log p(x|z) + log N(z; 0, S^2) (P,) of one image ``x (m,)`` at the points ``z (P, n)`` (Eqs. (1), (26), (29)).
+
+    ``mu, var (n,)`` are the image's posterior (BAGGINS' T of Eq. (29) uses
+    them, with S^2 = ``baggins_s2``, as in :func:`gpu.evaluate.iwae_log_px`).
+    At most ``rows`` points are decoded at once.
+    """
+    from vaetheory.objectives import baggins_T
+
+    xp = array_namespace(z)
+    P = z.shape[0]
+    out = xp.empty(P, dtype=xp.float64)
+    for a in range(0, P, rows):
+        zc = z[a:a + rows]
+        c = zc.shape[0]
+        xr = xp.broadcast_to(x, (c, x.shape[-1]))
+        dec = M.decode(params, zc, mc)
+        T = None
+        if mc.likelihood == "baggins":
+            T = baggins_T(xr, dec["mean"], xp.broadcast_to(mu, zc.shape), xp.broadcast_to(var, zc.shape), mc.tau,
+                          baggins_s2)
+        ll = M.log_likelihood(dec, xr, mc, T=T)
+        out[a:a + c] = ll - 0.5 * xp.sum(zc * zc / s2 + xp.log(s2) + _LOG_2PI, axis=-1)
+    return out
+
+
+def _trapezoid(f: np.ndarray, g: int, n: int, log_cell: float) -> float:
+    """log of the trapezoid sum of exp(f) on a g^n grid (f flattened in C order) with log cell volume ``log_cell``."""
+    w = np.ones(g)
+    w[[0, -1]] = 0.5
+    logw = np.log(w)
+    lw = sum(np.meshgrid(*([logw] * n), indexing="ij")).ravel() if n > 1 else logw
+    a = f + lw
+    top = a.max()
+    if not np.isfinite(top):
+        return float(top)
+    return float(top + np.log(np.exp(a - top).sum()) + log_cell)
+
+
+def _nodes(xp, lo, hi, g: int):
+    axes = [np.linspace(lo[k], hi[k], g) for k in range(len(lo))]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, len(lo))
+    return axes, xp.asarray(grid)
+
+
+def _one_image(params, x, mu, var, mc, s2, baggins_s2, points, drop, tol, span, max_levels, max_points, rows):
+    xp = array_namespace(x)
+    n = mc.n
+    s, sd = np.sqrt(to_numpy(s2)), np.sqrt(to_numpy(var))
+    mu_h = to_numpy(mu)
+    lo = np.minimum(-span * s, mu_h - span * sd)
+    hi = np.maximum(span * s, mu_h + span * sd)
+    g, prev, evaluated = points, None, 0
+    for level in range(1, max_levels + 1):
+        axes, z = _nodes(xp, lo, hi, g)
+        f = to_numpy(log_joint(params, x, z, mu, var, mc, s2, baggins_s2, rows))
+        evaluated += f.size
+        if not np.all(np.isfinite(f) | (f == -np.inf)):
+            raise FloatingPointError("the log joint is NaN or +inf on the grid: the model's decoder is not finite there")
+        h = (hi - lo) / (g - 1)
+        value = _trapezoid(f, g, n, float(np.sum(np.log(h))))
+        half = f.reshape((g,) * n)[(slice(None, None, 2),) * n].ravel()
+        coarse = _trapezoid(half, (g + 1) // 2, n, float(np.sum(np.log(2 * h))))
+        err = abs(value - coarse)
+        # the nodes within `drop` nats of the largest, and one node around them
+        keep = (f >= f.max() - drop).reshape((g,) * n)
+        new_lo, new_hi, edge = lo.copy(), hi.copy(), False
+        for k in range(n):
+            idx = np.flatnonzero(keep.any(axis=tuple(j for j in range(n) if j != k)))
+            new_lo[k], new_hi[k] = axes[k][max(idx[0] - 1, 0)], axes[k][min(idx[-1] + 1, g - 1)]
+            width = hi[k] - lo[k]
+            if idx[0] == 0:  # mass at the box's edge: the box is too small, widen it that way
+                new_lo[k], edge = lo[k] - width, True
+            if idx[-1] == g - 1:
+                new_hi[k], edge = hi[k] + width, True
+        mode = to_numpy(z[int(np.argmax(f))])
+        if not edge and err < tol and prev is not None and abs(value - prev) < tol:
+            return value, err, level, evaluated, mode
+        prev = value
+        if not edge and np.all(new_hi - new_lo > 0.5 * (hi - lo)):  # the box hardly shrinks: resolve it finer
+            if g == max_points and np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
+                break  # nothing left to change
+            g = min(2 * (g - 1) + 1, max_points)
+        lo, hi = new_lo, new_hi
+    return value, err, level, evaluated, mode
+
+
+def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: int = 65, drop: float = 40.0,
+                tol: float = 0.01, span: float = 8.0, max_levels: int = 30, max_points: int = 513, rows: int = 20000,
+                progress: bool = False) -> dict:
+    """log p(x) = log int p(x|z) N(z; 0, S^2) dz per image by adaptive grid quadrature, n <= 2 (Not in the paper).
+
+    Parameters
+    ----------
+    params, mc : a trained model (:mod:`gpu.model`); float64 parameters recommended.
+    x : (N, m) targets, the parameters' dtype.
+    s2 : (n,) prior variance S^2 (ones for learned posteriors, Eq. (1); Eq. (4) otherwise).
+    baggins_s2 : (n,) S^2 of BAGGINS' T (Eq. (29)); required for ``baggins``.
+    points : nodes per axis of the first grid (odd, >= 5); ``max_points`` the most it grows to.
+    drop : nodes this many nats below the largest log joint are left out of the next box.
+    tol : the change (from halving the grid and from the previous level) below which an image is done.
+    span : the first box is +- ``span`` standard deviations of prior and posterior.
+
+    Returns a dict of host arrays (N,): ``log_px``, ``err`` (the last level's
+    halving change), ``levels``, ``evaluations`` (decoder calls),
+    ``converged`` (``err < tol``), and ``mode (N, n)``, the node of the last
+    grid with the largest log joint (the posterior mode to a node spacing).
+    See the module docstring for the method.
+    """
+    from gpu import evaluate as E
+    from vaetheory import _validate as V
+
+    if not isinstance(mc, M.ModelConfig):
+        raise ValueError(f"mc must be a gpu.model.ModelConfig, got {type(mc).__name__}")
+    if mc.n > 2:
+        raise ValueError(f"grid quadrature is for n <= 2 latent dimensions (got n = {mc.n}); use the IWAE bound "
+                         "(gpu.evaluate.iwae_log_px)")
+    points = V.scalar("points", points, positive=True, integer=True)
+    if points < 5 or points % 2 == 0:
+        raise ValueError(f"points must be odd and >= 5 (so the halved grid shares the box), got {points}")
+    max_points = max(points, V.scalar("max_points", max_points, positive=True, integer=True))
+    for name, v in (("drop", drop), ("tol", tol), ("span", span)):
+        V.scalar(name, v, positive=True)
+    if mc.likelihood == "baggins" and baggins_s2 is None:
+        raise ValueError("baggins_s2 (the S^2 of Eq. (29)) is required for the baggins likelihood")
+    xp = array_namespace(x)
+    x = V.array("x", x, ("N", "m"), {"m": mc.m}, finite=True)
+    s2 = xp.asarray(V.array("s2", s2, ("n",), {"n": mc.n}, finite=True), dtype=xp.float64)
+    if bool(xp.any(s2 <= 0)):
+        raise ValueError("s2 must be positive")
+    mu, var = E.encode_all(params, x, mc)
+    var = xp.broadcast_to(var, mu.shape)
+    N = len(x)
+    res = {k: np.empty(N) for k in ("log_px", "err")}
+    res.update(levels=np.empty(N, dtype=int), evaluations=np.empty(N, dtype=int), mode=np.empty((N, mc.n)))
+    from tqdm import tqdm
+
+    for i in tqdm(range(N), desc="grid log p(x)", disable=not progress, leave=False, file=sys.stderr):
+        res["log_px"][i], res["err"][i], res["levels"][i], res["evaluations"][i], res["mode"][i] = _one_image(
+            params, x[i], mu[i], var[i], mc, s2, baggins_s2, points, float(drop), float(tol), float(span),
+            int(max_levels), max_points, int(rows))
+    res["converged"] = res["err"] < tol
+    return res

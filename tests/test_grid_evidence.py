@@ -1,0 +1,128 @@
+"""gpu.grid_evidence: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
+
+Known answers: a one-layer (linear) decoder with a Gaussian likelihood has
+p(x) = N(x; b, t I + W^T S^2 W / c^2) in closed form; nonlinear decoders and the
+other likelihoods are compared with a brute-force fine grid, one of them with
+a posterior made bimodal on purpose (two modes the encoder cannot both cover).
+"""
+
+import numpy as np
+import pytest
+from conftest import TOL
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+from gpu import grid_evidence as G
+from gpu import model as M
+
+
+def _linear(n, t, w_scale, c, posterior, seed, m=6, N=3):
+    mc = M.ModelConfig(m=m, n=n, hidden=4, layers=1, likelihood="gaussian", t=t, posterior=posterior,
+                       sigma2=0.5, latent_scale=c)
+    rng = np.random.default_rng(seed)
+    p = M.init_params(mc, rng, dtype=np.float64)
+    p["dec_W0"] *= w_scale
+    p["dec_b0"] += rng.standard_normal(m)
+    s2 = rng.uniform(0.3, 4.0, n)
+    x = 2.0 * rng.standard_normal((N, m))
+    W = p["dec_W0"] / c  # out = (z / c) W + b
+    cov = t * np.eye(m) + W.T @ np.diag(s2) @ W
+    return mc, p, s2, x, multivariate_normal(p["dec_b0"], cov).logpdf(x), W, cov
+
+
+@given(n=st.sampled_from([1, 2]), t=st.floats(1e-3, 10.0), w_scale=st.floats(0.1, 5.0),
+       c=st.sampled_from([0.1, 1.0, 10.0]), posterior=st.sampled_from(["learned", "constant"]),
+       seed=st.integers(0, 2**16))
+def test_grid_log_px_equals_the_linear_gaussian_closed_form(n, t, w_scale, c, posterior, seed):
+    mc, p, s2, x, exact, W, cov = _linear(n, t, w_scale, c, posterior, seed)
+    r = G.grid_log_px(p, x, mc, s2, tol=1e-8)
+    assert np.all(r["converged"])
+    np.testing.assert_allclose(r["log_px"], exact, rtol=0, atol=TOL["grid_nats"])
+    # the mode it reports is the posterior mean S^2 W C^-1 (x - b) to within a node spacing
+    post_mean = (s2[:, None] * W) @ np.linalg.solve(cov, (x - p["dec_b0"]).T)
+    post_sd = np.sqrt(np.diag(np.linalg.inv(np.diag(1 / s2) + W @ W.T / t)))
+    assert np.all(np.abs(r["mode"] - post_mean.T) <= 0.5 * post_sd)
+
+
+def _tiny(likelihood, posterior="learned", seed=0):
+    mc = M.ModelConfig(m=3, n=2, hidden=5, layers=2, likelihood=likelihood, posterior=posterior, t=0.2)
+    p = M.init_params(mc, np.random.default_rng(seed), dtype=np.float64)
+    x = np.random.default_rng(seed + 1).random((2, 3))
+    return mc, p, x
+
+
+def _brute(p, x, mc, s2, baggins_s2=None, half=10.0, g=1201):
+    from gpu import evaluate as E
+
+    mu, var = E.encode_all(p, x, mc)
+    var = np.broadcast_to(var, mu.shape)
+    a = np.linspace(-half, half, g)
+    Z = np.stack(np.meshgrid(a, a, indexing="ij"), -1).reshape(-1, 2)
+    w = np.ones(g)
+    w[[0, -1]] = 0.5
+    lw = np.log(np.outer(w, w)).ravel() + 2 * np.log(a[1] - a[0])
+    return np.array([logsumexp(G.log_joint(p, x[i], Z, mu[i], var[i], mc, s2, baggins_s2) + lw)
+                     for i in range(len(x))])
+
+
+@pytest.mark.parametrize("likelihood,posterior", [("bernoulli", "learned"), ("gaussian-learned", "constant"),
+                                                  ("baggins", "learned"), ("baggins", "bilbo")])
+def test_grid_log_px_equals_a_brute_force_grid_for_nonlinear_decoders(likelihood, posterior):
+    mc, p, x = _tiny(likelihood, posterior)
+    s2 = np.array([1.0, 2.0])
+    bs2 = np.array([1.5, 0.7]) if likelihood == "baggins" else None
+    r = G.grid_log_px(p, x, mc, s2, baggins_s2=bs2, tol=1e-4)
+    diff = np.abs(r["log_px"] - _brute(p, x, mc, s2, bs2))
+    assert np.all(diff < TOL["grid_relu_nats"])
+    assert np.all(diff <= r["err"] + 1e-6)  # the reported error estimate is not optimistic
+
+
+def test_grid_log_px_finds_both_modes_of_a_bimodal_posterior():
+    # nu(z) depends on |z_1| only: relu(z_1) and relu(-z_1) feed the same output weights, so the posterior
+    # of an image that wants |z_1| ~ 2 has two mirrored modes; the encoder's posterior sits at one point.
+    mc = M.ModelConfig(m=3, n=2, hidden=2, layers=2, likelihood="gaussian", t=0.01, posterior="constant",
+                       sigma2=0.01)
+    p = M.init_params(mc, np.random.default_rng(0), dtype=np.float64)
+    p["dec_W0"][:] = [[1.0, -1.0], [0.0, 0.0]]
+    p["dec_b0"][:] = 0.0
+    p["dec_W1"][:] = [[1.0, -0.5, 0.3], [1.0, -0.5, 0.3]]
+    x = np.array([[2.0, -1.0, 0.6]])  # nu = |z_1| (1, -0.5, 0.3): |z_1| = 2
+    s2 = np.ones(2)
+    r = G.grid_log_px(p, x, mc, s2, tol=1e-8)
+    brute = _brute(p, x, mc, s2, g=2001)
+    np.testing.assert_allclose(r["log_px"], brute, rtol=0, atol=TOL["grid_nats"])
+    # one mode holds half the mass: leaving one out would cost log 2
+    a = np.linspace(0.0, 10.0, 1001)
+    Z = np.stack(np.meshgrid(a, np.linspace(-10, 10, 2001), indexing="ij"), -1).reshape(-1, 2)
+    one = logsumexp(G.log_joint(p, x[0], Z, np.zeros(2), np.full(2, 0.01), mc, s2)) + np.log(0.01 * 0.01)
+    assert r["log_px"][0] - one == pytest.approx(np.log(2.0), abs=1e-3)
+
+
+def test_an_unresolved_grid_says_so():
+    mc, p, s2, x, exact, *_ = _linear(2, 1e-3, 3.0, 1.0, "constant", 1)
+    r = G.grid_log_px(p, x, mc, s2, tol=1e-8, max_levels=1)
+    assert not np.any(r["converged"]) and np.all(r["levels"] == 1)
+
+
+def test_grid_log_px_rejects_bad_input():
+    mc, p, x = _tiny("bernoulli")
+    s2 = np.ones(2)
+    with pytest.raises(ValueError, match="n <= 2"):
+        mc3 = M.ModelConfig(m=3, n=3, hidden=5, layers=2)
+        G.grid_log_px(M.init_params(mc3, np.random.default_rng(0), dtype=np.float64), x, mc3, np.ones(3))
+    with pytest.raises(ValueError, match="odd"):
+        G.grid_log_px(p, x, mc, s2, points=64)
+    with pytest.raises(ValueError, match="s2"):
+        G.grid_log_px(p, x, mc, np.array([1.0, -1.0]))
+    with pytest.raises(ValueError, match="baggins_s2"):
+        mcb, pb, xb = _tiny("baggins")
+        G.grid_log_px(pb, xb, mcb, s2)
+    with pytest.raises(ValueError, match="ModelConfig"):
+        G.grid_log_px(p, x, object(), s2)
+    with pytest.raises(ValueError):
+        G.grid_log_px(p, np.full((1, 3), np.nan), mc, s2)
+    bad = dict(p, dec_b1=np.full(3, np.nan))
+    with pytest.raises(FloatingPointError, match="NaN"):
+        G.grid_log_px(bad, x, mc, s2)
