@@ -126,3 +126,29 @@ def test_grid_log_px_rejects_bad_input():
     bad = dict(p, dec_b1=np.full(3, np.nan))
     with pytest.raises(FloatingPointError, match="NaN"):
         G.grid_log_px(bad, x, mc, s2)
+
+
+def test_the_validation_script_measures_a_trained_run(tmp_path):
+    # validation/grid_log_px.py on a small synthetic run: the grid is log p(x), so the IWAE bound is below it
+    # (up to its spread) and the ELBO below both; Eq. (16) at the mode the grid found is a Laplace value.
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from gpu import config as C
+    from gpu import train as T
+
+    T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior="constant", epochs=3, limit=120,
+                          test_limit=20, batch_size=40, device="cpu", progress=False), tmp_path / "run")
+    path = Path(__file__).resolve().parents[1] / "validation" / "grid_log_px.py"
+    spec = importlib.util.spec_from_file_location("grid_log_px", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "g.json"
+    assert mod.main(["--images", "12", "--json", str(out), str(tmp_path / "run")]) == 0
+    (r,) = json.loads(out.read_text()).values()
+    assert r["images"] == 12 and r["grid_unconverged"] == 0 and r["grid_err_max"] < 0.01
+    assert r["grid_minus_iwae_min"] > -0.1  # IWAE k = 5000 is a lower bound: never far above the grid
+    assert r["elbo"] < r["iwae"] < r["grid_log_px"] + 0.1 and r["gap"] > 0 and r["gap_eq18"] >= 0
+    assert 0 <= r["missed"] <= 12 and (r["missed"] > 0) == (r["grid_minus_iwae_max"] > mod.MISSED)
+    assert np.isfinite(r["eq16_at_mode_minus_log_px"])
