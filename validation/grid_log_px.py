@@ -28,8 +28,12 @@ from gpu import train as T
 MISSED = 1.0  # nats of grid log p(x) above the IWAE bound that mark an image as missed by the encoder
 
 
-def measure(run_dir, images: int, iwae_k: int = 5000, elbo_k: int = 10, progress: bool = False) -> dict:
-    """Grid log p(x), IWAE, ELBO, Eqs. (16) and (18) on the first ``images`` test images of one run."""
+def measure(run_dir, images: int, iwae_k: int = 5000, elbo_k: int = 10, progress: bool = False,
+            per_image=None) -> dict:
+    """Grid log p(x), IWAE, ELBO, Eqs. (16) and (18) on the first ``images`` test images of one run.
+
+    ``per_image``: a path to save the per-image arrays to (``.npz``).
+    """
     t0 = time.perf_counter()
     run = A.load_run(run_dir, device="cpu", test_limit=images)
     mc, params, x = run.mc, run.params, run.x_test
@@ -44,7 +48,12 @@ def measure(run_dir, images: int, iwae_k: int = 5000, elbo_k: int = 10, progress
     elbo = A.elbo_per_example(params, x, mc, rng, elbo_k, s2 if floating else None)
     iwae = E.iwae_log_px(params, x, mc, rng, iwae_k, s2=s2 if floating else None, baggins_s2=s2_train)
     at_mu = A.laplace_evidence(params, x, mu, var, mc, s2)
-    at_mode = A.laplace_evidence(params, x, grid["mode"], var, mc, s2)
+    at_mode = A.laplace_evidence(params, x, grid["mode"], var, mc, s2, keep=len(x))
+    # KL(N(mu, Sigma) | N(mode, P^-1)), P = S^-2 + J^T G J at the mode: Eq. (18)'s term for Sigma plus
+    # 1/2 (mu - mode)^T P (mu - mode) for the encoder's mean being away from the mode
+    delta = mu - grid["mode"]
+    P = at_mode["grams"] + np.diag(1.0 / np.asarray(s2))
+    offset = 0.5 * np.einsum("bi,bij,bj->b", delta, P, delta)
     lp = grid["log_px"]
     hit = lp - iwae <= MISSED
 
@@ -53,6 +62,10 @@ def measure(run_dir, images: int, iwae_k: int = 5000, elbo_k: int = 10, progress
         return float(np.mean(a)) if a.size else None
 
     gap, eq18 = lp - elbo, at_mu["gap_eq18"]
+    if per_image is not None:
+        np.savez(per_image, grid_log_px=lp, grid_err=grid["err"], mode=grid["mode"], mu=mu, iwae=iwae, elbo=elbo,
+                 eq16_at_mean=at_mu["log_evidence"], eq16_at_mode=at_mode["log_evidence"], gap_eq18=eq18,
+                 gap_eq18_at_mode=at_mode["gap_eq18"], mean_offset_term=offset)
     return {
         "run": str(run_dir), "posterior": mc.posterior, "likelihood": mc.likelihood, "scale": run.cfg.scale,
         "images": int(len(x)), "iwae_k": iwae_k, "elbo_k": elbo_k,
@@ -63,6 +76,9 @@ def measure(run_dir, images: int, iwae_k: int = 5000, elbo_k: int = 10, progress
         "missed": int((~hit).sum()),
         "elbo": mean(elbo), "gap": mean(gap), "gap_iwae": mean(iwae - elbo), "gap_eq18": mean(eq18),
         "gap_where_found": mean(gap, hit), "gap_eq18_where_found": mean(eq18, hit),
+        "gap_eq18_at_mode": mean(at_mode["gap_eq18"]), "mean_offset_term": mean(offset),
+        "mean_offset_term_where_found": mean(offset, hit),
+        "gap_eq18_at_mode_where_found": mean(at_mode["gap_eq18"], hit),
         "eq16_at_mean_minus_log_px": mean(at_mu["log_evidence"] - lp),
         "eq16_at_mean_minus_log_px_where_found": mean(at_mu["log_evidence"] - lp, hit),
         "eq16_at_mode_minus_log_px": mean(at_mode["log_evidence"] - lp),
@@ -77,12 +93,13 @@ def row(r: dict) -> str:
     return (f"| {r['run'].split('results/')[-1]} | {r['grid_log_px']:.2f} ({r['grid_err_max']:.1g}) | {f(r['grid_minus_iwae'])}"
             f" (median {f(r['grid_minus_iwae_median'])}) | {r['missed']}/{r['images']} | {r['gap']:.2f} | {r['gap_eq18']:.2f}"
             f" | {f(r['gap_where_found'])} / {f(r['gap_eq18_where_found'])} | {f(r['eq16_at_mean_minus_log_px'])}"
-            f" | {f(r['eq16_at_mode_minus_log_px'])} |")
+            f" | {f(r['eq16_at_mode_minus_log_px'])} | {f(r['gap_eq18_at_mode_where_found'])} + {f(r['mean_offset_term_where_found'])} |")
 
 
 HEADER = ("| run | grid log p(x) (largest err) | grid - IWAE k=5000 | missed | gap log p(x) - ELBO | Eq. (18) gap"
-          " | gap / Eq. (18) where found | Eq. (16) at mu - log p(x) | Eq. (16) at the mode - log p(x) |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+          " | gap / Eq. (18) where found | Eq. (16) at mu - log p(x) | Eq. (16) at the mode - log p(x)"
+          " | Eq. (18) at the mode + mean offset, where found |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
 
 
 def main(argv=None) -> int:
@@ -90,11 +107,16 @@ def main(argv=None) -> int:
     p.add_argument("run_dir", nargs="+")
     p.add_argument("--images", type=int, default=200, help="first test images (200)")
     p.add_argument("--json", type=Path, help="add each run's figures to this JSON file (keyed by run)")
+    p.add_argument("--per-image", type=Path, metavar="DIR", help="save each run's per-image arrays to DIR/<run>.npz")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
     print(HEADER, flush=True)
     for d in args.run_dir:
-        r = measure(d, args.images, progress=args.progress)
+        npz = None
+        if args.per_image:
+            args.per_image.mkdir(parents=True, exist_ok=True)
+            npz = args.per_image / (str(d).split("results/")[-1].strip("/").replace("/", "_") + ".npz")
+        r = measure(d, args.images, progress=args.progress, per_image=npz)
         print(row(r), flush=True)
         if args.json:
             have = json.loads(args.json.read_text()) if args.json.exists() else {}
