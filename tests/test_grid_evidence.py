@@ -8,7 +8,7 @@ a posterior made bimodal on purpose (two modes the encoder cannot both cover).
 
 import numpy as np
 import pytest
-from conftest import TOL
+from conftest import CUPY, TOL, needs_gpu
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
@@ -152,3 +152,15 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     assert r["elbo"] < r["iwae"] < r["grid_log_px"] + 0.1 and r["gap"] > 0 and r["gap_eq18"] >= 0
     assert 0 <= r["missed"] <= 12 and (r["missed"] > 0) == (r["grid_minus_iwae_max"] > mod.MISSED)
     assert np.isfinite(r["eq16_at_mode_minus_log_px"])
+
+
+@needs_gpu
+def test_grid_log_px_on_cupy_equals_numpy():
+    mc, p, x = _tiny("baggins", "learned")
+    s2, bs2 = np.array([1.0, 2.0]), np.array([1.5, 0.7])
+    host = G.grid_log_px(p, x, mc, s2, baggins_s2=bs2, tol=1e-4)
+    cp = CUPY
+    dev = G.grid_log_px({k: cp.asarray(v) for k, v in p.items()}, cp.asarray(x), mc, cp.asarray(s2),
+                        baggins_s2=cp.asarray(bs2), tol=1e-4)
+    assert isinstance(dev["log_px"], np.ndarray) and np.all(dev["converged"])
+    np.testing.assert_allclose(dev["log_px"], host["log_px"], rtol=0, atol=TOL["grid_relu_nats"])
