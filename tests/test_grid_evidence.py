@@ -100,6 +100,34 @@ def test_grid_log_px_finds_both_modes_of_a_bimodal_posterior():
     assert r["log_px"][0] - one == pytest.approx(np.log(2.0), abs=1e-3)
 
 
+def _needle(a=0.3, w=0.01, t=1.0 / 30.0):
+    # nu(z) = (1, 1) tri(z_1) / w with tri a ReLU triangle of half-width w at z_1 = a, and x = (1, 1): the
+    # likelihood is a needle (sd ~ w / sqrt(60)) 30 nats above a flat floor, which no node of the coarse
+    # grids (spacing 0.25 ... 0.03) lands on
+    mc = M.ModelConfig(m=2, n=2, hidden=3, layers=2, likelihood="gaussian", t=t, posterior="constant")
+    p = M.init_params(mc, np.random.default_rng(0), dtype=np.float64)
+    p["dec_W0"][:] = [[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]
+    p["dec_b0"][:] = [-(a - w), -a, -(a + w)]
+    p["dec_W1"][:] = np.array([[1.0], [-2.0], [1.0]]) / w * np.ones((1, 2))
+    p["dec_b1"][:] = 0.0
+    return mc, p, np.ones((1, 2))
+
+
+def test_probes_keep_a_needle_that_the_coarse_grids_step_over():
+    mc, p, x = _needle()
+    s2 = np.ones(2)
+    # exact: the decoder ignores z_2, so log p(x) is a 1-D integral over z_1 (fine trapezoid on [-10, 10])
+    z1 = np.linspace(-10.0, 10.0, 2_000_001)
+    Z = np.stack([z1, np.zeros_like(z1)], -1)
+    f = G.log_joint(p, x[0], Z, np.zeros(2), np.ones(2), mc, s2) + 0.5 * np.log(2 * np.pi)  # drop N(0; 0, 1)
+    exact = logsumexp(f) + np.log(z1[1] - z1[0])
+    r = G.grid_log_px(p, x, mc, s2, tol=1e-4)
+    assert r["converged"][0] and abs(r["log_px"][0] - exact) < TOL["grid_relu_nats"]
+    assert abs(r["mode"][0, 0] - 0.3) < 1e-3
+    blind = G.grid_log_px(p, x, mc, s2, tol=1e-4, probes=0)  # q's mean alone, far from the needle
+    assert exact - blind["log_px"][0] > 10.0
+
+
 def test_an_unresolved_grid_says_so():
     mc, p, s2, x, exact, *_ = _linear(2, 1e-3, 3.0, 1.0, "constant", 1)
     r = G.grid_log_px(p, x, mc, s2, tol=1e-8, max_levels=1)
