@@ -173,7 +173,12 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     out = tmp_path / "g.json"
-    assert mod.main(["--images", "12", "--json", str(out), str(tmp_path / "run")]) == 0
+    per = tmp_path / "per"
+    assert mod.main(["--images", "12", "--json", str(out), "--per-image", str(per), str(tmp_path / "run")]) == 0
+    (npz,) = per.glob("*.npz")
+    assert len(np.load(npz)["grid_log_px"]) == 12
+    assert mod.main(["--plot", str(tmp_path / "g.png"), "--per-image", str(per)]) == 0
+    assert (tmp_path / "g.png").stat().st_size > 0
     (r,) = json.loads(out.read_text()).values()
     assert r["images"] == 12 and r["grid_unconverged"] == 0 and r["grid_err_max"] < 0.01
     assert r["grid_minus_iwae_min"] > -0.1  # IWAE k = 5000 is a lower bound: never far above the grid

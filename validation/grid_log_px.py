@@ -7,7 +7,8 @@ encoder's mean and at the posterior mode the grid found, and Eq. (18)'s gap for 
 log p(x) is more than 1 nat above the IWAE bound are counted as "missed": the encoder's q(z|x) sits away from
 where the posterior mass is.  Means over images; one JSON entry per run.
 
-    python validation/grid_log_px.py --images 200 --json validation/analysis/grid_log_px.json RUN...
+    python validation/grid_log_px.py --images 200 --json DIR/grid_log_px.json --per-image DIR RUN...
+    python validation/grid_log_px.py --plot DIR/grid_log_px.png --per-image DIR    # redraw from DIR/*.npz
 """
 
 from __future__ import annotations
@@ -102,14 +103,56 @@ HEADER = ("| run | grid log p(x) (largest err) | grid - IWAE k=5000 | missed | g
           "|---|---|---|---|---|---|---|---|---|---|")
 
 
+def plot(per_image: Path, path: Path) -> Path:
+    """Per image and model: log p(x) minus the IWAE bound, and Eq. (16) minus log p(x) at the mean and at the mode."""
+    from gpu.plots import _plt, _save
+
+    plt = _plt()
+    files = sorted(per_image.glob("*.npz"), key=lambda f: A._natural(f.stem))
+    if not files:
+        raise SystemExit(f"no per-image .npz files in {per_image}")
+    fig, axes = plt.subplots(1, 2, figsize=(13.0, 0.45 * len(files) + 1.8), sharey=True)
+    rng = np.random.default_rng(0)
+    for y, f in enumerate(files):
+        d = np.load(f)
+        lp = d["grid_log_px"]
+        jit = y + 0.25 * rng.uniform(-1, 1, len(lp))
+        axes[0].scatter(lp - d["iwae"], jit, s=4, color="C0", alpha=0.5)
+        axes[1].scatter(d["eq16_at_mean"] - lp, jit, s=4, color="C3", alpha=0.5,
+                        label="at the encoder's mean" if y == 0 else None)
+        axes[1].scatter(d["eq16_at_mode"] - lp, jit, s=4, color="C2", alpha=0.5,
+                        label="at the posterior mode" if y == 0 else None)
+    labels = [f.stem.replace("fig6_10_11_14_15_", "").replace("_seed", " seed") for f in files]
+    axes[0].set_yticks(range(len(files)), labels)
+    axes[0].set_xlabel("grid log p(x) - IWAE bound, k = 5000 (nats)")
+    axes[1].set_xlabel("Eq. (16) - grid log p(x) (nats)")
+    for ax in axes:
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.axvline(0.0, color="k", lw=0.6)
+        ax.grid(True, axis="x", alpha=0.3)
+    axes[0].invert_yaxis()  # the first model on top
+    fig.legend(*axes[1].get_legend_handles_labels(), loc="upper right", ncol=2, markerscale=3, title="Eq. (16)")
+    fig.suptitle("The exact log p(x) of the 2-D models (adaptive grid), one dot per test image", x=0.3)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    return _save(fig, path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", nargs="+")
+    p.add_argument("run_dir", nargs="*")
     p.add_argument("--images", type=int, default=200, help="first test images (200)")
     p.add_argument("--json", type=Path, help="add each run's figures to this JSON file (keyed by run)")
     p.add_argument("--per-image", type=Path, metavar="DIR", help="save each run's per-image arrays to DIR/<run>.npz")
+    p.add_argument("--plot", type=Path, metavar="PNG", help="draw the per-image arrays of --per-image DIR")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
+    if args.plot:
+        if not args.per_image:
+            p.error("--plot needs --per-image DIR")
+        print(plot(args.per_image, args.plot))
+        return 0
+    if not args.run_dir:
+        p.error("give run directories (or --plot)")
     print(HEADER, flush=True)
     for d in args.run_dir:
         npz = None
