@@ -764,7 +764,31 @@ def add_arguments(parser) -> None:
     parser.add_argument("--versus", metavar="LEARNED_RUN_DIR", default=None,
                         help="a learned-variance run (already analysed) to compare this constant-variance run with "
                              "(Eq. (22) predicted vs measured); writes RUN_DIR/comparison.json")
+    parser.add_argument("--grid-images", type=int, default=None, metavar="N",
+                        help="instead: the exact log p(x) of an n <= 2 run by grid quadrature on the first N test "
+                             "images, against IWAE and Eqs. (16), (18) (gpu/grid_evidence.py); writes "
+                             "RUN_DIR/grid_evidence.json and grid_evidence_per_image.npz")
     parser.add_argument("--progress", action="store_true", help="progress bar for the IWAE")
+
+
+def _grid_run(args) -> int:
+    from gpu import grid_evidence as GE
+    from gpu.checkpoint import write_json
+
+    try:
+        if args.grid_images < 1:
+            raise ValueError(f"--grid-images must be >= 1, got {args.grid_images}")
+        summary, per = GE.evaluate_run(args.run_dir, args.grid_images, iwae_k=args.iwae_k, elbo_k=args.elbo_k,
+                                       device=args.device, progress=args.progress)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"vaetheory analyze: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.run_dir)
+    write_json(out / "grid_evidence.json", summary)
+    np.savez(out / "grid_evidence_per_image.npz", **per)
+    print(GE.report_md(summary))
+    print(f"wrote {out / 'grid_evidence.json'}")
+    return 0
 
 
 def run(args) -> int:
@@ -784,6 +808,8 @@ def run(args) -> int:
         if not args.no_plots:
             print(f"wrote {summary_plot(summary, Path(args.run_dir) / 'summary.png')}")
         return 0
+    if args.grid_images is not None:
+        return _grid_run(args)
     try:
         res = analyze_run(args.run_dir, iwae_k=args.iwae_k, elbo_k=args.elbo_k, opt_k=args.opt_k,
                           test_limit=args.test_limit, limit=args.limit, cv_limit=args.cv_limit, device=args.device,

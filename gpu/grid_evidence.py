@@ -213,3 +213,94 @@ def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: in
             params, x[i], mu[i], var[i], mc, s2, baggins_s2, rng.standard_normal((2, probes, mc.n)), opt)
     res["converged"] = res["err"] < tol
     return res
+
+
+MISSED = 1.0  # nats of grid log p(x) above the IWAE bound that mark an image as missed by the encoder's q(z|x)
+
+
+def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int = 10, device: str | None = None,
+                 progress: bool = False) -> tuple[dict, dict]:
+    """The exact log p(x) of a trained n <= 2 run against the IWAE bound and Eqs. (16), (18) (Not in the paper).
+
+    On the first ``images`` test images: log p(x) by :func:`grid_log_px`, the
+    IWAE bound (k = ``iwae_k``, the encoder's q(z|x) as proposal), the ELBO
+    (``elbo_k`` samples), Eq. (16) at the encoder's mean and at the posterior
+    mode the grid found, and Eq. (18)'s gap for the model's own Sigma, each as
+    :func:`gpu.analysis.analyze_run` computes it (prior, metric G, BAGGINS' S^2).
+    An image is "missed" where log p(x) is more than :data:`MISSED` nats
+    above the IWAE bound: the encoder's q(z|x) sits away from the posterior's mass.
+
+    ``device``: ``cpu``, ``gpu`` or ``auto``; default the run's own.  Returns
+    ``(summary, per_image)``: means over the images (nats per image) and the
+    per-image host arrays.
+    """
+    import time
+
+    from gpu import analysis as A
+    from gpu import evaluate as E
+    from gpu import train as T
+
+    t0 = time.perf_counter()
+    run = A.load_run(run_dir, device=device, test_limit=images)
+    mc, params, x = run.mc, run.params, run.x_test
+    if mc.n > 2:
+        raise ValueError(f"{run_dir}: grid quadrature is for n <= 2 latent dimensions, this run has n = {mc.n}")
+    mu_tr, var_tr = E.encode_all(params, run.x_train, mc)
+    s2, s2_train = A.prior_variance(mc, mu_tr, var_tr), E.prior_s2(mu_tr, var_tr)
+    floating = mc.posterior in E.FLOATING
+    mu, var = E.encode_all(params, x, mc)
+    var = run.xp.broadcast_to(var, mu.shape)
+    grid = grid_log_px(params, x, mc, s2, baggins_s2=s2_train, progress=progress)
+    t_grid = time.perf_counter() - t0
+    rng = T.generator(run.cfg.seed, A.STREAM_ANALYSIS, run.epoch, run.xp)
+    elbo = A.elbo_per_example(params, x, mc, rng, elbo_k, s2 if floating else None)
+    iwae = E.iwae_log_px(params, x, mc, rng, iwae_k, s2=s2 if floating else None, baggins_s2=s2_train)
+    at_mu = A.laplace_evidence(params, x, mu, var, mc, s2)
+    at_mode = A.laplace_evidence(params, x, run.xp.asarray(grid["mode"]), var, mc, s2)
+    lp = grid["log_px"]
+    per = {"grid_log_px": lp, "grid_err": grid["err"], "mode": grid["mode"], "mu": to_numpy(mu), "iwae": iwae,
+           "elbo": elbo, "eq16_at_mean": at_mu["log_evidence"], "eq16_at_mode": at_mode["log_evidence"],
+           "gap_eq18": at_mu["gap_eq18"]}
+    hit = lp - iwae <= MISSED
+
+    def mean(a, where=None):
+        a = a if where is None else a[where]
+        return float(np.mean(a)) if a.size else None
+
+    gap = lp - elbo
+    summary = {
+        "run": str(run_dir), "posterior": mc.posterior, "likelihood": mc.likelihood, "scale": run.cfg.scale,
+        "images": int(len(lp)), "iwae_k": iwae_k, "elbo_k": elbo_k,
+        "grid_log_px": mean(lp), "grid_err_max": float(grid["err"].max()),
+        "grid_unconverged": int((~grid["converged"]).sum()), "grid_evaluations_per_image": mean(grid["evaluations"]),
+        "iwae": mean(iwae), "grid_minus_iwae": mean(lp - iwae), "grid_minus_iwae_median": float(np.median(lp - iwae)),
+        "grid_minus_iwae_max": float(np.max(lp - iwae)), "grid_minus_iwae_min": float(np.min(lp - iwae)),
+        "missed": int((~hit).sum()),
+        "elbo": mean(elbo), "gap": mean(gap), "gap_iwae": mean(iwae - elbo), "gap_eq18": mean(per["gap_eq18"]),
+        "gap_where_found": mean(gap, hit), "gap_eq18_where_found": mean(per["gap_eq18"], hit),
+        "eq16_at_mean_minus_log_px": mean(per["eq16_at_mean"] - lp),
+        "eq16_at_mean_minus_log_px_where_found": mean(per["eq16_at_mean"] - lp, hit),
+        "eq16_at_mode_minus_log_px": mean(per["eq16_at_mode"] - lp),
+        "eq16_at_mode_minus_log_px_median": float(np.median(per["eq16_at_mode"] - lp)),
+        "grid_seconds": t_grid, "seconds": time.perf_counter() - t0,
+    }
+    return summary, per
+
+
+def report_md(r: dict) -> str:
+    """A short Markdown report of :func:`evaluate_run`'s summary (Not in the paper)."""
+    f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    return "\n".join([
+        f"# Exact log p(x) by grid quadrature: {r['run']}", "",
+        f"First {r['images']} test images, nats per image (means).", "",
+        f"- log p(x), adaptive grid: {r['grid_log_px']:.2f} (largest error estimate {r['grid_err_max']:.2g}, "
+        f"{r['grid_unconverged']} image(s) not converged)",
+        f"- IWAE bound, k = {r['iwae_k']}: {r['iwae']:.2f}; log p(x) minus it {f(r['grid_minus_iwae'])} (median "
+        f"{f(r['grid_minus_iwae_median'])}, largest {f(r['grid_minus_iwae_max'])}); missed by the encoder "
+        f"(more than {MISSED:g} nat): {r['missed']} of {r['images']}",
+        f"- ELBO ({r['elbo_k']} samples): {r['elbo']:.2f}; gap log p(x) - ELBO {r['gap']:.2f} (the IWAE's "
+        f"{r['gap_iwae']:.2f}); Eq. (18) predicts {r['gap_eq18']:.2f}; where the encoder found the mass "
+        f"{f(r['gap_where_found'])} against {f(r['gap_eq18_where_found'])}",
+        f"- Eq. (16) minus log p(x): {f(r['eq16_at_mean_minus_log_px'])} at the encoder's mean, "
+        f"{f(r['eq16_at_mode_minus_log_px'])} at the posterior mode (median {f(r['eq16_at_mode_minus_log_px_median'])})",
+    ]) + "\n"

@@ -6,6 +6,8 @@ other likelihoods are compared with a brute-force fine grid, one of them with
 a posterior made bimodal on purpose (two modes the encoder cannot both cover).
 """
 
+import json
+
 import numpy as np
 import pytest
 from conftest import CUPY, TOL, needs_gpu
@@ -160,7 +162,6 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     # validation/grid_log_px.py on a small synthetic run: the grid is log p(x), so the IWAE bound is below it
     # (up to its spread) and the ELBO below both; Eq. (16) at the mode the grid found is a Laplace value.
     import importlib.util
-    import json
     from pathlib import Path
 
     from gpu import config as C
@@ -177,14 +178,33 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     assert mod.main(["--images", "12", "--json", str(out), "--per-image", str(per), str(tmp_path / "run")]) == 0
     (npz,) = per.glob("*.npz")
     assert len(np.load(npz)["grid_log_px"]) == 12
-    assert mod.main(["--plot", str(tmp_path / "g.png"), "--per-image", str(per)]) == 0
-    assert (tmp_path / "g.png").stat().st_size > 0
     (r,) = json.loads(out.read_text()).values()
     assert r["images"] == 12 and r["grid_unconverged"] == 0 and r["grid_err_max"] < 0.01
     assert r["grid_minus_iwae_min"] > -0.1  # IWAE k = 5000 is a lower bound: never far above the grid
     assert r["elbo"] < r["iwae"] < r["grid_log_px"] + 0.1 and r["gap"] > 0 and r["gap_eq18"] >= 0
-    assert 0 <= r["missed"] <= 12 and (r["missed"] > 0) == (r["grid_minus_iwae_max"] > mod.MISSED)
+    assert 0 <= r["missed"] <= 12 and (r["missed"] > 0) == (r["grid_minus_iwae_max"] > G.MISSED)
     assert np.isfinite(r["eq16_at_mode_minus_log_px"])
+    assert mod.main(["--plot", str(tmp_path / "g.png"), "--per-image", str(per)]) == 0
+    assert (tmp_path / "g.png").stat().st_size > 0
+    # the same for one run from the command line
+    from vaetheory.cli import main
+
+    assert main(["analyze", str(tmp_path / "run"), "--grid-images", "5", "--iwae-k", "300"]) == 0
+    saved = json.loads((tmp_path / "run" / "grid_evidence.json").read_text())
+    assert saved["images"] == 5 and saved["iwae_k"] == 300
+    assert len(np.load(tmp_path / "run" / "grid_evidence_per_image.npz")["grid_log_px"]) == 5
+    assert main(["analyze", str(tmp_path / "run"), "--grid-images", "0"]) == 2
+
+
+def test_the_command_refuses_a_run_with_more_than_two_latent_dimensions(tmp_path, capsys):
+    from gpu import config as C
+    from gpu import train as T
+    from vaetheory.cli import main
+
+    T.train(C.make_config(dataset="synthetic", m=16, n=3, hidden=8, epochs=1, limit=40, test_limit=10,
+                          batch_size=20, device="cpu", progress=False), tmp_path / "run")
+    assert main(["analyze", str(tmp_path / "run"), "--grid-images", "5"]) == 2
+    assert "n <= 2" in capsys.readouterr().err
 
 
 @needs_gpu
