@@ -7,6 +7,7 @@ Here for many runs: one Markdown table row and one JSON entry per run, the per-i
 
     python validation/grid_log_px.py --images 200 --json DIR/grid_log_px.json --per-image DIR RUN...
     python validation/grid_log_px.py --plot DIR/grid_log_px.png --per-image DIR    # redraw from DIR/*.npz
+    python validation/grid_log_px.py --table DIR/grid_log_px.json                  # the table again
 """
 
 from __future__ import annotations
@@ -77,8 +78,15 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="add each run's figures to this JSON file (keyed by run)")
     p.add_argument("--per-image", type=Path, metavar="DIR", help="save each run's per-image arrays to DIR/<run>.npz")
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw the per-image arrays of --per-image DIR")
+    p.add_argument("--table", type=Path, metavar="JSON", help="print the table of a --json file")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
+    if args.table:
+        runs = json.loads(args.table.read_text())
+        print(HEADER)
+        for key in sorted(runs, key=A._natural):
+            print(row(runs[key]))
+        return 0
     if args.plot:
         if not args.per_image:
             p.error("--plot needs --per-image DIR")
