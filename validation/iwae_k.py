@@ -5,6 +5,9 @@ first test images at k = 50, 500, 5000, 50000 and its rise per tenfold k, with t
 as proposal and with the Laplace posterior of Eq. (16) (both lower bounds: the larger is better).
 
     python validation/iwae_k.py validation/results/fig6_10_11_14_15/d2_T1_lambda16/seed0
+
+A bound that stops rising is not thereby log p(x): where q(z|x) misses the posterior's mass no k
+finds it.  For n <= 2 the exact value is `vaetheory analyze RUN --grid-images N` (validation/grid_log_px.py).
 """
 
 from __future__ import annotations
