@@ -99,6 +99,29 @@ def _finite(f):
     return f
 
 
+def _next_box(f, near, axes, lo, hi, drop: float, best: float):
+    """The box around the nodes within ``drop`` nats of ``best`` (one node of margin) and the probes ``near``.
+
+    A side where the kept nodes reach the box's edge is widened by the box's width instead (``edge``).
+    """
+    n, g = len(axes), len(axes[0])
+    keep = (f >= best - drop).reshape((g,) * n)
+    new_lo, new_hi, edge = np.full(n, np.inf), np.full(n, -np.inf), False
+    for k in range(n):
+        idx = np.flatnonzero(keep.any(axis=tuple(j for j in range(n) if j != k)))
+        if idx.size:
+            new_lo[k], new_hi[k] = axes[k][max(idx[0] - 1, 0)], axes[k][min(idx[-1] + 1, g - 1)]
+            if idx[0] == 0:
+                new_lo[k], edge = lo[k] - (hi[k] - lo[k]), True
+            if idx[-1] == g - 1:
+                new_hi[k], edge = hi[k] + (hi[k] - lo[k]), True
+    if near.size:
+        h = (hi - lo) / (g - 1)
+        new_lo = np.minimum(new_lo, near.min(axis=0) - h)
+        new_hi = np.maximum(new_hi, near.max(axis=0) + h)
+    return new_lo, new_hi, edge
+
+
 def _one_image(params, x, mu, var, mc, s2, baggins_s2, probes, opt):
     xp = array_namespace(x)
     n = mc.n
@@ -122,21 +145,7 @@ def _one_image(params, x, mu, var, mc, s2, baggins_s2, probes, opt):
         err = abs(value - _trapezoid(half, (g + 1) // 2, n, float(np.sum(np.log(2 * h)))))
         mode = to_numpy(z[int(np.argmax(f))])
         best = max(f.max(), fp.max())
-        # the next box: the nodes and probes within `drop` nats of the best, and one node around them
-        keep = (f >= best - drop).reshape((g,) * n)
-        near = zp[fp >= best - drop]
-        new_lo, new_hi, edge = np.full(n, np.inf), np.full(n, -np.inf), False
-        for k in range(n):
-            idx = np.flatnonzero(keep.any(axis=tuple(j for j in range(n) if j != k)))
-            if idx.size:
-                new_lo[k], new_hi[k] = axes[k][max(idx[0] - 1, 0)], axes[k][min(idx[-1] + 1, g - 1)]
-                if idx[0] == 0:  # mass at the box's edge: the box is too small, widen it that way
-                    new_lo[k], edge = lo[k] - (hi[k] - lo[k]), True
-                if idx[-1] == g - 1:
-                    new_hi[k], edge = hi[k] + (hi[k] - lo[k]), True
-        if near.size:
-            new_lo = np.minimum(new_lo, near.min(axis=0) - h)
-            new_hi = np.maximum(new_hi, near.max(axis=0) + h)
+        new_lo, new_hi, edge = _next_box(f, zp[fp >= best - drop], axes, lo, hi, drop, best)
         seen = f.max() >= fp.max() - 1.0  # the nodes resolve the best probe's peak
         if not edge and seen and err < tol and prev is not None and abs(value - prev) < tol:
             return value, err, level, evaluated, mode
