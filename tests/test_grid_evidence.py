@@ -184,6 +184,7 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     assert r["elbo"] < r["iwae"] < r["grid_log_px"] + 0.1 and r["gap"] > 0 and r["gap_eq18"] >= 0
     assert 0 <= r["missed"] <= 12 and (r["missed"] > 0) == (r["grid_minus_iwae_max"] > G.MISSED)
     assert np.isfinite(r["eq16_at_mode_minus_log_px"])
+    assert mod.main(["--table", str(out), "--seeds"]) == 0
     assert mod.main(["--plot", str(tmp_path / "g.png"), "--per-image", str(per)]) == 0
     assert (tmp_path / "g.png").stat().st_size > 0
     # the same for one run from the command line

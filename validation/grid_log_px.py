@@ -37,6 +37,30 @@ HEADER = ("| run | grid log p(x) (largest err) | grid - IWAE k=5000 | missed | g
           "|---|---|---|---|---|---|---|---|---|")
 
 
+SEED_COLUMNS = ("grid_log_px", "grid_minus_iwae", "missed", "gap", "gap_eq18", "eq16_at_mean_minus_log_px",
+                "eq16_at_mode_minus_log_px")
+
+
+def seeds_table(runs: dict) -> str:
+    """Mean +- std over the seeds of each model (runs grouped by their path without ``seedN``)."""
+    import re
+
+    groups: dict = {}
+    for key, r in runs.items():
+        groups.setdefault(re.sub(r"/seed\d+/?$", "", r["run"].split("results/")[-1]), []).append(r)
+    lines = ["| model | seeds | exact log p(x) | minus IWAE | missed (of 200) | gap log p - ELBO | Eq. (18) gap"
+             " | Eq. (16) at mu - log p | Eq. (16) at the mode - log p |", "|---" * 9 + "|"]
+    for name in sorted(groups, key=A._natural):
+        rs = groups[name]
+        cells = []
+        for c in SEED_COLUMNS:
+            v = np.array([r[c] for r in rs], dtype=float)
+            d = 0 if c == "missed" else 2
+            cells.append(f"{v.mean():.{d}f} +- {v.std(ddof=1):.{d}f}" if len(v) > 1 else f"{v[0]:.{d}f}")
+        lines.append(f"| {name} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(per_image: Path, path: Path) -> Path:
     """Per image and model: log p(x) minus the IWAE bound, and Eq. (16) minus log p(x) at the mean and at the mode."""
     from gpu.plots import _plt, _save
@@ -79,10 +103,14 @@ def main(argv=None) -> int:
     p.add_argument("--per-image", type=Path, metavar="DIR", help="save each run's per-image arrays to DIR/<run>.npz")
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw the per-image arrays of --per-image DIR")
     p.add_argument("--table", type=Path, metavar="JSON", help="print the table of a --json file")
+    p.add_argument("--seeds", action="store_true", help="with --table: mean +- std over each model's seeds")
     p.add_argument("--progress", action="store_true")
     args = p.parse_args(argv)
     if args.table:
         runs = json.loads(args.table.read_text())
+        if args.seeds:
+            print(seeds_table(runs))
+            return 0
         print(HEADER)
         for key in sorted(runs, key=A._natural):
             print(row(runs[key]))
