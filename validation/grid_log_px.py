@@ -91,7 +91,7 @@ def plot(per_image: Path, path: Path) -> Path:
     axes[0].invert_yaxis()  # the first model on top
     fig.legend(*axes[1].get_legend_handles_labels(), loc="upper right", ncol=2, markerscale=3, title="Eq. (16)")
     fig.suptitle("The exact log p(x) of the 2-D models (adaptive grid), one dot per test image", x=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))  # 0.8 inch for the title and legend
     return _save(fig, path)
 
 
