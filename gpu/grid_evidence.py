@@ -178,9 +178,10 @@ def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: in
     span : the first box is +- ``span`` standard deviations of prior and posterior.
 
     Returns a dict of host arrays (N,): ``log_px``, ``err`` (the last level's
-    halving change; inf where the nodes never came within 1 nat of the best probe), ``levels``, ``evaluations`` (decoder calls),
-    ``converged`` (``err < tol``), and ``mode (N, n)``, the node of the last
-    grid with the largest log joint (the posterior mode to a node spacing).
+    halving change; inf where the nodes never came within 1 nat of the best
+    probe), ``levels``, ``evaluations`` (decoder calls), ``converged``
+    (``err < tol``), and ``mode (N, n)``, the node of the last grid with the
+    largest log joint (the posterior mode to a node spacing).
     See the module docstring for the method.
     """
     from gpu import evaluate as E
