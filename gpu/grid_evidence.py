@@ -297,9 +297,14 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     return summary, per
 
 
+def signed(v) -> str:
+    """``v`` as ``+1.23`` (``n/a`` for ``None``), the way the reports print differences."""
+    return "n/a" if v is None else f"{v:+.2f}"
+
+
 def report_md(r: dict) -> str:
     """A short Markdown report of :func:`evaluate_run`'s summary (Not in the paper)."""
-    f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
+    f = signed
     return "\n".join([
         f"# Exact log p(x) by grid quadrature: {r['run']}", "",
         f"First {r['images']} test images, nats per image (means).", "",
@@ -312,5 +317,6 @@ def report_md(r: dict) -> str:
         f"{r['gap_iwae']:.2f}); Eq. (18) predicts {r['gap_eq18']:.2f}; where the encoder found the mass "
         f"{f(r['gap_where_found'])} against {f(r['gap_eq18_where_found'])}",
         f"- Eq. (16) minus log p(x): {f(r['eq16_at_mean_minus_log_px'])} at the encoder's mean, "
-        f"{f(r['eq16_at_mode_minus_log_px'])} at the posterior mode (median {f(r['eq16_at_mode_minus_log_px_median'])})",
+        f"{f(r['eq16_at_mode_minus_log_px'])} at the posterior mode "
+        f"(median {f(r['eq16_at_mode_minus_log_px_median'])})",
     ]) + "\n"

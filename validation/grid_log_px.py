@@ -25,11 +25,11 @@ from gpu import grid_evidence as G
 
 def row(r: dict) -> str:
     """One Markdown table row (see :data:`HEADER`)."""
-    f = lambda v: "n/a" if v is None else f"{v:+.2f}"  # noqa: E731
-    return (f"| {r['run'].split('results/')[-1]} | {r['grid_log_px']:.2f} ({r['grid_err_max']:.1g}) | {f(r['grid_minus_iwae'])}"
-            f" (median {f(r['grid_minus_iwae_median'])}) | {r['missed']}/{r['images']} | {r['gap']:.2f} | {r['gap_eq18']:.2f}"
-            f" | {f(r['gap_where_found'])} / {f(r['gap_eq18_where_found'])} | {f(r['eq16_at_mean_minus_log_px'])}"
-            f" | {f(r['eq16_at_mode_minus_log_px'])} |")
+    f = G.signed
+    return (f"| {r['run'].split('results/')[-1]} | {r['grid_log_px']:.2f} ({r['grid_err_max']:.1g})"
+            f" | {f(r['grid_minus_iwae'])} (median {f(r['grid_minus_iwae_median'])}) | {r['missed']}/{r['images']}"
+            f" | {r['gap']:.2f} | {r['gap_eq18']:.2f} | {f(r['gap_where_found'])} / {f(r['gap_eq18_where_found'])}"
+            f" | {f(r['eq16_at_mean_minus_log_px'])} | {f(r['eq16_at_mode_minus_log_px'])} |")
 
 
 HEADER = ("| run | grid log p(x) (largest err) | grid - IWAE k=5000 | missed | gap log p(x) - ELBO | Eq. (18) gap"
