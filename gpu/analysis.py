@@ -118,6 +118,17 @@ def prior_variance(mc: M.ModelConfig, mu_train, var_train):
     return xp.ones(mc.n, dtype=mu_train.dtype)
 
 
+def training_priors(run: Run):
+    """Training-set posteriors and the two S^2 the analyses use: Eqs. (1), (4), (29).
+
+    Returns ``mu_tr, var_tr`` (the encoder on the training images), the prior
+    S^2 (:func:`prior_variance`) and BAGGINS' S^2 for Eq. (29) (Eq. (4) on
+    the training set).
+    """
+    mu_tr, var_tr = E.encode_all(run.params, run.x_train, run.mc)
+    return mu_tr, var_tr, prior_variance(run.mc, mu_tr, var_tr), E.prior_s2(mu_tr, var_tr)
+
+
 def elbo_per_example(params, x, mc: M.ModelConfig, rng, k: int, s2, chunk: int = 2000) -> np.ndarray:
     """The ELBO of each image, Eq. (1) / Eq. (2) with prior N(0, S^2), averaged over ``k`` posterior samples.
 
@@ -366,10 +377,8 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
     from gpu import train as T
 
     rng = T.generator(run.cfg.seed + seed, STREAM_ANALYSIS, run.epoch, xp)
-    mu_tr, var_tr = E.encode_all(params, run.x_train, mc)
+    mu_tr, var_tr, s2, s2_train = training_priors(run)
     mu, var = E.encode_all(params, run.x_test, mc)
-    s2 = prior_variance(mc, mu_tr, var_tr)
-    s2_train = E.prior_s2(mu_tr, var_tr)
     N = len(run.x_test)
     res: dict = {
         "run": str(run.run_dir), "epoch": run.epoch, "device": run.device, "targets": run.targets,
@@ -689,8 +698,7 @@ def iwae_convergence(run_dir, images: int = 40, ks=(50, 500, 5000, 50000), seed:
     from gpu import train as T
 
     run = load_run(run_dir, device=device, test_limit=images)
-    mu_tr, var_tr = E.encode_all(run.params, run.x_train, run.mc)
-    s2, s2_train = prior_variance(run.mc, mu_tr, var_tr), E.prior_s2(mu_tr, var_tr)
+    _, _, s2, s2_train = training_priors(run)
     out = {"run": str(run_dir), "images": int(len(run.x_test)), "iwae": {}}
     proposals = {"iwae": None}
     if laplace:

@@ -255,8 +255,7 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     mc, params, x = run.mc, run.params, run.x_test
     if mc.n > 2:
         raise ValueError(f"{run_dir}: grid quadrature is for n <= 2 latent dimensions, this run has n = {mc.n}")
-    mu_tr, var_tr = E.encode_all(params, run.x_train, mc)
-    s2, s2_train = A.prior_variance(mc, mu_tr, var_tr), E.prior_s2(mu_tr, var_tr)
+    _, _, s2, s2_train = A.training_priors(run)
     floating = mc.posterior in E.FLOATING
     mu, var = E.encode_all(params, x, mc)
     var = run.xp.broadcast_to(var, mu.shape)
