@@ -167,8 +167,8 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
     The K models start from seeds 0..K-1 and see their own data and noise;
     blocks of stacked steps and of K single steps alternate.  ``speedup`` is
     one-by-one time / stacked time for the same K model-steps.  On a GPU a
-    third runner times the stack with one GEMM call per model
-    (:func:`gpu.gemm.models_apart`, ``VAETHEORY_STACK_EXACT=1``), which
+    third runner times the stack computed one model at a time
+    (:func:`gpu.model.models_apart`, ``VAETHEORY_STACK_EXACT=1``), which
     computes each model bit for bit as alone: ``apart_ms_per_step``.
     """
     probs = [_problem(xp, n, posterior, B, warmup + steps, seed, likelihood) for seed in range(K)]
@@ -203,10 +203,10 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
 
 
 def _models_apart(on: bool, step) -> None:
-    """One call of ``step`` with a stack's GEMMs made per model or not (what a CUDA graph captures stays)."""
-    from gpu import gemm
+    """One call of ``step`` with a stack computed one model at a time or not (what a CUDA graph captures stays)."""
+    from gpu import model
 
-    with gemm.models_apart(on):
+    with model.models_apart(on):
         step()
 
 
@@ -357,7 +357,7 @@ def format_report(rep: dict) -> str:
         lines.append(f"stack of {r['models']} n={r['n']} {r['posterior']} {r['likelihood']}: {r['stack_ms_per_step']:.2f} ms per step of "
                      f"all {r['models']} models; one by one {r['one_by_one_ms_per_step']:.2f} ms; "
                      f"speedup {r['speedup']:.2f}x"
-                     + (f"; one GEMM call per model (bit for bit as alone) {r['apart_ms_per_step']:.2f} ms, "
+                     + (f"; one model at a time (bit for bit as alone) {r['apart_ms_per_step']:.2f} ms, "
                         f"speedup {r['apart_speedup']:.2f}x" if "apart_ms_per_step" in r else ""))
     for e in rep.get("evaluation", []):
         lines.append(f"evaluation n={e['n']} ({e['posterior']}): test ELBO on {e['images']} images "

@@ -24,16 +24,13 @@ eagerly.
 
 A stack of K models (:func:`gpu.train.train_many`) makes one batched call of
 K; cuBLAS may choose another kernel for a batch of K than for a batch of one
-and so round differently from training each model alone.  With
-``VAETHEORY_STACK_EXACT=1`` (or inside :func:`models_apart`) a batch is made
-as K calls of one, each exactly the call a lone model makes
-(:func:`per_model`), so that a stack computes what its models compute alone,
-at the cost of K times the GEMM launches.
+and so round differently from training each model alone
+(``VAETHEORY_STACK_EXACT=1``, :func:`gpu.model.models_apart`, computes a
+stack one model at a time instead).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 from typing import NamedTuple
@@ -117,36 +114,6 @@ def plan(a_shape, a_strides, b_shape, b_strides) -> Plan | None:
                 second="a", ldb=la[1], stride_b=sa, ldc=N, stride_c=M * N, batch=batch, out_shape=out_shape)
 
 
-def per_model(p: Plan) -> list[tuple[Plan, int, int, int]]:
-    """The batch of ``p`` as ``p.batch`` calls of one: ``(plan, first, second, c)`` with element offsets.
-
-    Each plan is the one :func:`plan` gives a lone model's product (batch 1,
-    operand strides 0), so cuBLAS sees the same call as when that model
-    trains alone; only the pointers move (by the batch strides, 0 for a
-    broadcast operand).  Not in the paper.
-    """
-    one = p._replace(stride_a=0, stride_b=0, batch=1)
-    return [(one, k * p.stride_a, k * p.stride_b, k * p.stride_c) for k in range(p.batch)]
-
-
-_APART: list = []  # models_apart's overrides, innermost last
-
-
-def apart() -> bool:
-    """Whether a batch of models is one GEMM call per model (``VAETHEORY_STACK_EXACT=1``, :func:`models_apart`; Not in the paper)."""
-    return _APART[-1] if _APART else os.environ.get("VAETHEORY_STACK_EXACT", "0") == "1"
-
-
-@contextlib.contextmanager
-def models_apart(on: bool = True):
-    """Inside the block, :func:`matmul` makes a batch of models one call per model when ``on`` (:func:`per_model`; Not in the paper)."""
-    _APART.append(on)
-    try:
-        yield
-    finally:
-        _APART.pop()
-
-
 class _Cublas:
     """The cuBLAS shared library CuPy loaded, one handle of ours with its own workspace."""
 
@@ -212,8 +179,7 @@ def matmul(a, b, out=None):
     """``a @ b`` over an optional leading models axis K (the dense layers' products, Sec. 7).
 
     NumPy: :func:`numpy.matmul`.  CuPy: one cuBLAS strided-batched GEMM on
-    the current stream (one per model when :func:`apart`), capturable into a
-    CUDA graph; ``out`` (C-contiguous,
+    the current stream, capturable into a CUDA graph; ``out`` (C-contiguous,
     of the product's shape and dtype) receives the result when given.
     """
     xp = array_namespace(a, b, out)
@@ -237,9 +203,7 @@ def matmul(a, b, out=None):
     lib.bind(xp.cuda.get_current_stream().ptr)
     ops = {"a": a, "b": b}
     one, zero = scalar(1.0), scalar(0.0)
-    first, second = ops[p.first].data.ptr, ops[p.second].data.ptr
-    for q, oa, ob, oc in per_model(p) if p.batch > 1 and apart() else [(p, 0, 0, 0)]:
-        _check(f(lib.handle, q.transa, q.transb, q.m, q.n, q.k, ctypes.byref(one),
-                 first + oa * item, q.lda, q.stride_a, second + ob * item, q.ldb, q.stride_b,
-                 ctypes.byref(zero), out.data.ptr + oc * item, q.ldc, q.stride_c, q.batch), f.__name__)
+    _check(f(lib.handle, p.transa, p.transb, p.m, p.n, p.k, ctypes.byref(one),
+             ops[p.first].data.ptr, p.lda, p.stride_a, ops[p.second].data.ptr, p.ldb, p.stride_b,
+             ctypes.byref(zero), out.data.ptr, p.ldc, p.stride_c, p.batch), f.__name__)
     return out

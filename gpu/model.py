@@ -29,7 +29,9 @@ S_B^2 from Eq. (4) on the batch, gradient through T unless
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -333,7 +335,56 @@ def loss_and_grads(params, x, eps, config: ModelConfig, grads=None):
     xp = array_namespace(x, eps)
     grads = {} if grads is None else grads
     with np.errstate(all="ignore"):
+        if x.ndim == 3 and x.shape[0] > 1 and apart():
+            return _one_model_at_a_time(xp, params, x, eps, config, grads)
         return _loss_and_grads(xp, params, x, eps, config, grads)
+
+
+_APART: list = []  # models_apart's overrides, innermost last
+
+
+def apart() -> bool:
+    """Whether a stack of models is computed one model at a time (``VAETHEORY_STACK_EXACT=1``, :func:`models_apart`; Not in the paper)."""
+    return _APART[-1] if _APART else os.environ.get("VAETHEORY_STACK_EXACT", "0") == "1"
+
+
+@contextlib.contextmanager
+def models_apart(on: bool = True):
+    """Inside the block, :func:`loss_and_grads` computes a stack one model at a time when ``on`` (Not in the paper)."""
+    _APART.append(on)
+    try:
+        yield
+    finally:
+        _APART.pop()
+
+
+def _one_model_at_a_time(xp, params, x, eps, config: ModelConfig, grads):
+    """:func:`loss_and_grads` of a stack of K models as K lone models' (Not in the paper).
+
+    A stack's batched kernels need not add up in a lone model's order on a
+    GPU: on an H100 at Fig. 4's sizes 6 of the 15 layer products round
+    differently as one cuBLAS call of five, and so does CuPy's sum over the
+    batch of a (300, 2) bias gradient, though not of (300, 200) or (300, 784)
+    (``validation/gpu/stack_parts.py``; consistent with CuPy choosing a
+    reduction's thread layout by the output's contiguous length, 5 * 2
+    against 2, which only short outputs feel).  So each model computes on
+    (1, ...) copies of its own arrays, of the shapes a lone model's are, and
+    only its results are written into the stack: the lone model's own
+    numbers, at the cost of K lone steps.
+    """
+    losses, auxes = [], []
+    for k in range(x.shape[0]):
+        one = slice(k, k + 1)
+        loss, g_k, aux = _loss_and_grads(xp, {name: p[one].copy() for name, p in params.items()},
+                                         x[one].copy(), eps[one].copy(), config, {})
+        for name, g in g_k.items():
+            if name not in grads:
+                grads[name] = xp.empty_like(params[name])
+            grads[name][one] = g
+        losses.append(loss)
+        auxes.append(aux)
+    aux = {key: xp.concatenate([a[key] for a in auxes]) for key in auxes[0]}
+    return xp.concatenate(losses), grads, aux
 
 
 def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):

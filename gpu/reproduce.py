@@ -860,7 +860,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--list", action="store_true", help="list the runs and their state; train nothing")
     parser.add_argument("--stack", action="store_true",
                         help="train each method's seeds together as one batched computation (the results of one by one: "
-                             "bit for bit on NumPy, on CuPy with VAETHEORY_STACK_EXACT=1)")
+                             "bit for bit on NumPy; on CuPy with VAETHEORY_STACK_EXACT=1, one model at a time)")
 
 
 def run(args) -> int:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu import checkpoint, config as C, data as D, device as dev, evaluate as E, gemm
+from gpu import checkpoint, config as C, data as D, device as dev, evaluate as E
 
 STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_TEST = 0, 1, 2, 3
 EXIT_DIVERGED = 3
@@ -308,8 +308,8 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
     directory, written exactly as :func:`train` writes it: model k's
     parameters, metrics and checkpoints are those of training it alone (bit
     for bit on NumPy, tested; on CuPy with ``VAETHEORY_STACK_EXACT=1``, which
-    makes the batched GEMMs one call per model, :func:`gpu.gemm.per_model`;
-    without it equal up to cuBLAS's rounding).  A model whose loss turns non-finite stops as
+    computes the stack one model at a time, :func:`gpu.model.models_apart`;
+    without it equal up to the rounding of cuBLAS's and CuPy's batched kernels).  A model whose loss turns non-finite stops as
     it would alone (status ``diverged``, last good checkpoint kept) while
     the others go on.  ``seconds`` and ``wall_seconds`` are the whole stack's.
     ``resume`` needs every checkpoint at the same epoch.
@@ -378,7 +378,7 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
         }
         if K > 1:
             r.info["stacked"] = {"models": K, "seeds": [c.seed for c in cfgs],
-                                 "gemm": "one call per model" if xp is not np and gemm.apart() else "batched",
+                                 "computed": "one model at a time" if model.apart() else "batched",
                                  "note": "trained as one stack; seconds and wall_seconds are the stack's"}
         checkpoint.write_json(r.json, r.info)
     t_run = time.perf_counter()
@@ -441,7 +441,9 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
                     elbos = {}
                     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                         test_rng = generator(r.cfg.seed, STREAM_TEST, epoch + 1, xp)
-                        elbos = E.test_elbos(p_k, mc, x_train[k if dynamic else 0], x_test[k if dynamic else 0],
+                        # on copies: arrays of its own, as a lone model's, whatever cuBLAS makes of a view's offset
+                        own = {name: a.copy() for name, a in p_k.items()}
+                        elbos = E.test_elbos(own, mc, x_train[k if dynamic else 0], x_test[k if dynamic else 0],
                                              test_rng, cfg.eval_k)
                     row = {"epoch": epoch + 1, "train_objective": -sums[k] / steps, **elbos,
                            "seconds": seconds, "eval_seconds": time.perf_counter() - t1, "status": "ok"}

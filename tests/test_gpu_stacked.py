@@ -31,14 +31,29 @@ def _assert_each_model_is(stacked: dict, singles: list[dict]) -> None:
 
 @pytest.mark.parametrize("posterior,likelihood", COMBOS)
 @pytest.mark.parametrize("latent_scale", [1.0, 3.0])
-def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(posterior, likelihood, latent_scale):
+@pytest.mark.parametrize("apart", [False, True])
+def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(posterior, likelihood, latent_scale, apart):
     cfg = M.ModelConfig(m=20, n=3, hidden=8, layers=3, posterior=posterior, likelihood=likelihood,
                         latent_scale=latent_scale)
     singles, x, eps = _stacked_problem(cfg, K=3)
-    loss, grads, aux = M.loss_and_grads(T.stack(singles), x, eps, cfg)
+    with M.models_apart(apart):
+        loss, grads, aux = M.loss_and_grads(T.stack(singles), x, eps, cfg)
     assert loss.shape == (3,) and aux["s2"].shape == (3, cfg.n)
     alone = [M.loss_and_grads(p, x[k], eps[k], cfg) for k, p in enumerate(singles)]
     _assert_each_model_is({"loss": loss, **aux, **grads}, [{"loss": l1, **a1, **g1} for l1, g1, a1 in alone])
+
+
+def test_models_apart_is_scoped_and_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("VAETHEORY_STACK_EXACT", raising=False)
+    assert not M.apart()
+    with M.models_apart():
+        assert M.apart()
+        with M.models_apart(False):
+            assert not M.apart()
+        assert M.apart()
+    assert not M.apart()
+    monkeypatch.setenv("VAETHEORY_STACK_EXACT", "1")
+    assert M.apart()
 
 
 def test_stacked_adam_step_is_each_models_own_step():
@@ -89,7 +104,7 @@ def test_train_many_equals_training_each_model_alone_bitwise(tmp_path, kw):
         assert_same_run(tmp_path / f"stack/seed{s}", tmp_path / f"alone/seed{s}")
         saved = json.loads((tmp_path / f"stack/seed{s}/run.json").read_text())
         assert saved["config"]["seed"] == s and saved["epochs_done"] == 3
-        assert saved["stacked"]["gemm"] == "batched"
+        assert saved["stacked"]["computed"] == "batched"
 
 
 def test_train_many_resumes_exactly(tmp_path):
@@ -181,12 +196,32 @@ def test_gpu_stack_matches_gpu_models_alone(tmp_path, posterior):
 @needs_gpu
 @pytest.mark.parametrize("posterior", C.POSTERIORS)
 def test_gpu_stack_apart_is_each_model_alone_bitwise(tmp_path, monkeypatch, posterior):
-    # VAETHEORY_STACK_EXACT=1: each model's products are the calls it makes alone (gpu.gemm.per_model)
+    # VAETHEORY_STACK_EXACT=1: the stack is computed one model at a time (gpu.model.models_apart)
     monkeypatch.setenv("VAETHEORY_STACK_EXACT", "1")
     kw = dict(posterior=posterior, device="gpu", epochs=2)
     seeds = [0, 1, 2]
     T.train_many([tiny(seed=s, **kw) for s in seeds], [tmp_path / f"stack{s}" for s in seeds])
+    monkeypatch.delenv("VAETHEORY_STACK_EXACT")
     for s in seeds:
         T.train(tiny(seed=s, **kw), tmp_path / f"alone{s}")
         assert_same_run(tmp_path / f"stack{s}", tmp_path / f"alone{s}")
-        assert json.loads((tmp_path / f"stack{s}/run.json").read_text())["stacked"]["gemm"] == "one call per model"
+        assert json.loads((tmp_path / f"stack{s}/run.json").read_text())["stacked"]["computed"] == "one model at a time"
+
+
+@needs_gpu
+@pytest.mark.parametrize("posterior,likelihood", [("learned", "bernoulli"), ("constant", "baggins"),
+                                                  ("bilbo", "gaussian-learned")])
+def test_gpu_stack_apart_at_the_papers_sizes_is_each_model_alone_bitwise(posterior, likelihood):
+    # Fig. 4's sizes (batch 300, n = 2): where CuPy's batched reductions part from a lone model's
+    cfg = M.ModelConfig(posterior=posterior, likelihood=likelihood)
+    singles, x, eps = _stacked_problem(cfg, K=5, B=300)
+    to_gpu = lambda d: {k: CUPY.asarray(v) for k, v in d.items()}  # noqa: E731
+    with M.models_apart():
+        loss, grads, aux = M.loss_and_grads(to_gpu(T.stack(singles)), CUPY.asarray(x), CUPY.asarray(eps), cfg)
+    got = {"loss": loss, **aux, **grads}
+    for k, p in enumerate(singles):
+        one = M.loss_and_grads({n: CUPY.asarray(v[None]) for n, v in p.items()}, CUPY.asarray(x[k:k + 1]),
+                               CUPY.asarray(eps[k:k + 1]), cfg)
+        want = {"loss": one[0], **one[2], **one[1]}
+        for name, a in want.items():
+            np.testing.assert_array_equal(CUPY.asnumpy(got[name][k]), CUPY.asnumpy(a[0]), err_msg=name)

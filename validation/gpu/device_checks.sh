@@ -13,8 +13,9 @@
 #      and five models as one stack against one by one; then the other likelihoods (bench_likelihoods);
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
 #   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
-#      4b (exact, same_run): the learned-Sigma stack again with VAETHEORY_STACK_EXACT=1, its seed 0 and stage 4's
-#      compared with stage 3's lone run (validation/gpu/same_run.py);
+#      4b (exact, same_run): the learned-Sigma stack again with VAETHEORY_STACK_EXACT=1 (one model at a time), its
+#      seed 0 and stage 4's compared with stage 3's lone run (validation/gpu/same_run.py), and which batched pieces
+#      of a step part from a lone model's (stack_parts, validation/gpu/stack_parts.py);
 #   5. the closed-form decoder kernel, Eqs. (6)-(7), at N = 60,000, M = 10,000, m = 784 (appended to device.txt);
 #   6. with the time left, the figures named in QUEUE (default none: every figure has been trained once;
 #      e.g. QUEUE="fig8 fig4_100d" trains GPU samples of those);
@@ -62,7 +63,7 @@ stage fig4_2d_stacked "${FIG4_LIMIT:-150}" python3 -m vaetheory reproduce valida
   --out /tmp/results > "$OUT/fig4_2d_gpu.txt" 2>&1
 [ -d /tmp/results/fig4_2d ] && tar czf "$OUT/fig4_2d_gpu.tgz" --exclude=checkpoint.npz -C /tmp/results fig4_2d 2>/dev/null
 
-# Stage 4b: the learned-Sigma seeds again as a stack with one GEMM call per model (VAETHEORY_STACK_EXACT=1), and
+# Stage 4b: the learned-Sigma seeds again as a stack computed one model at a time (VAETHEORY_STACK_EXACT=1), and
 # seed 0 of both stacks compared with the lone run of stage 3 (the same model): identical, or how far apart.
 rm -rf /tmp/exact
 stage exact 120 env VAETHEORY_STACK_EXACT=1 python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --methods learned \
@@ -70,6 +71,7 @@ stage exact 120 env VAETHEORY_STACK_EXACT=1 python3 -m vaetheory reproduce valid
 grep -E "seed0|wrote" /tmp/exact.txt >> "$OUT/device.txt" 2>&1
 stage same_run 20 python3 validation/gpu/same_run.py /tmp/one /tmp/exact/fig4_2d/learned/seed0 /tmp/results/fig4_2d/learned/seed0 \
   >> "$OUT/device.txt" 2>&1
+stage stack_parts 30 python3 validation/gpu/stack_parts.py >> "$OUT/device.txt" 2>&1
 
 stage optimal_bench 20 python3 -m vaetheory.optimal_bench --device gpu >> "$OUT/device.txt" 2>&1
 
