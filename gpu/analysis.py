@@ -776,26 +776,30 @@ def add_arguments(parser) -> None:
                         help="instead: the exact log p(x) of an n <= 2 run by grid quadrature on the first N test "
                              "images, against IWAE and Eqs. (16), (18) (gpu/grid_evidence.py); writes "
                              "RUN_DIR/grid_evidence.json and grid_evidence_per_image.npz")
+    parser.add_argument("--mode-images", type=int, default=None, metavar="N",
+                        help="instead: the posterior mode of each of the first N test images (any n), the IWAE bound "
+                             "with the Laplace posterior there as proposal against q's, and Eq. (16) at the mode "
+                             "(gpu/posterior_mode.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz")
     parser.add_argument("--progress", action="store_true", help="progress bar for the IWAE")
 
 
-def _grid_run(args) -> int:
-    from gpu import grid_evidence as GE
+def _per_image_run(args, option: str, images: int, module, name: str) -> int:
+    """``--grid-images`` / ``--mode-images``: ``module.evaluate_run`` on the first images, its JSON, npz and report."""
     from gpu.checkpoint import write_json
 
     try:
-        if args.grid_images < 1:
-            raise ValueError(f"--grid-images must be >= 1, got {args.grid_images}")
-        summary, per = GE.evaluate_run(args.run_dir, args.grid_images, iwae_k=args.iwae_k, elbo_k=args.elbo_k,
-                                       device=args.device, progress=args.progress)
+        if images < 1:
+            raise ValueError(f"{option} must be >= 1, got {images}")
+        summary, per = module.evaluate_run(args.run_dir, images, iwae_k=args.iwae_k, elbo_k=args.elbo_k,
+                                           device=args.device, progress=args.progress)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
     out = Path(args.run_dir)
-    write_json(out / "grid_evidence.json", summary)
-    np.savez(out / "grid_evidence_per_image.npz", **per)
-    print(GE.report_md(summary))
-    print(f"wrote {out / 'grid_evidence.json'}")
+    write_json(out / f"{name}.json", summary)
+    np.savez(out / f"{name}_per_image.npz", **per)
+    print(module.report_md(summary))
+    print(f"wrote {out / (name + '.json')}")
     return 0
 
 
@@ -817,7 +821,13 @@ def run(args) -> int:
             print(f"wrote {summary_plot(summary, Path(args.run_dir) / 'summary.png')}")
         return 0
     if args.grid_images is not None:
-        return _grid_run(args)
+        from gpu import grid_evidence
+
+        return _per_image_run(args, "--grid-images", args.grid_images, grid_evidence, "grid_evidence")
+    if args.mode_images is not None:
+        from gpu import posterior_mode
+
+        return _per_image_run(args, "--mode-images", args.mode_images, posterior_mode, "mode_evidence")
     try:
         res = analyze_run(args.run_dir, iwae_k=args.iwae_k, elbo_k=args.elbo_k, opt_k=args.opt_k,
                           test_limit=args.test_limit, limit=args.limit, cv_limit=args.cv_limit, device=args.device,

@@ -1,0 +1,319 @@
+"""The posterior mode of a trained model, image by image, and Eq. (16)'s Laplace posterior centred there.
+
+Eq. (16) is the Laplace approximation of log p(x) = log int p(x|z) N(z; 0, S^2) dz.  The paper
+evaluates it at the encoder's mean mu; a Laplace approximation belongs at the mode z* of the log
+joint ``log p(x|z) + log N(z; 0, S^2)``.  For the 2-D models the grid quadrature
+(:mod:`gpu.grid_evidence`) found that Eq. (16) at the mode is log p(x) to a few tenths of a nat while
+at mu it is up to hundreds of nats low, and that the IWAE bound with q(z|x) as proposal misses
+images whose q sits away from the mode.  Here the mode is found in any latent dimension, by damped
+Gauss-Newton (Levenberg-Marquardt) from mu, and the Laplace posterior N(z*, P^-1),
+``P = S^-2 + J^T G J`` at z*, serves as an IWAE proposal: a lower bound on log p(x) (in expectation)
+that does not depend on where the encoder aims.  Not in the paper.
+
+The exact gradient of the log joint is ``J^T s - z / S^2`` with ``s = d log p(x|nu) / d nu`` at the
+decoder output nu(z) (logits for Bernoulli), J the decoder's Jacobian
+(:func:`gpu.jacobian.decoder_jacobian`); Gauss-Newton's curvature is ``J^T G J`` with G minus the
+Hessian of log p(x|nu) in nu (for BAGGINS its positive part).  BAGGINS' T of Eq. (29) depends on z through the residual
+r = |x - nu|^2 (T = tau r / tr(Sigma^-1 S^2)), so its log p(x|z) is ``-m/2 log r`` plus a constant and
+``s = m (x - nu) / r``.  A learned likelihood variance (``gaussian-learned``) has a second decoder
+head that the Jacobian does not cover: refused.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from gpu import analysis as A
+from gpu import evaluate as E
+from gpu import jacobian as Jac
+from gpu import model as M
+from gpu.grid_evidence import signed
+from vaetheory._xp import array_namespace, to_numpy
+
+_LOG_2PI = math.log(2.0 * math.pi)
+LIKELIHOODS = ("bernoulli", "gaussian", "baggins")
+A_NAT = 1.0  # an image counts as better bounded by one proposal when it is this many nats above the other
+CREEP_STEPS, CREEP_NATS = 20, 1e-6  # an image whose log joint rose less than this in that many steps has stalled
+
+
+def _joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, out=None):
+    """log p(x|z) + log N(z; 0, S^2) per image (b,) (Eqs. (1), (26), (29))."""
+    xp = array_namespace(z)
+    ll, _ = A.likelihood_at(params, x, z, mu, var, mc, baggins_s2, out=out)
+    return ll - 0.5 * xp.sum(z * z / s2 + xp.log(s2) + _LOG_2PI, axis=-1)
+
+
+def _curvature(out, x, mc: M.ModelConfig):
+    """Gauss-Newton's G (b, m): minus the Hessian of log p(x|nu) in nu, its positive part for BAGGINS (m / r)."""
+    from gpu.layers import sigmoid
+
+    xp = array_namespace(out)
+    if mc.likelihood == "bernoulli":
+        p = sigmoid(out)
+        return p * (1.0 - p)
+    if mc.likelihood == "gaussian":
+        return xp.full(out.shape, 1.0 / mc.t)
+    d = x - out
+    return xp.broadcast_to((mc.m / xp.sum(d * d, axis=-1))[:, None], out.shape)
+
+
+def score(out, x, mc: M.ModelConfig):
+    """d log p(x|nu) / d nu (b, m) at the decoder output ``out`` (logits for Bernoulli; Eqs. (1), (29)).
+
+    Bernoulli: x - sigmoid(out); Gaussian T = t I: (x - nu) / t; BAGGINS with
+    T of Eq. (29): m (x - nu) / |x - nu|^2 (T follows the residual).
+    """
+    from gpu.layers import sigmoid
+
+    if mc.likelihood == "bernoulli":
+        return x - sigmoid(out)
+    d = x - out
+    if mc.likelihood == "gaussian":
+        return d / mc.t
+    xp = array_namespace(out)
+    return d * (mc.m / xp.sum(d * d, axis=-1))[:, None]
+
+
+def gradient(params, x, z, mc: M.ModelConfig, s2):
+    """The gradient of the log joint in z (b, n) and the decoder output and Jacobian there: ``J^T s - z / S^2``."""
+    xp = array_namespace(z)
+    out, J = Jac.decoder_jacobian(params, z, mc)
+    return xp.einsum("bmn,bm->bn", J, score(out, x, mc)) - z / s2, out, J
+
+
+def _relative_norm(xp, g, z, s2):
+    """|S g| / (1 + |S J^T s|) per image: the whitened gradient against the size of its likelihood term."""
+    S = xp.sqrt(s2)
+    return to_numpy(xp.linalg.norm(g * S, axis=-1) / (1.0 + xp.linalg.norm((g + z / s2) * S, axis=-1)))
+
+
+def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None, starts=None, steps: int = 200,
+                   gtol: float = 1e-9, chunk: int = 256) -> dict:
+    """The mode z* of log p(x|z) + log N(z; 0, S^2) per image, by Levenberg-Marquardt from ``mu`` (Not in the paper).
+
+    Each iteration solves ``(H + lam diag H) dz = g`` with ``H = S^-2 + J^T G
+    J`` (Gauss-Newton) and g the exact gradient, and keeps the step only where
+    it raises the log joint (lam / 3 then, x 4 otherwise), image by image.  An
+    image has converged when the whitened gradient |S g| is at most ``gtol``
+    times 1 + |S J^T s| (its likelihood term: float64 rounds at that scale).
+    It has stalled when lam exceeds 1e12 with the gradient larger (no step
+    raises the log joint) or the log joint rose by less than
+    :data:`CREEP_NATS` in :data:`CREEP_STEPS` iterations: a maximum on a kink
+    of the ReLU decoder, or a ridge of kinks that Gauss-Newton can only
+    zig-zag along (the log joint is smooth only within each linear region of
+    the decoder, and the best point of a region may lie on its boundary), so
+    a stalled image may lie slightly below its local maximum.  Otherwise it
+    stops after ``steps`` iterations.  Each start finds a local maximum;
+    the highest over mu and ``starts`` is kept (for the 2-D models the grid's
+    global mode says how often that is the global one).
+
+    Parameters
+    ----------
+    params : float64 parameters.  x : (N, m) targets.  mu, var : (N, n) the encoder's
+    posteriors (the first start, and BAGGINS' T).  s2 : (n,) prior variance.
+    baggins_s2 : S^2 of Eq. (29) for BAGGINS' T (required for it).
+    starts : (S, N, n) further starting points (e.g. :func:`neighbour_starts`).
+    steps : at most this many iterations.  chunk : images per block.
+
+    Returns
+    -------
+    dict of host arrays: ``mode (N, n)``, ``log_joint (N,)`` at the mode,
+    ``start_log_joint (N,)`` at mu, ``gradient_norm (N,)`` (|S g| / (1 + |S J^T s|) at the mode),
+    ``iterations (N,)``, ``converged (N,)``, ``stalled (N,)`` of the kept climb,
+    and ``start (N,)``, which start it was (0: mu, j: ``starts[j - 1]``).
+    """
+    if mc.likelihood not in LIKELIHOODS:
+        raise ValueError(f"posterior_mode supports the likelihoods {LIKELIHOODS}, not {mc.likelihood!r} "
+                         "(a learned likelihood variance is a second decoder head)")
+    if mc.likelihood == "baggins" and baggins_s2 is None:
+        raise ValueError("posterior_mode: BAGGINS needs baggins_s2, the S^2 of Eq. (29)")
+    xp = array_namespace(x)
+    N, n = mu.shape
+    if x.shape != (N, mc.m) or var.shape != (N, n):
+        raise ValueError(f"x, mu, var must have shapes (N, {mc.m}), (N, {n}), (N, {n}); "
+                         f"got {x.shape}, {mu.shape}, {var.shape}")
+    s2 = xp.asarray(s2, dtype=xp.float64)
+    if starts is not None and (starts.ndim != 3 or tuple(starts.shape[1:]) != (N, n)):
+        raise ValueError(f"starts must have shape (S, {N}, {n}), got {tuple(starts.shape)}")
+    res = _climb(params, x, mu, mu, var, mc, s2, baggins_s2, steps, gtol, chunk)
+    res["start"] = np.zeros(N, dtype=int)
+    for j in range(0 if starts is None else len(starts)):
+        r = _climb(params, x, starts[j], mu, var, mc, s2, baggins_s2, steps, gtol, chunk)
+        better = r["log_joint"] > res["log_joint"]
+        for key, v in r.items():
+            if key != "start_log_joint":
+                res[key][better] = v[better]
+        res["start"][better] = j + 1
+    return res
+
+
+def neighbour_starts(x, x_train, mu_train, k: int, chunk: int = 1000):
+    """Starting points (k, N, n): the encoder's means of each image's k nearest training images (Not in the paper).
+
+    An amortised encoder can aim at the wrong one of a posterior's modes; the
+    posteriors of images that look alike (Euclidean distance of the targets)
+    offer other basins to climb from.
+    """
+    xp = array_namespace(x)
+    sq = xp.sum(x_train * x_train, axis=1)
+    idx = np.empty((len(x), k), dtype=np.int64)
+    for sl in A._chunks(len(x), chunk):
+        d2 = sq[None, :] - 2.0 * (x[sl] @ x_train.T)  # |x|^2 is the same for every candidate
+        idx[sl] = to_numpy(xp.argsort(d2, axis=1)[:, :k])
+    return mu_train[xp.asarray(idx.T)]
+
+
+def _climb(params, x, z0, mu, var, mc: M.ModelConfig, s2, baggins_s2, steps: int, gtol: float, chunk: int) -> dict:
+    """Levenberg-Marquardt from ``z0`` for each image (see :func:`posterior_mode`); host arrays."""
+    xp = array_namespace(x)
+    N, n = z0.shape
+    res = {"mode": np.empty((N, n)), "log_joint": np.empty(N), "start_log_joint": np.empty(N), "gradient_norm": np.empty(N),
+           "iterations": np.zeros(N, dtype=int), "converged": np.zeros(N, dtype=bool), "stalled": np.zeros(N, dtype=bool)}
+    eye = np.eye(n)
+    for sl in A._chunks(N, chunk):
+        xb, mb, vb = x[sl], mu[sl], var[sl]
+        z = xp.array(z0[sl], dtype=xp.float64)
+        g, out, J = gradient(params, xb, z, mc, s2)
+        f, G = _joint(params, xb, z, mb, vb, mc, s2, baggins_s2, out=out), _curvature(out, xb, mc)
+        res["start_log_joint"][sl] = to_numpy(f)
+        b = len(f)
+        lam = np.full(b, 1e-3)
+        gnorm = _relative_norm(xp, g, z, s2)
+        done = gnorm <= gtol
+        iters = np.zeros(b, dtype=int)
+        stuck = np.zeros(b, dtype=bool)
+        f_before = to_numpy(f)
+        for it in range(steps):
+            if done.all():
+                break
+            H = to_numpy((J * G[:, :, None]).transpose(0, 2, 1) @ J) + np.diag(1.0 / to_numpy(s2))[None]
+            H = (H + np.swapaxes(H, -1, -2)) / 2
+            damped = H + lam[:, None, None] * (H * eye)
+            dz = np.linalg.solve(damped, to_numpy(g)[:, :, None])[:, :, 0]
+            dz[done] = 0.0
+            z_new = z + xp.asarray(dz)
+            g_new, out_new, J_new = gradient(params, xb, z_new, mc, s2)
+            f_new = _joint(params, xb, z_new, mb, vb, mc, s2, baggins_s2, out=out_new)
+            G_new = _curvature(out_new, xb, mc)
+            # Near the mode a step's rise is below the log joint's rounding; it is kept if the gradient shrinks
+            rise, fh = to_numpy(f_new - f), to_numpy(f)
+            gnorm_new = _relative_norm(xp, g_new, z_new, s2)
+            flat = rise >= -16 * np.finfo(np.float64).eps * (1.0 + np.abs(fh))
+            keep = ((rise > 0) | (flat & (gnorm_new < gnorm))) & ~done
+            iters[~done] += 1
+            gnorm = np.where(keep, gnorm_new, gnorm)
+            lam = np.where(keep, lam / 3.0, lam * 4.0)
+            k = xp.asarray(keep)
+            z = xp.where(k[:, None], z_new, z)
+            f = xp.where(k, f_new, f)
+            g = xp.where(k[:, None], g_new, g)
+            J = xp.where(k[:, None, None], J_new, J)
+            G = xp.where(k[:, None], G_new, G)
+            if (it + 1) % CREEP_STEPS == 0:  # zig-zagging along a ridge of kinks: rising, but by nothing
+                fh = to_numpy(f)
+                stuck |= fh - f_before < CREEP_NATS
+                f_before = fh
+            done |= (gnorm <= gtol) | (lam > 1e12) | stuck
+        res["mode"][sl] = to_numpy(z)
+        res["log_joint"][sl] = to_numpy(f)
+        res["gradient_norm"][sl] = gnorm
+        res["iterations"][sl] = iters
+        res["converged"][sl] = gnorm <= gtol
+        res["stalled"][sl] = ((lam > 1e12) | stuck) & (gnorm > gtol)
+    return res
+
+
+def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int = 10, neighbours: int = 30,
+                 device: str | None = None, progress: bool = False) -> tuple[dict, dict]:
+    """log p(x) bounds and Eq. (16) at the posterior mode of a trained run of any n (Not in the paper).
+
+    On the first ``images`` test images: the posterior mode (:func:`posterior_mode`
+    from the encoder's mean and from those of the ``neighbours`` nearest
+    training images, :func:`neighbour_starts`), the IWAE bound with k = ``iwae_k`` samples of the
+    encoder's q(z|x) and of the Laplace posterior at the mode
+    (:func:`gpu.analysis.laplace_proposal` centred at z*), the ELBO, Eq. (16) at
+    mu and at the mode, and Eq. (18)'s gap, each as :func:`gpu.analysis.analyze_run`
+    takes them (prior, metric G, BAGGINS' S^2).  Both IWAE values are lower
+    bounds on log p(x) in expectation; the larger is the better estimate.
+
+    Returns ``(summary, per_image)``: means over the images (nats per image)
+    and the per-image host arrays.
+    """
+    from gpu import train as T
+
+    t0 = time.perf_counter()
+    run = A.load_run(run_dir, device=device, test_limit=images)
+    mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
+    mu_tr, _, s2, s2_train = A.training_priors(run)
+    floating = mc.posterior in E.FLOATING
+    mu, var = E.encode_all(params, x, mc)
+    var = xp.broadcast_to(var, mu.shape)
+    starts = neighbour_starts(x, run.x_train, mu_tr, neighbours) if neighbours > 0 else None
+    found = posterior_mode(params, x, mu, var, mc, s2, baggins_s2=s2_train, starts=starts)
+    t_mode = time.perf_counter() - t0
+    mode = xp.asarray(found["mode"])
+    rng = T.generator(run.cfg.seed, A.STREAM_ANALYSIS, run.epoch, xp)
+    elbo = A.elbo_per_example(params, x, mc, rng, elbo_k, s2 if floating else None)
+    prior = s2 if floating else None
+    iwae_q = E.iwae_log_px(params, x, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress)
+    iwae_mode = E.iwae_log_px(params, x, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress,
+                              proposal=A.laplace_proposal(params, x, mode, var, mc, s2))
+    at_mu = A.laplace_evidence(params, x, mu, var, mc, s2)
+    at_mode = A.laplace_evidence(params, x, mode, var, mc, s2)
+    per = {"mode": found["mode"], "mu": to_numpy(mu), "log_joint_at_mode": found["log_joint"],
+           "log_joint_at_mu": found["start_log_joint"], "iterations": found["iterations"],
+           "converged": found["converged"], "stalled": found["stalled"], "gradient_norm": found["gradient_norm"],
+           "start": found["start"],
+           "elbo": elbo,
+           "iwae_q": iwae_q, "iwae_mode": iwae_mode, "eq16_at_mean": at_mu["log_evidence"],
+           "eq16_at_mode": at_mode["log_evidence"], "gap_eq18": at_mu["gap_eq18"]}
+    best = np.maximum(iwae_q, iwae_mode)
+    d_mode = iwae_mode - iwae_q
+    summary = {
+        "run": str(run_dir), "posterior": mc.posterior, "likelihood": mc.likelihood, "n": mc.n,
+        "scale": run.cfg.scale, "images": int(len(x)), "iwae_k": iwae_k, "elbo_k": elbo_k,
+        "neighbours": neighbours, "from_a_neighbour": int((found["start"] > 0).sum()),
+        "converged": int(found["converged"].sum()), "stalled": int(found["stalled"].sum()),
+        "iterations_mean": float(found["iterations"].mean()),
+        "gradient_norm_max": float(found["gradient_norm"].max()),
+        "log_joint_rise": float(np.mean(found["log_joint"] - found["start_log_joint"])),
+        "mode_distance": float(np.mean(np.linalg.norm((found["mode"] - per["mu"]) / np.sqrt(to_numpy(s2)), axis=1))),
+        "elbo": float(np.mean(elbo)), "iwae_q": float(np.mean(iwae_q)), "iwae_mode": float(np.mean(iwae_mode)),
+        "iwae_best": float(np.mean(best)),
+        "mode_minus_q": float(np.mean(d_mode)), "mode_minus_q_median": float(np.median(d_mode)),
+        "mode_above_q": int((d_mode > A_NAT).sum()), "mode_below_q": int((d_mode < -A_NAT).sum()),
+        "gap_q": float(np.mean(iwae_q - elbo)), "gap_best": float(np.mean(best - elbo)),
+        "gap_eq18": float(np.mean(per["gap_eq18"])),
+        "eq16_at_mean_minus_best": float(np.mean(per["eq16_at_mean"] - best)),
+        "eq16_at_mode_minus_best": float(np.mean(per["eq16_at_mode"] - best)),
+        "eq16_at_mode_minus_best_median": float(np.median(per["eq16_at_mode"] - best)),
+        "mode_seconds": t_mode, "seconds": time.perf_counter() - t0,
+    }
+    return summary, per
+
+
+
+def report_md(r: dict) -> str:
+    """The summary of :func:`evaluate_run` as Markdown lines."""
+    f = signed
+    return "\n".join([
+        f"# Posterior mode and Laplace proposal: {r['run']}",
+        f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images, "
+        f"IWAE k = {r['iwae_k']}",
+        f"- mode found (Levenberg-Marquardt from mu and {r['neighbours']} neighbours' means; a neighbour's start won on "
+        f"{r['from_a_neighbour']} images): {r['converged']}/{r['images']} converged, {r['stalled']} on a "
+        f"kink of the decoder; {r['iterations_mean']:.1f} iterations on average, largest relative |S grad| "
+        f"{r['gradient_norm_max']:.2g}; "
+        f"log joint raised by {r['log_joint_rise']:.2f} nats, mode {r['mode_distance']:.2f} prior sd from mu",
+        f"- IWAE with q(z|x): {r['iwae_q']:.2f}; with the Laplace posterior at the mode: {r['iwae_mode']:.2f} "
+        f"(mode minus q {f(r['mode_minus_q'])}, median {f(r['mode_minus_q_median'])}; better by > 1 nat on "
+        f"{r['mode_above_q']} images, worse on {r['mode_below_q']})",
+        f"- ELBO {r['elbo']:.2f}; gap to the better bound {r['gap_best']:.2f} (to q's IWAE {r['gap_q']:.2f}); "
+        f"Eq. (18) {r['gap_eq18']:.2f}",
+        f"- Eq. (16) minus the better bound: at mu {f(r['eq16_at_mean_minus_best'])}, at the mode "
+        f"{f(r['eq16_at_mode_minus_best'])} (median {f(r['eq16_at_mode_minus_best_median'])})",
+        f"- {r['seconds']:.0f} s ({r['mode_seconds']:.0f} s for the modes)",
+    ])
