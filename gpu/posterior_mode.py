@@ -90,8 +90,8 @@ def _relative_norm(xp, g, z, s2):
     return to_numpy(xp.linalg.norm(g * S, axis=-1) / (1.0 + xp.linalg.norm((g + z / s2) * S, axis=-1)))
 
 
-def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None, starts=None, steps: int = 200,
-                   gtol: float = 1e-9, chunk: int = 256) -> dict:
+def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None, starts=None, climbs: int | None = None,
+                   steps: int = 200, gtol: float = 1e-9, chunk: int = 256) -> dict:
     """The mode z* of log p(x|z) + log N(z; 0, S^2) per image, by Levenberg-Marquardt from ``mu`` (Not in the paper).
 
     Each iteration solves ``(H + lam diag H) dz = g`` with ``H = S^-2 + J^T G
@@ -116,6 +116,8 @@ def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None
     posteriors (the first start, and BAGGINS' T).  s2 : (n,) prior variance.
     baggins_s2 : S^2 of Eq. (29) for BAGGINS' T (required for it).
     starts : (S, N, n) further starting points (e.g. :func:`neighbour_starts`).
+    climbs : climb only from the ``climbs`` starts with the highest log joint
+        (per image; default all), besides mu.
     steps : at most this many iterations.  chunk : images per block.
 
     Returns
@@ -140,13 +142,20 @@ def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None
         raise ValueError(f"starts must have shape (S, {N}, {n}), got {tuple(starts.shape)}")
     res = _climb(params, x, mu, mu, var, mc, s2, baggins_s2, steps, gtol, chunk)
     res["start"] = np.zeros(N, dtype=int)
-    for j in range(0 if starts is None else len(starts)):
-        r = _climb(params, x, starts[j], mu, var, mc, s2, baggins_s2, steps, gtol, chunk)
+    order = None
+    if starts is not None and climbs is not None and climbs < len(starts):
+        f0 = np.stack([to_numpy(_joint(params, x, xp.asarray(z0, dtype=xp.float64), mu, var, mc, s2, baggins_s2))
+                       for z0 in starts])  # (S, N)
+        order = np.argsort(-f0, axis=0)[:climbs]  # (climbs, N): each image's best starts
+    for j in range(0 if starts is None else len(starts) if order is None else len(order)):
+        pick = j if order is None else order[j]
+        z0 = starts[j] if order is None else starts[xp.asarray(pick), xp.arange(N)]
+        r = _climb(params, x, z0, mu, var, mc, s2, baggins_s2, steps, gtol, chunk)
         better = r["log_joint"] > res["log_joint"]
         for key, v in r.items():
             if key != "start_log_joint":
                 res[key][better] = v[better]
-        res["start"][better] = j + 1
+        res["start"][better] = (pick + 1 if order is None else pick[better] + 1)
     return res
 
 
@@ -227,12 +236,13 @@ def _climb(params, x, z0, mu, var, mc: M.ModelConfig, s2, baggins_s2, steps: int
 
 
 def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int = 10, neighbours: int = 30,
-                 device: str | None = None, progress: bool = False) -> tuple[dict, dict]:
+                 climbs: int | None = 10, device: str | None = None, progress: bool = False) -> tuple[dict, dict]:
     """log p(x) bounds and Eq. (16) at the posterior mode of a trained run of any n (Not in the paper).
 
     On the first ``images`` test images: the posterior mode (:func:`posterior_mode`
     from the encoder's mean and from those of the ``neighbours`` nearest
-    training images, :func:`neighbour_starts`), the IWAE bound with k = ``iwae_k`` samples of the
+    training images, :func:`neighbour_starts`, climbing from the ``climbs``
+    best of those), the IWAE bound with k = ``iwae_k`` samples of the
     encoder's q(z|x) and of the Laplace posterior at the mode
     (:func:`gpu.analysis.laplace_proposal` centred at z*), the ELBO, Eq. (16) at
     mu and at the mode, and Eq. (18)'s gap, each as :func:`gpu.analysis.analyze_run`
@@ -252,7 +262,7 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     mu, var = E.encode_all(params, x, mc)
     var = xp.broadcast_to(var, mu.shape)
     starts = neighbour_starts(x, run.x_train, mu_tr, neighbours) if neighbours > 0 else None
-    found = posterior_mode(params, x, mu, var, mc, s2, baggins_s2=s2_train, starts=starts)
+    found = posterior_mode(params, x, mu, var, mc, s2, baggins_s2=s2_train, starts=starts, climbs=climbs)
     t_mode = time.perf_counter() - t0
     mode = xp.asarray(found["mode"])
     rng = T.generator(run.cfg.seed, A.STREAM_ANALYSIS, run.epoch, xp)
@@ -275,7 +285,7 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     summary = {
         "run": str(run_dir), "posterior": mc.posterior, "likelihood": mc.likelihood, "n": mc.n,
         "scale": run.cfg.scale, "images": int(len(x)), "iwae_k": iwae_k, "elbo_k": elbo_k,
-        "neighbours": neighbours, "from_a_neighbour": int((found["start"] > 0).sum()),
+        "neighbours": neighbours, "climbs": climbs, "from_a_neighbour": int((found["start"] > 0).sum()),
         "converged": int(found["converged"].sum()), "stalled": int(found["stalled"].sum()),
         "iterations_mean": float(found["iterations"].mean()),
         "gradient_norm_max": float(found["gradient_norm"].max()),
@@ -303,7 +313,8 @@ def report_md(r: dict) -> str:
         f"# Posterior mode and Laplace proposal: {r['run']}",
         f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images, "
         f"IWAE k = {r['iwae_k']}",
-        f"- mode found (Levenberg-Marquardt from mu and {r['neighbours']} neighbours' means; a neighbour's start won on "
+        f"- mode found (Levenberg-Marquardt from mu and the best {r['climbs']} of {r['neighbours']} neighbours' means; "
+        f"a neighbour's start won on "
         f"{r['from_a_neighbour']} images): {r['converged']}/{r['images']} converged, {r['stalled']} on a "
         f"kink of the decoder; {r['iterations_mean']:.1f} iterations on average, largest relative |S grad| "
         f"{r['gradient_norm_max']:.2g}; "
