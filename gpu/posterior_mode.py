@@ -6,17 +6,18 @@ joint ``log p(x|z) + log N(z; 0, S^2)``.  For the 2-D models the grid quadrature
 (:mod:`gpu.grid_evidence`) found that Eq. (16) at the mode is log p(x) to a few tenths of a nat while
 at mu it is up to hundreds of nats low, and that the IWAE bound with q(z|x) as proposal misses
 images whose q sits away from the mode.  Here the mode is found in any latent dimension, by damped
-Gauss-Newton (Levenberg-Marquardt) from mu, and the Laplace posterior N(z*, P^-1),
+Gauss-Newton (Levenberg-Marquardt) from mu and from the encoder's means of the most similar training
+images (the encoder may aim at the wrong one of several modes), and the Laplace posterior N(z*, P^-1),
 ``P = S^-2 + J^T G J`` at z*, serves as an IWAE proposal: a lower bound on log p(x) (in expectation)
 that does not depend on where the encoder aims.  Not in the paper.
 
 The exact gradient of the log joint is ``J^T s - z / S^2`` with ``s = d log p(x|nu) / d nu`` at the
 decoder output nu(z) (logits for Bernoulli), J the decoder's Jacobian
 (:func:`gpu.jacobian.decoder_jacobian`); Gauss-Newton's curvature is ``J^T G J`` with G minus the
-Hessian of log p(x|nu) in nu (for BAGGINS its positive part).  BAGGINS' T of Eq. (29) depends on z through the residual
-r = |x - nu|^2 (T = tau r / tr(Sigma^-1 S^2)), so its log p(x|z) is ``-m/2 log r`` plus a constant and
-``s = m (x - nu) / r``.  A learned likelihood variance (``gaussian-learned``) has a second decoder
-head that the Jacobian does not cover: refused.
+Hessian of log p(x|nu) in nu (for BAGGINS its positive part).  BAGGINS' T of Eq. (29) depends on z
+through the residual r = |x - nu|^2 (T = tau r / tr(Sigma^-1 S^2)), so its log p(x|z) is
+``-m/2 log r`` plus a constant and ``s = m (x - nu) / r``.  A learned likelihood variance
+(``gaussian-learned``) has a second decoder head that the Jacobian does not cover: refused.
 """
 
 from __future__ import annotations

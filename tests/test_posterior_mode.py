@@ -177,6 +177,25 @@ def test_the_command_measures_a_trained_run(tmp_path):
     per = np.load(tmp_path / "run" / "mode_evidence_per_image.npz")
     assert per["mode"].shape == (6, 3)
     assert main(["analyze", str(tmp_path / "run"), "--mode-images", "0"]) == 2
+    # the same through validation/mode_laplace.py, with a stand-in for the grid's exact values
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "mode_laplace", Path(__file__).resolve().parents[1] / "validation" / "mode_laplace.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    exact = tmp_path / "exact"
+    exact.mkdir()
+    stand_in = per["iwae_q"] + 2.0  # two nats above q's bound: "exact - best" is 2 - (best - q)
+    np.savez(exact / (mod._name(str(tmp_path / "run")) + ".npz"), grid_log_px=stand_in)
+    out = tmp_path / "m.json"
+    assert mod.main(["--images", "6", "--iwae-k", "300", "--json", str(out), "--per-image", str(tmp_path / "per"),
+                     "--exact", str(exact), str(tmp_path / "run")]) == 0
+    (got,) = json.loads(out.read_text()).values()
+    assert got["exact_minus_q"] == pytest.approx(2.0) and got["exact_minus_best"] <= 2.0
+    assert got["exact_missed"] == int((stand_in - np.maximum(per["iwae_q"], per["iwae_mode"]) > 1.0).sum())
+    assert len(list((tmp_path / "per").glob("*.npz"))) == 1 and mod.main(["--table", str(out)]) == 0
 
 
 @needs_gpu

@@ -46,7 +46,7 @@ stage() {
 
 stage pytest 90 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu_gemm.py tests/test_gpu_fused.py \
   tests/test_gpu_stacked.py tests/test_gpu_model.py tests/test_gpu_train.py tests/test_jacobian.py tests/test_optimal.py \
-  tests/test_grid_evidence.py \
+  tests/test_grid_evidence.py tests/test_posterior_mode.py \
   > "$OUT/pytest_gpu.txt" 2>&1
 
 stage bench 90 python3 -m vaetheory bench train --device gpu --stack 5 --json "$OUT/bench_train_gpu.json" \
