@@ -100,13 +100,13 @@ TOL = {
     # Three Adam steps, ours vs torch.optim.Adam, float64: g / (sqrt(v) + eps) amplifies gradient round-off on
     # entries with |g| ~ eps = 1e-8 by ~1 / (4 eps); measured 2.5e-11 of the largest displacement; 1e-8.
     "torch_adam_f64": 1e-8,
-    # gpu.gemm: one product computed by two GEMM codes (column-major emulation vs numpy.matmul, our cuBLAS
+    # mlpvae.accel.gemm: one product computed by two GEMM codes (column-major emulation vs numpy.matmul, our cuBLAS
     # call vs cupy.matmul's): the same sums in another blocking order.  float64 with inner sizes <= 784 on
     # O(1) entries: ~sqrt(784) eps ~ 6e-15 relative; 1e-12 is known_answer_f64.  float32 with inner size
     # 53-200 on N(0, 1) entries: relative 1e-5 (f32_vs_f64), and an absolute floor for sums that cancel:
     # |terms| up to ~5 summed 200 times, 200 * 5 * 6e-8 = 6e-5; 1e-3 leaves 15x.
     "f32_gemm_abs": 1e-3,
-    # gpu.grid_evidence against a closed form or a brute-force grid, asked for tol = 1e-8 on its halving
+    # mlpvae.evidence.grid against a closed form or a brute-force grid, asked for tol = 1e-8 on its halving
     # change: the trapezoid converges geometrically (measured 1e-14 to 5e-8 nats on the linear-Gaussian
     # cases, the largest for a sharp posterior, t = 1e-3, where log p ~ -1e3 carries ~1e-13 relative
     # round-off from sums over m); 1e-6 nats absolute.
@@ -126,7 +126,7 @@ def tol():
 
 def _cupy_with_device():
     """CuPy when it imports and sees a CUDA device, else None (the GPU-only tests then skip)."""
-    from vaetheory._xp import cupy_or_none
+    from vaetheory.xp import cupy_or_none
 
     cp = cupy_or_none()
     try:

@@ -1,4 +1,4 @@
-"""The paper's claims measured on trained models (gpu/analysis.py): Eqs. (6), (16), (18), (22), (26)."""
+"""The paper's claims measured on trained models (mlpvae/experiments/analyze.py): Eqs. (6), (16), (18), (22), (26)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 from strategies import SEEDS
 
-from gpu import analysis as A
-from gpu import evaluate as E
-from gpu import jacobian as Jac
-from gpu import model as M
-from gpu.layers import sigmoid
+from mlpvae.experiments import analyze as A
+from mlpvae.experiments import evaluate as E
+from mlpvae.nn import jacobian as Jac
+from mlpvae.nn import model as M
+from mlpvae.nn.layers import sigmoid
 from vaetheory import constant_variance as CV
 from vaetheory import evidence as EV
 
@@ -123,8 +123,8 @@ def test_optimal_decoder_from_encoder_posteriors_is_eq6(seed, likelihood, poster
 
 
 def _trained(out, posterior: str) -> None:
-    from gpu import config as C
-    from gpu import train as T
+    from mlpvae.training import config as C
+    from mlpvae.training import train as T
 
     T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior=posterior, epochs=3, limit=120,
                           test_limit=40, batch_size=40, device="cpu", progress=False), out)
@@ -154,9 +154,9 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
 
 
 def test_learned_t_pixels_reports_the_collapsed_pixels_of_a_learned_likelihood_variance(tmp_path):
-    from gpu import checkpoint
-    from gpu import config as C
-    from gpu import train as T
+    from mlpvae.training import checkpoint
+    from mlpvae.training import config as C
+    from mlpvae.training import train as T
 
     cfg = C.make_config(dataset="synthetic", m=16, n=2, hidden=8, likelihood="gaussian-learned", epochs=1,
                         limit=120, test_limit=40, batch_size=40, device="cpu", progress=False)

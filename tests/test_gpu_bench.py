@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from gpu import bench, model
-from gpu import torch_reference as R
+from mlpvae.experiments import bench
+from mlpvae.nn import model
+from mlpvae.nn import torch_reference as R
 
 needs_torch = pytest.mark.skipif(not R.available(), reason="torch is not importable; PyTorch is an optional "
                                  "comparison, never a dependency (pip install torch to run this test)")
@@ -60,7 +61,7 @@ def test_torch_reference_agrees_off_the_defaults(posterior, kw):
 @needs_torch
 @pytest.mark.parametrize("posterior", model.POSTERIORS)
 def test_torch_and_our_training_steps_follow_the_same_trajectory_eq1_eq2_eq24(posterior):
-    # Three steps of each optimiser (ours: gpu.adam; theirs: torch.optim.Adam) from the same start, float64.
+    # Three steps of each optimiser (ours: mlpvae.nn.adam; theirs: torch.optim.Adam) from the same start, float64.
     mc, params, x, _ = _problem(2, posterior, B=32)
     eps_all = np.random.default_rng(4).standard_normal((3, 32, 2))
     ours = bench._our_stepper(np, mc, params, x, eps_all)
@@ -134,7 +135,8 @@ def test_bench_times_a_stack_against_one_by_one():
 
 
 def test_stacked_step_flops_are_k_times_one_models():
-    from gpu import model, train
+    from mlpvae.nn import model
+    from mlpvae.training import train
 
     cfg = model.ModelConfig(n=2)
     singles = [model.init_params(cfg, np.random.default_rng(k)) for k in range(4)]

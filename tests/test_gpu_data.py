@@ -1,4 +1,4 @@
-"""gpu.data: strict IDX parsing, checksums, the search path, targets; gpu.config; gpu.checkpoint."""
+"""mlpvae.training.data: strict IDX parsing, checksums, the search path, targets; mlpvae.training.config; mlpvae.training.checkpoint."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from gpu import checkpoint, config, data
+from mlpvae.training import checkpoint
+from mlpvae.training import config
+from mlpvae.training import data
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -189,9 +191,9 @@ def test_config_rejects_bad_values():
 
 
 def test_example_configs_parse():
-    root = Path(config.__file__).parent / "configs"
+    root = Path(config.__file__).parent.parent / "configs"
     files = sorted(root.glob("*.toml"))
-    assert files, "gpu/configs/ holds example TOML files"
+    assert files, "mlpvae/configs/ holds example TOML files"
     for f in files:
         config.make_config(f)
 

@@ -1,4 +1,4 @@
-"""gpu.evaluate: IWAE against the exact linear-Gaussian evidence, active units, entropy floor, the CLI."""
+"""mlpvae.experiments.evaluate: IWAE against the exact linear-Gaussian evidence, active units, entropy floor, the CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from gpu import evaluate as E, model, train as T, config as C
+from mlpvae.experiments import evaluate as E
+from mlpvae.nn import model
+from mlpvae.training import train as T
+from mlpvae.training import config as C
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -112,7 +115,7 @@ def test_entropy_floor_known_answers():
 
 @pytest.mark.skipif(not HAVE_MNIST, reason="needs MNIST under $VAETHEORY_DATA (CI sets it)")
 def test_mnist_grayscale_entropy_floor_is_about_45_5_nats():
-    from gpu import data as D
+    from mlpvae.training import data as D
 
     ds = D.load("mnist")
     floor = E.entropy_floor(D.targets(ds.test_images))

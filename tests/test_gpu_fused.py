@@ -1,4 +1,4 @@
-"""gpu.fused (one-launch element-wise chains) and the CUDA-graph training step, against the NumPy reference."""
+"""mlpvae.accel.fused (one-launch element-wise chains) and the CUDA-graph training step, against the NumPy reference."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ import pytest
 from conftest import CUPY, TOL, needs_gpu
 from test_gpu_train import tiny
 
-from gpu import adam, checkpoint, fused, layers as Ly, likelihoods as Lk, model as M, train as T
+from mlpvae.nn import adam
+from mlpvae.training import checkpoint
+from mlpvae.accel import fused
+from mlpvae.nn import layers as Ly
+from mlpvae.nn import likelihoods as Lk
+from mlpvae.nn import model as M
+from mlpvae.training import train as T
 
 
 # ---------------------------------------------------------------------------- everywhere

@@ -1,4 +1,4 @@
-"""gpu.gemm: row-major products as column-major cuBLAS calls (the plan, on NumPy; the calls, on a GPU)."""
+"""mlpvae.accel.gemm: row-major products as column-major cuBLAS calls (the plan, on NumPy; the calls, on a GPU)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from conftest import CUPY, TOL, needs_gpu
 from hypothesis import given, settings, strategies as st
 from numpy.lib.stride_tricks import as_strided
 
-from gpu import gemm, layers as Ly
+from mlpvae.accel import gemm
+from mlpvae.nn import layers as Ly
 
 
 def _operand(rng, lead, rows, cols, transposed, dtype=np.float64):

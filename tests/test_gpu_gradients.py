@@ -18,7 +18,7 @@ from gradcheck import assert_gradient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpu import model as M
+from mlpvae.nn import model as M
 from vaetheory import objectives as O
 
 COMBOS = list(itertools.product(M.POSTERIORS, M.LIKELIHOODS))

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import CUPY, TOL, needs_gpu
 
-from gpu import model as M
-from gpu.adam import Adam
+from mlpvae.nn import model as M
+from mlpvae.nn.adam import Adam
 from vaetheory import objectives as O
 from vaetheory.gaussian import kl_gaussian
 

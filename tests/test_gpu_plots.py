@@ -1,4 +1,4 @@
-"""gpu.plots: each figure function writes a non-empty PNG of its stated pixel size."""
+"""mlpvae.experiments.plots: each figure function writes a non-empty PNG of its stated pixel size."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from gpu import plots
+from mlpvae.experiments import plots
 
 
 def png_size(path) -> tuple[int, int]:

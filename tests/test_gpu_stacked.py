@@ -1,4 +1,4 @@
-"""Stacked training (gpu.train.train_many): K models as one batched computation, identical to one by one."""
+"""Stacked training (mlpvae.training.train.train_many): K models as one batched computation, identical to one by one."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ import pytest
 from conftest import CUPY, TOL, needs_gpu
 from test_gpu_train import assert_same_run, rows, tiny
 
-from gpu import adam, checkpoint, config as C, model as M, train as T
+from mlpvae.nn import adam
+from mlpvae.training import checkpoint
+from mlpvae.training import config as C
+from mlpvae.nn import model as M
+from mlpvae.training import train as T
 
 COMBOS = list(itertools.product(M.POSTERIORS, M.LIKELIHOODS))
 
@@ -196,7 +200,7 @@ def test_gpu_stack_matches_gpu_models_alone(tmp_path, posterior):
 @needs_gpu
 @pytest.mark.parametrize("posterior", C.POSTERIORS)
 def test_gpu_stack_apart_is_each_model_alone_bitwise(tmp_path, monkeypatch, posterior):
-    # VAETHEORY_STACK_EXACT=1: the stack is computed one model at a time (gpu.model.models_apart)
+    # VAETHEORY_STACK_EXACT=1: the stack is computed one model at a time (mlpvae.nn.model.models_apart)
     monkeypatch.setenv("VAETHEORY_STACK_EXACT", "1")
     kw = dict(posterior=posterior, device="gpu", epochs=2)
     seeds = [0, 1, 2]

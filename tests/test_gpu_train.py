@@ -1,4 +1,4 @@
-"""gpu.train: runs of every (posterior, likelihood), files written, exact resume, divergence, the CLI."""
+"""mlpvae.training.train: runs of every (posterior, likelihood), files written, exact resume, divergence, the CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from gpu import checkpoint, config as C, model, train as T
+from mlpvae.training import checkpoint
+from mlpvae.training import config as C
+from mlpvae.nn import model
+from mlpvae.training import train as T
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -191,7 +194,7 @@ def test_cli_diverged_run_exits_with_status_3(tmp_path):
 
 
 def test_bench_counts_the_steps_matmul_flops_analytically():
-    from gpu import bench
+    from mlpvae.experiments import bench
 
     B, m, h = 300, 784, 200
     for n, posterior in bench.CONFIGS:
@@ -219,13 +222,13 @@ def test_bench_cli_reports_every_configuration(tmp_path):
 
 # ------------------------------------------------------------------------ GPU
 
-from gpu import device as _dev  # noqa: E402
+from mlpvae.accel import device as _dev  # noqa: E402
 
 
 @pytest.mark.skipif(_dev.gpu_count() == 0, reason="needs CuPy and a CUDA GPU (the CPU path is tested above)")
 @pytest.mark.parametrize("posterior", C.POSTERIORS)
 def test_gpu_run_trains_resumes_and_evaluates(tmp_path, posterior):
-    from gpu import evaluate as E
+    from mlpvae.experiments import evaluate as E
 
     kw = dict(posterior=posterior, device="gpu", m=784, binarize="dynamic")
     info = T.train(tiny(epochs=2, **kw), tmp_path / "straight")

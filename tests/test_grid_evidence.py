@@ -1,4 +1,4 @@
-"""gpu.grid_evidence: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
+"""mlpvae.evidence.grid: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
 
 Known answers: a one-layer (linear) decoder with a Gaussian likelihood has
 p(x) = N(x; b, t I + W^T S^2 W / c^2) in closed form; nonlinear decoders and the
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from gpu import grid_evidence as G
-from gpu import model as M
+from mlpvae.evidence import grid as G
+from mlpvae.nn import model as M
 
 
 def _linear(n, t, w_scale, c, posterior, seed, m=6, N=3):
@@ -56,7 +56,7 @@ def _tiny(likelihood, posterior="learned", seed=0):
 
 
 def _brute(p, x, mc, s2, baggins_s2=None, half=10.0, g=1201):
-    from gpu import evaluate as E
+    from mlpvae.experiments import evaluate as E
 
     mu, var = E.encode_all(p, x, mc)
     var = np.broadcast_to(var, mu.shape)
@@ -164,8 +164,8 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from gpu import config as C
-    from gpu import train as T
+    from mlpvae.training import config as C
+    from mlpvae.training import train as T
 
     T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior="constant", epochs=3, limit=120,
                           test_limit=20, batch_size=40, device="cpu", progress=False), tmp_path / "run")
@@ -198,8 +198,8 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
 
 
 def test_the_command_refuses_a_run_with_more_than_two_latent_dimensions(tmp_path, capsys):
-    from gpu import config as C
-    from gpu import train as T
+    from mlpvae.training import config as C
+    from mlpvae.training import train as T
     from vaetheory.cli import main
 
     T.train(C.make_config(dataset="synthetic", m=16, n=3, hidden=8, epochs=1, limit=40, test_limit=10,

@@ -1,4 +1,4 @@
-"""The trained decoder's Jacobian, Eq. (8), by forward mode (gpu/jacobian.py)."""
+"""The trained decoder's Jacobian, Eq. (8), by forward mode (mlpvae/nn/jacobian.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS
 
-from gpu import jacobian as Jac
-from gpu import model as M
+from mlpvae.nn import jacobian as Jac
+from mlpvae.nn import model as M
 
 
 def _net(seed, n=3, m=7, hidden=6, layers=3, likelihood="bernoulli", latent_scale=1.0, posterior="learned"):

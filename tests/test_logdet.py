@@ -14,7 +14,7 @@ from strategies import SEEDS, normal_arrays, positive_arrays, spd_matrices
 from vaetheory import logdet as L
 from vaetheory.cli import main
 from vaetheory.logdet_baselines import gauss_quadrature
-from vaetheory.logdet_bench import make_family
+from vaetheory.bench.logdet import make_family
 
 
 def _spd(n, seed, lo=-1.0, hi=1.0, scale_diag=0.0):

@@ -182,7 +182,7 @@ def test_gemm_kernel_float32_in_float32_out_eq6_eq7():
 
 
 def test_optimal_bench_reports_flop_rates_and_memory_eq6_eq7():
-    from vaetheory import optimal_bench
+    from vaetheory.bench import optimal as optimal_bench
 
     res = optimal_bench.bench("cpu", ("float64",), N=200, M=30, m=16, n=2, gemm_size=64, repeat=1)
     r = res["results"]["float64"]

@@ -201,7 +201,7 @@ def test_local_linear_gradients_errors_for_a_nonlinear_decoder_eq9_eq10(x, mu):
 
 # ---------------------------------------------------------------- the posterior-windowed J of Appendix A
 def _nodes(mu, var, order):
-    from vaetheory.quadrature import gauss_hermite
+    from vaetheory.solver.quadrature import gauss_hermite
 
     eps, w = gauss_hermite(mu.shape[1], order)
     z = mu[:, None, :] + np.sqrt(var)[:, None, :] * eps[None]

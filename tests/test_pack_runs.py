@@ -9,7 +9,9 @@ from pathlib import Path
 
 from test_gpu_train import TINY, assert_same_run
 
-from gpu import checkpoint, config as C, train as T
+from mlpvae.training import checkpoint
+from mlpvae.training import config as C
+from mlpvae.training import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("pack_runs", ROOT / "validation/gpu/pack_runs.py")

@@ -1,4 +1,4 @@
-"""gpu.posterior_mode: the posterior mode per image and the Laplace proposal centred there (Not in the paper).
+"""mlpvae.evidence.posterior_mode: the posterior mode per image and the Laplace proposal centred there (Not in the paper).
 
 Known answers: for a one-layer (linear) decoder with a Gaussian likelihood the posterior is the
 Gaussian N(P^-1 W (x - b) / t, P^-1), P = S^-2 + W W^T / t, so the mode is its mean, the Laplace
@@ -17,10 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from gpu import analysis as A
-from gpu import evaluate as E
-from gpu import model as M
-from gpu import posterior_mode as PM
+from mlpvae.experiments import analyze as A
+from mlpvae.experiments import evaluate as E
+from mlpvae.nn import model as M
+from mlpvae.evidence import posterior_mode as PM
 
 
 def _linear(n, t, w_scale, c, seed, m=6, N=4):
@@ -163,8 +163,8 @@ def test_posterior_mode_rejects_what_it_cannot_do():
 def test_the_command_measures_a_trained_run(tmp_path):
     # `vaetheory analyze RUN --mode-images N` on a small 3-D synthetic run: both IWAE values are lower bounds
     # on the same log p(x), the ELBO is below them, and the mode raised the log joint
-    from gpu import config as C
-    from gpu import train as T
+    from mlpvae.training import config as C
+    from mlpvae.training import train as T
     from vaetheory.cli import main
 
     T.train(C.make_config(dataset="synthetic", m=16, n=3, hidden=8, posterior="constant", epochs=3, limit=120,

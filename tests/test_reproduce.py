@@ -1,4 +1,4 @@
-"""gpu.reproduce: the figure configs parse, unknown keys are errors, a tiny run writes its files, resume skips.
+"""mlpvae.experiments.reproduce: the figure configs parse, unknown keys are errors, a tiny run writes its files, resume skips.
 
 The end-to-end runs train the paper's configs for one epoch on 600 images with
 a 16-unit network: on the MNIST slice when ``$VAETHEORY_DATA`` (or another
@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from test_gpu_train import assert_same_run
 
-from gpu import config as C, data as D, reproduce as R
+from mlpvae.training import config as C
+from mlpvae.training import data as D
+from mlpvae.experiments import reproduce as R
 from vaetheory import cli
 
 FIGURES = Path(__file__).resolve().parent.parent / "validation" / "figures"

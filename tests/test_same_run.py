@@ -9,7 +9,8 @@ import numpy as np
 
 from test_gpu_train import TINY
 
-from gpu import config as C, train as T
+from mlpvae.training import config as C
+from mlpvae.training import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("same_run", ROOT / "validation/gpu/same_run.py")

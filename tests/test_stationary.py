@@ -8,8 +8,8 @@ from hypothesis import given, settings
 
 from conftest import TOL
 from strategies import nonparametric_problems
-from vaetheory import quadrature as qd
-from vaetheory import stationary as st_
+from vaetheory.solver import quadrature as qd
+from vaetheory.solver import stationary as st_
 from vaetheory.gaussian import elbo as gaussian_elbo
 from vaetheory.optimal import optimal_decoder
 

@@ -8,7 +8,7 @@ from hypothesis import given, strategies as st
 
 from conftest import TOL
 from strategies import SEEDS
-from vaetheory import synthetic as syn
+from vaetheory.solver import synthetic as syn
 
 
 @given(seed=SEEDS, m=st.integers(2, 8))

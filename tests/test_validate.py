@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vaetheory import _validate as v
+from vaetheory import validate as v
 
 
 def test_shape_letters_bind_across_arguments():

@@ -8,7 +8,7 @@ B      batch
 M      query points (latent points where the decoder is evaluated)
 n      latent dimension
 m      data dimension
-K      models trained as one stack (gpu.train.train_many): a leading axis
+K      models trained as one stack (mlpvae.training.train.train_many): a leading axis
 =====  =======================================================
 
 Arrays are batch-first: ``mu (N, n)``, ``var (N, n)`` or ``(n,)`` (diagonal

@@ -1,10 +1,10 @@
 """``vaetheory verify``: every claim of the paper measured at real stationary points.
 
-For each default synthetic problem (:mod:`vaetheory.synthetic`) the command
+For each default synthetic problem (:mod:`vaetheory.solver.synthetic`) the command
 solves for stationary points of the nonparametric VAE's expected ELBO
-(:mod:`vaetheory.stationary`, per-example diagonal and constant posterior
+(:mod:`vaetheory.solver.stationary`, per-example diagonal and constant posterior
 variances), computes the fitted model's true log evidence by latent grid
-quadrature (:mod:`vaetheory.quadrature`), and measures each identity of the
+quadrature (:mod:`vaetheory.solver.quadrature`), and measures each identity of the
 paper there.  The linear-Gaussian closed forms (:mod:`vaetheory.linear`) give
 the exact cases.
 
@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from vaetheory import linear as lin
-from vaetheory import synthetic as syn
-from vaetheory.quadrature import decoder_mean, gauss_hermite, grid_log_evidence
-from vaetheory.stationary import default_order, elbo_gradient, find_stationary_point, nonparametric_elbo
+from vaetheory.solver import synthetic as syn
+from vaetheory.solver.quadrature import decoder_mean, gauss_hermite, grid_log_evidence
+from vaetheory.solver.stationary import default_order, elbo_gradient, find_stationary_point, nonparametric_elbo
 
 CLAIM_IDS = [
     "linear",

@@ -17,13 +17,13 @@ import sys
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("verify",), "vaetheory.claims", "measure every claim of the paper at real stationary points on synthetic data"),
     (("equations",), "vaetheory.equations", "table of every implemented equation -> function -> test"),
-    (("data",), "gpu.data", "list the data sets found, where, and verify their checksums"),
-    (("train",), "gpu.train", "train an MLP VAE (NumPy or CuPy) from flags or a TOML config"),
-    (("evaluate",), "gpu.evaluate", "test ELBO, importance-sampled log p(x), active units, plots"),
-    (("analyze",), "gpu.analysis", "the paper's claims on a trained run: log p(x) vs ELBO, Eqs. (16), (22), (6)"),
-    (("reproduce",), "gpu.reproduce", "run one paper figure's TOML config and record its results"),
-    (("bench", "train"), "gpu.bench", "training-step speed: ms/step, examples/s, fraction of GEMM FLOP rate"),
-    (("bench", "logdet"), "vaetheory.logdet_bench", "the Eq. (19) log-det estimator against baselines"),
+    (("data",), "mlpvae.training.data", "list the data sets found, where, and verify their checksums"),
+    (("train",), "mlpvae.training.train", "train an MLP VAE (NumPy or CuPy) from flags or a TOML config"),
+    (("evaluate",), "mlpvae.experiments.evaluate", "test ELBO, importance-sampled log p(x), active units, plots"),
+    (("analyze",), "mlpvae.experiments.analyze", "the paper's claims on a trained run: log p(x) vs ELBO, Eqs. (16), (22), (6)"),
+    (("reproduce",), "mlpvae.experiments.reproduce", "run one paper figure's TOML config and record its results"),
+    (("bench", "train"), "mlpvae.experiments.bench", "training-step speed: ms/step, examples/s, fraction of GEMM FLOP rate"),
+    (("bench", "logdet"), "vaetheory.bench.logdet", "the Eq. (19) log-det estimator against baselines"),
 ]
 
 

@@ -27,7 +27,7 @@ PAPER_MODULES = [
     "vaetheory.constant_variance",
     "vaetheory.objectives",
     "vaetheory.linear",
-    "vaetheory.stationary",
+    "vaetheory.solver.stationary",
 ]
 
 _EQ_GROUP = re.compile(r"Eqs?\.\s*((?:\(\d+\)(?:\s*(?:-|–|,|and|to)\s*)?)+)")

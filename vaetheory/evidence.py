@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory import _validate as v
+from vaetheory import validate as v
 from vaetheory.gaussian import (
     LOG_2PI,
     _Cov,

@@ -23,7 +23,7 @@ import numpy as np
 from numpy.polynomial.hermite_e import hermegauss
 from scipy.linalg import solve_triangular
 
-from vaetheory import _validate as v
+from vaetheory import validate as v
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 METHODS = ("auto", "exact", "quadrature", "mc")
@@ -292,7 +292,7 @@ def _loglik_unit(x: np.ndarray, nu: np.ndarray) -> np.ndarray:
 def _gauss_hermite(n: int, order: int) -> tuple[np.ndarray, np.ndarray]:
     """Tensor Gauss-Hermite grid for N(0, I_n): nodes (G, n), weights (G,) summing to 1.
 
-    The one rule of the package (also :func:`vaetheory.quadrature.gauss_hermite`).
+    The one rule of the package (also :func:`vaetheory.solver.quadrature.gauss_hermite`).
     Dividing by the computed sum rather than sqrt(2 pi) makes the weights sum to
     1 to the last bit, so a constant integrates exactly.
     """

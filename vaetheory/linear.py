@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vaetheory._validate import array, choice, scalar
+from vaetheory.validate import array, choice, scalar
 
 __all__ = [
     "LinearVAE",

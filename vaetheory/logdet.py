@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory import _validate as V
+from vaetheory import validate as V
 from vaetheory.logdet_baselines import (  # noqa: F401  (re-exported: one import site for users)
     LogdetResult,
     as_operator,

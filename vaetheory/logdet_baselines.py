@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vaetheory import _validate as V
+from vaetheory import validate as V
 
 __all__ = [
     "LogdetResult",

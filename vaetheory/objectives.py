@@ -26,8 +26,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from vaetheory import _validate as V
-from vaetheory._xp import array_namespace
+from vaetheory import validate as V
+from vaetheory.xp import array_namespace
 
 __all__ = [
     "Objective",
@@ -82,7 +82,7 @@ def _tau(tau):
 #
 # They also take a leading models axis K (``mu (K, B, n)``, ``s2 (K, n)``,
 # per-example values ``(K, B)``, batch scalars ``(K,)``) for the stacked
-# trainer (gpu.train.train_many): batch reductions run over axis -2, sums over n or m
+# trainer (mlpvae.training.train.train_many): batch reductions run over axis -2, sums over n or m
 # over axis -1, and per-model vectors broadcast through ``[..., None, :]``,
 # so model k of a stack gets exactly the numbers it gets alone.
 # ---------------------------------------------------------------------------

@@ -29,8 +29,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from vaetheory import _validate as v
-from vaetheory._xp import array_namespace, fused_enabled, is_cupy_array
+from vaetheory import validate as v
+from vaetheory.xp import array_namespace, fused_enabled, is_cupy_array
 from vaetheory.gaussian import _BLOCK_ELEMENTS, LOG_2PI, _Cov, _posterior_var
 
 # Largest tolerated error, in nats, of a log weight from the expanded-square GEMM

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from vaetheory import _validate as v
+from vaetheory import validate as v
 from vaetheory.gaussian import _jacobian, _posterior_var, _prior, _variance_precision_args
 from vaetheory.optimal import _chunks, _components, _decoder_args, _whitener
 

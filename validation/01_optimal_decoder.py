@@ -26,8 +26,8 @@ import numpy as np
 
 from vaetheory.claims import measure
 from vaetheory.optimal import optimal_decoder, optimal_decoder_jacobian
-from vaetheory.stationary import find_stationary_point
-from vaetheory.synthetic import manifold
+from vaetheory.solver.stationary import find_stationary_point
+from vaetheory.solver.synthetic import manifold
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 32 if SMALL else 96

@@ -26,8 +26,8 @@ import numpy as np
 
 from vaetheory import linear as lin
 from vaetheory.claims import measure
-from vaetheory.stationary import find_stationary_point
-from vaetheory.synthetic import anisotropic_gaussian, manifold
+from vaetheory.solver.stationary import find_stationary_point
+from vaetheory.solver.synthetic import anisotropic_gaussian, manifold
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 32 if SMALL else 96

@@ -28,8 +28,8 @@ import numpy as np
 
 from vaetheory.claims import measure
 from vaetheory.logdet import logdet_trace_estimator, trace_identity_minimiser, trace_identity_objective
-from vaetheory.stationary import find_stationary_point
-from vaetheory.synthetic import anisotropic_gaussian
+from vaetheory.solver.stationary import find_stationary_point
+from vaetheory.solver.synthetic import anisotropic_gaussian
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 32 if SMALL else 80

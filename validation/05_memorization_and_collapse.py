@@ -25,8 +25,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vaetheory import linear as lin
-from vaetheory.stationary import find_stationary_point
-from vaetheory.synthetic import anisotropic_gaussian, gaussian_mixture
+from vaetheory.solver.stationary import find_stationary_point
+from vaetheory.solver.synthetic import anisotropic_gaussian, gaussian_mixture
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 40 if SMALL else 96

@@ -1,6 +1,6 @@
 """The exact log p(x) of the trained 2-D models, by grid quadrature, against the IWAE bound, Eq. (16) and Eq. (18).
 
-For each run (its checkpoint), on the first test images, `gpu.grid_evidence.evaluate_run` (what
+For each run (its checkpoint), on the first test images, `mlpvae.evidence.grid.evaluate_run` (what
 `vaetheory analyze RUN --grid-images N` does for one run): log p(x) by adaptive grid quadrature against the
 IWAE bound with k = 5000, the ELBO, Eq. (16) at the encoder's mean and at the posterior mode, and Eq. (18).
 Here for many runs: one Markdown table row and one JSON entry per run, the per-image arrays, and a plot.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu import analysis as A
-from gpu import grid_evidence as G
+from mlpvae.experiments import analyze as A
+from mlpvae.evidence import grid as G
 
 
 def row(r: dict) -> str:
@@ -63,7 +63,7 @@ def seeds_table(runs: dict) -> str:
 
 def plot(per_image: Path, path: Path) -> Path:
     """Per image and model: log p(x) minus the IWAE bound, and Eq. (16) minus log p(x) at the mean and at the mode."""
-    from gpu.plots import _plt, _save
+    from mlpvae.experiments.plots import _plt, _save
 
     plt = _plt()
     files = sorted(per_image.glob("*.npz"), key=lambda f: A._natural(f.stem))

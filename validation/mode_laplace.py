@@ -1,6 +1,6 @@
 """log p(x) of trained models of any latent dimension: IWAE with the Laplace posterior at the posterior mode.
 
-For each run (its checkpoint), on the first test images, `gpu.posterior_mode.evaluate_run` (what
+For each run (its checkpoint), on the first test images, `mlpvae.evidence.posterior_mode.evaluate_run` (what
 `vaetheory analyze RUN --mode-images N` does for one run): the posterior mode per image (Levenberg-Marquardt
 from the encoder's mean and from the best 10 of its 30 nearest training images' means), the IWAE bound with
 k = 5000 samples of q(z|x) and of the Laplace posterior at the mode, the ELBO, Eq. (16) at mu and at the
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu import analysis as A
-from gpu import posterior_mode as PM
-from gpu.grid_evidence import signed
+from mlpvae.experiments import analyze as A
+from mlpvae.evidence import posterior_mode as PM
+from mlpvae.evidence.grid import signed
 
 
 def _name(run: str) -> str:

@@ -73,7 +73,7 @@ stage same_run 20 python3 validation/gpu/same_run.py /tmp/one /tmp/exact/fig4_2d
   >> "$OUT/device.txt" 2>&1
 stage stack_parts 30 python3 validation/gpu/stack_parts.py >> "$OUT/device.txt" 2>&1
 
-stage optimal_bench 20 python3 -m vaetheory.optimal_bench --device gpu >> "$OUT/device.txt" 2>&1
+stage optimal_bench 20 python3 -m vaetheory.bench.optimal --device gpu >> "$OUT/device.txt" 2>&1
 
 # Whatever time is left (to BUDGET seconds in all): the figures of QUEUE in turn, each method's seeds as one
 # stack (Fig. 8 reuses the Fig. 4 runs above); PNGs are drawn here, since checkpoints do not come back.

@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from gpu import checkpoint
+from mlpvae.training import checkpoint
 
 
 def main(root: str = "validation/results", out: str = ".carry/runs", *figures: str) -> int:

@@ -6,7 +6,7 @@ For each run after the first: whether its parameters, Adam state and metrics.csv
 left out) equal RUN_A's bit for bit, and where they do not, the first epoch whose metrics differ
 and the largest parameter difference.  device_checks.sh compares the lone Fig. 4 run (stage
 one_run) with seed 0 of the same method trained in a stack of five, batched and with
-VAETHEORY_STACK_EXACT=1 (computed one model at a time, gpu.model.models_apart).  Exit status 0 always:
+VAETHEORY_STACK_EXACT=1 (computed one model at a time, mlpvae.nn.model.models_apart).  Exit status 0 always:
 this reports, the tests assert.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu import checkpoint
+from mlpvae.training import checkpoint
 
 TIMING = ("seconds", "eval_seconds")
 

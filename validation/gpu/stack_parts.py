@@ -2,7 +2,7 @@
 
     python validation/gpu/stack_parts.py [--models 5] [--batch 300] [--n 2] [--device gpu]
 
-A stack of K models (gpu.train.train_many) runs each kernel once over all K.  For the pieces of a
+A stack of K models (mlpvae.training.train.train_many) runs each kernel once over all K.  For the pieces of a
 training step at the paper's sizes (784-200-200-200-n, batch 300) this prints, per piece, whether
 model k's result is bit for bit the one a lone model computes (a (1, ...) array of its own), and
 the largest difference where it is not:
@@ -22,8 +22,11 @@ import sys
 
 import numpy as np
 
-from gpu import device as dev, gemm, model as M, train as T
-from vaetheory._xp import to_numpy
+from mlpvae.accel import device as dev
+from mlpvae.accel import gemm
+from mlpvae.nn import model as M
+from mlpvae.training import train as T
+from vaetheory.xp import to_numpy
 
 
 def _apart(xp, f, *stacked):

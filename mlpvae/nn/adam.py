@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu import fused
-from vaetheory import _validate as V
-from vaetheory._xp import array_namespace
+from mlpvae.accel import fused
+from vaetheory import validate as V
+from vaetheory.xp import array_namespace
 
 
 class Adam:
@@ -77,7 +77,7 @@ class Adam:
         """The same update, one kernel per tensor, step count and bias corrections kept on the device.
 
         Nothing here reads the host's ``t``, so a CUDA graph that captured one
-        step replays every later one correctly (:mod:`gpu.train`); the caller
+        step replays every later one correctly (:mod:`mlpvae.training.train`); the caller
         of a replay advances ``t`` on the host.
         """
         if self._t_dev is None:

@@ -15,10 +15,10 @@ reported.
 
 When PyTorch is importable (it is an optional comparison, never a dependency),
 the same network, objective, data, noise and initial parameters are also timed
-in PyTorch eager (:mod:`gpu.torch_reference`, autograd and ``torch.optim.Adam``;
+in PyTorch eager (:mod:`mlpvae.nn.torch_reference`, autograd and ``torch.optim.Adam``;
 on the CPU with ``torch.set_num_threads`` equal to our BLAS threads, on the GPU
 on the same card), in blocks interleaved with ours, and the ratio torch ms /
-our ms is reported.  Our step is the trainer's (:class:`gpu.train.TrainingStep`): on
+our ms is reported.  Our step is the trainer's (:class:`mlpvae.training.train.TrainingStep`): on
 CuPy, fused kernels replayed as one CUDA graph; every GPU timing is taken after
 a device synchronisation.  ``--stack K`` also times K models trained as one
 stack against the same K models one by one.  The
@@ -35,7 +35,8 @@ import time
 
 import numpy as np
 
-from gpu import device as dev, train
+from mlpvae.accel import device as dev
+from mlpvae.training import train
 
 CONFIGS = [(n, posterior) for n in (2, 100) for posterior in ("learned", "constant", "bilbo")]
 
@@ -103,7 +104,7 @@ def blas_threads() -> int:
 
 def _problem(xp, n: int, posterior: str, B: int, count: int, seed: int, likelihood: str = "bernoulli"):
     """Config, float32 initial parameters (NumPy), data x (B, m) and noise (count, B, n), all from ``seed``."""
-    from gpu import model
+    from mlpvae.nn import model
 
     mc = model.ModelConfig(n=n, posterior=posterior, likelihood=likelihood)
     rng = np.random.default_rng(seed)
@@ -118,7 +119,7 @@ def _our_stepper(xp, mc, params, x, eps_all):
 
     The parameters are copied; the closure's ``params`` attribute holds the copies it updates.
     """
-    from gpu import adam
+    from mlpvae.nn import adam
 
     params = {k: xp.asarray(v.copy()) for k, v in params.items()}
     x, eps_all = xp.asarray(x), xp.asarray(eps_all)
@@ -162,13 +163,13 @@ def _interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
 
 def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30, warmup: int = 5,
                rounds: int = 3, likelihood: str = "bernoulli") -> dict:
-    """K models' training steps as one stack (:func:`gpu.train.train_many`) vs one by one (Sec. 7).
+    """K models' training steps as one stack (:func:`mlpvae.training.train.train_many`) vs one by one (Sec. 7).
 
     The K models start from seeds 0..K-1 and see their own data and noise;
     blocks of stacked steps and of K single steps alternate.  ``speedup`` is
     one-by-one time / stacked time for the same K model-steps.  On a GPU a
     third runner times the stack computed one model at a time
-    (:func:`gpu.model.models_apart`, ``VAETHEORY_STACK_EXACT=1``), which
+    (:func:`mlpvae.nn.model.models_apart`, ``VAETHEORY_STACK_EXACT=1``), which
     computes each model bit for bit as alone: ``apart_ms_per_step``.
     """
     probs = [_problem(xp, n, posterior, B, warmup + steps, seed, likelihood) for seed in range(K)]
@@ -204,7 +205,7 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
 
 def _models_apart(on: bool, step) -> None:
     """One call of ``step`` with a stack computed one model at a time or not (what a CUDA graph captures stays)."""
-    from gpu import model
+    from mlpvae.nn import model
 
     with model.models_apart(on):
         step()
@@ -223,7 +224,7 @@ def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup
     for ``torch.set_num_threads``) or ``torch_device = "cuda"`` (on the GPU,
     timed after ``torch.cuda.synchronize``).
     """
-    from gpu import torch_reference
+    from mlpvae.nn import torch_reference
 
     mc, params, x, eps_all = _problem(xp, n, posterior, B, warmup + steps, seed, likelihood)
     runners = {"ours": (_our_stepper(xp, mc, params, x, eps_all), lambda: dev.synchronize(xp))}
@@ -249,14 +250,14 @@ def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_
               iwae_images: int = 20, seed: int = 0) -> dict:
     """Wall time of the evaluation of Sec. 7 on ``images`` random images (Sec. 7; IWAE is Not in the paper).
 
-    The single-sample test ELBO (:func:`gpu.evaluate.elbo_mean`, chunks of
+    The single-sample test ELBO (:func:`mlpvae.experiments.evaluate.elbo_mean`, chunks of
     2,000 images) is timed on all ``images``; the IWAE bound with ``iwae_k``
-    samples (:func:`gpu.evaluate.iwae_log_px`, at most 20,000 (image, sample)
+    samples (:func:`mlpvae.experiments.evaluate.iwae_log_px`, at most 20,000 (image, sample)
     pairs decoded at once, so memory is bounded whatever k is) on the first
     ``iwae_images`` and extrapolated linearly to ``images`` (its cost is the
     same per image).
     """
-    from gpu import evaluate as E
+    from mlpvae.experiments import evaluate as E
 
     mc, params, _, _ = _problem(xp, n, posterior, 1, 1, seed)
     params = {k: xp.asarray(v) for k, v in params.items()}
@@ -288,7 +289,7 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
     ``stack = K > 1`` also times K models trained as one stack against one by
     one (:func:`time_stack`).
     """
-    from gpu import torch_reference
+    from mlpvae.nn import torch_reference
 
     xp, desc = dev.select(device)
     size = gemm_size or (8192 if xp is not np else 2048)
@@ -390,8 +391,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """The command-line interface (Not in the paper)."""
-    from vaetheory._validate import choice
-    from gpu.model import LIKELIHOODS
+    from vaetheory.validate import choice
+    from mlpvae.nn.model import LIKELIHOODS
 
     try:
         likelihoods = [choice("--likelihoods", v.strip(), LIKELIHOODS) for v in args.likelihoods.split(",")]
@@ -404,7 +405,7 @@ def run(args) -> int:
                 stack=args.stack)
     print(format_report(rep))
     if args.json:
-        from gpu.checkpoint import write_json
+        from mlpvae.training.checkpoint import write_json
 
         write_json(args.json, rep)
     return 0

@@ -1,6 +1,6 @@
 """Benchmark of the closed-form decoder Eq. (6) and its Jacobian Eq. (7) against a plain GEMM.
 
-``python -m vaetheory.optimal_bench [--device cpu|gpu] [--dtype float64 float32]
+``python -m vaetheory.bench.optimal [--device cpu|gpu] [--dtype float64 float32]
 [--N 60000] [--M 10000] [--m 784] [--n 2] [--json PATH]``
 
 For each dtype it times :func:`vaetheory.optimal.optimal_decoder` and
@@ -114,7 +114,7 @@ def bench(device="cpu", dtypes=("float64", "float32"), N=60000, M=10000, m=784, 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vaetheory.optimal_bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m vaetheory.bench.optimal", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--dtype", nargs="+", choices=("float64", "float32"), default=["float64", "float32"])
     p.add_argument("--N", type=int, default=60000, help="posteriors (60000)")

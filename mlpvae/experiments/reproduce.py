@@ -7,7 +7,7 @@ A figure config (``validation/figures/*.toml``) is data; unknown keys are errors
     seeds = [0, 1, 2, 3, 4]              # one training run per (method, seed)
     note = "..."                         # optional: what we changed and why
 
-    [defaults]                           # gpu.config.TrainConfig keys shared by every method
+    [defaults]                           # mlpvae.training.config.TrainConfig keys shared by every method
     dataset = "mnist"
     n = 2
 
@@ -68,7 +68,7 @@ DEFAULT_ROOT, QUICK_ROOT = "results", "results-quick"
 QUICK_KEYS = ("epochs", "limit", "test_limit")
 COLUMN_LABELS = {"test_elbo": "prior N(0, I)", "test_elbo_s2_train": "S^2 from train set",
                  "test_elbo_s2_test": "S^2 from test set"}
-STREAM_FIGURES = 2001  # host generator stream for the figures' samples, beside gpu.train's
+STREAM_FIGURES = 2001  # host generator stream for the figures' samples, beside mlpvae.training.train's
 
 
 @dataclass
@@ -119,10 +119,10 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
     """Parse and check a figure config; unknown keys anywhere are errors (Not in the paper).
 
     Every method's settings are checked by building its
-    :class:`gpu.config.TrainConfig`; a ``shared`` method is resolved to the
+    :class:`mlpvae.training.config.TrainConfig`; a ``shared`` method is resolved to the
     other config (``<stem>.toml`` beside this one) and keeps its folder.
     """
-    from gpu import config as C
+    from mlpvae.training import config as C
 
     path = Path(path)
     with open(path, "rb") as f:
@@ -219,8 +219,8 @@ def run_dir(root: Path, method: Method, seed: int) -> Path:
 
 
 def run_config(method: Method, seed: int, overrides: dict):
-    """The :class:`gpu.config.TrainConfig` of one run: the method's settings, its seed, the overrides (Sec. 7)."""
-    from gpu import config as C
+    """The :class:`mlpvae.training.config.TrainConfig` of one run: the method's settings, its seed, the overrides (Sec. 7)."""
+    from mlpvae.training import config as C
 
     C.check_keys(overrides, "overrides")
     return C.TrainConfig(**{**method.settings, "seed": seed, **{k: v for k, v in overrides.items() if v is not None}})
@@ -237,9 +237,9 @@ def run_state(directory: Path, cfg) -> str:
     """What a run directory holds for ``cfg``: new, stopped, finished or diverged (Not in the paper).
 
     Raises ValueError when it holds a run with other settings (other than
-    those :data:`gpu.config.RESUMABLE_KEYS` allows to differ).
+    those :data:`mlpvae.training.config.RESUMABLE_KEYS` allows to differ).
     """
-    from gpu import config as C
+    from mlpvae.training import config as C
 
     info = _read_json(directory / "run.json")
     has_ck = (directory / "checkpoint.npz").exists()
@@ -263,10 +263,10 @@ def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
     """Train, resume or skip runs that differ only in seed, those to train as one stack (Sec. 7 training).
 
     Runs in the same state (new, or stopped at the same epoch) are trained
-    together by :func:`gpu.train.train_many`, which gives each exactly what
+    together by :func:`mlpvae.training.train.train_many`, which gives each exactly what
     training it alone gives.  Returns ``(action, run.json content)`` per run.
     """
-    from gpu import train as T
+    from mlpvae.training import train as T
 
     results: list = [None] * len(cfgs)
     todo = []
@@ -357,7 +357,7 @@ def _alive(pid: int) -> bool:
 # ---------------------------------------------------------------------------
 def final_metrics(directory: Path) -> dict:
     """The last evaluated row of a run's ``metrics.csv``: epoch and test ELBO column(s) (Sec. 7)."""
-    from gpu import plots as P
+    from mlpvae.experiments import plots as P
 
     path = directory / "metrics.csv"
     if not path.exists():
@@ -397,7 +397,11 @@ def load_run(directory: Path) -> LoadedRun | None:
     ``s2_train (n,)`` is the fitted prior variance ``E[Sigma] + E[diag(mu)^2]``
     on the training set (Eq. (4), diagonal).
     """
-    from gpu import checkpoint, config as C, data as D, evaluate as E, train as T
+    from mlpvae.training import checkpoint
+    from mlpvae.training import config as C
+    from mlpvae.training import data as D
+    from mlpvae.experiments import evaluate as E
+    from mlpvae.training import train as T
 
     info = _read_json(directory / "run.json")
     if info is None or not (directory / "checkpoint.npz").exists():
@@ -421,7 +425,7 @@ def load_run(directory: Path) -> LoadedRun | None:
 
 
 def _decode_images(run: LoadedRun, z) -> np.ndarray:
-    from gpu import evaluate as E
+    from mlpvae.experiments import evaluate as E
 
     return E.decode_mean(run.params, np.asarray(z, dtype=run.x_test.dtype), run.mc, run.cfg.scale)
 
@@ -491,7 +495,7 @@ def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[
     Floating-prior methods are drawn with S^2 from the training set (Eq. (4));
     runs that diverged contribute the epochs they finished.
     """
-    from gpu import plots as P
+    from mlpvae.experiments import plots as P
 
     plt = _plt()
     f, ax = plt.subplots(figsize=(8, 5))
@@ -758,12 +762,13 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
     being trained by another process is an error, not a second trainer.  ``train=False``
     only redraws the figures and the summary from what is on disk.  Returns
     the figure's ``run.json`` content.  ``stack`` trains each method's seeds
-    together as one batched computation (:func:`gpu.train.train_many`; the
+    together as one batched computation (:func:`mlpvae.training.train.train_many`; the
     same results as one by one, in one process).  ``methods`` trains only
     the methods named (the PNGs and the summary still cover the whole figure,
     with the runs not on disk shown as missing).
     """
-    from gpu import checkpoint, train as T
+    from mlpvae.training import checkpoint
+    from mlpvae.training import train as T
 
     fig = load_figure(config)
     overrides = {"epochs": epochs, "limit": limit, "test_limit": test_limit, **(sets or {})}

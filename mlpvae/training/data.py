@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaetheory._validate import choice, rng as check_rng, scalar
+from vaetheory.validate import choice, rng as check_rng, scalar
 
 NAMES = ("mnist", "fashion-mnist")
 # Role -> standard file stem.
@@ -242,7 +242,7 @@ def targets(images, *, scale: float = 1.0, binarize: str = "none", rng=None, dty
     """
     choice("binarize", binarize, ("none", "dynamic"))
     scale = scalar("scale", scale, positive=True)
-    from vaetheory._xp import array_namespace
+    from vaetheory.xp import array_namespace
 
     xp = array_namespace(images)
     ftype = np.dtype(dtype).type

@@ -6,12 +6,12 @@ launches, not the arithmetic, dominate.  Each kernel here does one chain in
 one launch, with the same operations in the same order as the NumPy code it
 replaces (the reference, which the CPU runs and the GPU tests compare with):
 
-* :func:`relu_backward_`: ``g *= h > 0`` (:func:`gpu.layers.relu_backward_`);
+* :func:`relu_backward_`: ``g *= h > 0`` (:func:`mlpvae.nn.layers.relu_backward_`);
 * :func:`bernoulli`: log-likelihood terms and their gradient from logits
-  (:func:`gpu.likelihoods.bernoulli`), softplus computed once for both;
+  (:func:`mlpvae.nn.likelihoods.bernoulli`), softplus computed once for both;
 * :func:`reparameterize`: ``std = c softplus(s_raw)``, ``z = eps std + mu``
-  (the learned posterior of :func:`gpu.model._forward`);
-* :func:`adam_`: the whole Adam update of one tensor (:class:`gpu.adam.Adam`),
+  (the learned posterior of :func:`mlpvae.nn.model._forward`);
+* :func:`adam_`: the whole Adam update of one tensor (:class:`mlpvae.nn.adam.Adam`),
   with the bias corrections read from device scalars so that a captured CUDA
   graph stays correct as the step count grows.
 
@@ -21,11 +21,11 @@ operations run instead), e.g. to compare the two on a GPU.
 
 from __future__ import annotations
 
-from vaetheory._xp import fused_enabled
+from vaetheory.xp import fused_enabled
 
 _KERNELS: dict = {}
 
-# softplus(a) = log1p(exp(-|a|)) + max(a, 0), the order of gpu.layers.softplus
+# softplus(a) = log1p(exp(-|a|)) + max(a, 0), the order of mlpvae.nn.layers.softplus
 _SOFTPLUS = "(log1p(exp(-fabs(a))) + fmax(a, (T)0))"
 
 
@@ -61,7 +61,7 @@ def relu_backward_(g, h):
 def bernoulli(logits, x, scale=None):
     """Bernoulli log-likelihood per example and its gradient w.r.t. the logits (Sec. 7), one launch.
 
-    Same contract as :func:`gpu.likelihoods.bernoulli`: ``(logp (..., B), d or None)``
+    Same contract as :func:`mlpvae.nn.likelihoods.bernoulli`: ``(logp (..., B), d or None)``
     where ``d`` is the gradient of ``scale * sum log p``.
     """
     if scale is None:

@@ -3,7 +3,7 @@
 Eq. (16) is the Laplace approximation of log p(x) = log int p(x|z) N(z; 0, S^2) dz.  The paper
 evaluates it at the encoder's mean mu; a Laplace approximation belongs at the mode z* of the log
 joint ``log p(x|z) + log N(z; 0, S^2)``.  For the 2-D models the grid quadrature
-(:mod:`gpu.grid_evidence`) found that Eq. (16) at the mode is log p(x) to a few tenths of a nat while
+(:mod:`mlpvae.evidence.grid`) found that Eq. (16) at the mode is log p(x) to a few tenths of a nat while
 at mu it is up to hundreds of nats low, and that the IWAE bound with q(z|x) as proposal misses
 images whose q sits away from the mode.  Here the mode is found in any latent dimension, by damped
 Gauss-Newton (Levenberg-Marquardt) from mu and from the encoder's means of the most similar training
@@ -13,7 +13,7 @@ that does not depend on where the encoder aims.  Not in the paper.
 
 The exact gradient of the log joint is ``J^T s - z / S^2`` with ``s = d log p(x|nu) / d nu`` at the
 decoder output nu(z) (logits for Bernoulli), J the decoder's Jacobian
-(:func:`gpu.jacobian.decoder_jacobian`); Gauss-Newton's curvature is ``J^T G J`` with G minus the
+(:func:`mlpvae.nn.jacobian.decoder_jacobian`); Gauss-Newton's curvature is ``J^T G J`` with G minus the
 Hessian of log p(x|nu) in nu (for BAGGINS its positive part).  BAGGINS' T of Eq. (29) depends on z
 through the residual r = |x - nu|^2 (T = tau r / tr(Sigma^-1 S^2)), so its log p(x|z) is
 ``-m/2 log r`` plus a constant and ``s = m (x - nu) / r``.  A learned likelihood variance
@@ -27,12 +27,12 @@ import time
 
 import numpy as np
 
-from gpu import analysis as A
-from gpu import evaluate as E
-from gpu import jacobian as Jac
-from gpu import model as M
-from gpu.grid_evidence import signed
-from vaetheory._xp import array_namespace, to_numpy
+from mlpvae.experiments import analyze as A
+from mlpvae.experiments import evaluate as E
+from mlpvae.nn import jacobian as Jac
+from mlpvae.nn import model as M
+from mlpvae.evidence.grid import signed
+from vaetheory.xp import array_namespace, to_numpy
 
 _LOG_2PI = math.log(2.0 * math.pi)
 LIKELIHOODS = ("bernoulli", "gaussian", "baggins")
@@ -49,7 +49,7 @@ def _joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, out=None):
 
 def _curvature(out, x, mc: M.ModelConfig):
     """Gauss-Newton's G (b, m): minus the Hessian of log p(x|nu) in nu, its positive part for BAGGINS (m / r)."""
-    from gpu.layers import sigmoid
+    from mlpvae.nn.layers import sigmoid
 
     xp = array_namespace(out)
     if mc.likelihood == "bernoulli":
@@ -67,7 +67,7 @@ def score(out, x, mc: M.ModelConfig):
     Bernoulli: x - sigmoid(out); Gaussian T = t I: (x - nu) / t; BAGGINS with
     T of Eq. (29): m (x - nu) / |x - nu|^2 (T follows the residual).
     """
-    from gpu.layers import sigmoid
+    from mlpvae.nn.layers import sigmoid
 
     if mc.likelihood == "bernoulli":
         return x - sigmoid(out)
@@ -245,15 +245,15 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     training images, :func:`neighbour_starts`, climbing from the ``climbs``
     best of those), the IWAE bound with k = ``iwae_k`` samples of the
     encoder's q(z|x) and of the Laplace posterior at the mode
-    (:func:`gpu.analysis.laplace_proposal` centred at z*), the ELBO, Eq. (16) at
-    mu and at the mode, and Eq. (18)'s gap, each as :func:`gpu.analysis.analyze_run`
+    (:func:`mlpvae.experiments.analyze.laplace_proposal` centred at z*), the ELBO, Eq. (16) at
+    mu and at the mode, and Eq. (18)'s gap, each as :func:`mlpvae.experiments.analyze.analyze_run`
     takes them (prior, metric G, BAGGINS' S^2).  Both IWAE values are lower
     bounds on log p(x) in expectation; the larger is the better estimate.
 
     Returns ``(summary, per_image)``: means over the images (nats per image)
     and the per-image host arrays.
     """
-    from gpu import train as T
+    from mlpvae.training import train as T
 
     t0 = time.perf_counter()
     run = A.load_run(run_dir, device=device, test_limit=images)

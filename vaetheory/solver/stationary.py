@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from vaetheory._validate import array, choice, rng as _check_rng, scalar
-from vaetheory.quadrature import decoder_log_weights, gauss_hermite, softmax_rows
+from vaetheory.validate import array, choice, rng as _check_rng, scalar
+from vaetheory.solver.quadrature import decoder_log_weights, gauss_hermite, softmax_rows
 
 __all__ = [
     "default_order",

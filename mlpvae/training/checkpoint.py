@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaetheory._xp import is_cupy_array, to_numpy
+from vaetheory.xp import is_cupy_array, to_numpy
 
 _META = "__meta__"
 

@@ -1,6 +1,6 @@
 """The trained decoder's Jacobian J = d nu / d z, Eq. (8), by forward mode through the MLP.
 
-The decoder of :mod:`gpu.model` is ``h_0 = z / c``, ``h_{i+1} = relu(h_i W_i +
+The decoder of :mod:`mlpvae.nn.model` is ``h_0 = z / c``, ``h_{i+1} = relu(h_i W_i +
 b_i)`` for the hidden layers, and ``out = h_{L-1} W_{L-1} + b_{L-1}`` (logits
 for the Bernoulli likelihood, means otherwise).  Pushing the n unit tangents
 e_k through it at once (n Jacobian-vector products) turns every layer into
@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu import layers as Ly
-from gpu.model import ModelConfig, decode, param_shapes
-from vaetheory import _validate as V
-from vaetheory._xp import array_namespace
+from mlpvae.nn import layers as Ly
+from mlpvae.nn.model import ModelConfig, decode, param_shapes
+from vaetheory import validate as V
+from vaetheory.xp import array_namespace
 
 _BLOCK_ELEMENTS = 1 << 22
 
 
 def _check(params, z, config):
     if not isinstance(config, ModelConfig):
-        raise ValueError(f"config must be a gpu.model.ModelConfig, got {type(config).__name__}")
+        raise ValueError(f"config must be a mlpvae.nn.model.ModelConfig, got {type(config).__name__}")
     missing = {k for k in param_shapes(config) if k.startswith("dec_")} - set(params)
     if missing:
         raise ValueError(f"params lacks {sorted(missing)} for this config")
@@ -48,15 +48,15 @@ def decoder_jacobian(params, z, config: ModelConfig, *, chunk=None):
 
     Parameters
     ----------
-    params : dict of decoder (and encoder) parameters from :func:`gpu.model.init_params`.
+    params : dict of decoder (and encoder) parameters from :func:`mlpvae.nn.model.init_params`.
     z : (B, n) latent points, the parameters' dtype and array module.
-    config : gpu.model.ModelConfig.
+    config : mlpvae.nn.model.ModelConfig.
     chunk : examples per block; tangents are (chunk, n, max(hidden, m))
         (default: about 4M elements).
 
     Returns
     -------
-    out : (B, m) decoder output (logits or mean), equal to :func:`gpu.model.decode`'s.
+    out : (B, m) decoder output (logits or mean), equal to :func:`mlpvae.nn.model.decode`'s.
     J : (B, m, n) with ``J[b, j, k] = d out_j / d z_k`` at ``z[b]``.
     """
     z = _check(params, z, config)

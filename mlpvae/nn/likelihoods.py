@@ -2,7 +2,7 @@
 
 Each function returns the per-example log-likelihood ``(B,)`` in nats, summed
 over the ``m`` outputs (``(K, B)`` for a stack of K models,
-:func:`gpu.train.train_many`), and (when ``scale`` is given) the gradient of
+:func:`mlpvae.training.train.train_many`), and (when ``scale`` is given) the gradient of
 ``scale * sum_b log p(x_b|z_b)`` w.r.t. the decoder outputs; the model passes
 ``scale = -1/B`` to get the gradient of the loss directly, computed in buffers
 the forward pass already allocated.  BAGGINS (Eqs. (29)-(30)) couples the
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 
-from gpu import fused
-from gpu.layers import sigmoid, softplus
-from vaetheory._xp import array_namespace
+from mlpvae.accel import fused
+from mlpvae.nn.layers import sigmoid, softplus
+from vaetheory.xp import array_namespace
 
 _LOG_2PI = math.log(2.0 * math.pi)
 

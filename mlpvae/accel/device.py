@@ -6,8 +6,8 @@ import platform
 
 import numpy as np
 
-from vaetheory._validate import choice
-from vaetheory._xp import cupy_or_none
+from vaetheory.validate import choice
+from vaetheory.xp import cupy_or_none
 
 
 def gpu_count() -> int:

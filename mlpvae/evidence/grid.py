@@ -1,7 +1,7 @@
 """log p(x) of a trained model with n <= 2 latent dimensions, by adaptive latent-grid quadrature (Not in the paper).
 
 The paper's gap log p(x) - ELBO (Eq. (18)) and Eq. (16)'s error need log p(x)
-itself.  The importance-sampled bound (IWAE, :func:`gpu.evaluate.iwae_log_px`)
+itself.  The importance-sampled bound (IWAE, :func:`mlpvae.experiments.evaluate.iwae_log_px`)
 is only a lower bound, and it does not converge where the proposal is far
 from the posterior (docs/findings.md, "Is k = 5000 enough?").  With one or two
 latent dimensions the integral
@@ -42,8 +42,8 @@ import sys
 
 import numpy as np
 
-from gpu import model as M
-from vaetheory._xp import array_namespace, to_numpy
+from mlpvae.nn import model as M
+from vaetheory.xp import array_namespace, to_numpy
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -52,7 +52,7 @@ def log_joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2=None, row
     """log p(x|z) + log N(z; 0, S^2) (P,) of one image ``x (m,)`` at the points ``z (P, n)`` (Eqs. (1), (26), (29)).
 
     ``mu, var (n,)`` are the image's posterior (BAGGINS' T of Eq. (29) uses
-    them, with S^2 = ``baggins_s2``, as in :func:`gpu.evaluate.iwae_log_px`).
+    them, with S^2 = ``baggins_s2``, as in :func:`mlpvae.experiments.evaluate.iwae_log_px`).
     At most ``rows`` points are decoded at once.
     """
     from vaetheory.objectives import baggins_T
@@ -165,7 +165,7 @@ def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: in
 
     Parameters
     ----------
-    params, mc : a trained model (:mod:`gpu.model`); float64 parameters recommended.
+    params, mc : a trained model (:mod:`mlpvae.nn.model`); float64 parameters recommended.
     x : (N, m) targets, the parameters' dtype.
     s2 : (n,) prior variance S^2 (ones for learned posteriors, Eq. (1); Eq. (4) otherwise).
     baggins_s2 : (n,) S^2 of BAGGINS' T (Eq. (29)); required for ``baggins``.
@@ -184,14 +184,14 @@ def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: in
     largest log joint (the posterior mode to a node spacing).
     See the module docstring for the method.
     """
-    from gpu import evaluate as E
-    from vaetheory import _validate as V
+    from mlpvae.experiments import evaluate as E
+    from vaetheory import validate as V
 
     if not isinstance(mc, M.ModelConfig):
-        raise ValueError(f"mc must be a gpu.model.ModelConfig, got {type(mc).__name__}")
+        raise ValueError(f"mc must be a mlpvae.nn.model.ModelConfig, got {type(mc).__name__}")
     if mc.n > 2:
         raise ValueError(f"grid quadrature is for n <= 2 latent dimensions (got n = {mc.n}); use the IWAE bound "
-                         "(gpu.evaluate.iwae_log_px)")
+                         "(mlpvae.experiments.evaluate.iwae_log_px)")
     points = V.scalar("points", points, positive=True, integer=True)
     if points < 5 or points % 2 == 0:
         raise ValueError(f"points must be odd and >= 5 (so the halved grid shares the box), got {points}")
@@ -236,7 +236,7 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     IWAE bound (k = ``iwae_k``, the encoder's q(z|x) as proposal), the ELBO
     (``elbo_k`` samples), Eq. (16) at the encoder's mean and at the posterior
     mode the grid found, and Eq. (18)'s gap for the model's own Sigma, each as
-    :func:`gpu.analysis.analyze_run` computes it (prior, metric G, BAGGINS' S^2).
+    :func:`mlpvae.experiments.analyze.analyze_run` computes it (prior, metric G, BAGGINS' S^2).
     An image is "missed" where log p(x) is more than :data:`MISSED` nats
     above the IWAE bound: the encoder's q(z|x) sits away from the posterior's mass.
 
@@ -246,9 +246,9 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     """
     import time
 
-    from gpu import analysis as A
-    from gpu import evaluate as E
-    from gpu import train as T
+    from mlpvae.experiments import analyze as A
+    from mlpvae.experiments import evaluate as E
+    from mlpvae.training import train as T
 
     t0 = time.perf_counter()
     run = A.load_run(run_dir, device=device, test_limit=images)

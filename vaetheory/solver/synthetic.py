@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory._validate import array, rng as _check_rng, scalar
+from vaetheory.validate import array, rng as _check_rng, scalar
 
 __all__ = ["anisotropic_gaussian", "manifold", "gaussian_mixture", "random_rotation"]
 

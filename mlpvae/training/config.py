@@ -13,14 +13,14 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from gpu.model import LIKELIHOODS, POSTERIORS, ModelConfig
-from vaetheory._validate import choice, scalar
+from mlpvae.nn.model import LIKELIHOODS, POSTERIORS, ModelConfig
+from vaetheory.validate import choice, scalar
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 DEVICES = ("auto", "cpu", "gpu")
 CHOICES = {"dataset": DATASETS, "binarize": ("none", "dynamic"), "posterior": POSTERIORS,
            "likelihood": LIKELIHOODS, "device": DEVICES, "dtype": ("float32", "float64")}
-# Keys that are passed to gpu.model.ModelConfig unchanged: its fields, which TrainConfig inherits.
+# Keys that are passed to mlpvae.nn.model.ModelConfig unchanged: its fields, which TrainConfig inherits.
 MODEL_KEYS = tuple(f.name for f in fields(ModelConfig))
 # Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_KEYS = ("epochs", "device", "progress", "out", "data", "eval_every")
@@ -30,7 +30,7 @@ RESUMABLE_KEYS = ("epochs", "device", "progress", "out", "data", "eval_every")
 class TrainConfig(ModelConfig):
     """Every setting of a training run.
 
-    Model (see ``gpu.model.ModelConfig``): ``m`` data dimension (784 for MNIST),
+    Model (see ``mlpvae.nn.model.ModelConfig``): ``m`` data dimension (784 for MNIST),
     ``n`` latent dimension, ``hidden`` units per hidden layer, ``layers`` dense
     layers per network, ``posterior`` ("learned" Eq. (1); "constant" Eq. (2)
     with floating prior; "bilbo" Eq. (24)), ``likelihood`` ("bernoulli",
@@ -92,7 +92,7 @@ class TrainConfig(ModelConfig):
             raise ValueError(f"m must be 784 for {self.dataset} (28x28 images), got {self.m}")
 
     def model_config(self):
-        """The ``gpu.model.ModelConfig`` of this run."""
+        """The ``mlpvae.nn.model.ModelConfig`` of this run."""
         return ModelConfig(**{k: getattr(self, k) for k in MODEL_KEYS})
 
     def to_dict(self) -> dict:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
-from vaetheory._validate import array, scalar
+from vaetheory.validate import array, scalar
 from vaetheory.gaussian import _gauss_hermite
 
 __all__ = ["gauss_hermite", "latent_grid", "decoder_log_weights", "decoder_mean", "softmax_rows", "GridEvidence", "grid_log_evidence"]

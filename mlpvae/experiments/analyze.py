@@ -4,10 +4,10 @@ For one run directory written by ``vaetheory train`` this computes, on the test
 set, in nats per image:
 
 * the ELBO (Eq. (1) / Eq. (2), ``elbo_k`` posterior samples per image) and the
-  importance-sampled log p(x) (IWAE, ``iwae_k`` samples; :mod:`gpu.evaluate`),
+  importance-sampled log p(x) (IWAE, ``iwae_k`` samples; :mod:`mlpvae.experiments.evaluate`),
   so the actual gap log p(x) - ELBO;
 * the log evidence of Eq. (16) / Eq. (26) at the posterior mean, from the
-  trained decoder's Jacobian J = d nu / d z (:mod:`gpu.jacobian`), and the gap
+  trained decoder's Jacobian J = d nu / d z (:mod:`mlpvae.nn.jacobian`), and the gap
   Eq. (18) it predicts for the model's own Sigma;
 * the constant-variance penalty Eq. (22), 1/4 tr CV^2[S^-2 + J^T G J];
 * the closed-form optimal decoder Eq. (6) built from the trained encoder's
@@ -45,15 +45,15 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu import evaluate as E
-from gpu import jacobian as Jac
-from gpu import model as M
+from mlpvae.experiments import evaluate as E
+from mlpvae.nn import jacobian as Jac
+from mlpvae.nn import model as M
 from vaetheory import constant_variance as CV
 from vaetheory import evidence as EV
 from vaetheory import optimal as OPT
-from vaetheory._xp import array_namespace, to_numpy
+from vaetheory.xp import array_namespace, to_numpy
 
-STREAM_ANALYSIS = 1002  # seed stream, beside gpu.train's and gpu.evaluate's
+STREAM_ANALYSIS = 1002  # seed stream, beside mlpvae.training.train's and mlpvae.experiments.evaluate's
 _P_CLIP = 1e-6  # Bernoulli probabilities of Eq. (6) are clipped to [1e-6, 1 - 1e-6] for log p(x|nu)
 _GRAM_ELEMENTS = 1 << 25  # default bound on the stored (N, n, n) metric Grams for Eq. (22) (256 MiB)
 _BLOCK_ELEMENTS = 1 << 22  # Jacobian block (chunk, m, n) of Eq. (16) (32 MiB)
@@ -77,12 +77,16 @@ class Run:
 
 
 def load_run(run_dir, *, device: str | None = None, limit: int | None = None, test_limit: int | None = None) -> Run:
-    """Load a run directory's checkpoint and its data as :func:`gpu.evaluate.evaluate_run` does (Sec. 7).
+    """Load a run directory's checkpoint and its data as :func:`mlpvae.experiments.evaluate.evaluate_run` does (Sec. 7).
 
     ``limit`` / ``test_limit`` keep the first training / test images (default:
     the run's own settings).  Parameters and targets are float64.
     """
-    from gpu import checkpoint, config as C, data as D, device as dev, train as T
+    from mlpvae.training import checkpoint
+    from mlpvae.training import config as C
+    from mlpvae.training import data as D
+    from mlpvae.accel import device as dev
+    from mlpvae.training import train as T
 
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text())
@@ -150,7 +154,7 @@ def likelihood_at(params, x, z, mu, var, mc: M.ModelConfig, s2, out=None):
     the learned T(z), or Eq. (29)'s T with S^2 = ``s2`` for BAGGINS).  ``out``
     is the decoder output at z when already computed.
     """
-    from gpu.layers import sigmoid
+    from mlpvae.nn.layers import sigmoid
     from vaetheory.objectives import baggins_T
 
     xp = array_namespace(x)
@@ -231,7 +235,7 @@ def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0
 def laplace_proposal(params, x, mu, var, mc: M.ModelConfig, s2):
     """The Laplace posterior of Eq. (16), N(mu, P^-1) with P = S^-2 + J^T G J at mu, as an IWAE proposal.
 
-    Returns ``proposal(sl, eps) -> (z, log_q)`` for :func:`gpu.evaluate.iwae_log_px`:
+    Returns ``proposal(sl, eps) -> (z, log_q)`` for :func:`mlpvae.experiments.evaluate.iwae_log_px`:
     ``z = mu + L^-T eps`` with ``P = L L^T`` (Cholesky), so ``log q = -n/2
     log 2 pi + sum log diag L - |eps|^2 / 2``.  Where the decoder is linear
     and the likelihood Gaussian this is the exact posterior and every
@@ -293,7 +297,7 @@ def optimal_decoder_comparison(params, mc: M.ModelConfig, x_train, mu_train, var
     to x, log p(x|nu(mu)), and the ELBO (Eq. (1) / (2) with ``k`` samples
     z ~ q(z|x), the same samples for both decoders).
     """
-    from gpu.layers import sigmoid
+    from mlpvae.nn.layers import sigmoid
 
     xp = array_namespace(x)
     bern = mc.likelihood == "bernoulli"
@@ -374,7 +378,7 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
     t_start = time.perf_counter()
     run = load_run(run_dir, device=device, limit=limit, test_limit=test_limit)
     xp, mc, params = run.xp, run.mc, run.params
-    from gpu import train as T
+    from mlpvae.training import train as T
 
     rng = T.generator(run.cfg.seed + seed, STREAM_ANALYSIS, run.epoch, xp)
     mu_tr, var_tr, s2, s2_train = training_priors(run)
@@ -440,7 +444,7 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
     if plots:
         res["plots"] = [str(p) for p in write_plots(run, res, lp, elbo, lap, cv["terms"], per_image_d, mu, var,
                                                      mu_tr, var_tr)]
-    from gpu.checkpoint import write_json
+    from mlpvae.training.checkpoint import write_json
 
     write_json(run.run_dir / "analysis.json", res)
     (run.run_dir / "analysis.md").write_text(report_md(res))
@@ -487,7 +491,7 @@ def report_md(res: dict) -> str:
 
 def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu_tr, var_tr) -> list[Path]:
     """The analysis figures as PNG in the run directory (Not in the paper: our measurements)."""
-    from gpu.plots import _plt, _save, image_grid
+    from mlpvae.experiments.plots import _plt, _save, image_grid
 
     plt = _plt()
     out = []
@@ -506,7 +510,7 @@ def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu
     fig.tight_layout()
     out.append(_save(fig, run.run_dir / "analysis_evidence.png"))
     if math.isqrt(run.mc.m) ** 2 == run.mc.m:
-        from gpu.layers import sigmoid
+        from mlpvae.nn.layers import sigmoid
 
         sel = slice(0, 10)
         dec = M.decode(run.params, mu[sel], run.mc)
@@ -695,7 +699,7 @@ def iwae_convergence(run_dir, images: int = 40, ks=(50, 500, 5000, 50000), seed:
     so the larger is the better estimate.  Prior and BAGGINS S^2 as
     :func:`analyze_run` takes them (training set).  Means over the images.
     """
-    from gpu import train as T
+    from mlpvae.training import train as T
 
     run = load_run(run_dir, device=device, test_limit=images)
     _, _, s2, s2_train = training_priors(run)
@@ -723,7 +727,7 @@ def summary_plot(summary: dict, path) -> Path:
     (22)'s same-decoder prediction.  The diagonal is where prediction and
     measurement agree.  Not in the paper.
     """
-    from gpu.plots import _plt, _save
+    from mlpvae.experiments.plots import _plt, _save
 
     plt = _plt()
     panels = [p for p in (
@@ -774,18 +778,18 @@ def add_arguments(parser) -> None:
                              "(Eq. (22) predicted vs measured); writes RUN_DIR/comparison.json")
     parser.add_argument("--grid-images", type=int, default=None, metavar="N",
                         help="instead: the exact log p(x) of an n <= 2 run by grid quadrature on the first N test "
-                             "images, against IWAE and Eqs. (16), (18) (gpu/grid_evidence.py); writes "
+                             "images, against IWAE and Eqs. (16), (18) (mlpvae/evidence/grid.py); writes "
                              "RUN_DIR/grid_evidence.json and grid_evidence_per_image.npz")
     parser.add_argument("--mode-images", type=int, default=None, metavar="N",
                         help="instead: the posterior mode of each of the first N test images (any n), the IWAE bound "
                              "with the Laplace posterior there as proposal against q's, and Eq. (16) at the mode "
-                             "(gpu/posterior_mode.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz")
+                             "(mlpvae/evidence/posterior_mode.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz")
     parser.add_argument("--progress", action="store_true", help="progress bar for the IWAE")
 
 
 def _per_image_run(args, option: str, images: int, module, name: str) -> int:
     """``--grid-images`` / ``--mode-images``: ``module.evaluate_run`` on the first images, its JSON, npz and report."""
-    from gpu.checkpoint import write_json
+    from mlpvae.training.checkpoint import write_json
 
     try:
         if images < 1:
@@ -811,7 +815,7 @@ def run(args) -> int:
         except FileNotFoundError as exc:
             print(f"vaetheory analyze: {exc}", file=sys.stderr)
             return 2
-        from gpu.checkpoint import write_json
+        from mlpvae.training.checkpoint import write_json
 
         write_json(Path(args.run_dir) / "summary.json", summary)
         text = summary_md(summary)
@@ -821,11 +825,11 @@ def run(args) -> int:
             print(f"wrote {summary_plot(summary, Path(args.run_dir) / 'summary.png')}")
         return 0
     if args.grid_images is not None:
-        from gpu import grid_evidence
+        from mlpvae.evidence import grid as grid_evidence
 
         return _per_image_run(args, "--grid-images", args.grid_images, grid_evidence, "grid_evidence")
     if args.mode_images is not None:
-        from gpu import posterior_mode
+        from mlpvae.evidence import posterior_mode
 
         return _per_image_run(args, "--mode-images", args.mode_images, posterior_mode, "mode_evidence")
     try:
@@ -838,7 +842,7 @@ def run(args) -> int:
         return 2
     print(report_md(res))
     if cmp is not None:
-        from gpu.checkpoint import write_json
+        from mlpvae.training.checkpoint import write_json
 
         write_json(Path(args.run_dir) / "comparison.json", cmp)
         for k, v in cmp.items():

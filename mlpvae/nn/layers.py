@@ -6,7 +6,7 @@ their dtype.  Weights are stored ``W (fan_in, fan_out)`` so a layer is
 stacks independent networks (``h (K, B, fan_in)``, ``W (K, fan_in, fan_out)``,
 ``b (K, fan_out)``): every function here reduces over the batch axis -2 and
 multiplies with batched matmuls, so model k of a stack computes exactly what
-it computes alone (:func:`gpu.train.train_many`).  Backward functions write the
+it computes alone (:func:`mlpvae.training.train.train_many`).  Backward functions write the
 parameter gradients into caller-given arrays when they are passed (``out``
 buffers reused across steps) and work in place on the incoming gradient where
 that saves a temporary.
@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu import fused, gemm
-from vaetheory._xp import array_namespace
+from mlpvae.accel import fused
+from mlpvae.accel import gemm
+from vaetheory.xp import array_namespace
 
 
 def glorot_uniform(rng: np.random.Generator, fan_in: int, fan_out: int) -> np.ndarray:

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpu import fused, layers as Ly
-from gpu import likelihoods as Lk
-from vaetheory import _validate as V
+from mlpvae.accel import fused
+from mlpvae.nn import layers as Ly
+from mlpvae.nn import likelihoods as Lk
+from vaetheory import validate as V
 from vaetheory import objectives as O
-from vaetheory._xp import array_namespace
+from vaetheory.xp import array_namespace
 
 POSTERIORS = ("learned", "constant", "bilbo")
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned", "baggins")
@@ -130,13 +131,13 @@ def init_params(config: ModelConfig, rng: np.random.Generator, xp=np, dtype=np.f
 # ---------------------------------------------------------------------------
 def _check(params, x, config: ModelConfig, eps=None, z=None):
     if not isinstance(config, ModelConfig):
-        raise ValueError(f"config must be a gpu.model.ModelConfig, got {type(config).__name__}")
+        raise ValueError(f"config must be a mlpvae.nn.model.ModelConfig, got {type(config).__name__}")
     missing = set(param_shapes(config)) - set(params)
     if missing:
         raise ValueError(f"params lacks {sorted(missing)} for this config")
     W0 = params["enc_W0"]
     dtype = W0.dtype
-    K = tuple(W0.shape[:1]) if W0.ndim == 3 else ()  # a stack of K models (gpu.train.train_many)
+    K = tuple(W0.shape[:1]) if W0.ndim == 3 else ()  # a stack of K models (mlpvae.training.train.train_many)
     lead = ("K",) * len(K)
     dims = {"m": config.m, "n": config.n, **({"K": K[0]} if K else {})}
     for name, shape in param_shapes(config).items():
@@ -244,7 +245,7 @@ def log_likelihood(dec: dict, x, config: ModelConfig, T=None):
     ``config.t``.
     """
     if not isinstance(config, ModelConfig):
-        raise ValueError(f"config must be a gpu.model.ModelConfig, got {type(config).__name__}")
+        raise ValueError(f"config must be a mlpvae.nn.model.ModelConfig, got {type(config).__name__}")
     key = "logits" if config.likelihood == "bernoulli" else "mean"
     if key not in dec:
         raise ValueError(f"dec must hold {key!r} for likelihood {config.likelihood!r}")

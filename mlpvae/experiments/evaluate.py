@@ -29,18 +29,18 @@ from pathlib import Path
 
 import numpy as np
 
-from vaetheory._xp import array_namespace, to_numpy
+from vaetheory.xp import array_namespace, to_numpy
 
 FLOATING = ("constant", "bilbo")
 ACTIVE_THRESHOLD = 1e-2
-STREAM_EVAL, STREAM_PLOTS = 1000, 1001  # seed streams, beside gpu.train's
+STREAM_EVAL, STREAM_PLOTS = 1000, 1001  # seed streams, beside mlpvae.training.train's
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _model():
-    import gpu.model
+    import mlpvae.nn.model
 
-    return gpu.model
+    return mlpvae.nn.model
 
 
 # Images per chunk of the test-ELBO and encoder passes.  On a GPU the cost of a chunk is its launches
@@ -129,7 +129,7 @@ def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20
     with T_i from Eq. (29) for that sample, S^2 = ``baggins_s2`` (required).
     ``proposal(sl, eps) -> (z, log_q)`` replaces q(z|x) by another proposal
     for the images ``x[sl]``, from standard normal ``eps (c, b, n)`` (e.g.
-    :func:`gpu.analysis.laplace_proposal`); BAGGINS's T still uses the
+    :func:`mlpvae.experiments.analyze.laplace_proposal`); BAGGINS's T still uses the
     encoder's Sigma, as in training.
     """
     xp = array_namespace(x)
@@ -199,7 +199,7 @@ def decode_mean(params, z, mc, scale: float = 1.0):
 
     Bernoulli probabilities, or Gaussian means divided by the data scale lambda.
     """
-    from gpu.layers import sigmoid
+    from mlpvae.nn.layers import sigmoid
 
     dec = _model().decode(params, z, mc)
     img = sigmoid(dec["logits"]) if "logits" in dec else dec["mean"] / scale
@@ -217,7 +217,11 @@ def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | Non
     (grayscale or binarized, times lambda) and, with dynamic binarization,
     the training targets of the last epoch for S^2.
     """
-    from gpu import checkpoint, config as C, data as D, device as dev, train as T
+    from mlpvae.training import checkpoint
+    from mlpvae.training import config as C
+    from mlpvae.training import data as D
+    from mlpvae.accel import device as dev
+    from mlpvae.training import train as T
 
     run_dir = Path(run_dir)
     info = json.loads((run_dir / "run.json").read_text())
@@ -273,7 +277,7 @@ def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | Non
         res["plots"] = [str(p) for p in write_plots(run_dir, params, mc, cfg, to_numpy(mu), to_numpy(var),
                                                      ds.test_labels, x_test, s2_train,
                                                      T.generator(cfg.seed, STREAM_PLOTS, epoch), compare)]
-    from gpu.checkpoint import write_json
+    from mlpvae.training.checkpoint import write_json
 
     write_json(run_dir / "eval.json", res)
     return res
@@ -285,7 +289,7 @@ def write_plots(run_dir: Path, params, mc, cfg, mu, var, labels, x_test, s2_trai
     ``rng`` is a host generator; ``compare`` lists other run directories
     whose training curves are overlaid (Fig. 4 compares methods).
     """
-    from gpu import plots as P
+    from mlpvae.experiments import plots as P
 
     xp = array_namespace(x_test)
     name = f"{mc.posterior}, {mc.likelihood}, n={mc.n}"

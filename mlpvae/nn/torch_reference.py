@@ -2,7 +2,7 @@
 
 PyTorch is never a dependency of vaetheory: ``torch`` is imported inside the
 functions, and :func:`available` says whether it can be.  The network, the
-objective and the optimiser mirror :mod:`gpu.model` and :mod:`gpu.adam` for every
+objective and the optimiser mirror :mod:`mlpvae.nn.model` and :mod:`mlpvae.nn.adam` for every
 posterior mode, every likelihood and any ``latent_scale``:
 
 * ``learned``: Eq. (1), prior N(0, I), std = softplus of a separate head.
@@ -13,11 +13,11 @@ posterior mode, every likelihood and any ``latent_scale``:
   learned softplus std head (Eq. (26)); BAGGINS, T from Eq. (29) on the batch,
   through which autograd differentiates (detached with ``baggins_stop_gradient``).
 
-Parameters are the dict of :func:`gpu.model.init_params` (our names, shapes
+Parameters are the dict of :func:`mlpvae.nn.model.init_params` (our names, shapes
 ``(fan_in, fan_out)``), copied into leaf tensors, so both implementations
 start from the same network and ``autograd`` gives the gradients that
-:func:`gpu.model.loss_and_grads` writes by hand.  ``torch.optim.Adam`` with
-its defaults is Algorithm 1 of Kingma & Ba, as :class:`gpu.adam.Adam`.
+:func:`mlpvae.nn.model.loss_and_grads` writes by hand.  ``torch.optim.Adam`` with
+its defaults is Algorithm 1 of Kingma & Ba, as :class:`mlpvae.nn.adam.Adam`.
 """
 
 from __future__ import annotations
@@ -57,10 +57,10 @@ def loss(tp: dict, x, eps, config):
     tp : dict of torch tensors from :func:`to_torch`.
     x : (B, m) torch tensor of targets.
     eps : (B, n) torch tensor of standard-normal noise; z = mu + sqrt(Sigma) eps.
-    config : :class:`gpu.model.ModelConfig`.
+    config : :class:`mlpvae.nn.model.ModelConfig`.
 
     Returns a 0-d tensor, nats per example, the same quantity as the first
-    output of :func:`gpu.model.loss_and_grads`.
+    output of :func:`mlpvae.nn.model.loss_and_grads`.
     """
     import torch
     import torch.nn.functional as F
@@ -74,7 +74,7 @@ def loss(tp: dict, x, eps, config):
 
     h = trunk("enc", x)
     mu = torch.addmm(tp[f"enc_b{L - 1}"], h, tp[f"enc_W{L - 1}"])
-    if c != 1.0:  # as gpu.model does: no extra operation in the timed c = 1 case
+    if c != 1.0:  # as mlpvae.nn.model does: no extra operation in the timed c = 1 case
         mu = c * mu
     M = (mu * mu).mean(dim=0)
     if config.posterior == "learned":
@@ -119,7 +119,7 @@ def loss(tp: dict, x, eps, config):
 
 
 def loss_and_grads(params: dict, x, eps, config):
-    """Loss and autograd gradients as NumPy float64, for comparison with :func:`gpu.model.loss_and_grads` (Sec. 7).
+    """Loss and autograd gradients as NumPy float64, for comparison with :func:`mlpvae.nn.model.loss_and_grads` (Sec. 7).
 
     ``params``, ``x (B, m)``, ``eps (B, n)`` are NumPy arrays; the computation
     is done in float64 whatever their dtype.

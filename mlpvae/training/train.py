@@ -4,11 +4,11 @@ A run directory ``--out DIR`` holds:
 
 * ``metrics.csv``: one row per epoch: ``epoch, train_objective`` (mean over
   the epoch's batches of the objective being maximised, nats per image),
-  the test ELBO column(s) of :func:`gpu.evaluate.test_elbos` (S^2 source
+  the test ELBO column(s) of :func:`mlpvae.experiments.evaluate.test_elbos` (S^2 source
   labelled for floating-prior models), ``seconds`` (training steps),
   ``eval_seconds`` and ``status``;
 * ``checkpoint.npz``: parameters, Adam state, epoch, seed and config, written
-  atomically after each epoch (:mod:`gpu.checkpoint`);
+  atomically after each epoch (:mod:`mlpvae.training.checkpoint`);
 * ``run.json``: config, git SHA, device, dtype, wall time, status.
 
 Randomness: every generator derives from ``seed`` through
@@ -36,7 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu import checkpoint, config as C, data as D, device as dev, evaluate as E
+from mlpvae.training import checkpoint
+from mlpvae.training import config as C
+from mlpvae.training import data as D
+from mlpvae.accel import device as dev
+from mlpvae.experiments import evaluate as E
 
 STREAM_INIT, STREAM_ORDER, STREAM_NOISE, STREAM_TEST = 0, 1, 2, 3
 EXIT_DIVERGED = 3
@@ -76,7 +80,7 @@ def load_data(cfg: C.TrainConfig) -> D.Dataset:
 def git_sha() -> str | None:
     """git_sha (Not in the paper)."""
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
@@ -124,7 +128,7 @@ def model_view(stacked: dict, k: int) -> dict:
 def _adam_state(opt, k: int) -> dict:
     """Model ``k``'s share of a stacked Adam state, in the single-model format of a checkpoint.
 
-    Views of the optimiser's moments, which :class:`gpu.checkpoint.Writer`
+    Views of the optimiser's moments, which :class:`mlpvae.training.checkpoint.Writer`
     copies to the host at once, instead of :meth:`Adam.state_dict`'s copies
     of every model's moments.
     """
@@ -149,7 +153,7 @@ def _check_together(cfgs: list, outs: list) -> None:
         raise ValueError(f"give one run directory per config: {len(cfgs)} configs, {len(outs)} directories")
     for c in cfgs:
         if not isinstance(c, C.TrainConfig):
-            raise ValueError(f"configs must be gpu.config.TrainConfig, got {type(c).__name__}")
+            raise ValueError(f"configs must be mlpvae.training.config.TrainConfig, got {type(c).__name__}")
     free = ("seed", "out")
     base = {k: v for k, v in cfgs[0].to_dict().items() if k not in free}
     for c in cfgs[1:]:
@@ -167,7 +171,7 @@ def _check_together(cfgs: list, outs: list) -> None:
 class TrainingStep:
     """One training step of the stack: loss and gradients, running total, Adam update (Sec. 7).
 
-    On CuPy with the fused kernels (:mod:`gpu.fused`) the first call runs
+    On CuPy with the fused kernels (:mod:`mlpvae.accel.fused`) the first call runs
     eagerly (CuPy compiles its kernels then), the second is captured into a
     CUDA graph and launched, and every later call is one launch of that graph:
     no Python, no host synchronisation and no host/device copy inside a step.
@@ -180,7 +184,7 @@ class TrainingStep:
     """
 
     def __init__(self, xp, params, opt, mc, xb, eps, total):
-        from gpu import fused
+        from mlpvae.accel import fused
 
         self.xp, self.params, self.opt, self.mc = xp, params, opt, mc
         self.xb, self.eps, self.total = xb, eps, total
@@ -191,7 +195,7 @@ class TrainingStep:
         self.use_graph = fused.enabled(xp) and os.environ.get("VAETHEORY_GRAPH", "1") != "0"
 
     def _eager(self) -> None:
-        from gpu import model
+        from mlpvae.nn import model
 
         loss, self.grads, _aux = model.loss_and_grads(self.params, self.xb, self.eps, self.mc, grads=self.grads)
         self.total += loss
@@ -308,13 +312,14 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
     directory, written exactly as :func:`train` writes it: model k's
     parameters, metrics and checkpoints are those of training it alone (bit
     for bit on NumPy, tested; on CuPy with ``VAETHEORY_STACK_EXACT=1``, which
-    computes the stack one model at a time, :func:`gpu.model.models_apart`;
+    computes the stack one model at a time, :func:`mlpvae.nn.model.models_apart`;
     without it equal up to the rounding of cuBLAS's and CuPy's batched kernels).  A model whose loss turns non-finite stops as
     it would alone (status ``diverged``, last good checkpoint kept) while
     the others go on.  ``seconds`` and ``wall_seconds`` are the whole stack's.
     ``resume`` needs every checkpoint at the same epoch.
     """
-    from gpu import adam, model
+    from mlpvae.nn import adam
+    from mlpvae.nn import model
 
     _check_together(cfgs, outs)
     cfg, K = cfgs[0], len(cfgs)

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vaetheory._xp import array_namespace, is_cupy_array
+from vaetheory.xp import array_namespace, is_cupy_array
 
 Shape = Sequence[object]
 

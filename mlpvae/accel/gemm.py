@@ -13,19 +13,19 @@ Row-major arrays are column-major arrays of the transposed matrix, so
 ``C = A @ B`` (row-major) is ``C^T = B^T A^T`` (column-major): cuBLAS gets
 ``B`` as its first operand and ``A`` as its second, each with the layout its
 strides give (a C-contiguous matrix or a transposed view of one: the
-``swapaxes`` views of :func:`gpu.layers.dense_backward`), so no operand is
+``swapaxes`` views of :func:`mlpvae.nn.layers.dense_backward`), so no operand is
 copied.  :func:`plan` is that mapping as a pure function (tested on NumPy
 against a column-major emulation); anything it cannot express (more than one
 leading axis, other strides, other dtypes) falls back to ``cupy.matmul``.
 
-``VAETHEORY_FUSED=0`` (see :mod:`gpu.fused`) or a cuBLAS library that cannot
+``VAETHEORY_FUSED=0`` (see :mod:`mlpvae.accel.fused`) or a cuBLAS library that cannot
 be found turns this off; CUDA graphs then fail to capture and training runs
 eagerly.
 
-A stack of K models (:func:`gpu.train.train_many`) makes one batched call of
+A stack of K models (:func:`mlpvae.training.train.train_many`) makes one batched call of
 K; cuBLAS may choose another kernel for a batch of K than for a batch of one
 and so round differently from training each model alone
-(``VAETHEORY_STACK_EXACT=1``, :func:`gpu.model.models_apart`, computes a
+(``VAETHEORY_STACK_EXACT=1``, :func:`mlpvae.nn.model.models_apart`, computes a
 stack one model at a time instead).
 """
 
@@ -37,8 +37,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from gpu import fused
-from vaetheory._xp import array_namespace
+from mlpvae.accel import fused
+from vaetheory.xp import array_namespace
 
 OP_N, OP_T = 0, 1  # cublasOperation_t
 WORKSPACE_BYTES = 32 << 20  # NVIDIA's recommended cuBLAS workspace on Hopper; fixed, so capture never allocates one
@@ -169,7 +169,7 @@ def _cublas(cp):
         except (OSError, AttributeError, RuntimeError) as exc:
             import sys
 
-            print(f"gpu.gemm: cuBLAS through ctypes unavailable ({exc}); using cupy.matmul "
+            print(f"mlpvae.accel.gemm: cuBLAS through ctypes unavailable ({exc}); using cupy.matmul "
                   "(CUDA graphs will not capture)", file=sys.stderr)
             _STATE["lib"] = None
     return _STATE["lib"]
