@@ -141,7 +141,7 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
             P.show_images(row[0], decode_images(run, grid), 20, 20, f"{name}\nmanifold over +-2 s")
             P.label_scatter(row[1], run.mu, run.labels, "mu")
             P.label_scatter(row[2], run.mu + np.sqrt(run.var) * rng.standard_normal(run.mu.shape), run.labels,
-                     "one sample z ~ q(z|x)")
+                            "one sample z ~ q(z|x)")
         elif kind == "reconstructions":
             x = run.x_test[:50] / run.cfg.scale
             rec = decode_images(run, run.mu[:50])
