@@ -18,9 +18,8 @@ the same network, objective, data, noise and initial parameters are also timed
 in PyTorch eager (:mod:`mlpvae.nn.torch_reference`, autograd and ``torch.optim.Adam``;
 on the CPU with ``torch.set_num_threads`` equal to our BLAS threads, on the GPU
 on the same card), in blocks interleaved with ours, and the ratio torch ms /
-our ms is reported.  Our step is the trainer's (:class:`mlpvae.training.train.TrainingStep`): on
-CuPy, fused kernels replayed as one CUDA graph; every GPU timing is taken after
-a device synchronisation.  ``--stack K`` also times K models trained as one
+our ms is reported.  The timing primitives (GEMM rate, our step, interleaved
+blocks) are :mod:`mlpvae.experiments.bench_timing`'s.  ``--stack K`` also times K models trained as one
 stack against the same K models one by one.  The
 evaluation of a run is timed too: the test ELBO on 10,000 images and IWAE with
 k = 5000 on a subset, extrapolated to 10,000 (both chunked, memory bounded).
@@ -28,7 +27,6 @@ k = 5000 on a subset, extrapolated to 10,000 (both chunked, memory bounded).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -36,7 +34,20 @@ import time
 import numpy as np
 
 from mlpvae.accel import device as dev
+from mlpvae.experiments import evaluate as E
+from mlpvae.experiments.bench_timing import (
+    blas_threads,
+    gemm_rate,
+    interleaved,
+    models_apart,
+    our_stepper,
+    problem,
+)
+from mlpvae.nn import torch_reference
+from mlpvae.nn.model import LIKELIHOODS
 from mlpvae.training import train
+from mlpvae.training.checkpoint import write_json
+from vaetheory.validate import choice
 
 CONFIGS = [(n, posterior) for n in (2, 100) for posterior in ("learned", "constant", "bilbo")]
 
@@ -47,6 +58,7 @@ def with_likelihoods(configs, likelihoods) -> list[tuple]:
 
 
 def _triple(c) -> tuple:
+    """A configuration as ``(n, posterior, likelihood)``, Bernoulli when it names none."""
     return (c[0], c[1], c[2] if len(c) > 2 else "bernoulli")
 
 
@@ -66,100 +78,6 @@ def step_flops(params, B: int, m: int) -> int:
     return total
 
 
-def gemm_rate(xp, size: int, dtype=np.float32, repeats: int = 3, shape=None) -> float:
-    """Best-of-``repeats`` FLOP/s of ``A @ B`` in ``dtype`` (Not in the paper).
-
-    The product is square of side ``size``, or ``shape = (M, K, N)``.
-    """
-    M, K, N = shape or (size, size, size)
-    rng = np.random.default_rng(0)
-    A = xp.asarray(rng.standard_normal((M, K)).astype(dtype))
-    Bm = xp.asarray(rng.standard_normal((K, N)).astype(dtype))
-    out = xp.empty((M, N), dtype=dtype)
-    xp.matmul(A, Bm, out=out)
-    dev.synchronize(xp)
-    inner = max(1, int(2e9 // (2 * M * K * N)))  # ~2 GFLOP per timing, so small shapes are timed reliably
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(inner):
-            xp.matmul(A, Bm, out=out)
-        dev.synchronize(xp)
-        best = min(best, (time.perf_counter() - t) / inner)
-    return 2 * M * K * N / best
-
-
-def blas_threads() -> int:
-    """The BLAS thread count our NumPy side uses, read as OpenBLAS does from the environment (Not in the paper).
-
-    ``OPENBLAS_NUM_THREADS``, then ``OMP_NUM_THREADS``, then ``MKL_NUM_THREADS``;
-    with none set, every core (``os.cpu_count()``).
-    """
-    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        v = os.environ.get(var, "").split(",")[0].strip()
-        if v.isdigit() and int(v) > 0:
-            return int(v)
-    return os.cpu_count() or 1
-
-
-def _problem(xp, n: int, posterior: str, B: int, count: int, seed: int, likelihood: str = "bernoulli"):
-    """Config, float32 initial parameters (NumPy), data x (B, m) and noise (count, B, n), all from ``seed``."""
-    from mlpvae.nn import model
-
-    mc = model.ModelConfig(n=n, posterior=posterior, likelihood=likelihood)
-    rng = np.random.default_rng(seed)
-    params = model.init_params(mc, rng, dtype=np.float32)
-    x = rng.random((B, mc.m), dtype=np.float32)
-    eps_all = rng.standard_normal((count, B, n), dtype=np.float32)
-    return mc, params, x, eps_all
-
-
-def _our_stepper(xp, mc, params, x, eps_all):
-    """A closure doing one of our training steps (forward, hand-written backward, Adam) per call.
-
-    The parameters are copied; the closure's ``params`` attribute holds the copies it updates.
-    """
-    from mlpvae.nn import adam
-
-    params = {k: xp.asarray(v.copy()) for k, v in params.items()}
-    x, eps_all = xp.asarray(x), xp.asarray(eps_all)
-    opt = adam.Adam(params, lr=1e-3)
-    eps = xp.empty_like(eps_all[0])
-    # the trainer's step (a CUDA graph on CuPy); the noise is copied in before it, as the trainer draws it
-    one = train.TrainingStep(xp, params, opt, mc, x, eps, xp.zeros(x.shape[:-2], dtype=xp.float64))
-    count = [0]
-
-    def step():
-        eps[...] = eps_all[count[0] % len(eps_all)]
-        one()
-        count[0] += 1
-
-    step.params = params
-    return step
-
-
-def _seconds_per_step(step, sync, count: int) -> float:
-    sync()
-    t = time.perf_counter()
-    for _ in range(count):
-        step()
-    sync()
-    return (time.perf_counter() - t) / count
-
-
-def _interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
-    """ms per call of each ``name -> (step, sync)``, in ``rounds`` blocks taken in turn after ``warmup`` calls."""
-    for step, sync in runners.values():
-        for _ in range(warmup):
-            step()
-    rounds = max(1, min(rounds, steps))
-    per = max(1, steps // rounds)
-    blocks: dict = {k: [] for k in runners}
-    for _ in range(rounds):
-        for k, (step, sync) in runners.items():
-            blocks[k].append(1e3 * _seconds_per_step(step, sync, per))
-    return blocks
-
 
 def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30, warmup: int = 5,
                rounds: int = 3, likelihood: str = "bernoulli") -> dict:
@@ -172,12 +90,12 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
     (:func:`mlpvae.nn.model.models_apart`, ``VAETHEORY_STACK_EXACT=1``), which
     computes each model bit for bit as alone: ``apart_ms_per_step``.
     """
-    probs = [_problem(xp, n, posterior, B, warmup + steps, seed, likelihood) for seed in range(K)]
+    probs = [problem(xp, n, posterior, B, warmup + steps, seed, likelihood) for seed in range(K)]
     mc = probs[0][0]
-    singles = [_our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
+    singles = [our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
 
     def stacked_stepper():
-        return _our_stepper(xp, mc, train.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
+        return our_stepper(xp, mc, train.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
                             np.stack([e for *_, e in probs], axis=1))
 
     def one_by_one():
@@ -186,12 +104,12 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
 
     sync = lambda: dev.synchronize(xp)  # noqa: E731
     batched = stacked_stepper()
-    runners = {"stack": (lambda: _models_apart(False, batched), sync)}
+    runners = {"stack": (lambda: models_apart(False, batched), sync)}
     if xp is not np:  # NumPy's matmul is already each model's own product
         apart = stacked_stepper()
-        runners["apart"] = (lambda: _models_apart(True, apart), sync)
+        runners["apart"] = (lambda: models_apart(True, apart), sync)
     runners["one_by_one"] = (one_by_one, sync)
-    blocks = _interleaved(runners, steps, warmup, rounds)
+    blocks = interleaved(runners, steps, warmup, rounds)
     ms = {k: float(np.median(v)) for k, v in blocks.items()}
     out = {"n": n, "posterior": posterior, "likelihood": likelihood, "models": K, "batch": B,
            "stack_ms_per_step": ms["stack"],
@@ -202,13 +120,6 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
                 "apart_ms_blocks": blocks["apart"]}
     return out
 
-
-def _models_apart(on: bool, step) -> None:
-    """One call of ``step`` with a stack computed one model at a time or not (what a CUDA graph captures stays)."""
-    from mlpvae.nn import model
-
-    with model.models_apart(on):
-        step()
 
 
 def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0,
@@ -224,17 +135,15 @@ def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup
     for ``torch.set_num_threads``) or ``torch_device = "cuda"`` (on the GPU,
     timed after ``torch.cuda.synchronize``).
     """
-    from mlpvae.nn import torch_reference
-
-    mc, params, x, eps_all = _problem(xp, n, posterior, B, warmup + steps, seed, likelihood)
-    runners = {"ours": (_our_stepper(xp, mc, params, x, eps_all), lambda: dev.synchronize(xp))}
+    mc, params, x, eps_all = problem(xp, n, posterior, B, warmup + steps, seed, likelihood)
+    runners = {"ours": (our_stepper(xp, mc, params, x, eps_all), lambda: dev.synchronize(xp))}
     if torch_device == "cuda":
         import torch
 
         runners["torch"] = (torch_reference.stepper(params, x, eps_all, mc, device="cuda"), torch.cuda.synchronize)
     elif torch_threads is not None:
         runners["torch"] = (torch_reference.stepper(params, x, eps_all, mc, threads=torch_threads), lambda: None)
-    blocks = _interleaved(runners, steps, warmup, rounds)
+    blocks = interleaved(runners, steps, warmup, rounds)
     ms = float(np.median(blocks["ours"]))
     params_xp = {k: xp.asarray(v) for k, v in params.items()}
     r = {"n": n, "posterior": posterior, "likelihood": likelihood, "batch": B, "ms_per_step": ms,
@@ -257,9 +166,7 @@ def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_
     ``iwae_images`` and extrapolated linearly to ``images`` (its cost is the
     same per image).
     """
-    from mlpvae.experiments import evaluate as E
-
-    mc, params, _, _ = _problem(xp, n, posterior, 1, 1, seed)
+    mc, params, _, _ = problem(xp, n, posterior, 1, 1, seed)
     params = {k: xp.asarray(v) for k, v in params.items()}
     x = xp.asarray(np.random.default_rng(seed + 1).random((images, mc.m), dtype=np.float32))
     rng = train.generator(seed, train.STREAM_TEST, 0, xp)  # the noise is drawn where the arrays live
@@ -289,8 +196,6 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
     ``stack = K > 1`` also times K models trained as one stack against one by
     one (:func:`time_stack`).
     """
-    from mlpvae.nn import torch_reference
-
     xp, desc = dev.select(device)
     size = gemm_size or (8192 if xp is not np else 2048)
     large = gemm_rate(xp, size)
@@ -369,7 +274,11 @@ def format_report(rep: dict) -> str:
 
 
 def add_arguments(parser) -> None:
-    """The command-line interface (Not in the paper)."""
+    """Add ``vaetheory bench train``'s arguments to ``parser`` (Not in the paper).
+
+    Device, step counts, batch and GEMM sizes, the PyTorch comparison, the
+    evaluation timing, likelihoods, ``--stack`` and the JSON report path.
+    """
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
@@ -390,10 +299,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """The command-line interface (Not in the paper)."""
-    from vaetheory.validate import choice
-    from mlpvae.nn.model import LIKELIHOODS
+    """Run ``vaetheory bench train`` from parsed arguments and print the report (Not in the paper).
 
+    ``--json PATH`` also writes it as JSON.  Returns the exit status: 0, or 2
+    on an unknown likelihood.
+    """
     try:
         likelihoods = [choice("--likelihoods", v.strip(), LIKELIHOODS) for v in args.likelihoods.split(",")]
     except ValueError as exc:
@@ -405,7 +315,5 @@ def run(args) -> int:
                 stack=args.stack)
     print(format_report(rep))
     if args.json:
-        from mlpvae.training.checkpoint import write_json
-
         write_json(args.json, rep)
     return 0

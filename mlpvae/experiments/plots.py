@@ -1,15 +1,19 @@
 """The paper's figures for a trained model, as PNG files (Sec. 7, Figs. 2-5 and 12-15).
 
-Every function takes host (NumPy) arrays, writes one PNG of a fixed pixel size
-(``figsize * DPI``) and returns its path.  Matplotlib is imported inside the
-functions with the Agg backend, so importing this module is cheap and needs no
-display.
+Every figure function takes host (NumPy) arrays, writes one PNG of a fixed
+pixel size (``figsize * DPI``) and returns its path.  The panel helpers
+(:func:`show_images`, :func:`label_scatter`, :func:`missing_panel`,
+:func:`wrap_title`) draw into an axes of a figure another module lays out, and
+:func:`save` writes every PNG of the package at the one ``DPI``.  Matplotlib is
+imported on first use (:func:`pyplot`, the Agg backend), so importing this
+module is cheap and needs no display.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,11 @@ import numpy as np
 DPI = 100
 
 
-def _plt():
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, imported on the first call (Not in the paper).
+
+    Matplotlib is optional for the rest of the package and needs no display here.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -26,11 +34,62 @@ def _plt():
     return plt
 
 
-def _save(fig, path) -> Path:
+def save(fig, path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG at :data:`DPI`, close it and return the path (Not in the paper)."""
     path = Path(path)
     fig.savefig(path, dpi=DPI)
-    _plt().close(fig)
+    pyplot().close(fig)
     return path
+
+
+def tile(images, rows: int, cols: int) -> np.ndarray:
+    """The first ``rows * cols`` square images ``(K, side^2)`` tiled into one array (Not in the paper).
+
+    The result is ``(rows * side, cols * side)``, clipped to [0, 1].  Row-major:
+    image ``k`` is at row ``k // cols``, column ``k % cols``; cells without an
+    image stay 1.
+    """
+    images = np.clip(np.asarray(images, dtype=float)[: rows * cols], 0, 1)
+    side = math.isqrt(images.shape[1])
+    if side * side != images.shape[1]:
+        raise ValueError(f"images must be square (m = side^2, 784 for MNIST), got m = {images.shape[1]}")
+    images = images.reshape(-1, side, side)
+    canvas = np.ones((rows * side, cols * side))
+    for k, im in enumerate(images):
+        r, c = divmod(k, cols)
+        canvas[r * side:(r + 1) * side, c * side:(c + 1) * side] = im
+    return canvas
+
+
+def wrap_title(title: str, width: int = 45) -> str:
+    """``title`` with each of its lines wrapped at ``width`` characters (Not in the paper)."""
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
+
+def show_images(ax, images, rows: int, cols: int, title: str) -> None:
+    """Draw ``rows x cols`` images (:func:`tile`) into ``ax``, with a small wrapped title (Not in the paper)."""
+    ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_axis_off()
+    ax.set_title(wrap_title(title), fontsize=7)
+
+
+def label_scatter(ax, pts, labels, title: str) -> None:
+    """Draw the first two coordinates of ``pts (N, n)`` into ``ax``, coloured by digit label (Not in the paper).
+
+    A 1-D latent space is drawn along the x axis.
+    """
+    pts = np.asarray(pts)
+    y = pts[:, 1] if pts.shape[1] > 1 else np.zeros(len(pts))
+    ax.scatter(pts[:, 0], y, c=np.asarray(labels), cmap="tab10", vmin=-0.5, vmax=9.5, s=1, alpha=0.6, linewidths=0)
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.set_title(wrap_title(title), fontsize=7)
+
+
+def missing_panel(ax, title: str) -> None:
+    """Mark ``ax`` as the panel of a run without a checkpoint (Not in the paper)."""
+    ax.text(0.5, 0.5, "no checkpoint\n(diverged in epoch 1?)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
 
 
 def latent_scatter(mu, labels, path, title: str = "", size=(6.0, 6.0)) -> Path:
@@ -39,7 +98,7 @@ def latent_scatter(mu, labels, path, title: str = "", size=(6.0, 6.0)) -> Path:
     ``mu (N, n)``: the first two latent dimensions are plotted (the paper's
     latent spaces are 2-D); ``labels (N,)`` digits 0-9.
     """
-    plt = _plt()
+    plt = pyplot()
     mu = np.asarray(mu)
     fig, ax = plt.subplots(figsize=size)
     sc = ax.scatter(mu[:, 0], mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu)), c=np.asarray(labels),
@@ -50,7 +109,7 @@ def latent_scatter(mu, labels, path, title: str = "", size=(6.0, 6.0)) -> Path:
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def variance_vs_mean(mu, var, path, s2=None, title: str = "", size=(8.0, 8.0)) -> Path:
@@ -61,7 +120,7 @@ def variance_vs_mean(mu, var, path, s2=None, title: str = "", size=(8.0, 8.0)) -
     the N(0, I) prior of Eq. (1)).  A U shape in the diagonal panels is the
     "inflated variances at the fringes" of Sec. 4.3.
     """
-    plt = _plt()
+    plt = pyplot()
     mu, var = np.asarray(mu), np.asarray(var)
     if var.ndim == 1:
         var = np.broadcast_to(var, mu.shape)
@@ -76,7 +135,7 @@ def variance_vs_mean(mu, var, path, s2=None, title: str = "", size=(8.0, 8.0)) -
             ax.set_ylabel(f"variance {i + 1} / s^2")
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def read_metrics(path) -> dict[str, np.ndarray]:
@@ -100,7 +159,7 @@ def training_curves(runs: dict[str, str | Path], path, size=(8.0, 5.0), title: s
     column is drawn (floating-prior models have one per source of S^2), and the
     training objective dashed.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=size)
     for label, csv_path in runs.items():
         m = read_metrics(csv_path)
@@ -116,20 +175,7 @@ def training_curves(runs: dict[str, str | Path], path, size=(8.0, 5.0), title: s
     ax.grid(alpha=0.3)
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
-
-
-def _tile(images, rows: int, cols: int) -> np.ndarray:
-    images = np.asarray(images, dtype=float)[: rows * cols]
-    side = math.isqrt(images.shape[1])
-    if side * side != images.shape[1]:
-        raise ValueError(f"images must be square (m = side^2, 784 for MNIST), got m = {images.shape[1]}")
-    images = images.reshape(-1, side, side)
-    canvas = np.ones((rows * side, cols * side))
-    for k, im in enumerate(images):
-        r, c = divmod(k, cols)
-        canvas[r * side:(r + 1) * side, c * side:(c + 1) * side] = im
-    return canvas
+    return save(fig, path)
 
 
 def image_grid(images, path, rows: int = 10, cols: int = 10, title: str = "", size=(6.0, 6.0)) -> Path:
@@ -140,13 +186,13 @@ def image_grid(images, path, rows: int = 10, cols: int = 10, title: str = "", si
     ``images (K, 784)`` with values in [0, 1] (decoder means / Bernoulli
     probabilities); values outside are clipped for display.
     """
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=size)
-    ax.imshow(np.clip(_tile(images, rows, cols), 0, 1), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def reconstruction_grid(x, x_hat, path, count: int = 50, cols: int = 10, title: str = "", size=(6.0, 6.0)) -> Path:
@@ -173,3 +219,7 @@ def manifold_grid(decode_mean, path, s=(1.0, 1.0), steps: int = 20, span: float 
     z1, z2 = np.meshgrid(a * s[0], a[::-1] * s[1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)
     return image_grid(decode_mean(z), path, steps, steps, title or f"latent manifold (+-{span} s)", size)
+
+
+# The names analyze.py and validation/grid_log_px.py import; they go when those modules import pyplot and save.
+_plt, _save = pyplot, save

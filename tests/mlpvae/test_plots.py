@@ -1,4 +1,4 @@
-"""mlpvae.experiments.plots: each figure function writes a non-empty PNG of its stated pixel size."""
+"""mlpvae.experiments.plots: each figure function writes a non-empty PNG of its stated pixel size; images tile row-major."""
 
 from __future__ import annotations
 
@@ -62,3 +62,14 @@ def test_image_grids_and_manifold(tmp_path):
     check(plots.manifold_grid(decode, tmp_path / "m.png", s=(2.0, 1.0), steps=5), (6, 6))
     z = calls[0]
     assert z.shape == (25, 2) and z[:, 0].max() == pytest.approx(4.0) and z[0, 1] == pytest.approx(2.0)
+
+
+def test_tile_places_images_row_major_clipped_and_leaves_empty_cells_at_one():
+    images = np.arange(3 * 4, dtype=float).reshape(3, 4) / 10 - 0.5  # three 2 x 2 images, some outside [0, 1]
+    canvas = plots.tile(images, 2, 2)
+    assert canvas.shape == (4, 4)
+    np.testing.assert_array_equal(canvas[:2, 2:], np.clip(images[1].reshape(2, 2), 0, 1))
+    np.testing.assert_array_equal(canvas[2:, :2], np.clip(images[2].reshape(2, 2), 0, 1))
+    np.testing.assert_array_equal(canvas[2:, 2:], np.ones((2, 2)))
+    with pytest.raises(ValueError, match="square"):
+        plots.tile(np.zeros((1, 5)), 1, 1)

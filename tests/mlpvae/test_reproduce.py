@@ -1,4 +1,4 @@
-"""mlpvae.experiments.reproduce: the figure configs parse, unknown keys are errors, a tiny run writes its files, resume skips.
+"""mlpvae.experiments.reproduce (with figure_schema and run_queue): the figure configs parse, unknown keys are errors, a tiny run writes its files, resume skips.
 
 The end-to-end runs train the paper's configs for one epoch on 600 images with
 a 16-unit network: on the MNIST slice when ``$VAETHEORY_DATA`` (or another
@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gpu_train import assert_same_run
 
+from mlpvae.experiments import figure_schema as S
+from mlpvae.experiments import reproduce as R
+from mlpvae.experiments import run_queue as Q
+from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.training import data as D
-from mlpvae.experiments import reproduce as R
 from vaetheory import cli
 
-FIGURES = Path(__file__).resolve().parent.parent / "validation" / "figures"
+FIGURES = Path(__file__).resolve().parents[2] / "validation" / "figures"
 EXPECTED = {"fig4_2d", "fig4_100d", "fig2_3_5_9", "fig6_10_11_14_15", "fig8", "fig12_13", "fashion_mnist"}
 
 
@@ -48,6 +50,21 @@ def rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def assert_same_run(a: Path, b: Path):
+    """Two run directories hold the same parameters and Adam state bitwise and the same metrics but timings."""
+    ca, cb = checkpoint.load(a / "checkpoint.npz"), checkpoint.load(b / "checkpoint.npz")
+    for k in ca["params"]:
+        np.testing.assert_array_equal(ca["params"][k], cb["params"][k], err_msg=k)
+    for k in ca["adam"]:
+        if k != "step":
+            np.testing.assert_array_equal(ca["adam"][k], cb["adam"][k], err_msg=k)
+    assert ca["adam"]["step"] == cb["adam"]["step"]
+    drop = ("seconds", "eval_seconds")
+    ra = [{k: v for k, v in x.items() if k not in drop} for x in rows(a / "metrics.csv")]
+    rb = [{k: v for k, v in x.items() if k not in drop} for x in rows(b / "metrics.csv")]
+    assert ra == rb
+
+
 # ---------------------------------------------------------------------------
 # the configs
 # ---------------------------------------------------------------------------
@@ -57,13 +74,13 @@ def test_every_paper_figure_has_a_config():
 
 @pytest.mark.parametrize("path", sorted(FIGURES.glob("*.toml")), ids=lambda p: p.stem)
 def test_every_figure_config_parses_and_builds_every_run(path):
-    fig = R.load_figure(path)
+    fig = S.load_figure(path)
     assert fig.methods and fig.plots and fig.title and fig.paper
     files = [p["file"] for p in fig.plots]
     assert len(files) == len(set(files))
     for method in fig.methods.values():
-        for seed in R.seeds_of(fig, method):
-            cfg = R.run_config(method, seed, {})
+        for seed in S.seeds_of(fig, method):
+            cfg = S.run_config(method, seed, {})
             assert isinstance(cfg, C.TrainConfig) and cfg.seed == seed
             # the paper's settings (Sec. 7) unless a figure says otherwise; test numbers on all test images
             assert (cfg.batch_size, cfg.lr, cfg.limit, cfg.test_limit, cfg.dtype) == (300, 1e-3, None, None, "float32")
@@ -72,9 +89,9 @@ def test_every_figure_config_parses_and_builds_every_run(path):
 
 
 def test_the_paper_settings_of_fig4_2d():
-    fig = R.load_figure(FIGURES / "fig4_2d.toml")
+    fig = S.load_figure(FIGURES / "fig4_2d.toml")
     assert list(fig.methods) == ["learned", "constant", "bilbo"] and fig.seeds == [0, 1, 2, 3, 4]
-    posts = {m: R.run_config(fig.methods[m], 0, {}) for m in fig.methods}
+    posts = {m: S.run_config(fig.methods[m], 0, {}) for m in fig.methods}
     assert {m: (c.posterior, c.likelihood, c.n, c.dataset) for m, c in posts.items()} == {
         m: (m, "bernoulli", 2, "mnist") for m in ("learned", "constant", "bilbo")}
     assert "-136.5" in fig.methods["learned"].paper and "-134.2" in fig.methods["constant"].paper
@@ -82,19 +99,19 @@ def test_the_paper_settings_of_fig4_2d():
 
 
 def test_shared_methods_point_at_the_other_figures_runs():
-    fig = R.load_figure(FIGURES / "fig12_13.toml")
+    fig = S.load_figure(FIGURES / "fig12_13.toml")
     learned = fig.methods["learned"]
     assert (learned.folder, learned.run_name, learned.shared) == ("fig4_2d", "learned", "fig4_2d.learned")
-    assert learned.settings == R.load_figure(FIGURES / "fig4_2d.toml").methods["learned"].settings
-    assert R.run_dir(Path("r"), learned, 3) == Path("r/fig4_2d/learned/seed3")
+    assert learned.settings == S.load_figure(FIGURES / "fig4_2d.toml").methods["learned"].settings
+    assert S.run_dir(Path("r"), learned, 3) == Path("r/fig4_2d/learned/seed3")
     # a method shared inside one config is run once
-    g = R.load_figure(FIGURES / "fig6_10_11_14_15.toml")
-    plan = list(R._plan(g, None, {}))
+    g = S.load_figure(FIGURES / "fig6_10_11_14_15.toml")
+    plan = list(Q.plan_runs(g, None, {}))
     own = [m for m in g.methods.values() if not m.shared]
     assert len(own) == len(g.methods) - 2
-    assert len(plan) == len({(m.folder, m.run_name, s) for m, s, _ in plan}) == sum(len(R.seeds_of(g, m)) for m in own)
+    assert len(plan) == len({(m.folder, m.run_name, s) for m, s, _ in plan}) == sum(len(S.seeds_of(g, m)) for m in own)
     # a shared method takes its own seeds (the 100-D tau = 0.2 row: seeds 0-2, as the run it shares)
-    assert R.seeds_of(g, g.methods["d100_tau0p2"]) == R.seeds_of(g, g.methods["d100_baggins_lambda1"]) == [0, 1, 2]
+    assert S.seeds_of(g, g.methods["d100_tau0p2"]) == S.seeds_of(g, g.methods["d100_baggins_lambda1"]) == [0, 1, 2]
 
 
 BASE = """title = "t"
@@ -125,16 +142,16 @@ def test_unknown_keys_and_bad_values_are_errors_naming_them(tmp_path, text, word
     path = tmp_path / "x.toml"
     path.write_text(text)
     with pytest.raises(ValueError, match=word.replace("(", r"\(")):
-        R.load_figure(path)
+        S.load_figure(path)
 
 
 def test_a_shared_method_of_an_unknown_method_is_an_error(tmp_path):
     (tmp_path / "other.toml").write_text(BASE)
     (tmp_path / "x.toml").write_text(BASE + '[methods.b]\nshared = "other.zzz"\n')
     with pytest.raises(ValueError, match="zzz"):
-        R.load_figure(tmp_path / "x.toml")
+        S.load_figure(tmp_path / "x.toml")
     (tmp_path / "y.toml").write_text(BASE + '[methods.b]\nshared = "other.a"\nlabel = "B"\n')
-    b = R.load_figure(tmp_path / "y.toml").methods["b"]
+    b = S.load_figure(tmp_path / "y.toml").methods["b"]
     assert (b.folder, b.run_name, b.label, b.settings) == ("other", "a", "B", {"posterior": "bilbo"})
 
 
@@ -151,7 +168,7 @@ def tiny_fig4(tmp_path_factory):
 def test_tiny_reproduce_writes_pngs_summary_and_run_json(tiny_fig4):
     root, info = tiny_fig4
     out = root / "fig4_2d"
-    fig = R.load_figure(FIGURES / "fig4_2d.toml")
+    fig = S.load_figure(FIGURES / "fig4_2d.toml")
     for spec in fig.plots:
         png = out / spec["file"]
         assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000
@@ -221,24 +238,24 @@ def test_a_run_with_other_settings_is_refused_and_a_diverged_one_kept(tiny_fig4,
     d = tmp_path / "run"
     d.mkdir()
     cfg = C.TrainConfig(dataset="synthetic", m=16, epochs=3)
-    assert R.run_state(d, cfg) == "new"
+    assert Q.run_state(d, cfg) == "new"
     (d / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "status": "diverged"}))
-    assert R.run_state(d, cfg) == "diverged"
+    assert Q.run_state(d, cfg) == "diverged"
     (d / "run.json").write_text(json.dumps({"config": cfg.to_dict(), "status": "running", "epochs_done": 0}))
-    assert R.run_state(d, cfg) == "new"  # stopped before its first checkpoint: start afresh
+    assert Q.run_state(d, cfg) == "new"  # stopped before its first checkpoint: start afresh
 
 
 def test_a_run_being_trained_elsewhere_is_refused_and_a_stale_lock_taken_over(tmp_path):
     d = tmp_path / "run"
-    with R._lock(d):
+    with Q.run_lock(d):
         assert (d / ".lock").read_text() == str(os.getpid())
         with pytest.raises(RuntimeError, match="being trained by process"):
-            with R._lock(d):
+            with Q.run_lock(d):
                 pass
     assert not (d / ".lock").exists()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (d / ".lock").write_text(gone.stdout.strip())  # that process has exited
-    with R._lock(d):
+    with Q.run_lock(d):
         assert (d / ".lock").read_text() == str(os.getpid())
 
 
@@ -250,7 +267,7 @@ def test_queues_side_by_side_skip_the_runs_another_process_trains(tmp_path):
     try:
         dirs[1].mkdir()
         (dirs[1] / ".lock").write_text(str(other.pid))  # a live process holds seed 1
-        (a0, i0), (a1, i1) = R.ensure_runs(cfgs, dirs)
+        (a0, i0), (a1, i1) = Q.ensure_runs(cfgs, dirs)
     finally:
         other.kill()
         other.wait()

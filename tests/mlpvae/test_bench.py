@@ -1,16 +1,20 @@
-"""`vaetheory bench train`: the PyTorch eager side-by-side and the evaluation timing (Sec. 7; issue 6).
+"""`vaetheory bench train` (mlpvae.experiments.bench, bench_timing): the PyTorch eager side-by-side and the evaluation timing (Sec. 7).
 
 PyTorch is optional: the tests that need it skip, saying so, when it is not
 importable; the rest check the report's arithmetic and the no-torch path.
 """
 
+import os
+
 import numpy as np
 import pytest
 from conftest import TOL
 
-from mlpvae.experiments import bench
+from mlpvae.experiments import bench, bench_timing
 from mlpvae.nn import model
 from mlpvae.nn import torch_reference as R
+from mlpvae.training import train
+from vaetheory import cli
 
 needs_torch = pytest.mark.skipif(not R.available(), reason="torch is not importable; PyTorch is an optional "
                                  "comparison, never a dependency (pip install torch to run this test)")
@@ -64,7 +68,7 @@ def test_torch_and_our_training_steps_follow_the_same_trajectory_eq1_eq2_eq24(po
     # Three steps of each optimiser (ours: mlpvae.nn.adam; theirs: torch.optim.Adam) from the same start, float64.
     mc, params, x, _ = _problem(2, posterior, B=32)
     eps_all = np.random.default_rng(4).standard_normal((3, 32, 2))
-    ours = bench._our_stepper(np, mc, params, x, eps_all)
+    ours = bench_timing.our_stepper(np, mc, params, x, eps_all)
     theirs = R.stepper(params, x, eps_all, mc, threads=1, dtype=np.float64)
     for _ in range(3):
         ours()
@@ -79,13 +83,11 @@ def test_torch_and_our_training_steps_follow_the_same_trajectory_eq1_eq2_eq24(po
 def test_blas_threads_reads_the_environment_like_openblas(monkeypatch):
     for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         monkeypatch.delenv(v, raising=False)
-    import os
-
-    assert bench.blas_threads() == (os.cpu_count() or 1)
+    assert bench_timing.blas_threads() == (os.cpu_count() or 1)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert bench.blas_threads() == 3
+    assert bench_timing.blas_threads() == 3
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
-    assert bench.blas_threads() == 2
+    assert bench_timing.blas_threads() == 2
 
 
 def _small_bench(**kw):
@@ -135,9 +137,6 @@ def test_bench_times_a_stack_against_one_by_one():
 
 
 def test_stacked_step_flops_are_k_times_one_models():
-    from mlpvae.nn import model
-    from mlpvae.training import train
-
     cfg = model.ModelConfig(n=2)
     singles = [model.init_params(cfg, np.random.default_rng(k)) for k in range(4)]
     assert bench.step_flops(train.stack(singles), 300, 784) == 4 * bench.step_flops(singles[0], 300, 784)
@@ -154,7 +153,5 @@ def test_bench_times_every_likelihood_and_compares_torch_on_bernoulli_only(monke
 
 
 def test_bench_cli_refuses_an_unknown_likelihood(capsys):
-    from vaetheory import cli
-
     assert cli.main(["bench", "train", "--device", "cpu", "--likelihoods", "poisson"]) == 2
     assert "--likelihoods must be one of" in capsys.readouterr().err

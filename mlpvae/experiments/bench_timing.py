@@ -1,0 +1,132 @@
+"""Timing primitives of ``vaetheory bench train``: GEMM rate, BLAS threads, our step, interleaved blocks.
+
+:func:`gemm_rate` measures the machine's matrix-multiply rate;
+:func:`our_stepper` builds one of our training steps (the trainer's
+:class:`mlpvae.training.train.TrainingStep`: forward, hand-written backward,
+Adam; on CuPy, fused kernels replayed as one CUDA graph) on a random problem
+(:func:`problem`); :func:`interleaved` times several steppers in blocks taken in
+turn, so a change in machine load hits each alike.  Every GPU timing is taken
+after a device synchronisation.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from mlpvae.accel import device as dev
+from mlpvae.nn import adam, model
+from mlpvae.training import train
+
+
+def gemm_rate(xp, size: int, dtype=np.float32, repeats: int = 3, shape=None) -> float:
+    """Best-of-``repeats`` FLOP/s of ``A @ B`` in ``dtype`` (Not in the paper).
+
+    The product is square of side ``size``, or ``shape = (M, K, N)``.
+    """
+    M, K, N = shape or (size, size, size)
+    rng = np.random.default_rng(0)
+    A = xp.asarray(rng.standard_normal((M, K)).astype(dtype))
+    Bm = xp.asarray(rng.standard_normal((K, N)).astype(dtype))
+    out = xp.empty((M, N), dtype=dtype)
+    xp.matmul(A, Bm, out=out)
+    dev.synchronize(xp)
+    inner = max(1, int(2e9 // (2 * M * K * N)))  # ~2 GFLOP per timing, so small shapes are timed reliably
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(inner):
+            xp.matmul(A, Bm, out=out)
+        dev.synchronize(xp)
+        best = min(best, (time.perf_counter() - t) / inner)
+    return 2 * M * K * N / best
+
+
+def blas_threads() -> int:
+    """The BLAS thread count our NumPy side uses, read as OpenBLAS does from the environment (Not in the paper).
+
+    ``OPENBLAS_NUM_THREADS``, then ``OMP_NUM_THREADS``, then ``MKL_NUM_THREADS``;
+    with none set, every core (``os.cpu_count()``).
+    """
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        v = os.environ.get(var, "").split(",")[0].strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    return os.cpu_count() or 1
+
+
+def problem(xp, n: int, posterior: str, B: int, count: int, seed: int, likelihood: str = "bernoulli"):
+    """A random problem from ``seed``: config, float32 parameters, data and noise (Not in the paper).
+
+    The parameters are the model's initial ones (NumPy), the data ``x (B, m)``
+    uniform, the noise ``(count, B, n)`` standard normal.
+    """
+    mc = model.ModelConfig(n=n, posterior=posterior, likelihood=likelihood)
+    rng = np.random.default_rng(seed)
+    params = model.init_params(mc, rng, dtype=np.float32)
+    x = rng.random((B, mc.m), dtype=np.float32)
+    eps_all = rng.standard_normal((count, B, n), dtype=np.float32)
+    return mc, params, x, eps_all
+
+
+def our_stepper(xp, mc, params, x, eps_all):
+    """A closure doing one of our training steps (forward, hand-written backward, Adam) per call (Not in the paper).
+
+    The parameters are copied; the closure's ``params`` attribute holds the copies it updates.
+    Call ``k`` uses the noise ``eps_all[k % len(eps_all)]``.
+    """
+    params = {k: xp.asarray(v.copy()) for k, v in params.items()}
+    x, eps_all = xp.asarray(x), xp.asarray(eps_all)
+    opt = adam.Adam(params, lr=1e-3)
+    eps = xp.empty_like(eps_all[0])
+    # the trainer's step (a CUDA graph on CuPy); the noise is copied in before it, as the trainer draws it
+    one = train.TrainingStep(xp, params, opt, mc, x, eps, xp.zeros(x.shape[:-2], dtype=xp.float64))
+    count = [0]
+
+    def step():
+        eps[...] = eps_all[count[0] % len(eps_all)]
+        one()
+        count[0] += 1
+
+    step.params = params
+    return step
+
+
+def _seconds_per_step(step, sync, count: int) -> float:
+    """Mean seconds of ``count`` calls of ``step``, between two ``sync()`` calls."""
+    sync()
+    t = time.perf_counter()
+    for _ in range(count):
+        step()
+    sync()
+    return (time.perf_counter() - t) / count
+
+
+def interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
+    """Milliseconds per call of each ``name -> (step, sync)``, one list of blocks each (Not in the paper).
+
+    After ``warmup`` untimed calls each, ``steps`` calls each are timed in
+    ``rounds`` blocks taken in turn.
+    """
+    for step, sync in runners.values():
+        for _ in range(warmup):
+            step()
+    rounds = max(1, min(rounds, steps))
+    per = max(1, steps // rounds)
+    blocks: dict = {k: [] for k in runners}
+    for _ in range(rounds):
+        for k, (step, sync) in runners.items():
+            blocks[k].append(1e3 * _seconds_per_step(step, sync, per))
+    return blocks
+
+
+
+def models_apart(on: bool, step) -> None:
+    """One call of ``step``, its stack computed one model at a time when ``on`` (Not in the paper).
+
+    What a CUDA graph captures stays as captured.
+    """
+    with model.models_apart(on):
+        step()

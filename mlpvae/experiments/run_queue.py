@@ -1,0 +1,181 @@
+"""The training runs of a figure: their state on disk, a lock per run, and training them in batches (Sec. 7 training).
+
+A run directory is new, stopped, finished or diverged (:func:`run_state`);
+:func:`ensure_runs` trains the new and stopped ones, stacking those in the same
+state, under a per-run lock (:func:`run_lock`) so processes working through the
+same queue side by side never train one run twice.  :func:`plan_runs` and
+:func:`batches` list a figure's runs and group them for training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+from mlpvae.experiments.figure_schema import Figure, Method, run_config, seeds_of
+from mlpvae.training import config as C
+from mlpvae.training import train as T
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in ``path``; None when it is missing or unreadable (e.g. half written) (Not in the paper)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_state(directory: Path, cfg) -> str:
+    """What a run directory holds for ``cfg``: new, stopped, finished or diverged (Not in the paper).
+
+    Raises ValueError when it holds a run with other settings (other than
+    those :data:`mlpvae.training.config.RESUMABLE_KEYS` allows to differ).
+    """
+    info = read_json(directory / "run.json")
+    has_ck = (directory / "checkpoint.npz").exists()
+    if info is None:
+        return "stopped" if has_ck else "new"
+    saved = info.get("config", {})
+    diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if k not in C.RESUMABLE_KEYS and saved.get(k) != v}
+    if diff:
+        raise ValueError(f"{directory} holds a run with other settings (saved, wanted): {diff}; "
+                         f"choose another --out for these settings")
+    if info.get("status") == "diverged":
+        return "diverged"  # deterministic: a resume would diverge again
+    if not has_ck:
+        return "new"
+    if info.get("status") == "completed" and int(info.get("epochs_done", 0)) >= cfg.epochs:
+        return "finished"
+    return "stopped"
+
+
+def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
+    """Train, resume or skip runs that differ only in seed, those to train as one stack (Sec. 7 training).
+
+    Runs in the same state (new, or stopped at the same epoch) are trained
+    together by :func:`mlpvae.training.train.train_many`, which gives each exactly what
+    training it alone gives.  Returns ``(action, run.json content)`` per run.
+    """
+    results: list = [None] * len(cfgs)
+    todo = []
+    for i, (cfg, d) in enumerate(zip(cfgs, directories)):
+        state = run_state(d, cfg)
+        if state in ("finished", "diverged"):
+            results[i] = (f"skipped ({state})", read_json(d / "run.json"))
+        else:
+            todo.append(i)
+    with contextlib.ExitStack() as locks:
+        mine = []
+        for i in todo:
+            try:
+                locks.enter_context(run_lock(directories[i]))
+            except Busy as exc:  # queues side by side: the process that holds the run trains it
+                results[i] = (f"skipped ({exc})", read_json(directories[i] / "run.json") or {})
+                continue
+            mine.append(i)
+        groups: dict = {}
+        for i in mine:
+            d = directories[i]
+            state = run_state(d, cfgs[i])  # another process may have finished it meanwhile
+            if state in ("finished", "diverged"):
+                results[i] = (f"skipped ({state})", read_json(d / "run.json"))
+                continue
+            if state == "new":
+                # a run that stopped before its first checkpoint leaves files that a fresh start replaces
+                for leftover in ("run.json", "metrics.csv"):
+                    (d / leftover).unlink(missing_ok=True)
+                key = ("new", 0)
+            else:
+                key = ("stopped", int((read_json(d / "run.json") or {}).get("epochs_done", -1)))
+            groups.setdefault(key, []).append(i)
+        for (state, _), members in groups.items():
+            infos = T.train_many([cfgs[i] for i in members], [directories[i] for i in members],
+                                 resume=(state == "stopped"))
+            for i, info in zip(members, infos):
+                results[i] = ("resumed" if state == "stopped" else "trained", info)
+    return results
+
+
+class Busy(RuntimeError):
+    """Another live process holds the run's lock (Not in the paper)."""
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path):
+    """Hold ``directory/.lock`` (our pid) while training, so two processes never train one run.
+
+    A lock whose process is gone (killed, rebooted) is taken over.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".lock"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise Busy(f"{directory} is being trained by process {pid} (remove {path} if it is not)")
+            path.unlink(missing_ok=True)
+    else:
+        raise RuntimeError(f"could not take the lock {path}")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+
+def _only(fig: Figure, names: list[str] | None) -> list[Method]:
+    """The figure's methods, or (``--methods``) those named, in the config's order (Not in the paper)."""
+    if names is None:
+        return list(fig.methods.values())
+    unknown = [n for n in names if n not in fig.methods]
+    if unknown or not names:
+        raise ValueError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; "
+                         f"{fig.name} has {', '.join(fig.methods)}")
+    return [m for m in fig.methods.values() if m.name in names]
+
+
+def plan_runs(fig: Figure, override, per_run: dict, names: list[str] | None = None):
+    """``(method, seed, TrainConfig)`` of every run of ``fig``, each once: two names may share a run (Not in the paper).
+
+    ``override`` is the ``--seeds`` override, ``per_run`` the settings every run
+    overrides, ``names`` the ``--methods`` selection.
+    """
+    seen = set()
+    for m in _only(fig, names):
+        for s in seeds_of(fig, m, override):
+            if (m.folder, m.run_name, s) not in seen:
+                seen.add((m.folder, m.run_name, s))
+                yield m, s, run_config(m, s, per_run)
+
+
+def batches(plan: list, stack: bool):
+    """The plan one run at a time, or (``stack``) one method's seeds at a time (Not in the paper)."""
+    if not stack:
+        yield from ([p] for p in plan)
+        return
+    groups: dict = {}
+    for p in plan:
+        groups.setdefault((p[0].folder, p[0].run_name), []).append(p)
+    yield from groups.values()
+
