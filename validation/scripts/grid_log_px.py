@@ -5,9 +5,9 @@ For each run (its checkpoint), on the first test images, `mlpvae.evidence.grid.e
 IWAE bound with k = 5000, the ELBO, Eq. (16) at the encoder's mean and at the posterior mode, and Eq. (18).
 Here for many runs: one Markdown table row and one JSON entry per run, the per-image arrays, and a plot.
 
-    python validation/grid_log_px.py --images 200 --json DIR/grid_log_px.json --per-image DIR RUN...
-    python validation/grid_log_px.py --plot DIR/grid_log_px.png --per-image DIR    # redraw from DIR/*.npz
-    python validation/grid_log_px.py --table DIR/grid_log_px.json                  # the table again
+    python validation/scripts/grid_log_px.py --images 200 --json DIR/grid_log_px.json --per-image DIR RUN...
+    python validation/scripts/grid_log_px.py --plot DIR/grid_log_px.png --per-image DIR    # redraw from DIR/*.npz
+    python validation/scripts/grid_log_px.py --table DIR/grid_log_px.json                  # the table again
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 # the time left).
 #
 # Here, once:  mkdir -p .data && cp -r ../shared/data/mnist .data/ && echo /.data/ >> .git/info/exclude
-# Then the device tool's run, with carry [".data"]:  bash validation/gpu/device_checks.sh
+# Then the device tool's run, with carry [".data"]:  bash validation/scripts/device/device_checks.sh
 # It writes at most 8 files to $OUT (what the device tool brings back); commit what they show with the card named.
 #
 # Stages (each with its own time limit, so one slow stage cannot take the others with it):
@@ -14,8 +14,8 @@
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
 #   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
 #      4b (exact, same_run): the learned-Sigma stack again with VAETHEORY_STACK_EXACT=1 (one model at a time), its
-#      seed 0 and stage 4's compared with stage 3's lone run (validation/gpu/same_run.py), and which batched pieces
-#      of a step part from a lone model's (stack_parts, validation/gpu/stack_parts.py);
+#      seed 0 and stage 4's compared with stage 3's lone run (validation/scripts/device/same_run.py), and which batched pieces
+#      of a step part from a lone model's (stack_parts, validation/scripts/device/stack_parts.py);
 #   5. the closed-form decoder kernel, Eqs. (6)-(7), at N = 60,000, M = 10,000, m = 784 (appended to device.txt);
 #   6. with the time left, the figures named in QUEUE (default none: every figure has been trained once;
 #      e.g. QUEUE="fig8 fig4_100d" trains GPU samples of those);
@@ -23,9 +23,9 @@
 #      what was trained (a stage cut off by the time limit draws none itself), and the trained models come back
 #      as parameters only, a run cut off whole so that it resumes here (`pack_runs.py`; queue_params.tgz.part_*
 #      in pieces of 15 MB, since a file that comes back is at most 16 MiB:
-#      `cat queue_params.tgz.part_* | tar xzf - -C validation/results` here).
+#      `cat queue_params.tgz.part_* | tar xzf - -C validation/results/figures` here).
 # A dry run of stage 6 on a CPU: DEVICE=cpu EXTRA="--epochs 1 --limit 600 --test-limit 100" SKIP="pytest bench
-# bench_likelihoods one_run fig4_2d_stacked exact same_run optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/gpu/device_checks.sh
+# bench_likelihoods one_run fig4_2d_stacked exact same_run optimal_bench" QUEUE=fig6_10_11_14_15:d100_learned_T bash validation/scripts/device/device_checks.sh
 # SKIP="bench one_run" leaves stages out (names as in device.txt); FIG4_LIMIT (default 150) is stage 4's limit.
 set -u
 OUT=${OUT:-/tmp/vaetheory-device}
@@ -69,9 +69,9 @@ rm -rf /tmp/exact
 stage exact 120 env VAETHEORY_STACK_EXACT=1 python3 -m vaetheory reproduce validation/figures/fig4_2d.toml --methods learned \
   --device gpu --stack --no-progress --out /tmp/exact > /tmp/exact.txt 2>&1
 grep -E "seed0|wrote" /tmp/exact.txt >> "$OUT/device.txt" 2>&1
-stage same_run 20 python3 validation/gpu/same_run.py /tmp/one /tmp/exact/fig4_2d/learned/seed0 /tmp/results/fig4_2d/learned/seed0 \
+stage same_run 20 python3 validation/scripts/device/same_run.py /tmp/one /tmp/exact/fig4_2d/learned/seed0 /tmp/results/fig4_2d/learned/seed0 \
   >> "$OUT/device.txt" 2>&1
-stage stack_parts 30 python3 validation/gpu/stack_parts.py >> "$OUT/device.txt" 2>&1
+stage stack_parts 30 python3 validation/scripts/device/stack_parts.py >> "$OUT/device.txt" 2>&1
 
 stage optimal_bench 20 python3 -m vaetheory.bench.optimal --device gpu >> "$OUT/device.txt" 2>&1
 
@@ -91,7 +91,7 @@ for f in "${queued[@]}"; do
   stage "${f}_redraw" 20 python3 -m vaetheory reproduce "validation/figures/$f.toml" --no-train --device "${DEVICE:-gpu}" \
     --out /tmp/results >> "$OUT/queue_gpu.txt" 2>&1
 done
-[ ${#queued[@]} -gt 0 ] && stage pack 15 python3 validation/gpu/pack_runs.py /tmp/results /tmp/packed "${queued[@]}" \
+[ ${#queued[@]} -gt 0 ] && stage pack 15 python3 validation/scripts/device/pack_runs.py /tmp/results /tmp/packed "${queued[@]}" \
   >> "$OUT/device.txt" 2>&1 && tar czf - -C /tmp/packed . 2>/dev/null | split -b 15000000 - "$OUT/queue_params.tgz.part_"
 tar czf "$OUT/queue_gpu.tgz" --exclude=checkpoint.npz --exclude=fig4_2d -C /tmp/results . 2>/dev/null
 find "$OUT" -type f -empty -delete  # skipped stages' logs: the device returns 8 files at most

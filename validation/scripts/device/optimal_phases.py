@@ -1,6 +1,6 @@
 """Where the time of one Eq. (6) chunk goes: each pass over the (chunk, N) block timed alone.
 
-    PYTHONPATH=. python validation/gpu/optimal_phases.py [cpu|gpu] [chunk]
+    PYTHONPATH=. python validation/scripts/device/optimal_phases.py [cpu|gpu] [chunk]
 
 Times, for N = 60,000 posteriors, m = 784, n = 2 and one chunk of query points (the library's default
 size unless given), the steps of `vaetheory.optimal._gemm_kernel`'s decoder branch: the log-density GEMM

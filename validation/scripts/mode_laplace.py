@@ -5,12 +5,12 @@ For each run (its checkpoint), on the first test images, `mlpvae.evidence.poster
 from the encoder's mean and from the best 10 of its 30 nearest training images' means), the IWAE bound with
 k = 5000 samples of q(z|x) and of the Laplace posterior at the mode, the ELBO, Eq. (16) at mu and at the
 mode, and Eq. (18).  Here for many runs: one Markdown table row and one JSON entry per run, and the
-per-image arrays.  With ``--exact DIR`` (the per-image files of validation/grid_log_px.py, for 2-D runs)
+per-image arrays.  With ``--exact DIR`` (the per-image files of validation/scripts/grid_log_px.py, for 2-D runs)
 each row also says how far the bounds are from the exact log p(x).
 
-    python validation/mode_laplace.py --images 200 --json DIR/mode_laplace.json --per-image DIR RUN...
-    python validation/mode_laplace.py --table DIR/mode_laplace.json
-    python validation/mode_laplace.py --images 200 --exact validation/analysis/grid-2d --json ... RUN...
+    python validation/scripts/mode_laplace.py --images 200 --json DIR/mode_laplace.json --per-image DIR RUN...
+    python validation/scripts/mode_laplace.py --table DIR/mode_laplace.json
+    python validation/scripts/mode_laplace.py --images 200 --exact validation/results/analysis/grid-2d --json ... RUN...
 """
 
 from __future__ import annotations

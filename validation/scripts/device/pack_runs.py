@@ -1,10 +1,10 @@
-"""Pack the trained Fig. 4 models for `validation/gpu/analyses.sh`: parameters only, into .carry/runs/.
+"""Pack the trained Fig. 4 models for `validation/scripts/device/analyses.sh`: parameters only, into .carry/runs/.
 
 A device call carries at most 64 MiB: the 20 checkpoints of fig4_2d and fig4_100d (learned and
 constant Sigma; BILBO trains bit-identically to constant Sigma) are 5.5 MB each with their Adam
 state, about 1.2 MB each without it.  Run from the repository root, once, before the device call:
 
-    python validation/gpu/pack_runs.py [RESULTS_ROOT]      # default validation/results
+    python validation/scripts/device/pack_runs.py [RESULTS_ROOT]      # default validation/results/figures
     (and once: echo /.carry/ >> .git/info/exclude)
 
 On a device, `pack_runs.py ROOT OUT FIGURE...` packs every run of the figures named (all methods), so
@@ -23,7 +23,7 @@ from pathlib import Path
 from mlpvae.training import checkpoint
 
 
-def main(root: str = "validation/results", out: str = ".carry/runs", *figures: str) -> int:
+def main(root: str = "validation/results/figures", out: str = ".carry/runs", *figures: str) -> int:
     n = 0
     every = bool(figures)  # figures named: all their methods; else Fig. 4's learned and constant
     for fig in figures or ("fig4_2d", "fig4_100d"):

@@ -2,7 +2,7 @@
 
 Prints `mlpvae.experiments.analyze.learned_t_pixels` for trained `gaussian-learned` runs (their checkpoints):
 
-    python validation/learned_T_pixels.py validation/results/fig6_10_11_14_15/d100_learned_T/seed0
+    python validation/scripts/learned_T_pixels.py validation/results/figures/fig6_10_11_14_15/d100_learned_T/seed0
 """
 
 from __future__ import annotations

@@ -2,15 +2,15 @@
 # Issue 5's analyses of every trained Fig. 4 model on a lent GPU, on all 10,000 test images:
 # IWAE log p(x) (k = 5000) vs ELBO, Eq. (16), Eq. (18), Eq. (22) (constant vs learned, same seed), Eq. (6).
 #
-# Here, once:  python validation/gpu/pack_runs.py && echo /.carry/ >> .git/info/exclude
+# Here, once:  python validation/scripts/device/pack_runs.py && echo /.carry/ >> .git/info/exclude
 #              (and the MNIST files in .data/, as for device_checks.sh)
-# Then the device tool's run, with carry [".data", ".carry"]:  BUDGET=400 bash validation/gpu/analyses.sh
+# Then the device tool's run, with carry [".data", ".carry"]:  BUDGET=400 bash validation/scripts/device/analyses.sh
 # (timeout_s = BUDGET + 30).  Back come analyses.tgz (analysis.json/md, comparison.json, per-image npz of each
-# run) and analyses.txt; unpack under validation/analysis/all-seeds/ (analysis.json names the device) and run
-# `vaetheory analyze validation/analysis/all-seeds --summarize`.
-# DEVICE=cpu TEST_LIMIT=20 IWAE_K=50 bash validation/gpu/analyses.sh   is a dry run on a CPU.
+# run) and analyses.txt; unpack under validation/results/analysis/all-seeds/ (analysis.json names the device) and run
+# `vaetheory analyze validation/results/analysis/all-seeds --summarize`.
+# DEVICE=cpu TEST_LIMIT=20 IWAE_K=50 bash validation/scripts/device/analyses.sh   is a dry run on a CPU.
 # FIGS="fig4_100d" SEEDS="seed3 seed4" analyse only those (e.g. what an earlier call did not reach: on 2026-11-26
-# one call reached every 2-D model and 100-D seeds 0-2, a later one 100-D seed 4; all in validation/analysis/all-seeds/).
+# one call reached every 2-D model and 100-D seeds 0-2, a later one 100-D seed 4; all in validation/results/analysis/all-seeds/).
 set -u
 OUT=${OUT:-/tmp/vaetheory-analyses}
 mkdir -p "$OUT"

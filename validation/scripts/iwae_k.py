@@ -4,10 +4,10 @@ Prints `mlpvae.experiments.analyze.iwae_convergence` for trained runs (their che
 first test images at k = 50, 500, 5000, 50000 and its rise per tenfold k, with the encoder's q(z|x)
 as proposal and with the Laplace posterior of Eq. (16) (both lower bounds: the larger is better).
 
-    python validation/iwae_k.py validation/results/fig6_10_11_14_15/d2_T1_lambda16/seed0
+    python validation/scripts/iwae_k.py validation/results/figures/fig6_10_11_14_15/d2_T1_lambda16/seed0
 
 A bound that stops rising is not thereby log p(x): where q(z|x) misses the posterior's mass no k
-finds it.  For n <= 2 the exact value is `vaetheory analyze RUN --grid-images N` (validation/grid_log_px.py).
+finds it.  For n <= 2 the exact value is `vaetheory analyze RUN --grid-images N` (validation/scripts/grid_log_px.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Which batched pieces of a stack of models part from the lone models' numbers, on this device.
 
-    python validation/gpu/stack_parts.py [--models 5] [--batch 300] [--n 2] [--device gpu]
+    python validation/scripts/device/stack_parts.py [--models 5] [--batch 300] [--n 2] [--device gpu]
 
 A stack of K models (mlpvae.training.train.train_many) runs each kernel once over all K.  For the pieces of a
 training step at the paper's sizes (784-200-200-200-n, batch 300) this prints, per piece, whether

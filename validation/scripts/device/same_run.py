@@ -1,6 +1,6 @@
 """Compare two training runs of the same model: is a stack's model the one trained alone?
 
-    python validation/gpu/same_run.py RUN_A RUN_B [RUN_C ...]
+    python validation/scripts/device/same_run.py RUN_A RUN_B [RUN_C ...]
 
 For each run after the first: whether its parameters, Adam state and metrics.csv (timing columns
 left out) equal RUN_A's bit for bit, and where they do not, the first epoch whose metrics differ
