@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from test_gpu_train import TINY, assert_same_run
+from tiny_runs import TINY, assert_same_run
 
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C

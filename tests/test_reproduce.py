@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_gpu_train import assert_same_run
+from tiny_runs import assert_same_run
 
 from mlpvae.training import config as C
 from mlpvae.training import data as D

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from test_gpu_train import TINY
+from tiny_runs import TINY
 
 from mlpvae.training import config as C
 from mlpvae.training import train as T

@@ -37,6 +37,7 @@ import numpy as np
 
 from mlpvae.accel import device as dev
 from mlpvae.training import train
+from mlpvae.training.step import device_stream
 
 CONFIGS = [(n, posterior) for n in (2, 100) for posterior in ("learned", "constant", "bilbo")]
 
@@ -314,7 +315,7 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
         torch_note = f"torch {_torch.__version__}, eager, CPU, set_num_threads({threads})"
         use_torch = True
     rows = []
-    with train._device_stream(xp):  # where the trainer runs (a CUDA graph needs a stream of its own)
+    with device_stream(xp):  # where the trainer runs (a CUDA graph needs a stream of its own)
         for n, posterior, likelihood in map(_triple, configs):
             r = time_steps(xp, n, posterior, B, steps, warmup, rounds=rounds,
                            torch_threads=threads if use_torch and xp is np else None,

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlpvae.training.streams import STREAM_FIGURES
+
 FIGURE_KEYS = ("title", "paper", "seeds", "note", "defaults", "methods", "plots")
 METHOD_EXTRA_KEYS = ("label", "paper", "shared", "seeds")
 PLOT_KEYS = ("kind", "file", "methods", "seeds", "prior", "latent", "title", "yscale")
@@ -68,7 +70,6 @@ DEFAULT_ROOT, QUICK_ROOT = "results", "results-quick"
 QUICK_KEYS = ("epochs", "limit", "test_limit")
 COLUMN_LABELS = {"test_elbo": "prior N(0, I)", "test_elbo_s2_train": "S^2 from train set",
                  "test_elbo_s2_test": "S^2 from test set"}
-STREAM_FIGURES = 2001  # host generator stream for the figures' samples, beside mlpvae.training.train's
 
 
 @dataclass
