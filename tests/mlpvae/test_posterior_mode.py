@@ -183,7 +183,7 @@ def test_the_command_measures_a_trained_run(tmp_path):
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "mode_laplace", Path(__file__).resolve().parents[1] / "validation" / "mode_laplace.py")
+        "mode_laplace", Path(__file__).resolve().parents[2] / "validation" / "mode_laplace.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     exact = tmp_path / "exact"

@@ -1,4 +1,4 @@
-"""mlpvae.evidence.grid: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
+"""mlpvae.evidence.grid and mlpvae.experiments.grid_report: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
 
 Known answers: a one-layer (linear) decoder with a Gaussian likelihood has
 p(x) = N(x; b, t I + W^T S^2 W / c^2) in closed form; nonlinear decoders and the
@@ -169,7 +169,7 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
 
     T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior="constant", epochs=3, limit=120,
                           test_limit=20, batch_size=40, device="cpu", progress=False), tmp_path / "run")
-    path = Path(__file__).resolve().parents[1] / "validation" / "grid_log_px.py"
+    path = Path(__file__).resolve().parents[2] / "validation" / "grid_log_px.py"
     spec = importlib.util.spec_from_file_location("grid_log_px", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
