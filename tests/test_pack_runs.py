@@ -1,4 +1,4 @@
-"""validation/gpu/pack_runs.py: finished runs travel as parameters only, cut-off runs whole (resumable)."""
+"""validation/scripts/device/pack_runs.py: finished runs travel as parameters only, cut-off runs whole (resumable)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
-from test_gpu_train import TINY, assert_same_run
+from tiny_runs import TINY, assert_same_run
 
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.training import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("pack_runs", ROOT / "validation/gpu/pack_runs.py")
+_spec = importlib.util.spec_from_file_location("pack_runs", ROOT / "validation/scripts/device/pack_runs.py")
 pack_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pack_runs)
 

@@ -1,4 +1,4 @@
-"""validation/gpu/same_run.py and stack_parts.py: what they report, on NumPy."""
+"""validation/scripts/device/same_run.py and stack_parts.py: what they report, on NumPy."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from test_gpu_train import TINY
+from tiny_runs import TINY
 
 from mlpvae.training import config as C
 from mlpvae.training import train as T
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("same_run", ROOT / "validation/gpu/same_run.py")
+_spec = importlib.util.spec_from_file_location("same_run", ROOT / "validation/scripts/device/same_run.py")
 same_run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(same_run)
 
@@ -30,7 +30,7 @@ def test_a_stacks_model_is_reported_identical_and_another_seed_is_not(tmp_path, 
 
 
 def test_stack_parts_reports_every_piece_identical_on_numpy(capsys):
-    spec = importlib.util.spec_from_file_location("stack_parts", ROOT / "validation/gpu/stack_parts.py")
+    spec = importlib.util.spec_from_file_location("stack_parts", ROOT / "validation/scripts/device/stack_parts.py")
     stack_parts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stack_parts)
     assert stack_parts.main(["--device", "cpu", "--models", "2", "--batch", "8"]) == 0

@@ -22,35 +22,30 @@ through the residual r = |x - nu|^2 (T = tau r / tr(Sigma^-1 S^2)), so its log p
 
 from __future__ import annotations
 
-import math
-import time
 
 import numpy as np
 
-from mlpvae.experiments import analyze as A
-from mlpvae.experiments import evaluate as E
+from mlpvae.evidence.laplace import likelihood_at
 from mlpvae.nn import jacobian as Jac
 from mlpvae.nn import model as M
-from mlpvae.evidence.grid import signed
+from mlpvae.nn.batched import chunks
+from mlpvae.nn.layers import sigmoid
+from mlpvae.nn.likelihoods import LOG_2PI
 from vaetheory.xp import array_namespace, to_numpy
 
-_LOG_2PI = math.log(2.0 * math.pi)
 LIKELIHOODS = ("bernoulli", "gaussian", "baggins")
-A_NAT = 1.0  # an image counts as better bounded by one proposal when it is this many nats above the other
 CREEP_STEPS, CREEP_NATS = 20, 1e-6  # an image whose log joint rose less than this in that many steps has stalled
 
 
 def _joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, out=None):
     """log p(x|z) + log N(z; 0, S^2) per image (b,) (Eqs. (1), (26), (29))."""
     xp = array_namespace(z)
-    ll, _ = A.likelihood_at(params, x, z, mu, var, mc, baggins_s2, out=out)
-    return ll - 0.5 * xp.sum(z * z / s2 + xp.log(s2) + _LOG_2PI, axis=-1)
+    ll, _ = likelihood_at(params, x, z, mu, var, mc, baggins_s2, out=out)
+    return ll - 0.5 * xp.sum(z * z / s2 + xp.log(s2) + LOG_2PI, axis=-1)
 
 
 def _curvature(out, x, mc: M.ModelConfig):
     """Gauss-Newton's G (b, m): minus the Hessian of log p(x|nu) in nu, its positive part for BAGGINS (m / r)."""
-    from mlpvae.nn.layers import sigmoid
-
     xp = array_namespace(out)
     if mc.likelihood == "bernoulli":
         p = sigmoid(out)
@@ -67,8 +62,6 @@ def score(out, x, mc: M.ModelConfig):
     Bernoulli: x - sigmoid(out); Gaussian T = t I: (x - nu) / t; BAGGINS with
     T of Eq. (29): m (x - nu) / |x - nu|^2 (T follows the residual).
     """
-    from mlpvae.nn.layers import sigmoid
-
     if mc.likelihood == "bernoulli":
         return x - sigmoid(out)
     d = x - out
@@ -170,7 +163,7 @@ def neighbour_starts(x, x_train, mu_train, k: int, chunk: int = 1000):
     xp = array_namespace(x)
     sq = xp.sum(x_train * x_train, axis=1)
     idx = np.empty((len(x), k), dtype=np.int64)
-    for sl in A._chunks(len(x), chunk):
+    for sl in chunks(len(x), chunk):
         d2 = sq[None, :] - 2.0 * (x[sl] @ x_train.T)  # |x|^2 is the same for every candidate
         idx[sl] = to_numpy(xp.argsort(d2, axis=1)[:, :k])
     return mu_train[xp.asarray(idx.T)]
@@ -183,7 +176,7 @@ def _climb(params, x, z0, mu, var, mc: M.ModelConfig, s2, baggins_s2, steps: int
     res = {"mode": np.empty((N, n)), "log_joint": np.empty(N), "start_log_joint": np.empty(N), "gradient_norm": np.empty(N),
            "iterations": np.zeros(N, dtype=int), "converged": np.zeros(N, dtype=bool), "stalled": np.zeros(N, dtype=bool)}
     eye = np.eye(n)
-    for sl in A._chunks(N, chunk):
+    for sl in chunks(N, chunk):
         xb, mb, vb = x[sl], mu[sl], var[sl]
         z = xp.array(z0[sl], dtype=xp.float64)
         g, out, J = gradient(params, xb, z, mc, s2)
@@ -234,98 +227,3 @@ def _climb(params, x, z0, mu, var, mc: M.ModelConfig, s2, baggins_s2, steps: int
         res["converged"][sl] = gnorm <= gtol
         res["stalled"][sl] = ((lam > 1e12) | stuck) & (gnorm > gtol)
     return res
-
-
-def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int = 10, neighbours: int = 30,
-                 climbs: int | None = 10, device: str | None = None, progress: bool = False) -> tuple[dict, dict]:
-    """log p(x) bounds and Eq. (16) at the posterior mode of a trained run of any n (Not in the paper).
-
-    On the first ``images`` test images: the posterior mode (:func:`posterior_mode`
-    from the encoder's mean and from those of the ``neighbours`` nearest
-    training images, :func:`neighbour_starts`, climbing from the ``climbs``
-    best of those), the IWAE bound with k = ``iwae_k`` samples of the
-    encoder's q(z|x) and of the Laplace posterior at the mode
-    (:func:`mlpvae.experiments.analyze.laplace_proposal` centred at z*), the ELBO, Eq. (16) at
-    mu and at the mode, and Eq. (18)'s gap, each as :func:`mlpvae.experiments.analyze.analyze_run`
-    takes them (prior, metric G, BAGGINS' S^2).  Both IWAE values are lower
-    bounds on log p(x) in expectation; the larger is the better estimate.
-
-    Returns ``(summary, per_image)``: means over the images (nats per image)
-    and the per-image host arrays.
-    """
-    from mlpvae.training import train as T
-
-    t0 = time.perf_counter()
-    run = A.load_run(run_dir, device=device, test_limit=images)
-    mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
-    mu_tr, _, s2, s2_train = A.training_priors(run)
-    floating = mc.posterior in E.FLOATING
-    mu, var = E.encode_all(params, x, mc)
-    var = xp.broadcast_to(var, mu.shape)
-    starts = neighbour_starts(x, run.x_train, mu_tr, neighbours) if neighbours > 0 else None
-    found = posterior_mode(params, x, mu, var, mc, s2, baggins_s2=s2_train, starts=starts, climbs=climbs)
-    t_mode = time.perf_counter() - t0
-    mode = xp.asarray(found["mode"])
-    rng = T.generator(run.cfg.seed, A.STREAM_ANALYSIS, run.epoch, xp)
-    elbo = A.elbo_per_example(params, x, mc, rng, elbo_k, s2 if floating else None)
-    prior = s2 if floating else None
-    iwae_q = E.iwae_log_px(params, x, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress)
-    iwae_mode = E.iwae_log_px(params, x, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress,
-                              proposal=A.laplace_proposal(params, x, mode, var, mc, s2))
-    at_mu = A.laplace_evidence(params, x, mu, var, mc, s2)
-    at_mode = A.laplace_evidence(params, x, mode, var, mc, s2)
-    per = {"mode": found["mode"], "mu": to_numpy(mu), "log_joint_at_mode": found["log_joint"],
-           "log_joint_at_mu": found["start_log_joint"], "iterations": found["iterations"],
-           "converged": found["converged"], "stalled": found["stalled"], "gradient_norm": found["gradient_norm"],
-           "start": found["start"],
-           "elbo": elbo,
-           "iwae_q": iwae_q, "iwae_mode": iwae_mode, "eq16_at_mean": at_mu["log_evidence"],
-           "eq16_at_mode": at_mode["log_evidence"], "gap_eq18": at_mu["gap_eq18"]}
-    best = np.maximum(iwae_q, iwae_mode)
-    d_mode = iwae_mode - iwae_q
-    summary = {
-        "run": str(run_dir), "posterior": mc.posterior, "likelihood": mc.likelihood, "n": mc.n,
-        "scale": run.cfg.scale, "images": int(len(x)), "iwae_k": iwae_k, "elbo_k": elbo_k,
-        "neighbours": neighbours, "climbs": climbs, "from_a_neighbour": int((found["start"] > 0).sum()),
-        "converged": int(found["converged"].sum()), "stalled": int(found["stalled"].sum()),
-        "iterations_mean": float(found["iterations"].mean()),
-        "gradient_norm_max": float(found["gradient_norm"].max()),
-        "log_joint_rise": float(np.mean(found["log_joint"] - found["start_log_joint"])),
-        "mode_distance": float(np.mean(np.linalg.norm((found["mode"] - per["mu"]) / np.sqrt(to_numpy(s2)), axis=1))),
-        "elbo": float(np.mean(elbo)), "iwae_q": float(np.mean(iwae_q)), "iwae_mode": float(np.mean(iwae_mode)),
-        "iwae_best": float(np.mean(best)),
-        "mode_minus_q": float(np.mean(d_mode)), "mode_minus_q_median": float(np.median(d_mode)),
-        "mode_above_q": int((d_mode > A_NAT).sum()), "mode_below_q": int((d_mode < -A_NAT).sum()),
-        "gap_q": float(np.mean(iwae_q - elbo)), "gap_best": float(np.mean(best - elbo)),
-        "gap_eq18": float(np.mean(per["gap_eq18"])),
-        "eq16_at_mean_minus_best": float(np.mean(per["eq16_at_mean"] - best)),
-        "eq16_at_mode_minus_best": float(np.mean(per["eq16_at_mode"] - best)),
-        "eq16_at_mode_minus_best_median": float(np.median(per["eq16_at_mode"] - best)),
-        "mode_seconds": t_mode, "seconds": time.perf_counter() - t0,
-    }
-    return summary, per
-
-
-
-def report_md(r: dict) -> str:
-    """The summary of :func:`evaluate_run` as Markdown lines."""
-    f = signed
-    return "\n".join([
-        f"# Posterior mode and Laplace proposal: {r['run']}",
-        f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images, "
-        f"IWAE k = {r['iwae_k']}",
-        f"- mode found (Levenberg-Marquardt from mu and the best {r['climbs']} of {r['neighbours']} neighbours' means; "
-        f"a neighbour's start won on "
-        f"{r['from_a_neighbour']} images): {r['converged']}/{r['images']} converged, {r['stalled']} on a "
-        f"kink of the decoder; {r['iterations_mean']:.1f} iterations on average, largest relative |S grad| "
-        f"{r['gradient_norm_max']:.2g}; "
-        f"log joint raised by {r['log_joint_rise']:.2f} nats, mode {r['mode_distance']:.2f} prior sd from mu",
-        f"- IWAE with q(z|x): {r['iwae_q']:.2f}; with the Laplace posterior at the mode: {r['iwae_mode']:.2f} "
-        f"(mode minus q {f(r['mode_minus_q'])}, median {f(r['mode_minus_q_median'])}; better by > 1 nat on "
-        f"{r['mode_above_q']} images, worse on {r['mode_below_q']})",
-        f"- ELBO {r['elbo']:.2f}; gap to the better bound {r['gap_best']:.2f} (to q's IWAE {r['gap_q']:.2f}); "
-        f"Eq. (18) {r['gap_eq18']:.2f}",
-        f"- Eq. (16) minus the better bound: at mu {f(r['eq16_at_mean_minus_best'])}, at the mode "
-        f"{f(r['eq16_at_mode_minus_best'])} (median {f(r['eq16_at_mode_minus_best_median'])})",
-        f"- {r['seconds']:.0f} s ({r['mode_seconds']:.0f} s for the modes)",
-    ])

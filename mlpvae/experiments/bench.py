@@ -34,7 +34,6 @@ import time
 import numpy as np
 
 from mlpvae.accel import device as dev
-from mlpvae.experiments import evaluate as E
 from mlpvae.experiments.bench_timing import (
     blas_threads,
     gemm_rate,
@@ -45,8 +44,12 @@ from mlpvae.experiments.bench_timing import (
 )
 from mlpvae.nn import torch_reference
 from mlpvae.nn.model import LIKELIHOODS
-from mlpvae.training import train
+from mlpvae.evidence.iwae import iwae_log_px
+from mlpvae.nn.batched import elbo_mean
+from mlpvae.nn.stacking import stack
 from mlpvae.training.checkpoint import write_json
+from mlpvae.training.step import device_stream
+from mlpvae.training.streams import STREAM_TEST, generator
 from vaetheory.validate import choice
 
 CONFIGS = [(n, posterior) for n in (2, 100) for posterior in ("learned", "constant", "bilbo")]
@@ -95,7 +98,7 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
     singles = [our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
 
     def stacked_stepper():
-        return our_stepper(xp, mc, train.stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
+        return our_stepper(xp, mc, stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
                             np.stack([e for *_, e in probs], axis=1))
 
     def one_by_one():
@@ -169,15 +172,15 @@ def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_
     mc, params, _, _ = problem(xp, n, posterior, 1, 1, seed)
     params = {k: xp.asarray(v) for k, v in params.items()}
     x = xp.asarray(np.random.default_rng(seed + 1).random((images, mc.m), dtype=np.float32))
-    rng = train.generator(seed, train.STREAM_TEST, 0, xp)  # the noise is drawn where the arrays live
+    rng = generator(seed, STREAM_TEST, 0, xp)  # the noise is drawn where the arrays live
     dev.synchronize(xp)
     t = time.perf_counter()
-    E.elbo_mean(params, x, mc, rng)
+    elbo_mean(params, x, mc, rng)
     dev.synchronize(xp)
     elbo_s = time.perf_counter() - t
     iwae_images = min(iwae_images, images)
     t = time.perf_counter()
-    E.iwae_log_px(params, x[:iwae_images], mc, rng, k=iwae_k)
+    iwae_log_px(params, x[:iwae_images], mc, rng, k=iwae_k)
     dev.synchronize(xp)
     iwae_s = time.perf_counter() - t
     return {"n": n, "posterior": posterior, "images": images, "elbo_s": elbo_s, "iwae_k": iwae_k,
@@ -219,7 +222,7 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
         torch_note = f"torch {_torch.__version__}, eager, CPU, set_num_threads({threads})"
         use_torch = True
     rows = []
-    with train._device_stream(xp):  # where the trainer runs (a CUDA graph needs a stream of its own)
+    with device_stream(xp):  # where the trainer runs (a CUDA graph needs a stream of its own)
         for n, posterior, likelihood in map(_triple, configs):
             r = time_steps(xp, n, posterior, B, steps, warmup, rounds=rounds,
                            torch_threads=threads if use_torch and xp is np else None,

@@ -2,7 +2,7 @@
 
 :func:`gemm_rate` measures the machine's matrix-multiply rate;
 :func:`our_stepper` builds one of our training steps (the trainer's
-:class:`mlpvae.training.train.TrainingStep`: forward, hand-written backward,
+:class:`mlpvae.training.step.TrainingStep`: forward, hand-written backward,
 Adam; on CuPy, fused kernels replayed as one CUDA graph) on a random problem
 (:func:`problem`); :func:`interleaved` times several steppers in blocks taken in
 turn, so a change in machine load hits each alike.  Every GPU timing is taken
@@ -18,7 +18,7 @@ import numpy as np
 
 from mlpvae.accel import device as dev
 from mlpvae.nn import adam, model
-from mlpvae.training import train
+from mlpvae.training.step import TrainingStep
 
 
 def gemm_rate(xp, size: int, dtype=np.float32, repeats: int = 3, shape=None) -> float:
@@ -82,7 +82,7 @@ def our_stepper(xp, mc, params, x, eps_all):
     opt = adam.Adam(params, lr=1e-3)
     eps = xp.empty_like(eps_all[0])
     # the trainer's step (a CUDA graph on CuPy); the noise is copied in before it, as the trainer draws it
-    one = train.TrainingStep(xp, params, opt, mc, x, eps, xp.zeros(x.shape[:-2], dtype=xp.float64))
+    one = TrainingStep(xp, params, opt, mc, x, eps, xp.zeros(x.shape[:-2], dtype=xp.float64))
     count = [0]
 
     def step():

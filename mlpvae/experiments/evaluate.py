@@ -1,209 +1,35 @@
-"""Evaluating a trained model: test ELBO, IWAE log p(x), active units, the entropy floor (Sec. 7).
+"""``vaetheory evaluate``: the test ELBO, the IWAE bound on log p(x), active units and the entropy floor of a run (Sec. 7).
 
 All numbers are in nats per image, summed over pixels, on the targets the model
 was trained on (grayscale intensities unless the run used dynamic binarization;
 ``eval.json`` says which).
 
 * Test ELBO, Eq. (1) / Eq. (2), averaged over ``k`` posterior samples per
-  image.  For floating-prior models (posterior "constant" or "bilbo") the prior
-  is N(0, S^2) with ``S^2 = E[Sigma] + E[diag(mu)^2]`` (Eq. (4), diagonal) and is
-  reported twice, labelled: S^2 from the training set and from the evaluation set.
-* Importance-sampled log p(x) (Burda et al.'s IWAE bound, not in the paper):
-  ``log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, ``z_i ~ q(z|x)``.  It is a
-  lower bound on log p(x) for every k and increases to it as k grows; the
-  samples are processed in chunks so memory stays bounded for k up to 5000.
-* Active units (Burda et al.): latent dimension u is active when
-  ``Cov_x(E_q[z_u]) = Var_x(mu_u) > 1e-2``.
-* The grayscale entropy floor: with grayscale targets ``x in [0, 1]`` the
-  Bernoulli log-likelihood ``x log p + (1 - x) log(1 - p)`` is at most
-  ``-H(x)``, so ``-sum_pixels H(x_pixel)`` is an upper bound on any Bernoulli
-  model's ELBO and log p(x) for that image (~ -45.5 nats per MNIST test image).
+  image (:mod:`mlpvae.nn.batched`).  For floating-prior models (posterior
+  "constant" or "bilbo") the prior is N(0, S^2) with ``S^2 = E[Sigma] +
+  E[diag(mu)^2]`` (Eq. (4), diagonal) and is reported twice, labelled: S^2
+  from the training set and from the evaluation set.
+* The importance-sampled bound on log p(x), the active units and the
+  grayscale entropy floor of :mod:`mlpvae.evidence.iwae` (not in the paper).
+* With ``--plots``, the run's figures (:mod:`mlpvae.experiments.plots`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
+from mlpvae.evidence.iwae import ACTIVE_THRESHOLD, active_units, entropy_floor, iwae_log_px
+from mlpvae.experiments import plots as P
+from mlpvae.nn.batched import FLOATING, decode_mean, elbo_mean, encode_all, prior_s2
+from mlpvae.training.checkpoint import write_json
+from mlpvae.training.runs import load_run
+from mlpvae.training.streams import STREAM_EVAL, STREAM_PLOTS, generator
 from vaetheory.xp import array_namespace, to_numpy
-
-FLOATING = ("constant", "bilbo")
-ACTIVE_THRESHOLD = 1e-2
-STREAM_EVAL, STREAM_PLOTS = 1000, 1001  # seed streams, beside mlpvae.training.train's
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _model():
-    import mlpvae.nn.model
-
-    return mlpvae.nn.model
-
-
-# Images per chunk of the test-ELBO and encoder passes.  On a GPU the cost of a chunk is its launches
-# and the host synchronisation that reads its sum, so chunks there are five times larger.
-CHUNK = {"numpy": 2000, "cupy": 10000}
-
-
-def _chunks(N: int, size: int):
-    for a in range(0, N, size):
-        yield slice(a, min(N, a + size))
-
-
-def _chunk(xp, chunk):
-    return chunk if chunk is not None else CHUNK["numpy" if xp is np else "cupy"]
-
-
-def encode_all(params, x, mc, chunk: int | None = None):
-    """Posterior means and variances ``mu, var (N, n)`` of every row of ``x (N, m)``, in chunks (Sec. 7).
-
-    ``chunk``: images per encoder pass (default :data:`CHUNK` for the array module).
-    """
-    xp = array_namespace(x)
-    mus, vars_ = [], []
-    for sl in _chunks(len(x), _chunk(xp, chunk)):
-        mu, var = _model().encode(params, x[sl], mc)
-        mus.append(mu)
-        vars_.append(xp.broadcast_to(var, mu.shape))
-    return xp.concatenate(mus), xp.concatenate(vars_)
-
-
-def prior_s2(mu, var):
-    """The floating prior variance ``S^2 = E[Sigma] + E[diag(mu)^2]`` (n,), Eq. (4) (diagonal) / Sec. 4.3."""
-    xp = array_namespace(mu)
-    return xp.mean(var, axis=0) + xp.mean(mu * mu, axis=0)
-
-
-def elbo_mean(params, x, mc, noise_rng, k: int = 1, s2=None, chunk: int | None = None) -> float:
-    """Mean over images of the ELBO, Eq. (1) or Eq. (2) with prior N(0, S^2), averaged over ``k`` samples.
-
-    ``s2 (n,)`` is the prior variance for floating-prior models (None: the
-    model's own prior, N(0, I) for learned posteriors).  Accumulated in float64.
-    """
-    xp = array_namespace(x)
-    n = mc.n
-    total = xp.zeros((), dtype=xp.float64)  # summed where the arrays are: one host read at the end
-    for sl in _chunks(len(x), _chunk(xp, chunk)):
-        xb = x[sl]
-        for _ in range(k):
-            eps = noise_rng.standard_normal((len(xb), n), dtype=xb.dtype)
-            total += xp.sum(_model().elbo_per_example(params, xb, eps, mc, s2=s2), dtype=xp.float64)
-    return float(total) / (k * len(x))
-
-
-def test_elbos(params, mc, x_train, x_test, noise_rng, k: int = 1) -> dict[str, float]:
-    """The labelled test-ELBO columns of ``metrics.csv`` (nats per image), Eqs. (1)-(2) / Sec. 7.
-
-    Learned posteriors: ``{"test_elbo"}``.  Floating-prior models:
-    ``{"test_elbo_s2_train", "test_elbo_s2_test"}``, S^2 from Eq. (4) on the
-    training set and on the test set.
-    """
-    if mc.posterior not in FLOATING:
-        return {"test_elbo": elbo_mean(params, x_test, mc, noise_rng, k)}
-    s2_train = prior_s2(*encode_all(params, x_train, mc))
-    s2_test = prior_s2(*encode_all(params, x_test, mc))
-    return {
-        "test_elbo_s2_train": elbo_mean(params, x_test, mc, noise_rng, k, s2=s2_train),
-        "test_elbo_s2_test": elbo_mean(params, x_test, mc, noise_rng, k, s2=s2_test),
-    }
-
-
-def _log_normal_diag(xp, z, mean, var):
-    """log N(z; mean, diag(var)) summed over the last axis."""
-    d = z - mean
-    return -0.5 * xp.sum(d * d / var + xp.log(var) + _LOG_2PI, axis=-1)
-
-
-def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20000, baggins_s2=None,
-                progress: bool = False, proposal=None) -> np.ndarray:
-    """Importance-sampled lower bound on log p(x) per image (N,), with k samples (Burda et al.; Not in the paper).
-
-    ``log p(x) >= log (1/k) sum_{i<=k} p(x|z_i) N(z_i; 0, S^2) / q(z_i|x)``,
-    ``z_i ~ q(z|x) = N(mu, Sigma)``; ``S^2 = s2`` (None: 1, the N(0, I) prior).
-    At most ``rows`` (image, sample) pairs are decoded at once, so the memory
-    is ``O(rows * m)`` whatever k is; the running log-sum-exp over sample
-    chunks is kept in float64.  For BAGGINS, p(x|z_i) = N(x; nu(z_i), T_i I)
-    with T_i from Eq. (29) for that sample, S^2 = ``baggins_s2`` (required).
-    ``proposal(sl, eps) -> (z, log_q)`` replaces q(z|x) by another proposal
-    for the images ``x[sl]``, from standard normal ``eps (c, b, n)`` (e.g.
-    :func:`mlpvae.experiments.analyze.laplace_proposal`); BAGGINS's T still uses the
-    encoder's Sigma, as in training.
-    """
-    xp = array_namespace(x)
-    n = mc.n
-    s2 = xp.ones(n, dtype=x.dtype) if s2 is None else s2
-    out = np.empty(len(x))
-    per = max(1, rows // k) if k <= rows else 1
-    kc = min(k, rows)
-    from tqdm import tqdm
-
-    for sl in tqdm(list(_chunks(len(x), per)), desc=f"IWAE k={k}", disable=not progress, leave=False,
-                   file=sys.stderr):
-        xb = x[sl]
-        b = len(xb)
-        mu, var = _model().encode(params, xb, mc)
-        var = xp.broadcast_to(var, mu.shape)
-        acc = xp.full(b, -xp.inf, dtype=xp.float64)
-        done = 0
-        while done < k:
-            c = min(kc, k - done)
-            eps = noise_rng.standard_normal((c, b, n), dtype=x.dtype)
-            if proposal is None:
-                z = mu[None] + xp.sqrt(var)[None] * eps  # (c, b, n)
-                log_q = _log_normal_diag(xp, z, mu[None], var[None])
-            else:
-                z, log_q = proposal(sl, eps)
-            zf = z.reshape(c * b, n)
-            xr = xp.broadcast_to(xb[None], (c, b, xb.shape[1])).reshape(c * b, -1)
-            dec = _model().decode(params, zf, mc)
-            T = None
-            if mc.likelihood == "baggins":
-                from vaetheory.objectives import baggins_T
-
-                mur = xp.broadcast_to(mu[None], (c, b, n)).reshape(c * b, n)
-                varr = xp.broadcast_to(var[None], (c, b, n)).reshape(c * b, n)
-                T = baggins_T(xr, dec["mean"], mur, varr, mc.tau, baggins_s2)
-            ll = _model().log_likelihood(dec, xr, mc, T=T).reshape(c, b)
-            lw = ll + _log_normal_diag(xp, z, 0.0, s2) - log_q
-            lw = lw.astype(xp.float64)
-            m = xp.maximum(acc, lw.max(axis=0))
-            acc = m + xp.log(xp.exp(acc - m) + xp.exp(lw - m[None]).sum(axis=0))
-            done += c
-        out[sl] = to_numpy(acc) - math.log(k)
-    return out
-
-
-def active_units(mu, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, np.ndarray]:
-    """Number of active latent units and ``Var_x(mu_u) (n,)`` (Burda et al.'s criterion; Not in the paper)."""
-    v = to_numpy(mu).astype(np.float64).var(axis=0)
-    return int((v > threshold).sum()), v
-
-
-def entropy_floor(x) -> float:
-    """Mean over images of ``sum_pixels H(x)``, the Bernoulli entropy of grayscale targets (Sec. 7; DESIGN).
-
-    ``x (N, m)`` in [0, 1], with ``0 log 0 = 0``.  Minus this is an upper bound
-    on the Bernoulli ELBO and log p(x) of every image, averaged.
-    """
-    p = to_numpy(x).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log1p(-p), 0.0))
-    return float(h.sum(axis=1).mean())
-
-
-def decode_mean(params, z, mc, scale: float = 1.0):
-    """Decoder means nu(z) as host images in [0, 1] (Sec. 7).
-
-    Bernoulli probabilities, or Gaussian means divided by the data scale lambda.
-    """
-    from mlpvae.nn.layers import sigmoid
-
-    dec = _model().decode(params, z, mc)
-    img = sigmoid(dec["logits"]) if "logits" in dec else dec["mean"] / scale
-    return to_numpy(img)
 
 
 def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | None = None, plots: bool = False,
@@ -217,30 +43,11 @@ def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | Non
     (grayscale or binarized, times lambda) and, with dynamic binarization,
     the training targets of the last epoch for S^2.
     """
-    from mlpvae.training import checkpoint
-    from mlpvae.training import config as C
-    from mlpvae.training import data as D
-    from mlpvae.accel import device as dev
-    from mlpvae.training import train as T
-
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir / "run.json").read_text())
-    cfg_d = dict(info["config"])
-    if device is not None:
-        cfg_d["device"] = device
-    if test_limit is not None:
-        cfg_d["test_limit"] = test_limit
-    cfg = C.TrainConfig(**cfg_d)
-    xp, desc = dev.select(cfg.device)
-    ck = checkpoint.load(run_dir / "checkpoint.npz", xp)
-    params, epoch, mc = ck["params"], int(ck["epoch"]), cfg.model_config()
-    dtype = np.dtype(cfg.dtype)
-    ds = T.load_data(cfg)
-    x_train = D.targets(xp.asarray(ds.train_images), scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                        rng=T.generator(cfg.seed, T.STREAM_NOISE, max(epoch - 1, 0), xp))
-    x_test = D.targets(xp.asarray(ds.test_images), scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                       rng=T.generator(cfg.seed, T.STREAM_TEST, 0, xp))
-    rng = T.generator(cfg.seed, STREAM_EVAL, epoch, xp)
+    run = load_run(run_dir, device=device, test_limit=test_limit)
+    run_dir, info, cfg, xp, desc = run.run_dir, run.info, run.cfg, run.xp, run.device
+    params, epoch, mc = run.params, run.epoch, run.mc
+    x_train, x_test = run.x_train, run.x_test
+    rng = generator(cfg.seed, STREAM_EVAL, epoch, xp)
 
     mu_tr, var_tr = encode_all(params, x_train, mc)
     s2_train = prior_s2(mu_tr, var_tr)
@@ -258,11 +65,11 @@ def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | Non
         prior = None
         res["iwae_prior"] = "N(0, I) (Eq. (1))"
     res["elbo_samples"] = k
-    t0 = __import__("time").perf_counter()
+    t0 = time.perf_counter()
     lp = iwae_log_px(params, x_test, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress)
     res["iwae_log_px"] = float(lp.mean())
     res["iwae_k"] = iwae_k
-    res["iwae_seconds"] = __import__("time").perf_counter() - t0
+    res["iwae_seconds"] = time.perf_counter() - t0
     res["iwae_note"] = f"lower bound on log p(x) (IWAE, k={iwae_k}); tighter than the ELBO, equal as k -> inf"
     count, v = active_units(mu)
     res["active_units"] = count
@@ -275,10 +82,8 @@ def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | Non
                                      "-entropy_floor bounds any Bernoulli ELBO / log p(x) from above")
     if plots:
         res["plots"] = [str(p) for p in write_plots(run_dir, params, mc, cfg, to_numpy(mu), to_numpy(var),
-                                                     ds.test_labels, x_test, s2_train,
-                                                     T.generator(cfg.seed, STREAM_PLOTS, epoch), compare)]
-    from mlpvae.training.checkpoint import write_json
-
+                                                     run.labels_test, x_test, s2_train,
+                                                     generator(cfg.seed, STREAM_PLOTS, epoch), compare)]
     write_json(run_dir / "eval.json", res)
     return res
 
@@ -289,8 +94,6 @@ def write_plots(run_dir: Path, params, mc, cfg, mu, var, labels, x_test, s2_trai
     ``rng`` is a host generator; ``compare`` lists other run directories
     whose training curves are overlaid (Fig. 4 compares methods).
     """
-    from mlpvae.experiments import plots as P
-
     xp = array_namespace(x_test)
     name = f"{mc.posterior}, {mc.likelihood}, n={mc.n}"
     s2h = to_numpy(s2_train)
@@ -319,7 +122,7 @@ def write_plots(run_dir: Path, params, mc, cfg, mu, var, labels, x_test, s2_trai
 
 
 def add_arguments(parser) -> None:
-    """The command-line interface (Not in the paper)."""
+    """The options of ``vaetheory evaluate``: the run directory, sample counts, test images, plots, device."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vaetheory train`")
     parser.add_argument("--k", type=int, default=10, help="posterior samples per image for the test ELBO (10)")
     parser.add_argument("--iwae-k", type=int, default=1000, help="importance samples per image (1000; up to 5000)")
@@ -331,7 +134,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """The command-line interface (Not in the paper)."""
+    """``vaetheory evaluate``: evaluate a run, print the results and write ``eval.json``; the exit status."""
     try:
         res = evaluate_run(args.run_dir, args.k, args.iwae_k, args.test_limit, args.plots, args.device,
                            compare=args.compare)

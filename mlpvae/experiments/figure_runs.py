@@ -12,14 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.experiments import evaluate as E
 from mlpvae.experiments import plots as P
-from mlpvae.experiments.evaluate import FLOATING
 from mlpvae.experiments.run_queue import read_json
-from mlpvae.training import checkpoint
-from mlpvae.training import config as C
-from mlpvae.training import data as D
-from mlpvae.training import train as T
+from mlpvae.nn.batched import FLOATING, decode_mean, encode_all, prior_s2
+from mlpvae.training import runs
+from mlpvae.training.data import load_data
 
 
 def final_metrics(directory: Path) -> dict:
@@ -65,27 +62,21 @@ def load_run(directory: Path) -> LoadedRun | None:
     info = read_json(directory / "run.json")
     if info is None or not (directory / "checkpoint.npz").exists():
         return None
-    cfg = C.TrainConfig(**{**info["config"], "device": "cpu"})
-    ck = checkpoint.load(directory / "checkpoint.npz")
-    mc, epoch, dtype = cfg.model_config(), int(ck["epoch"]), np.dtype(cfg.dtype)
+    _, cfg = runs.read_config(directory, device="cpu")
     key = (cfg.dataset, cfg.data, cfg.limit, cfg.test_limit, cfg.m, cfg.seed if cfg.dataset == "synthetic" else None)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one data set at a time keeps memory bounded
-        _DATA_CACHE[key] = T.load_data(cfg)
-    ds = _DATA_CACHE[key]
-    x_train = D.targets(ds.train_images, scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                        rng=T.generator(cfg.seed, T.STREAM_NOISE, max(epoch - 1, 0)))
-    x_test = D.targets(ds.test_images, scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                       rng=T.generator(cfg.seed, T.STREAM_TEST, 0))
-    s2_train = E.prior_s2(*E.encode_all(ck["params"], x_train, mc))
-    mu, var = E.encode_all(ck["params"], x_test, mc)
-    return LoadedRun(ck["params"], mc, cfg, x_test, ds.test_labels, np.asarray(mu), np.asarray(var),
+        _DATA_CACHE[key] = load_data(cfg)
+    run = runs.load_run(directory, device="cpu", data=_DATA_CACHE[key])
+    s2_train = prior_s2(*encode_all(run.params, run.x_train, run.mc))
+    mu, var = encode_all(run.params, run.x_test, run.mc)
+    return LoadedRun(run.params, run.mc, run.cfg, run.x_test, run.labels_test, np.asarray(mu), np.asarray(var),
                      np.asarray(s2_train, dtype=np.float64))
 
 
 def decode_images(run: LoadedRun, z) -> np.ndarray:
     """Decoder means of latents ``z (K, n)`` as images in [0, 1] of the run's data scale (Sec. 7)."""
-    return E.decode_mean(run.params, np.asarray(z, dtype=run.x_test.dtype), run.mc, run.cfg.scale)
+    return decode_mean(run.params, np.asarray(z, dtype=run.x_test.dtype), run.mc, run.cfg.scale)
 
 
 def prior_var(run: LoadedRun, prior: str) -> np.ndarray:

@@ -48,8 +48,8 @@ PLOT_KEYS = ("kind", "file", "methods", "seeds", "prior", "latent", "title", "ys
 YSCALES = ("linear", "symlog")  # symlog: a curve that spikes by orders of magnitude stays readable
 PLOT_KINDS = ("curves", "samples", "scatter", "variance", "manifold", "reconstructions")
 PRIORS = ("model", "standard", "fitted")
-# Results roots, beside the configs' folder: validation/figures -> validation/results(-quick)
-DEFAULT_ROOT, QUICK_ROOT = "results", "results-quick"
+# Results roots, beside the configs' folder: validation/figures -> validation/results/figures(-quick)
+DEFAULT_ROOT, QUICK_ROOT = "results/figures", "results/figures-quick"
 # Per-run settings that a quick run may override; recorded in the figure's run.json.
 QUICK_KEYS = ("epochs", "limit", "test_limit")
 
@@ -190,7 +190,7 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
 
 
 def default_root(fig: Figure, quick: bool) -> Path:
-    """``validation/results`` (``validation/results-quick`` for quick runs) beside the config's folder (Not in the paper)."""
+    """The results root for ``fig``: ``validation/results/figures`` (``validation/results/figures-quick`` for quick runs), found beside the config's folder."""
     return fig.path.parent.parent / (QUICK_ROOT if quick else DEFAULT_ROOT)
 
 

@@ -13,17 +13,11 @@ import numpy as np
 
 from mlpvae.experiments.figure_runs import final_metrics
 from mlpvae.experiments.figure_schema import Figure, run_dir, seeds_of
+from mlpvae.experiments.report import mean_std
 from mlpvae.experiments.run_queue import read_json
 
 COLUMN_LABELS = {"test_elbo": "prior N(0, I)", "test_elbo_s2_train": "S^2 from train set",
                  "test_elbo_s2_test": "S^2 from test set"}
-
-
-def _mean_std(values: list[float]) -> dict:
-    """Mean, sample std (None below two values), count and the values themselves."""
-    v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()) if len(v) else None,
-            "std": float(v.std(ddof=1)) if len(v) > 1 else None, "n": int(len(v)), "values": v.tolist()}
 
 
 def summarize(fig: Figure, root: Path, override: list[int] | None = None) -> dict:
@@ -50,8 +44,8 @@ def summarize(fig: Figure, root: Path, override: list[int] | None = None) -> dic
         rows.append({
             "method": method.name, "label": method.label, "shared": method.shared,
             "settings": method.settings, "seeds": seeds, "status": statuses,
-            "final_epoch": epochs, "test_elbo": {c: _mean_std([fm[c] for fm in finals if c in fm]) for c in cols},
-            "train_objective": _mean_std([fm["train_objective"] for fm in finals]),
+            "final_epoch": epochs, "test_elbo": {c: mean_std([fm[c] for fm in finals if c in fm]) for c in cols},
+            "train_objective": mean_std([fm["train_objective"] for fm in finals]),
             "paper": method.paper, "targets": sorted(targets), "wall_seconds": sum(walls),
             "devices": sorted(devices),
         })
@@ -62,7 +56,7 @@ def summarize(fig: Figure, root: Path, override: list[int] | None = None) -> dic
 
 
 def _fmt(ms: dict) -> str:
-    """``mean +- std (n=N)`` of a :func:`_mean_std` result, or "not yet run"."""
+    """``mean +- std (n=N)`` of a :func:`~mlpvae.experiments.report.mean_std` result, or "not yet run"."""
     if ms["mean"] is None:
         return "not yet run"
     return f"{ms['mean']:.2f}" + (f" +- {ms['std']:.2f}" if ms["std"] is not None else "") + f" (n={ms['n']})"

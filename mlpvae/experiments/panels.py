@@ -16,8 +16,8 @@ import numpy as np
 from mlpvae.experiments import plots as P
 from mlpvae.experiments.figure_runs import decode_images, load_run, prior_var
 from mlpvae.experiments.figure_schema import Figure, Method, run_dir, seeds_of
+from mlpvae.training.streams import STREAM_FIGURES
 
-STREAM_FIGURES = 2001  # host generator stream for the figures' samples, beside mlpvae.training.train's
 
 
 def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[int] | None) -> Path:

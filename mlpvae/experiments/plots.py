@@ -219,7 +219,3 @@ def manifold_grid(decode_mean, path, s=(1.0, 1.0), steps: int = 20, span: float 
     z1, z2 = np.meshgrid(a * s[0], a[::-1] * s[1])
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)
     return image_grid(decode_mean(z), path, steps, steps, title or f"latent manifold (+-{span} s)", size)
-
-
-# The names analyze.py and validation/grid_log_px.py import; they go when those modules import pyplot and save.
-_plt, _save = pyplot, save

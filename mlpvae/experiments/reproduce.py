@@ -6,9 +6,9 @@ runs a figure (:func:`reproduce`) and is its command line
 :mod:`mlpvae.experiments.run_queue`, drawn by :mod:`mlpvae.experiments.panels`
 and summarised by :mod:`mlpvae.experiments.figure_summary`.
 
-Output under ``--out ROOT`` (default ``validation/results``; with a quick-run
+Output under ``--out ROOT`` (default ``validation/results/figures``; with a quick-run
 override (``--epochs``, ``--limit``, ``--test-limit``, ``--set``; not
-``--seeds``, which changes no run) ``validation/results-quick``): ``ROOT/<figure>/<method>/seed<k>/`` is
+``--seeds``, which changes no run) ``validation/results/figures-quick``): ``ROOT/<figure>/<method>/seed<k>/`` is
 an ordinary ``vaetheory train`` run directory (metrics.csv, checkpoint.npz,
 run.json); ``ROOT/<figure>/`` holds the PNGs, ``summary.json``,
 ``summary.md`` and ``run.json`` (config, overrides, git SHA, devices, dtypes,
@@ -41,7 +41,7 @@ from mlpvae.experiments.run_queue import (
     run_state,
 )
 from mlpvae.training import checkpoint
-from mlpvae.training import train as T
+from mlpvae.training.runs import git_sha
 
 
 def reproduce(config: str | Path, root: str | Path | None = None, device: str = "auto",
@@ -52,8 +52,8 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
 
     ``epochs``, ``limit``, ``test_limit`` and ``sets`` (any other TrainConfig
     keys) are quick-run overrides and ``seeds`` a subset of runs, all recorded
-    in ``run.json``; without ``root`` the runs go to ``validation/results`` (or
-    ``validation/results-quick`` when a quick-run override is given).  A run
+    in ``run.json``; without ``root`` the runs go to ``validation/results/figures`` (or
+    ``validation/results/figures-quick`` when a quick-run override is given).  A run
     another process is training (it holds the run's lock) is skipped, not trained twice.  ``train=False``
     only redraws the figures and the summary from what is on disk.  Returns
     the figure's ``run.json`` content.  ``stack`` trains each method's seeds
@@ -78,7 +78,7 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
         "figure": fig.name, "config_path": str(fig.path), "config": fig.raw,
         "overrides": {**overrides, **({"seeds": override} if override is not None else {}),
                       **({"methods": list(methods)} if methods is not None else {})},
-        "quick_run": quick, "root": str(root), "git_sha": T.git_sha(), "device_requested": device,
+        "quick_run": quick, "root": str(root), "git_sha": git_sha(), "device_requested": device,
         "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "status": "running", "runs": [],
     }
     checkpoint.write_json(out_dir / "run.json", info)
@@ -152,7 +152,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any training setting for every run, e.g. --set hidden=32 (repeatable)")
     parser.add_argument("--out", metavar="ROOT",
-                        help="results root (default validation/results; validation/results-quick with overrides)")
+                        help="results root (default validation/results/figures; validation/results/figures-quick with overrides)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                         help="per-epoch progress of each run (default: the trainer's)")
     parser.add_argument("--no-train", dest="train", action="store_false",

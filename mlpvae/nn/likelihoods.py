@@ -17,7 +17,7 @@ from mlpvae.accel import fused
 from mlpvae.nn.layers import sigmoid, softplus
 from vaetheory.xp import array_namespace
 
-_LOG_2PI = math.log(2.0 * math.pi)
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 def bernoulli(logits, x, scale=None):
@@ -58,12 +58,12 @@ def gaussian(mean, x, t, scale=None):
     d = x - mean
     r = xp.sum(d * d, axis=-1)
     if getattr(t, "ndim", 0) >= 1:
-        logp = -0.5 * (m * (_LOG_2PI + xp.log(t)) + r / t)
+        logp = -0.5 * (m * (LOG_2PI + xp.log(t)) + r / t)
         if scale is None:
             return logp, None
         d *= (scale / t)[..., None]
         return logp, d
-    logp = -0.5 * (m * (_LOG_2PI + math.log(t)) + r / t)
+    logp = -0.5 * (m * (LOG_2PI + math.log(t)) + r / t)
     if scale is None:
         return logp, None
     d *= scale / t
@@ -86,7 +86,7 @@ def gaussian_learned(mean, std_raw, x, scale=None):
     d /= std  # standardised residual
     q = d * d
     logp = -0.5 * (q + 2.0 * xp.log(std)).sum(axis=-1)
-    logp -= 0.5 * x.shape[-1] * _LOG_2PI
+    logp -= 0.5 * x.shape[-1] * LOG_2PI
     if scale is None:
         return logp, None, None
     # d/dmean = (x - mean)/std^2 ; d/dstd = (q - 1)/std ; dstd/draw = sigmoid(raw)

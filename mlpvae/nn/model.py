@@ -259,7 +259,7 @@ def log_likelihood(dec: dict, x, config: ModelConfig, T=None):
         if config.likelihood == "gaussian-learned":
             var = V.array("dec['var']", dec.get("var"), ("B", "m"), dims, finite=False, dtype=out.dtype)
             d = x - out
-            return -0.5 * ((d * d / var + xp.log(var)).sum(axis=1) + config.m * Lk._LOG_2PI)
+            return -0.5 * ((d * d / var + xp.log(var)).sum(axis=1) + config.m * Lk.LOG_2PI)
         if config.likelihood == "baggins" and T is None:
             raise ValueError("T (B,) from Eq. (29) is required for the baggins likelihood")
         if T is None:
@@ -269,6 +269,19 @@ def log_likelihood(dec: dict, x, config: ModelConfig, T=None):
         else:
             T = V.scalar("T", T, positive=True)
         return Lk.gaussian(out, x, T)[0]
+
+
+def likelihood_T(x, out, mu, var, config: ModelConfig, s2=None):
+    """BAGGINS' per-example likelihood variance T (B,) of Eq. (29) at decoder means ``out``; None for the others.
+
+    The one place that decides T for :func:`log_likelihood`: for ``baggins``
+    it is :func:`vaetheory.objectives.baggins_T` with the posterior ``mu, var
+    (B, n)`` and S^2 = ``s2`` (None: S_B^2 of Eq. (4) on the batch); the other
+    likelihoods have a fixed (``t``) or decoded variance and need no T.
+    """
+    if config.likelihood != "baggins":
+        return None
+    return O.baggins_T(x, out, mu, var, config.tau, s2)
 
 
 def elbo_per_example(params, x, eps, config: ModelConfig, s2=None):
@@ -298,7 +311,7 @@ def elbo_per_example(params, x, eps, config: ModelConfig, s2=None):
             s2 = xp.ones(config.n, dtype=mu.dtype) if learned else O.floating_prior(mu, config.sigma2)
         kl = O.kl_learned(mu, var_full, s2).value
         if config.likelihood == "baggins":
-            T = O.baggins_T(x, out, mu, var, config.tau, s2_T)
+            T = likelihood_T(x, out, mu, var, config, s2_T)
             rec = Lk.gaussian(out, x, T)[0]
         elif config.likelihood == "gaussian-learned":
             rec = Lk.gaussian_learned(out, t_raw, x)[0]
@@ -363,12 +376,11 @@ def _one_model_at_a_time(xp, params, x, eps, config: ModelConfig, grads):
     """:func:`loss_and_grads` of a stack of K models as K lone models' (Not in the paper).
 
     A stack's batched kernels need not add up in a lone model's order on a
-    GPU: on an H100 at Fig. 4's sizes 6 of the 15 layer products round
-    differently as one cuBLAS call of five, and so does CuPy's sum over the
-    batch of a (300, 2) bias gradient, though not of (300, 200) or (300, 784)
-    (``validation/gpu/stack_parts.py``; consistent with CuPy choosing a
-    reduction's thread layout by the output's contiguous length, 5 * 2
-    against 2, which only short outputs feel).  So each model computes on
+    GPU: a batched cuBLAS product may round some layer products differently
+    from K separate calls, and CuPy's sum over the batch of a short bias
+    gradient may too (CuPy chooses a reduction's thread layout by the
+    output's contiguous length; ``validation/scripts/device/stack_parts.py`` measures
+    which parts differ).  So each model computes on
     (1, ...) copies of its own arrays, of the shapes a lone model's are, and
     only its results are written into the stack: the lone model's own
     numbers, at the cost of K lone steps.

@@ -149,6 +149,7 @@ class Writer:
             f.result()
 
     def close(self) -> None:
+        """Wait for every pending write, then stop the writer thread (raising a write's failure, if any)."""
         try:
             self.wait()
         finally:

@@ -96,6 +96,7 @@ class TrainConfig(ModelConfig):
         return ModelConfig(**{k: getattr(self, k) for k in MODEL_KEYS})
 
     def to_dict(self) -> dict:
+        """Every setting by name, as run.json and the checkpoint record it."""
         return dataclasses.asdict(self)
 
 

@@ -13,9 +13,9 @@ established here; only the SHA-256 of the official *gzipped* files is known
 when it is the official ``.gz``; any other copy is checked for structure only,
 and :func:`verify` says so.
 
-Decoded arrays are not cached: reading and hashing the gzipped MNIST training
-images takes ~0.23 s (decompress 0.21 s, SHA-256 0.03 s) against ~0.12 s for
-loading an ``.npy`` copy, a saving too small to be worth a second copy on disk.
+Decoded arrays are not cached: decompressing and hashing the files costs
+little more than loading an ``.npy`` copy would, too little to be worth a
+second copy on disk.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mlpvae.training import config as C
 from vaetheory.validate import choice, rng as check_rng, scalar
+from vaetheory.xp import array_namespace
 
 NAMES = ("mnist", "fashion-mnist")
 # Role -> standard file stem.
@@ -38,7 +40,7 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-# SHA-256 of the uncompressed official files (/work/shared/data/README.md).
+# SHA-256 of the uncompressed official files (as published with the data sets; docs/conventions.md).
 SHA256 = {
     "mnist": {
         "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -242,8 +244,6 @@ def targets(images, *, scale: float = 1.0, binarize: str = "none", rng=None, dty
     """
     choice("binarize", binarize, ("none", "dynamic"))
     scale = scalar("scale", scale, positive=True)
-    from vaetheory.xp import array_namespace
-
     xp = array_namespace(images)
     ftype = np.dtype(dtype).type
     if out is None:
@@ -260,6 +260,37 @@ def targets(images, *, scale: float = 1.0, binarize: str = "none", rng=None, dty
     return out
 
 
+def synthetic(cfg: C.TrainConfig) -> Dataset:
+    """Random uint8 "images" of ``m`` pixels: ten near-binary class templates plus noise, for tests and smoke runs.
+
+    Not in the paper.  The same data set whatever the training seed; ``limit``
+    and ``test_limit`` set the sizes (default 600 and 200).
+    """
+    rng = np.random.default_rng(99)
+    templates = rng.choice([10.0, 245.0], size=(10, cfg.m))
+
+    def split(N):
+        labels = rng.integers(0, 10, N).astype(np.uint8)
+        noise = rng.normal(0, 30, (N, cfg.m))
+        return np.clip(templates[labels] + noise, 0, 255).astype(np.uint8), labels
+
+    tr, trl = split(cfg.limit or 600)
+    te, tel = split(cfg.test_limit or 200)
+    return Dataset("synthetic", tr, trl, te, tel)
+
+
+def load_data(cfg: C.TrainConfig) -> Dataset:
+    """The data set a training config names (MNIST, Fashion-MNIST or :func:`synthetic`), cut to its limits (Sec. 7).
+
+    Keeps the first ``cfg.limit`` training and ``cfg.test_limit`` test images
+    and labels (None: all).
+    """
+    ds = synthetic(cfg) if cfg.dataset == "synthetic" else load(cfg.dataset, cfg.data)
+    ds.train_images, ds.train_labels = ds.train_images[: cfg.limit], ds.train_labels[: cfg.limit]
+    ds.test_images, ds.test_labels = ds.test_images[: cfg.test_limit], ds.test_labels[: cfg.test_limit]
+    return ds
+
+
 def verify(name: str, path=None) -> list[FileCheck]:
     """Locate and check every file of ``name`` (no exception on a mismatch); Not in the paper."""
     files = locate(name, path)
@@ -274,13 +305,13 @@ def verify(name: str, path=None) -> list[FileCheck]:
 
 
 def add_arguments(parser) -> None:
-    """The command-line interface (Not in the paper)."""
+    """The options of ``vaetheory data``: a directory searched first and the data sets to check."""
     parser.add_argument("--data", metavar="DIR", help="directory searched first for the IDX files")
     parser.add_argument("--name", choices=NAMES, action="append", help="data set (default: all)")
 
 
 def run(args) -> int:
-    """The command-line interface (Not in the paper)."""
+    """``vaetheory data``: list where each data set was found and the checksum status of its files; the exit status."""
     status = 0
     for name in args.name or NAMES:
         print(f"{name}: searched {', '.join(str(d) for d in search_dirs(name, args.data))}")

@@ -13,7 +13,7 @@ from conftest import TOL
 from mlpvae.experiments import bench, bench_timing
 from mlpvae.nn import model
 from mlpvae.nn import torch_reference as R
-from mlpvae.training import train
+from mlpvae.nn.stacking import stack
 from vaetheory import cli
 
 needs_torch = pytest.mark.skipif(not R.available(), reason="torch is not importable; PyTorch is an optional "
@@ -139,7 +139,7 @@ def test_bench_times_a_stack_against_one_by_one():
 def test_stacked_step_flops_are_k_times_one_models():
     cfg = model.ModelConfig(n=2)
     singles = [model.init_params(cfg, np.random.default_rng(k)) for k in range(4)]
-    assert bench.step_flops(train.stack(singles), 300, 784) == 4 * bench.step_flops(singles[0], 300, 784)
+    assert bench.step_flops(stack(singles), 300, 784) == 4 * bench.step_flops(singles[0], 300, 784)
 
 
 def test_bench_times_every_likelihood_and_compares_torch_on_bernoulli_only(monkeypatch):

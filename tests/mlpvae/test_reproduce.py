@@ -23,6 +23,7 @@ from mlpvae.experiments import run_queue as Q
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.training import data as D
+from tiny_runs import assert_same_run, rows
 from vaetheory import cli
 
 FIGURES = Path(__file__).resolve().parents[2] / "validation" / "figures"
@@ -43,26 +44,6 @@ TINY = {"hidden": 16, "batch_size": 100, **({} if HAVE_MNIST else {"dataset": "s
 QUICK = dict(seeds=[0], epochs=1, limit=600, test_limit=200, sets=TINY, device="cpu", progress=False,
              log=lambda s: None)
 PNG = b"\x89PNG\r\n\x1a\n"
-
-
-def rows(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def assert_same_run(a: Path, b: Path):
-    """Two run directories hold the same parameters and Adam state bitwise and the same metrics but timings."""
-    ca, cb = checkpoint.load(a / "checkpoint.npz"), checkpoint.load(b / "checkpoint.npz")
-    for k in ca["params"]:
-        np.testing.assert_array_equal(ca["params"][k], cb["params"][k], err_msg=k)
-    for k in ca["adam"]:
-        if k != "step":
-            np.testing.assert_array_equal(ca["adam"][k], cb["adam"][k], err_msg=k)
-    assert ca["adam"]["step"] == cb["adam"]["step"]
-    drop = ("seconds", "eval_seconds")
-    ra = [{k: v for k, v in x.items() if k not in drop} for x in rows(a / "metrics.csv")]
-    rb = [{k: v for k, v in x.items() if k not in drop} for x in rows(b / "metrics.csv")]
-    assert ra == rb
 
 
 # ---------------------------------------------------------------------------
@@ -278,7 +259,7 @@ def test_queues_side_by_side_skip_the_runs_another_process_trains(tmp_path):
 
 def test_seeds_alone_are_full_runs_and_other_overrides_go_to_the_quick_root(capsys):
     fig4 = str(FIGURES / "fig4_2d.toml")
-    full, quick = FIGURES.parent / "results", FIGURES.parent / "results-quick"
+    full, quick = FIGURES.parent / "results" / "figures", FIGURES.parent / "results" / "figures-quick"
     assert cli.main(["reproduce", fig4, "--seeds", "1", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [ln.split(":")[0] for ln in listed] == [f"{full}/fig4_2d/{m}/seed1"

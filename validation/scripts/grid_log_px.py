@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.experiments import analyze as A
-from mlpvae.evidence import grid as G
+from mlpvae.experiments import grid_report as G
+from mlpvae.experiments.report import natural_key, signed
 
 
 def row(r: dict) -> str:
     """One Markdown table row (see :data:`HEADER`)."""
-    f = G.signed
+    f = signed
     return (f"| {r['run'].split('results/')[-1]} | {r['grid_log_px']:.2f} ({r['grid_err_max']:.1g})"
             f" | {f(r['grid_minus_iwae'])} (median {f(r['grid_minus_iwae_median'])}) | {r['missed']}/{r['images']}"
             f" | {r['gap']:.2f} | {r['gap_eq18']:.2f} | {f(r['gap_where_found'])} / {f(r['gap_eq18_where_found'])}"
@@ -50,7 +50,7 @@ def seeds_table(runs: dict) -> str:
         groups.setdefault(re.sub(r"/seed\d+/?$", "", r["run"].split("results/")[-1]), []).append(r)
     lines = ["| model | seeds | exact log p(x) | minus IWAE | missed (of 200) | gap log p - ELBO | Eq. (18) gap"
              " | Eq. (16) at mu - log p | Eq. (16) at the mode - log p |", "|---" * 9 + "|"]
-    for name in sorted(groups, key=A._natural):
+    for name in sorted(groups, key=natural_key):
         rs = groups[name]
         cells = []
         for c in SEED_COLUMNS:
@@ -63,10 +63,10 @@ def seeds_table(runs: dict) -> str:
 
 def plot(per_image: Path, path: Path) -> Path:
     """Per image and model: log p(x) minus the IWAE bound, and Eq. (16) minus log p(x) at the mean and at the mode."""
-    from mlpvae.experiments.plots import _plt, _save
+    from mlpvae.experiments.plots import pyplot, save
 
-    plt = _plt()
-    files = sorted(per_image.glob("*.npz"), key=lambda f: A._natural(f.stem))
+    plt = pyplot()
+    files = sorted(per_image.glob("*.npz"), key=lambda f: natural_key(f.stem))
     if not files:
         raise SystemExit(f"no per-image .npz files in {per_image}")
     fig, axes = plt.subplots(1, 2, figsize=(13.0, 0.45 * len(files) + 1.8), sharey=True)
@@ -92,7 +92,7 @@ def plot(per_image: Path, path: Path) -> Path:
     fig.legend(*axes[1].get_legend_handles_labels(), loc="upper right", ncol=2, markerscale=3, title="Eq. (16)")
     fig.suptitle("The exact log p(x) of the 2-D models (adaptive grid), one dot per test image", x=0.3)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))  # 0.8 inch for the title and legend
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def main(argv=None) -> int:
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
             print(seeds_table(runs))
             return 0
         print(HEADER)
-        for key in sorted(runs, key=A._natural):
+        for key in sorted(runs, key=natural_key):
             print(row(runs[key]))
         return 0
     if args.plot:

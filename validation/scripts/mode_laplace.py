@@ -22,9 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.experiments import analyze as A
-from mlpvae.evidence import posterior_mode as PM
-from mlpvae.evidence.grid import signed
+from mlpvae.experiments import mode_report as PM
+from mlpvae.experiments.report import natural_key, signed
 
 
 def _name(run: str) -> str:
@@ -75,7 +74,7 @@ def main(argv=None) -> int:
     if args.table:
         runs = json.loads(args.table.read_text())
         print(HEADER)
-        for key in sorted(runs, key=A._natural):
+        for key in sorted(runs, key=natural_key):
             print(row(runs[key]))
         return 0
     if not args.run_dir:

@@ -1,4 +1,4 @@
-"""mlpvae.experiments.evaluate: IWAE against the exact linear-Gaussian evidence, active units, entropy floor, the CLI."""
+"""mlpvae.evidence.iwae and mlpvae.experiments.evaluate: IWAE against the exact linear-Gaussian evidence, active units, entropy floor, the CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from mlpvae.experiments import evaluate as E
+from mlpvae.evidence.iwae import active_units, entropy_floor, iwae_log_px
+from mlpvae.nn.batched import elbo_mean
 from mlpvae.nn import model
 from mlpvae.training import train as T
 from mlpvae.training import config as C
@@ -63,7 +64,7 @@ def test_iwae_equals_exact_evidence_when_q_is_the_true_posterior_eq25_eq26(poste
     # With q(z|x) = p(z|x) every importance weight equals p(x), so the bound is exact for any k
     # and any chunking (rows < k forces chunks over samples, rows < 9 k chunks over images).
     params, mc, x, s2, exact = linear_gaussian(posterior)
-    got = E.iwae_log_px(params, x, mc, np.random.default_rng(1), k=k, s2=s2, rows=rows)
+    got = iwae_log_px(params, x, mc, np.random.default_rng(1), k=k, s2=s2, rows=rows)
     np.testing.assert_allclose(got, exact, rtol=TOL["identity_f64"])
 
 
@@ -71,14 +72,14 @@ def test_iwae_is_a_lower_bound_that_tightens_with_k(tmp_path):
     # A mismatched posterior (std scaled by 3): the bound is below log p(x) and rises with k.
     params, mc, x, s2, exact = linear_gaussian("learned", seed=2)
     params = dict(params, enc_std_b=params["enc_std_b"] + 2.0)
-    lo = E.iwae_log_px(params, x, mc, np.random.default_rng(0), k=2, s2=s2).mean()
-    hi = E.iwae_log_px(params, x, mc, np.random.default_rng(0), k=2000, s2=s2, rows=500).mean()
+    lo = iwae_log_px(params, x, mc, np.random.default_rng(0), k=2, s2=s2).mean()
+    hi = iwae_log_px(params, x, mc, np.random.default_rng(0), k=2000, s2=s2, rows=500).mean()
     assert lo < hi < exact.mean()
 
 
 def test_elbo_mean_averages_the_models_elbo_over_k_samples_eq1():
     params, mc, x, s2, exact = linear_gaussian("learned")
-    got = E.elbo_mean(params, x, mc, np.random.default_rng(3), k=4, chunk=4)
+    got = elbo_mean(params, x, mc, np.random.default_rng(3), k=4, chunk=4)
     rng = np.random.default_rng(3)
     want = []
     for sl in (slice(0, 4), slice(4, 8), slice(8, 9)):
@@ -101,16 +102,16 @@ def test_elbo_of_the_exact_posterior_averages_to_log_evidence_eq1_eq25():
 def test_active_units_burda_criterion():
     rng = np.random.default_rng(0)
     mu = rng.standard_normal((4000, 4)) * np.sqrt([1.0, 1e-3, 0.05, 1e-4])
-    count, v = E.active_units(mu)
+    count, v = active_units(mu)
     assert count == 2 and v.shape == (4,)
 
 
 def test_entropy_floor_known_answers():
     m = 10
-    assert E.entropy_floor(np.full((3, m), 0.5)) == pytest.approx(m * np.log(2), rel=1e-14)
-    assert E.entropy_floor(np.array([[0.0, 1.0, 1.0]])) == 0.0
+    assert entropy_floor(np.full((3, m), 0.5)) == pytest.approx(m * np.log(2), rel=1e-14)
+    assert entropy_floor(np.array([[0.0, 1.0, 1.0]])) == 0.0
     p = 0.2
-    assert E.entropy_floor(np.array([[p, 0.0]])) == pytest.approx(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
+    assert entropy_floor(np.array([[p, 0.0]])) == pytest.approx(-(p * np.log(p) + (1 - p) * np.log(1 - p)))
 
 
 @pytest.mark.skipif(not HAVE_MNIST, reason="needs MNIST under $VAETHEORY_DATA (CI sets it)")
@@ -118,8 +119,8 @@ def test_mnist_grayscale_entropy_floor_is_about_45_5_nats():
     from mlpvae.training import data as D
 
     ds = D.load("mnist")
-    floor = E.entropy_floor(D.targets(ds.test_images))
-    assert 45.4 < floor < 45.7  # measured 45.534 nats per test image (DESIGN: ~45.5)
+    floor = entropy_floor(D.targets(ds.test_images))
+    assert 45.4 < floor < 45.7  # measured 45.534 nats per test image (docs/conventions.md: ~45.5)
 
 
 @pytest.mark.parametrize("posterior", ["learned", "bilbo"])

@@ -17,10 +17,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
-from mlpvae.experiments import analyze as A
-from mlpvae.experiments import evaluate as E
+from mlpvae.evidence.iwae import iwae_log_px
+from mlpvae.evidence.laplace import laplace_proposal
 from mlpvae.nn import model as M
 from mlpvae.evidence import posterior_mode as PM
+from mlpvae.nn.batched import encode_all
 
 
 def _linear(n, t, w_scale, c, seed, m=6, N=4):
@@ -41,7 +42,7 @@ def test_the_mode_and_the_laplace_iwae_are_the_linear_gaussian_closed_form(n, t,
     from scipy.stats import multivariate_normal
 
     mc, p, s2, x, W = _linear(n, t, w_scale, c, seed)
-    mu, var = E.encode_all(p, x, mc)
+    mu, var = encode_all(p, x, mc)
     var = np.broadcast_to(var, mu.shape)
     r = PM.posterior_mode(p, x, mu, var, mc, s2, gtol=1e-12)  # polished to rounding: Newton is exact here
     P = np.diag(1 / s2) + W @ W.T / t
@@ -50,8 +51,8 @@ def test_the_mode_and_the_laplace_iwae_are_the_linear_gaussian_closed_form(n, t,
     np.testing.assert_allclose(r["mode"], mean, rtol=0, atol=TOL["identity_f64"] * (1 + np.abs(mean).max()))
     # the Laplace posterior at the mode is the posterior: every importance weight is p(x)
     exact = multivariate_normal(p["dec_b0"], t * np.eye(mc.m) + W.T @ np.diag(s2) @ W).logpdf(x)
-    prop = A.laplace_proposal(p, x, r["mode"], var, mc, s2)
-    got = E.iwae_log_px(p, x, mc, np.random.default_rng(seed), k=3, s2=s2, proposal=prop)
+    prop = laplace_proposal(p, x, r["mode"], var, mc, s2)
+    got = iwae_log_px(p, x, mc, np.random.default_rng(seed), k=3, s2=s2, proposal=prop)
     np.testing.assert_allclose(got, exact, rtol=0, atol=1e-8 * (1 + np.abs(exact).max()))
 
 
@@ -59,7 +60,7 @@ def _tiny(likelihood, c=1.0, n=3, seed=0):
     mc = M.ModelConfig(m=5, n=n, hidden=6, layers=3, likelihood=likelihood, t=0.3, latent_scale=c)
     p = M.init_params(mc, np.random.default_rng(seed), dtype=np.float64)
     x = np.random.default_rng(seed + 1).random((4, 5))
-    mu, var = E.encode_all(p, x, mc)
+    mu, var = encode_all(p, x, mc)
     return mc, p, x, mu, np.broadcast_to(var, mu.shape)
 
 
@@ -86,7 +87,7 @@ def test_with_a_smooth_decoder_the_mode_is_scipys_optimum(likelihood):
     p = M.init_params(mc, np.random.default_rng(0), dtype=np.float64)
     p["dec_W0"] *= 3.0
     x = np.random.default_rng(1).random((4, 5))
-    mu, var = E.encode_all(p, x, mc)
+    mu, var = encode_all(p, x, mc)
     var = np.broadcast_to(var, mu.shape)
     s2, bs2 = np.array([1.0, 2.0, 0.5]), np.array([1.5, 0.7, 1.1])
     r = PM.posterior_mode(p, x, mu, var, mc, s2, baggins_s2=bs2)
@@ -177,12 +178,12 @@ def test_the_command_measures_a_trained_run(tmp_path):
     per = np.load(tmp_path / "run" / "mode_evidence_per_image.npz")
     assert per["mode"].shape == (6, 3)
     assert main(["analyze", str(tmp_path / "run"), "--mode-images", "0"]) == 2
-    # the same through validation/mode_laplace.py, with a stand-in for the grid's exact values
+    # the same through validation/scripts/mode_laplace.py, with a stand-in for the grid's exact values
     import importlib.util
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "mode_laplace", Path(__file__).resolve().parents[1] / "validation" / "mode_laplace.py")
+        "mode_laplace", Path(__file__).resolve().parents[2] / "validation" / "scripts" / "mode_laplace.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     exact = tmp_path / "exact"

@@ -8,12 +8,13 @@ import json
 import numpy as np
 import pytest
 from conftest import CUPY, TOL, needs_gpu
-from test_gpu_train import assert_same_run, rows, tiny
+from tiny_runs import assert_same_run, rows, tiny
 
 from mlpvae.nn import adam
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.nn import model as M
+from mlpvae.nn.stacking import model_view, stack
 from mlpvae.training import train as T
 
 COMBOS = list(itertools.product(M.POSTERIORS, M.LIKELIHOODS))
@@ -41,7 +42,7 @@ def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(po
                         latent_scale=latent_scale)
     singles, x, eps = _stacked_problem(cfg, K=3)
     with M.models_apart(apart):
-        loss, grads, aux = M.loss_and_grads(T.stack(singles), x, eps, cfg)
+        loss, grads, aux = M.loss_and_grads(stack(singles), x, eps, cfg)
     assert loss.shape == (3,) and aux["s2"].shape == (3, cfg.n)
     alone = [M.loss_and_grads(p, x[k], eps[k], cfg) for k, p in enumerate(singles)]
     _assert_each_model_is({"loss": loss, **aux, **grads}, [{"loss": l1, **a1, **g1} for l1, g1, a1 in alone])
@@ -63,7 +64,7 @@ def test_models_apart_is_scoped_and_read_from_the_environment(monkeypatch):
 def test_stacked_adam_step_is_each_models_own_step():
     cfg = M.ModelConfig(m=20, n=2, hidden=8, layers=2)
     singles, x, eps = _stacked_problem(cfg, K=2)
-    stacked = T.stack(singles)
+    stacked = stack(singles)
     opt = adam.Adam(stacked)
     opts = [adam.Adam(p) for p in singles]
     for _ in range(3):
@@ -78,7 +79,7 @@ def test_stacked_adam_step_is_each_models_own_step():
 def test_stacked_model_rejects_mismatched_shapes_by_name():
     cfg = M.ModelConfig(m=20, n=2, hidden=8, layers=2)
     singles, x, eps = _stacked_problem(cfg, K=2)
-    stacked = T.stack(singles)
+    stacked = stack(singles)
     with pytest.raises(ValueError, match="x must have shape"):
         M.loss_and_grads(stacked, x[0], eps, cfg)  # one model's batch for a stack of two
     with pytest.raises(ValueError, match="eps must have shape"):
@@ -173,10 +174,10 @@ def test_train_many_refuses_what_cannot_be_stacked(tmp_path):
 def test_stack_and_model_view_round_trip():
     cfg = M.ModelConfig(m=6, n=2, hidden=4, layers=2)
     singles = [M.init_params(cfg, np.random.default_rng(k)) for k in range(3)]
-    stacked = T.stack(singles)
+    stacked = stack(singles)
     assert all(stacked[k].shape == (3,) + singles[0][k].shape for k in singles[0])
     for k, p in enumerate(singles):
-        view = T.model_view(stacked, k)
+        view = model_view(stacked, k)
         assert all(np.shares_memory(view[n], stacked[n]) and np.array_equal(view[n], p[n]) for n in p)
 
 
@@ -221,7 +222,7 @@ def test_gpu_stack_apart_at_the_papers_sizes_is_each_model_alone_bitwise(posteri
     singles, x, eps = _stacked_problem(cfg, K=5, B=300)
     to_gpu = lambda d: {k: CUPY.asarray(v) for k, v in d.items()}  # noqa: E731
     with M.models_apart():
-        loss, grads, aux = M.loss_and_grads(to_gpu(T.stack(singles)), CUPY.asarray(x), CUPY.asarray(eps), cfg)
+        loss, grads, aux = M.loss_and_grads(to_gpu(stack(singles)), CUPY.asarray(x), CUPY.asarray(eps), cfg)
     got = {"loss": loss, **aux, **grads}
     for k, p in enumerate(singles):
         one = M.loss_and_grads({n: CUPY.asarray(v[None]) for n, v in p.items()}, CUPY.asarray(x[k:k + 1]),

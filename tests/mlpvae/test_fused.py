@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import CUPY, TOL, needs_gpu
-from test_gpu_train import tiny
+from tiny_runs import tiny
 
 from mlpvae.nn import adam
 from mlpvae.training import checkpoint
@@ -13,7 +13,9 @@ from mlpvae.accel import fused
 from mlpvae.nn import layers as Ly
 from mlpvae.nn import likelihoods as Lk
 from mlpvae.nn import model as M
+from mlpvae.nn.stacking import stack
 from mlpvae.training import train as T
+from mlpvae.training.step import TrainingStep, device_stream
 
 
 # ---------------------------------------------------------------------------- everywhere
@@ -31,7 +33,7 @@ def test_fused_kernels_serve_cupy_only_and_can_be_turned_off(monkeypatch):
 def test_the_numpy_training_step_is_never_captured():
     cfg, params, x, eps = _numpy_step_problem()
     opt = adam.Adam(params)
-    step = T.TrainingStep(np, params, opt, cfg, x, eps, np.zeros(()))
+    step = TrainingStep(np, params, opt, cfg, x, eps, np.zeros(()))
     for _ in range(3):
         step()
     assert step.graph is None and not step.use_graph and opt.t == 3 and np.isfinite(step.total)
@@ -65,7 +67,7 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(capsys):
     cfg, params, x, eps = _numpy_step_problem()
     ref = {k: v.copy() for k, v in params.items()}
     opt, opt_ref = adam.Adam(params), adam.Adam(ref)
-    step = T.TrainingStep(fake_cupy, params, opt, cfg, x, eps, np.zeros(()))
+    step = TrainingStep(fake_cupy, params, opt, cfg, x, eps, np.zeros(()))
     assert step.use_graph
     for _ in range(3):
         step()
@@ -135,7 +137,7 @@ def test_fused_loss_and_grads_equal_the_unfused_cupy_ones(posterior, likelihood,
     rng = np.random.default_rng(1)
     x = CUPY.asarray(rng.uniform(0, 1, (3, 300, 784)).astype(np.float32))
     eps = CUPY.asarray(rng.standard_normal((3, 300, 2)).astype(np.float32))
-    stacked = T.stack([params, params, params], CUPY)
+    stacked = stack([params, params, params], CUPY)
     l1, g1, _ = M.loss_and_grads(stacked, x, eps, cfg)
     monkeypatch.setenv("VAETHEORY_FUSED", "0")
     l0, g0, _ = M.loss_and_grads(stacked, x, eps, cfg)
@@ -167,8 +169,8 @@ def test_cuda_graph_step_replays_and_counts_steps():
     x = CUPY.asarray(np.random.default_rng(1).uniform(0, 1, (10, 20)).astype(np.float32))
     eps = CUPY.zeros((10, 2), dtype=np.float32)
     opt = adam.Adam(params)
-    with T._device_stream(CUPY):
-        step = T.TrainingStep(CUPY, params, opt, cfg, x, eps, CUPY.zeros((), dtype=np.float64))
+    with device_stream(CUPY):
+        step = TrainingStep(CUPY, params, opt, cfg, x, eps, CUPY.zeros((), dtype=np.float64))
         losses = []
         for _ in range(5):
             before = float(step.total)

@@ -1,4 +1,4 @@
-"""mlpvae.evidence.grid: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
+"""mlpvae.evidence.grid and mlpvae.experiments.grid_report: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
 
 Known answers: a one-layer (linear) decoder with a Gaussian likelihood has
 p(x) = N(x; b, t I + W^T S^2 W / c^2) in closed form; nonlinear decoders and the
@@ -17,6 +17,8 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from mlpvae.evidence import grid as G
+from mlpvae.experiments import grid_report
+from mlpvae.nn.batched import encode_all
 from mlpvae.nn import model as M
 
 
@@ -56,9 +58,7 @@ def _tiny(likelihood, posterior="learned", seed=0):
 
 
 def _brute(p, x, mc, s2, baggins_s2=None, half=10.0, g=1201):
-    from mlpvae.experiments import evaluate as E
-
-    mu, var = E.encode_all(p, x, mc)
+    mu, var = encode_all(p, x, mc)
     var = np.broadcast_to(var, mu.shape)
     a = np.linspace(-half, half, g)
     Z = np.stack(np.meshgrid(a, a, indexing="ij"), -1).reshape(-1, 2)
@@ -159,7 +159,7 @@ def test_grid_log_px_rejects_bad_input():
 
 
 def test_the_validation_script_measures_a_trained_run(tmp_path):
-    # validation/grid_log_px.py on a small synthetic run: the grid is log p(x), so the IWAE bound is below it
+    # validation/scripts/grid_log_px.py on a small synthetic run: the grid is log p(x), so the IWAE bound is below it
     # (up to its spread) and the ELBO below both; Eq. (16) at the mode the grid found is a Laplace value.
     import importlib.util
     from pathlib import Path
@@ -169,7 +169,7 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
 
     T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior="constant", epochs=3, limit=120,
                           test_limit=20, batch_size=40, device="cpu", progress=False), tmp_path / "run")
-    path = Path(__file__).resolve().parents[1] / "validation" / "grid_log_px.py"
+    path = Path(__file__).resolve().parents[2] / "validation" / "scripts" / "grid_log_px.py"
     spec = importlib.util.spec_from_file_location("grid_log_px", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -182,7 +182,7 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     assert r["images"] == 12 and r["grid_unconverged"] == 0 and r["grid_err_max"] < 0.01
     assert r["grid_minus_iwae_min"] > -0.1  # IWAE k = 5000 is a lower bound: never far above the grid
     assert r["elbo"] < r["iwae"] < r["grid_log_px"] + 0.1 and r["gap"] > 0 and r["gap_eq18"] >= 0
-    assert 0 <= r["missed"] <= 12 and (r["missed"] > 0) == (r["grid_minus_iwae_max"] > G.MISSED)
+    assert 0 <= r["missed"] <= 12 and (r["missed"] > 0) == (r["grid_minus_iwae_max"] > grid_report.MISSED)
     assert np.isfinite(r["eq16_at_mode_minus_log_px"])
     assert mod.main(["--table", str(out), "--seeds"]) == 0
     assert mod.main(["--plot", str(tmp_path / "g.png"), "--per-image", str(per)]) == 0

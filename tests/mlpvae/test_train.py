@@ -2,36 +2,20 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import TOL
+from tiny_runs import HAVE_MNIST, TINY, assert_same_run, rows, tiny
 
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.nn import model
 from mlpvae.training import train as T
-
-SHARED = os.environ.get("VAETHEORY_DATA")
-HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
-TINY = dict(dataset="synthetic", m=16, n=2, hidden=8, layers=3, limit=60, test_limit=20, batch_size=20,
-            device="cpu", progress=False)
-
-
-def tiny(**kw) -> C.TrainConfig:
-    return C.TrainConfig(**(TINY | kw))
-
-
-def rows(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
 
 @pytest.mark.parametrize("posterior", C.POSTERIORS)
 @pytest.mark.parametrize("likelihood", C.LIKELIHOODS)
@@ -67,20 +51,6 @@ def test_eval_every_leaves_test_columns_empty_between_evaluations(tmp_path):
     r = rows(tmp_path / "metrics.csv")
     evaluated = [x["epoch"] for x in r if x["test_elbo_s2_train"] != ""]
     assert evaluated == ["2", "4", "5"] and all(x["train_objective"] != "" for x in r)
-
-
-def assert_same_run(a: Path, b: Path):
-    ca, cb = checkpoint.load(a / "checkpoint.npz"), checkpoint.load(b / "checkpoint.npz")
-    for k in ca["params"]:
-        np.testing.assert_array_equal(ca["params"][k], cb["params"][k], err_msg=k)  # bitwise
-    for k in ca["adam"]:
-        if k != "step":
-            np.testing.assert_array_equal(ca["adam"][k], cb["adam"][k], err_msg=k)
-    assert ca["adam"]["step"] == cb["adam"]["step"]
-    drop = ("seconds", "eval_seconds")
-    ra = [{k: v for k, v in x.items() if k not in drop} for x in rows(a / "metrics.csv")]
-    rb = [{k: v for k, v in x.items() if k not in drop} for x in rows(b / "metrics.csv")]
-    assert ra == rb
 
 
 @pytest.mark.parametrize("kw", [dict(posterior="bilbo", binarize="dynamic"),

@@ -1,4 +1,4 @@
-"""The paper's claims measured on trained models (mlpvae/experiments/analyze.py): Eqs. (6), (16), (18), (22), (26)."""
+"""The paper's claims measured on trained models (mlpvae.evidence.laplace, mlpvae.evidence.decoder, mlpvae.experiments.analyze): Eqs. (6), (16), (18), (22), (26)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 from strategies import SEEDS
 
+from mlpvae.evidence import laplace as L
+from mlpvae.evidence.decoder import optimal_decoder_comparison
+from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.experiments import analyze as A
-from mlpvae.experiments import evaluate as E
+from mlpvae.experiments import analyze_summary as AS
+from mlpvae.experiments.report import natural_key
 from mlpvae.nn import jacobian as Jac
 from mlpvae.nn import model as M
 from mlpvae.nn.layers import sigmoid
@@ -36,7 +40,7 @@ def _net(seed, likelihood="gaussian", posterior="learned", n=2, m=6, layers=2, h
 @given(SEEDS, st.sampled_from(["gaussian", "gaussian-learned"]), st.integers(1, 3))
 def test_laplace_evidence_is_eq26_for_gaussian_likelihoods(seed, likelihood, layers):
     cfg, params, x, mu, var, s2 = _net(seed, likelihood, layers=layers)
-    lap = A.laplace_evidence(params, x, mu, var, cfg, s2, keep=len(x))
+    lap = L.laplace_evidence(params, x, mu, var, cfg, s2, keep=len(x))
     nu, J = Jac.decoder_jacobian(params, mu, cfg)
     T = cfg.t if likelihood == "gaussian" else M.decode(params, mu, cfg)["var"]
     want = EV.log_evidence_general(x, mu, nu, J, s2, T)
@@ -44,14 +48,14 @@ def test_laplace_evidence_is_eq26_for_gaussian_likelihoods(seed, likelihood, lay
     Jw = J / np.sqrt(T if np.ndim(T) == 0 else T[:, :, None])
     np.testing.assert_allclose(lap["gap_eq18"], EV.evidence_gap(var, s2, Jw), rtol=TOL["identity_f64"],
                                atol=TOL["gap_roundoff_abs"])
-    np.testing.assert_allclose(A.cv2_penalty(lap["grams"], s2)["cv2_penalty"], CV.cv2_penalty(s2, Jw),
+    np.testing.assert_allclose(L.cv2_penalty(lap["grams"], s2)["cv2_penalty"], CV.cv2_penalty(s2, Jw),
                                rtol=TOL["identity_f64"], atol=TOL["gap_roundoff_abs"])
 
 
 @given(SEEDS)
 def test_bernoulli_metric_is_the_hessian_of_the_negative_log_likelihood_in_the_logits_eq16(seed):
     cfg, params, x, mu, var, s2 = _net(seed, "bernoulli")
-    _, G = A.likelihood_at(params, x, mu, mu, var, cfg, s2)
+    _, G = L.likelihood_at(params, x, mu, mu, var, cfg, s2)
     logits = M.decode(params, mu, cfg)["logits"]
     h = 1e-4  # second central difference of the per-pixel log-likelihood x l - softplus(l)
     f = lambda l: x * l - np.logaddexp(0, l)  # noqa: E731
@@ -81,15 +85,15 @@ def _linear_gaussian_model(seed, n=2, m=5, t=0.5):
 def test_eq16_at_the_posterior_mean_is_the_exact_log_evidence_of_a_linear_decoder_eq16(seed):
     cfg, params, x, exact = _linear_gaussian_model(seed)
     mu, var = M.encode(params, x, cfg)
-    lap = A.laplace_evidence(params, x, mu, var, cfg, np.ones(cfg.n))
+    lap = L.laplace_evidence(params, x, mu, var, cfg, np.ones(cfg.n))
     np.testing.assert_allclose(lap["log_evidence"], exact, rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
 
 
 def test_eq16_matches_the_importance_sampled_log_px_of_a_linear_decoder_eq16():
     cfg, params, x, exact = _linear_gaussian_model(7)
     mu, var = M.encode(params, x, cfg)
-    lap = A.laplace_evidence(params, x, mu, var, cfg, np.ones(cfg.n))
-    lp = E.iwae_log_px(params, x, cfg, np.random.default_rng(0), k=4000)
+    lap = L.laplace_evidence(params, x, mu, var, cfg, np.ones(cfg.n))
+    lp = iwae_log_px(params, x, cfg, np.random.default_rng(0), k=4000)
     # IWAE with the diagonal (not the full) conditional as proposal: a lower bound in expectation, within
     # ~1e-2 nats of log p(x) per image at k = 4000 (measured ~5e-3 here)
     np.testing.assert_allclose(lp, lap["log_evidence"], rtol=0, atol=TOL["iwae_nats"])
@@ -100,9 +104,9 @@ def test_eq16_matches_the_importance_sampled_log_px_of_a_linear_decoder_eq16():
 def test_the_laplace_proposal_of_a_linear_decoder_is_its_posterior_so_every_weight_is_px_eq16(seed):
     cfg, params, x, exact = _linear_gaussian_model(seed)
     mu, var = M.encode(params, x, cfg)
-    prop = A.laplace_proposal(params, x, mu, var, cfg, np.ones(cfg.n))
+    prop = L.laplace_proposal(params, x, mu, var, cfg, np.ones(cfg.n))
     for k in (1, 7):  # one sample already gives log p(x): the proposal is the exact posterior
-        lp = E.iwae_log_px(params, x, cfg, np.random.default_rng(seed), k=k, proposal=prop)
+        lp = iwae_log_px(params, x, cfg, np.random.default_rng(seed), k=k, proposal=prop)
         np.testing.assert_allclose(lp, exact, rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
 
 
@@ -110,7 +114,7 @@ def test_the_laplace_proposal_of_a_linear_decoder_is_its_posterior_so_every_weig
 def test_optimal_decoder_from_encoder_posteriors_is_eq6(seed, likelihood, posterior):
     cfg, params, x, mu, var, s2 = _net(seed, likelihood, posterior, B=30)
     xt, mut, vart = x[:7], mu[:7], var[:7]
-    res = A.optimal_decoder_comparison(params, cfg, x, mu, var, xt, mut, vart, s2, np.random.default_rng(seed), 2,
+    res = optimal_decoder_comparison(params, cfg, x, mu, var, xt, mut, vart, s2, np.random.default_rng(seed), 2,
                                        chunk=3)
     logd = np.stack([multivariate_normal(mi, np.diag(vi)).logpdf(mut) for mi, vi in zip(mu, var)], axis=1)
     w = np.exp(logd - logd.max(axis=1, keepdims=True))
@@ -146,8 +150,8 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
         assert saved["iwae_log_px"]["mean"] >= saved["elbo"]["mean"] - 3 * saved["elbo"]["sem"]
         assert saved["cv2_penalty_eq22"] >= 0 and saved["gap_eq18"]["min"] >= 0
         assert np.isfinite(saved["log_evidence_eq16"]["mean"])
-        assert A._group(saved) == f"n=2, {post}" and saved["scale"] == 1.0
-    cmp = A.compare_runs(tmp_path / "constant", tmp_path / "learned")
+        assert AS.group_key(saved) == f"n=2, {post}" and saved["scale"] == 1.0
+    cmp = AS.compare_runs(tmp_path / "constant", tmp_path / "learned")
     assert cmp["measured_elbo_difference"] == runs["constant"]["elbo"]["mean"] - runs["learned"]["elbo"]["mean"]
     assert cmp["cv2_penalty_learned_model"] == runs["learned"]["cv2_penalty_eq22"]
     assert cmp["paired_sem_elbo_difference"] > 0
@@ -199,7 +203,7 @@ def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, ca
         (tmp_path / "constant" / f"seed{seed}" / "comparison.json").write_text(json.dumps(
             {"measured_elbo_difference": e_c - e_l, "measured_log_px_difference": e_c - e_l + 1,
              "measured_gap_difference": 1.0, "predicted_elbo_difference_same_decoder": 0.25}))
-    s = A.summarize(tmp_path)
+    s = AS.summarize(tmp_path)
     learned = s["groups"]["n=2, learned"]
     assert learned["ELBO"]["mean"] == -11.0 and learned["ELBO"]["n"] == 2
     assert abs(learned["ELBO"]["std"] - np.std([-10.0, -12.0], ddof=1)) < 1e-12
@@ -214,11 +218,11 @@ def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, ca
 
 def test_summary_groups_gaussian_family_runs_by_likelihood_and_scale():
     base = {"n": 2, "posterior": "bilbo"}
-    assert A._group(base) == A._group(base | {"likelihood": "bernoulli", "scale": 1.0}) == "n=2, bilbo"
-    assert A._group(base | {"likelihood": "gaussian", "t": 1.0, "scale": 4.0}) == "n=2, bilbo, gaussian t 1, lambda 4"
-    keys = {A._group(base | {"likelihood": "baggins", "tau": tau, "scale": lam}) for tau in (0.2, 1.0) for lam in (1.0, 16.0)}
+    assert AS.group_key(base) == AS.group_key(base | {"likelihood": "bernoulli", "scale": 1.0}) == "n=2, bilbo"
+    assert AS.group_key(base | {"likelihood": "gaussian", "t": 1.0, "scale": 4.0}) == "n=2, bilbo, gaussian t 1, lambda 4"
+    keys = {AS.group_key(base | {"likelihood": "baggins", "tau": tau, "scale": lam}) for tau in (0.2, 1.0) for lam in (1.0, 16.0)}
     assert len(keys) == 4 and "n=2, bilbo, baggins tau 0.2, lambda 16" in keys
-    order = sorted(["n=100, learned", "n=2, x, lambda 16", "n=2, x, lambda 4", "n=2, x, lambda 1"], key=A._natural)
+    order = sorted(["n=100, learned", "n=2, x, lambda 16", "n=2, x, lambda 4", "n=2, x, lambda 1"], key=natural_key)
     assert order == ["n=2, x, lambda 1", "n=2, x, lambda 4", "n=2, x, lambda 16", "n=100, learned"]
 
 

@@ -1,0 +1,24 @@
+"""Formatting shared by the experiments' reports: signed differences, mean and spread over seeds, natural sort keys."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+
+def signed(v) -> str:
+    """``v`` as ``+1.23`` (``n/a`` for ``None``), the way the reports print differences."""
+    return "n/a" if v is None else f"{v:+.2f}"
+
+
+def mean_std(values: list) -> dict:
+    """Mean (None for no values), sample standard deviation (None for fewer than two), count and the values."""
+    v = np.asarray(values, dtype=float)
+    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+            "n": int(len(v)), "values": v.tolist()}
+
+
+def natural_key(key: str) -> list:
+    """Sort key that orders the numbers inside ``key`` by value (n=2 before n=100, lambda 4 before 16)."""
+    return [(0, float(t), "") if t[0].isdigit() else (1, 0.0, t) for t in re.findall(r"\d+(?:\.\d+)?|\D+", key)]

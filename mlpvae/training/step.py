@@ -1,0 +1,95 @@
+"""One training step of a stack of models, replayed as a CUDA graph on CuPy, and the device stream it runs on (Sec. 7)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+import numpy as np
+
+from mlpvae.accel import device as dev
+from mlpvae.accel import fused
+from mlpvae.nn import model
+
+
+class TrainingStep:
+    """One training step of the stack: loss and gradients, running total, Adam update (Sec. 7).
+
+    On CuPy with the fused kernels (:mod:`mlpvae.accel.fused`) the first call runs
+    eagerly (CuPy compiles its kernels then), the second is captured into a
+    CUDA graph and launched, and every later call is one launch of that graph:
+    no Python, no host synchronisation and no host/device copy inside a step.
+    The capture allocates from a memory pool of its own, kept as long as the
+    graph, so that nothing allocated later can reuse the graph's scratch
+    memory.  The graph reads ``xb`` and ``eps``, written before each launch
+    (the batch gather and the noise draws stay outside: CuPy's generators
+    advance their state on the host).  Eager on NumPy, and on CuPy with
+    ``VAETHEORY_FUSED=0`` or ``VAETHEORY_GRAPH=0``.
+    """
+
+    def __init__(self, xp, params, opt, mc, xb, eps, total):
+        self.xp, self.params, self.opt, self.mc = xp, params, opt, mc
+        self.xb, self.eps, self.total = xb, eps, total
+        self.grads: dict = {}  # filled by the first step, then reused in place
+        self.graph = None
+        self.pool = None
+        self.calls = 0
+        self.use_graph = fused.enabled(xp) and os.environ.get("VAETHEORY_GRAPH", "1") != "0"
+
+    def _eager(self) -> None:
+        loss, self.grads, _aux = model.loss_and_grads(self.params, self.xb, self.eps, self.mc, grads=self.grads)
+        self.total += loss
+        self.opt.step(self.params, self.grads)
+
+    def __call__(self) -> None:
+        if self.graph is None and self.use_graph and self.calls > 0:
+            self._capture()
+        self.calls += 1
+        if self.graph is None:
+            self._eager()
+            return
+        self.graph.launch(stream=self.xp.cuda.get_current_stream())
+        self.opt.t += 1  # the graph advanced the device's step count; the host's follows
+
+    def _capture(self) -> None:
+        cp = self.xp
+        stream = cp.cuda.get_current_stream()
+        if stream.ptr in (0, 1):  # the legacy default stream cannot capture: stay eager (see device_stream)
+            self.use_graph = False
+            return
+        self.pool = cp.cuda.MemoryPool()
+        t = self.opt.t
+        try:
+            with cp.cuda.using_allocator(self.pool.malloc):
+                stream.begin_capture()
+                try:
+                    self._eager()  # recorded, not run
+                finally:
+                    graph = stream.end_capture()
+        except Exception as exc:  # a CuPy/CUDA that cannot capture this step: train eagerly, only slower
+            print(f"CUDA graph capture failed ({type(exc).__name__}: {exc}); training without it", file=sys.stderr)
+            self.use_graph, self.pool = False, None
+            self.opt.t = t  # nothing recorded ran
+            return
+        self.graph = graph
+        self.opt.t = t  # the recording counted a step that only the launch performs
+
+
+@contextlib.contextmanager
+def device_stream(xp):
+    """Run the block on a CuPy stream of its own (a CUDA graph cannot be captured on the legacy default stream).
+
+    A non-blocking stream does not wait for the legacy one, so the device is
+    synchronised on entry (arrays made before, e.g. zeros, are then written)
+    and on exit.  Nothing on NumPy.
+    """
+    if xp is np:
+        yield None
+        return
+    dev.synchronize(xp)
+    try:
+        with xp.cuda.Stream(non_blocking=True) as stream:
+            yield stream
+    finally:
+        dev.synchronize(xp)
