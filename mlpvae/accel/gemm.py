@@ -2,8 +2,7 @@
 
 CuPy refuses every cuBLAS call while a stream is capturing a CUDA graph
 (``cublas.setStream`` raises ``NotImplementedError``: "calling cuBLAS API
-during stream capture is currently unsupported", CuPy 14.2, seen on an H200),
-although cuBLAS itself supports capture.  So on CuPy the products go to cuBLAS
+during stream capture is currently unsupported"), although cuBLAS itself supports capture.  So on CuPy the products go to cuBLAS
 directly, through ``ctypes``, on a handle of our own (own workspace, bound to
 the current stream before each call): ``cublas{S,D}gemmStridedBatched`` with
 host-side alpha = 1, beta = 0, which a capture bakes into the graph.  On NumPy

@@ -1,6 +1,9 @@
 """The paper's MLP VAE (Sec. 7): forward pass, objective and hand-written backward pass.
 
 One source for NumPy and CuPy: the array module is read from the inputs.
+Longer than 400 lines because the forward pass, the objective and the hand-written
+backward pass read as one: each backward step mirrors a forward step of this module,
+and apart they would separate a derivative from what it differentiates.
 
 Architecture (Sec. 7): encoder and decoder of ``layers`` dense layers each,
 ``hidden`` units, ReLU in the middle layers (784-200-200-200-n and
