@@ -15,7 +15,7 @@ import sys
 
 # (words, module, one-line help).  A module that does not exist yet is left out.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
-    (("verify",), "vaetheory.claims", "measure every claim of the paper at real stationary points on synthetic data"),
+    (("verify",), "vaetheory.claims.command", "measure every claim of the paper at real stationary points on synthetic data"),
     (("equations",), "vaetheory.equations", "table of every implemented equation -> function -> test"),
     (("data",), "mlpvae.training.data", "list the data sets found, where, and verify their checksums"),
     (("train",), "mlpvae.training.train", "train an MLP VAE (NumPy or CuPy) from flags or a TOML config"),
