@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory.gaussian import _inv_spd, _precision_args, _variance_precision_args
+from vaetheory.covariance import precision_args, variance_precision_args
+from vaetheory.numerics import inv_spd
 
 
 def _quarter_trace_square(E: np.ndarray) -> np.ndarray:
@@ -35,8 +36,8 @@ def optimal_constant_variance(s2, J):
     -------
     (n, n) symmetric positive definite matrix.
     """
-    P = _precision_args(s2, J)
-    return _inv_spd(P.mean(axis=0))
+    P = precision_args(s2, J)
+    return inv_spd(P.mean(axis=0))
 
 
 def gap_second_order(var, s2, J):
@@ -54,7 +55,7 @@ def gap_second_order(var, s2, J):
     -------
     (N,) values (nats, >= 0).
     """
-    var, P = _variance_precision_args(var, s2, J)
+    var, P = variance_precision_args(var, s2, J)
     E = P @ var.matrix() - np.eye(P.shape[-1])
     return _quarter_trace_square(E)
 
@@ -72,8 +73,8 @@ def cv2_penalty_terms(s2, J):
     -------
     (N,) values (nats, >= 0).
     """
-    P = _precision_args(s2, J)
-    E = P @ _inv_spd(P.mean(axis=0)) - np.eye(P.shape[-1])
+    P = precision_args(s2, J)
+    E = P @ inv_spd(P.mean(axis=0)) - np.eye(P.shape[-1])
     return _quarter_trace_square(E)
 
 

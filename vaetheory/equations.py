@@ -21,6 +21,7 @@ from pathlib import Path
 PAPER_MODULES = [
     "vaetheory.gaussian",
     "vaetheory.optimal",
+    "vaetheory.optimal_gemm",
     "vaetheory.optimality",
     "vaetheory.evidence",
     "vaetheory.logdet",
