@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from vaetheory import validate as V
-from vaetheory.logdet_baselines import (  # noqa: F401  (re-exported: one import site for users)
+from vaetheory.logdet_baselines import (
     LogdetResult,
     as_operator,
     chebyshev_logdet,
@@ -35,6 +35,10 @@ from vaetheory.logdet_baselines import (  # noqa: F401  (re-exported: one import
 
 PARAMETERIZATIONS = ("scalar", "diagonal", "diag+lowrank", "full")
 
+# The public API: this module's estimators and, re-exported so that every
+# log-det estimator is imported from one place, the baselines of
+# vaetheory.logdet_baselines (LogdetResult, slq_logdet, hutchpp_logdet,
+# chebyshev_logdet).
 __all__ = [
     "LogdetResult",
     "PARAMETERIZATIONS",
