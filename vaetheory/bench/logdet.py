@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vaetheory import logdet as L
+
 FAMILIES = ("rbf-1e-1", "rbf-1e-3", "laplace2d", "powerlaw", "toeplitz")
 METHODS = (
     "eq19-scalar",
@@ -83,8 +85,6 @@ def make_family(name: str, n: int, seed: int = 12345):
 
 def run_method(method: str, mv, n: int, budget: int, rng, bounds):
     """Not in the paper: one estimate by a named method; returns the LogdetResult."""
-    from vaetheory import logdet as L
-
     if method.startswith("eq19-"):
         return L.logdet_trace_estimator(mv, n, rng=rng, budget=budget, parameterization=method[5:])
     if method == "pslq":
@@ -107,8 +107,6 @@ def _slope(budgets, rmse):
 
 def bench(families, methods, budgets, seeds: int, n: int, progress=None) -> dict:
     """Not in the paper: run the grid and return the results as a JSON-ready dict."""
-    from vaetheory import logdet as L
-
     out = {"n": n, "seeds": seeds, "budgets": list(budgets), "families": {}}
     for fam in families:
         mv, A, truth, bounds = make_family(fam, n)
