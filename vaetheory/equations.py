@@ -80,15 +80,22 @@ class TestRef:
 
 
 def find_tests(tests_dir: Path) -> list[TestRef]:
+    """Every test function under ``tests_dir`` (recursively) whose name cites equations (``test_..._eq7``).
+
+    Files are read in the order of their base names (then paths), so a test
+    keeps its place in the table when its file moves into a sub-folder; a
+    test is named by its path relative to ``tests_dir``.
+    """
     refs: list[TestRef] = []
-    for path in sorted(tests_dir.glob("test_*.py")):
+    for path in sorted(tests_dir.rglob("test_*.py"), key=lambda p: (p.name, p.as_posix())):
         text = path.read_text()
+        rel = path.relative_to(tests_dir).as_posix()
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
                 eqs = [f"({k})" for k in _TEST_EQ.findall(node.name)]
                 if eqs:
                     src = ast.get_source_segment(text, node) or ""
-                    refs.append(TestRef(path.name, node.name, eqs, src))
+                    refs.append(TestRef(rel, node.name, eqs, src))
     return refs
 
 
