@@ -41,6 +41,7 @@ CITATION_MARKERS = ("Eq. (", "Eqs. (", "Sec. ", "Section ", "Appendix ", "Not in
 
 
 def first_paragraph(doc: str | None) -> str:
+    """The first paragraph of a docstring (where citations are read), or "" when there is none."""
     if not doc:
         return ""
     return inspect.cleandoc(doc).split("\n\n", 1)[0]
@@ -73,6 +74,7 @@ def public_functions(module_name: str):
 
 @dataclass
 class TestRef:
+    """A test function that cites equations: its file (relative to tests/), name, equations and source."""
     file: str
     name: str
     equations: list[str]
@@ -100,6 +102,7 @@ def find_tests(tests_dir: Path) -> list[TestRef]:
 
 
 def default_tests_dir() -> Path:
+    """The repository's tests/ folder."""
     return Path(__file__).resolve().parent.parent / "tests"
 
 
@@ -135,6 +138,7 @@ def table(modules=None, tests_dir: Path | None = None) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The table as docs/equations.md writes it."""
     lines = [
         "# Equation -> function -> test",
         "",
@@ -151,15 +155,18 @@ def markdown(rows: list[dict]) -> str:
 
 
 def docs_path() -> Path:
+    """docs/equations.md in the repository."""
     return Path(__file__).resolve().parent.parent / "docs" / "equations.md"
 
 
 def add_arguments(parser) -> None:
+    """The options of ``vaetheory equations``."""
     parser.add_argument("--write", action="store_true", help="regenerate docs/equations.md")
     parser.add_argument("--missing", action="store_true", help="list only equations with no test")
 
 
 def run(args) -> int:
+    """Print the table, or write docs/equations.md with ``--write``."""
     rows = table()
     if args.missing:
         rows = [r for r in rows if not r["tests"]]

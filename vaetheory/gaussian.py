@@ -95,10 +95,12 @@ class LinearDecoder:
 
     @property
     def n(self) -> int:
+        """Latent dimension n."""
         return self.W.shape[1]
 
     @property
     def m(self) -> int:
+        """Data dimension m."""
         return self.W.shape[0]
 
     def __call__(self, z):

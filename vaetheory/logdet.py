@@ -340,6 +340,7 @@ class _Preconditioned:
         return self.sq[:, None] * Y
 
     def half_t(self, X):
+        """``(Sigma^1/2)^T X``"""
         Y = self.sq[:, None] * X
         return np.sqrt(self.alpha) * Y + self.Q @ (self.c[:, None] * (self.Q.T @ Y))
 

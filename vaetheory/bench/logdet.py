@@ -200,6 +200,7 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
+    """Not in the paper: RMSE against budget per family and method, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,6 +225,7 @@ def plot(res: dict, path: Path) -> None:
 
 
 def add_arguments(parser) -> None:
+    """The options of ``vaetheory bench logdet``."""
     parser.add_argument("--n", type=int, default=1024, help="matrix size (a perfect square for laplace2d)")
     parser.add_argument("--seeds", type=int, default=50, help="independent runs per (family, method, budget)")
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS), help="matvec budgets")
@@ -239,6 +241,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the benchmark grid (or read it back with ``--from-json``), print who wins, and write JSON, plot, markdown."""
+
     def progress(fam, m, row):
         if not args.quiet and row["ran"]:
             print(

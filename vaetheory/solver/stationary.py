@@ -214,6 +214,7 @@ class StationaryPoint:
 
     @property
     def mean_elbo(self) -> float:
+        """E_x[ELBO] at the solution (nats per example)."""
         return float(np.mean(self.elbo))
 
 
