@@ -263,6 +263,25 @@ def expected_log_likelihood(x, mu, var, decoder, *, method="auto", rng=None, n_s
     return _expected_loglik(x, mu, var, decoder, method, rng, n_samples, order)
 
 
+def expected_log_likelihood_draws(x, mu, var, decoder, *, rng, n_samples=1000):
+    """Monte Carlo draws of Eq. (2)'s expected log likelihood: log N(x; nu(z), I) with z ~ N(mu, Sigma).
+
+    Parameters
+    ----------
+    x, mu, var, decoder : as in :func:`expected_log_likelihood`.
+    rng : numpy.random.Generator.
+    n_samples : draws per example.
+
+    Returns
+    -------
+    (N, n_samples) log-likelihoods (nats); their mean over the draws is
+    :func:`expected_log_likelihood` with ``method="mc"`` and the same generator.
+    """
+    dims: dict = {}
+    x, mu, var, _, n_samples, _ = _ell_args(x, mu, var, decoder, "mc", n_samples, 20, dims)
+    return _ell_mc(x, mu, var, decoder, v.rng("rng", rng), n_samples)
+
+
 def elbo(x, mu, var, s2, decoder, *, method="auto", rng=None, n_samples=1000, order=20):
     """The ELBO of a Gaussian VAE with unit-normal likelihood, Eq. (2), per example.
 
