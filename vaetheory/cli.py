@@ -13,9 +13,9 @@ import importlib
 import importlib.util
 import sys
 
-# (words, module, one-line help).  A module that does not exist yet is left out.
+# (words, module, one-line help).  A module that is not installed is left out.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
-    (("verify",), "vaetheory.claims", "measure every claim of the paper at real stationary points on synthetic data"),
+    (("verify",), "vaetheory.claims.command", "measure every claim of the paper at real stationary points on synthetic data"),
     (("equations",), "vaetheory.equations", "table of every implemented equation -> function -> test"),
     (("data",), "mlpvae.training.data", "list the data sets found, where, and verify their checksums"),
     (("train",), "mlpvae.training.train", "train an MLP VAE (NumPy or CuPy) from flags or a TOML config"),
@@ -35,6 +35,7 @@ def _exists(module: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``vaetheory`` parser: one subcommand per :data:`COMMANDS` entry whose module is installed."""
     parser = argparse.ArgumentParser(
         prog="vaetheory",
         description="The VAE theory paper 'There and Back Again' as verified, runnable code.",
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; return its exit status (2 without one)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "_run", None) is None:

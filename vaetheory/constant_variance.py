@@ -4,10 +4,10 @@ With P_x = S^-2 + J_x^T J_x (the true posterior precision, Eq. (25)) and
 Pbar = E_x[P_x]:
 
 * Eq. (21): the gap Eq. (18) to second order, 1/4 tr((P Sigma - I)^2), reading
-  the paper's tr^2(E) as tr(E E) (DESIGN.md);
+  the paper's tr^2(E) as tr(E E) (docs/conventions.md);
 * the optimal constant variance Sigma~ = Pbar^-1;
 * Eq. (22): the penalty of a constant variance, 1/4 tr CV^2[P_x] read as the
-  matrix relative variance 1/4 E_x[tr((P_x Pbar^-1 - I)^2)] (DESIGN.md), which is
+  matrix relative variance 1/4 E_x[tr((P_x Pbar^-1 - I)^2)] (docs/conventions.md), which is
   the mean of Eq. (21) at Sigma~.
 """
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory.gaussian import _inv_spd, _precision_args, _variance_precision_args
+from vaetheory.covariance import precision_args, variance_precision_args
+from vaetheory.numerics import inv_spd
 
 
 def _quarter_trace_square(E: np.ndarray) -> np.ndarray:
@@ -35,14 +36,14 @@ def optimal_constant_variance(s2, J):
     -------
     (n, n) symmetric positive definite matrix.
     """
-    P = _precision_args(s2, J)
-    return _inv_spd(P.mean(axis=0))
+    P = precision_args(s2, J)
+    return inv_spd(P.mean(axis=0))
 
 
 def gap_second_order(var, s2, J):
     """The second-order gap, Eq. (21): log p(x) - ELBO ~= 1/4 tr((P Sigma - I)^2), per example.
 
-    P = S^-2 + J^T J; tr^2(E) is read as tr(E E) (DESIGN.md).  It agrees with
+    P = S^-2 + J^T J; tr^2(E) is read as tr(E E) (docs/conventions.md).  It agrees with
     the exact gap Eq. (18) up to -1/6 tr((P Sigma - I)^3) + O(4th order).
 
     Parameters
@@ -54,7 +55,7 @@ def gap_second_order(var, s2, J):
     -------
     (N,) values (nats, >= 0).
     """
-    var, P = _variance_precision_args(var, s2, J)
+    var, P = variance_precision_args(var, s2, J)
     E = P @ var.matrix() - np.eye(P.shape[-1])
     return _quarter_trace_square(E)
 
@@ -72,15 +73,15 @@ def cv2_penalty_terms(s2, J):
     -------
     (N,) values (nats, >= 0).
     """
-    P = _precision_args(s2, J)
-    E = P @ _inv_spd(P.mean(axis=0)) - np.eye(P.shape[-1])
+    P = precision_args(s2, J)
+    E = P @ inv_spd(P.mean(axis=0)) - np.eye(P.shape[-1])
     return _quarter_trace_square(E)
 
 
 def cv2_penalty(s2, J):
     """The penalty for a constant posterior variance, Eq. (22): 1/4 tr CV^2_x[S^-2 + J^T J].
 
-    Matrix reading (DESIGN.md): 1/4 E_x[tr((P_x Pbar^-1 - I)^2)] with
+    Matrix reading (docs/conventions.md): 1/4 E_x[tr((P_x Pbar^-1 - I)^2)] with
     P_x = S^-2 + J_x^T J_x, Pbar = E_x[P_x].  Zero when every J_x^T J_x is
     the same; equal to the paper's alternative form with J^T J S^2 + I in place
     of P_x (the S^2 factors cancel).

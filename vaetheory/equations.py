@@ -21,6 +21,7 @@ from pathlib import Path
 PAPER_MODULES = [
     "vaetheory.gaussian",
     "vaetheory.optimal",
+    "vaetheory.optimal_gemm",
     "vaetheory.optimality",
     "vaetheory.evidence",
     "vaetheory.logdet",
@@ -40,6 +41,7 @@ CITATION_MARKERS = ("Eq. (", "Eqs. (", "Sec. ", "Section ", "Appendix ", "Not in
 
 
 def first_paragraph(doc: str | None) -> str:
+    """The first paragraph of a docstring (where citations are read), or "" when there is none."""
     if not doc:
         return ""
     return inspect.cleandoc(doc).split("\n\n", 1)[0]
@@ -72,6 +74,7 @@ def public_functions(module_name: str):
 
 @dataclass
 class TestRef:
+    """A test function that cites equations: its file (relative to tests/), name, equations and source."""
     file: str
     name: str
     equations: list[str]
@@ -79,19 +82,27 @@ class TestRef:
 
 
 def find_tests(tests_dir: Path) -> list[TestRef]:
+    """Every test function under ``tests_dir`` (recursively) whose name cites equations (``test_..._eq7``).
+
+    Files are read in the order of their base names (then paths), so a test
+    keeps its place in the table when its file moves into a sub-folder; a
+    test is named by its path relative to ``tests_dir``.
+    """
     refs: list[TestRef] = []
-    for path in sorted(tests_dir.glob("test_*.py")):
+    for path in sorted(tests_dir.rglob("test_*.py"), key=lambda p: (p.name, p.as_posix())):
         text = path.read_text()
+        rel = path.relative_to(tests_dir).as_posix()
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
                 eqs = [f"({k})" for k in _TEST_EQ.findall(node.name)]
                 if eqs:
                     src = ast.get_source_segment(text, node) or ""
-                    refs.append(TestRef(path.name, node.name, eqs, src))
+                    refs.append(TestRef(rel, node.name, eqs, src))
     return refs
 
 
 def default_tests_dir() -> Path:
+    """The repository's tests/ folder."""
     return Path(__file__).resolve().parent.parent / "tests"
 
 
@@ -127,6 +138,7 @@ def table(modules=None, tests_dir: Path | None = None) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
+    """The table as docs/equations.md writes it."""
     lines = [
         "# Equation -> function -> test",
         "",
@@ -143,15 +155,18 @@ def markdown(rows: list[dict]) -> str:
 
 
 def docs_path() -> Path:
+    """docs/equations.md in the repository."""
     return Path(__file__).resolve().parent.parent / "docs" / "equations.md"
 
 
 def add_arguments(parser) -> None:
+    """The options of ``vaetheory equations``."""
     parser.add_argument("--write", action="store_true", help="regenerate docs/equations.md")
     parser.add_argument("--missing", action="store_true", help="list only equations with no test")
 
 
 def run(args) -> int:
+    """Print the table, or write docs/equations.md with ``--write``."""
     rows = table()
     if args.missing:
         rows = [r for r in rows if not r["tests"]]

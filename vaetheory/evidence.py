@@ -10,21 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 from vaetheory import validate as v
-from vaetheory.gaussian import (
-    LOG_2PI,
-    _Cov,
-    _inv_spd,
-    _jacobian,
-    _logdet_spd,
-    _posterior_var,
-    _precision_args,
-    _prior,
-    _quad,
-    _variance_precision_args,
+from vaetheory.covariance import (
+    Cov,
+    jacobian_arg,
+    posterior_var,
+    precision_args,
+    prior_var,
+    variance_precision_args,
 )
+from vaetheory.gaussian import LOG_2PI
+from vaetheory.numerics import inv_spd, logdet_spd, quad_form
 
 
-def _evidence(x, z, nu_z, J, s2: _Cov, T: _Cov | None):
+def _evidence(x, z, nu_z, J, s2: Cov, T: Cov | None):
     """-1/2 (m log 2pi + |S^-1 z|^2 + r^T T^-1 r + log|J S^2 J^T + T|), T = I when None."""
     m, n = J.shape[1], J.shape[2]
     r = x - nu_z
@@ -43,17 +41,17 @@ def _evidence(x, z, nu_z, J, s2: _Cov, T: _Cov | None):
         logdet_T = T.logdet()
         maha = np.sum(r * r / T.a, axis=-1)
     # Sylvester: log|A A^T + I_m| = log|I_n + A^T A|.
-    logdet = logdet_T + _logdet_spd(np.eye(n) + np.swapaxes(A, -1, -2) @ A)
-    return -0.5 * (m * LOG_2PI + _quad(s2.inverse()[0], z) + maha + logdet)
+    logdet = logdet_T + logdet_spd(np.eye(n) + np.swapaxes(A, -1, -2) @ A)
+    return -0.5 * (m * LOG_2PI + quad_form(s2.inverse()[0], z) + maha + logdet)
 
 
 def _evidence_args(x, z, nu_z, J, s2, zname):
     dims: dict = {}
-    J = _jacobian("J", J, dims)
+    J = jacobian_arg("J", J, dims)
     x = v.array("x", x, ("N", "m"), dims)
     z = v.array(zname, z, ("N", "n"), dims)
     nu_z = v.array("nu_" + zname, nu_z, ("N", "m"), dims)
-    s2 = _prior("s2", s2, dims)
+    s2 = prior_var("s2", s2, dims)
     return x, z, nu_z, J, s2, dims
 
 
@@ -80,11 +78,11 @@ def log_evidence(x, z, nu_z, J, s2):
     return _evidence(x, z, nu_z, J, s2, None)
 
 
-def _likelihood_var(T, dims) -> _Cov:
+def _likelihood_var(T, dims) -> Cov:
     if np.ndim(np.asarray(T) if not hasattr(T, "shape") else T) == 0:
         t = v.scalar("T", T, positive=True)
-        return _Cov(np.full((dims["N"], dims["m"]), t), False)
-    return _posterior_var("T", T, dims, k="m")
+        return Cov(np.full((dims["N"], dims["m"]), t), False)
+    return posterior_var("T", T, dims, k="m")
 
 
 def log_evidence_general(x, mu, nu_mu, J, s2, T):
@@ -133,13 +131,13 @@ def log_evidence_noiseless(mu, J, s2):
     dims: dict = {}
     mu = v.array("mu", mu, ("N", "n"), dims)
     J = v.array("J", J, ("N", "n", "n"), dims)
-    s2 = _prior("s2", s2, dims)
+    s2 = prior_var("s2", s2, dims)
     sign, logabs = np.linalg.slogdet(J)
     logdet = np.where(sign == 0, -np.inf, 2.0 * logabs) + s2.logdet()[0]
-    return -0.5 * (dims["n"] * LOG_2PI + _quad(s2.inverse()[0], mu) + logdet)
+    return -0.5 * (dims["n"] * LOG_2PI + quad_form(s2.inverse()[0], mu) + logdet)
 
 
-def _gap_eigenvalues(var: _Cov, P: np.ndarray) -> np.ndarray:
+def _gap_eigenvalues(var: Cov, P: np.ndarray) -> np.ndarray:
     """Eigenvalues (N, n) of P Sigma, via the symmetric L^T Sigma L with P = L L^T."""
     L = np.linalg.cholesky(P)
     if var.full:
@@ -167,7 +165,7 @@ def evidence_gap(var, s2, J):
     -------
     (N,) gaps (nats, >= 0).
     """
-    d = _gap_eigenvalues(*_variance_precision_args(var, s2, J)) - 1.0
+    d = _gap_eigenvalues(*variance_precision_args(var, s2, J)) - 1.0
     return 0.5 * np.sum(d - np.log1p(d), axis=-1)
 
 
@@ -185,4 +183,4 @@ def true_posterior_covariance(s2, J):
     -------
     (N, n, n) symmetric positive definite matrices.
     """
-    return _inv_spd(_precision_args(s2, J))
+    return inv_spd(precision_args(s2, J))

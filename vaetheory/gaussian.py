@@ -9,9 +9,8 @@ Reading fixed here (docs/conventions.md): a 2-D ``var`` whose shape is
 ``(N, n)`` is a stack of diagonals, even when ``N == n``; pass a shared full
 Sigma as ``(1, n, n)`` (or ``(N, n, n)``) when ``N == n`` to avoid the reading.
 
-The private helpers below (``_posterior_var``, ``_prior``, ...) validate and
-normalise Sigma and S^2 for every module of Secs. 3-5, so the readings live in
-one place.
+:mod:`vaetheory.covariance` validates and normalises Sigma, S^2 and J for
+every module of Secs. 3-5, so the readings live in one place.
 """
 
 from __future__ import annotations
@@ -20,139 +19,14 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from numpy.polynomial.hermite_e import hermegauss
 from scipy.linalg import solve_triangular
 
 from vaetheory import validate as v
+from vaetheory.covariance import Cov, jacobian_arg, posterior_precision, posterior_var, prior_var
+from vaetheory.numerics import BLOCK_ELEMENTS, gauss_hermite_rule, quad_form, trace
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 METHODS = ("auto", "exact", "quadrature", "mc")
-
-# Bound on the elements of one temporary block (float64: 32 MiB) when a
-# computation is chunked over examples or query points.
-_BLOCK_ELEMENTS = 1 << 22
-
-
-# ---------------------------------------------------------------------------
-# Validation and normalisation of Sigma, S^2 and J (shared by Secs. 3-5)
-# ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Cov:
-    """A validated stack of covariances: ``a`` is (N, n) diagonals or (N, n, n) full."""
-
-    a: np.ndarray
-    full: bool
-
-    def matrix(self) -> np.ndarray:
-        """(N, n, n) full matrices."""
-        if self.full:
-            return self.a
-        return _diag_embed(self.a)
-
-    def diagonal(self) -> np.ndarray:
-        """(N, n) diagonals."""
-        return np.diagonal(self.a, axis1=-2, axis2=-1) if self.full else self.a
-
-    def logdet(self) -> np.ndarray:
-        """(N,) log-determinants (Cholesky for full matrices)."""
-        return _logdet_spd(self.a) if self.full else np.sum(np.log(self.a), axis=-1)
-
-    def inverse(self) -> np.ndarray:
-        """(N, n, n) inverses (Sigma^-1)."""
-        return _inv_spd(self.a) if self.full else _diag_embed(1.0 / self.a)
-
-    def chol(self) -> np.ndarray:
-        """(N, n, n) lower Cholesky factors L with Sigma = L L^T."""
-        return np.linalg.cholesky(self.a) if self.full else _diag_embed(np.sqrt(self.a))
-
-
-def _diag_embed(d: np.ndarray) -> np.ndarray:
-    out = np.zeros(d.shape + (d.shape[-1],))
-    idx = np.arange(d.shape[-1])
-    out[..., idx, idx] = d
-    return out
-
-
-def _logdet_spd(A: np.ndarray) -> np.ndarray:
-    L = np.linalg.cholesky(A)
-    return 2.0 * np.sum(np.log(np.diagonal(L, axis1=-2, axis2=-1)), axis=-1)
-
-
-def _inv_spd(A: np.ndarray) -> np.ndarray:
-    """Inverse of SPD matrices through the Cholesky factor, symmetrised."""
-    L = np.linalg.cholesky(A)
-    eye = np.broadcast_to(np.eye(A.shape[-1]), A.shape)
-    Linv = np.linalg.solve(L, eye)
-    out = np.swapaxes(Linv, -1, -2) @ Linv
-    return (out + np.swapaxes(out, -1, -2)) / 2
-
-
-def _trace(A: np.ndarray) -> np.ndarray:
-    return np.trace(A, axis1=-2, axis2=-1)
-
-
-def _posterior_var(name: str, var, dims: dict, k: str = "n") -> _Cov:
-    """Validate Sigma against bound ``N`` and ``n``; return it as a length-N stack.
-
-    Accepts diagonals (N, n) / (n,) and full (N, n, n) / (1, n, n) / (n, n).
-    A 2-D array of shape (N, n) is read as diagonals even when N == n.  ``k``
-    names the dimension letter (``"m"`` for a likelihood variance T).
-    """
-    a = v.array(name, var)
-    N, n = dims.get("N"), dims.get(k)
-    if (a.ndim == 2 and a.shape not in ((N, n), (n, n))) or a.ndim not in (1, 2, 3):
-        raise ValueError(
-            f"{name} must have shape (N, {k}) or ({k},) (diagonal) or (N, {k}, {k}), (1, {k}, {k}), ({k}, {k}) (full)"
-            f" with N={N}, {k}={n}, got {tuple(a.shape)}"
-        )
-    if a.ndim == 1 or (a.ndim == 2 and a.shape == (N, n)):
-        a = v.array(name, a, [("N", k), (k,)], dims, positive=True)
-        return _Cov(np.broadcast_to(a, (dims["N"], dims[k])) if a.ndim == 1 else a, False)
-    a = v.spd(name, a, [("N", k, k), (1, k, k), (k, k)], dims)
-    return _Cov(np.broadcast_to(a, (dims["N"], dims[k], dims[k])), True)
-
-
-def _prior(name: str, s2, dims: dict) -> _Cov:
-    """Validate S^2: (n,) positive diagonal or (n, n) SPD; returned as a stack of one."""
-    a = v.array(name, s2)
-    if a.ndim == 1:
-        a = v.array(name, a, ("n",), dims, positive=True)
-        return _Cov(a[None], False)
-    a = v.spd(name, a, ("n", "n"), dims)
-    return _Cov(a[None], True)
-
-
-def _jacobian(name: str, J, dims: dict) -> np.ndarray:
-    return v.array(name, J, ("N", "m", "n"), dims)
-
-
-def _quad(P: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """u^T P u for stacks u (..., n) and P (..., n, n) broadcast."""
-    return np.einsum("...i,...ij,...j->...", u, P, u)
-
-
-def _precision_posterior(s2: _Cov, J: np.ndarray) -> np.ndarray:
-    """P = S^-2 + J^T J, (N, n, n): the true posterior precision of Eqs. (12), (18), (25)."""
-    return s2.inverse() + np.swapaxes(J, -1, -2) @ J
-
-
-def _precision_args(s2, J, dims: dict | None = None) -> np.ndarray:
-    """Validate S^2 and J (binding N, m, n in ``dims``); return P = S^-2 + J^T J, (N, n, n)."""
-    dims = {} if dims is None else dims
-    J = _jacobian("J", J, dims)
-    return _precision_posterior(_prior("s2", s2, dims), J)
-
-
-def _variance_precision_args(var, s2, J) -> tuple[_Cov, np.ndarray]:
-    """Validate Sigma, S^2 and J against each other; return Sigma and P = S^-2 + J^T J.
-
-    The arguments of every formula in Sigma and P: Eqs. (10), (12), (18), (21).
-    """
-    dims: dict = {}
-    J = _jacobian("J", J, dims)
-    var = _posterior_var("var", var, dims)
-    return var, _precision_args(s2, J, dims)
-
 
 # ---------------------------------------------------------------------------
 # Public functions
@@ -221,10 +95,12 @@ class LinearDecoder:
 
     @property
     def n(self) -> int:
+        """Latent dimension n."""
         return self.W.shape[1]
 
     @property
     def m(self) -> int:
+        """Data dimension m."""
         return self.W.shape[0]
 
     def __call__(self, z):
@@ -238,14 +114,14 @@ class LinearDecoder:
         return np.broadcast_to(self.W, (N,) + self.W.shape).copy()
 
 
-def _kl(mu: np.ndarray, var: _Cov, s2: _Cov) -> np.ndarray:
+def _kl(mu: np.ndarray, var: Cov, s2: Cov) -> np.ndarray:
     prec = s2.inverse()[0]
     n = mu.shape[-1]
     if var.full:
-        tr = _trace(prec @ var.a)
+        tr = trace(prec @ var.a)
     else:
         tr = var.a @ np.diagonal(prec)
-    return 0.5 * (tr + _quad(prec, mu) - n + s2.logdet()[0] - var.logdet())
+    return 0.5 * (tr + quad_form(prec, mu) - n + s2.logdet()[0] - var.logdet())
 
 
 def kl_gaussian(mu, var, s2):
@@ -266,8 +142,8 @@ def kl_gaussian(mu, var, s2):
     """
     dims: dict = {}
     mu = v.array("mu", mu, ("N", "n"), dims)
-    var = _posterior_var("var", var, dims)
-    s2 = _prior("s2", s2, dims)
+    var = posterior_var("var", var, dims)
+    s2 = prior_var("s2", s2, dims)
     return _kl(mu, var, s2)
 
 
@@ -289,32 +165,17 @@ def _loglik_unit(x: np.ndarray, nu: np.ndarray) -> np.ndarray:
     return -0.5 * (x.shape[-1] * LOG_2PI + np.sum(r * r, axis=-1))
 
 
-def _gauss_hermite(n: int, order: int) -> tuple[np.ndarray, np.ndarray]:
-    """Tensor Gauss-Hermite grid for N(0, I_n): nodes (G, n), weights (G,) summing to 1.
-
-    The one rule of the package (also :func:`vaetheory.solver.quadrature.gauss_hermite`).
-    Dividing by the computed sum rather than sqrt(2 pi) makes the weights sum to
-    1 to the last bit, so a constant integrates exactly.
-    """
-    t, w = hermegauss(order)
-    w = w / w.sum()
-    grids = np.meshgrid(*([t] * n), indexing="ij")
-    nodes = np.stack([g.ravel() for g in grids], axis=-1)
-    weights = np.prod(np.stack(np.meshgrid(*([w] * n), indexing="ij")).reshape(n, -1), axis=0)
-    return nodes, weights
-
-
 def _ell_samples(x, mu, L, decoder, eps):
     """log N(x; nu(mu + L eps), I) for eps (N, K, n) -> (N, K)."""
     z = mu[:, None, :] + np.einsum("nij,nkj->nki", L, eps)
     return _loglik_unit(x[:, None, :], _decoded(decoder, z, x.shape[-1]))
 
 
-def _ell_mc(x, mu, var: _Cov, decoder, rng, n_samples):
+def _ell_mc(x, mu, var: Cov, decoder, rng, n_samples):
     """Monte Carlo values (N, n_samples) of log N(x; nu(z), I), z ~ N(mu, Sigma), chunked over N."""
     N, n = mu.shape
     L = var.chol()
-    per = max(1, _BLOCK_ELEMENTS // max(1, n_samples * max(n, x.shape[-1])))
+    per = max(1, BLOCK_ELEMENTS // max(1, n_samples * max(n, x.shape[-1])))
     out = np.empty((N, n_samples))
     for s in range(0, N, per):
         sl = slice(s, min(N, s + per))
@@ -323,7 +184,7 @@ def _ell_mc(x, mu, var: _Cov, decoder, rng, n_samples):
     return out
 
 
-def _expected_loglik(x, mu, var: _Cov, decoder, method, rng, n_samples, order):
+def _expected_loglik(x, mu, var: Cov, decoder, method, rng, n_samples, order):
     N, n = mu.shape
     m = x.shape[-1]
     if method == "auto":
@@ -340,15 +201,15 @@ def _expected_loglik(x, mu, var: _Cov, decoder, method, rng, n_samples, order):
             raise ValueError(f"decoder must map n={n} to m={m}, got W of shape {decoder.W.shape}")
         r = x - decoder(mu)
         WtW = decoder.W.T @ decoder.W
-        tr = _trace(WtW @ var.a) if var.full else var.a @ np.diag(WtW)
+        tr = trace(WtW @ var.a) if var.full else var.a @ np.diag(WtW)
         return -0.5 * (m * LOG_2PI + np.sum(r * r, axis=-1) + tr)
     if method == "quadrature":
         if n > 2:
             raise ValueError(f"method='quadrature' needs n <= 2 (a tensor grid), got n={n}")
-        nodes, weights = _gauss_hermite(n, order)
+        nodes, weights = gauss_hermite_rule(n, order)
         L = var.chol()
         out = np.empty(N)
-        per = max(1, _BLOCK_ELEMENTS // max(1, len(weights) * max(n, m)))
+        per = max(1, BLOCK_ELEMENTS // max(1, len(weights) * max(n, m)))
         for s in range(0, N, per):
             sl = slice(s, min(N, s + per))
             eps = np.broadcast_to(nodes, (sl.stop - sl.start,) + nodes.shape)
@@ -363,7 +224,7 @@ def _expected_loglik(x, mu, var: _Cov, decoder, method, rng, n_samples, order):
 def _ell_args(x, mu, var, decoder, method, n_samples, order, dims):
     mu = v.array("mu", mu, ("N", "n"), dims)
     x = v.array("x", x, ("N", "m"), dims)
-    var = _posterior_var("var", var, dims)
+    var = posterior_var("var", var, dims)
     if not callable(decoder):
         raise ValueError(f"decoder must be callable (z (..., n) -> (..., m)), got {type(decoder).__name__}")
     method = v.choice("method", method, METHODS)
@@ -402,6 +263,25 @@ def expected_log_likelihood(x, mu, var, decoder, *, method="auto", rng=None, n_s
     return _expected_loglik(x, mu, var, decoder, method, rng, n_samples, order)
 
 
+def expected_log_likelihood_draws(x, mu, var, decoder, *, rng, n_samples=1000):
+    """Monte Carlo draws of Eq. (2)'s expected log likelihood: log N(x; nu(z), I) with z ~ N(mu, Sigma).
+
+    Parameters
+    ----------
+    x, mu, var, decoder : as in :func:`expected_log_likelihood`.
+    rng : numpy.random.Generator.
+    n_samples : draws per example.
+
+    Returns
+    -------
+    (N, n_samples) log-likelihoods (nats); their mean over the draws is
+    :func:`expected_log_likelihood` with ``method="mc"`` and the same generator.
+    """
+    dims: dict = {}
+    x, mu, var, _, n_samples, _ = _ell_args(x, mu, var, decoder, "mc", n_samples, 20, dims)
+    return _ell_mc(x, mu, var, decoder, v.rng("rng", rng), n_samples)
+
+
 def elbo(x, mu, var, s2, decoder, *, method="auto", rng=None, n_samples=1000, order=20):
     """The ELBO of a Gaussian VAE with unit-normal likelihood, Eq. (2), per example.
 
@@ -420,7 +300,7 @@ def elbo(x, mu, var, s2, decoder, *, method="auto", rng=None, n_samples=1000, or
     """
     dims: dict = {}
     x, mu, var, method, n_samples, order = _ell_args(x, mu, var, decoder, method, n_samples, order, dims)
-    s2 = _prior("s2", s2, dims)
+    s2 = prior_var("s2", s2, dims)
     return _expected_loglik(x, mu, var, decoder, method, rng, n_samples, order) - _kl(mu, var, s2)
 
 
@@ -445,13 +325,13 @@ def elbo_local_linear(x, mu, var, s2, nu_mu, J):
     dims: dict = {}
     mu = v.array("mu", mu, ("N", "n"), dims)
     x = v.array("x", x, ("N", "m"), dims)
-    var = _posterior_var("var", var, dims)
-    s2 = _prior("s2", s2, dims)
+    var = posterior_var("var", var, dims)
+    s2 = prior_var("s2", s2, dims)
     nu_mu = v.array("nu_mu", nu_mu, ("N", "m"), dims)
-    J = _jacobian("J", J, dims)
+    J = jacobian_arg("J", J, dims)
     n, m = dims["n"], dims["m"]
     prec = s2.inverse()[0]
     r = x - nu_mu
-    tr = _trace(_precision_posterior(s2, J) @ var.matrix())
+    tr = trace(posterior_precision(s2, J) @ var.matrix())
     log_e_ratio = n + var.logdet() - s2.logdet()[0]
-    return -0.5 * (m * LOG_2PI + _quad(prec, mu) + np.sum(r * r, axis=-1) + tr - log_e_ratio)
+    return -0.5 * (m * LOG_2PI + quad_form(prec, mu) + np.sum(r * r, axis=-1) + tr - log_e_ratio)

@@ -63,10 +63,12 @@ class LinearVAE:
 
     @property
     def n(self) -> int:
+        """Latent dimension n."""
         return self.W.shape[1]
 
     @property
     def m(self) -> int:
+        """Data dimension m."""
         return self.W.shape[0]
 
 

@@ -17,6 +17,11 @@ that floor by using the learned Sigma as a preconditioner for Lanczos quadrature
 
 Symbols: ``A`` (n, n) SPD; ``Sigma`` (n, n) SPD; ``J`` (m, n) decoder Jacobian;
 ``s2`` (n,) diagonal prior variances ``S^2``.
+
+The module is longer than most (about 500 lines) because the estimator's
+Sigma families and the preconditioned SLQ share one machinery (mirror descent,
+the Krylov low-rank factor, the learned-Sigma preconditioner); the baselines,
+which share none of it, live in :mod:`vaetheory.logdet_baselines`.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from vaetheory import validate as V
-from vaetheory.logdet_baselines import (  # noqa: F401  (re-exported: one import site for users)
+from vaetheory.logdet_baselines import (
     LogdetResult,
     as_operator,
     chebyshev_logdet,
@@ -32,9 +37,14 @@ from vaetheory.logdet_baselines import (  # noqa: F401  (re-exported: one import
     slq_core,
     slq_logdet,
 )
+from vaetheory.numerics import logdet_spd
 
 PARAMETERIZATIONS = ("scalar", "diagonal", "diag+lowrank", "full")
 
+# The public API: this module's estimators and, re-exported so that every
+# log-det estimator is imported from one place, the baselines of
+# vaetheory.logdet_baselines (LogdetResult, slq_logdet, hutchpp_logdet,
+# chebyshev_logdet).
 __all__ = [
     "LogdetResult",
     "PARAMETERIZATIONS",
@@ -60,11 +70,6 @@ def _symmetric(name, A):
     return A
 
 
-def _logdet_spd(A):
-    """log|A| by Cholesky (A already validated SPD)."""
-    return 2.0 * np.sum(np.log(np.diagonal(np.linalg.cholesky(A), axis1=-2, axis2=-1)), axis=-1)
-
-
 def trace_identity_objective(A, Sigma):
     """Eq. (19): the objective ``tr(A Sigma) - log|e Sigma| = tr(A Sigma) - n - log|Sigma|``.
 
@@ -84,7 +89,7 @@ def trace_identity_objective(A, Sigma):
         raise ValueError(f"Sigma must have shape (..., {A.shape[-1]}, {A.shape[-1]}), got {Sigma.shape}")
     n = A.shape[-1]
     tr = np.einsum("...ij,...ji->...", A, Sigma)
-    out = tr - n - _logdet_spd(Sigma)
+    out = tr - n - logdet_spd(Sigma)
     return float(out) if np.ndim(out) == 0 else out
 
 
@@ -111,7 +116,7 @@ def trace_identity_ref(A):
     A : (..., n, n) symmetric positive definite.
     """
     A = V.spd("A", A)
-    out = _logdet_spd(A)
+    out = logdet_spd(A)
     return float(out) if np.ndim(out) == 0 else out
 
 
@@ -143,8 +148,8 @@ def trace_identity_eq20(J, s2):
     A = JtJ + np.eye(n) / s2[..., None, :] * np.eye(n)
     Sigma = trace_identity_minimiser(A)
     s = np.sqrt(s2)
-    minimum = np.einsum("...ij,...ji->...", A, Sigma) - n - _logdet_spd(Sigma) + np.sum(np.log(s2), axis=-1)
-    rhs = _logdet_spd(np.eye(n) + s[..., :, None] * JtJ * s[..., None, :])
+    minimum = np.einsum("...ij,...ji->...", A, Sigma) - n - logdet_spd(Sigma) + np.sum(np.log(s2), axis=-1)
+    rhs = logdet_spd(np.eye(n) + s[..., :, None] * JtJ * s[..., None, :])
     return minimum, rhs, Sigma
 
 
@@ -165,7 +170,7 @@ def trace_identity_bias_floor(A, parameterization):
     A = V.spd("A", A, ("n", "n"))
     p = V.choice("parameterization", parameterization, PARAMETERIZATIONS)
     n = A.shape[0]
-    ld = _logdet_spd(A)
+    ld = logdet_spd(A)
     if p == "scalar":
         return float(n * np.log(np.trace(A) / n) - ld)
     if p == "full":
@@ -336,6 +341,7 @@ class _Preconditioned:
         return self.sq[:, None] * Y
 
     def half_t(self, X):
+        """``(Sigma^1/2)^T X``"""
         Y = self.sq[:, None] * X
         return np.sqrt(self.alpha) * Y + self.Q @ (self.c[:, None] * (self.Q.T @ Y))
 

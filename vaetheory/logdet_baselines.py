@@ -69,6 +69,7 @@ class Operator:
 
     @property
     def left(self) -> int:
+        """Matrix-vector products left in the budget."""
         return self.budget - self.count
 
     def __call__(self, X):

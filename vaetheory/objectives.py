@@ -1,6 +1,6 @@
 """Batch objectives of Secs. 4.3, 4.4 and 5.1, forward and backward, on any array module.
 
-These are the functions the MLP VAE in :mod:`gpu` trains with: each takes NumPy
+These are the functions the MLP VAE in :mod:`mlpvae` trains with: each takes NumPy
 or CuPy arrays (float32 or float64) and returns arrays of the same kind, with
 the value and its hand-written gradient (vector-Jacobian product) side by side.
 
@@ -19,6 +19,12 @@ Conventions shared by every function here:
 * Inputs are checked for shape only: values are not inspected, so that a
   diverging trainer sees a non-finite loss instead of an exception (and no
   device synchronisation happens per step on CuPy).
+
+The ``*_unchecked`` kernels (:func:`floating_prior_unchecked`,
+:func:`kl_eq2_unchecked`, :func:`bilbo_kl_unchecked`,
+:func:`baggins_log_likelihood_unchecked`) are the same computations without
+any argument check, with the array module ``xp`` explicit: the trainer's hot
+path calls them on arguments it has already validated.
 """
 
 from __future__ import annotations
@@ -38,6 +44,10 @@ __all__ = [
     "baggins_T",
     "baggins_log_likelihood",
     "bilbo_baggins",
+    "floating_prior_unchecked",
+    "kl_eq2_unchecked",
+    "bilbo_kl_unchecked",
+    "baggins_log_likelihood_unchecked",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -78,7 +88,7 @@ def _tau(tau):
 
 
 # ---------------------------------------------------------------------------
-# internal kernels (trusted inputs, explicit xp)
+# unchecked kernels (trusted inputs, explicit xp)
 #
 # They also take a leading models axis K (``mu (K, B, n)``, ``s2 (K, n)``,
 # per-example values ``(K, B)``, batch scalars ``(K,)``) for the stacked
@@ -90,7 +100,11 @@ def _per_example(var, mu) -> bool:
     return getattr(var, "ndim", 0) == mu.ndim
 
 
-def _floating_prior(xp, mu, var):
+def floating_prior_unchecked(xp, mu, var):
+    """Eq. (4) on a batch, S^2 = E_B[Sigma + diag(mu)^2], unchecked (see :func:`floating_prior`).
+
+    ``var`` is a scalar, ``(n,)`` or per-example ``(B, n)``; takes the models axis K.
+    """
     s2 = xp.mean(mu * mu, axis=-2)
     if _per_example(var, mu):
         s2 += xp.mean(var, axis=-2)
@@ -99,8 +113,12 @@ def _floating_prior(xp, mu, var):
     return s2
 
 
-def _kl_eq2(xp, mu, var, s2, with_var: bool) -> Objective:
-    """Per-example KL(N(mu, var) | N(0, s2)) of Eq. (2) and its batch-mean gradients."""
+def kl_eq2_unchecked(xp, mu, var, s2, with_var: bool) -> Objective:
+    """Per-example KL(N(mu, var) | N(0, s2)) of Eq. (2) and its batch-mean gradients, unchecked.
+
+    The kernel of :func:`kl_learned` (``with_var=True``: ``d_var`` too) and
+    :func:`kl_constant`; takes the models axis K.
+    """
     B = mu.shape[-2]
     s2 = s2[..., None, :]  # broadcast over the batch
     ratio = var / s2  # (1, n), (B, n) or with the models axis in front
@@ -121,7 +139,7 @@ def _baggins_pieces(xp, x, nu, mu, var, tau, s2):
     d = x - nu
     r = xp.sum(d * d, axis=-1)
     if s2 is None:
-        s2 = _floating_prior(xp, mu, var)
+        s2 = floating_prior_unchecked(xp, mu, var)
     if _per_example(var, mu):
         trace = xp.sum(s2[..., None, :] / var, axis=-1)
     else:
@@ -151,7 +169,7 @@ def floating_prior(mu, sigma2):
     dims: dict = {}
     mu = _mu(mu, dims)
     var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=True)
-    return _floating_prior(array_namespace(mu), mu, var)
+    return floating_prior_unchecked(array_namespace(mu), mu, var)
 
 
 def kl_learned(mu, var, s2=None):
@@ -177,7 +195,7 @@ def kl_learned(mu, var, s2=None):
         s2 = xp.ones(mu.shape[1], dtype=mu.dtype)
     else:
         s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=mu.dtype)
-    return _kl_eq2(xp, mu, var, s2, with_var=True)
+    return kl_eq2_unchecked(xp, mu, var, s2, with_var=True)
 
 
 def kl_constant(mu, sigma2, s2):
@@ -203,7 +221,7 @@ def kl_constant(mu, sigma2, s2):
     mu = _mu(mu, dims)
     var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
     s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=mu.dtype)
-    return _kl_eq2(array_namespace(mu, s2), mu, var, s2, with_var=False)
+    return kl_eq2_unchecked(array_namespace(mu, s2), mu, var, s2, with_var=False)
 
 
 def bilbo_kl(mu, sigma2):
@@ -227,10 +245,11 @@ def bilbo_kl(mu, sigma2):
     dims: dict = {}
     mu = _mu(mu, dims)
     var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
-    return _bilbo_kl(array_namespace(mu), mu, var)
+    return bilbo_kl_unchecked(array_namespace(mu), mu, var)
 
 
-def _bilbo_kl(xp, mu, var):
+def bilbo_kl_unchecked(xp, mu, var):
+    """BILBO's information term of Eq. (24) and its gradient, unchecked (see :func:`bilbo_kl`); takes the models axis K."""
     B = mu.shape[-2]
     M = xp.mean(mu * mu, axis=-2)
     value = 0.5 * xp.sum(xp.log1p(M / var), axis=-1)
@@ -297,10 +316,14 @@ def baggins_log_likelihood(x, nu, mu, var, tau, stop_gradient=False):
         with ``stop_gradient`` ``d_mu`` and ``d_var`` are zero arrays / ``None``.
     """
     x, nu, mu, var, tau, _, xp = _check_baggins(x, nu, mu, var, tau, None)
-    return _baggins_log_likelihood(xp, x, nu, mu, var, tau, bool(stop_gradient))
+    return baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, bool(stop_gradient))
 
 
-def _baggins_log_likelihood(xp, x, nu, mu, var, tau, stop_gradient):
+def baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, stop_gradient):
+    """log N(x; nu, T I) with T from Eq. (29) and its gradients, unchecked (see :func:`baggins_log_likelihood`).
+
+    Takes the models axis K.
+    """
     B, m = x.shape[-2:]
     per_example_var = _per_example(var, mu)
     d, r, s2, trace, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
@@ -357,5 +380,5 @@ def bilbo_baggins(x, nu, mu, sigma2, tau, stop_gradient=False):
     *_, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
     value = -0.5 * (xp.sum(xp.log1p(info)) + (n + xp.sum(info)) / tau + m * xp.mean(_LOG_2PI + xp.log(T)))
     kl = bilbo_kl(mu, var)
-    rec = _baggins_log_likelihood(xp, x, nu, mu, var, tau, bool(stop_gradient))
+    rec = baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, bool(stop_gradient))
     return Objective(value, rec.d_mu - kl.d_mu, None, rec.d_nu)

@@ -14,8 +14,9 @@ import numpy as np
 from scipy.special import logsumexp
 
 from vaetheory import validate as v
-from vaetheory.gaussian import _jacobian, _posterior_var, _prior, _variance_precision_args
-from vaetheory.optimal import _chunks, _components, _decoder_args, _whitener
+from vaetheory.covariance import jacobian_arg, posterior_var, prior_var, variance_precision_args
+from vaetheory.numerics import chunks
+from vaetheory.optimal import decoder_args, mixture_components
 
 
 def prior_gradient(mu, var, s2):
@@ -34,8 +35,8 @@ def prior_gradient(mu, var, s2):
     """
     dims: dict = {}
     mu = v.array("mu", mu, ("N", "n"), dims)
-    var = _posterior_var("var", var, dims)
-    s2 = _prior("s2", s2, dims)
+    var = posterior_var("var", var, dims)
+    s2 = prior_var("s2", s2, dims)
     if not s2.full:
         return 0.5 * (s2.a[0] - var.diagonal().mean(axis=0) - np.mean(mu * mu, axis=0))
     G = 0.5 * (s2.a[0] - var.matrix().mean(axis=0) - mu.T @ mu / mu.shape[0])
@@ -60,13 +61,13 @@ def decoder_functional_gradient(z, mu, var, x, nu_z, *, chunk=None):
     -------
     (M, m) gradient densities (per unit latent volume).
     """
-    z, mu, var, x, chunk = _decoder_args(z, mu, var, x, chunk)
+    z, mu, var, x, chunk = decoder_args(z, mu, var, x, chunk)
     nu_z = v.array("nu_z", nu_z, (z.shape[0], x.shape[1]))
-    whiten = _whitener(var)
+    whiten = var.whitener()
     out = np.empty_like(nu_z)
     N = mu.shape[0]
-    for sl in _chunks(z.shape[0], chunk):
-        logn, _ = _components(z[sl], mu, var, whiten)
+    for sl in chunks(z.shape[0], chunk):
+        logn, _ = mixture_components(z[sl], mu, var, whiten)
         lse = logsumexp(logn, axis=1, keepdims=True)
         nu_star = np.exp(logn - lse) @ x
         out[sl] = -np.exp(lse) / N * (nu_z[sl] - nu_star)
@@ -76,10 +77,10 @@ def decoder_functional_gradient(z, mu, var, x, nu_z, *, chunk=None):
 def _mean_args(mu, s2, nu_mu, x, J):
     dims: dict = {}
     mu = v.array("mu", mu, ("N", "n"), dims)
-    s2 = _prior("s2", s2, dims)
+    s2 = prior_var("s2", s2, dims)
     x = v.array("x", x, ("N", "m"), dims)
     nu_mu = v.array("nu_mu", nu_mu, ("N", "m"), dims)
-    J = _jacobian("J", J, dims)
+    J = jacobian_arg("J", J, dims)
     return mu, s2, nu_mu, x, J
 
 
@@ -170,7 +171,7 @@ def variance_gradient(var, s2, J):
     (N, n, n) symmetric matrices (for a diagonal Sigma, the gradient w.r.t.
     its diagonal is the diagonal of this).
     """
-    var, P = _variance_precision_args(var, s2, J)
+    var, P = variance_precision_args(var, s2, J)
     return (var.inverse() - P) / (2 * P.shape[0])
 
 
@@ -191,7 +192,7 @@ def variance_condition_residual(var, s2, J, *, relative=False):
     -------
     (N, n, n) residual matrices, or (N,) when ``relative``.
     """
-    var, P = _variance_precision_args(var, s2, J)
+    var, P = variance_precision_args(var, s2, J)
     if relative:
         E = var.matrix() @ P - np.eye(P.shape[-1])
         return np.sqrt(np.sum(E * E, axis=(-2, -1)))

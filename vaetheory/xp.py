@@ -18,6 +18,7 @@ def cupy_or_none():
 
 
 def is_cupy_array(a) -> bool:
+    """True when ``a`` is a CuPy array (False when CuPy is not installed)."""
     return _cupy is not None and isinstance(a, _cupy.ndarray)
 
 

@@ -414,16 +414,16 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
     # The objectives' kernels (inputs checked above) so that a models axis may lead.
     if config.posterior == "learned":
         s2 = xp.ones(mu.shape[:-2] + (config.n,), dtype=mu.dtype)
-        kl = O._kl_eq2(xp, mu, var, s2, with_var=True)
+        kl = O.kl_eq2_unchecked(xp, mu, var, s2, with_var=True)
         kl_value = xp.mean(kl.value, axis=-1)
     elif config.posterior == "constant":
-        s2 = O._floating_prior(xp, mu, config.sigma2)
-        kl = O._kl_eq2(xp, mu, config.sigma2, s2, with_var=False)
+        s2 = O.floating_prior_unchecked(xp, mu, config.sigma2)
+        kl = O.kl_eq2_unchecked(xp, mu, config.sigma2, s2, with_var=False)
         kl_value = xp.mean(kl.value, axis=-1)
     else:
-        kl = O._bilbo_kl(xp, mu, config.sigma2)
+        kl = O.bilbo_kl_unchecked(xp, mu, config.sigma2)
         kl_value = kl.value
-        s2 = O._floating_prior(xp, mu, config.sigma2)
+        s2 = O.floating_prior_unchecked(xp, mu, config.sigma2)
 
     scale = -1.0 / B  # gradients below are of the loss = -(objective)
     g_traw = None
@@ -435,7 +435,7 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
     elif config.likelihood == "gaussian-learned":
         rec, g_out, g_traw = Lk.gaussian_learned(out, t_raw, x, scale)
     else:
-        r = O._baggins_log_likelihood(xp, x, out, mu, var, config.tau, config.baggins_stop_gradient)
+        r = O.baggins_log_likelihood_unchecked(xp, x, out, mu, var, config.tau, config.baggins_stop_gradient)
         rec, g_out, rec_d_mu, rec_d_var = r.value, r.d_nu, r.d_mu, r.d_var
         g_out *= -1.0
     rec_value = xp.mean(rec, axis=-1)

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vaetheory import logdet as L
+
 FAMILIES = ("rbf-1e-1", "rbf-1e-3", "laplace2d", "powerlaw", "toeplitz")
 METHODS = (
     "eq19-scalar",
@@ -83,8 +85,6 @@ def make_family(name: str, n: int, seed: int = 12345):
 
 def run_method(method: str, mv, n: int, budget: int, rng, bounds):
     """Not in the paper: one estimate by a named method; returns the LogdetResult."""
-    from vaetheory import logdet as L
-
     if method.startswith("eq19-"):
         return L.logdet_trace_estimator(mv, n, rng=rng, budget=budget, parameterization=method[5:])
     if method == "pslq":
@@ -107,8 +107,6 @@ def _slope(budgets, rmse):
 
 def bench(families, methods, budgets, seeds: int, n: int, progress=None) -> dict:
     """Not in the paper: run the grid and return the results as a JSON-ready dict."""
-    from vaetheory import logdet as L
-
     out = {"n": n, "seeds": seeds, "budgets": list(budgets), "families": {}}
     for fam in families:
         mv, A, truth, bounds = make_family(fam, n)
@@ -202,6 +200,7 @@ def markdown(res: dict) -> str:
 
 
 def plot(res: dict, path: Path) -> None:
+    """Not in the paper: RMSE against budget per family and method, saved to ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -226,6 +225,7 @@ def plot(res: dict, path: Path) -> None:
 
 
 def add_arguments(parser) -> None:
+    """The options of ``vaetheory bench logdet``."""
     parser.add_argument("--n", type=int, default=1024, help="matrix size (a perfect square for laplace2d)")
     parser.add_argument("--seeds", type=int, default=50, help="independent runs per (family, method, budget)")
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS), help="matvec budgets")
@@ -241,6 +241,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    """Run the benchmark grid (or read it back with ``--from-json``), print who wins, and write JSON, plot, markdown."""
+
     def progress(fam, m, row):
         if not args.quiet and row["ran"]:
             print(

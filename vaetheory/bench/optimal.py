@@ -114,6 +114,7 @@ def bench(device="cpu", dtypes=("float64", "float32"), N=60000, M=10000, m=784, 
 
 
 def main(argv=None) -> int:
+    """Command-line entry of the optimal-decoder benchmark; prints the figures (and JSON with ``--json``)."""
     p = argparse.ArgumentParser(prog="python -m vaetheory.bench.optimal", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     p.add_argument("--dtype", nargs="+", choices=("float64", "float32"), default=["float64", "float32"])

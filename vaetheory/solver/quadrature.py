@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import logsumexp
 
+from vaetheory.numerics import gauss_hermite_rule
 from vaetheory.validate import array, scalar
-from vaetheory.gaussian import _gauss_hermite
 
 __all__ = ["gauss_hermite", "latent_grid", "decoder_log_weights", "decoder_mean", "softmax_rows", "GridEvidence", "grid_log_evidence"]
 
@@ -46,7 +46,7 @@ def gauss_hermite(n: int, order: int):
     """
     n = scalar("n", n, positive=True, integer=True)
     order = scalar("order", order, positive=True, integer=True)
-    return _gauss_hermite(n, order)
+    return gauss_hermite_rule(n, order)
 
 
 def decoder_log_weights(z, mu, var):

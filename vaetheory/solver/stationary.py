@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
-from vaetheory.validate import array, choice, rng as _check_rng, scalar
+from vaetheory.linear import linear_stationary_point
 from vaetheory.solver.quadrature import decoder_log_weights, gauss_hermite, softmax_rows
+from vaetheory.validate import array, choice, rng as _check_rng, scalar
 
 __all__ = [
     "default_order",
@@ -213,6 +214,7 @@ class StationaryPoint:
 
     @property
     def mean_elbo(self) -> float:
+        """E_x[ELBO] at the solution (nats per example)."""
         return float(np.mean(self.elbo))
 
 
@@ -236,8 +238,6 @@ def _initial_point(x, n, constant, rng, jitter):
     where the gradient vanishes exactly; the solver may then find a
     non-collapsed solution if one is better.
     """
-    from vaetheory.linear import linear_stationary_point
-
     lin = linear_stationary_point(x, n=n, var=1.0)
     mu = (x - lin.b) @ lin.V.T
     mu = mu + jitter * np.sqrt(lin.s2) * rng.standard_normal(mu.shape)

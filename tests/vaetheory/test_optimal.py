@@ -11,6 +11,7 @@ from scipy.stats import multivariate_normal
 from strategies import SEEDS, vae_cases
 
 from vaetheory import optimal as o
+from vaetheory import optimal_gemm as og
 
 
 def _full(var):
@@ -167,6 +168,26 @@ def test_gemm_kernel_matches_the_direct_form_eq6_eq7(case, seed, spread, shrink)
     lw, lw_ref = o.log_weights(z, mu, var), o.log_weights(z, mu, _as_full(var))
     ok = lw_ref > -700  # weights that are representable
     np.testing.assert_allclose(lw[ok], lw_ref[ok], rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+
+
+@given(vae_cases(full_var=False), SEEDS, st.sampled_from([1.0, 30.0]), st.sampled_from([1.0, 1e-3]))
+def test_gemm_path_matches_the_float64_reference_directly_eq6_eq7(case, seed, spread, shrink):
+    # optimal_gemm (the fast path) against optimal's *_reference functions on the same diagonal Sigma
+    mu, var, x = case["mu"], case["var"] * shrink, case["x"]
+    z = _query(case, seed, spread)
+    nu, J = og.gemm_kernel(*og.gemm_inputs(z, mu, var, x, 3), "jac")
+    nu_ref, J_ref = o.optimal_decoder_jacobian_reference(z, mu, var, x)
+    xmax = np.abs(x).max()
+    np.testing.assert_allclose(nu, nu_ref, rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * xmax)
+    np.testing.assert_allclose(og.gemm_kernel(*og.gemm_inputs(z, mu, var, x, None), "nu"),
+                               o.optimal_decoder_reference(z, mu, var, x), rtol=TOL["identity_f64"],
+                               atol=TOL["identity_f64"] * xmax)
+    scale = xmax / _length_scale(z, mu, var)[:, None, None]
+    assert np.all(np.abs(J - J_ref) <= TOL["identity_f64"] * scale)
+    lw, lw_ref = og.gemm_kernel(*og.gemm_inputs(z, mu, var, None, None), "logw"), o.log_weights_reference(z, mu, var)
+    ok = lw_ref > -700
+    np.testing.assert_allclose(lw[ok], lw_ref[ok], rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+    assert og.gemm_inputs(z, mu, _as_full(var), x, None) is None  # full Sigma: the reference path
 
 
 def test_gemm_kernel_float32_in_float32_out_eq6_eq7():

@@ -79,8 +79,7 @@ def test_exact_elbo_equals_monte_carlo_within_standard_error_eq2(case, seed):
     dec = g.LinearDecoder(case["W"], case["b"])
     x, mu, var = case["x"], case["mu"], case["var"]
     exact = g.expected_log_likelihood(x, mu, var, dec, method="exact")
-    draws = g._ell_mc(x, mu, g._posterior_var("var", var, {"N": case["N"], "n": case["n"]}), dec,
-                      np.random.default_rng(seed), 400)
+    draws = g.expected_log_likelihood_draws(x, mu, var, dec, rng=np.random.default_rng(seed), n_samples=400)
     se = draws.std(axis=1, ddof=1) / np.sqrt(draws.shape[1])
     assert np.all(np.abs(draws.mean(axis=1) - exact) <= TOL["mc_sigmas"] * se)
     # the public MC path draws the same numbers from the same generator
@@ -100,8 +99,7 @@ def test_quadrature_equals_monte_carlo_for_a_nonlinear_decoder_eq2(case, seed):
     dec = _sine_decoder(case["W"], case["b"])
     x, mu, var, s2 = case["x"], case["mu"], case["var"], case["s2"]
     quad = g.elbo(x, mu, var, s2, dec, order=40)  # auto -> quadrature for n <= 2
-    draws = g._ell_mc(x, mu, g._posterior_var("var", var, {"N": case["N"], "n": case["n"]}), dec,
-                      np.random.default_rng(seed), 400)
+    draws = g.expected_log_likelihood_draws(x, mu, var, dec, rng=np.random.default_rng(seed), n_samples=400)
     se = draws.std(axis=1, ddof=1) / np.sqrt(draws.shape[1])
     ell_mc = draws.mean(axis=1)
     assert np.all(np.abs(ell_mc - g.kl_gaussian(mu, var, s2) - quad) <= TOL["mc_sigmas"] * se)

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from vaetheory import claims as C
+from vaetheory.claims import command, runner
+from vaetheory.claims.registry import REGISTRY, SCOPES, in_scope
 from vaetheory.cli import main
 
 REQUIRED = {"id", "equations", "problem", "measured", "threshold", "holds", "kind"}
@@ -60,16 +62,23 @@ def test_unknown_claim_is_an_error(capsys):
 
 
 def test_exit_status_names_failing_exact_claims(monkeypatch, capsys):
-    bad = C._claim("solver", ["(2)"], "fake", 1.0, 1e-6, "exact", "d", "c")
-    ok = C._claim("eq11", ["(11)"], "fake", 5.0, 0.1, "approximate", "d", "c")
-    monkeypatch.setattr(C, "run_all", lambda **kw: ([bad, ok], {}))
+    bad = C.make_claim("solver", ["(2)"], "fake", 1.0, 1e-6, "exact", "d", "c")
+    ok = C.make_claim("eq11", ["(11)"], "fake", 5.0, 0.1, "approximate", "d", "c")
+    monkeypatch.setattr(runner, "run_all", lambda **kw: ([bad, ok], {}))
     args = argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None)
-    assert C.run(args) == 1
+    assert command.run(args) == 1
     err = capsys.readouterr().err
     assert "FAILED: solver (2) on fake" in err and "eq11" not in err
 
 
 def test_claim_verdict_is_measured_against_threshold():
-    assert C._claim("x", ["(1)"], "p", 0.5, 1.0, "exact", "d", "c").holds
-    assert not C._claim("x", ["(1)"], "p", 2.0, 1.0, "exact", "d", "c").holds
-    assert not C._claim("x", ["(1)"], "p", np.nan, 1.0, "exact", "d", "c").holds
+    assert C.make_claim("x", ["(1)"], "p", 0.5, 1.0, "exact", "d", "c").holds
+    assert not C.make_claim("x", ["(1)"], "p", 2.0, 1.0, "exact", "d", "c").holds
+    assert not C.make_claim("x", ["(1)"], "p", np.nan, 1.0, "exact", "d", "c").holds
+
+
+def test_every_claim_id_is_registered_and_runs_in_claim_id_order():
+    assert {s.id for s in REGISTRY} == set(C.CLAIM_IDS)
+    for scope in SCOPES:
+        ids = [s.id for s in in_scope(scope, C.CLAIM_IDS)]
+        assert ids == sorted(ids, key=C.CLAIM_IDS.index)

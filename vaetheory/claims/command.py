@@ -1,0 +1,45 @@
+"""The ``vaetheory verify`` command: arguments, the run, the table, the report, the exit status."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from vaetheory.claims import runner
+from vaetheory.claims.registry import CLAIM_IDS
+from vaetheory.claims.report import fmt, table, write_report
+
+
+def add_arguments(parser) -> None:
+    """The options of ``vaetheory verify``."""
+    parser.add_argument("--quick", action="store_true", help="CI-sized problems (about 20 s)")
+    parser.add_argument("--claims", default=None, help=f"comma-separated subset of: {','.join(CLAIM_IDS)}")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and solver kicks")
+    parser.add_argument("--out", default=None, help="write report.md, claims.json and PNG plots here")
+    parser.add_argument("--gtol", type=float, default=1e-6, help="solver gradient-norm tolerance")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args) -> int:
+    """Measure the claims, print the table, write the report; 1 if an exact claim fails, 2 on bad arguments."""
+    claims = [c.strip() for c in args.claims.split(",")] if args.claims else None
+    t0 = time.perf_counter()
+    try:
+        results, figs = runner.run_all(
+            seed=args.seed, quick=args.quick, claims=claims, progress=not args.no_progress, gtol=args.gtol
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - t0
+    print(table(results))
+    if args.out:
+        out = Path(args.out)
+        written = write_report(out, results, seconds, args, figs)
+        print(f"wrote {out}/report.md, claims.json, " + ", ".join(written))
+    failed = [c for c in results if c.kind == "exact" and not c.holds]
+    print(f"{len(results)} claims in {seconds:.1f} s; exact claims failing: {len(failed)}")
+    for c in failed:
+        print(f"FAILED: {c.id} {' '.join(c.equations)} on {c.problem}: {fmt(c.measured)} > {fmt(c.threshold)}", file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,58 @@
+"""The synthetic problems ``vaetheory verify`` solves: the default set and two sweeps.
+
+Each problem is a dict: ``name``, data ``x (N, m)``, latent dimension ``n``,
+and what the sweep varies (``curvature``, ``N``) or the data covariance
+``cov`` where it is known.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vaetheory.solver import synthetic as syn
+
+
+def default_problems(seed: int, quick: bool) -> list[dict]:
+    """The synthetic problems ``verify`` solves (name, data, latent dimension)."""
+    N1, N2 = (48, 40) if quick else (192, 120)
+    out = []
+    rng = np.random.default_rng([seed, 1])
+    x, C = syn.anisotropic_gaussian(N2, [6.0, 0.6, 0.4, 0.3], rng)
+    out.append(dict(name=f"gauss-m4-n2-N{N2}", x=x, n=2, cov=C, about="anisotropic Gaussian, spectrum (6, .6, .4, .3)"))
+    rng = np.random.default_rng([seed, 2])
+    x, _ = syn.manifold(N1, 1, 2, rng, scale=3.0, curvature=0.3, noise=1.0)
+    out.append(dict(name=f"curve-m2-n1-N{N1}", x=x, n=1, about="parabola, scale 3, curvature 0.3, unit noise"))
+    if not quick:
+        rng = np.random.default_rng([seed, 5])
+        x, _ = syn.manifold(48, 2, 3, rng, scale=3.0, curvature=0.3, noise=1.0)
+        out.append(dict(name="surface-m3-n2-N48", x=x, n=2, about="paraboloid surface, scale 3, curvature 0.3, unit noise"))
+        rng = np.random.default_rng([seed, 3])
+        x, _ = syn.gaussian_mixture(144, np.array([[-4.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 5.0, 0.0]]), rng)
+        out.append(dict(name="mixture-m3-n1-N144", x=x, n=1, about="3 unit-variance clusters 8 apart"))
+    return out
+
+
+def curvature_sweep(seed: int, quick: bool) -> list[dict]:
+    """The curve problem at increasing curvature (decoder less smooth), a few data draws each."""
+    N = 40 if quick else 96
+    kappas = [0.0, 0.4, 1.2] if quick else [0.0, 0.2, 0.4, 0.8, 1.6]
+    draws = 1 if quick else 2
+    out = []
+    for k in kappas:
+        for d in range(draws):
+            rng = np.random.default_rng([seed, 4, d])
+            x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=k, noise=1.0)
+            out.append(dict(name=f"curve-k{k:g}-N{N}-draw{d}", x=x, n=1, curvature=k))
+    return out
+
+
+def density_sweep(seed: int, quick: bool) -> list[dict]:
+    """The curve problem with more and more examples (the decoder gets smoother as data gets denser)."""
+    sizes = [24, 48] if quick else [48, 96, 192, 320]
+    out = []
+    for N in sizes:
+        rng = np.random.default_rng([seed, 6])
+        x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=0.3, noise=1.0)
+        out.append(dict(name=f"curve-N{N}", x=x, n=1, N=N))
+    return out
+
