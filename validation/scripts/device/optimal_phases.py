@@ -17,7 +17,9 @@ import time
 
 import numpy as np
 
+from vaetheory import numerics
 from vaetheory import optimal as o
+from vaetheory import optimal_gemm
 
 
 def main(device: str = "cpu", chunk: str | None = None) -> int:
@@ -48,7 +50,7 @@ def main(device: str = "cpu", chunk: str | None = None) -> int:
             return float(np.median(ts))
 
     N, m, n = 60000, 784, 2
-    block = o._GPU_BLOCK_ELEMENTS if device == "gpu" else o._BLOCK_ELEMENTS
+    block = optimal_gemm.GPU_BLOCK_ELEMENTS if device == "gpu" else numerics.BLOCK_ELEMENTS
     c = int(chunk) if chunk else max(1, block // N)
     rng = np.random.default_rng(0)
     zk = xp.asarray(rng.standard_normal((c, n)))
@@ -62,11 +64,11 @@ def main(device: str = "cpu", chunk: str | None = None) -> int:
         x8 = xp.concatenate([x1, xp.zeros((N, 7), dtype=dt)], axis=1)
         logn = xp.concatenate([zk * zk, zk, ones], axis=1) @ coef
         top = logn.max(axis=1, keepdims=True)
-        w = o._exp_shifted(xp, logn.copy(), top, dt)
+        w = optimal_gemm.exp_shifted(xp, logn.copy(), top, dt)
         steps = {
             "log-density GEMM (c, 2n+1) @ (2n+1, N)": lambda: xp.concatenate([zk * zk, zk, ones], axis=1) @ coef,
             "row max": lambda: logn.max(axis=1, keepdims=True),
-            "shifted exp (+ cast)": lambda: o._exp_shifted(xp, logn.copy(), top, dt),
+            "shifted exp (+ cast)": lambda: optimal_gemm.exp_shifted(xp, logn.copy(), top, dt),
             "  (the copy inside the line above)": lambda: logn.copy(),
             "row sum": lambda: w.sum(axis=1, keepdims=True),
             "W x (c, N) @ (N, m)": lambda: w @ x,
