@@ -63,7 +63,11 @@ def vae_cases(draw, n_max: int = 3, m_max: int = 5, N_max: int = 6, full_var=Non
         var = np.exp(rng.uniform(np.log(0.05), np.log(3.0), size=(N, n)))
     s2 = draw(spd_matrices(n, cond_max=30.0, scale_range=(0.3, 4.0))) if fs else np.exp(rng.uniform(-1, 1.5, n))
     return dict(
-        N=N, n=n, m=m, full_var=fv, full_s2=fs,
+        N=N,
+        n=n,
+        m=m,
+        full_var=fv,
+        full_s2=fs,
         W=np.clip(rng.standard_normal((m, n)), -3, 3),
         b=np.clip(rng.standard_normal(m), -3, 3),
         mu=np.clip(rng.standard_normal((N, n)), -3, 3),
@@ -88,7 +92,9 @@ def batch_cases(draw, B_max: int = 8, n_max: int = 4, m_max: int = 8):
     d = np.clip(rng.standard_normal((B, m)), -3, 3)
     d *= np.maximum(1.0, 0.3 * np.sqrt(m) / np.linalg.norm(d, axis=1, keepdims=True))
     return dict(
-        B=B, n=n, m=m,
+        B=B,
+        n=n,
+        m=m,
         mu=np.clip(rng.standard_normal((B, n)), -3, 3) * np.exp(rng.uniform(-1, 1, n)),
         var=np.exp(rng.uniform(-2, 1, (B, n))),
         sigma2=sigma2,

@@ -31,8 +31,18 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("experiments", ("mlpvae.experiments",)),
     ("equations", ("vaetheory",)),
 ]
-ORDER = ["base", "equations", "solver", "claims and benchmarks", "accel", "nn", "training", "evidence",
-         "experiments", "command line"]
+ORDER = [
+    "base",
+    "equations",
+    "solver",
+    "claims and benchmarks",
+    "accel",
+    "nn",
+    "training",
+    "evidence",
+    "experiments",
+    "command line",
+]
 
 
 def layer_of(module: str) -> str:
@@ -110,8 +120,10 @@ def test_no_upward_import():
                 continue
             there = ORDER.index(layer_of(target))
             if there > here:
-                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} {module} ({layer_of(module)}) imports "
-                           f"{target} ({layer_of(target)})")
+                bad.append(
+                    f"{path.relative_to(ROOT)}:{node.lineno} {module} ({layer_of(module)}) imports "
+                    f"{target} ({layer_of(target)})"
+                )
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
@@ -156,8 +168,9 @@ def test_project_imports_at_module_top():
         nested = set()
         for outer in ast.walk(ast.parse(path.read_text())):
             if isinstance(outer, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                nested |= {(n.lineno, n.col_offset) for n in ast.walk(outer)
-                           if isinstance(n, (ast.Import, ast.ImportFrom))}
+                nested |= {
+                    (n.lineno, n.col_offset) for n in ast.walk(outer) if isinstance(n, (ast.Import, ast.ImportFrom))
+                }
         for target, node, _ in project_imports(module, path):
             if (node.lineno, node.col_offset) in nested:
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {target} inside a function or class")
@@ -176,11 +189,17 @@ def test_no_private_name_across_modules():
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {target}.{name}")
             if not names and target != module:
                 for a in node.names:
-                    aliases.add(a.asname or a.name.split(".")[-1] if isinstance(node, ast.ImportFrom)
-                                else a.asname or a.name)
+                    aliases.add(
+                        a.asname or a.name.split(".")[-1] if isinstance(node, ast.ImportFrom) else a.asname or a.name
+                    )
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
-                    and isinstance(node.value, ast.Name) and node.value.id in aliases):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+            ):
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno} uses {node.value.id}.{node.attr}")
     assert not bad, "private names used across modules:\n" + "\n".join(bad)
 
@@ -192,7 +211,8 @@ def test_module_size(module):
     doc = ast.get_docstring(ast.parse(path.read_text())) or ""
     assert lines <= 400 or "longer than" in doc.lower(), (
         f"{path.relative_to(ROOT)} has {lines} lines: split it, or say why in its docstring "
-        "('Longer than ... because ...')")
+        "('Longer than ... because ...')"
+    )
 
 
 def test_the_checks_see_violations(tmp_path):

@@ -13,8 +13,18 @@ from mlpvae.training import config as C
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
-TINY = dict(dataset="synthetic", m=16, n=2, hidden=8, layers=3, limit=60, test_limit=20, batch_size=20,
-            device="cpu", progress=False)
+TINY = dict(
+    dataset="synthetic",
+    m=16,
+    n=2,
+    hidden=8,
+    layers=3,
+    limit=60,
+    test_limit=20,
+    batch_size=20,
+    device="cpu",
+    progress=False,
+)
 
 
 def tiny(**kw) -> C.TrainConfig:

@@ -15,14 +15,26 @@ import sys
 
 # (words, module, one-line help).  A module that is not installed is left out.
 COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
-    (("verify",), "vaetheory.claims.command", "measure every claim of the paper at real stationary points on synthetic data"),
+    (
+        ("verify",),
+        "vaetheory.claims.command",
+        "measure every claim of the paper at real stationary points on synthetic data",
+    ),
     (("equations",), "vaetheory.equations", "table of every implemented equation -> function -> test"),
     (("data",), "mlpvae.training.data", "list the data sets found, where, and verify their checksums"),
     (("train",), "mlpvae.training.train", "train an MLP VAE (NumPy or CuPy) from flags or a TOML config"),
     (("evaluate",), "mlpvae.experiments.evaluate", "test ELBO, importance-sampled log p(x), active units, plots"),
-    (("analyze",), "mlpvae.experiments.analyze", "the paper's claims on a trained run: log p(x) vs ELBO, Eqs. (16), (22), (6)"),
+    (
+        ("analyze",),
+        "mlpvae.experiments.analyze",
+        "the paper's claims on a trained run: log p(x) vs ELBO, Eqs. (16), (22), (6)",
+    ),
     (("reproduce",), "mlpvae.experiments.reproduce", "run one paper figure's TOML config and record its results"),
-    (("bench", "train"), "mlpvae.experiments.bench", "training-step speed: ms/step, examples/s, fraction of GEMM FLOP rate"),
+    (
+        ("bench", "train"),
+        "mlpvae.experiments.bench",
+        "training-step speed: ms/step, examples/s, fraction of GEMM FLOP rate",
+    ),
     (("bench", "logdet"), "vaetheory.bench.logdet", "the Eq. (19) log-det estimator against baselines"),
 ]
 

@@ -75,6 +75,7 @@ def public_functions(module_name: str):
 @dataclass
 class TestRef:
     """A test function that cites equations: its file (relative to tests/), name, equations and source."""
+
     file: str
     name: str
     equations: list[str]

@@ -15,8 +15,8 @@ every module of Secs. 3-5, so the readings live in one place.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -27,6 +27,7 @@ from vaetheory.numerics import BLOCK_ELEMENTS, gauss_hermite_rule, quad_form, tr
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 METHODS = ("auto", "exact", "quadrature", "mc")
+
 
 # ---------------------------------------------------------------------------
 # Public functions

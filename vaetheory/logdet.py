@@ -298,7 +298,7 @@ def _krylov_preconditioner(op, rng, d, budget, depth=None):
     b = max(1, kb // q)
     Vs, BVs = [], []
     X = rng.standard_normal((n, b))
-    for j in range(q):
+    for _ in range(q):
         if Vs:
             Qall = np.hstack(Vs)
             for _ in range(2):

@@ -66,7 +66,7 @@ def gemm_inputs(z, mu, var, x, chunk):
         block = BLOCK_ELEMENTS if xp is np else GPU_BLOCK_ELEMENTS
         chunk = max(1, block // dims["N"])
     chunk = v.scalar("chunk", chunk, positive=True, integer=True)
-    f64 = (lambda a: xp.ascontiguousarray(a, dtype=np.float64))
+    f64 = lambda a: xp.ascontiguousarray(a, dtype=np.float64)
     x = None if x is None else xp.ascontiguousarray(x, dtype=dt)
     return xp, f64(z), f64(mu), f64(var), x, chunk, dt
 
@@ -99,8 +99,9 @@ def exp_shifted(xp, logn, top, dt):
         w = xp.exp(logn, out=logn)
         return w if dt == w.dtype else w.astype(dt)
     if "exp_shifted" not in _CUPY_KERNELS:
-        _CUPY_KERNELS["exp_shifted"] = xp.ElementwiseKernel("float64 a, float64 t", "W w", "w = (W)exp(a - t)",
-                                                 "vaetheory_exp_shifted")
+        _CUPY_KERNELS["exp_shifted"] = xp.ElementwiseKernel(
+            "float64 a, float64 t", "W w", "w = (W)exp(a - t)", "vaetheory_exp_shifted"
+        )
     return _CUPY_KERNELS["exp_shifted"](logn, top, xp.empty(logn.shape, dtype=dt))
 
 
@@ -116,8 +117,9 @@ def weighted_score(xp, zk, ak, bk, w):
         G *= w
         return G
     if "weighted_score" not in _CUPY_KERNELS:
-        _CUPY_KERNELS["weighted_score"] = xp.ElementwiseKernel("T zk, T ak, T bk, T w", "T g", "g = (zk * ak - bk) * w",
-                                                 "vaetheory_weighted_score")
+        _CUPY_KERNELS["weighted_score"] = xp.ElementwiseKernel(
+            "T zk, T ak, T bk, T w", "T g", "g = (zk * ak - bk) * w", "vaetheory_weighted_score"
+        )
     return _CUPY_KERNELS["weighted_score"](zk, ak, bk, w)
 
 

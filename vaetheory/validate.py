@@ -17,7 +17,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -104,9 +104,7 @@ def array(
             want = " or ".join(_fmt(alt) for alt in alternatives)
             bound = ", ".join(f"{k}={v}" for k, v in dims.items())
             raise ValueError(
-                f"{name} must have shape {want}"
-                + (f" with {bound}" if bound else "")
-                + f", got {tuple(arr.shape)}"
+                f"{name} must have shape {want}" + (f" with {bound}" if bound else "") + f", got {tuple(arr.shape)}"
             )
     if finite and arr.size and not bool(xp.all(xp.isfinite(arr))):
         raise ValueError(f"{name} contains NaN or infinite values")

@@ -40,13 +40,22 @@ def _kernel(name: str):
 
         spec = {
             "relu_grad": ("T h", "T g", "g = g * (T)(h > (T)0)"),
-            "bernoulli": ("T l, T x, T s", "T t, T d",
-                          f"T a = l; T sp = {_SOFTPLUS}; t = x * l - sp; d = (exp(l - sp) - x) * s"),
+            "bernoulli": (
+                "T l, T x, T s",
+                "T t, T d",
+                f"T a = l; T sp = {_SOFTPLUS}; t = x * l - sp; d = (exp(l - sp) - x) * s",
+            ),
             "bernoulli_value": ("T l, T x", "T t", f"T a = l; t = x * l - {_SOFTPLUS}"),
-            "reparameterize": ("T s_raw, T eps, T mu, T c", "T sd, T z",
-                               f"T a = s_raw; sd = {_SOFTPLUS} * c; z = eps * sd + mu"),
-            "adam": ("T g, T b1, T omb1, T b2, T omb2, T eps, T lr_c1, T c2", "T p, T m, T v",
-                     "m = m * b1 + g * omb1; v = v * b2 + (g * g) * omb2; p -= (m / (sqrt(v / c2) + eps)) * lr_c1"),
+            "reparameterize": (
+                "T s_raw, T eps, T mu, T c",
+                "T sd, T z",
+                f"T a = s_raw; sd = {_SOFTPLUS} * c; z = eps * sd + mu",
+            ),
+            "adam": (
+                "T g, T b1, T omb1, T b2, T omb2, T eps, T lr_c1, T c2",
+                "T p, T m, T v",
+                "m = m * b1 + g * omb1; v = v * b2 + (g * g) * omb2; p -= (m / (sqrt(v / c2) + eps)) * lr_c1",
+            ),
         }[name]
         _KERNELS[name] = cp.ElementwiseKernel(*spec, name=f"vaetheory_{name}")
     return _KERNELS[name]

@@ -109,8 +109,23 @@ def plan(a_shape, a_strides, b_shape, b_strides) -> Plan | None:
     sb = b_strides[0] if len(b_shape) == 3 and kb > 1 else 0
     out_shape = ((batch,) if max(len(a_shape), len(b_shape)) == 3 else ()) + (M, N)
     # C^T (N x M, column-major, ld N) = B^T (N x Kd) A^T (Kd x M)
-    return Plan(transa=lb[0], transb=la[0], m=N, n=M, k=Kd, first="b", lda=lb[1], stride_a=sb,
-                second="a", ldb=la[1], stride_b=sa, ldc=N, stride_c=M * N, batch=batch, out_shape=out_shape)
+    return Plan(
+        transa=lb[0],
+        transb=la[0],
+        m=N,
+        n=M,
+        k=Kd,
+        first="b",
+        lda=lb[1],
+        stride_a=sb,
+        second="a",
+        ldb=la[1],
+        stride_b=sa,
+        ldc=N,
+        stride_c=M * N,
+        batch=batch,
+        out_shape=out_shape,
+    )
 
 
 class _Cublas:
@@ -124,18 +139,44 @@ class _Cublas:
         self.workspace = None
         if hasattr(self.lib, "cublasSetWorkspace_v2"):  # cuBLAS 12+; older ones manage their own
             self.workspace = cp.empty(WORKSPACE_BYTES, dtype=cp.uint8)  # kept as long as the handle
-            _check(self.lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(self.workspace.data.ptr),
-                                                  ctypes.c_size_t(WORKSPACE_BYTES)), "cublasSetWorkspace")
+            _check(
+                self.lib.cublasSetWorkspace_v2(
+                    self.handle, ctypes.c_void_p(self.workspace.data.ptr), ctypes.c_size_t(WORKSPACE_BYTES)
+                ),
+                "cublasSetWorkspace",
+            )
         self.stream = None
         i, ll = ctypes.c_int, ctypes.c_longlong
-        for name, scalar in (("cublasSgemmStridedBatched", ctypes.c_float),
-                             ("cublasDgemmStridedBatched", ctypes.c_double)):
+        for name, scalar in (
+            ("cublasSgemmStridedBatched", ctypes.c_float),
+            ("cublasDgemmStridedBatched", ctypes.c_double),
+        ):
             f = getattr(self.lib, name)
-            f.argtypes = [ctypes.c_void_p, i, i, i, i, i, ctypes.POINTER(scalar), ctypes.c_void_p, i, ll,
-                          ctypes.c_void_p, i, ll, ctypes.POINTER(scalar), ctypes.c_void_p, i, ll, i]
+            f.argtypes = [
+                ctypes.c_void_p,
+                i,
+                i,
+                i,
+                i,
+                i,
+                ctypes.POINTER(scalar),
+                ctypes.c_void_p,
+                i,
+                ll,
+                ctypes.c_void_p,
+                i,
+                ll,
+                ctypes.POINTER(scalar),
+                ctypes.c_void_p,
+                i,
+                ll,
+                i,
+            ]
             f.restype = i
-        self.gemm = {np.dtype(np.float32): (self.lib.cublasSgemmStridedBatched, ctypes.c_float),
-                     np.dtype(np.float64): (self.lib.cublasDgemmStridedBatched, ctypes.c_double)}
+        self.gemm = {
+            np.dtype(np.float32): (self.lib.cublasSgemmStridedBatched, ctypes.c_float),
+            np.dtype(np.float64): (self.lib.cublasDgemmStridedBatched, ctypes.c_double),
+        }
 
     def bind(self, stream_ptr: int) -> None:
         if stream_ptr != self.stream:
@@ -168,8 +209,11 @@ def _cublas(cp):
         except (OSError, AttributeError, RuntimeError) as exc:
             import sys
 
-            print(f"mlpvae.accel.gemm: cuBLAS through ctypes unavailable ({exc}); using cupy.matmul "
-                  "(CUDA graphs will not capture)", file=sys.stderr)
+            print(
+                f"mlpvae.accel.gemm: cuBLAS through ctypes unavailable ({exc}); using cupy.matmul "
+                "(CUDA graphs will not capture)",
+                file=sys.stderr,
+            )
             _STATE["lib"] = None
     return _STATE["lib"]
 
@@ -188,11 +232,13 @@ def matmul(a, b, out=None):
     dtype = np.dtype(a.dtype)
     item = dtype.itemsize
     p = None
-    if lib is not None and b.dtype == dtype and dtype in lib.gemm and all(
-            s % item == 0 for s in a.strides + b.strides):
+    if lib is not None and b.dtype == dtype and dtype in lib.gemm and all(s % item == 0 for s in a.strides + b.strides):
         p = plan(a.shape, tuple(s // item for s in a.strides), b.shape, tuple(s // item for s in b.strides))
-    if p is not None and out is not None and not (
-            tuple(out.shape) == p.out_shape and out.dtype == dtype and out.flags.c_contiguous):
+    if (
+        p is not None
+        and out is not None
+        and not (tuple(out.shape) == p.out_shape and out.dtype == dtype and out.flags.c_contiguous)
+    ):
         p = None
     if p is None:
         return xp.matmul(a, b) if out is None else xp.matmul(a, b, out=out)
@@ -202,7 +248,27 @@ def matmul(a, b, out=None):
     lib.bind(xp.cuda.get_current_stream().ptr)
     ops = {"a": a, "b": b}
     one, zero = scalar(1.0), scalar(0.0)
-    _check(f(lib.handle, p.transa, p.transb, p.m, p.n, p.k, ctypes.byref(one),
-             ops[p.first].data.ptr, p.lda, p.stride_a, ops[p.second].data.ptr, p.ldb, p.stride_b,
-             ctypes.byref(zero), out.data.ptr, p.ldc, p.stride_c, p.batch), f.__name__)
+    _check(
+        f(
+            lib.handle,
+            p.transa,
+            p.transb,
+            p.m,
+            p.n,
+            p.k,
+            ctypes.byref(one),
+            ops[p.first].data.ptr,
+            p.lda,
+            p.stride_a,
+            ops[p.second].data.ptr,
+            p.ldb,
+            p.stride_b,
+            ctypes.byref(zero),
+            out.data.ptr,
+            p.ldc,
+            p.stride_c,
+            p.batch,
+        ),
+        f.__name__,
+    )
     return out

@@ -14,8 +14,9 @@ from vaetheory.xp import array_namespace, to_numpy
 P_CLIP = 1e-6  # Bernoulli probabilities of Eq. (6) are clipped to [1e-6, 1 - 1e-6] for log p(x|nu)
 
 
-def optimal_decoder_comparison(params, mc: M.ModelConfig, x_train, mu_train, var_train, x, mu, var, s2, rng,
-                               k: int = 1, chunk: int | None = None) -> dict:
+def optimal_decoder_comparison(
+    params, mc: M.ModelConfig, x_train, mu_train, var_train, x, mu, var, s2, rng, k: int = 1, chunk: int | None = None
+) -> dict:
     """The closed-form decoder Eq. (6) from the training posteriors against the network decoder, on test images.
 
     nu*(z) = sum_i N(z; mu_i, Sigma_i) x_i / sum_i N(z; mu_i, Sigma_i) over the

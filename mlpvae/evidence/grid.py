@@ -48,7 +48,6 @@ from vaetheory import validate as V
 from vaetheory.xp import array_namespace, to_numpy
 
 
-
 def log_joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2=None, rows: int = 20000):
     """log p(x|z) + log N(z; 0, S^2) (P,) of one image ``x (m,)`` at the points ``z (P, n)`` (Eqs. (1), (26), (29)).
 
@@ -60,14 +59,15 @@ def log_joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2=None, row
     P = z.shape[0]
     out = xp.empty(P, dtype=xp.float64)
     for a in range(0, P, rows):
-        zc = z[a:a + rows]
+        zc = z[a : a + rows]
         c = zc.shape[0]
         xr = xp.broadcast_to(x, (c, x.shape[-1]))
         dec = M.decode(params, zc, mc)
-        T = M.likelihood_T(xr, dec.get("mean"), xp.broadcast_to(mu, zc.shape), xp.broadcast_to(var, zc.shape), mc,
-                           baggins_s2)
+        T = M.likelihood_T(
+            xr, dec.get("mean"), xp.broadcast_to(mu, zc.shape), xp.broadcast_to(var, zc.shape), mc, baggins_s2
+        )
         ll = M.log_likelihood(dec, xr, mc, T=T)
-        out[a:a + c] = ll - 0.5 * xp.sum(zc * zc / s2 + xp.log(s2) + LOG_2PI, axis=-1)
+        out[a : a + c] = ll - 0.5 * xp.sum(zc * zc / s2 + xp.log(s2) + LOG_2PI, axis=-1)
     return out
 
 
@@ -155,9 +155,24 @@ def _one_image(params, x, mu, var, mc, s2, baggins_s2, probes, opt):
     return value, max(err, 0.0 if seen else np.inf), level, evaluated, mode
 
 
-def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: int = 65, drop: float = 25.0,
-                tol: float = 0.01, span: float = 8.0, probes: int = 2000, seed: int = 0, max_levels: int = 30,
-                max_points: int = 513, rows: int = 20000, progress: bool = False) -> dict:
+def grid_log_px(
+    params,
+    x,
+    mc: M.ModelConfig,
+    s2,
+    *,
+    baggins_s2=None,
+    points: int = 65,
+    drop: float = 25.0,
+    tol: float = 0.01,
+    span: float = 8.0,
+    probes: int = 2000,
+    seed: int = 0,
+    max_levels: int = 30,
+    max_points: int = 513,
+    rows: int = 20000,
+    progress: bool = False,
+) -> dict:
     """log p(x) = log int p(x|z) N(z; 0, S^2) dz per image by adaptive grid quadrature, n <= 2 (Not in the paper).
 
     Parameters
@@ -184,8 +199,10 @@ def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: in
     if not isinstance(mc, M.ModelConfig):
         raise ValueError(f"mc must be a mlpvae.nn.model.ModelConfig, got {type(mc).__name__}")
     if mc.n > 2:
-        raise ValueError(f"grid quadrature is for n <= 2 latent dimensions (got n = {mc.n}); use the IWAE bound "
-                         "(mlpvae.evidence.iwae.iwae_log_px)")
+        raise ValueError(
+            f"grid quadrature is for n <= 2 latent dimensions (got n = {mc.n}); use the IWAE bound "
+            "(mlpvae.evidence.iwae.iwae_log_px)"
+        )
     points = V.scalar("points", points, positive=True, integer=True)
     if points < 5 or points % 2 == 0:
         raise ValueError(f"points must be odd and >= 5 (so the halved grid shares the box), got {points}")
@@ -207,11 +224,19 @@ def grid_log_px(params, x, mc: M.ModelConfig, s2, *, baggins_s2=None, points: in
     N = len(x)
     res = {k: np.empty(N) for k in ("log_px", "err")}
     res.update(levels=np.empty(N, dtype=int), evaluations=np.empty(N, dtype=int), mode=np.empty((N, mc.n)))
-    opt = dict(points=points, drop=float(drop), tol=float(tol), span=float(span), max_levels=int(max_levels),
-               max_points=max_points, rows=int(rows))
+    opt = dict(
+        points=points,
+        drop=float(drop),
+        tol=float(tol),
+        span=float(span),
+        max_levels=int(max_levels),
+        max_points=max_points,
+        rows=int(rows),
+    )
     rng = np.random.default_rng(seed)
     for i in tqdm(range(N), desc="grid log p(x)", disable=not progress, leave=False, file=sys.stderr):
         res["log_px"][i], res["err"][i], res["levels"][i], res["evaluations"][i], res["mode"][i] = _one_image(
-            params, x[i], mu[i], var[i], mc, s2, baggins_s2, rng.standard_normal((2, probes, mc.n)), opt)
+            params, x[i], mu[i], var[i], mc, s2, baggins_s2, rng.standard_normal((2, probes, mc.n)), opt
+        )
     res["converged"] = res["err"] < tol
     return res

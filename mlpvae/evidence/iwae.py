@@ -38,8 +38,18 @@ def _log_normal_diag(xp, z, mean, var):
     return -0.5 * xp.sum(d * d / var + xp.log(var) + LOG_2PI, axis=-1)
 
 
-def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20000, baggins_s2=None,
-                progress: bool = False, proposal=None) -> np.ndarray:
+def iwae_log_px(
+    params,
+    x,
+    mc,
+    noise_rng,
+    k: int = 5000,
+    s2=None,
+    rows: int = 20000,
+    baggins_s2=None,
+    progress: bool = False,
+    proposal=None,
+) -> np.ndarray:
     """Importance-sampled lower bound on log p(x) per image (N,), with k samples (Burda et al.; Not in the paper).
 
     ``log p(x) >= log (1/k) sum_{i<=k} p(x|z_i) N(z_i; 0, S^2) / q(z_i|x)``,
@@ -59,8 +69,7 @@ def iwae_log_px(params, x, mc, noise_rng, k: int = 5000, s2=None, rows: int = 20
     out = np.empty(len(x))
     per = max(1, rows // k) if k <= rows else 1
     kc = min(k, rows)
-    for sl in tqdm(list(chunks(len(x), per)), desc=f"IWAE k={k}", disable=not progress, leave=False,
-                   file=sys.stderr):
+    for sl in tqdm(list(chunks(len(x), per)), desc=f"IWAE k={k}", disable=not progress, leave=False, file=sys.stderr):
         xb = x[sl]
         b = len(xb)
         mu, var = M.encode(params, xb, mc)

@@ -22,7 +22,6 @@ through the residual r = |x - nu|^2 (T = tau r / tr(Sigma^-1 S^2)), so its log p
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from mlpvae.evidence.laplace import likelihood_at
@@ -84,8 +83,21 @@ def _relative_norm(xp, g, z, s2):
     return to_numpy(xp.linalg.norm(g * S, axis=-1) / (1.0 + xp.linalg.norm((g + z / s2) * S, axis=-1)))
 
 
-def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None, starts=None, climbs: int | None = None,
-                   steps: int = 200, gtol: float = 1e-9, chunk: int = 256) -> dict:
+def posterior_mode(
+    params,
+    x,
+    mu,
+    var,
+    mc: M.ModelConfig,
+    s2,
+    *,
+    baggins_s2=None,
+    starts=None,
+    climbs: int | None = None,
+    steps: int = 200,
+    gtol: float = 1e-9,
+    chunk: int = 256,
+) -> dict:
     """The mode z* of log p(x|z) + log N(z; 0, S^2) per image, by Levenberg-Marquardt from ``mu`` (Not in the paper).
 
     Each iteration solves ``(H + lam diag H) dz = g`` with ``H = S^-2 + J^T G
@@ -122,15 +134,18 @@ def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None
     and ``start (N,)``, which start it was (0: mu, j: ``starts[j - 1]``).
     """
     if mc.likelihood not in LIKELIHOODS:
-        raise ValueError(f"posterior_mode supports the likelihoods {LIKELIHOODS}, not {mc.likelihood!r} "
-                         "(a learned likelihood variance is a second decoder head)")
+        raise ValueError(
+            f"posterior_mode supports the likelihoods {LIKELIHOODS}, not {mc.likelihood!r} "
+            "(a learned likelihood variance is a second decoder head)"
+        )
     if mc.likelihood == "baggins" and baggins_s2 is None:
         raise ValueError("posterior_mode: BAGGINS needs baggins_s2, the S^2 of Eq. (29)")
     xp = array_namespace(x)
     N, n = mu.shape
     if x.shape != (N, mc.m) or var.shape != (N, n):
-        raise ValueError(f"x, mu, var must have shapes (N, {mc.m}), (N, {n}), (N, {n}); "
-                         f"got {x.shape}, {mu.shape}, {var.shape}")
+        raise ValueError(
+            f"x, mu, var must have shapes (N, {mc.m}), (N, {n}), (N, {n}); got {x.shape}, {mu.shape}, {var.shape}"
+        )
     s2 = xp.asarray(s2, dtype=xp.float64)
     if starts is not None and (starts.ndim != 3 or tuple(starts.shape[1:]) != (N, n)):
         raise ValueError(f"starts must have shape (S, {N}, {n}), got {tuple(starts.shape)}")
@@ -138,8 +153,12 @@ def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None
     res["start"] = np.zeros(N, dtype=int)
     order = None
     if starts is not None and climbs is not None and climbs < len(starts):
-        f0 = np.stack([to_numpy(_joint(params, x, xp.asarray(z0, dtype=xp.float64), mu, var, mc, s2, baggins_s2))
-                       for z0 in starts])  # (S, N)
+        f0 = np.stack(
+            [
+                to_numpy(_joint(params, x, xp.asarray(z0, dtype=xp.float64), mu, var, mc, s2, baggins_s2))
+                for z0 in starts
+            ]
+        )  # (S, N)
         order = np.argsort(-f0, axis=0)[:climbs]  # (climbs, N): each image's best starts
     for j in range(0 if starts is None else len(starts) if order is None else len(order)):
         pick = j if order is None else order[j]
@@ -149,7 +168,7 @@ def posterior_mode(params, x, mu, var, mc: M.ModelConfig, s2, *, baggins_s2=None
         for key, v in r.items():
             if key != "start_log_joint":
                 res[key][better] = v[better]
-        res["start"][better] = (pick + 1 if order is None else pick[better] + 1)
+        res["start"][better] = pick + 1 if order is None else pick[better] + 1
     return res
 
 
@@ -173,8 +192,15 @@ def _climb(params, x, z0, mu, var, mc: M.ModelConfig, s2, baggins_s2, steps: int
     """Levenberg-Marquardt from ``z0`` for each image (see :func:`posterior_mode`); host arrays."""
     xp = array_namespace(x)
     N, n = z0.shape
-    res = {"mode": np.empty((N, n)), "log_joint": np.empty(N), "start_log_joint": np.empty(N), "gradient_norm": np.empty(N),
-           "iterations": np.zeros(N, dtype=int), "converged": np.zeros(N, dtype=bool), "stalled": np.zeros(N, dtype=bool)}
+    res = {
+        "mode": np.empty((N, n)),
+        "log_joint": np.empty(N),
+        "start_log_joint": np.empty(N),
+        "gradient_norm": np.empty(N),
+        "iterations": np.zeros(N, dtype=int),
+        "converged": np.zeros(N, dtype=bool),
+        "stalled": np.zeros(N, dtype=bool),
+    }
     eye = np.eye(n)
     for sl in chunks(N, chunk):
         xb, mb, vb = x[sl], mu[sl], var[sl]

@@ -31,11 +31,17 @@ import numpy as np
 
 from mlpvae.evidence.decoder import optimal_decoder_comparison
 from mlpvae.evidence.iwae import iwae_log_px
-from mlpvae.evidence.laplace import (GRAM_ELEMENTS, cv2_penalty, elbo_per_example, laplace_evidence,
-                                     laplace_proposal, training_priors)
+from mlpvae.evidence.laplace import (
+    GRAM_ELEMENTS,
+    cv2_penalty,
+    elbo_per_example,
+    laplace_evidence,
+    laplace_proposal,
+    training_priors,
+)
 from mlpvae.experiments import grid_report, mode_report
 from mlpvae.experiments.analyze_summary import compare_runs, summarize, summary_md, summary_plot
-from mlpvae.experiments.plots import pyplot, save, image_grid
+from mlpvae.experiments.plots import image_grid, pyplot, save
 from mlpvae.nn import jacobian as Jac
 from mlpvae.nn import model as M
 from mlpvae.nn.batched import FLOATING, encode_all
@@ -50,13 +56,30 @@ from vaetheory.xp import to_numpy
 def _summary(a: np.ndarray) -> dict:
     """Mean, standard deviation, standard error of the mean, minimum and maximum of per-image values."""
     a = np.asarray(a, dtype=np.float64)
-    return {"mean": float(a.mean()), "std": float(a.std()), "sem": float(a.std() / math.sqrt(max(len(a), 1))),
-            "min": float(a.min()), "max": float(a.max())}
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "sem": float(a.std() / math.sqrt(max(len(a), 1))),
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }
 
 
-def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1, test_limit: int | None = None,
-                limit: int | None = None, cv_limit: int | None = None, device: str | None = None, plots: bool = True,
-                progress: bool = False, seed: int = 0, fd_check: int = 8) -> dict:
+def analyze_run(
+    run_dir,
+    *,
+    iwae_k: int = 5000,
+    elbo_k: int = 10,
+    opt_k: int = 1,
+    test_limit: int | None = None,
+    limit: int | None = None,
+    cv_limit: int | None = None,
+    device: str | None = None,
+    plots: bool = True,
+    progress: bool = False,
+    seed: int = 0,
+    fd_check: int = 8,
+) -> dict:
     """Measure Secs. 4.1-4.3 on one trained run; write ``analysis.json``, ``analysis.md`` and PNGs (see module doc).
 
     Parameters
@@ -82,19 +105,31 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
     mu, var = encode_all(params, run.x_test, mc)
     N = len(run.x_test)
     res: dict = {
-        "run": str(run.run_dir), "epoch": run.epoch, "device": run.device, "targets": run.targets,
-        "posterior": mc.posterior, "likelihood": mc.likelihood, "n": mc.n, "m": mc.m,
-        "scale": run.cfg.scale, **({"t": mc.t} if mc.likelihood == "gaussian" else {}),
+        "run": str(run.run_dir),
+        "epoch": run.epoch,
+        "device": run.device,
+        "targets": run.targets,
+        "posterior": mc.posterior,
+        "likelihood": mc.likelihood,
+        "n": mc.n,
+        "m": mc.m,
+        "scale": run.cfg.scale,
+        **({"t": mc.t} if mc.likelihood == "gaussian" else {}),
         **({"tau": mc.tau} if mc.likelihood == "baggins" else {}),
-        "test_images": N, "train_images": int(len(run.x_train)), "dtype": "float64",
+        "test_images": N,
+        "train_images": int(len(run.x_train)),
+        "dtype": "float64",
         "units": "nats per image, summed over pixels",
-        "prior": ("N(0, S^2), S^2 from Eq. (4) on the training set" if mc.posterior in FLOATING
-                  else "N(0, I) (Eq. (1))"),
+        "prior": (
+            "N(0, S^2), S^2 from Eq. (4) on the training set" if mc.posterior in FLOATING else "N(0, I) (Eq. (1))"
+        ),
         "s2": to_numpy(s2).tolist(),
-        "metric": {"bernoulli": "Fisher information of the logits, G = diag(p (1 - p)): J^T G J",
-                   "gaussian": "G = T^-1 = I / t (Eq. (26))",
-                   "gaussian-learned": "G = T(mu)^-1, the learned variance at the mean, held fixed",
-                   "baggins": "G = T^-1, T from Eq. (29) at z = mu with S^2 from the training set"}[mc.likelihood],
+        "metric": {
+            "bernoulli": "Fisher information of the logits, G = diag(p (1 - p)): J^T G J",
+            "gaussian": "G = T^-1 = I / t (Eq. (26))",
+            "gaussian-learned": "G = T(mu)^-1, the learned variance at the mean, held fixed",
+            "baggins": "G = T^-1, T from Eq. (29) at z = mu with S^2 from the training set",
+        }[mc.likelihood],
     }
 
     # Jacobian check: forward mode against central differences on a few test means
@@ -110,8 +145,16 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
     res["elbo_samples"] = elbo_k
     res["elbo_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
-    lp = iwae_log_px(params, run.x_test, mc, rng, iwae_k, s2=None if mc.posterior not in FLOATING else s2,
-                       baggins_s2=s2_train, progress=progress)
+    lp = iwae_log_px(
+        params,
+        run.x_test,
+        mc,
+        rng,
+        iwae_k,
+        s2=None if mc.posterior not in FLOATING else s2,
+        baggins_s2=s2_train,
+        progress=progress,
+    )
     res["iwae_log_px"] = _summary(lp)
     res["iwae_k"] = iwae_k
     res["iwae_seconds"] = time.perf_counter() - t
@@ -139,12 +182,20 @@ def analyze_run(run_dir, *, iwae_k: int = 5000, elbo_k: int = 10, opt_k: int = 1
     res["seconds"] = time.perf_counter() - t_start
 
     if plots:
-        res["plots"] = [str(p) for p in write_plots(run, res, lp, elbo, lap, cv["terms"], per_image_d, mu, var,
-                                                     mu_tr, var_tr)]
+        res["plots"] = [
+            str(p) for p in write_plots(run, res, lp, elbo, lap, cv["terms"], per_image_d, mu, var, mu_tr, var_tr)
+        ]
     write_json(run.run_dir / "analysis.json", res)
     (run.run_dir / "analysis.md").write_text(report_md(res))
-    np.savez(run.run_dir / "analysis_per_image.npz", elbo=elbo, iwae_log_px=lp, log_evidence_eq16=lap["log_evidence"],
-             gap_eq18=lap["gap_eq18"], cv2_terms=cv["terms"], optimal_decoder_sq_difference=per_image_d)
+    np.savez(
+        run.run_dir / "analysis_per_image.npz",
+        elbo=elbo,
+        iwae_log_px=lp,
+        log_evidence_eq16=lap["log_evidence"],
+        gap_eq18=lap["gap_eq18"],
+        cv2_terms=cv["terms"],
+        optimal_decoder_sq_difference=per_image_d,
+    )
     return res
 
 
@@ -159,12 +210,14 @@ def report_md(res: dict) -> str:
         "| quantity | mean | sem |",
         "| --- | ---: | ---: |",
     ]
-    for key, label in (("elbo", f"ELBO ({res['elbo_samples']} samples)"),
-                       ("iwae_log_px", f"log p(x), IWAE k={res['iwae_k']}"),
-                       ("gap_iwae_minus_elbo", "gap log p(x) - ELBO (IWAE)"),
-                       ("log_evidence_eq16", "log evidence Eq. (16) at mu"),
-                       ("eq16_minus_iwae", "Eq. (16) - IWAE"),
-                       ("gap_eq18", "gap Eq. (18), own Sigma")):
+    for key, label in (
+        ("elbo", f"ELBO ({res['elbo_samples']} samples)"),
+        ("iwae_log_px", f"log p(x), IWAE k={res['iwae_k']}"),
+        ("gap_iwae_minus_elbo", "gap log p(x) - ELBO (IWAE)"),
+        ("log_evidence_eq16", "log evidence Eq. (16) at mu"),
+        ("eq16_minus_iwae", "Eq. (16) - IWAE"),
+        ("gap_eq18", "gap Eq. (18), own Sigma"),
+    ):
         L.append(f"| {label} | {res[key]['mean']:.3f} | {res[key]['sem']:.3f} |")
     L += [
         f"| penalty Eq. (22), 1/4 tr CV^2 ({res['cv2_images']} images) | {res['cv2_penalty_eq22']:.3f} | |",
@@ -192,8 +245,11 @@ def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu
     ax[0].scatter(lp, lap["log_evidence"], s=3, alpha=0.5)
     lo, hi = float(min(lp.min(), lap["log_evidence"].min())), float(max(lp.max(), lap["log_evidence"].max()))
     ax[0].plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax[0].set(xlabel=f"log p(x), IWAE k={res['iwae_k']}", ylabel="log evidence, Eq. (16) at mu",
-              title="Eq. (16) vs importance sampling")
+    ax[0].set(
+        xlabel=f"log p(x), IWAE k={res['iwae_k']}",
+        ylabel="log evidence, Eq. (16) at mu",
+        title="Eq. (16) vs importance sampling",
+    )
     ax[1].hist(lp - elbo, bins=60, alpha=0.6, label="log p(x) - ELBO (IWAE)")
     ax[1].hist(lap["gap_eq18"], bins=60, alpha=0.6, label="Eq. (18), own Sigma")
     ax[1].set(xlabel="nats", title="the ELBO gap per image")
@@ -209,8 +265,16 @@ def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu
         opt = OPT.optimal_decoder(mu[sel], mu_tr, var_tr, run.x_train)
         scale = run.cfg.scale
         rows = np.concatenate([to_numpy(run.x_test[sel]) / scale, to_numpy(net) / scale, to_numpy(opt) / scale])
-        out.append(image_grid(rows, run.run_dir / "analysis_optimal_decoder.png", 3, 10,
-                              "test images / network decoder at mu / Eq. (6) at mu", size=(8.0, 3.0)))
+        out.append(
+            image_grid(
+                rows,
+                run.run_dir / "analysis_optimal_decoder.png",
+                3,
+                10,
+                "test images / network decoder at mu / Eq. (6) at mu",
+                size=(8.0, 3.0),
+            )
+        )
     return out
 
 
@@ -233,17 +297,23 @@ def learned_t_pixels(run_dir, images: int = 2000, tiny: float = 1e-5, device: st
     per_pixel = np.median(T, axis=0)
     inked = (to_numpy(run.x_test) > 0).mean(axis=0)
     small = per_pixel < tiny
-    return {"run": str(run_dir), "images": int(len(T)), "pixels": int(T.shape[1]), "tiny": tiny,
-            "collapsed_pixels": int(small.sum()),
-            "T_quantiles": {str(q): float(np.quantile(T, q)) for q in (0.05, 0.5, 0.95)},
-            "collapsed_inked_fraction_max": float(inked[small].max()) if small.any() else None,
-            "collapsed_inked_fraction_mean": float(inked[small].mean()) if small.any() else None,
-            "collapsed_log_lik_where_blank": float((-0.5 * np.log(2 * np.pi * per_pixel[small])).sum()),
-            "other_pixels_median_T": float(np.median(per_pixel[~small])) if (~small).any() else None}
+    return {
+        "run": str(run_dir),
+        "images": int(len(T)),
+        "pixels": int(T.shape[1]),
+        "tiny": tiny,
+        "collapsed_pixels": int(small.sum()),
+        "T_quantiles": {str(q): float(np.quantile(T, q)) for q in (0.05, 0.5, 0.95)},
+        "collapsed_inked_fraction_max": float(inked[small].max()) if small.any() else None,
+        "collapsed_inked_fraction_mean": float(inked[small].mean()) if small.any() else None,
+        "collapsed_log_lik_where_blank": float((-0.5 * np.log(2 * np.pi * per_pixel[small])).sum()),
+        "other_pixels_median_T": float(np.median(per_pixel[~small])) if (~small).any() else None,
+    }
 
 
-def iwae_convergence(run_dir, images: int = 40, ks=(50, 500, 5000, 50000), seed: int = 1,
-                     device: str = "auto", laplace: bool = True) -> dict:
+def iwae_convergence(
+    run_dir, images: int = 40, ks=(50, 500, 5000, 50000), seed: int = 1, device: str = "auto", laplace: bool = True
+) -> dict:
     """The IWAE bound on log p(x) of the first ``images`` test images at each k in ``ks`` (Not in the paper).
 
     The IWAE bound rises towards log p(x) as k grows; where it still rises
@@ -266,39 +336,63 @@ def iwae_convergence(run_dir, images: int = 40, ks=(50, 500, 5000, 50000), seed:
         out[name] = {}
         for k in ks:
             rng = generator(run.cfg.seed + seed, STREAM_ANALYSIS, run.epoch, run.xp)
-            lp = iwae_log_px(run.params, run.x_test, run.mc, rng, k=int(k), s2=s2, baggins_s2=s2_train,
-                               proposal=prop)
+            lp = iwae_log_px(run.params, run.x_test, run.mc, rng, k=int(k), s2=s2, baggins_s2=s2_train, proposal=prop)
             out[name][int(k)] = float(np.mean(lp))
     return out
 
 
 def add_arguments(parser) -> None:
     """The options of ``vaetheory analyze``: the run, sample counts, image limits, and the other analyses it runs."""
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vaetheory train` "
-                        "(with --summarize: a folder holding analysed runs)")
-    parser.add_argument("--summarize", action="store_true",
-                        help="summarise every analysed run under RUN_DIR over seeds (writes RUN_DIR/summary.md/json/png)")
+    parser.add_argument(
+        "run_dir",
+        metavar="RUN_DIR",
+        help="a directory written by `vaetheory train` (with --summarize: a folder holding analysed runs)",
+    )
+    parser.add_argument(
+        "--summarize",
+        action="store_true",
+        help="summarise every analysed run under RUN_DIR over seeds (writes RUN_DIR/summary.md/json/png)",
+    )
     parser.add_argument("--iwae-k", type=int, default=5000, help="importance samples per test image (5000)")
     parser.add_argument("--elbo-k", type=int, default=10, help="posterior samples per test image for the ELBO (10)")
     parser.add_argument("--opt-k", type=int, default=1, help="samples per image for the Eq. (6) decoder's ELBO (1)")
     parser.add_argument("--test-limit", type=int, default=None, help="use only the first test images")
-    parser.add_argument("--limit", type=int, default=None,
-                        help="use only the first training images (for Eq. (6) and the training-set S^2)")
-    parser.add_argument("--cv-limit", type=int, default=None, help="test images for Eq. (22) (default: all, "
-                        "up to 2^25 / n^2)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="use only the first training images (for Eq. (6) and the training-set S^2)",
+    )
+    parser.add_argument(
+        "--cv-limit", type=int, default=None, help="test images for Eq. (22) (default: all, up to 2^25 / n^2)"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: the run's")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG figures")
-    parser.add_argument("--versus", metavar="LEARNED_RUN_DIR", default=None,
-                        help="a learned-variance run (already analysed) to compare this constant-variance run with "
-                             "(Eq. (22) predicted vs measured); writes RUN_DIR/comparison.json")
-    parser.add_argument("--grid-images", type=int, default=None, metavar="N",
-                        help="instead: the exact log p(x) of an n <= 2 run by grid quadrature on the first N test "
-                             "images, against IWAE and Eqs. (16), (18) (mlpvae/experiments/grid_report.py); writes "
-                             "RUN_DIR/grid_evidence.json and grid_evidence_per_image.npz")
-    parser.add_argument("--mode-images", type=int, default=None, metavar="N",
-                        help="instead: the posterior mode of each of the first N test images (any n), the IWAE bound "
-                             "with the Laplace posterior there as proposal against q's, and Eq. (16) at the mode "
-                             "(mlpvae/experiments/mode_report.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz")
+    parser.add_argument(
+        "--versus",
+        metavar="LEARNED_RUN_DIR",
+        default=None,
+        help="a learned-variance run (already analysed) to compare this constant-variance run with "
+        "(Eq. (22) predicted vs measured); writes RUN_DIR/comparison.json",
+    )
+    parser.add_argument(
+        "--grid-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: the exact log p(x) of an n <= 2 run by grid quadrature on the first N test "
+        "images, against IWAE and Eqs. (16), (18) (mlpvae/experiments/grid_report.py); writes "
+        "RUN_DIR/grid_evidence.json and grid_evidence_per_image.npz",
+    )
+    parser.add_argument(
+        "--mode-images",
+        type=int,
+        default=None,
+        metavar="N",
+        help="instead: the posterior mode of each of the first N test images (any n), the IWAE bound "
+        "with the Laplace posterior there as proposal against q's, and Eq. (16) at the mode "
+        "(mlpvae/experiments/mode_report.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz",
+    )
     parser.add_argument("--progress", action="store_true", help="progress bar for the IWAE")
 
 
@@ -307,8 +401,9 @@ def _per_image_run(args, option: str, images: int, module, name: str) -> int:
     try:
         if images < 1:
             raise ValueError(f"{option} must be >= 1, got {images}")
-        summary, per = module.evaluate_run(args.run_dir, images, iwae_k=args.iwae_k, elbo_k=args.elbo_k,
-                                           device=args.device, progress=args.progress)
+        summary, per = module.evaluate_run(
+            args.run_dir, images, iwae_k=args.iwae_k, elbo_k=args.elbo_k, device=args.device, progress=args.progress
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
@@ -340,9 +435,18 @@ def run(args) -> int:
     if args.mode_images is not None:
         return _per_image_run(args, "--mode-images", args.mode_images, mode_report, "mode_evidence")
     try:
-        res = analyze_run(args.run_dir, iwae_k=args.iwae_k, elbo_k=args.elbo_k, opt_k=args.opt_k,
-                          test_limit=args.test_limit, limit=args.limit, cv_limit=args.cv_limit, device=args.device,
-                          plots=not args.no_plots, progress=args.progress)
+        res = analyze_run(
+            args.run_dir,
+            iwae_k=args.iwae_k,
+            elbo_k=args.elbo_k,
+            opt_k=args.opt_k,
+            test_limit=args.test_limit,
+            limit=args.limit,
+            cv_limit=args.cv_limit,
+            device=args.device,
+            plots=not args.no_plots,
+            progress=args.progress,
+        )
         cmp = compare_runs(args.run_dir, args.versus) if args.versus else None
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)

@@ -36,8 +36,10 @@ def compare_runs(constant_dir, learned_dir) -> dict:
     b = json.loads((Path(learned_dir) / "analysis.json").read_text())
     paired = {}
     try:
-        with np.load(Path(constant_dir) / "analysis_per_image.npz") as pa, \
-                np.load(Path(learned_dir) / "analysis_per_image.npz") as pb:
+        with (
+            np.load(Path(constant_dir) / "analysis_per_image.npz") as pa,
+            np.load(Path(learned_dir) / "analysis_per_image.npz") as pb,
+        ):
             if len(pa["elbo"]) == len(pb["elbo"]):
                 for key in ("elbo", "iwae_log_px"):
                     d = pa[key] - pb[key]
@@ -45,8 +47,10 @@ def compare_runs(constant_dir, learned_dir) -> dict:
     except FileNotFoundError:
         pass
     return paired | {
-        "constant_run": str(constant_dir), "learned_run": str(learned_dir),
-        "constant_posterior": a["posterior"], "learned_posterior": b["posterior"],
+        "constant_run": str(constant_dir),
+        "learned_run": str(learned_dir),
+        "constant_posterior": a["posterior"],
+        "learned_posterior": b["posterior"],
         "measured_elbo_difference": a["elbo"]["mean"] - b["elbo"]["mean"],
         "measured_elbo_difference_sem": math.hypot(a["elbo"]["sem"], b["elbo"]["sem"]),
         "measured_log_px_difference": a["iwae_log_px"]["mean"] - b["iwae_log_px"]["mean"],
@@ -101,8 +105,11 @@ def summarize(root) -> dict:
         comparisons.setdefault(f"n={n}, constant - learned", []).append(json.loads(f.read_text()))
     out = {"units": "nats per image", "groups": {}, "comparisons": {}}
     for key, runs in sorted(groups.items(), key=lambda kv: natural_key(kv[0])):
-        out["groups"][key] = {"runs": [a["run"] for a in runs], "test_images": sorted({a["test_images"] for a in runs}),
-                              **{label: mean_std([get(a) for a in runs]) for label, get in SUMMARY_ROWS}}
+        out["groups"][key] = {
+            "runs": [a["run"] for a in runs],
+            "test_images": sorted({a["test_images"] for a in runs}),
+            **{label: mean_std([get(a) for a in runs]) for label, get in SUMMARY_ROWS},
+        }
     for key, comps in comparisons.items():
         out["comparisons"][key] = {label: mean_std([c[k] for c in comps]) for label, k in COMPARISON_ROWS}
     return out
@@ -126,16 +133,23 @@ def summary_md(summary: dict) -> str:
         return f"{d['mean']:.2f}" + (f" +- {d['std']:.2f}" if d["std"] is not None else "") + f" (n={d['n']})"
 
     lines = []
-    for title, table, labels in (("per model", summary["groups"], [r[0] for r in SUMMARY_ROWS]),
-                                 ("constant minus learned Sigma, same seed", summary["comparisons"],
-                                  [r[0] for r in COMPARISON_ROWS])):
+    for title, table, labels in (
+        ("per model", summary["groups"], [r[0] for r in SUMMARY_ROWS]),
+        ("constant minus learned Sigma, same seed", summary["comparisons"], [r[0] for r in COMPARISON_ROWS]),
+    ):
         if not table:
             continue
         keys = list(table)
-        lines += [f"### {title} ({summary['units']}; mean +- std over seeds)", "",
-                  "| | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [
+            f"### {title} ({summary['units']}; mean +- std over seeds)",
+            "",
+            "| | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
         if title == "per model":
-            lines.append("| test images | " + " | ".join(", ".join(map(str, table[k]["test_images"])) for k in keys) + " |")
+            lines.append(
+                "| test images | " + " | ".join(", ".join(map(str, table[k]["test_images"])) for k in keys) + " |"
+            )
         lines += [f"| {label} | " + " | ".join(cell(table[k][label]) for k in keys) + " |" for label in labels]
         lines.append("")
     return "\n".join(lines)
@@ -150,12 +164,24 @@ def summary_plot(summary: dict, path) -> Path:
     measurement agree.  Not in the paper.
     """
     plt = pyplot()
-    panels = [p for p in (
-        (summary["groups"], "Eq. (18) predicted gap", "measured gap log p - ELBO",
-         "gap log p(x) - ELBO: Eq. (18) vs IWAE (k as analysed)"),
-        (summary["comparisons"], "Eq. (22) predicted ELBO difference (same decoder)",
-         "measured ELBO difference", "constant minus learned Sigma: Eq. (22) vs measured"),
-    ) if p[0]]  # no constant-vs-learned pairs (e.g. Gaussian-likelihood runs): one panel
+    panels = [
+        p
+        for p in (
+            (
+                summary["groups"],
+                "Eq. (18) predicted gap",
+                "measured gap log p - ELBO",
+                "gap log p(x) - ELBO: Eq. (18) vs IWAE (k as analysed)",
+            ),
+            (
+                summary["comparisons"],
+                "Eq. (22) predicted ELBO difference (same decoder)",
+                "measured ELBO difference",
+                "constant minus learned Sigma: Eq. (22) vs measured",
+            ),
+        )
+        if p[0]
+    ]  # no constant-vs-learned pairs (e.g. Gaussian-likelihood runs): one panel
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6), squeeze=False)
     for ax, (table, xkey, ykey, title) in zip(axes[0], panels):
         lo, hi = np.inf, -np.inf

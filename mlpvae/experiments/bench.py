@@ -34,6 +34,7 @@ import time
 import numpy as np
 
 from mlpvae.accel import device as dev
+from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.experiments.bench_timing import (
     blas_threads,
     gemm_rate,
@@ -43,9 +44,8 @@ from mlpvae.experiments.bench_timing import (
     problem,
 )
 from mlpvae.nn import torch_reference
-from mlpvae.nn.model import LIKELIHOODS
-from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.nn.batched import elbo_mean
+from mlpvae.nn.model import LIKELIHOODS
 from mlpvae.nn.stacking import stack
 from mlpvae.training.checkpoint import write_json
 from mlpvae.training.step import device_stream
@@ -81,9 +81,17 @@ def step_flops(params, B: int, m: int) -> int:
     return total
 
 
-
-def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30, warmup: int = 5,
-               rounds: int = 3, likelihood: str = "bernoulli") -> dict:
+def time_stack(
+    xp,
+    n: int,
+    posterior: str,
+    K: int,
+    B: int = 300,
+    steps: int = 30,
+    warmup: int = 5,
+    rounds: int = 3,
+    likelihood: str = "bernoulli",
+) -> dict:
     """K models' training steps as one stack (:func:`mlpvae.training.train.train_many`) vs one by one (Sec. 7).
 
     The K models start from seeds 0..K-1 and see their own data and noise;
@@ -98,8 +106,13 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
     singles = [our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
 
     def stacked_stepper():
-        return our_stepper(xp, mc, stack([p for _, p, _, _ in probs]), np.stack([x for _, _, x, _ in probs]),
-                            np.stack([e for *_, e in probs], axis=1))
+        return our_stepper(
+            xp,
+            mc,
+            stack([p for _, p, _, _ in probs]),
+            np.stack([x for _, _, x, _ in probs]),
+            np.stack([e for *_, e in probs], axis=1),
+        )
 
     def one_by_one():
         for step in singles:
@@ -114,20 +127,40 @@ def time_stack(xp, n: int, posterior: str, K: int, B: int = 300, steps: int = 30
     runners["one_by_one"] = (one_by_one, sync)
     blocks = interleaved(runners, steps, warmup, rounds)
     ms = {k: float(np.median(v)) for k, v in blocks.items()}
-    out = {"n": n, "posterior": posterior, "likelihood": likelihood, "models": K, "batch": B,
-           "stack_ms_per_step": ms["stack"],
-           "one_by_one_ms_per_step": ms["one_by_one"], "speedup": ms["one_by_one"] / ms["stack"],
-           "stack_ms_blocks": blocks["stack"], "one_by_one_ms_blocks": blocks["one_by_one"]}
+    out = {
+        "n": n,
+        "posterior": posterior,
+        "likelihood": likelihood,
+        "models": K,
+        "batch": B,
+        "stack_ms_per_step": ms["stack"],
+        "one_by_one_ms_per_step": ms["one_by_one"],
+        "speedup": ms["one_by_one"] / ms["stack"],
+        "stack_ms_blocks": blocks["stack"],
+        "one_by_one_ms_blocks": blocks["one_by_one"],
+    }
     if "apart" in ms:
-        out |= {"apart_ms_per_step": ms["apart"], "apart_speedup": ms["one_by_one"] / ms["apart"],
-                "apart_ms_blocks": blocks["apart"]}
+        out |= {
+            "apart_ms_per_step": ms["apart"],
+            "apart_speedup": ms["one_by_one"] / ms["apart"],
+            "apart_ms_blocks": blocks["apart"],
+        }
     return out
 
 
-
-def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup: int = 5, seed: int = 0,
-               torch_threads: int | None = None, rounds: int = 3, torch_device: str | None = None,
-               likelihood: str = "bernoulli") -> dict:
+def time_steps(
+    xp,
+    n: int,
+    posterior: str,
+    B: int = 300,
+    steps: int = 30,
+    warmup: int = 5,
+    seed: int = 0,
+    torch_threads: int | None = None,
+    rounds: int = 3,
+    torch_device: str | None = None,
+    likelihood: str = "bernoulli",
+) -> dict:
     """Time training steps of the paper's network on random data, ours and optionally PyTorch's (Sec. 7).
 
     Both implementations start from the same float32 parameters and see the
@@ -149,17 +182,31 @@ def time_steps(xp, n: int, posterior: str, B: int = 300, steps: int = 30, warmup
     blocks = interleaved(runners, steps, warmup, rounds)
     ms = float(np.median(blocks["ours"]))
     params_xp = {k: xp.asarray(v) for k, v in params.items()}
-    r = {"n": n, "posterior": posterior, "likelihood": likelihood, "batch": B, "ms_per_step": ms,
-         "examples_per_s": B / (ms / 1e3), "step_gflop": step_flops(params_xp, B, mc.m) / 1e9,
-         "ms_blocks": blocks["ours"]}
+    r = {
+        "n": n,
+        "posterior": posterior,
+        "likelihood": likelihood,
+        "batch": B,
+        "ms_per_step": ms,
+        "examples_per_s": B / (ms / 1e3),
+        "step_gflop": step_flops(params_xp, B, mc.m) / 1e9,
+        "ms_blocks": blocks["ours"],
+    }
     if "torch" in runners:
         tms = float(np.median(blocks["torch"]))
         r.update(torch_ms_per_step=tms, torch_ms_blocks=blocks["torch"], speedup_vs_torch=tms / ms)
     return r
 
 
-def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_k: int = 5000,
-              iwae_images: int = 20, seed: int = 0) -> dict:
+def time_eval(
+    xp,
+    n: int,
+    posterior: str = "learned",
+    images: int = 10000,
+    iwae_k: int = 5000,
+    iwae_images: int = 20,
+    seed: int = 0,
+) -> dict:
     """Wall time of the evaluation of Sec. 7 on ``images`` random images (Sec. 7; IWAE is Not in the paper).
 
     The single-sample test ELBO (:func:`mlpvae.experiments.evaluate.elbo_mean`, chunks of
@@ -183,14 +230,33 @@ def time_eval(xp, n: int, posterior: str = "learned", images: int = 10000, iwae_
     iwae_log_px(params, x[:iwae_images], mc, rng, k=iwae_k)
     dev.synchronize(xp)
     iwae_s = time.perf_counter() - t
-    return {"n": n, "posterior": posterior, "images": images, "elbo_s": elbo_s, "iwae_k": iwae_k,
-            "iwae_images_timed": iwae_images, "iwae_s_timed": iwae_s,
-            "iwae_s_extrapolated": iwae_s * images / iwae_images, "iwae_rows_per_chunk": 20000}
+    return {
+        "n": n,
+        "posterior": posterior,
+        "images": images,
+        "elbo_s": elbo_s,
+        "iwae_k": iwae_k,
+        "iwae_images_timed": iwae_images,
+        "iwae_s_timed": iwae_s,
+        "iwae_s_extrapolated": iwae_s * images / iwae_images,
+        "iwae_rows_per_chunk": 20000,
+    }
 
 
-def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, gemm_size: int | None = None,
-          configs=CONFIGS, torch: bool = True, rounds: int = 3, eval_images: int = 10000, iwae_k: int = 5000,
-          iwae_images: int = 20, stack: int = 0) -> dict:
+def bench(
+    device: str = "auto",
+    steps: int = 30,
+    warmup: int = 5,
+    B: int = 300,
+    gemm_size: int | None = None,
+    configs=CONFIGS,
+    torch: bool = True,
+    rounds: int = 3,
+    eval_images: int = 10000,
+    iwae_k: int = 5000,
+    iwae_images: int = 20,
+    stack: int = 0,
+) -> dict:
     """Run every configuration; return a JSON-able report (rates in GFLOP/s) (Sec. 7).
 
     With ``torch`` and PyTorch importable, on the CPU, each configuration is
@@ -224,55 +290,93 @@ def bench(device: str = "auto", steps: int = 30, warmup: int = 5, B: int = 300, 
     rows = []
     with device_stream(xp):  # where the trainer runs (a CUDA graph needs a stream of its own)
         for n, posterior, likelihood in map(_triple, configs):
-            r = time_steps(xp, n, posterior, B, steps, warmup, rounds=rounds,
-                           torch_threads=threads if use_torch and xp is np else None,
-                           torch_device="cuda" if use_torch and xp is not np else None, likelihood=likelihood)
+            r = time_steps(
+                xp,
+                n,
+                posterior,
+                B,
+                steps,
+                warmup,
+                rounds=rounds,
+                torch_threads=threads if use_torch and xp is np else None,
+                torch_device="cuda" if use_torch and xp is not np else None,
+                likelihood=likelihood,
+            )
             r["achieved_gflop_s"] = r["step_gflop"] / (r["ms_per_step"] / 1e3)
             r["fraction_of_gemm_rate"] = r["achieved_gflop_s"] / (large / 1e9)
             rows.append(r)
-        stacks = [time_stack(xp, n, posterior, stack, B, steps, warmup, rounds, likelihood)
-                  for n, posterior, likelihood in map(_triple, configs)] if stack > 1 else []
+        stacks = (
+            [
+                time_stack(xp, n, posterior, stack, B, steps, warmup, rounds, likelihood)
+                for n, posterior, likelihood in map(_triple, configs)
+            ]
+            if stack > 1
+            else []
+        )
     evals = []
     if eval_images > 0:
         first = {}
         for n, posterior, _ in map(_triple, configs):
             first.setdefault(n, posterior)
         evals = [time_eval(xp, n, p, eval_images, iwae_k, iwae_images) for n, p in first.items()]
-    return {"device": desc, "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "blas_threads": threads,
-            "steps": steps, "warmup": warmup, "rounds": rounds, "torch": torch_note,
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "gemm_large": {"size": size, "gflop_s": large / 1e9},
-            "gemm_step_sized": {"shape": [B, 784, 200], "gflop_s": similar / 1e9}, "results": rows,
-            "stacked": stacks, "evaluation": evals}
+    return {
+        "device": desc,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "blas_threads": threads,
+        "steps": steps,
+        "warmup": warmup,
+        "rounds": rounds,
+        "torch": torch_note,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "gemm_large": {"size": size, "gflop_s": large / 1e9},
+        "gemm_step_sized": {"shape": [B, 784, 200], "gflop_s": similar / 1e9},
+        "results": rows,
+        "stacked": stacks,
+        "evaluation": evals,
+    }
 
 
 def format_report(rep: dict) -> str:
     """The report of :func:`bench` as a text table (Not in the paper)."""
     load = rep.get("load_average")
-    lines = [f"device: {rep['device']}  OMP_NUM_THREADS={rep['omp_num_threads']}  BLAS threads={rep['blas_threads']}"
-             + (f"  load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""),
-             f"float32 GEMM {rep['gemm_large']['size']}^3: {rep['gemm_large']['gflop_s']:.1f} GFLOP/s; "
-             f"step-sized {tuple(rep['gemm_step_sized']['shape'])}: {rep['gemm_step_sized']['gflop_s']:.1f} GFLOP/s",
-             f"PyTorch: {rep['torch']}",
-             f"{'n':>4} {'posterior':>9} {'likelihood':>16} {'ms/step':>9} {'examples/s':>11} {'GFLOP/step':>10} {'GFLOP/s':>8} "
-             f"{'of GEMM':>8} {'torch ms':>9} {'speedup':>8}"]
+    lines = [
+        f"device: {rep['device']}  OMP_NUM_THREADS={rep['omp_num_threads']}  BLAS threads={rep['blas_threads']}"
+        + (f"  load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}" if load else ""),
+        f"float32 GEMM {rep['gemm_large']['size']}^3: {rep['gemm_large']['gflop_s']:.1f} GFLOP/s; "
+        f"step-sized {tuple(rep['gemm_step_sized']['shape'])}: {rep['gemm_step_sized']['gflop_s']:.1f} GFLOP/s",
+        f"PyTorch: {rep['torch']}",
+        f"{'n':>4} {'posterior':>9} {'likelihood':>16} {'ms/step':>9} {'examples/s':>11} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+        f"{'of GEMM':>8} {'torch ms':>9} {'speedup':>8}",
+    ]
     for r in rep["results"]:
-        tail = (f" {r['torch_ms_per_step']:>9.2f} {r['speedup_vs_torch']:>7.2f}x" if "torch_ms_per_step" in r
-                else f" {'-':>9} {'-':>8}")
-        lines.append(f"{r['n']:>4} {r['posterior']:>9} {r['likelihood']:>16} {r['ms_per_step']:>9.2f} {r['examples_per_s']:>11.0f} "
-                     f"{r['step_gflop']:>10.3f} {r['achieved_gflop_s']:>8.1f} {100 * r['fraction_of_gemm_rate']:>7.1f}%"
-                     + tail)
+        tail = (
+            f" {r['torch_ms_per_step']:>9.2f} {r['speedup_vs_torch']:>7.2f}x"
+            if "torch_ms_per_step" in r
+            else f" {'-':>9} {'-':>8}"
+        )
+        lines.append(
+            f"{r['n']:>4} {r['posterior']:>9} {r['likelihood']:>16} {r['ms_per_step']:>9.2f} {r['examples_per_s']:>11.0f} "
+            f"{r['step_gflop']:>10.3f} {r['achieved_gflop_s']:>8.1f} {100 * r['fraction_of_gemm_rate']:>7.1f}%" + tail
+        )
     for r in rep.get("stacked", []):
-        lines.append(f"stack of {r['models']} n={r['n']} {r['posterior']} {r['likelihood']}: {r['stack_ms_per_step']:.2f} ms per step of "
-                     f"all {r['models']} models; one by one {r['one_by_one_ms_per_step']:.2f} ms; "
-                     f"speedup {r['speedup']:.2f}x"
-                     + (f"; one model at a time (bit for bit as alone) {r['apart_ms_per_step']:.2f} ms, "
-                        f"speedup {r['apart_speedup']:.2f}x" if "apart_ms_per_step" in r else ""))
+        lines.append(
+            f"stack of {r['models']} n={r['n']} {r['posterior']} {r['likelihood']}: {r['stack_ms_per_step']:.2f} ms per step of "
+            f"all {r['models']} models; one by one {r['one_by_one_ms_per_step']:.2f} ms; "
+            f"speedup {r['speedup']:.2f}x"
+            + (
+                f"; one model at a time (bit for bit as alone) {r['apart_ms_per_step']:.2f} ms, "
+                f"speedup {r['apart_speedup']:.2f}x"
+                if "apart_ms_per_step" in r
+                else ""
+            )
+        )
     for e in rep.get("evaluation", []):
-        lines.append(f"evaluation n={e['n']} ({e['posterior']}): test ELBO on {e['images']} images "
-                     f"{e['elbo_s']:.2f} s; IWAE k={e['iwae_k']}: {e['iwae_s_timed']:.2f} s on "
-                     f"{e['iwae_images_timed']} images, "
-                     f"{e['iwae_s_extrapolated']:.0f} s extrapolated to {e['images']}")
+        lines.append(
+            f"evaluation n={e['n']} ({e['posterior']}): test ELBO on {e['images']} images "
+            f"{e['elbo_s']:.2f} s; IWAE k={e['iwae_k']}: {e['iwae_s_timed']:.2f} s on "
+            f"{e['iwae_images_timed']} images, "
+            f"{e['iwae_s_extrapolated']:.0f} s extrapolated to {e['images']}"
+        )
     return "\n".join(lines)
 
 
@@ -289,15 +393,29 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gemm-size", type=int, default=None, help="square GEMM size (default 2048 CPU, 8192 GPU)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing blocks, ours and PyTorch (default 3)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager comparison")
-    parser.add_argument("--eval-images", type=int, default=10000,
-                        help="images for the evaluation timing, 0 to skip (default 10000)")
+    parser.add_argument(
+        "--eval-images", type=int, default=10000, help="images for the evaluation timing, 0 to skip (default 10000)"
+    )
     parser.add_argument("--iwae-k", type=int, default=5000, help="IWAE samples per image (default 5000)")
-    parser.add_argument("--iwae-images", type=int, default=20,
-                        help="images the IWAE timing runs on, extrapolated to --eval-images (default 20)")
-    parser.add_argument("--likelihoods", default="bernoulli", metavar="L1,L2",
-                        help="likelihoods to time (default bernoulli; also gaussian, gaussian-learned, baggins)")
-    parser.add_argument("--stack", type=int, default=0, metavar="K",
-                        help="also time K models trained as one stack against one by one (default: skip)")
+    parser.add_argument(
+        "--iwae-images",
+        type=int,
+        default=20,
+        help="images the IWAE timing runs on, extrapolated to --eval-images (default 20)",
+    )
+    parser.add_argument(
+        "--likelihoods",
+        default="bernoulli",
+        metavar="L1,L2",
+        help="likelihoods to time (default bernoulli; also gaussian, gaussian-learned, baggins)",
+    )
+    parser.add_argument(
+        "--stack",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also time K models trained as one stack against one by one (default: skip)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
 
 
@@ -312,10 +430,20 @@ def run(args) -> int:
     except ValueError as exc:
         print(f"vaetheory bench train: {exc}", file=sys.stderr)
         return 2
-    rep = bench(args.device, args.steps, args.warmup, args.batch_size, args.gemm_size, torch=not args.no_torch,
-                configs=with_likelihoods(CONFIGS, likelihoods),
-                rounds=args.rounds, eval_images=args.eval_images, iwae_k=args.iwae_k, iwae_images=args.iwae_images,
-                stack=args.stack)
+    rep = bench(
+        args.device,
+        args.steps,
+        args.warmup,
+        args.batch_size,
+        args.gemm_size,
+        torch=not args.no_torch,
+        configs=with_likelihoods(CONFIGS, likelihoods),
+        rounds=args.rounds,
+        eval_images=args.eval_images,
+        iwae_k=args.iwae_k,
+        iwae_images=args.iwae_images,
+        stack=args.stack,
+    )
     print(format_report(rep))
     if args.json:
         write_json(args.json, rep)

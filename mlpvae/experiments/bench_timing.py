@@ -110,7 +110,7 @@ def interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
     After ``warmup`` untimed calls each, ``steps`` calls each are timed in
     ``rounds`` blocks taken in turn.
     """
-    for step, sync in runners.values():
+    for step, _sync in runners.values():
         for _ in range(warmup):
             step()
     rounds = max(1, min(rounds, steps))
@@ -120,7 +120,6 @@ def interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
         for k, (step, sync) in runners.items():
             blocks[k].append(1e3 * _seconds_per_step(step, sync, per))
     return blocks
-
 
 
 def models_apart(on: bool, step) -> None:

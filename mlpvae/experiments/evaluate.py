@@ -32,8 +32,16 @@ from mlpvae.training.streams import STREAM_EVAL, STREAM_PLOTS, generator
 from vaetheory.xp import array_namespace, to_numpy
 
 
-def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | None = None, plots: bool = False,
-                 device: str | None = None, progress: bool = True, compare=()) -> dict:
+def evaluate_run(
+    run_dir,
+    k: int = 10,
+    iwae_k: int = 1000,
+    test_limit: int | None = None,
+    plots: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    compare=(),
+) -> dict:
     """Evaluate the checkpoint of a training run; write ``eval.json`` (and PNGs with ``plots``); Sec. 7.
 
     Reports, in nats per test image: the test ELBO averaged over ``k``
@@ -53,8 +61,14 @@ def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | Non
     s2_train = prior_s2(mu_tr, var_tr)
     mu, var = encode_all(params, x_test, mc)
     s2_test = prior_s2(mu, var)
-    res: dict = {"run": str(run_dir), "epoch": epoch, "device": desc, "targets": info.get("targets"),
-                 "test_images": int(len(x_test)), "units": "nats per image, summed over pixels"}
+    res: dict = {
+        "run": str(run_dir),
+        "epoch": epoch,
+        "device": desc,
+        "targets": info.get("targets"),
+        "test_images": int(len(x_test)),
+        "units": "nats per image, summed over pixels",
+    }
     if mc.posterior in FLOATING:
         res["test_elbo_s2_train"] = elbo_mean(params, x_test, mc, rng, k, s2=s2_train)
         res["test_elbo_s2_test"] = elbo_mean(params, x_test, mc, rng, k, s2=s2_test)
@@ -78,12 +92,27 @@ def evaluate_run(run_dir, k: int = 10, iwae_k: int = 1000, test_limit: int | Non
     res["s2_train"] = to_numpy(s2_train).tolist()
     if cfg.binarize == "none" and mc.likelihood == "bernoulli":
         res["entropy_floor"] = entropy_floor(x_test / cfg.scale)
-        res["entropy_floor_note"] = ("mean over test images of sum_pixels H(x) of the grayscale targets; "
-                                     "-entropy_floor bounds any Bernoulli ELBO / log p(x) from above")
+        res["entropy_floor_note"] = (
+            "mean over test images of sum_pixels H(x) of the grayscale targets; "
+            "-entropy_floor bounds any Bernoulli ELBO / log p(x) from above"
+        )
     if plots:
-        res["plots"] = [str(p) for p in write_plots(run_dir, params, mc, cfg, to_numpy(mu), to_numpy(var),
-                                                     run.labels_test, x_test, s2_train,
-                                                     generator(cfg.seed, STREAM_PLOTS, epoch), compare)]
+        res["plots"] = [
+            str(p)
+            for p in write_plots(
+                run_dir,
+                params,
+                mc,
+                cfg,
+                to_numpy(mu),
+                to_numpy(var),
+                run.labels_test,
+                x_test,
+                s2_train,
+                generator(cfg.seed, STREAM_PLOTS, epoch),
+                compare,
+            )
+        ]
     write_json(run_dir / "eval.json", res)
     return res
 
@@ -101,8 +130,11 @@ def write_plots(run_dir: Path, params, mc, cfg, mu, var, labels, x_test, s2_trai
     out = [P.latent_scatter(mu, labels, run_dir / "latent_means.png", f"posterior means ({name})")]
     z = mu + np.sqrt(var) * rng.standard_normal(mu.shape)
     out.append(P.latent_scatter(z, labels, run_dir / "latent_samples.png", f"one posterior sample z ({name})"))
-    out.append(P.variance_vs_mean(mu, var, run_dir / "variance_vs_mean.png", s2=prior_var,
-                                  title=f"posterior variance vs mean ({name})"))
+    out.append(
+        P.variance_vs_mean(
+            mu, var, run_dir / "variance_vs_mean.png", s2=prior_var, title=f"posterior variance vs mean ({name})"
+        )
+    )
     runs = {d.name: d / "metrics.csv" for d in [run_dir, *map(Path, compare)]}
     out.append(P.training_curves(runs, run_dir / "training_curves.png"))
     if math.isqrt(mc.m) ** 2 != mc.m:
@@ -111,13 +143,23 @@ def write_plots(run_dir: Path, params, mc, cfg, mu, var, labels, x_test, s2_trai
     for label, v in (("standard", np.ones(mc.n)), ("fitted", s2h)):
         zs = np.sqrt(v) * rng.standard_normal((100, mc.n))
         img = decode_mean(params, xp.asarray(zs.astype(dt)), mc, cfg.scale)
-        out.append(P.image_grid(img, run_dir / f"samples_{label}_prior.png",
-                                title=f"samples, {'N(0, I)' if label == 'standard' else 'N(0, S^2) fitted prior'}"))
+        out.append(
+            P.image_grid(
+                img,
+                run_dir / f"samples_{label}_prior.png",
+                title=f"samples, {'N(0, I)' if label == 'standard' else 'N(0, S^2) fitted prior'}",
+            )
+        )
     rec = decode_mean(params, xp.asarray(mu[:50].astype(dt)), mc, cfg.scale)
     out.append(P.reconstruction_grid(to_numpy(x_test[:50]) / cfg.scale, rec, run_dir / "reconstructions.png"))
     if mc.n == 2:
-        out.append(P.manifold_grid(lambda zz: decode_mean(params, xp.asarray(zz.astype(dt)), mc, cfg.scale),
-                                   run_dir / "manifold.png", s=np.sqrt(prior_var)))
+        out.append(
+            P.manifold_grid(
+                lambda zz: decode_mean(params, xp.asarray(zz.astype(dt)), mc, cfg.scale),
+                run_dir / "manifold.png",
+                s=np.sqrt(prior_var),
+            )
+        )
     return out
 
 
@@ -129,22 +171,30 @@ def add_arguments(parser) -> None:
     parser.add_argument("--test-limit", type=int, default=None, help="evaluate only the first test images")
     parser.add_argument("--plots", action="store_true", help="also write the figures as PNG into RUN_DIR")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: the run's")
-    parser.add_argument("--compare", nargs="+", default=(), metavar="RUN_DIR",
-                        help="other runs whose training curves are drawn with this one's (Fig. 4)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        default=(),
+        metavar="RUN_DIR",
+        help="other runs whose training curves are drawn with this one's (Fig. 4)",
+    )
 
 
 def run(args) -> int:
     """``vaetheory evaluate``: evaluate a run, print the results and write ``eval.json``; the exit status."""
     try:
-        res = evaluate_run(args.run_dir, args.k, args.iwae_k, args.test_limit, args.plots, args.device,
-                           compare=args.compare)
+        res = evaluate_run(
+            args.run_dir, args.k, args.iwae_k, args.test_limit, args.plots, args.device, compare=args.compare
+        )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory evaluate: {exc}", file=sys.stderr)
         return 2
     for key in ("test_elbo", "test_elbo_s2_train", "test_elbo_s2_test", "iwae_log_px", "entropy_floor"):
         if key in res:
             print(f"{key:20s} {res[key]:10.3f}  nats/image")
-    print(f"{'active_units':20s} {res['active_units']:10d}  of {len(res['latent_var_of_means'])} "
-          f"(Var_x(mu_u) > {ACTIVE_THRESHOLD})")
+    print(
+        f"{'active_units':20s} {res['active_units']:10d}  of {len(res['latent_var_of_means'])} "
+        f"(Var_x(mu_u) > {ACTIVE_THRESHOLD})"
+    )
     print(f"wrote {Path(args.run_dir) / 'eval.json'}")
     return 0

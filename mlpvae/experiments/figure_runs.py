@@ -32,8 +32,11 @@ def final_metrics(directory: Path) -> dict:
     if not ok.any():
         return {}
     i = int(np.flatnonzero(ok)[-1])
-    return {"epoch": int(m["epoch"][i]), **{c: float(m[c][i]) for c in cols},
-            "train_objective": float(m["train_objective"][i])}
+    return {
+        "epoch": int(m["epoch"][i]),
+        **{c: float(m[c][i]) for c in cols},
+        "train_objective": float(m["train_objective"][i]),
+    }
 
 
 @dataclass
@@ -70,8 +73,16 @@ def load_run(directory: Path) -> LoadedRun | None:
     run = runs.load_run(directory, device="cpu", data=_DATA_CACHE[key])
     s2_train = prior_s2(*encode_all(run.params, run.x_train, run.mc))
     mu, var = encode_all(run.params, run.x_test, run.mc)
-    return LoadedRun(run.params, run.mc, run.cfg, run.x_test, run.labels_test, np.asarray(mu), np.asarray(var),
-                     np.asarray(s2_train, dtype=np.float64))
+    return LoadedRun(
+        run.params,
+        run.mc,
+        run.cfg,
+        run.x_test,
+        run.labels_test,
+        np.asarray(mu),
+        np.asarray(var),
+        np.asarray(s2_train, dtype=np.float64),
+    )
 
 
 def decode_images(run: LoadedRun, z) -> np.ndarray:

@@ -95,8 +95,11 @@ def check_seeds(value, where: str) -> list[int]:
 
     Raises ValueError naming ``where`` otherwise.
     """
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)):
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
+    ):
         raise ValueError(f"{where}: seeds must be a non-empty list of non-negative integers, got {value!r}")
     if len(set(value)) != len(value):
         raise ValueError(f"{where}: seeds repeat: {value!r}")
@@ -132,8 +135,9 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
         _unknown(table, (*METHOD_EXTRA_KEYS, *C.valid_keys()), mw)
         if "shared" in table:
             if set(table) - {"shared", "label", "paper", "seeds"}:
-                raise ValueError(f"{mw}: a shared method takes only label, paper and seeds; "
-                                 f"its settings are the other config's")
+                raise ValueError(
+                    f"{mw}: a shared method takes only label, paper and seeds; its settings are the other config's"
+                )
             shared[name] = table
             continue
         settings = {**defaults, **{k: v for k, v in table.items() if k not in METHOD_EXTRA_KEYS}}
@@ -143,9 +147,15 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
             C.TrainConfig(**settings)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{mw}: {exc}") from None
-        methods[name] = Method(name=name, label=table.get("label", name), settings=settings, folder=path.stem,
-                               run_name=name, paper=table.get("paper"),
-                               seeds=check_seeds(table["seeds"], mw) if "seeds" in table else None)
+        methods[name] = Method(
+            name=name,
+            label=table.get("label", name),
+            settings=settings,
+            folder=path.stem,
+            run_name=name,
+            paper=table.get("paper"),
+            seeds=check_seeds(table["seeds"], mw) if "seeds" in table else None,
+        )
     for name, table in shared.items():
         mw = f"{where} [methods.{name}]"
         other_stem, _, other_method = str(table["shared"]).partition(".")
@@ -154,19 +164,27 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
         else:
             other_path = path.parent / f"{other_stem}.toml"
             if not other_method or not other_path.exists():
-                raise ValueError(f"{mw}: shared = {table['shared']!r} must be 'FIGURE.METHOD' with FIGURE.toml "
-                                 f"beside {path.name}")
+                raise ValueError(
+                    f"{mw}: shared = {table['shared']!r} must be 'FIGURE.METHOD' with FIGURE.toml beside {path.name}"
+                )
             if other_path.resolve() in _seen:
                 raise ValueError(f"{mw}: shared runs form a cycle through {other_path.name}")
             pool = load_figure(other_path, (*_seen, path.resolve())).methods
         if other_method not in pool:
-            raise ValueError(f"{mw}: {other_stem} has no (non-shared) method {other_method!r} "
-                             f"(it has {', '.join(pool)})")
+            raise ValueError(
+                f"{mw}: {other_stem} has no (non-shared) method {other_method!r} (it has {', '.join(pool)})"
+            )
         src = pool[other_method]
-        methods[name] = Method(name=name, label=table.get("label", src.label), settings=dict(src.settings),
-                               folder=src.folder, run_name=src.run_name, paper=table.get("paper", src.paper),
-                               shared=f"{src.folder}.{src.run_name}",
-                               seeds=check_seeds(table["seeds"], mw) if "seeds" in table else None)
+        methods[name] = Method(
+            name=name,
+            label=table.get("label", src.label),
+            settings=dict(src.settings),
+            folder=src.folder,
+            run_name=src.run_name,
+            paper=table.get("paper", src.paper),
+            shared=f"{src.folder}.{src.run_name}",
+            seeds=check_seeds(table["seeds"], mw) if "seeds" in table else None,
+        )
     methods = {name: methods[name] for name in raw["methods"]}  # the config's order
     plots = raw.get("plots", [])
     if not isinstance(plots, list):
@@ -185,8 +203,17 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
             raise ValueError(f"{pw}: yscale must be one of {YSCALES}, got {p['yscale']!r}")
         if p.get("prior", "model") not in PRIORS or p.get("latent", "mu") not in ("mu", "z"):
             raise ValueError(f"{pw}: prior must be one of {PRIORS} and latent 'mu' or 'z'")
-    return Figure(name=path.stem, path=path, title=raw["title"], paper=raw["paper"], seeds=seeds, methods=methods,
-                  plots=plots, note=raw.get("note"), raw=raw)
+    return Figure(
+        name=path.stem,
+        path=path,
+        title=raw["title"],
+        paper=raw["paper"],
+        seeds=seeds,
+        methods=methods,
+        plots=plots,
+        note=raw.get("note"),
+        raw=raw,
+    )
 
 
 def default_root(fig: Figure, quick: bool) -> Path:
@@ -208,4 +235,3 @@ def run_config(method: Method, seed: int, overrides: dict):
     """The :class:`mlpvae.training.config.TrainConfig` of one run: the method's settings, its seed, the overrides (Sec. 7)."""
     C.check_keys(overrides, "overrides")
     return C.TrainConfig(**{**method.settings, "seed": seed, **{k: v for k, v in overrides.items() if v is not None}})
-

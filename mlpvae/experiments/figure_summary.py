@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from mlpvae.experiments.figure_runs import final_metrics
 from mlpvae.experiments.figure_schema import Figure, run_dir, seeds_of
 from mlpvae.experiments.report import mean_std
 from mlpvae.experiments.run_queue import read_json
 
-COLUMN_LABELS = {"test_elbo": "prior N(0, I)", "test_elbo_s2_train": "S^2 from train set",
-                 "test_elbo_s2_test": "S^2 from test set"}
+COLUMN_LABELS = {
+    "test_elbo": "prior N(0, I)",
+    "test_elbo_s2_train": "S^2 from train set",
+    "test_elbo_s2_test": "S^2 from test set",
+}
 
 
 def summarize(fig: Figure, root: Path, override: list[int] | None = None) -> dict:
@@ -41,18 +42,31 @@ def summarize(fig: Figure, root: Path, override: list[int] | None = None) -> dic
                 finals.append(fm)
                 epochs.append(fm["epoch"])
         cols = sorted({c for fm in finals for c in fm if c.startswith("test_elbo")})
-        rows.append({
-            "method": method.name, "label": method.label, "shared": method.shared,
-            "settings": method.settings, "seeds": seeds, "status": statuses,
-            "final_epoch": epochs, "test_elbo": {c: mean_std([fm[c] for fm in finals if c in fm]) for c in cols},
-            "train_objective": mean_std([fm["train_objective"] for fm in finals]),
-            "paper": method.paper, "targets": sorted(targets), "wall_seconds": sum(walls),
-            "devices": sorted(devices),
-        })
-    return {"figure": fig.name, "title": fig.title, "paper": fig.paper, "note": fig.note,
-            "units": "nats per image, summed over pixels; test set; final evaluated epoch; "
-                     "mean +- sample std over seeds",
-            "methods": rows}
+        rows.append(
+            {
+                "method": method.name,
+                "label": method.label,
+                "shared": method.shared,
+                "settings": method.settings,
+                "seeds": seeds,
+                "status": statuses,
+                "final_epoch": epochs,
+                "test_elbo": {c: mean_std([fm[c] for fm in finals if c in fm]) for c in cols},
+                "train_objective": mean_std([fm["train_objective"] for fm in finals]),
+                "paper": method.paper,
+                "targets": sorted(targets),
+                "wall_seconds": sum(walls),
+                "devices": sorted(devices),
+            }
+        )
+    return {
+        "figure": fig.name,
+        "title": fig.title,
+        "paper": fig.paper,
+        "note": fig.note,
+        "units": "nats per image, summed over pixels; test set; final evaluated epoch; mean +- sample std over seeds",
+        "methods": rows,
+    }
 
 
 def _fmt(ms: dict) -> str:
@@ -68,10 +82,15 @@ def summary_markdown(summary: dict) -> str:
     if summary.get("note"):
         lines += [summary["note"], ""]
     total = sum(r["wall_seconds"] for r in summary["methods"] if not r["shared"])
-    lines += [f"Training wall time of this figure's own runs: {total / 3600:.2f} h "
-              f"(shared runs are counted in their own figure).", ""]
-    lines += ["| method | test ELBO (ours) | paper | epochs | status | targets | wall time (all seeds) | device |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        f"Training wall time of this figure's own runs: {total / 3600:.2f} h "
+        f"(shared runs are counted in their own figure).",
+        "",
+    ]
+    lines += [
+        "| method | test ELBO (ours) | paper | epochs | status | targets | wall time (all seeds) | device |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary["methods"]:
         if r["test_elbo"]:
             elbo = "<br>".join(f"{COLUMN_LABELS.get(c, c)}: {_fmt(ms)}" for c, ms in r["test_elbo"].items())
@@ -81,7 +100,9 @@ def summary_markdown(summary: dict) -> str:
             elbo = "no evaluated epoch"  # e.g. diverged in its first epoch
         status = ", ".join(f"{s}x{r['status'].count(s)}" for s in sorted(set(r["status"])))
         epochs = ", ".join(str(e) for e in sorted(set(r["final_epoch"]))) or "-"
-        lines.append(f"| {r['label']}{' (shared: ' + r['shared'] + ')' if r['shared'] else ''} | {elbo} | "
-                     f"{r['paper'] or '-'} | {epochs} | {status} | {'; '.join(r['targets']) or '-'} | "
-                     f"{r['wall_seconds'] / 60:.1f} min | {'; '.join(r['devices']) or '-'} |")
+        lines.append(
+            f"| {r['label']}{' (shared: ' + r['shared'] + ')' if r['shared'] else ''} | {elbo} | "
+            f"{r['paper'] or '-'} | {epochs} | {status} | {'; '.join(r['targets']) or '-'} | "
+            f"{r['wall_seconds'] / 60:.1f} min | {'; '.join(r['devices']) or '-'} |"
+        )
     return "\n".join(lines) + "\n"

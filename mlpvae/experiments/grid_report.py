@@ -23,8 +23,15 @@ from vaetheory.xp import to_numpy
 MISSED = 1.0  # nats of grid log p(x) above the IWAE bound that mark an image as missed by the encoder's q(z|x)
 
 
-def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int = 10, device: str | None = None,
-                 progress: bool = False) -> tuple[dict, dict]:
+def evaluate_run(
+    run_dir,
+    images: int = 200,
+    *,
+    iwae_k: int = 5000,
+    elbo_k: int = 10,
+    device: str | None = None,
+    progress: bool = False,
+) -> tuple[dict, dict]:
     """The exact log p(x) of a trained n <= 2 run against the IWAE bound and Eqs. (16), (18) (Not in the paper).
 
     On the first ``images`` test images: log p(x) by :func:`mlpvae.evidence.grid.grid_log_px`, the
@@ -56,9 +63,17 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     at_mu = laplace_evidence(params, x, mu, var, mc, s2)
     at_mode = laplace_evidence(params, x, run.xp.asarray(grid["mode"]), var, mc, s2)
     lp = grid["log_px"]
-    per = {"grid_log_px": lp, "grid_err": grid["err"], "mode": grid["mode"], "mu": to_numpy(mu), "iwae": iwae,
-           "elbo": elbo, "eq16_at_mean": at_mu["log_evidence"], "eq16_at_mode": at_mode["log_evidence"],
-           "gap_eq18": at_mu["gap_eq18"]}
+    per = {
+        "grid_log_px": lp,
+        "grid_err": grid["err"],
+        "mode": grid["mode"],
+        "mu": to_numpy(mu),
+        "iwae": iwae,
+        "elbo": elbo,
+        "eq16_at_mean": at_mu["log_evidence"],
+        "eq16_at_mode": at_mode["log_evidence"],
+        "gap_eq18": at_mu["gap_eq18"],
+    }
     hit = lp - iwae <= MISSED
 
     def mean(a, where=None):
@@ -67,20 +82,35 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
 
     gap = lp - elbo
     summary = {
-        "run": str(run_dir), "posterior": mc.posterior, "likelihood": mc.likelihood, "scale": run.cfg.scale,
-        "images": int(len(lp)), "iwae_k": iwae_k, "elbo_k": elbo_k,
-        "grid_log_px": mean(lp), "grid_err_max": float(grid["err"].max()),
-        "grid_unconverged": int((~grid["converged"]).sum()), "grid_evaluations_per_image": mean(grid["evaluations"]),
-        "iwae": mean(iwae), "grid_minus_iwae": mean(lp - iwae), "grid_minus_iwae_median": float(np.median(lp - iwae)),
-        "grid_minus_iwae_max": float(np.max(lp - iwae)), "grid_minus_iwae_min": float(np.min(lp - iwae)),
+        "run": str(run_dir),
+        "posterior": mc.posterior,
+        "likelihood": mc.likelihood,
+        "scale": run.cfg.scale,
+        "images": int(len(lp)),
+        "iwae_k": iwae_k,
+        "elbo_k": elbo_k,
+        "grid_log_px": mean(lp),
+        "grid_err_max": float(grid["err"].max()),
+        "grid_unconverged": int((~grid["converged"]).sum()),
+        "grid_evaluations_per_image": mean(grid["evaluations"]),
+        "iwae": mean(iwae),
+        "grid_minus_iwae": mean(lp - iwae),
+        "grid_minus_iwae_median": float(np.median(lp - iwae)),
+        "grid_minus_iwae_max": float(np.max(lp - iwae)),
+        "grid_minus_iwae_min": float(np.min(lp - iwae)),
         "missed": int((~hit).sum()),
-        "elbo": mean(elbo), "gap": mean(gap), "gap_iwae": mean(iwae - elbo), "gap_eq18": mean(per["gap_eq18"]),
-        "gap_where_found": mean(gap, hit), "gap_eq18_where_found": mean(per["gap_eq18"], hit),
+        "elbo": mean(elbo),
+        "gap": mean(gap),
+        "gap_iwae": mean(iwae - elbo),
+        "gap_eq18": mean(per["gap_eq18"]),
+        "gap_where_found": mean(gap, hit),
+        "gap_eq18_where_found": mean(per["gap_eq18"], hit),
         "eq16_at_mean_minus_log_px": mean(per["eq16_at_mean"] - lp),
         "eq16_at_mean_minus_log_px_where_found": mean(per["eq16_at_mean"] - lp, hit),
         "eq16_at_mode_minus_log_px": mean(per["eq16_at_mode"] - lp),
         "eq16_at_mode_minus_log_px_median": float(np.median(per["eq16_at_mode"] - lp)),
-        "grid_seconds": t_grid, "seconds": time.perf_counter() - t0,
+        "grid_seconds": t_grid,
+        "seconds": time.perf_counter() - t0,
     }
     return summary, per
 
@@ -88,18 +118,25 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
 def report_md(r: dict) -> str:
     """:func:`evaluate_run`'s summary as a short Markdown report (means over the images, nats per image)."""
     f = signed
-    return "\n".join([
-        f"# Exact log p(x) by grid quadrature: {r['run']}", "",
-        f"First {r['images']} test images, nats per image (means).", "",
-        f"- log p(x), adaptive grid: {r['grid_log_px']:.2f} (largest error estimate {r['grid_err_max']:.2g}, "
-        f"{r['grid_unconverged']} image(s) not converged)",
-        f"- IWAE bound, k = {r['iwae_k']}: {r['iwae']:.2f}; log p(x) minus it {f(r['grid_minus_iwae'])} (median "
-        f"{f(r['grid_minus_iwae_median'])}, largest {f(r['grid_minus_iwae_max'])}); missed by the encoder "
-        f"(more than {MISSED:g} nat): {r['missed']} of {r['images']}",
-        f"- ELBO ({r['elbo_k']} samples): {r['elbo']:.2f}; gap log p(x) - ELBO {r['gap']:.2f} (the IWAE's "
-        f"{r['gap_iwae']:.2f}); Eq. (18) predicts {r['gap_eq18']:.2f}; where the encoder found the mass "
-        f"{f(r['gap_where_found'])} against {f(r['gap_eq18_where_found'])}",
-        f"- Eq. (16) minus log p(x): {f(r['eq16_at_mean_minus_log_px'])} at the encoder's mean, "
-        f"{f(r['eq16_at_mode_minus_log_px'])} at the posterior mode "
-        f"(median {f(r['eq16_at_mode_minus_log_px_median'])})",
-    ]) + "\n"
+    return (
+        "\n".join(
+            [
+                f"# Exact log p(x) by grid quadrature: {r['run']}",
+                "",
+                f"First {r['images']} test images, nats per image (means).",
+                "",
+                f"- log p(x), adaptive grid: {r['grid_log_px']:.2f} (largest error estimate {r['grid_err_max']:.2g}, "
+                f"{r['grid_unconverged']} image(s) not converged)",
+                f"- IWAE bound, k = {r['iwae_k']}: {r['iwae']:.2f}; log p(x) minus it {f(r['grid_minus_iwae'])} (median "
+                f"{f(r['grid_minus_iwae_median'])}, largest {f(r['grid_minus_iwae_max'])}); missed by the encoder "
+                f"(more than {MISSED:g} nat): {r['missed']} of {r['images']}",
+                f"- ELBO ({r['elbo_k']} samples): {r['elbo']:.2f}; gap log p(x) - ELBO {r['gap']:.2f} (the IWAE's "
+                f"{r['gap_iwae']:.2f}); Eq. (18) predicts {r['gap_eq18']:.2f}; where the encoder found the mass "
+                f"{f(r['gap_where_found'])} against {f(r['gap_eq18_where_found'])}",
+                f"- Eq. (16) minus log p(x): {f(r['eq16_at_mean_minus_log_px'])} at the encoder's mean, "
+                f"{f(r['eq16_at_mode_minus_log_px'])} at the posterior mode "
+                f"(median {f(r['eq16_at_mode_minus_log_px_median'])})",
+            ]
+        )
+        + "\n"
+    )

@@ -23,8 +23,17 @@ from vaetheory.xp import to_numpy
 A_NAT = 1.0  # an image counts as better bounded by one proposal when it is this many nats above the other
 
 
-def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int = 10, neighbours: int = 30,
-                 climbs: int | None = 10, device: str | None = None, progress: bool = False) -> tuple[dict, dict]:
+def evaluate_run(
+    run_dir,
+    images: int = 200,
+    *,
+    iwae_k: int = 5000,
+    elbo_k: int = 10,
+    neighbours: int = 30,
+    climbs: int | None = 10,
+    device: str | None = None,
+    progress: bool = False,
+) -> tuple[dict, dict]:
     """log p(x) bounds and Eq. (16) at the posterior mode of a trained run of any n (Not in the paper).
 
     On the first ``images`` test images: the posterior mode (:func:`mlpvae.evidence.posterior_mode.posterior_mode`
@@ -55,38 +64,72 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
     elbo = elbo_per_example(params, x, mc, rng, elbo_k, s2 if floating else None)
     prior = s2 if floating else None
     iwae_q = iwae_log_px(params, x, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress)
-    iwae_mode = iwae_log_px(params, x, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress,
-                              proposal=laplace_proposal(params, x, mode, var, mc, s2))
+    iwae_mode = iwae_log_px(
+        params,
+        x,
+        mc,
+        rng,
+        iwae_k,
+        s2=prior,
+        baggins_s2=s2_train,
+        progress=progress,
+        proposal=laplace_proposal(params, x, mode, var, mc, s2),
+    )
     at_mu = laplace_evidence(params, x, mu, var, mc, s2)
     at_mode = laplace_evidence(params, x, mode, var, mc, s2)
-    per = {"mode": found["mode"], "mu": to_numpy(mu), "log_joint_at_mode": found["log_joint"],
-           "log_joint_at_mu": found["start_log_joint"], "iterations": found["iterations"],
-           "converged": found["converged"], "stalled": found["stalled"], "gradient_norm": found["gradient_norm"],
-           "start": found["start"],
-           "elbo": elbo,
-           "iwae_q": iwae_q, "iwae_mode": iwae_mode, "eq16_at_mean": at_mu["log_evidence"],
-           "eq16_at_mode": at_mode["log_evidence"], "gap_eq18": at_mu["gap_eq18"]}
+    per = {
+        "mode": found["mode"],
+        "mu": to_numpy(mu),
+        "log_joint_at_mode": found["log_joint"],
+        "log_joint_at_mu": found["start_log_joint"],
+        "iterations": found["iterations"],
+        "converged": found["converged"],
+        "stalled": found["stalled"],
+        "gradient_norm": found["gradient_norm"],
+        "start": found["start"],
+        "elbo": elbo,
+        "iwae_q": iwae_q,
+        "iwae_mode": iwae_mode,
+        "eq16_at_mean": at_mu["log_evidence"],
+        "eq16_at_mode": at_mode["log_evidence"],
+        "gap_eq18": at_mu["gap_eq18"],
+    }
     best = np.maximum(iwae_q, iwae_mode)
     d_mode = iwae_mode - iwae_q
     summary = {
-        "run": str(run_dir), "posterior": mc.posterior, "likelihood": mc.likelihood, "n": mc.n,
-        "scale": run.cfg.scale, "images": int(len(x)), "iwae_k": iwae_k, "elbo_k": elbo_k,
-        "neighbours": neighbours, "climbs": climbs, "from_a_neighbour": int((found["start"] > 0).sum()),
-        "converged": int(found["converged"].sum()), "stalled": int(found["stalled"].sum()),
+        "run": str(run_dir),
+        "posterior": mc.posterior,
+        "likelihood": mc.likelihood,
+        "n": mc.n,
+        "scale": run.cfg.scale,
+        "images": int(len(x)),
+        "iwae_k": iwae_k,
+        "elbo_k": elbo_k,
+        "neighbours": neighbours,
+        "climbs": climbs,
+        "from_a_neighbour": int((found["start"] > 0).sum()),
+        "converged": int(found["converged"].sum()),
+        "stalled": int(found["stalled"].sum()),
         "iterations_mean": float(found["iterations"].mean()),
         "gradient_norm_max": float(found["gradient_norm"].max()),
         "log_joint_rise": float(np.mean(found["log_joint"] - found["start_log_joint"])),
         "mode_distance": float(np.mean(np.linalg.norm((found["mode"] - per["mu"]) / np.sqrt(to_numpy(s2)), axis=1))),
-        "elbo": float(np.mean(elbo)), "iwae_q": float(np.mean(iwae_q)), "iwae_mode": float(np.mean(iwae_mode)),
+        "elbo": float(np.mean(elbo)),
+        "iwae_q": float(np.mean(iwae_q)),
+        "iwae_mode": float(np.mean(iwae_mode)),
         "iwae_best": float(np.mean(best)),
-        "mode_minus_q": float(np.mean(d_mode)), "mode_minus_q_median": float(np.median(d_mode)),
-        "mode_above_q": int((d_mode > A_NAT).sum()), "mode_below_q": int((d_mode < -A_NAT).sum()),
-        "gap_q": float(np.mean(iwae_q - elbo)), "gap_best": float(np.mean(best - elbo)),
+        "mode_minus_q": float(np.mean(d_mode)),
+        "mode_minus_q_median": float(np.median(d_mode)),
+        "mode_above_q": int((d_mode > A_NAT).sum()),
+        "mode_below_q": int((d_mode < -A_NAT).sum()),
+        "gap_q": float(np.mean(iwae_q - elbo)),
+        "gap_best": float(np.mean(best - elbo)),
         "gap_eq18": float(np.mean(per["gap_eq18"])),
         "eq16_at_mean_minus_best": float(np.mean(per["eq16_at_mean"] - best)),
         "eq16_at_mode_minus_best": float(np.mean(per["eq16_at_mode"] - best)),
         "eq16_at_mode_minus_best_median": float(np.median(per["eq16_at_mode"] - best)),
-        "mode_seconds": t_mode, "seconds": time.perf_counter() - t0,
+        "mode_seconds": t_mode,
+        "seconds": time.perf_counter() - t0,
     }
     return summary, per
 
@@ -94,22 +137,24 @@ def evaluate_run(run_dir, images: int = 200, *, iwae_k: int = 5000, elbo_k: int 
 def report_md(r: dict) -> str:
     """:func:`evaluate_run`'s summary as a short Markdown report (means over the images, nats per image)."""
     f = signed
-    return "\n".join([
-        f"# Posterior mode and Laplace proposal: {r['run']}",
-        f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images, "
-        f"IWAE k = {r['iwae_k']}",
-        f"- mode found (Levenberg-Marquardt from mu and the best {r['climbs']} of {r['neighbours']} neighbours' means; "
-        f"a neighbour's start won on "
-        f"{r['from_a_neighbour']} images): {r['converged']}/{r['images']} converged, {r['stalled']} on a "
-        f"kink of the decoder; {r['iterations_mean']:.1f} iterations on average, largest relative |S grad| "
-        f"{r['gradient_norm_max']:.2g}; "
-        f"log joint raised by {r['log_joint_rise']:.2f} nats, mode {r['mode_distance']:.2f} prior sd from mu",
-        f"- IWAE with q(z|x): {r['iwae_q']:.2f}; with the Laplace posterior at the mode: {r['iwae_mode']:.2f} "
-        f"(mode minus q {f(r['mode_minus_q'])}, median {f(r['mode_minus_q_median'])}; better by > 1 nat on "
-        f"{r['mode_above_q']} images, worse on {r['mode_below_q']})",
-        f"- ELBO {r['elbo']:.2f}; gap to the better bound {r['gap_best']:.2f} (to q's IWAE {r['gap_q']:.2f}); "
-        f"Eq. (18) {r['gap_eq18']:.2f}",
-        f"- Eq. (16) minus the better bound: at mu {f(r['eq16_at_mean_minus_best'])}, at the mode "
-        f"{f(r['eq16_at_mode_minus_best'])} (median {f(r['eq16_at_mode_minus_best_median'])})",
-        f"- {r['seconds']:.0f} s ({r['mode_seconds']:.0f} s for the modes)",
-    ])
+    return "\n".join(
+        [
+            f"# Posterior mode and Laplace proposal: {r['run']}",
+            f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images, "
+            f"IWAE k = {r['iwae_k']}",
+            f"- mode found (Levenberg-Marquardt from mu and the best {r['climbs']} of {r['neighbours']} neighbours' means; "
+            f"a neighbour's start won on "
+            f"{r['from_a_neighbour']} images): {r['converged']}/{r['images']} converged, {r['stalled']} on a "
+            f"kink of the decoder; {r['iterations_mean']:.1f} iterations on average, largest relative |S grad| "
+            f"{r['gradient_norm_max']:.2g}; "
+            f"log joint raised by {r['log_joint_rise']:.2f} nats, mode {r['mode_distance']:.2f} prior sd from mu",
+            f"- IWAE with q(z|x): {r['iwae_q']:.2f}; with the Laplace posterior at the mode: {r['iwae_mode']:.2f} "
+            f"(mode minus q {f(r['mode_minus_q'])}, median {f(r['mode_minus_q_median'])}; better by > 1 nat on "
+            f"{r['mode_above_q']} images, worse on {r['mode_below_q']})",
+            f"- ELBO {r['elbo']:.2f}; gap to the better bound {r['gap_best']:.2f} (to q's IWAE {r['gap_q']:.2f}); "
+            f"Eq. (18) {r['gap_eq18']:.2f}",
+            f"- Eq. (16) minus the better bound: at mu {f(r['eq16_at_mean_minus_best'])}, at the mode "
+            f"{f(r['eq16_at_mode_minus_best'])} (median {f(r['eq16_at_mode_minus_best_median'])})",
+            f"- {r['seconds']:.0f} s ({r['mode_seconds']:.0f} s for the modes)",
+        ]
+    )

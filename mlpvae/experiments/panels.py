@@ -19,7 +19,6 @@ from mlpvae.experiments.figure_schema import Figure, Method, run_dir, seeds_of
 from mlpvae.training.streams import STREAM_FIGURES
 
 
-
 def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[int] | None) -> Path:
     """Test ELBO against epoch, mean over seeds and the min-max band per method: Fig. 4 (a, b), Fig. 8 (Sec. 7).
 
@@ -50,14 +49,17 @@ def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # epochs that no seed reached stay NaN
             mean, lo, hi = np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
-        line, = ax.plot(epochs[ok], mean[ok], marker="." if ok.sum() <= 20 else None,
-                        label=f"{method.label} ({len(curves)} seeds)")
+        (line,) = ax.plot(
+            epochs[ok], mean[ok], marker="." if ok.sum() <= 20 else None, label=f"{method.label} ({len(curves)} seeds)"
+        )
         ax.fill_between(epochs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
     symlog = spec.get("yscale") == "symlog"
     if symlog:
         ax.set_yscale("symlog", linthresh=100.0)
-    ax.set_ylabel("test ELBO, nats per image" + (" (symlog axis)" if symlog else "") + "\nmean; band: min-max over seeds")
+    ax.set_ylabel(
+        "test ELBO, nats per image" + (" (symlog axis)" if symlog else "") + "\nmean; band: min-max over seeds"
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title(spec.get("title", fig.title), fontsize=9)
@@ -117,8 +119,11 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
             which = "N(0, S^2) fitted, Eq. (4)" if v is run.s2_train else "N(0, I)"
             P.show_images(row[0], decode_images(run, zs), 10, 10, f"{name}\nsamples from {which}")
         elif kind == "scatter":
-            pts = run.mu if spec.get("latent", "mu") == "mu" else run.mu + np.sqrt(run.var) * rng.standard_normal(
-                run.mu.shape)
+            pts = (
+                run.mu
+                if spec.get("latent", "mu") == "mu"
+                else run.mu + np.sqrt(run.var) * rng.standard_normal(run.mu.shape)
+            )
             P.label_scatter(row[0], pts, run.labels, f"{name}: {spec.get('latent', 'mu')}")
         elif kind == "variance":
             s2 = prior_var(run, "model")
@@ -140,13 +145,18 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
                 grid[:, 1] = z2.ravel()
             P.show_images(row[0], decode_images(run, grid), 20, 20, f"{name}\nmanifold over +-2 s")
             P.label_scatter(row[1], run.mu, run.labels, "mu")
-            P.label_scatter(row[2], run.mu + np.sqrt(run.var) * rng.standard_normal(run.mu.shape), run.labels,
-                            "one sample z ~ q(z|x)")
+            P.label_scatter(
+                row[2],
+                run.mu + np.sqrt(run.var) * rng.standard_normal(run.mu.shape),
+                run.labels,
+                "one sample z ~ q(z|x)",
+            )
         elif kind == "reconstructions":
             x = run.x_test[:50] / run.cfg.scale
             rec = decode_images(run, run.mu[:50])
-            pairs = np.concatenate([np.stack([x[r * 10:(r + 1) * 10], rec[r * 10:(r + 1) * 10]])
-                                    for r in range(len(x) // 10)]).reshape(-1, x.shape[1])
+            pairs = np.concatenate(
+                [np.stack([x[r * 10 : (r + 1) * 10], rec[r * 10 : (r + 1) * 10]]) for r in range(len(x) // 10)]
+            ).reshape(-1, x.shape[1])
             P.show_images(row[0], pairs, 2 * (len(x) // 10), 10, f"{name}\ninputs (odd rows), reconstructions")
     # wrapped to the figure's width (about 14 characters of 9-point text per inch), room left for its lines
     title = P.wrap_title(spec.get("title", fig.title), max(30, int(f.get_figwidth() * 14)))

@@ -57,7 +57,7 @@ def tile(images, rows: int, cols: int) -> np.ndarray:
     canvas = np.ones((rows * side, cols * side))
     for k, im in enumerate(images):
         r, c = divmod(k, cols)
-        canvas[r * side:(r + 1) * side, c * side:(c + 1) * side] = im
+        canvas[r * side : (r + 1) * side, c * side : (c + 1) * side] = im
     return canvas
 
 
@@ -101,8 +101,17 @@ def latent_scatter(mu, labels, path, title: str = "", size=(6.0, 6.0)) -> Path:
     plt = pyplot()
     mu = np.asarray(mu)
     fig, ax = plt.subplots(figsize=size)
-    sc = ax.scatter(mu[:, 0], mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu)), c=np.asarray(labels),
-                    cmap="tab10", vmin=-0.5, vmax=9.5, s=2, alpha=0.7, linewidths=0)
+    sc = ax.scatter(
+        mu[:, 0],
+        mu[:, 1] if mu.shape[1] > 1 else np.zeros(len(mu)),
+        c=np.asarray(labels),
+        cmap="tab10",
+        vmin=-0.5,
+        vmax=9.5,
+        s=2,
+        alpha=0.7,
+        linewidths=0,
+    )
     fig.colorbar(sc, ax=ax, ticks=range(10), label="label")
     ax.set_xlabel("dimension 1")
     ax.set_ylabel("dimension 2")
@@ -201,13 +210,14 @@ def reconstruction_grid(x, x_hat, path, count: int = 50, cols: int = 10, title: 
     rows = count // cols
     pairs = np.empty((2 * count, np.asarray(x).shape[1]))
     for r in range(rows):
-        pairs[2 * r * cols:(2 * r + 1) * cols] = np.asarray(x)[r * cols:(r + 1) * cols]
-        pairs[(2 * r + 1) * cols:(2 * r + 2) * cols] = np.asarray(x_hat)[r * cols:(r + 1) * cols]
+        pairs[2 * r * cols : (2 * r + 1) * cols] = np.asarray(x)[r * cols : (r + 1) * cols]
+        pairs[(2 * r + 1) * cols : (2 * r + 2) * cols] = np.asarray(x_hat)[r * cols : (r + 1) * cols]
     return image_grid(pairs, path, 2 * rows, cols, title or "inputs (odd rows) and reconstructions (even rows)", size)
 
 
-def manifold_grid(decode_mean, path, s=(1.0, 1.0), steps: int = 20, span: float = 2.0, title: str = "",
-                  size=(6.0, 6.0)) -> Path:
+def manifold_grid(
+    decode_mean, path, s=(1.0, 1.0), steps: int = 20, span: float = 2.0, title: str = "", size=(6.0, 6.0)
+) -> Path:
     """The decoded latent manifold of a 2-D latent space, Figs. 12-15 (left panel) (Sec. 7).
 
     ``decode_mean`` maps ``z (K, 2)`` to images ``(K, 784)`` in [0, 1]; the

@@ -15,8 +15,12 @@ def signed(v) -> str:
 def mean_std(values: list) -> dict:
     """Mean (None for no values), sample standard deviation (None for fewer than two), count and the values."""
     v = np.asarray(values, dtype=float)
-    return {"mean": float(v.mean()) if len(v) else None, "std": float(v.std(ddof=1)) if len(v) > 1 else None,
-            "n": int(len(v)), "values": v.tolist()}
+    return {
+        "mean": float(v.mean()) if len(v) else None,
+        "std": float(v.std(ddof=1)) if len(v) > 1 else None,
+        "n": int(len(v)),
+        "values": v.tolist(),
+    }
 
 
 def natural_key(key: str) -> list:

@@ -44,10 +44,21 @@ from mlpvae.training import checkpoint
 from mlpvae.training.runs import git_sha
 
 
-def reproduce(config: str | Path, root: str | Path | None = None, device: str = "auto",
-              seeds: list[int] | None = None, epochs: int | None = None, limit: int | None = None,
-              test_limit: int | None = None, sets: dict | None = None, progress: bool | None = None,
-              train: bool = True, log=print, stack: bool = False, methods: list[str] | None = None) -> dict:
+def reproduce(
+    config: str | Path,
+    root: str | Path | None = None,
+    device: str = "auto",
+    seeds: list[int] | None = None,
+    epochs: int | None = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    sets: dict | None = None,
+    progress: bool | None = None,
+    train: bool = True,
+    log=print,
+    stack: bool = False,
+    methods: list[str] | None = None,
+) -> dict:
     """Run every (method x seed) of a figure config, then its PNGs and summary; Sec. 7, Appendix C.
 
     ``epochs``, ``limit``, ``test_limit`` and ``sets`` (any other TrainConfig
@@ -75,11 +86,21 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
     out_dir = root / fig.name
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {
-        "figure": fig.name, "config_path": str(fig.path), "config": fig.raw,
-        "overrides": {**overrides, **({"seeds": override} if override is not None else {}),
-                      **({"methods": list(methods)} if methods is not None else {})},
-        "quick_run": quick, "root": str(root), "git_sha": git_sha(), "device_requested": device,
-        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "status": "running", "runs": [],
+        "figure": fig.name,
+        "config_path": str(fig.path),
+        "config": fig.raw,
+        "overrides": {
+            **overrides,
+            **({"seeds": override} if override is not None else {}),
+            **({"methods": list(methods)} if methods is not None else {}),
+        },
+        "quick_run": quick,
+        "root": str(root),
+        "git_sha": git_sha(),
+        "device_requested": device,
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "status": "running",
+        "runs": [],
     }
     checkpoint.write_json(out_dir / "run.json", info)
     t0 = time.perf_counter()
@@ -96,13 +117,26 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
             for (method, seed, _), d, (action, rinfo) in zip(batch, dirs, results):
                 done += 1
                 rinfo = rinfo or {}
-                info["runs"].append({"method": method.name, "seed": seed, "dir": str(d), "action": action,
-                                     "status": rinfo.get("status", "missing"), "epochs_done": rinfo.get("epochs_done"),
-                                     "device": rinfo.get("device"), "dtype": rinfo.get("dtype"),
-                                     "run_wall_seconds": rinfo.get("wall_seconds"), "seconds_this_call": took,
-                                     "stacked_with": len(batch)})
-                log(f"[{done}/{len(plan)}] {d}: {action}, status {rinfo.get('status', 'missing')}, "
-                    f"{rinfo.get('epochs_done', 0)} epochs, {took:.1f} s" + (f" (stack of {len(batch)})" if stack else ""))
+                info["runs"].append(
+                    {
+                        "method": method.name,
+                        "seed": seed,
+                        "dir": str(d),
+                        "action": action,
+                        "status": rinfo.get("status", "missing"),
+                        "epochs_done": rinfo.get("epochs_done"),
+                        "device": rinfo.get("device"),
+                        "dtype": rinfo.get("dtype"),
+                        "run_wall_seconds": rinfo.get("wall_seconds"),
+                        "seconds_this_call": took,
+                        "stacked_with": len(batch),
+                    }
+                )
+                log(
+                    f"[{done}/{len(plan)}] {d}: {action}, status {rinfo.get('status', 'missing')}, "
+                    f"{rinfo.get('epochs_done', 0)} epochs, {took:.1f} s"
+                    + (f" (stack of {len(batch)})" if stack else "")
+                )
             checkpoint.write_json(out_dir / "run.json", info)
         info["plots"] = [str(p) for p in make_plots(fig, root, override)]
         summary = summarize(fig, root, override)
@@ -116,7 +150,7 @@ def reproduce(config: str | Path, root: str | Path | None = None, device: str = 
         info["devices"] = sorted({r["device"] for r in info["runs"] if r.get("device")})
         info["dtypes"] = sorted({r["dtype"] for r in info["runs"] if r.get("dtype")})
         info["wall_seconds"] = time.perf_counter() - t0
-        info["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        info["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         if info["status"] == "running":
             info["status"] = "failed"
         checkpoint.write_json(out_dir / "run.json", info)
@@ -142,25 +176,48 @@ def add_arguments(parser) -> None:
     the ``--no-train``, ``--list`` and ``--stack`` modes.
     """
     parser.add_argument("config", metavar="CONFIG", help="a figure config, e.g. validation/figures/fig4_2d.toml")
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
-                        help="auto: CuPy when it finds a GPU, else NumPy (default auto)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="auto: CuPy when it finds a GPU, else NumPy (default auto)",
+    )
     parser.add_argument("--seeds", help="comma-separated seeds instead of the config's, e.g. 0,1")
     parser.add_argument("--methods", help="comma-separated method names: train only these (plots cover all)")
     parser.add_argument("--epochs", type=int, help="epochs per run instead of the config's (quick run)")
     parser.add_argument("--limit", type=int, help="use only the first N training images (quick run)")
     parser.add_argument("--test-limit", type=int, help="use only the first N test images (quick run)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any training setting for every run, e.g. --set hidden=32 (repeatable)")
-    parser.add_argument("--out", metavar="ROOT",
-                        help="results root (default validation/results/figures; validation/results/figures-quick with overrides)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="per-epoch progress of each run (default: the trainer's)")
-    parser.add_argument("--no-train", dest="train", action="store_false",
-                        help="only redraw the PNGs and the summary from the runs on disk")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any training setting for every run, e.g. --set hidden=32 (repeatable)",
+    )
+    parser.add_argument(
+        "--out",
+        metavar="ROOT",
+        help="results root (default validation/results/figures; validation/results/figures-quick with overrides)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-epoch progress of each run (default: the trainer's)",
+    )
+    parser.add_argument(
+        "--no-train",
+        dest="train",
+        action="store_false",
+        help="only redraw the PNGs and the summary from the runs on disk",
+    )
     parser.add_argument("--list", action="store_true", help="list the runs and their state; train nothing")
-    parser.add_argument("--stack", action="store_true",
-                        help="train each method's seeds together as one batched computation (the results of one by one: "
-                             "bit for bit on NumPy; on CuPy with VAETHEORY_STACK_EXACT=1, one model at a time)")
+    parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="train each method's seeds together as one batched computation (the results of one by one: "
+        "bit for bit on NumPy; on CuPy with VAETHEORY_STACK_EXACT=1, one model at a time)",
+    )
 
 
 def run(args) -> int:
@@ -175,9 +232,21 @@ def run(args) -> int:
         sets = dict(_parse_set(s) for s in args.set)
         if args.list:
             return _list(args, seeds, sets, methods)
-        info = reproduce(args.config, args.out, args.device, seeds, args.epochs, args.limit, args.test_limit, sets,
-                         args.progress, args.train, log=lambda s: print(s, file=sys.stderr), stack=args.stack,
-                         methods=methods)
+        info = reproduce(
+            args.config,
+            args.out,
+            args.device,
+            seeds,
+            args.epochs,
+            args.limit,
+            args.test_limit,
+            sets,
+            args.progress,
+            args.train,
+            log=lambda s: print(s, file=sys.stderr),
+            stack=args.stack,
+            methods=methods,
+        )
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"vaetheory reproduce: {exc}", file=sys.stderr)
         return 2
@@ -190,8 +259,11 @@ def run(args) -> int:
 def _list(args, seeds, sets, methods=None) -> int:
     """``--list``: print each run's directory, state and main settings; train nothing."""
     fig = load_figure(args.config)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "limit": args.limit, "test_limit": args.test_limit,
-                                   **sets}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"epochs": args.epochs, "limit": args.limit, "test_limit": args.test_limit, **sets}.items()
+        if v is not None
+    }
     root = Path(args.out) if args.out else default_root(fig, bool(overrides))
     for method, seed, cfg in plan_runs(fig, seeds, {**overrides, "device": args.device}, methods):
         d = run_dir(root, method, seed)

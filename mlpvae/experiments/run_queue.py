@@ -40,8 +40,10 @@ def run_state(directory: Path, cfg) -> str:
     saved = info.get("config", {})
     diff = {k: (saved.get(k), v) for k, v in cfg.to_dict().items() if k not in C.RESUMABLE_KEYS and saved.get(k) != v}
     if diff:
-        raise ValueError(f"{directory} holds a run with other settings (saved, wanted): {diff}; "
-                         f"choose another --out for these settings")
+        raise ValueError(
+            f"{directory} holds a run with other settings (saved, wanted): {diff}; "
+            f"choose another --out for these settings"
+        )
     if info.get("status") == "diverged":
         return "diverged"  # deterministic: a resume would diverge again
     if not has_ck:
@@ -91,8 +93,9 @@ def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
                 key = ("stopped", int((read_json(d / "run.json") or {}).get("epochs_done", -1)))
             groups.setdefault(key, []).append(i)
         for (state, _), members in groups.items():
-            infos = T.train_many([cfgs[i] for i in members], [directories[i] for i in members],
-                                 resume=(state == "stopped"))
+            infos = T.train_many(
+                [cfgs[i] for i in members], [directories[i] for i in members], resume=(state == "stopped")
+            )
             for i, info in zip(members, infos):
                 results[i] = ("resumed" if state == "stopped" else "trained", info)
     return results
@@ -120,7 +123,7 @@ def run_lock(directory: Path):
             except (OSError, ValueError):
                 pid = 0
             if pid and _alive(pid):
-                raise Busy(f"{directory} is being trained by process {pid} (remove {path} if it is not)")
+                raise Busy(f"{directory} is being trained by process {pid} (remove {path} if it is not)") from None
             path.unlink(missing_ok=True)
     else:
         raise RuntimeError(f"could not take the lock {path}")
@@ -143,15 +146,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
-
 def _only(fig: Figure, names: list[str] | None) -> list[Method]:
     """The figure's methods, or (``--methods``) those named, in the config's order (Not in the paper)."""
     if names is None:
         return list(fig.methods.values())
     unknown = [n for n in names if n not in fig.methods]
     if unknown or not names:
-        raise ValueError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; "
-                         f"{fig.name} has {', '.join(fig.methods)}")
+        raise ValueError(
+            f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; "
+            f"{fig.name} has {', '.join(fig.methods)}"
+        )
     return [m for m in fig.methods.values() if m.name in names]
 
 
@@ -178,4 +182,3 @@ def batches(plan: list, stack: bool):
     for p in plan:
         groups.setdefault((p[0].folder, p[0].run_name), []).append(p)
     yield from groups.values()
-

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlpvae.accel import fused
-from mlpvae.accel import gemm
+from mlpvae.accel import fused, gemm
 from vaetheory.xp import array_namespace
 
 
@@ -113,8 +112,6 @@ def trunk_backward(params, prefix: str, hs, g, grads, count: int, need_input: bo
     for i in range(count - 1, -1, -1):
         relu_backward_(g, hs[i + 1])
         kW, kb = f"{prefix}_W{i}", f"{prefix}_b{i}"
-        gW, gb, g = dense_backward(
-            hs[i], params[kW], g, grads.get(kW), grads.get(kb), need_input=need_input or i > 0
-        )
+        gW, gb, g = dense_backward(hs[i], params[kW], g, grads.get(kW), grads.get(kb), need_input=need_input or i > 0)
         grads[kW], grads[kb] = gW, gb
     return g if need_input else None

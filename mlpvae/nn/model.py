@@ -42,8 +42,8 @@ import numpy as np
 from mlpvae.accel import fused
 from mlpvae.nn import layers as Ly
 from mlpvae.nn import likelihoods as Lk
-from vaetheory import validate as V
 from vaetheory import objectives as O
+from vaetheory import validate as V
 from vaetheory.xp import array_namespace
 
 POSTERIORS = ("learned", "constant", "bilbo")
@@ -146,8 +146,9 @@ def _check(params, x, config: ModelConfig, eps=None, z=None):
     for name, shape in param_shapes(config).items():
         p = params[name]
         if tuple(p.shape) != K + shape or p.dtype != dtype:
-            raise ValueError(f"params[{name!r}] must have shape {K + shape} and dtype {dtype}, "
-                             f"got {tuple(p.shape)} {p.dtype}")
+            raise ValueError(
+                f"params[{name!r}] must have shape {K + shape} and dtype {dtype}, got {tuple(p.shape)} {p.dtype}"
+            )
     if x is not None:
         x = V.array("x", x, lead + ("B", "m"), dims, finite=False)
         if x.dtype != dtype:
@@ -391,8 +392,9 @@ def _one_model_at_a_time(xp, params, x, eps, config: ModelConfig, grads):
     losses, auxes = [], []
     for k in range(x.shape[0]):
         one = slice(k, k + 1)
-        loss, g_k, aux = _loss_and_grads(xp, {name: p[one].copy() for name, p in params.items()},
-                                         x[one].copy(), eps[one].copy(), config, {})
+        loss, g_k, aux = _loss_and_grads(
+            xp, {name: p[one].copy() for name, p in params.items()}, x[one].copy(), eps[one].copy(), config, {}
+        )
         for name, g in g_k.items():
             if name not in grads:
                 grads[name] = xp.empty_like(params[name])

@@ -39,7 +39,9 @@ def stack_adam_states(states: list[dict], xp) -> dict:
     """One stacked Adam state from K single-model ones, which must be at the same step."""
     steps = {int(np.asarray(st["step"]).item()) for st in states}
     if len(steps) > 1:
-        raise ValueError(f"--resume: the runs' optimisers are at different steps {sorted(steps)}; resume them separately")
+        raise ValueError(
+            f"--resume: the runs' optimisers are at different steps {sorted(steps)}; resume them separately"
+        )
     out = stack([{k: v for k, v in st.items() if k != "step"} for st in states], xp)
     out["step"] = steps.pop()
     return out

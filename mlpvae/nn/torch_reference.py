@@ -45,8 +45,7 @@ def to_torch(params: dict, dtype=None, device: str = "cpu") -> dict:
     """
     import torch
 
-    return {k: torch.tensor(np.asarray(v), dtype=dtype, device=device).requires_grad_(True)
-            for k, v in params.items()}
+    return {k: torch.tensor(np.asarray(v), dtype=dtype, device=device).requires_grad_(True) for k, v in params.items()}
 
 
 def loss(tp: dict, x, eps, config):
@@ -127,15 +126,24 @@ def loss_and_grads(params: dict, x, eps, config):
     import torch
 
     tp = to_torch(params, torch.float64)
-    value = loss(tp, torch.tensor(np.asarray(x), dtype=torch.float64), torch.tensor(np.asarray(eps),
-                                                                                    dtype=torch.float64), config)
+    value = loss(
+        tp, torch.tensor(np.asarray(x), dtype=torch.float64), torch.tensor(np.asarray(eps), dtype=torch.float64), config
+    )
     value.backward()
     value = value.detach()
     return value.item(), {k: t.grad.numpy() for k, t in tp.items()}
 
 
-def stepper(params: dict, x, eps_all, config, lr: float = 1e-3, threads: int | None = None, dtype=np.float32,
-            device: str = "cpu"):
+def stepper(
+    params: dict,
+    x,
+    eps_all,
+    config,
+    lr: float = 1e-3,
+    threads: int | None = None,
+    dtype=np.float32,
+    device: str = "cpu",
+):
     """A closure doing one PyTorch training step (forward, autograd backward, Adam) per call (Sec. 7).
 
     ``params`` (copied to ``dtype``, float32 for training), ``x (B, m)`` and the

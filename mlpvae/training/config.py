@@ -18,8 +18,14 @@ from vaetheory.validate import choice, scalar
 
 DATASETS = ("mnist", "fashion-mnist", "synthetic")
 DEVICES = ("auto", "cpu", "gpu")
-CHOICES = {"dataset": DATASETS, "binarize": ("none", "dynamic"), "posterior": POSTERIORS,
-           "likelihood": LIKELIHOODS, "device": DEVICES, "dtype": ("float32", "float64")}
+CHOICES = {
+    "dataset": DATASETS,
+    "binarize": ("none", "dynamic"),
+    "posterior": POSTERIORS,
+    "likelihood": LIKELIHOODS,
+    "device": DEVICES,
+    "dtype": ("float32", "float64"),
+}
 # Keys that are passed to mlpvae.nn.model.ModelConfig unchanged: its fields, which TrainConfig inherits.
 MODEL_KEYS = tuple(f.name for f in fields(ModelConfig))
 # Keys that may differ between a run and its resumption (they do not change the result).
@@ -147,13 +153,20 @@ def add_arguments(parser) -> None:
         flag = "--" + f.name.replace("_", "-")
         base = str(f.type).split(" ")[0]
         if base == "bool":
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"(default {f.default})")
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=f"(default {f.default})"
+            )
         else:
             options = CHOICES.get(f.name)
-            parser.add_argument(flag, dest=f.name, type=convert[base], default=None, choices=options,
-                                metavar="{" + ",".join(options) + "}" if options else base.upper(),
-                                help=f"(default {f.default})")
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=convert[base],
+                default=None,
+                choices=options,
+                metavar="{" + ",".join(options) + "}" if options else base.upper(),
+                help=f"(default {f.default})",
+            )
 
 
 def from_args(args) -> TrainConfig:

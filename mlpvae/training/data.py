@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from mlpvae.training import config as C
-from vaetheory.validate import choice, rng as check_rng, scalar
+from vaetheory.validate import choice, scalar
+from vaetheory.validate import rng as check_rng
 from vaetheory.xp import array_namespace
 
 NAMES = ("mnist", "fashion-mnist")

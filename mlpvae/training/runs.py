@@ -33,15 +33,21 @@ def git_sha() -> str | None:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def read_config(run_dir, *, device: str | None = None, limit: int | None = None,
-                test_limit: int | None = None) -> tuple[dict, C.TrainConfig]:
+def read_config(
+    run_dir, *, device: str | None = None, limit: int | None = None, test_limit: int | None = None
+) -> tuple[dict, C.TrainConfig]:
     """A run's ``run.json`` and its training config, with ``device``, ``limit`` and ``test_limit`` replaced if given."""
     info = json.loads((Path(run_dir) / "run.json").read_text())
     cfg_d = dict(info["config"])
@@ -69,8 +75,15 @@ class Run:
     targets: str | None  # run.json's description of the targets
 
 
-def load_run(run_dir, *, device: str | None = None, limit: int | None = None, test_limit: int | None = None,
-             float64: bool = False, data: D.Dataset | None = None) -> Run:
+def load_run(
+    run_dir,
+    *,
+    device: str | None = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    float64: bool = False,
+    data: D.Dataset | None = None,
+) -> Run:
     """Load a run directory's checkpoint and the targets it was trained and tested on (Sec. 7).
 
     ``device`` (``cpu``, ``gpu`` or ``auto``; default the run's own), ``limit``
@@ -89,10 +102,32 @@ def load_run(run_dir, *, device: str | None = None, limit: int | None = None, te
     epoch = int(ck["epoch"])
     dtype = np.float64 if float64 else np.dtype(cfg.dtype)
     ds = D.load_data(cfg) if data is None else data
-    x_train = D.targets(xp.asarray(ds.train_images), scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                        rng=generator(cfg.seed, STREAM_NOISE, max(epoch - 1, 0), xp))
-    x_test = D.targets(xp.asarray(ds.test_images), scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                       rng=generator(cfg.seed, STREAM_TEST, 0, xp))
+    x_train = D.targets(
+        xp.asarray(ds.train_images),
+        scale=cfg.scale,
+        binarize=cfg.binarize,
+        dtype=dtype,
+        rng=generator(cfg.seed, STREAM_NOISE, max(epoch - 1, 0), xp),
+    )
+    x_test = D.targets(
+        xp.asarray(ds.test_images),
+        scale=cfg.scale,
+        binarize=cfg.binarize,
+        dtype=dtype,
+        rng=generator(cfg.seed, STREAM_TEST, 0, xp),
+    )
     params = Jac.cast_params(ck["params"], np.float64) if float64 else ck["params"]
-    return Run(run_dir, info, cfg, cfg.model_config(), params, xp, desc, epoch, x_train, x_test,
-               np.asarray(ds.test_labels), info.get("targets"))
+    return Run(
+        run_dir,
+        info,
+        cfg,
+        cfg.model_config(),
+        params,
+        xp,
+        desc,
+        epoch,
+        x_train,
+        x_test,
+        np.asarray(ds.test_labels),
+        info.get("targets"),
+    )

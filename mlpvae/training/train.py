@@ -35,8 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mlpvae.accel import device as dev
-from mlpvae.nn import adam
-from mlpvae.nn import model
+from mlpvae.nn import adam, model
 from mlpvae.nn.batched import FLOATING, test_elbos
 from mlpvae.nn.stacking import adam_state, model_view, stack, stack_adam_states
 from mlpvae.training import checkpoint
@@ -115,8 +114,11 @@ class _Run:
             raise FileNotFoundError(f"--resume: no checkpoint in {self.out} (expected {self.ck})")
         ck = checkpoint.load(self.ck, xp)
         saved = ck["config"]
-        diff = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items()
-                if k not in C.RESUMABLE_KEYS and saved.get(k) != v}
+        diff = {
+            k: (saved.get(k), v)
+            for k, v in self.cfg.to_dict().items()
+            if k not in C.RESUMABLE_KEYS and saved.get(k) != v
+        }
         if diff:
             raise ValueError(f"--resume: settings differ from the checkpoint's in {self.out} (saved, given): {diff}")
         self.wall_before = float(ck.get("wall_seconds", 0.0))
@@ -126,9 +128,11 @@ class _Run:
         """Mark the run diverged at ``epoch`` and ``step``: a metrics row, run.json's status and message, stderr."""
         cfg = self.cfg
         when = f"step {step + 1}" + (f" (checked every {every} steps)" if every > 1 else "")
-        msg = (f"non-finite loss at epoch {epoch + 1}, {when}: the run diverged "
-               f"(likelihood {cfg.likelihood!r}); stopped, the last good checkpoint "
-               f"({'epoch ' + str(epoch) if epoch else 'none: it diverged in the first epoch'}) is kept in {self.out}")
+        msg = (
+            f"non-finite loss at epoch {epoch + 1}, {when}: the run diverged "
+            f"(likelihood {cfg.likelihood!r}); stopped, the last good checkpoint "
+            f"({'epoch ' + str(epoch) if epoch else 'none: it diverged in the first epoch'}) is kept in {self.out}"
+        )
         _append_row(self.metrics, columns, {"epoch": epoch + 1, "status": f"diverged at step {step + 1}"})
         self.info.update(status="diverged", diverged={"epoch": epoch + 1, "step": step + 1}, message=msg)
         self.done = True
@@ -210,11 +214,14 @@ def _initial_state(tr: _Training, resume: bool):
         return params, opt, start
     for r in runs:
         if r.ck.exists():
-            raise FileExistsError(f"{r.out} already holds a run (checkpoint.npz); pass --resume or choose another --out")
+            raise FileExistsError(
+                f"{r.out} already holds a run (checkpoint.npz); pass --resume or choose another --out"
+            )
     for r in runs:
         r.metrics.unlink(missing_ok=True)
-    params = stack([model.init_params(tr.mc, generator(c.seed, STREAM_INIT, 0), xp=xp, dtype=tr.dtype)
-                    for c in tr.cfgs], xp)
+    params = stack(
+        [model.init_params(tr.mc, generator(c.seed, STREAM_INIT, 0), xp=xp, dtype=tr.dtype) for c in tr.cfgs], xp
+    )
     return params, adam.Adam(params, lr=cfg.lr), 0
 
 
@@ -229,8 +236,12 @@ def _start(cfgs: list, outs: list, resume: bool) -> _Training:
     # Dynamic binarization draws each model's own targets; grayscale targets are shared.
     tr.dynamic = cfg.binarize == "dynamic"
     tr.x_train = xp.empty((K if tr.dynamic else 1,) + tr.train_u8.shape, dtype=dtype)
-    tr.x_test = [D.targets(test_u8, scale=cfg.scale, binarize=cfg.binarize, dtype=dtype,
-                           rng=generator(c.seed, STREAM_TEST, 0, xp)) for c in (cfgs if tr.dynamic else cfgs[:1])]
+    tr.x_test = [
+        D.targets(
+            test_u8, scale=cfg.scale, binarize=cfg.binarize, dtype=dtype, rng=generator(c.seed, STREAM_TEST, 0, xp)
+        )
+        for c in (cfgs if tr.dynamic else cfgs[:1])
+    ]
     tr.xb = xp.empty((K, tr.B, cfg.m), dtype=dtype)
     tr.eps = xp.empty((K, tr.B, cfg.n), dtype=dtype)
     tr.total = xp.zeros(K, dtype=xp.float64)  # the epoch's summed losses; one buffer, as a CUDA graph needs
@@ -244,19 +255,26 @@ def _start(cfgs: list, outs: list, resume: bool) -> _Training:
             "device": tr.device,
             "dtype": cfg.dtype,
             "targets": targets,
-            "data": {"name": ds.name, "train": int(tr.N), "test": int(len(test_u8)),
-                     "files": {k: {"path": str(c.path), "check": c.status} for k, c in ds.checks.items()}},
+            "data": {
+                "name": ds.name,
+                "train": int(tr.N),
+                "test": int(len(test_u8)),
+                "files": {k: {"path": str(c.path), "check": c.status} for k, c in ds.checks.items()},
+            },
             "steps_per_epoch": tr.steps,
             "batch_size": tr.B,
-            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "status": "running",
             "epochs_done": tr.start,
             "wall_seconds": r.wall_before,
         }
         if K > 1:
-            r.info["stacked"] = {"models": K, "seeds": [c.seed for c in cfgs],
-                                 "computed": "one model at a time" if model.apart() else "batched",
-                                 "note": "trained as one stack; seconds and wall_seconds are the stack's"}
+            r.info["stacked"] = {
+                "models": K,
+                "seeds": [c.seed for c in cfgs],
+                "computed": "one model at a time" if model.apart() else "batched",
+                "note": "trained as one stack; seconds and wall_seconds are the stack's",
+            }
         checkpoint.write_json(r.json, r.info)
     tr.t_run = time.perf_counter()
     return tr
@@ -271,10 +289,17 @@ def _epoch_data(tr: _Training, epoch: int):
     xp, cfg, N, B, steps = tr.xp, tr.cfg, tr.N, tr.B, tr.steps
     noise_rngs = [generator(c.seed, STREAM_NOISE, epoch, xp) for c in tr.cfgs]
     for k in range(len(tr.x_train)):
-        D.targets(tr.train_u8, scale=cfg.scale, binarize=cfg.binarize, rng=noise_rngs[k], dtype=tr.dtype,
-                  out=tr.x_train[k])
-    perm = np.stack([generator(c.seed, STREAM_ORDER, epoch).permutation(N)[: steps * B].reshape(steps, B)
-                     + (k * N if tr.dynamic else 0) for k, c in enumerate(tr.cfgs)], axis=1)
+        D.targets(
+            tr.train_u8, scale=cfg.scale, binarize=cfg.binarize, rng=noise_rngs[k], dtype=tr.dtype, out=tr.x_train[k]
+        )
+    perm = np.stack(
+        [
+            generator(c.seed, STREAM_ORDER, epoch).permutation(N)[: steps * B].reshape(steps, B)
+            + (k * N if tr.dynamic else 0)
+            for k, c in enumerate(tr.cfgs)
+        ],
+        axis=1,
+    )
     return noise_rngs, xp.asarray(perm)
 
 
@@ -286,8 +311,9 @@ def _train_epoch(tr: _Training, epoch: int) -> None:
     tr.total.fill(0)
     # Checking finiteness syncs the GPU, so there only every 20 steps (and at the end).
     check_every = 1 if xp is np else 20
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-               leave=False, file=sys.stderr)
+    bar = tqdm(
+        total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False, file=sys.stderr
+    )
     eps_epoch = None
     if xp is not np:  # on a GPU a draw costs launches and Python: one per model and epoch
         eps_epoch = xp.empty((steps,) + eps.shape, dtype=tr.dtype)
@@ -328,22 +354,41 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
             test_rng = generator(r.cfg.seed, STREAM_TEST, epoch + 1, tr.xp)
             # on copies: arrays of its own, as a lone model's, whatever cuBLAS makes of a view's offset
             own = {name: a.copy() for name, a in p_k.items()}
-            elbos = test_elbos(own, tr.mc, tr.x_train[k if tr.dynamic else 0], tr.x_test[k if tr.dynamic else 0],
-                               test_rng, cfg.eval_k)
-        row = {"epoch": epoch + 1, "train_objective": -sums[k] / steps, **elbos,
-               "seconds": seconds, "eval_seconds": time.perf_counter() - t1, "status": "ok"}
+            elbos = test_elbos(
+                own, tr.mc, tr.x_train[k if tr.dynamic else 0], tr.x_test[k if tr.dynamic else 0], test_rng, cfg.eval_k
+            )
+        row = {
+            "epoch": epoch + 1,
+            "train_objective": -sums[k] / steps,
+            **elbos,
+            "seconds": seconds,
+            "eval_seconds": time.perf_counter() - t1,
+            "status": "ok",
+        }
         # metrics first, checkpoint second: a resume drops rows past the checkpoint.
         _append_row(r.metrics, tr.columns, row)
         r.info["wall_seconds"] = r.wall_before + time.perf_counter() - tr.t_run
         r.info["epochs_done"] = epoch + 1
-        writer.save(r.ck, {"params": p_k, "adam": adam_state(tr.opt, k), "epoch": epoch + 1,
-                           "seed": r.cfg.seed, "config": r.cfg.to_dict(),
-                           "wall_seconds": r.info["wall_seconds"]}, r.json, r.info)
+        writer.save(
+            r.ck,
+            {
+                "params": p_k,
+                "adam": adam_state(tr.opt, k),
+                "epoch": epoch + 1,
+                "seed": r.cfg.seed,
+                "config": r.cfg.to_dict(),
+                "wall_seconds": r.info["wall_seconds"],
+            },
+            r.json,
+            r.info,
+        )
         if cfg.progress:
             shown = ", ".join(f"{key} {v:.2f}" for key, v in elbos.items())
             who = f"seed {r.cfg.seed}, " if K > 1 else ""
-            print(f"epoch {epoch + 1}: {who}objective {row['train_objective']:.2f}, {shown} nats/image, "
-                  f"{seconds:.1f} s", file=sys.stderr)
+            print(
+                f"epoch {epoch + 1}: {who}objective {row['train_objective']:.2f}, {shown} nats/image, {seconds:.1f} s",
+                file=sys.stderr,
+            )
 
 
 def _epoch(tr: _Training, epoch: int, writer) -> bool:
@@ -362,7 +407,7 @@ def _finish(tr: _Training, writer) -> None:
     writer.close()  # every checkpoint on disk before run.json says how the runs ended
     for r in tr.runs:
         r.info["wall_seconds"] = r.wall_before + time.perf_counter() - tr.t_run
-        r.info["finished"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        r.info["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         checkpoint.write_json(r.json, r.info)
 
 
@@ -385,7 +430,7 @@ def run(args) -> int:
         cfg = C.from_args(args)
         out = args.out or cfg.out
         if not out:
-            print("vaetheory train: --out DIR is required (or out = \"DIR\" in the TOML config)", file=sys.stderr)
+            print('vaetheory train: --out DIR is required (or out = "DIR" in the TOML config)', file=sys.stderr)
             return 2
         info = train(cfg, out, resume=args.resume)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:

@@ -16,8 +16,11 @@ from mlpvae.nn import torch_reference as R
 from mlpvae.nn.stacking import stack
 from vaetheory import cli
 
-needs_torch = pytest.mark.skipif(not R.available(), reason="torch is not importable; PyTorch is an optional "
-                                 "comparison, never a dependency (pip install torch to run this test)")
+needs_torch = pytest.mark.skipif(
+    not R.available(),
+    reason="torch is not importable; PyTorch is an optional "
+    "comparison, never a dependency (pip install torch to run this test)",
+)
 
 
 def _problem(n, posterior, B=64, seed=3, dtype=np.float64, **kw):
@@ -53,11 +56,16 @@ def test_torch_reference_loss_and_grads_equal_hand_written_eq1_eq2_eq24_eq26_eq2
 
 @needs_torch
 @pytest.mark.parametrize("posterior", model.POSTERIORS)
-@pytest.mark.parametrize("kw", [dict(likelihood="baggins", baggins_stop_gradient=True, tau=0.05),
-                                dict(likelihood="gaussian", t=0.3, sigma2=0.2, latent_scale=10.0),
-                                dict(likelihood="bernoulli", latent_scale=0.1, layers=1),
-                                dict(likelihood="baggins", latent_scale=3.0, layers=2, hidden=17)],
-                         ids=["baggins-stop", "gaussian-t-c10", "bernoulli-c0.1-L1", "baggins-c3-L2"])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(likelihood="baggins", baggins_stop_gradient=True, tau=0.05),
+        dict(likelihood="gaussian", t=0.3, sigma2=0.2, latent_scale=10.0),
+        dict(likelihood="bernoulli", latent_scale=0.1, layers=1),
+        dict(likelihood="baggins", latent_scale=3.0, layers=2, hidden=17),
+    ],
+    ids=["baggins-stop", "gaussian-t-c10", "bernoulli-c0.1-L1", "baggins-c3-L2"],
+)
 def test_torch_reference_agrees_off_the_defaults(posterior, kw):
     _same_as_torch(*_problem(3, posterior, B=40, **kw))
 
@@ -91,8 +99,18 @@ def test_blas_threads_reads_the_environment_like_openblas(monkeypatch):
 
 
 def _small_bench(**kw):
-    return bench.bench("cpu", steps=2, warmup=1, gemm_size=128, configs=[(2, "learned"), (2, "bilbo")],
-                       rounds=2, eval_images=50, iwae_k=40, iwae_images=5, **kw)
+    return bench.bench(
+        "cpu",
+        steps=2,
+        warmup=1,
+        gemm_size=128,
+        configs=[(2, "learned"), (2, "bilbo")],
+        rounds=2,
+        eval_images=50,
+        iwae_k=40,
+        iwae_images=5,
+        **kw,
+    )
 
 
 def test_bench_without_torch_reports_ours_only_and_says_why(monkeypatch):

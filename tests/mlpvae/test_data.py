@@ -11,9 +11,7 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from mlpvae.training import checkpoint
-from mlpvae.training import config
-from mlpvae.training import data
+from mlpvae.training import checkpoint, config, data
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -86,7 +84,9 @@ def test_checksum_mismatch_is_an_error_naming_the_file(tmp_path, monkeypatch):
         data.load("mnist", tmp_path)
     # and a matching sum is "verified"
     good = data.SHA256["mnist"] | {
-        "train-images-idx3-ubyte": __import__("hashlib").sha256((tmp_path / "mnist/train-images-idx3-ubyte").read_bytes()).hexdigest()
+        "train-images-idx3-ubyte": __import__("hashlib")
+        .sha256((tmp_path / "mnist/train-images-idx3-ubyte").read_bytes())
+        .hexdigest()
     }
     monkeypatch.setitem(data.SHA256, "mnist", {"train-images-idx3-ubyte": good["train-images-idx3-ubyte"]})
     _, check = data.read_file("mnist", tmp_path / "mnist/train-images-idx3-ubyte")
@@ -109,8 +109,12 @@ def test_missing_data_gives_one_message_with_every_place_looked(tmp_path, monkey
     with pytest.raises(data.DataNotFoundError) as info:
         data.load("fashion-mnist", tmp_path / "explicit")
     msg = str(info.value)
-    for d in (tmp_path / "explicit", tmp_path / "env/fashion-mnist", tmp_path / "home/.cache/vaetheory/fashion-mnist",
-              tmp_path / "system/fashion-mnist"):
+    for d in (
+        tmp_path / "explicit",
+        tmp_path / "env/fashion-mnist",
+        tmp_path / "home/.cache/vaetheory/fashion-mnist",
+        tmp_path / "system/fashion-mnist",
+    ):
         assert str(d) in msg
     assert "VAETHEORY_DATA" in msg and "t10k-labels-idx1-ubyte" in msg
 
@@ -245,8 +249,9 @@ def test_the_background_writer_writes_what_the_state_was_when_asked(tmp_path):
     info["epochs_done"] = 2
     w.save(tmp_path / "ck2.npz", {"params": {"W": W}, "epoch": 2})
     w.close()
-    np.testing.assert_array_equal(checkpoint.load(tmp_path / "ck.npz")["params"]["W"],
-                                  np.arange(6, dtype=np.float32).reshape(3, 2))
+    np.testing.assert_array_equal(
+        checkpoint.load(tmp_path / "ck.npz")["params"]["W"], np.arange(6, dtype=np.float32).reshape(3, 2)
+    )
     np.testing.assert_array_equal(checkpoint.load(tmp_path / "ck2.npz")["params"]["W"], W)
     assert '"epochs_done": 1' in (tmp_path / "run.json").read_text()
     # the same bytes as a direct save

@@ -13,10 +13,10 @@ import pytest
 from conftest import TOL
 
 from mlpvae.evidence.iwae import active_units, entropy_floor, iwae_log_px
-from mlpvae.nn.batched import elbo_mean
 from mlpvae.nn import model
-from mlpvae.training import train as T
+from mlpvae.nn.batched import elbo_mean
 from mlpvae.training import config as C
+from mlpvae.training import train as T
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -125,14 +125,43 @@ def test_mnist_grayscale_entropy_floor_is_about_45_5_nats():
 
 @pytest.mark.parametrize("posterior", ["learned", "bilbo"])
 def test_evaluate_cli_writes_eval_json_and_plots(tmp_path, posterior):
-    cfg = C.TrainConfig(dataset="synthetic", m=784, n=2, hidden=16, layers=2, limit=120, test_limit=40,
-                        batch_size=40, epochs=2, device="cpu", progress=False, posterior=posterior)
+    cfg = C.TrainConfig(
+        dataset="synthetic",
+        m=784,
+        n=2,
+        hidden=16,
+        layers=2,
+        limit=120,
+        test_limit=40,
+        batch_size=40,
+        epochs=2,
+        device="cpu",
+        progress=False,
+        posterior=posterior,
+    )
     T.train(cfg, tmp_path)
     T.train(C.TrainConfig(**(cfg.to_dict() | dict(epochs=3, eval_every=2, out=None))), tmp_path / "other")
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run([sys.executable, "-m", "vaetheory", "evaluate", str(tmp_path), "--k", "3", "--iwae-k", "50",
-                        "--plots", "--compare", str(tmp_path / "other")], capture_output=True, text=True, env=env,
-                       timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vaetheory",
+            "evaluate",
+            str(tmp_path),
+            "--k",
+            "3",
+            "--iwae-k",
+            "50",
+            "--plots",
+            "--compare",
+            str(tmp_path / "other"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "eval.json").read_text())
     elbos = ["test_elbo_s2_train", "test_elbo_s2_test"] if posterior == "bilbo" else ["test_elbo"]
@@ -144,6 +173,14 @@ def test_evaluate_cli_writes_eval_json_and_plots(tmp_path, posterior):
     assert res[elbos[0]] < res["iwae_log_px"]
     assert res["active_units"] in (0, 1, 2) and res["iwae_k"] == 50
     names = {Path(f).name for f in res["plots"]}
-    assert {"latent_means.png", "variance_vs_mean.png", "training_curves.png", "samples_standard_prior.png",
-            "samples_fitted_prior.png", "reconstructions.png", "manifold.png", "latent_samples.png"} == names
+    assert {
+        "latent_means.png",
+        "variance_vs_mean.png",
+        "training_curves.png",
+        "samples_standard_prior.png",
+        "samples_fitted_prior.png",
+        "reconstructions.png",
+        "manifold.png",
+        "latent_samples.png",
+    } == names
     assert all((tmp_path / f).stat().st_size > 1000 for f in names)

@@ -7,13 +7,13 @@ import pytest
 from conftest import CUPY, TOL, needs_gpu
 from tiny_runs import tiny
 
-from mlpvae.nn import adam
-from mlpvae.training import checkpoint
 from mlpvae.accel import fused
+from mlpvae.nn import adam
 from mlpvae.nn import layers as Ly
 from mlpvae.nn import likelihoods as Lk
 from mlpvae.nn import model as M
 from mlpvae.nn.stacking import stack
+from mlpvae.training import checkpoint
 from mlpvae.training import train as T
 from mlpvae.training.step import TrainingStep, device_stream
 
@@ -61,8 +61,11 @@ def test_a_failed_graph_capture_falls_back_to_eager_steps(capsys):
         def end_capture(self):
             raise RuntimeError("capture invalidated")
 
-    cuda = types.SimpleNamespace(get_current_stream=Stream, MemoryPool=lambda: types.SimpleNamespace(malloc=None),
-                                 using_allocator=lambda alloc: contextlib.nullcontext())
+    cuda = types.SimpleNamespace(
+        get_current_stream=Stream,
+        MemoryPool=lambda: types.SimpleNamespace(malloc=None),
+        using_allocator=lambda alloc: contextlib.nullcontext(),
+    )
     fake_cupy = types.SimpleNamespace(cuda=cuda)  # an array module other than NumPy: graphs are tried
     cfg, params, x, eps = _numpy_step_problem()
     ref = {k: v.copy() for k, v in params.items()}
@@ -129,8 +132,10 @@ def test_fused_reparameterisation_and_adam_equal_the_numpy_chain(dtype, monkeypa
 
 
 @needs_gpu
-@pytest.mark.parametrize("posterior,likelihood", [("learned", "bernoulli"), ("bilbo", "bernoulli"),
-                                                  ("learned", "gaussian-learned"), ("constant", "baggins")])
+@pytest.mark.parametrize(
+    "posterior,likelihood",
+    [("learned", "bernoulli"), ("bilbo", "bernoulli"), ("learned", "gaussian-learned"), ("constant", "baggins")],
+)
 def test_fused_loss_and_grads_equal_the_unfused_cupy_ones(posterior, likelihood, monkeypatch):
     cfg = M.ModelConfig(m=784, n=2, posterior=posterior, likelihood=likelihood, latent_scale=2.0)
     params = M.init_params(cfg, np.random.default_rng(0), xp=CUPY)
@@ -143,8 +148,9 @@ def test_fused_loss_and_grads_equal_the_unfused_cupy_ones(posterior, likelihood,
     l0, g0, _ = M.loss_and_grads(stacked, x, eps, cfg)
     np.testing.assert_allclose(CUPY.asnumpy(l1), CUPY.asnumpy(l0), rtol=TOL["f32_vs_f64"])
     for k in g0:
-        np.testing.assert_allclose(CUPY.asnumpy(g1[k]), CUPY.asnumpy(g0[k]), rtol=TOL["f32_vs_f64"],
-                                   atol=TOL["f32_vs_f64"], err_msg=k)
+        np.testing.assert_allclose(
+            CUPY.asnumpy(g1[k]), CUPY.asnumpy(g0[k]), rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"], err_msg=k
+        )
 
 
 @needs_gpu
@@ -158,8 +164,9 @@ def test_cuda_graph_training_equals_eager_training(tmp_path, monkeypatch):
     assert a["adam"]["step"] == b["adam"]["step"] == 6
     for k in a["params"]:
         # the same kernels in the same order: equal up to float32 round-off at most
-        np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"],
-                                   err_msg=k)
+        np.testing.assert_allclose(
+            a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"], err_msg=k
+        )
 
 
 @needs_gpu

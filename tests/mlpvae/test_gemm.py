@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import CUPY, TOL, needs_gpu
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from numpy.lib.stride_tricks import as_strided
 
 from mlpvae.accel import gemm
@@ -42,9 +43,15 @@ def _strides(x):
 
 
 @settings(max_examples=150, deadline=None)
-@given(M=st.integers(1, 6), Kd=st.integers(1, 6), N=st.integers(1, 6),
-       lead=st.sampled_from([((), ()), ((3,), (3,)), ((), (3,)), ((3,), ()), ((1,), (3,)), ((3,), (1,))]),
-       ta=st.booleans(), tb=st.booleans(), seed=st.integers(0, 2**16))
+@given(
+    M=st.integers(1, 6),
+    Kd=st.integers(1, 6),
+    N=st.integers(1, 6),
+    lead=st.sampled_from([((), ()), ((3,), (3,)), ((), (3,)), ((3,), ()), ((1,), (3,)), ((3,), (1,))]),
+    ta=st.booleans(),
+    tb=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
 def test_the_plan_computes_the_row_major_product(M, Kd, N, lead, ta, tb, seed):
     rng = np.random.default_rng(seed)
     a = _operand(rng, lead[0], M, Kd, ta)
@@ -62,7 +69,9 @@ def test_the_dense_layers_products_are_planned_without_copies():
     for a, b in ((h, W), (h.swapaxes(-1, -2), g), (g, W.swapaxes(-1, -2))):
         p = gemm.plan(a.shape, _strides(a), b.shape, _strides(b))
         assert p is not None and p.batch == 5
-        np.testing.assert_allclose(_emulate(p, a, b), a @ b, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"] * 784)
+        np.testing.assert_allclose(
+            _emulate(p, a, b), a @ b, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"] * 784
+        )
 
 
 def test_what_one_strided_gemm_cannot_do_is_refused():
@@ -100,8 +109,11 @@ def test_cublas_products_match_cupy_matmul(dtype, lead, ta, tb):
     assert gemm.plan(a.shape, _strides(a), b.shape, _strides(b)) is not None
     got = gemm.matmul(a, b)
     want = CUPY.matmul(a, b)
-    rtol, atol = ((TOL["f32_vs_f64"], TOL["f32_gemm_abs"]) if dtype == np.float32
-                  else (TOL["known_answer_f64"], TOL["known_answer_f64"] * 53))
+    rtol, atol = (
+        (TOL["f32_vs_f64"], TOL["f32_gemm_abs"])
+        if dtype == np.float32
+        else (TOL["known_answer_f64"], TOL["known_answer_f64"] * 53)
+    )
     np.testing.assert_allclose(CUPY.asnumpy(got), CUPY.asnumpy(want), rtol=rtol, atol=atol)
     out = CUPY.empty(want.shape, dtype=dtype)
     assert gemm.matmul(a, b, out=out) is out
@@ -122,5 +134,6 @@ def test_cublas_products_are_captured_by_a_cuda_graph():
         h += 1.0  # the graph reads h when it runs, not when it was recorded
         graph.launch(stream=s)
         s.synchronize()
-    np.testing.assert_allclose(CUPY.asnumpy(out), CUPY.asnumpy(CUPY.matmul(h, W)), rtol=TOL["f32_vs_f64"],
-                               atol=TOL["f32_gemm_abs"])
+    np.testing.assert_allclose(
+        CUPY.asnumpy(out), CUPY.asnumpy(CUPY.matmul(h, W)), rtol=TOL["f32_vs_f64"], atol=TOL["f32_gemm_abs"]
+    )

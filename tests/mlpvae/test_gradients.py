@@ -130,7 +130,9 @@ def test_elbo_per_example_averages_to_the_training_objective_eq1_eq2_eq24(poster
     np.testing.assert_allclose(elbo.mean(), aux["objective"], rtol=0, atol=tol)
     np.testing.assert_allclose(aux["objective"], aux["rec"] - aux["kl"], rtol=0, atol=tol)
     np.testing.assert_allclose(-loss, aux["objective"], rtol=0, atol=tol)
-    expected_s2 = np.ones(cfg.n) if posterior == "learned" else O.floating_prior(M.encode(params, x, cfg)[0], cfg.sigma2)
+    expected_s2 = (
+        np.ones(cfg.n) if posterior == "learned" else O.floating_prior(M.encode(params, x, cfg)[0], cfg.sigma2)
+    )
     np.testing.assert_allclose(aux["s2"], expected_s2, rtol=TOL["identity_f64"])
 
 

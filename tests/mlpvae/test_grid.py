@@ -18,13 +18,14 @@ from scipy.stats import multivariate_normal
 
 from mlpvae.evidence import grid as G
 from mlpvae.experiments import grid_report
-from mlpvae.nn.batched import encode_all
 from mlpvae.nn import model as M
+from mlpvae.nn.batched import encode_all
 
 
 def _linear(n, t, w_scale, c, posterior, seed, m=6, N=3):
-    mc = M.ModelConfig(m=m, n=n, hidden=4, layers=1, likelihood="gaussian", t=t, posterior=posterior,
-                       sigma2=0.5, latent_scale=c)
+    mc = M.ModelConfig(
+        m=m, n=n, hidden=4, layers=1, likelihood="gaussian", t=t, posterior=posterior, sigma2=0.5, latent_scale=c
+    )
     rng = np.random.default_rng(seed)
     p = M.init_params(mc, rng, dtype=np.float64)
     p["dec_W0"] *= w_scale
@@ -36,9 +37,14 @@ def _linear(n, t, w_scale, c, posterior, seed, m=6, N=3):
     return mc, p, s2, x, multivariate_normal(p["dec_b0"], cov).logpdf(x), W, cov
 
 
-@given(n=st.sampled_from([1, 2]), t=st.floats(1e-3, 10.0), w_scale=st.floats(0.1, 5.0),
-       c=st.sampled_from([0.1, 1.0, 10.0]), posterior=st.sampled_from(["learned", "constant"]),
-       seed=st.integers(0, 2**16))
+@given(
+    n=st.sampled_from([1, 2]),
+    t=st.floats(1e-3, 10.0),
+    w_scale=st.floats(0.1, 5.0),
+    c=st.sampled_from([0.1, 1.0, 10.0]),
+    posterior=st.sampled_from(["learned", "constant"]),
+    seed=st.integers(0, 2**16),
+)
 def test_grid_log_px_equals_the_linear_gaussian_closed_form(n, t, w_scale, c, posterior, seed):
     mc, p, s2, x, exact, W, cov = _linear(n, t, w_scale, c, posterior, seed)
     r = G.grid_log_px(p, x, mc, s2, tol=1e-8)
@@ -65,12 +71,13 @@ def _brute(p, x, mc, s2, baggins_s2=None, half=10.0, g=1201):
     w = np.ones(g)
     w[[0, -1]] = 0.5
     lw = np.log(np.outer(w, w)).ravel() + 2 * np.log(a[1] - a[0])
-    return np.array([logsumexp(G.log_joint(p, x[i], Z, mu[i], var[i], mc, s2, baggins_s2) + lw)
-                     for i in range(len(x))])
+    return np.array([logsumexp(G.log_joint(p, x[i], Z, mu[i], var[i], mc, s2, baggins_s2) + lw) for i in range(len(x))])
 
 
-@pytest.mark.parametrize("likelihood,posterior", [("bernoulli", "learned"), ("gaussian-learned", "constant"),
-                                                  ("baggins", "learned"), ("baggins", "bilbo")])
+@pytest.mark.parametrize(
+    "likelihood,posterior",
+    [("bernoulli", "learned"), ("gaussian-learned", "constant"), ("baggins", "learned"), ("baggins", "bilbo")],
+)
 def test_grid_log_px_equals_a_brute_force_grid_for_nonlinear_decoders(likelihood, posterior):
     mc, p, x = _tiny(likelihood, posterior)
     s2 = np.array([1.0, 2.0])
@@ -84,8 +91,7 @@ def test_grid_log_px_equals_a_brute_force_grid_for_nonlinear_decoders(likelihood
 def test_grid_log_px_finds_both_modes_of_a_bimodal_posterior():
     # nu(z) depends on |z_1| only: relu(z_1) and relu(-z_1) feed the same output weights, so the posterior
     # of an image that wants |z_1| ~ 2 has two mirrored modes; the encoder's posterior sits at one point.
-    mc = M.ModelConfig(m=3, n=2, hidden=2, layers=2, likelihood="gaussian", t=0.01, posterior="constant",
-                       sigma2=0.01)
+    mc = M.ModelConfig(m=3, n=2, hidden=2, layers=2, likelihood="gaussian", t=0.01, posterior="constant", sigma2=0.01)
     p = M.init_params(mc, np.random.default_rng(0), dtype=np.float64)
     p["dec_W0"][:] = [[1.0, -1.0], [0.0, 0.0]]
     p["dec_b0"][:] = 0.0
@@ -167,8 +173,22 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     from mlpvae.training import config as C
     from mlpvae.training import train as T
 
-    T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior="constant", epochs=3, limit=120,
-                          test_limit=20, batch_size=40, device="cpu", progress=False), tmp_path / "run")
+    T.train(
+        C.make_config(
+            dataset="synthetic",
+            m=16,
+            n=2,
+            hidden=8,
+            posterior="constant",
+            epochs=3,
+            limit=120,
+            test_limit=20,
+            batch_size=40,
+            device="cpu",
+            progress=False,
+        ),
+        tmp_path / "run",
+    )
     path = Path(__file__).resolve().parents[2] / "validation" / "scripts" / "grid_log_px.py"
     spec = importlib.util.spec_from_file_location("grid_log_px", path)
     mod = importlib.util.module_from_spec(spec)
@@ -202,8 +222,21 @@ def test_the_command_refuses_a_run_with_more_than_two_latent_dimensions(tmp_path
     from mlpvae.training import train as T
     from vaetheory.cli import main
 
-    T.train(C.make_config(dataset="synthetic", m=16, n=3, hidden=8, epochs=1, limit=40, test_limit=10,
-                          batch_size=20, device="cpu", progress=False), tmp_path / "run")
+    T.train(
+        C.make_config(
+            dataset="synthetic",
+            m=16,
+            n=3,
+            hidden=8,
+            epochs=1,
+            limit=40,
+            test_limit=10,
+            batch_size=20,
+            device="cpu",
+            progress=False,
+        ),
+        tmp_path / "run",
+    )
     assert main(["analyze", str(tmp_path / "run"), "--grid-images", "5"]) == 2
     assert "n <= 2" in capsys.readouterr().err
 
@@ -214,7 +247,13 @@ def test_grid_log_px_on_cupy_equals_numpy():
     s2, bs2 = np.array([1.0, 2.0]), np.array([1.5, 0.7])
     host = G.grid_log_px(p, x, mc, s2, baggins_s2=bs2, tol=1e-4)
     cp = CUPY
-    dev = G.grid_log_px({k: cp.asarray(v) for k, v in p.items()}, cp.asarray(x), mc, cp.asarray(s2),
-                        baggins_s2=cp.asarray(bs2), tol=1e-4)
+    dev = G.grid_log_px(
+        {k: cp.asarray(v) for k, v in p.items()},
+        cp.asarray(x),
+        mc,
+        cp.asarray(s2),
+        baggins_s2=cp.asarray(bs2),
+        tol=1e-4,
+    )
     assert isinstance(dev["log_px"], np.ndarray) and np.all(dev["converged"])
     np.testing.assert_allclose(dev["log_px"], host["log_px"], rtol=0, atol=TOL["grid_relu_nats"])

@@ -14,8 +14,9 @@ from mlpvae.nn import model as M
 
 
 def _net(seed, n=3, m=7, hidden=6, layers=3, likelihood="bernoulli", latent_scale=1.0, posterior="learned"):
-    cfg = M.ModelConfig(m=m, n=n, hidden=hidden, layers=layers, likelihood=likelihood, latent_scale=latent_scale,
-                        posterior=posterior)
+    cfg = M.ModelConfig(
+        m=m, n=n, hidden=hidden, layers=layers, likelihood=likelihood, latent_scale=latent_scale, posterior=posterior
+    )
     rng = np.random.default_rng(seed)
     params = M.init_params(cfg, rng, dtype=np.float64)
     for k in params:  # non-zero biases, so the ReLU pattern is not the origin's everywhere
@@ -30,8 +31,9 @@ def _kink_distance(params, z, cfg):
     h, dist = z / cfg.latent_scale, np.full(len(z), np.inf)
     for i in range(cfg.layers - 1):
         a = h @ params[f"dec_W{i}"] + params[f"dec_b{i}"]
-        sub = M.ModelConfig(m=a.shape[1], n=cfg.n, hidden=cfg.hidden, layers=i + 1, latent_scale=cfg.latent_scale,
-                            likelihood="gaussian")
+        sub = M.ModelConfig(
+            m=a.shape[1], n=cfg.n, hidden=cfg.hidden, layers=i + 1, latent_scale=cfg.latent_scale, likelihood="gaussian"
+        )
         sub_params = {f"dec_W{j}": params[f"dec_W{j}"] for j in range(i + 1)}
         sub_params.update({f"dec_b{j}": params[f"dec_b{j}"] for j in range(i + 1)})
         _, Ja = Jac.decoder_jacobian(sub_params, z, sub)
@@ -40,14 +42,20 @@ def _kink_distance(params, z, cfg):
     return dist
 
 
-@given(SEEDS, st.integers(1, 4), st.integers(1, 3), st.sampled_from(["bernoulli", "gaussian", "gaussian-learned"]),
-       st.sampled_from([1.0, 2.5]))
+@given(
+    SEEDS,
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.sampled_from(["bernoulli", "gaussian", "gaussian-learned"]),
+    st.sampled_from([1.0, 2.5]),
+)
 def test_decoder_jacobian_matches_finite_difference_eq8(seed, layers, n, likelihood, c):
     cfg, params, z = _net(seed, n=n, layers=layers, likelihood=likelihood, latent_scale=c)
     out, J = Jac.decoder_jacobian(params, z, cfg)
     key = "logits" if likelihood == "bernoulli" else "mean"
-    np.testing.assert_allclose(out, M.decode(params, z, cfg)[key], rtol=TOL["known_answer_f64"],
-                               atol=TOL["known_answer_f64"])
+    np.testing.assert_allclose(
+        out, M.decode(params, z, cfg)[key], rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"]
+    )
     h = 1e-6
     fd = Jac.finite_difference_jacobian(params, z, cfg, h)
     smooth = _kink_distance(params, z, cfg) > 100 * h  # central differences are exact only away from ReLU kinks
@@ -75,8 +83,6 @@ def test_decoder_jacobian_chunking_and_float32_eq8():
         Jac.decoder_jacobian(params, z[:, :2], cfg)
     with pytest.raises(ValueError, match="chunk"):
         Jac.decoder_jacobian(params, z, cfg, chunk=0)
-
-
 
 
 @needs_gpu

@@ -46,10 +46,15 @@ def test_laplace_evidence_is_eq26_for_gaussian_likelihoods(seed, likelihood, lay
     want = EV.log_evidence_general(x, mu, nu, J, s2, T)
     np.testing.assert_allclose(lap["log_evidence"], want, rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
     Jw = J / np.sqrt(T if np.ndim(T) == 0 else T[:, :, None])
-    np.testing.assert_allclose(lap["gap_eq18"], EV.evidence_gap(var, s2, Jw), rtol=TOL["identity_f64"],
-                               atol=TOL["gap_roundoff_abs"])
-    np.testing.assert_allclose(L.cv2_penalty(lap["grams"], s2)["cv2_penalty"], CV.cv2_penalty(s2, Jw),
-                               rtol=TOL["identity_f64"], atol=TOL["gap_roundoff_abs"])
+    np.testing.assert_allclose(
+        lap["gap_eq18"], EV.evidence_gap(var, s2, Jw), rtol=TOL["identity_f64"], atol=TOL["gap_roundoff_abs"]
+    )
+    np.testing.assert_allclose(
+        L.cv2_penalty(lap["grams"], s2)["cv2_penalty"],
+        CV.cv2_penalty(s2, Jw),
+        rtol=TOL["identity_f64"],
+        atol=TOL["gap_roundoff_abs"],
+    )
 
 
 @given(SEEDS)
@@ -114,15 +119,20 @@ def test_the_laplace_proposal_of_a_linear_decoder_is_its_posterior_so_every_weig
 def test_optimal_decoder_from_encoder_posteriors_is_eq6(seed, likelihood, posterior):
     cfg, params, x, mu, var, s2 = _net(seed, likelihood, posterior, B=30)
     xt, mut, vart = x[:7], mu[:7], var[:7]
-    res = optimal_decoder_comparison(params, cfg, x, mu, var, xt, mut, vart, s2, np.random.default_rng(seed), 2,
-                                       chunk=3)
+    res = optimal_decoder_comparison(
+        params, cfg, x, mu, var, xt, mut, vart, s2, np.random.default_rng(seed), 2, chunk=3
+    )
     logd = np.stack([multivariate_normal(mi, np.diag(vi)).logpdf(mut) for mi, vi in zip(mu, var)], axis=1)
     w = np.exp(logd - logd.max(axis=1, keepdims=True))
     nu = w @ x / w.sum(axis=1, keepdims=True)
     out = M.decode(params, mut, cfg)
     net = sigmoid(out["logits"]) if likelihood == "bernoulli" else out["mean"]
-    np.testing.assert_allclose(res["per_image_sq_difference"], ((net - nu) ** 2).sum(axis=1),
-                               rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+    np.testing.assert_allclose(
+        res["per_image_sq_difference"],
+        ((net - nu) ** 2).sum(axis=1),
+        rtol=TOL["identity_f64"],
+        atol=TOL["identity_f64"],
+    )
     np.testing.assert_allclose(res["opt_sq_error"], ((xt - nu) ** 2).sum(axis=1).mean(), rtol=TOL["identity_f64"])
 
 
@@ -130,8 +140,22 @@ def _trained(out, posterior: str) -> None:
     from mlpvae.training import config as C
     from mlpvae.training import train as T
 
-    T.train(C.make_config(dataset="synthetic", m=16, n=2, hidden=8, posterior=posterior, epochs=3, limit=120,
-                          test_limit=40, batch_size=40, device="cpu", progress=False), out)
+    T.train(
+        C.make_config(
+            dataset="synthetic",
+            m=16,
+            n=2,
+            hidden=8,
+            posterior=posterior,
+            epochs=3,
+            limit=120,
+            test_limit=40,
+            batch_size=40,
+            device="cpu",
+            progress=False,
+        ),
+        out,
+    )
 
 
 def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
@@ -162,8 +186,19 @@ def test_learned_t_pixels_reports_the_collapsed_pixels_of_a_learned_likelihood_v
     from mlpvae.training import config as C
     from mlpvae.training import train as T
 
-    cfg = C.make_config(dataset="synthetic", m=16, n=2, hidden=8, likelihood="gaussian-learned", epochs=1,
-                        limit=120, test_limit=40, batch_size=40, device="cpu", progress=False)
+    cfg = C.make_config(
+        dataset="synthetic",
+        m=16,
+        n=2,
+        hidden=8,
+        likelihood="gaussian-learned",
+        epochs=1,
+        limit=120,
+        test_limit=40,
+        batch_size=40,
+        device="cpu",
+        progress=False,
+    )
     T.train(cfg, tmp_path / "run")
     # force a known answer: the std head's bias sets T; pixels 0-4 get T = softplus(-20)^2 ~ 4e-18
     ck = checkpoint.load(tmp_path / "run" / "checkpoint.npz")
@@ -177,8 +212,18 @@ def test_learned_t_pixels_reports_the_collapsed_pixels_of_a_learned_likelihood_v
     assert abs(r["collapsed_log_lik_where_blank"] - 5 * (-0.5 * np.log(2 * np.pi * t_small))) < 1e-3
     assert abs(r["other_pixels_median_T"] - np.log1p(np.e) ** 2) < 1e-5
     with pytest.raises(ValueError, match="no learned T"):
-        cfg2 = C.make_config(dataset="synthetic", m=16, n=2, hidden=8, epochs=1, limit=120, test_limit=40,
-                             batch_size=40, device="cpu", progress=False)
+        cfg2 = C.make_config(
+            dataset="synthetic",
+            m=16,
+            n=2,
+            hidden=8,
+            epochs=1,
+            limit=120,
+            test_limit=40,
+            batch_size=40,
+            device="cpu",
+            progress=False,
+        )
         T.train(cfg2, tmp_path / "bern")
         A.learned_t_pixels(tmp_path / "bern")
 
@@ -191,18 +236,35 @@ def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, ca
 
     def analysed(folder, n, posterior, elbo, iwae):
         folder.mkdir(parents=True)
-        a = {"run": str(folder), "n": n, "posterior": posterior, "test_images": 100, "elbo": stat(elbo),
-             "iwae_log_px": stat(iwae), "gap_iwae_minus_elbo": stat(iwae - elbo), "gap_eq18": stat(0.5),
-             "log_evidence_eq16": stat(elbo), "eq16_minus_iwae": stat(elbo - iwae), "cv2_penalty_eq22": 0.25,
-             "optimal_decoder_eq6": {"opt_elbo": elbo - 1, "net_elbo": elbo}}
+        a = {
+            "run": str(folder),
+            "n": n,
+            "posterior": posterior,
+            "test_images": 100,
+            "elbo": stat(elbo),
+            "iwae_log_px": stat(iwae),
+            "gap_iwae_minus_elbo": stat(iwae - elbo),
+            "gap_eq18": stat(0.5),
+            "log_evidence_eq16": stat(elbo),
+            "eq16_minus_iwae": stat(elbo - iwae),
+            "cv2_penalty_eq22": 0.25,
+            "optimal_decoder_eq6": {"opt_elbo": elbo - 1, "net_elbo": elbo},
+        }
         (folder / "analysis.json").write_text(json.dumps(a))
 
     for seed, (e_l, e_c) in enumerate([(-10.0, -9.0), (-12.0, -10.0)]):
         analysed(tmp_path / "learned" / f"seed{seed}", 2, "learned", e_l, e_l + 3)
         analysed(tmp_path / "constant" / f"seed{seed}", 2, "constant", e_c, e_c + 4)
-        (tmp_path / "constant" / f"seed{seed}" / "comparison.json").write_text(json.dumps(
-            {"measured_elbo_difference": e_c - e_l, "measured_log_px_difference": e_c - e_l + 1,
-             "measured_gap_difference": 1.0, "predicted_elbo_difference_same_decoder": 0.25}))
+        (tmp_path / "constant" / f"seed{seed}" / "comparison.json").write_text(
+            json.dumps(
+                {
+                    "measured_elbo_difference": e_c - e_l,
+                    "measured_log_px_difference": e_c - e_l + 1,
+                    "measured_gap_difference": 1.0,
+                    "predicted_elbo_difference_same_decoder": 0.25,
+                }
+            )
+        )
     s = AS.summarize(tmp_path)
     learned = s["groups"]["n=2, learned"]
     assert learned["ELBO"]["mean"] == -11.0 and learned["ELBO"]["n"] == 2
@@ -219,8 +281,14 @@ def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, ca
 def test_summary_groups_gaussian_family_runs_by_likelihood_and_scale():
     base = {"n": 2, "posterior": "bilbo"}
     assert AS.group_key(base) == AS.group_key(base | {"likelihood": "bernoulli", "scale": 1.0}) == "n=2, bilbo"
-    assert AS.group_key(base | {"likelihood": "gaussian", "t": 1.0, "scale": 4.0}) == "n=2, bilbo, gaussian t 1, lambda 4"
-    keys = {AS.group_key(base | {"likelihood": "baggins", "tau": tau, "scale": lam}) for tau in (0.2, 1.0) for lam in (1.0, 16.0)}
+    assert (
+        AS.group_key(base | {"likelihood": "gaussian", "t": 1.0, "scale": 4.0}) == "n=2, bilbo, gaussian t 1, lambda 4"
+    )
+    keys = {
+        AS.group_key(base | {"likelihood": "baggins", "tau": tau, "scale": lam})
+        for tau in (0.2, 1.0)
+        for lam in (1.0, 16.0)
+    }
     assert len(keys) == 4 and "n=2, bilbo, baggins tau 0.2, lambda 16" in keys
     order = sorted(["n=100, learned", "n=2, x, lambda 16", "n=2, x, lambda 4", "n=2, x, lambda 1"], key=natural_key)
     assert order == ["n=2, x, lambda 1", "n=2, x, lambda 4", "n=2, x, lambda 16", "n=100, learned"]

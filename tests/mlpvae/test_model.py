@@ -79,10 +79,13 @@ def test_linear_gaussian_known_answer_eq1_eq2_eq24(posterior):
     """layers=1 makes encoder and decoder linear: mu_b = x_b[0], nu(z) = (z, z), worked by hand."""
     cfg = M.ModelConfig(m=2, n=1, layers=1, posterior=posterior, likelihood="gaussian", sigma2=1.0, t=1.0)
     params = {
-        "enc_W0": np.array([[1.0], [0.0]]), "enc_b0": np.zeros(1),
-        "dec_W0": np.array([[1.0, 1.0]]), "dec_b0": np.zeros(2),
+        "enc_W0": np.array([[1.0], [0.0]]),
+        "enc_b0": np.zeros(1),
+        "dec_W0": np.array([[1.0, 1.0]]),
+        "dec_b0": np.zeros(2),
         # softplus(log(e - 1)) = 1: a learned posterior variance of exactly 1
-        "enc_std_W": np.zeros((2, 1)), "enc_std_b": np.array([np.log(np.e - 1.0)]),
+        "enc_std_W": np.zeros((2, 1)),
+        "enc_std_b": np.array([np.log(np.e - 1.0)]),
     }
     x = np.array([[1.0, 2.0], [3.0, 0.0]])
     eps = np.zeros((2, 1))  # z = mu = (1, 3); residuals (0, 1) and (0, -3)
@@ -298,7 +301,9 @@ def test_cupy_matches_numpy(posterior, likelihood):
     assert isinstance(l_cp, cp.ndarray) and isinstance(a_cp["s2"], cp.ndarray)
     np.testing.assert_allclose(cp.asnumpy(l_cp), l_np, rtol=TOL["identity_f64"])
     for k in g_np:
-        np.testing.assert_allclose(cp.asnumpy(g_cp[k]), g_np[k], rtol=TOL["identity_f64"], atol=TOL["identity_f64"], err_msg=k)
+        np.testing.assert_allclose(
+            cp.asnumpy(g_cp[k]), g_np[k], rtol=TOL["identity_f64"], atol=TOL["identity_f64"], err_msg=k
+        )
     pc = {k: to(v) for k, v in p.items()}
     opt = Adam(pc)
     opt.step(pc, g_cp)

@@ -17,16 +17,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import minimize
 
+from mlpvae.evidence import posterior_mode as PM
 from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.evidence.laplace import laplace_proposal
 from mlpvae.nn import model as M
-from mlpvae.evidence import posterior_mode as PM
 from mlpvae.nn.batched import encode_all
 
 
 def _linear(n, t, w_scale, c, seed, m=6, N=4):
-    mc = M.ModelConfig(m=m, n=n, hidden=4, layers=1, likelihood="gaussian", t=t, posterior="constant",
-                       sigma2=0.5, latent_scale=c)
+    mc = M.ModelConfig(
+        m=m, n=n, hidden=4, layers=1, likelihood="gaussian", t=t, posterior="constant", sigma2=0.5, latent_scale=c
+    )
     rng = np.random.default_rng(seed)
     p = M.init_params(mc, rng, dtype=np.float64)
     p["dec_W0"] *= w_scale
@@ -36,8 +37,13 @@ def _linear(n, t, w_scale, c, seed, m=6, N=4):
     return mc, p, s2, x, p["dec_W0"] / c  # out = (z / c) W + b
 
 
-@given(n=st.sampled_from([1, 2, 5]), t=st.floats(1e-2, 10.0), w_scale=st.floats(0.1, 5.0),
-       c=st.sampled_from([0.1, 1.0, 10.0]), seed=st.integers(0, 2**16))
+@given(
+    n=st.sampled_from([1, 2, 5]),
+    t=st.floats(1e-2, 10.0),
+    w_scale=st.floats(0.1, 5.0),
+    c=st.sampled_from([0.1, 1.0, 10.0]),
+    seed=st.integers(0, 2**16),
+)
 def test_the_mode_and_the_laplace_iwae_are_the_linear_gaussian_closed_form(n, t, w_scale, c, seed):
     from scipy.stats import multivariate_normal
 
@@ -76,7 +82,9 @@ def test_the_gradient_of_the_log_joint_matches_central_differences(likelihood, c
     for k in range(mc.n):
         e = np.zeros(mc.n)
         e[k] = h
-        fd[:, k] = (PM._joint(p, x, z + e, mu, var, mc, s2, bs2) - PM._joint(p, x, z - e, mu, var, mc, s2, bs2)) / (2 * h)
+        fd[:, k] = (PM._joint(p, x, z + e, mu, var, mc, s2, bs2) - PM._joint(p, x, z - e, mu, var, mc, s2, bs2)) / (
+            2 * h
+        )
     np.testing.assert_allclose(g, fd, rtol=TOL["fd_grad_f64"], atol=TOL["fd_grad_f64"])
 
 
@@ -93,11 +101,12 @@ def test_with_a_smooth_decoder_the_mode_is_scipys_optimum(likelihood):
     r = PM.posterior_mode(p, x, mu, var, mc, s2, baggins_s2=bs2)
     assert np.all(r["converged"]) and not r["stalled"].any() and np.all(r["log_joint"] >= r["start_log_joint"])
     for i in range(len(x)):
+
         def neg(z, i=i):
-            return -PM._joint(p, x[i:i + 1], z[None], mu[i:i + 1], var[i:i + 1], mc, s2, bs2)[0]
+            return -PM._joint(p, x[i : i + 1], z[None], mu[i : i + 1], var[i : i + 1], mc, s2, bs2)[0]
 
         def neg_grad(z, i=i):
-            return -PM.gradient(p, x[i:i + 1], z[None], mc, s2)[0][0]
+            return -PM.gradient(p, x[i : i + 1], z[None], mc, s2)[0][0]
 
         best = minimize(neg, r["mode"][i] + 0.3, jac=neg_grad, method="BFGS", options={"gtol": 1e-10})
         assert r["log_joint"][i] >= -best.fun - 1e-10
@@ -112,13 +121,29 @@ def test_with_a_relu_decoder_every_image_ends_at_a_local_maximum_or_on_a_kink(li
     assert np.all(r["converged"] | r["stalled"]) and np.all(r["log_joint"] >= r["start_log_joint"])
     for i in np.flatnonzero(r["converged"]):  # a zero gradient here is a maximum: no coordinate step rises
         z = r["mode"][i] + 1e-4 * np.vstack([np.eye(mc.n), -np.eye(mc.n)])
-        f = PM._joint(p, np.repeat(x[i:i + 1], len(z), 0), z, np.repeat(mu[i:i + 1], len(z), 0),
-                      np.repeat(var[i:i + 1], len(z), 0), mc, s2, bs2)
+        f = PM._joint(
+            p,
+            np.repeat(x[i : i + 1], len(z), 0),
+            z,
+            np.repeat(mu[i : i + 1], len(z), 0),
+            np.repeat(var[i : i + 1], len(z), 0),
+            mc,
+            s2,
+            bs2,
+        )
         assert np.all(f <= r["log_joint"][i] + 1e-12)
     for i in np.flatnonzero(r["stalled"]):  # on a kink: a small step along its (one-sided) gradient falls
-        g = PM.gradient(p, x[i:i + 1], r["mode"][i:i + 1], mc, s2)[0]
-        f = PM._joint(p, x[i:i + 1], r["mode"][i:i + 1] + 1e-6 * g / np.linalg.norm(g), mu[i:i + 1], var[i:i + 1],
-                      mc, s2, bs2)
+        g = PM.gradient(p, x[i : i + 1], r["mode"][i : i + 1], mc, s2)[0]
+        f = PM._joint(
+            p,
+            x[i : i + 1],
+            r["mode"][i : i + 1] + 1e-6 * g / np.linalg.norm(g),
+            mu[i : i + 1],
+            var[i : i + 1],
+            mc,
+            s2,
+            bs2,
+        )
         assert f[0] <= r["log_joint"][i] + 1e-12
 
 
@@ -168,8 +193,22 @@ def test_the_command_measures_a_trained_run(tmp_path):
     from mlpvae.training import train as T
     from vaetheory.cli import main
 
-    T.train(C.make_config(dataset="synthetic", m=16, n=3, hidden=8, posterior="constant", epochs=3, limit=120,
-                          test_limit=20, batch_size=40, device="cpu", progress=False), tmp_path / "run")
+    T.train(
+        C.make_config(
+            dataset="synthetic",
+            m=16,
+            n=3,
+            hidden=8,
+            posterior="constant",
+            epochs=3,
+            limit=120,
+            test_limit=20,
+            batch_size=40,
+            device="cpu",
+            progress=False,
+        ),
+        tmp_path / "run",
+    )
     assert main(["analyze", str(tmp_path / "run"), "--mode-images", "6", "--iwae-k", "300"]) == 0
     r = json.loads((tmp_path / "run" / "mode_evidence.json").read_text())
     assert r["images"] == 6 and r["iwae_k"] == 300 and r["converged"] + r["stalled"] == 6 and r["log_joint_rise"] >= 0
@@ -183,7 +222,8 @@ def test_the_command_measures_a_trained_run(tmp_path):
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location(
-        "mode_laplace", Path(__file__).resolve().parents[2] / "validation" / "scripts" / "mode_laplace.py")
+        "mode_laplace", Path(__file__).resolve().parents[2] / "validation" / "scripts" / "mode_laplace.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     exact = tmp_path / "exact"
@@ -191,8 +231,24 @@ def test_the_command_measures_a_trained_run(tmp_path):
     stand_in = per["iwae_q"] + 2.0  # two nats above q's bound: "exact - best" is 2 - (best - q)
     np.savez(exact / (mod._name(str(tmp_path / "run")) + ".npz"), grid_log_px=stand_in)
     out = tmp_path / "m.json"
-    assert mod.main(["--images", "6", "--iwae-k", "300", "--json", str(out), "--per-image", str(tmp_path / "per"),
-                     "--exact", str(exact), str(tmp_path / "run")]) == 0
+    assert (
+        mod.main(
+            [
+                "--images",
+                "6",
+                "--iwae-k",
+                "300",
+                "--json",
+                str(out),
+                "--per-image",
+                str(tmp_path / "per"),
+                "--exact",
+                str(exact),
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     (got,) = json.loads(out.read_text()).values()
     assert got["exact_minus_q"] == pytest.approx(2.0) and got["exact_minus_best"] <= 2.0
     assert got["exact_missed"] == int((stand_in - np.maximum(per["iwae_q"], per["iwae_mode"]) > 1.0).sum())
@@ -204,7 +260,14 @@ def test_posterior_mode_on_cupy_equals_numpy():
     mc, p, x, mu, var = _tiny("baggins")
     s2, bs2 = np.array([1.0, 2.0, 0.5]), np.array([1.5, 0.7, 1.1])
     host = PM.posterior_mode(p, x, mu, var, mc, s2, baggins_s2=bs2)
-    dev = PM.posterior_mode({k: CUPY.asarray(v) for k, v in p.items()}, CUPY.asarray(x), CUPY.asarray(mu),
-                            CUPY.asarray(var), mc, CUPY.asarray(s2), baggins_s2=CUPY.asarray(bs2))
+    dev = PM.posterior_mode(
+        {k: CUPY.asarray(v) for k, v in p.items()},
+        CUPY.asarray(x),
+        CUPY.asarray(mu),
+        CUPY.asarray(var),
+        mc,
+        CUPY.asarray(s2),
+        baggins_s2=CUPY.asarray(bs2),
+    )
     np.testing.assert_allclose(dev["mode"], host["mode"], atol=1e-8)
     np.testing.assert_allclose(dev["log_joint"], host["log_joint"], atol=1e-8)

@@ -7,7 +7,6 @@ searched directory) holds MNIST, else on the synthetic data set.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -16,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_runs import assert_same_run, rows
 
 from mlpvae.experiments import figure_schema as S
 from mlpvae.experiments import reproduce as R
 from mlpvae.experiments import run_queue as Q
-from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.training import data as D
-from tiny_runs import assert_same_run, rows
 from vaetheory import cli
 
 FIGURES = Path(__file__).resolve().parents[2] / "validation" / "figures"
@@ -41,8 +39,9 @@ def _have_mnist() -> bool:
 HAVE_MNIST = _have_mnist()
 # Tiny network and data: the run must stay a few seconds on one core.
 TINY = {"hidden": 16, "batch_size": 100, **({} if HAVE_MNIST else {"dataset": "synthetic", "m": 16})}
-QUICK = dict(seeds=[0], epochs=1, limit=600, test_limit=200, sets=TINY, device="cpu", progress=False,
-             log=lambda s: None)
+QUICK = dict(
+    seeds=[0], epochs=1, limit=600, test_limit=200, sets=TINY, device="cpu", progress=False, log=lambda s: None
+)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -74,7 +73,8 @@ def test_the_paper_settings_of_fig4_2d():
     assert list(fig.methods) == ["learned", "constant", "bilbo"] and fig.seeds == [0, 1, 2, 3, 4]
     posts = {m: S.run_config(fig.methods[m], 0, {}) for m in fig.methods}
     assert {m: (c.posterior, c.likelihood, c.n, c.dataset) for m, c in posts.items()} == {
-        m: (m, "bernoulli", 2, "mnist") for m in ("learned", "constant", "bilbo")}
+        m: (m, "bernoulli", 2, "mnist") for m in ("learned", "constant", "bilbo")
+    }
     assert "-136.5" in fig.methods["learned"].paper and "-134.2" in fig.methods["constant"].paper
     assert "-134.3" in fig.methods["bilbo"].paper
 
@@ -103,22 +103,25 @@ posterior = "bilbo"
 """
 
 
-@pytest.mark.parametrize("text, word", [
-    (BASE + "colour = 1\n", "colour"),
-    (BASE.replace('seeds = [0]', 'seeds = [0]\nfigure_size = 3'), "figure_size"),
-    (BASE + "hiden = 16\n", "hiden"),
-    (BASE.replace("[methods.a]", "[defaults]\nepoch = 3\n[methods.a]"), "epoch"),
-    (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\ncolor = "red"\n', "color"),
-    (BASE + '[[plots]]\nkind = "histogram"\nfile = "a.png"\n', "kind"),
-    (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\nyscale = "log"\n', "yscale"),
-    (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\nmethods = ["b"]\n', "'b'"),
-    (BASE + '[methods.b]\nshared = "nowhere.a"\n', "nowhere"),
-    (BASE + '[methods.b]\nshared = "x.a"\nn = 3\n', "shared method"),
-    (BASE + "posterior2 = 1\n", "posterior2"),
-    (BASE + 'likelihood = "poisson"\n', "likelihood"),
-    (BASE.replace("seeds = [0]", "seeds = [0, 0]"), "seeds"),
-    (BASE.replace('title = "t"\n', ""), "title"),
-])
+@pytest.mark.parametrize(
+    "text, word",
+    [
+        (BASE + "colour = 1\n", "colour"),
+        (BASE.replace("seeds = [0]", "seeds = [0]\nfigure_size = 3"), "figure_size"),
+        (BASE + "hiden = 16\n", "hiden"),
+        (BASE.replace("[methods.a]", "[defaults]\nepoch = 3\n[methods.a]"), "epoch"),
+        (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\ncolor = "red"\n', "color"),
+        (BASE + '[[plots]]\nkind = "histogram"\nfile = "a.png"\n', "kind"),
+        (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\nyscale = "log"\n', "yscale"),
+        (BASE + '[[plots]]\nkind = "curves"\nfile = "a.png"\nmethods = ["b"]\n', "'b'"),
+        (BASE + '[methods.b]\nshared = "nowhere.a"\n', "nowhere"),
+        (BASE + '[methods.b]\nshared = "x.a"\nn = 3\n', "shared method"),
+        (BASE + "posterior2 = 1\n", "posterior2"),
+        (BASE + 'likelihood = "poisson"\n', "likelihood"),
+        (BASE.replace("seeds = [0]", "seeds = [0, 0]"), "seeds"),
+        (BASE.replace('title = "t"\n', ""), "title"),
+    ],
+)
 def test_unknown_keys_and_bad_values_are_errors_naming_them(tmp_path, text, word):
     path = tmp_path / "x.toml"
     path.write_text(text)
@@ -160,7 +163,8 @@ def test_tiny_reproduce_writes_pngs_summary_and_run_json(tiny_fig4):
     assert "git_sha" in saved and saved["devices"][0].startswith("cpu") and saved["dtypes"] == ["float32"]
     assert saved["config"]["title"] == fig.title and saved["wall_seconds"] > 0
     assert [(r["method"], r["seed"], r["action"], r["status"]) for r in saved["runs"]] == [
-        (m, 0, "trained", "completed") for m in ("learned", "constant", "bilbo")]
+        (m, 0, "trained", "completed") for m in ("learned", "constant", "bilbo")
+    ]
     summary = json.loads((out / "summary.json").read_text())
     for row in summary["methods"]:
         last = rows(root / "fig4_2d" / row["method"] / "seed0" / "metrics.csv")[-1]
@@ -192,9 +196,13 @@ def test_shared_runs_are_not_retrained(tiny_fig4):
     root, _ = tiny_fig4
     info = R.reproduce(FIGURES / "fig12_13.toml", root, **{**QUICK, "epochs": 2})
     assert [(r["method"], r["action"]) for r in info["runs"]] == [
-        ("learned", "skipped (finished)"), ("bilbo", "skipped (finished)")]
-    assert all((root / "fig12_13" / f).stat().st_size > 5000 for f in ("fig12_manifold_learned.png",
-                                                                       "fig13_manifold_bilbo.png"))
+        ("learned", "skipped (finished)"),
+        ("bilbo", "skipped (finished)"),
+    ]
+    assert all(
+        (root / "fig12_13" / f).stat().st_size > 5000
+        for f in ("fig12_manifold_learned.png", "fig13_manifold_bilbo.png")
+    )
     assert not (root / "fig12_13" / "learned").exists()  # the runs stay in fig4_2d's folder
 
 
@@ -202,13 +210,15 @@ def test_stack_trains_each_methods_seeds_together_with_the_same_results(tmp_path
     quick = {**QUICK, "seeds": [0, 1]}
     info = R.reproduce(FIGURES / "fig4_2d.toml", tmp_path / "stack", **quick, stack=True)
     assert [(r["method"], r["seed"], r["action"], r["stacked_with"]) for r in info["runs"]] == [
-        (m, s, "trained", 2) for m in ("learned", "constant", "bilbo") for s in (0, 1)]
+        (m, s, "trained", 2) for m in ("learned", "constant", "bilbo") for s in (0, 1)
+    ]
     R.reproduce(FIGURES / "fig4_2d.toml", tmp_path / "alone", **{**quick, "seeds": [1]})
     for m in ("learned", "constant", "bilbo"):  # seed 1 alone == seed 1 in a stack of two
         assert_same_run(tmp_path / "alone/fig4_2d" / m / "seed1", tmp_path / "stack/fig4_2d" / m / "seed1")
     # new runs and runs stopped at an earlier epoch are stacked separately
-    longer = R.reproduce(FIGURES / "fig4_2d.toml", tmp_path / "stack", **{**quick, "seeds": [0, 1, 2], "epochs": 2},
-                         stack=True)
+    longer = R.reproduce(
+        FIGURES / "fig4_2d.toml", tmp_path / "stack", **{**quick, "seeds": [0, 1, 2], "epochs": 2}, stack=True
+    )
     assert [r["action"] for r in longer["runs"] if r["method"] == "bilbo"] == ["resumed", "resumed", "trained"]
 
 
@@ -241,8 +251,21 @@ def test_a_run_being_trained_elsewhere_is_refused_and_a_stale_lock_taken_over(tm
 
 
 def test_queues_side_by_side_skip_the_runs_another_process_trains(tmp_path):
-    cfgs = [C.TrainConfig(dataset="synthetic", m=16, hidden=8, layers=2, epochs=1, limit=60, test_limit=20,
-                          seed=s, device="cpu", progress=False) for s in (0, 1)]
+    cfgs = [
+        C.TrainConfig(
+            dataset="synthetic",
+            m=16,
+            hidden=8,
+            layers=2,
+            epochs=1,
+            limit=60,
+            test_limit=20,
+            seed=s,
+            device="cpu",
+            progress=False,
+        )
+        for s in (0, 1)
+    ]
     dirs = [tmp_path / "seed0", tmp_path / "seed1"]
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -262,8 +285,9 @@ def test_seeds_alone_are_full_runs_and_other_overrides_go_to_the_quick_root(caps
     full, quick = FIGURES.parent / "results" / "figures", FIGURES.parent / "results" / "figures-quick"
     assert cli.main(["reproduce", fig4, "--seeds", "1", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert [ln.split(":")[0] for ln in listed] == [f"{full}/fig4_2d/{m}/seed1"
-                                                  for m in ("learned", "constant", "bilbo")]
+    assert [ln.split(":")[0] for ln in listed] == [
+        f"{full}/fig4_2d/{m}/seed1" for m in ("learned", "constant", "bilbo")
+    ]
     assert all("200 epochs" in ln for ln in listed)
     assert cli.main(["reproduce", fig4, "--seeds", "1", "--epochs", "3", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
@@ -288,8 +312,24 @@ def test_methods_trains_only_those_named_and_unknown_names_are_errors(tmp_path, 
 def test_the_cli_lists_and_runs_a_figure(tiny_fig4, capsys):
     root, _ = tiny_fig4
     sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")]
-    args = ["reproduce", str(FIGURES / "fig4_2d.toml"), "--out", str(root), "--seeds", "0", "--epochs", "2",
-            "--limit", "600", "--test-limit", "200", "--device", "cpu", "--no-progress", *sets]
+    args = [
+        "reproduce",
+        str(FIGURES / "fig4_2d.toml"),
+        "--out",
+        str(root),
+        "--seeds",
+        "0",
+        "--epochs",
+        "2",
+        "--limit",
+        "600",
+        "--test-limit",
+        "200",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *sets,
+    ]
     assert cli.main([*args, "--list"]) == 0
     listed = capsys.readouterr().out
     assert listed.count(": finished (2 epochs") == 3

@@ -11,10 +11,10 @@ from conftest import CUPY, TOL, needs_gpu
 from tiny_runs import assert_same_run, rows, tiny
 
 from mlpvae.nn import adam
-from mlpvae.training import checkpoint
-from mlpvae.training import config as C
 from mlpvae.nn import model as M
 from mlpvae.nn.stacking import model_view, stack
+from mlpvae.training import checkpoint
+from mlpvae.training import config as C
 from mlpvae.training import train as T
 
 COMBOS = list(itertools.product(M.POSTERIORS, M.LIKELIHOODS))
@@ -37,9 +37,12 @@ def _assert_each_model_is(stacked: dict, singles: list[dict]) -> None:
 @pytest.mark.parametrize("posterior,likelihood", COMBOS)
 @pytest.mark.parametrize("latent_scale", [1.0, 3.0])
 @pytest.mark.parametrize("apart", [False, True])
-def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(posterior, likelihood, latent_scale, apart):
-    cfg = M.ModelConfig(m=20, n=3, hidden=8, layers=3, posterior=posterior, likelihood=likelihood,
-                        latent_scale=latent_scale)
+def test_stacked_loss_and_grads_are_each_models_own_bitwise_eq1_eq2_eq24_eq30(
+    posterior, likelihood, latent_scale, apart
+):
+    cfg = M.ModelConfig(
+        m=20, n=3, hidden=8, layers=3, posterior=posterior, likelihood=likelihood, latent_scale=latent_scale
+    )
     singles, x, eps = _stacked_problem(cfg, K=3)
     with M.models_apart(apart):
         loss, grads, aux = M.loss_and_grads(stack(singles), x, eps, cfg)
@@ -97,10 +100,16 @@ def _train_both(tmp_path, seeds, **kw):
     return infos
 
 
-@pytest.mark.parametrize("kw", [dict(posterior="learned"), dict(posterior="constant"),
-                                dict(posterior="bilbo", binarize="dynamic"),
-                                dict(posterior="bilbo", likelihood="baggins", scale=0.5),
-                                dict(posterior="learned", likelihood="gaussian-learned", scale=0.5, latent_scale=10.0)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(posterior="learned"),
+        dict(posterior="constant"),
+        dict(posterior="bilbo", binarize="dynamic"),
+        dict(posterior="bilbo", likelihood="baggins", scale=0.5),
+        dict(posterior="learned", likelihood="gaussian-learned", scale=0.5, latent_scale=10.0),
+    ],
+)
 def test_train_many_equals_training_each_model_alone_bitwise(tmp_path, kw):
     seeds = [0, 3, 11]
     infos = _train_both(tmp_path, seeds, epochs=3, **kw)
@@ -193,8 +202,9 @@ def test_gpu_stack_matches_gpu_models_alone(tmp_path, posterior):
         a = checkpoint.load(tmp_path / f"stack{s}/checkpoint.npz")
         b = checkpoint.load(tmp_path / f"alone{s}/checkpoint.npz")
         for k in a["params"]:
-            np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"],
-                                       atol=TOL["f32_vs_f64"], err_msg=k)
+            np.testing.assert_allclose(
+                a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"], err_msg=k
+            )
     assert CUPY is not None
 
 
@@ -214,8 +224,9 @@ def test_gpu_stack_apart_is_each_model_alone_bitwise(tmp_path, monkeypatch, post
 
 
 @needs_gpu
-@pytest.mark.parametrize("posterior,likelihood", [("learned", "bernoulli"), ("constant", "baggins"),
-                                                  ("bilbo", "gaussian-learned")])
+@pytest.mark.parametrize(
+    "posterior,likelihood", [("learned", "bernoulli"), ("constant", "baggins"), ("bilbo", "gaussian-learned")]
+)
 def test_gpu_stack_apart_at_the_papers_sizes_is_each_model_alone_bitwise(posterior, likelihood):
     # Fig. 4's sizes (batch 300, n = 2): where CuPy's batched reductions part from a lone model's
     cfg = M.ModelConfig(posterior=posterior, likelihood=likelihood)
@@ -225,8 +236,12 @@ def test_gpu_stack_apart_at_the_papers_sizes_is_each_model_alone_bitwise(posteri
         loss, grads, aux = M.loss_and_grads(to_gpu(stack(singles)), CUPY.asarray(x), CUPY.asarray(eps), cfg)
     got = {"loss": loss, **aux, **grads}
     for k, p in enumerate(singles):
-        one = M.loss_and_grads({n: CUPY.asarray(v[None]) for n, v in p.items()}, CUPY.asarray(x[k:k + 1]),
-                               CUPY.asarray(eps[k:k + 1]), cfg)
+        one = M.loss_and_grads(
+            {n: CUPY.asarray(v[None]) for n, v in p.items()},
+            CUPY.asarray(x[k : k + 1]),
+            CUPY.asarray(eps[k : k + 1]),
+            cfg,
+        )
         want = {"loss": one[0], **one[2], **one[1]}
         for name, a in want.items():
             np.testing.assert_array_equal(CUPY.asnumpy(got[name][k]), CUPY.asnumpy(a[0]), err_msg=name)

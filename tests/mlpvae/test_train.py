@@ -12,10 +12,11 @@ import pytest
 from conftest import TOL
 from tiny_runs import HAVE_MNIST, TINY, assert_same_run, rows, tiny
 
+from mlpvae.nn import model
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
-from mlpvae.nn import model
 from mlpvae.training import train as T
+
 
 @pytest.mark.parametrize("posterior", C.POSTERIORS)
 @pytest.mark.parametrize("likelihood", C.LIKELIHOODS)
@@ -53,8 +54,9 @@ def test_eval_every_leaves_test_columns_empty_between_evaluations(tmp_path):
     assert evaluated == ["2", "4", "5"] and all(x["train_objective"] != "" for x in r)
 
 
-@pytest.mark.parametrize("kw", [dict(posterior="bilbo", binarize="dynamic"),
-                                dict(posterior="learned", likelihood="baggins", scale=0.5)])
+@pytest.mark.parametrize(
+    "kw", [dict(posterior="bilbo", binarize="dynamic"), dict(posterior="learned", likelihood="baggins", scale=0.5)]
+)
 def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path, monkeypatch, kw):
     T.train(tiny(epochs=2, **kw), tmp_path / "straight")
     T.train(tiny(epochs=1, **kw), tmp_path / "resumed")
@@ -68,8 +70,16 @@ def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path, monkeypatch, 
 
 @pytest.mark.skipif(not HAVE_MNIST, reason="needs MNIST under $VAETHEORY_DATA (CI sets it)")
 def test_mnist_slice_trains_and_resumes_exactly_sec7(tmp_path):
-    kw = dict(dataset="mnist", limit=600, test_limit=300, batch_size=100, hidden=32, posterior="constant",
-              device="cpu", progress=False)
+    kw = dict(
+        dataset="mnist",
+        limit=600,
+        test_limit=300,
+        batch_size=100,
+        hidden=32,
+        posterior="constant",
+        device="cpu",
+        progress=False,
+    )
     T.train(C.TrainConfig(epochs=3, **kw), tmp_path / "straight")
     T.train(C.TrainConfig(epochs=2, **kw), tmp_path / "resumed")
     T.train(C.TrainConfig(epochs=3, **kw), tmp_path / "resumed", resume=True)
@@ -121,14 +131,21 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pa
 
 def cli(*args, env_extra=None):
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "vaetheory", *args], capture_output=True, text=True, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "vaetheory", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_cli_train_from_toml_with_flag_override_then_resume(tmp_path):
     toml = tmp_path / "c.toml"
-    toml.write_text("\n".join(f"{k} = {json.dumps(v) if isinstance(v, str) else str(v).lower()}"
-                              for k, v in TINY.items() if k != "progress") + '\nposterior = "bilbo"\nepochs = 1\n')
+    toml.write_text(
+        "\n".join(
+            f"{k} = {json.dumps(v) if isinstance(v, str) else str(v).lower()}"
+            for k, v in TINY.items()
+            if k != "progress"
+        )
+        + '\nposterior = "bilbo"\nepochs = 1\n'
+    )
     out = tmp_path / "run"
     p = cli("train", "--config", str(toml), "--out", str(out), "--seed", "3")
     assert p.returncode == 0, p.stderr
@@ -144,18 +161,52 @@ def test_cli_train_from_toml_with_flag_override_then_resume(tmp_path):
 
 
 def test_cli_missing_data_is_one_clear_message(tmp_path):
-    p = cli("train", "--out", str(tmp_path / "r"), "--dataset", "fashion-mnist", "--device", "cpu",
-            env_extra={"VAETHEORY_DATA": str(tmp_path), "HOME": str(tmp_path),
-                       "VAETHEORY_SYSTEM_DATA": str(tmp_path / "system")})
+    p = cli(
+        "train",
+        "--out",
+        str(tmp_path / "r"),
+        "--dataset",
+        "fashion-mnist",
+        "--device",
+        "cpu",
+        env_extra={
+            "VAETHEORY_DATA": str(tmp_path),
+            "HOME": str(tmp_path),
+            "VAETHEORY_SYSTEM_DATA": str(tmp_path / "system"),
+        },
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "not found; looked in" in p.stderr and str(tmp_path / "fashion-mnist") in p.stderr
 
 
 def test_cli_diverged_run_exits_with_status_3(tmp_path):
     # lr = 1e6 on the learned-variance Gaussian likelihood overflows within a few steps.
-    p = cli("train", "--out", str(tmp_path / "r"), "--dataset", "synthetic", "--m", "16", "--hidden", "8",
-            "--limit", "60", "--test-limit", "20", "--batch-size", "20", "--epochs", "3", "--device", "cpu",
-            "--likelihood", "gaussian-learned", "--lr", "1e6", "--no-progress")
+    p = cli(
+        "train",
+        "--out",
+        str(tmp_path / "r"),
+        "--dataset",
+        "synthetic",
+        "--m",
+        "16",
+        "--hidden",
+        "8",
+        "--limit",
+        "60",
+        "--test-limit",
+        "20",
+        "--batch-size",
+        "20",
+        "--epochs",
+        "3",
+        "--device",
+        "cpu",
+        "--likelihood",
+        "gaussian-learned",
+        "--lr",
+        "1e6",
+        "--no-progress",
+    )
     assert p.returncode == T.EXIT_DIVERGED, p.stderr
     assert "non-finite loss" in p.stderr and "Traceback" not in p.stderr
 
@@ -178,12 +229,30 @@ def test_bench_counts_the_steps_matmul_flops_analytically():
 
 
 def test_bench_cli_reports_every_configuration(tmp_path):
-    p = cli("bench", "train", "--device", "cpu", "--steps", "2", "--warmup", "1", "--gemm-size", "256",
-            "--json", str(tmp_path / "b.json"))
+    p = cli(
+        "bench",
+        "train",
+        "--device",
+        "cpu",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--gemm-size",
+        "256",
+        "--json",
+        str(tmp_path / "b.json"),
+    )
     assert p.returncode == 0, p.stderr
     rep = json.loads((tmp_path / "b.json").read_text())
-    assert [(r["n"], r["posterior"]) for r in rep["results"]] == [(2, "learned"), (2, "constant"), (2, "bilbo"),
-                                                                (100, "learned"), (100, "constant"), (100, "bilbo")]
+    assert [(r["n"], r["posterior"]) for r in rep["results"]] == [
+        (2, "learned"),
+        (2, "constant"),
+        (2, "bilbo"),
+        (100, "learned"),
+        (100, "constant"),
+        (100, "bilbo"),
+    ]
     for r in rep["results"]:
         assert r["ms_per_step"] > 0 and r["examples_per_s"] == pytest.approx(300 / (r["ms_per_step"] / 1e3))
         assert 0 < r["fraction_of_gemm_rate"] == pytest.approx(r["achieved_gflop_s"] / rep["gemm_large"]["gflop_s"])

@@ -52,7 +52,11 @@ def test_claims_option_selects_a_subset(capsys):
     status = main(["verify", "--quick", "--no-progress", "--claims", "eq4,linear"])
     text = capsys.readouterr().out
     assert status == 0
-    lines = [l.split()[0] for l in text.splitlines()[2:] if l and not l.startswith(("wrote", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"))]
+    lines = [
+        l.split()[0]
+        for l in text.splitlines()[2:]
+        if l and not l.startswith(("wrote", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"))
+    ]
     assert set(lines) == {"eq4", "linear"}
 
 

@@ -74,9 +74,12 @@ def test_penalty_is_zero_when_every_jacobian_is_the_same_eq22(case, seed):
     J = np.broadcast_to(J0, (case["N"],) + J0.shape)
     assert abs(c.cv2_penalty(case["s2"], J)) <= TOL["identity_f64"]
     # and Sigma~ is then the true posterior covariance of every example, Eq. (25)
-    np.testing.assert_allclose(c.optimal_constant_variance(case["s2"], J),
-                               e.true_posterior_covariance(case["s2"], J)[0],
-                               rtol=TOL["identity_f64"], atol=TOL["known_answer_f64"])
+    np.testing.assert_allclose(
+        c.optimal_constant_variance(case["s2"], J),
+        e.true_posterior_covariance(case["s2"], J)[0],
+        rtol=TOL["identity_f64"],
+        atol=TOL["known_answer_f64"],
+    )
 
 
 @given(vae_cases(), SEEDS)

@@ -46,8 +46,9 @@ def test_sylvester_log_determinant_matches_direct_slogdet_eq16(case, seed):
     z, nu, x = rng.standard_normal((N, n)), rng.standard_normal((N, m)), case["x"]
     S2 = _S2(case["s2"])
     direct = np.linalg.slogdet(J @ S2 @ np.swapaxes(J, 1, 2) + np.eye(m))[1]
-    want = -0.5 * (m * np.log(2 * np.pi) + np.einsum("ki,ij,kj->k", z, np.linalg.inv(S2), z)
-                   + np.sum((x - nu) ** 2, 1) + direct)
+    want = -0.5 * (
+        m * np.log(2 * np.pi) + np.einsum("ki,ij,kj->k", z, np.linalg.inv(S2), z) + np.sum((x - nu) ** 2, 1) + direct
+    )
     np.testing.assert_allclose(e.log_evidence(x, z, nu, J, case["s2"]), want, rtol=TOL["identity_f64"])
 
 
@@ -86,8 +87,9 @@ def test_general_log_evidence_with_identity_T_is_eq16_eq26(case, seed):
     J, z, nu = rng.standard_normal((N, m, n)), rng.standard_normal((N, n)), rng.standard_normal((N, m))
     want = e.log_evidence(case["x"], z, nu, J, case["s2"])
     for T in (1.0, np.ones(m), np.eye(m)[None]):
-        np.testing.assert_allclose(e.log_evidence_general(case["x"], z, nu, J, case["s2"], T), want,
-                                   rtol=TOL["identity_f64"])
+        np.testing.assert_allclose(
+            e.log_evidence_general(case["x"], z, nu, J, case["s2"], T), want, rtol=TOL["identity_f64"]
+        )
 
 
 @given(vae_cases(m_max=3), SEEDS)
@@ -142,8 +144,9 @@ def test_true_posterior_covariance_is_gaussian_conditioning_eq25(case):
     W, S2 = case["W"], _S2(case["s2"])
     want = S2 - S2 @ W.T @ np.linalg.solve(W @ S2 @ W.T + np.eye(case["m"]), W @ S2)
     got = e.true_posterior_covariance(case["s2"], g.LinearDecoder(W, case["b"]).jacobian(case["N"]))
-    np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=TOL["identity_f64"],
-                               atol=TOL["identity_f64"] * np.abs(S2).max())
+    np.testing.assert_allclose(
+        got, np.broadcast_to(want, got.shape), rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * np.abs(S2).max()
+    )
 
 
 def test_gap_known_answer_one_dimension_eq18():
@@ -164,6 +167,7 @@ def test_log_evidence_is_a_gauss_newton_laplace_approximation_for_nonlinear_deco
     grid = np.linspace(-30, 30, 200001)
     errs = []
     for eps in (0.0, 0.02, 0.01):
+
         def nu(z):
             return z + eps * np.sin(z)
 

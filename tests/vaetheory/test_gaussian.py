@@ -135,9 +135,10 @@ def test_local_linear_elbo_error_is_second_order_with_known_coefficient_eq2_eq17
     s2 = np.array([1.0])
     for t in (1e-2, 2e-2):
         t2 = t * t
-        diff = g.elbo([[x]], [[mu]], [t2], s2, np.sin)[0] - g.elbo_local_linear(
-            [[x]], [[mu]], [t2], s2, [[np.sin(mu)]], [[[np.cos(mu)]]]
-        )[0]
+        diff = (
+            g.elbo([[x]], [[mu]], [t2], s2, np.sin)[0]
+            - g.elbo_local_linear([[x]], [[mu]], [t2], s2, [[np.sin(mu)]], [[[np.cos(mu)]]])[0]
+        )
         # the O(t^4) remainder: |d^4/dt^4 E|x - sin z|^2| / 4! <= (|x| + 2) t^4 / 2 (loose)
         assert abs(diff / t2 + 0.5 * np.sin(mu) * (x - np.sin(mu))) <= (abs(x) + 2) * t2 + 1e-12 / t2
 
@@ -175,9 +176,15 @@ def _good_inputs():
     rng = np.random.default_rng(0)
     N, n, m, M = 4, 3, 5, 2  # all different, so no shape reading is ambiguous
     A = dict(
-        x=rng.standard_normal((N, m)), mu=rng.standard_normal((N, n)), var=np.full((N, n), 0.5),
-        s2=np.array([1.0, 2.0, 0.5]), J=rng.standard_normal((N, m, n)), nu_mu=rng.standard_normal((N, m)),
-        z=rng.standard_normal((M, n)), nu_z=rng.standard_normal((M, m)), T=np.full(m, 0.3),
+        x=rng.standard_normal((N, m)),
+        mu=rng.standard_normal((N, n)),
+        var=np.full((N, n), 0.5),
+        s2=np.array([1.0, 2.0, 0.5]),
+        J=rng.standard_normal((N, m, n)),
+        nu_mu=rng.standard_normal((N, m)),
+        z=rng.standard_normal((M, n)),
+        nu_z=rng.standard_normal((M, m)),
+        T=np.full(m, 0.3),
     )
     dec = g.LinearDecoder(rng.standard_normal((m, n)), np.zeros(m))
     return [
@@ -221,8 +228,14 @@ def _bad_variants(kwargs):
         nan.flat[0] = np.nan
         yield name, {**kwargs, name: nan}, "nan"
         yield name, {**kwargs, name: np.stack([val, val], axis=-1)}, "shape"
-        batched = [k for k, o in kwargs.items() if isinstance(o, np.ndarray) and o.ndim >= 2
-                   and k not in ("W", "cov", "s2", "T") and o.shape[0] == val.shape[0]]
+        batched = [
+            k
+            for k, o in kwargs.items()
+            if isinstance(o, np.ndarray)
+            and o.ndim >= 2
+            and k not in ("W", "cov", "s2", "T")
+            and o.shape[0] == val.shape[0]
+        ]
         if name in batched and len(batched) > 1:  # N (or M) is shared with another argument
             yield name, {**kwargs, name: val[1:]}, "N"
         if name in ("var", "s2", "cov", "T"):

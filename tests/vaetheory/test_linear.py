@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-
 from conftest import TOL
+from hypothesis import given, settings
 from strategies import linear_problems
+
 from vaetheory import linear as lin
 from vaetheory.evidence import log_evidence, true_posterior_covariance
 from vaetheory.optimality import mean_condition_residual, variance_condition_residual

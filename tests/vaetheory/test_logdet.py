@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from strategies import SEEDS, normal_arrays, positive_arrays, spd_matrices
 
 from vaetheory import logdet as L
+from vaetheory.bench.logdet import make_family
 from vaetheory.cli import main
 from vaetheory.logdet_baselines import gauss_quadrature
-from vaetheory.bench.logdet import make_family
 
 
 def _spd(n, seed, lo=-1.0, hi=1.0, scale_diag=0.0):
@@ -328,4 +328,3 @@ def test_tiny_budgets_run_or_refuse_with_value_error(fn, kw, budget):
         assert "budget" in str(exc)
         return
     assert r.matvecs == mv.count <= budget and np.isfinite(r.estimate)
-

@@ -41,7 +41,10 @@ def test_tests_are_found_in_sub_folders(tmp_path):
     (tmp_path / "mlpvae" / "test_model.py").write_text("def test_known_answer_eq6():\n    pass\n")
     (tmp_path / "test_top.py").write_text("def test_top_eq7():\n    pass\n\ndef test_no_citation():\n    pass\n")
     refs = {(t.file, t.name, tuple(t.equations)) for t in equations.find_tests(tmp_path)}
-    assert refs == {("mlpvae/test_model.py", "test_known_answer_eq6", ("(6)",)), ("test_top.py", "test_top_eq7", ("(7)",))}
+    assert refs == {
+        ("mlpvae/test_model.py", "test_known_answer_eq6", ("(6)",)),
+        ("test_top.py", "test_top_eq7", ("(7)",)),
+    }
 
 
 def test_docs_equations_md_is_current():

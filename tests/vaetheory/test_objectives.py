@@ -45,7 +45,7 @@ def test_floating_prior_known_answer_eq4():
 
 @given(batch_cases())
 def test_floating_prior_is_the_diagonal_of_eq4(case):
-    B, n, mu, var = case["B"], case["n"], case["mu"], case["var"]
+    mu, var = case["mu"], case["var"]
     full = np.mean([np.diag(v) + np.outer(u, u) for u, v in zip(mu, var)], axis=0)  # Eq. (4)
     _close(O.floating_prior(mu, var), np.diag(full), TOL["identity_f64"])
     _close(O.floating_prior(mu, case["sigma2"]), np.diag(full) - var.mean(0) + case["sigma2"], TOL["identity_f64"])
@@ -127,7 +127,15 @@ def test_bilbo_baggins_equals_bilbo_with_gaussian_likelihood_eq24_eq29_eq30(case
 @given(batch_cases(), st.booleans())
 def test_bilbo_baggins_data_scale_invariance_eq30(case, stop):
     """x -> lam x, nu -> lam nu~ shifts Eq. (30) by -m log lam; gradients in nu~ and mu are unchanged."""
-    x, nu, mu, sigma2, tau, lam, m = case["x"], case["nu"], case["mu"], case["sigma2"], case["tau"], case["lam"], case["m"]
+    x, nu, mu, sigma2, tau, lam, m = (
+        case["x"],
+        case["nu"],
+        case["mu"],
+        case["sigma2"],
+        case["tau"],
+        case["lam"],
+        case["m"],
+    )
     a = O.bilbo_baggins(x, nu, mu, sigma2, tau, stop)
     b = O.bilbo_baggins(lam * x, lam * nu, mu, sigma2, tau, stop)
     _close(b.value - a.value, -m * math.log(lam), TOL["identity_f64"] * max(1.0, abs(float(a.value))))

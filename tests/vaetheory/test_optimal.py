@@ -24,8 +24,9 @@ def test_optimal_prior_is_mean_of_second_moments_eq4(case):
     want = sum(S + np.outer(m, m) for S, m in zip(_full(var), mu)) / len(mu)
     np.testing.assert_allclose(o.optimal_prior(mu, var, full=True), want, rtol=TOL["identity_f64"])
     np.testing.assert_allclose(o.optimal_prior(mu, var), np.diag(want), rtol=TOL["identity_f64"])
-    np.testing.assert_allclose(o.optimal_prior(mu, _full(var)[:1]), np.diag(_full(var)[0]) + np.mean(mu**2, 0),
-                               rtol=TOL["identity_f64"])
+    np.testing.assert_allclose(
+        o.optimal_prior(mu, _full(var)[:1]), np.diag(_full(var)[0]) + np.mean(mu**2, 0), rtol=TOL["identity_f64"]
+    )
 
 
 def _query(case, seed, spread=3.0):
@@ -40,12 +41,17 @@ def test_optimal_decoder_matches_the_density_ratio_eq6(case, seed):
     logd = np.stack([multivariate_normal(m, S).logpdf(z).reshape(-1) for m, S in zip(mu, _full(var))], axis=1)
     dens = np.exp(logd - logd.max(axis=1, keepdims=True))  # the ratio is unchanged by a common factor
     want = dens @ x / dens.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(o.optimal_decoder(z, mu, var, x), want, rtol=TOL["identity_f64"],
-                               atol=TOL["identity_f64"] * np.abs(x).max())
+    np.testing.assert_allclose(
+        o.optimal_decoder(z, mu, var, x), want, rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * np.abs(x).max()
+    )
     lw = o.log_weights(z, mu, var)
     ok = dens > 1e-300  # compare the log weights that are representable
-    np.testing.assert_allclose((logd - logd.max(1, keepdims=True) - np.log(dens.sum(1, keepdims=True)))[ok], lw[ok],
-                               rtol=TOL["identity_f64"], atol=TOL["identity_f64"])
+    np.testing.assert_allclose(
+        (logd - logd.max(1, keepdims=True) - np.log(dens.sum(1, keepdims=True)))[ok],
+        lw[ok],
+        rtol=TOL["identity_f64"],
+        atol=TOL["identity_f64"],
+    )
     np.testing.assert_allclose(np.logaddexp.reduce(lw, axis=1), 0.0, atol=TOL["identity_f64"])
 
 
@@ -77,8 +83,9 @@ def test_decoder_jacobian_matches_finite_difference_eq7(case, seed, spread, shri
     mu, var, x = case["mu"], case["var"] * shrink, case["x"]
     z = _query(case, seed, spread)
     nu, J = o.optimal_decoder_jacobian(z, mu, var, x)
-    np.testing.assert_allclose(nu, o.optimal_decoder(z, mu, var, x), rtol=TOL["identity_f64"],
-                               atol=TOL["identity_f64"] * np.abs(x).max())
+    np.testing.assert_allclose(
+        nu, o.optimal_decoder(z, mu, var, x), rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * np.abs(x).max()
+    )
     ell = _length_scale(z, mu, var)
     assert np.all(np.isfinite(J))
     for k in range(len(z)):
@@ -127,8 +134,9 @@ def test_decoder_chunking_does_not_change_results_eq6_eq7(case, seed):
     nu1, J1 = o.optimal_decoder_jacobian(z, mu, var, x, chunk=1)
     np.testing.assert_allclose(nu1, nu, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
     np.testing.assert_allclose(J1, J, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
-    np.testing.assert_allclose(o.optimal_decoder(z, mu, var, x, chunk=2), nu,
-                               rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"])
+    np.testing.assert_allclose(
+        o.optimal_decoder(z, mu, var, x, chunk=2), nu, rtol=TOL["known_answer_f64"], atol=TOL["known_answer_f64"]
+    )
 
 
 def test_single_posterior_decodes_its_example_everywhere_eq6_eq7():
@@ -179,9 +187,12 @@ def test_gemm_path_matches_the_float64_reference_directly_eq6_eq7(case, seed, sp
     nu_ref, J_ref = o.optimal_decoder_jacobian_reference(z, mu, var, x)
     xmax = np.abs(x).max()
     np.testing.assert_allclose(nu, nu_ref, rtol=TOL["identity_f64"], atol=TOL["identity_f64"] * xmax)
-    np.testing.assert_allclose(og.gemm_kernel(*og.gemm_inputs(z, mu, var, x, None), "nu"),
-                               o.optimal_decoder_reference(z, mu, var, x), rtol=TOL["identity_f64"],
-                               atol=TOL["identity_f64"] * xmax)
+    np.testing.assert_allclose(
+        og.gemm_kernel(*og.gemm_inputs(z, mu, var, x, None), "nu"),
+        o.optimal_decoder_reference(z, mu, var, x),
+        rtol=TOL["identity_f64"],
+        atol=TOL["identity_f64"] * xmax,
+    )
     scale = xmax / _length_scale(z, mu, var)[:, None, None]
     assert np.all(np.abs(J - J_ref) <= TOL["identity_f64"] * scale)
     lw, lw_ref = og.gemm_kernel(*og.gemm_inputs(z, mu, var, None, None), "logw"), o.log_weights_reference(z, mu, var)
@@ -210,8 +221,6 @@ def test_optimal_bench_reports_flop_rates_and_memory_eq6_eq7():
     assert r["decoder_gflops"] > 0 and r["jacobian_gflops"] > 0 and r["jacobian_peak_bytes"] > 0
     want = r["decoder_gflops"] / r["gemm_gflops"]
     assert r["decoder_fraction_of_gemm"] == pytest.approx(want, rel=TOL["known_answer_f64"])
-
-
 
 
 @needs_gpu

@@ -22,8 +22,18 @@ def _sym(rng, n):
 def _expected_elbo(case, mu=None, var=None, s2=None):
     """E_x[ELBO] = mean of the exact Eq. (2) with the case's linear decoder."""
     dec = g.LinearDecoder(case["W"], case["b"])
-    return float(np.mean(g.elbo(case["x"], case["mu"] if mu is None else mu, case["var"] if var is None else var,
-                                case["s2"] if s2 is None else s2, dec, method="exact")))
+    return float(
+        np.mean(
+            g.elbo(
+                case["x"],
+                case["mu"] if mu is None else mu,
+                case["var"] if var is None else var,
+                case["s2"] if s2 is None else s2,
+                dec,
+                method="exact",
+            )
+        )
+    )
 
 
 def _central(f, h):
@@ -158,8 +168,9 @@ def test_conditions_hold_at_the_linear_posterior_eq9_eq10_eq11_eq12_eq25(case):
     assert np.abs(q.variance_gradient(Sig, s2, J)).max() <= TOL["identity_f64"] * np.abs(P).max()
     assert np.all(q.variance_condition_residual(Sig, s2, J, relative=True) <= TOL["identity_f64"])
     # Sigma = 2 P^-1: Sigma P - I = I, so the relative size is sqrt(n)
-    np.testing.assert_allclose(q.variance_condition_residual(2 * Sig, s2, J, relative=True), np.sqrt(case["n"]),
-                               rtol=TOL["identity_f64"])
+    np.testing.assert_allclose(
+        q.variance_condition_residual(2 * Sig, s2, J, relative=True), np.sqrt(case["n"]), rtol=TOL["identity_f64"]
+    )
 
 
 @given(vae_cases(), SEEDS)

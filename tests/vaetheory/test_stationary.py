@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-
 from conftest import TOL
+from hypothesis import given, settings
 from strategies import nonparametric_problems
-from vaetheory.solver import quadrature as qd
-from vaetheory.solver import stationary as st_
+
 from vaetheory.gaussian import elbo as gaussian_elbo
 from vaetheory.optimal import optimal_decoder
+from vaetheory.solver import quadrature as qd
+from vaetheory.solver import stationary as st_
 
 
 def _directional_fd(f, h=1e-6):
@@ -38,7 +38,15 @@ def test_nonparametric_elbo_agrees_with_gaussian_module_and_gradient_value_eq2_e
     e = st_.nonparametric_elbo(x, mu, var, s2, order=10)
     F = st_.elbo_gradient(x, mu, var, s2, order=10)[0]
     assert abs(np.sum(e) - F) <= TOL["identity_f64"] * max(1.0, abs(F))
-    ref = gaussian_elbo(x, mu, var, s2, lambda z: optimal_decoder(z.reshape(-1, z.shape[-1]), mu, var, x).reshape(z.shape[:-1] + (x.shape[1],)), method="quadrature", order=10)
+    ref = gaussian_elbo(
+        x,
+        mu,
+        var,
+        s2,
+        lambda z: optimal_decoder(z.reshape(-1, z.shape[-1]), mu, var, x).reshape(z.shape[:-1] + (x.shape[1],)),
+        method="quadrature",
+        order=10,
+    )
     np.testing.assert_allclose(e, ref, rtol=0, atol=TOL["identity_f64"] * max(1.0, np.max(np.abs(e))))
 
 

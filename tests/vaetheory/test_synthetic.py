@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
-
 from conftest import TOL
+from hypothesis import given
+from hypothesis import strategies as st
 from strategies import SEEDS
+
 from vaetheory.solver import synthetic as syn
 
 

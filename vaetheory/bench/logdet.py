@@ -158,6 +158,7 @@ def _winners(mres: dict, budgets) -> list[dict]:
     """Per budget: the best of ours vs the best baseline, by RMSE."""
     out = []
     for i, b in enumerate(budgets):
+
         def best(names):
             c = [(mres[m]["rows"][i]["rmse"], m) for m in names if m in mres and mres[m]["rows"][i]["ran"]]
             return min(c) if c else (float("inf"), None)
@@ -165,8 +166,14 @@ def _winners(mres: dict, budgets) -> list[dict]:
         ours = best(OURS)
         base = best([m for m in mres if m not in OURS])
         out.append(
-            {"budget": b, "ours": ours[1], "ours_rmse": ours[0], "baseline": base[1], "baseline_rmse": base[0],
-             "ours_wins": ours[0] < base[0]}
+            {
+                "budget": b,
+                "ours": ours[1],
+                "ours_rmse": ours[0],
+                "baseline": base[1],
+                "baseline_rmse": base[0],
+                "ours_wins": ours[0] < base[0],
+            }
         )
     return out
 
@@ -194,8 +201,12 @@ def markdown(res: dict) -> str:
             tail = f" | {last['bias']:+.3g} ({last['bias_se']:.2g}) | {last['sd']:.3g} | {mr['rmse_slope']:.2f} |"
             lines.append(f"| {m} | " + " | ".join(cells) + tail)
         won = [w for w in fr["winners"] if w["ours_wins"]]
-        lines += ["", f"Best of ours beats every baseline at {len(won)}/{len(fr['winners'])} budgets: "
-                  + ", ".join(f"{w['budget']} ({_versus(w)})" for w in fr["winners"]), ""]
+        lines += [
+            "",
+            f"Best of ours beats every baseline at {len(won)}/{len(fr['winners'])} budgets: "
+            + ", ".join(f"{w['budget']} ({_versus(w)})" for w in fr["winners"]),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -229,10 +240,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n", type=int, default=1024, help="matrix size (a perfect square for laplace2d)")
     parser.add_argument("--seeds", type=int, default=50, help="independent runs per (family, method, budget)")
     parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS), help="matvec budgets")
-    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES, metavar="FAMILY",
-                        help="any of: " + ", ".join(FAMILIES))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, metavar="METHOD",
-                        help="any of: " + ", ".join(METHODS))
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=list(FAMILIES),
+        choices=FAMILIES,
+        metavar="FAMILY",
+        help="any of: " + ", ".join(FAMILIES),
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=METHODS,
+        metavar="METHOD",
+        help="any of: " + ", ".join(METHODS),
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--plot", type=Path, default=None, help="write the RMSE-vs-budget figure here (PNG)")
     parser.add_argument("--markdown", type=Path, default=None, help="write RMSE tables (Markdown) here")
@@ -260,8 +283,10 @@ def run(args) -> int:
         res["seconds"] = time.time() - t
     for fam, fr in res["families"].items():
         won = sum(w["ours_wins"] for w in fr["winners"])
-        print(f"{fam}: ours beats every baseline at {won}/{len(fr['winners'])} budgets; "
-              + ", ".join(f"{w['budget']}: {_versus(w)}" for w in fr["winners"]))
+        print(
+            f"{fam}: ours beats every baseline at {won}/{len(fr['winners'])} budgets; "
+            + ", ".join(f"{w['budget']}: {_versus(w)}" for w in fr["winners"])
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=1))

@@ -69,8 +69,18 @@ def _peak_bytes(xp, fn) -> int:
     return pool.total_bytes() - base
 
 
-def bench(device="cpu", dtypes=("float64", "float32"), N=60000, M=10000, m=784, n=2, gemm_size=None,
-          repeat=2, seed=0, chunk=None) -> dict:
+def bench(
+    device="cpu",
+    dtypes=("float64", "float32"),
+    N=60000,
+    M=10000,
+    m=784,
+    n=2,
+    gemm_size=None,
+    repeat=2,
+    seed=0,
+    chunk=None,
+) -> dict:
     """Time Eqs. (6)-(7) and a plain GEMM; return the figures (Not in the paper: a benchmark)."""
     xp, desc = _xp(device)
     gemm_size = gemm_size or (8192 if xp is not np else 2048)
@@ -83,8 +93,17 @@ def bench(device="cpu", dtypes=("float64", "float32"), N=60000, M=10000, m=784, 
     )
     flops_nu = 2.0 * M * N * m + 2.0 * M * N * 2 * n
     flops_jac = flops_nu + n * 2.0 * M * N * m
-    res = {"device": desc, "N": N, "M": M, "m": m, "n": n, "chunk": chunk, "gemm_size": gemm_size,
-           "flops_counted": "log weights 2*M*N*2n + nu 2*M*N*m (+ Jacobian n*2*M*N*m)", "results": {}}
+    res = {
+        "device": desc,
+        "N": N,
+        "M": M,
+        "m": m,
+        "n": n,
+        "chunk": chunk,
+        "gemm_size": gemm_size,
+        "flops_counted": "log weights 2*M*N*2n + nu 2*M*N*m (+ Jacobian n*2*M*N*m)",
+        "results": {},
+    }
     for name in dtypes:
         dt = np.dtype(name)
         a = {k: xp.asarray(v.astype(dt)) for k, v in host.items()}
@@ -99,17 +118,20 @@ def bench(device="cpu", dtypes=("float64", "float32"), N=60000, M=10000, m=784, 
         peak_jac = _peak_bytes(xp, call_jac)
         t_jac = _time(xp, call_jac, repeat)
         r = {
-            "gemm_seconds": t_gemm, "gemm_gflops": gemm_rate / 1e9,
-            "decoder_seconds": t_nu, "decoder_gflops": flops_nu / t_nu / 1e9,
+            "gemm_seconds": t_gemm,
+            "gemm_gflops": gemm_rate / 1e9,
+            "decoder_seconds": t_nu,
+            "decoder_gflops": flops_nu / t_nu / 1e9,
             "decoder_fraction_of_gemm": flops_nu / t_nu / gemm_rate,
-            "jacobian_seconds": t_jac, "jacobian_gflops": flops_jac / t_jac / 1e9,
+            "jacobian_seconds": t_jac,
+            "jacobian_gflops": flops_jac / t_jac / 1e9,
             "jacobian_fraction_of_gemm": flops_jac / t_jac / gemm_rate,
             "decoder_peak_bytes": peak_nu,
             "jacobian_peak_bytes": peak_jac,
             "output_bytes_jacobian": M * m * (n + 1) * dt.itemsize,
         }
         res["results"][name] = r
-        del a, A
+        a = A = None  # the device arrays go before the next dtype's are made
     return res
 
 
@@ -127,15 +149,18 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--json", default=None, metavar="PATH", help="also write the figures as JSON")
     args = p.parse_args(argv)
-    res = bench(args.device, tuple(args.dtype), args.N, args.M, args.m, args.n, args.gemm_size, args.repeat,
-                chunk=args.chunk)
+    res = bench(
+        args.device, tuple(args.dtype), args.N, args.M, args.m, args.n, args.gemm_size, args.repeat, chunk=args.chunk
+    )
     print(f"{res['device']}: N={args.N} posteriors, M={args.M} queries, m={args.m}, n={args.n}")
     for name, r in res["results"].items():
         print(f"  {name}: plain GEMM {r['gemm_gflops']:9.1f} GFLOP/s")
         for what in ("decoder", "jacobian"):
-            print(f"  {name}: {what:8s} {r[what + '_seconds']:8.3f} s  {r[what + '_gflops']:9.1f} GFLOP/s  "
-                  f"{100 * r[what + '_fraction_of_gemm']:5.1f}% of GEMM  "
-                  f"peak {r[what + '_peak_bytes'] / 2**20:8.1f} MiB")
+            print(
+                f"  {name}: {what:8s} {r[what + '_seconds']:8.3f} s  {r[what + '_gflops']:9.1f} GFLOP/s  "
+                f"{100 * r[what + '_fraction_of_gemm']:5.1f}% of GEMM  "
+                f"peak {r[what + '_peak_bytes'] / 2**20:8.1f} MiB"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(res, f, indent=2)

@@ -41,5 +41,8 @@ def run(args) -> int:
     failed = [c for c in results if c.kind == "exact" and not c.holds]
     print(f"{len(results)} claims in {seconds:.1f} s; exact claims failing: {len(failed)}")
     for c in failed:
-        print(f"FAILED: {c.id} {' '.join(c.equations)} on {c.problem}: {fmt(c.measured)} > {fmt(c.threshold)}", file=sys.stderr)
+        print(
+            f"FAILED: {c.id} {' '.join(c.equations)} on {c.problem}: {fmt(c.measured)} > {fmt(c.threshold)}",
+            file=sys.stderr,
+        )
     return 1 if failed else 0

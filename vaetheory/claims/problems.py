@@ -25,7 +25,9 @@ def default_problems(seed: int, quick: bool) -> list[dict]:
     if not quick:
         rng = np.random.default_rng([seed, 5])
         x, _ = syn.manifold(48, 2, 3, rng, scale=3.0, curvature=0.3, noise=1.0)
-        out.append(dict(name="surface-m3-n2-N48", x=x, n=2, about="paraboloid surface, scale 3, curvature 0.3, unit noise"))
+        out.append(
+            dict(name="surface-m3-n2-N48", x=x, n=2, about="paraboloid surface, scale 3, curvature 0.3, unit noise")
+        )
         rng = np.random.default_rng([seed, 3])
         x, _ = syn.gaussian_mixture(144, np.array([[-4.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 5.0, 0.0]]), rng)
         out.append(dict(name="mixture-m3-n1-N144", x=x, n=1, about="3 unit-variance clusters 8 apart"))
@@ -55,4 +57,3 @@ def density_sweep(seed: int, quick: bool) -> list[dict]:
         x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=0.3, noise=1.0)
         out.append(dict(name=f"curve-N{N}", x=x, n=1, N=N))
     return out
-

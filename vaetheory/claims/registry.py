@@ -21,8 +21,8 @@ the order of the scopes in the runner, fix the order of ``claims.json``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -11,7 +11,14 @@ import numpy as np
 from vaetheory.claims.registry import Claim
 
 # The plots write_plots draws, in the order report.md lists them.
-PLOTS = ["elbo_vs_log_evidence.png", "gap_vs_curvature.png", "penalty.png", "collapse.png", "estimator.png", "errors_vs_N.png"]
+PLOTS = [
+    "elbo_vs_log_evidence.png",
+    "gap_vs_curvature.png",
+    "penalty.png",
+    "collapse.png",
+    "estimator.png",
+    "errors_vs_N.png",
+]
 
 
 def fmt(v: float) -> str:
@@ -122,11 +129,18 @@ def write_plots(figs: dict, out: Path) -> list[str]:
         rows = figs["sweep"]
         xs = [r["nonlinearity"] for r in rows]
         fig, ax = plt.subplots(figsize=(6, 4.5))
-        for key, label in (("eq11", "Eq. (11) rel. residual"), ("eq12", "Eq. (12) rel. residual"), ("gap18", "log p - ELBO (nats)"), ("eq16", "|Eq. (16) - log p| (nats)")):
+        for key, label in (
+            ("eq11", "Eq. (11) rel. residual"),
+            ("eq12", "Eq. (12) rel. residual"),
+            ("gap18", "log p - ELBO (nats)"),
+            ("eq16", "|Eq. (16) - log p| (nats)"),
+        ):
             ax.loglog(xs, [max(r[key], 1e-12) for r in rows], "o-", label=label)
         for r in rows:
             ax.annotate(f"k={r['curvature']:g}", (r["nonlinearity"], max(r["gap18"], 1e-12)), fontsize=6)
-        ax.set_xlabel("decoder nonlinearity over the posterior\nE|nu - local linear fit|^2 / tr(J Sigma J^T)", fontsize=8)
+        ax.set_xlabel(
+            "decoder nonlinearity over the posterior\nE|nu - local linear fit|^2 / tr(J Sigma J^T)", fontsize=8
+        )
         ax.set_title("Errors vs decoder curvature\n(curve, constant Sigma, mean over data draws)", fontsize=9)
         ax.legend(fontsize=7)
         save(fig, PLOTS[1])
@@ -177,7 +191,13 @@ def write_plots(figs: dict, out: Path) -> list[str]:
         rows = figs["density"]
         Ns = [r["N"] for r in rows]
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for key, label in (("eq11", "Eq. (11) rel. residual"), ("eq12", "Eq. (12) rel. residual"), ("eq25", "Eq. (25) rel. cov. error"), ("gap18", "log p - ELBO (nats)"), ("eq16", "|Eq. (16) - log p| (nats)")):
+        for key, label in (
+            ("eq11", "Eq. (11) rel. residual"),
+            ("eq12", "Eq. (12) rel. residual"),
+            ("eq25", "Eq. (25) rel. cov. error"),
+            ("gap18", "log p - ELBO (nats)"),
+            ("eq16", "|Eq. (16) - log p| (nats)"),
+        ):
             ax.loglog(Ns, [max(r[key], 1e-12) for r in rows], "o-", label=label)
         ax.set_xlabel("number of examples N")
         ax.set_title("Errors vs data density (curve, constant Sigma)")

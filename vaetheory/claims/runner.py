@@ -121,7 +121,9 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
             penalty_measured=measured_penalty(md, mc),
         )
         draws.setdefault(p["curvature"], []).append(row)
-        figs["penalty"].append(dict(name=p["name"], predicted=row["penalty_predicted"], measured=row["penalty_measured"]))
+        figs["penalty"].append(
+            dict(name=p["name"], predicted=row["penalty_predicted"], measured=row["penalty_measured"])
+        )
     rows = [
         dict(curvature=k, draws=len(v), **{key: float(np.mean([d[key] for d in v])) for key in v[0]})
         for k, v in draws.items()

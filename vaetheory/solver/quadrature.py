@@ -24,7 +24,15 @@ from scipy.special import logsumexp
 from vaetheory.numerics import gauss_hermite_rule
 from vaetheory.validate import array, scalar
 
-__all__ = ["gauss_hermite", "latent_grid", "decoder_log_weights", "decoder_mean", "softmax_rows", "GridEvidence", "grid_log_evidence"]
+__all__ = [
+    "gauss_hermite",
+    "latent_grid",
+    "decoder_log_weights",
+    "decoder_mean",
+    "softmax_rows",
+    "GridEvidence",
+    "grid_log_evidence",
+]
 
 _LOG2PI = np.log(2 * np.pi)
 
@@ -191,7 +199,7 @@ def grid_log_evidence(x, mu, var, s2, *, width: float = 8.0, per_sd: float = 3.0
     coarse = np.all(idx % 2 == 0, axis=0)
     x2 = np.sum(x**2, axis=1)
     log_prior_const = -0.5 * (n * _LOG2PI + np.sum(np.log(s2)))
-    fine_parts, coarse_parts, m1_parts, m2_parts = [], [], [], []
+    fine_parts, coarse_parts, m1_parts = [], [], []
     for start in range(0, z.shape[0], chunk):
         zc = z[start : start + chunk]
         nu, _ = decoder_mean(zc, mu, var, x)

@@ -35,7 +35,8 @@ from scipy.optimize import minimize
 
 from vaetheory.linear import linear_stationary_point
 from vaetheory.solver.quadrature import decoder_log_weights, gauss_hermite, softmax_rows
-from vaetheory.validate import array, choice, rng as _check_rng, scalar
+from vaetheory.validate import array, choice, scalar
+from vaetheory.validate import rng as _check_rng
 
 __all__ = [
     "default_order",

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory.validate import array, rng as _check_rng, scalar
+from vaetheory.validate import array, scalar
+from vaetheory.validate import rng as _check_rng
 
 __all__ = ["anisotropic_gaussian", "manifold", "gaussian_mixture", "random_rotation"]
 

@@ -39,8 +39,10 @@ for n in (1, 2, 3):
     logp = lin.linear_log_likelihood(mdl, x)
     elbo = lin.linear_elbo(x, mdl.W, mdl.b, mdl.V, mdl.var, mdl.s2)
     q16 = lin.linear_laplace_log_evidence(mdl, x)
-    print(f"n={n}: collapsed={mdl.collapsed}  max|ELBO-log p|={np.max(np.abs(elbo - logp)):.1e}  "
-          f"max|Eq.16-log p|={np.max(np.abs(q16 - logp)):.1e}")
+    print(
+        f"n={n}: collapsed={mdl.collapsed}  max|ELBO-log p|={np.max(np.abs(elbo - logp)):.1e}  "
+        f"max|Eq.16-log p|={np.max(np.abs(q16 - logp)):.1e}"
+    )
     assert np.max(np.abs(elbo - logp)) < 1e-10 and np.max(np.abs(q16 - logp)) < 1e-10
 
 # %%
@@ -50,10 +52,12 @@ for ax, variant in zip(axes, ("diagonal", "constant")):
     sp = find_stationary_point(x, 1, rng=np.random.default_rng(1), variant=variant)
     m = measure(sp)
     gap = m["log_px"] - m["elbo"]
-    print(f"{variant}: mean ELBO {np.mean(m['elbo']):.4f}, mean log p {np.mean(m['log_px']):.4f}, "
-          f"mean gap {np.mean(gap):.4f} nats (max {np.max(gap):.3f}), "
-          f"Eq.(18) predicted mean gap {np.mean(m['gap18']):.4f}, mean |Eq.16 - log p| "
-          f"{np.mean(np.abs(m['eq16'] - m['log_px'])):.4f}")
+    print(
+        f"{variant}: mean ELBO {np.mean(m['elbo']):.4f}, mean log p {np.mean(m['log_px']):.4f}, "
+        f"mean gap {np.mean(gap):.4f} nats (max {np.max(gap):.3f}), "
+        f"Eq.(18) predicted mean gap {np.mean(m['gap18']):.4f}, mean |Eq.16 - log p| "
+        f"{np.mean(np.abs(m['eq16'] - m['log_px'])):.4f}"
+    )
     assert np.all(gap >= -m["quad_err"] - 1e-12)  # Jensen, up to the quadrature error
     ax.plot(m["log_px"], m["elbo"], ".", label="ELBO")
     ax.plot(m["log_px"], m["eq16"], "x", label="Eq. (16) at mu")

@@ -65,7 +65,10 @@ plt.figure(figsize=(5, 3.5))
 for par in ("scalar", "diagonal", "diag+lowrank"):
     errors = []
     for b in BUDGETS:
-        est = [logdet_trace_estimator(dense, rng=np.random.default_rng([b, r]), budget=b, parameterization=par) for r in range(5)]
+        est = [
+            logdet_trace_estimator(dense, rng=np.random.default_rng([b, r]), budget=b, parameterization=par)
+            for r in range(5)
+        ]
         errors.append(np.sqrt(np.mean([(e.estimate - exact) ** 2 for e in est])) / abs(exact))
     floor = est[0].bias_floor / abs(exact)
     print(f"{par:13s} RMS relative error {np.array2string(np.array(errors), precision=2)}  bias floor {floor:.1e}")

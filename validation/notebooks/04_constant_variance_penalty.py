@@ -36,12 +36,16 @@ rows = []
 for k in CURVATURES:
     x, _ = manifold(N, 1, 2, np.random.default_rng(4), scale=3.0, curvature=k, noise=1.0)
     sc = find_stationary_point(x, 1, rng=np.random.default_rng(7), variant="constant")
-    sd = find_stationary_point(x, 1, rng=np.random.default_rng(7), variant="diagonal", init=(sc.mu, sc.var.copy(), sc.s2))
+    sd = find_stationary_point(
+        x, 1, rng=np.random.default_rng(7), variant="diagonal", init=(sc.mu, sc.var.copy(), sc.s2)
+    )
     mc, md = measure(sc), measure(sd)
     measured = np.mean(md["elbo"]) - np.mean(mc["elbo"])
     rows.append((k, mc["penalty22"], measured, np.mean(md["elbo"])))
-    print(f"curvature {k:4.2f}: predicted {mc['penalty22']:.4f}  measured {measured:.4f} nats  "
-          f"(ELBO {np.mean(md['elbo']):.3f}; penalty is {100 * measured / abs(np.mean(md['elbo'])):.2f}% of it)")
+    print(
+        f"curvature {k:4.2f}: predicted {mc['penalty22']:.4f}  measured {measured:.4f} nats  "
+        f"(ELBO {np.mean(md['elbo']):.3f}; penalty is {100 * measured / abs(np.mean(md['elbo'])):.2f}% of it)"
+    )
     assert measured >= -1e-9  # the diagonal family contains the constant one and starts from it
 rows = np.array(rows)
 

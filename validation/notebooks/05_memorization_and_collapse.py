@@ -44,7 +44,9 @@ assert np.array_equal(mdl.collapsed, mdl.lam <= 1)
 x, _ = anisotropic_gaussian(N, [6.0, 0.6, 0.4, 0.3], np.random.default_rng(1))
 sp = find_stationary_point(x, 2, rng=np.random.default_rng(2), variant="diagonal")
 ratio = np.mean(sp.mu**2, 0) / sp.s2
-print("nonparametric: E[mu_k^2]/S^2_k =", ratio, " sample eigenvalues", np.round(np.linalg.eigvalsh(np.cov(x.T))[::-1], 3))
+print(
+    "nonparametric: E[mu_k^2]/S^2_k =", ratio, " sample eigenvalues", np.round(np.linalg.eigvalsh(np.cov(x.T))[::-1], 3)
+)
 
 # %% [markdown]
 # Memorization: three clusters 8 apart (far relative to the unit likelihood) with a 1-D latent.

@@ -26,19 +26,30 @@ from mlpvae.experiments.report import natural_key, signed
 def row(r: dict) -> str:
     """One Markdown table row (see :data:`HEADER`)."""
     f = signed
-    return (f"| {r['run'].split('results/')[-1]} | {r['grid_log_px']:.2f} ({r['grid_err_max']:.1g})"
-            f" | {f(r['grid_minus_iwae'])} (median {f(r['grid_minus_iwae_median'])}) | {r['missed']}/{r['images']}"
-            f" | {r['gap']:.2f} | {r['gap_eq18']:.2f} | {f(r['gap_where_found'])} / {f(r['gap_eq18_where_found'])}"
-            f" | {f(r['eq16_at_mean_minus_log_px'])} | {f(r['eq16_at_mode_minus_log_px'])} |")
+    return (
+        f"| {r['run'].split('results/')[-1]} | {r['grid_log_px']:.2f} ({r['grid_err_max']:.1g})"
+        f" | {f(r['grid_minus_iwae'])} (median {f(r['grid_minus_iwae_median'])}) | {r['missed']}/{r['images']}"
+        f" | {r['gap']:.2f} | {r['gap_eq18']:.2f} | {f(r['gap_where_found'])} / {f(r['gap_eq18_where_found'])}"
+        f" | {f(r['eq16_at_mean_minus_log_px'])} | {f(r['eq16_at_mode_minus_log_px'])} |"
+    )
 
 
-HEADER = ("| run | grid log p(x) (largest err) | grid - IWAE k=5000 | missed | gap log p(x) - ELBO | Eq. (18) gap"
-          " | gap / Eq. (18) where found | Eq. (16) at mu - log p(x) | Eq. (16) at the mode - log p(x) |\n"
-          "|---|---|---|---|---|---|---|---|---|")
+HEADER = (
+    "| run | grid log p(x) (largest err) | grid - IWAE k=5000 | missed | gap log p(x) - ELBO | Eq. (18) gap"
+    " | gap / Eq. (18) where found | Eq. (16) at mu - log p(x) | Eq. (16) at the mode - log p(x) |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
 
 
-SEED_COLUMNS = ("grid_log_px", "grid_minus_iwae", "missed", "gap", "gap_eq18", "eq16_at_mean_minus_log_px",
-                "eq16_at_mode_minus_log_px")
+SEED_COLUMNS = (
+    "grid_log_px",
+    "grid_minus_iwae",
+    "missed",
+    "gap",
+    "gap_eq18",
+    "eq16_at_mean_minus_log_px",
+    "eq16_at_mode_minus_log_px",
+)
 
 
 def seeds_table(runs: dict) -> str:
@@ -46,10 +57,13 @@ def seeds_table(runs: dict) -> str:
     import re
 
     groups: dict = {}
-    for key, r in runs.items():
+    for r in runs.values():
         groups.setdefault(re.sub(r"/seed\d+/?$", "", r["run"].split("results/")[-1]), []).append(r)
-    lines = ["| model | seeds | exact log p(x) | minus IWAE | missed (of 200) | gap log p - ELBO | Eq. (18) gap"
-             " | Eq. (16) at mu - log p | Eq. (16) at the mode - log p |", "|---" * 9 + "|"]
+    lines = [
+        "| model | seeds | exact log p(x) | minus IWAE | missed (of 200) | gap log p - ELBO | Eq. (18) gap"
+        " | Eq. (16) at mu - log p | Eq. (16) at the mode - log p |",
+        "|---" * 9 + "|",
+    ]
     for name in sorted(groups, key=natural_key):
         rs = groups[name]
         cells = []
@@ -76,10 +90,12 @@ def plot(per_image: Path, path: Path) -> Path:
         lp = d["grid_log_px"]
         jit = y + 0.25 * rng.uniform(-1, 1, len(lp))
         axes[0].scatter(lp - d["iwae"], jit, s=4, color="C0", alpha=0.5)
-        axes[1].scatter(d["eq16_at_mean"] - lp, jit, s=4, color="C3", alpha=0.5,
-                        label="at the encoder's mean" if y == 0 else None)
-        axes[1].scatter(d["eq16_at_mode"] - lp, jit, s=4, color="C2", alpha=0.5,
-                        label="at the posterior mode" if y == 0 else None)
+        axes[1].scatter(
+            d["eq16_at_mean"] - lp, jit, s=4, color="C3", alpha=0.5, label="at the encoder's mean" if y == 0 else None
+        )
+        axes[1].scatter(
+            d["eq16_at_mode"] - lp, jit, s=4, color="C2", alpha=0.5, label="at the posterior mode" if y == 0 else None
+        )
     labels = [f.stem.replace("fig6_10_11_14_15_", "").replace("_seed", " seed") for f in files]
     axes[0].set_yticks(range(len(files)), labels)
     axes[0].set_xlabel("grid log p(x) - IWAE bound, k = 5000 (nats)")

@@ -33,8 +33,12 @@ def main(argv=None) -> int:
             if name in r:
                 vals = list(r[name].values())
                 rises = ", ".join(f"{b - a:+.2f}" for a, b in zip(vals, vals[1:]))
-                print(f"  proposal {label}: " + ", ".join(f"k={k} {v:.2f}" for k, v in r[name].items())
-                      + f"; rise per step {rises}", flush=True)
+                print(
+                    f"  proposal {label}: "
+                    + ", ".join(f"k={k} {v:.2f}" for k, v in r[name].items())
+                    + f"; rise per step {rises}",
+                    flush=True,
+                )
     return 0
 
 

@@ -22,13 +22,17 @@ def main(argv=None) -> int:
     for d in args.run_dir:
         r = learned_t_pixels(d, args.images, args.tiny)
         q = r["T_quantiles"]
-        print(f"{d}: {r['collapsed_pixels']} of {r['pixels']} pixels with median T < {r['tiny']:g} "
-              f"({r['images']} test images); T quantiles 5% {q['0.05']:.3g}, 50% {q['0.5']:.3g}, 95% {q['0.95']:.3g}")
+        print(
+            f"{d}: {r['collapsed_pixels']} of {r['pixels']} pixels with median T < {r['tiny']:g} "
+            f"({r['images']} test images); T quantiles 5% {q['0.05']:.3g}, 50% {q['0.5']:.3g}, 95% {q['0.95']:.3g}"
+        )
         if r["collapsed_pixels"]:
-            print(f"  collapsed pixels are inked in at most {r['collapsed_inked_fraction_max']:.4f} of these images "
-                  f"(mean {r['collapsed_inked_fraction_mean']:.5f}); where blank they add "
-                  f"{r['collapsed_log_lik_where_blank']:.1f} nats per image; the other pixels' median T "
-                  f"{r['other_pixels_median_T']:.3g}")
+            print(
+                f"  collapsed pixels are inked in at most {r['collapsed_inked_fraction_max']:.4f} of these images "
+                f"(mean {r['collapsed_inked_fraction_mean']:.5f}); where blank they add "
+                f"{r['collapsed_log_lik_where_blank']:.1f} nats per image; the other pixels' median T "
+                f"{r['other_pixels_median_T']:.3g}"
+            )
     return 0
 
 

@@ -34,15 +34,19 @@ def row(r: dict) -> str:
     """One Markdown table row (see :data:`HEADER`)."""
     f = signed
     exact = f" | {f(r['exact_minus_best'])} ({r['exact_missed']})" if "exact_minus_best" in r else " | "
-    return (f"| {r['run'].split('results/')[-1]} | {r['n']} | {r['iwae_q']:.2f} | {r['iwae_mode']:.2f}"
-            f" | {f(r['mode_minus_q'])} ({r['mode_above_q']} / {r['mode_below_q']}) | {r['gap_best']:.2f}"
-            f" | {r['gap_eq18']:.2f} | {f(r['eq16_at_mean_minus_best'])} | {f(r['eq16_at_mode_minus_best'])}"
-            f" | {r['converged']} / {r['stalled']}{exact} |")
+    return (
+        f"| {r['run'].split('results/')[-1]} | {r['n']} | {r['iwae_q']:.2f} | {r['iwae_mode']:.2f}"
+        f" | {f(r['mode_minus_q'])} ({r['mode_above_q']} / {r['mode_below_q']}) | {r['gap_best']:.2f}"
+        f" | {r['gap_eq18']:.2f} | {f(r['eq16_at_mean_minus_best'])} | {f(r['eq16_at_mode_minus_best'])}"
+        f" | {r['converged']} / {r['stalled']}{exact} |"
+    )
 
 
-HEADER = ("| run | n | IWAE, q | IWAE, Laplace at the mode | mode - q (images > 1 nat better / worse)"
-          " | gap best - ELBO | Eq. (18) gap | Eq. (16) at mu - best | Eq. (16) at the mode - best"
-          " | converged / on a kink | exact - best (images > 1 nat) |\n" + "|---" * 11 + "|")
+HEADER = (
+    "| run | n | IWAE, q | IWAE, Laplace at the mode | mode - q (images > 1 nat better / worse)"
+    " | gap best - ELBO | Eq. (18) gap | Eq. (16) at mu - best | Eq. (16) at the mode - best"
+    " | converged / on a kink | exact - best (images > 1 nat) |\n" + "|---" * 11 + "|"
+)
 
 
 def with_exact(r: dict, per: dict, exact_dir: Path) -> dict:
@@ -52,11 +56,14 @@ def with_exact(r: dict, per: dict, exact_dir: Path) -> dict:
         return r
     lp = np.load(f)["grid_log_px"][: r["images"]]
     best = np.maximum(per["iwae_q"], per["iwae_mode"])
-    return r | {"exact": float(np.mean(lp)), "exact_minus_best": float(np.mean(lp - best)),
-                "exact_minus_mode": float(np.mean(lp - per["iwae_mode"])),
-                "exact_minus_q": float(np.mean(lp - per["iwae_q"])),
-                "exact_missed": int((lp - best > 1.0).sum()),
-                "eq16_at_mode_minus_exact": float(np.mean(per["eq16_at_mode"] - lp))}
+    return r | {
+        "exact": float(np.mean(lp)),
+        "exact_minus_best": float(np.mean(lp - best)),
+        "exact_minus_mode": float(np.mean(lp - per["iwae_mode"])),
+        "exact_minus_q": float(np.mean(lp - per["iwae_q"])),
+        "exact_missed": int((lp - best > 1.0).sum()),
+        "eq16_at_mode_minus_exact": float(np.mean(per["eq16_at_mode"] - lp)),
+    }
 
 
 def main(argv=None) -> int:

@@ -17,9 +17,7 @@ import time
 
 import numpy as np
 
-from vaetheory import numerics
-from vaetheory import optimal as o
-from vaetheory import optimal_gemm
+from vaetheory import numerics, optimal_gemm
 
 
 def main(device: str = "cpu", chunk: str | None = None) -> int:
@@ -76,13 +74,17 @@ def main(device: str = "cpu", chunk: str | None = None) -> int:
         t = {k: timed(f) for k, f in steps.items()}
         total = sum(v for k, v in t.items() if not k.startswith("  ")) - t["  (the copy inside the line above)"]
         flops = 2.0 * c * N * m
-        print(f" {name}: total {total:.3f} ms per chunk; W x alone {flops / t['W x (c, N) @ (N, m)'] / 1e6:.0f} GFLOP/s")
+        print(
+            f" {name}: total {total:.3f} ms per chunk; W x alone {flops / t['W x (c, N) @ (N, m)'] / 1e6:.0f} GFLOP/s"
+        )
         for k, v in t.items():
             print(f"   {k:42s} {v:8.3f} ms  {100 * v / total:5.1f}%")
         for label, xx in (("W [x, 1] (785 columns)", x1), ("W [x, 1, 0] (792 columns)", x8)):
             v = timed(lambda xx=xx: w @ xx)
-            print(f"   {label:42s} {v:8.3f} ms  (replaces W x + row sum: {t['W x (c, N) @ (N, m)'] + t['row sum']:.3f} ms)")
-        del x, x1, x8, logn, w
+            print(
+                f"   {label:42s} {v:8.3f} ms  (replaces W x + row sum: {t['W x (c, N) @ (N, m)'] + t['row sum']:.3f} ms)"
+            )
+        x = x1 = x8 = logn = w = None  # the device arrays go before the next dtype's are made
     return 0
 
 

@@ -36,8 +36,13 @@ def compare(a: Path, b: Path) -> str:
     first = next((i for i, (x, y) in enumerate(zip(ra, rb)) if x != y), None)
     if diff == 0.0 and same_adam and ra == rb:
         return f"{b}: identical to {a} (parameters, Adam state, {len(ra)} metric rows)"
-    where = f"first different metric row: epoch {ra[first].get('epoch')}" if first is not None else \
-        f"metric rows {len(ra)} vs {len(rb)}" if len(ra) != len(rb) else "metrics equal"
+    where = (
+        f"first different metric row: epoch {ra[first].get('epoch')}"
+        if first is not None
+        else f"metric rows {len(ra)} vs {len(rb)}"
+        if len(ra) != len(rb)
+        else "metrics equal"
+    )
     col = next((c for c in (ra[0] if ra else {}) if c.startswith("test_elbo")), None)
     last = f"final {col} {ra[-1][col]} vs {rb[-1].get(col)}" if col and rb else ""
     return f"{b}: differs from {a}: max |parameter difference| {diff:.3g}; {where}; {last}"

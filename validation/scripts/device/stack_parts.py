@@ -31,14 +31,17 @@ from vaetheory.xp import to_numpy
 
 def _apart(xp, f, *stacked):
     """``f`` of each model's (1, ...) views of the stacked operands, stacked again (the pointers moved)."""
-    return xp.concatenate([f(*(a[k:k + 1] for a in stacked)) for k in range(stacked[0].shape[0])])
+    return xp.concatenate([f(*(a[k : k + 1] for a in stacked)) for k in range(stacked[0].shape[0])])
 
 
 def _compare(name: str, stacked, alone: list) -> str:
-    diffs = [float(np.max(np.abs(to_numpy(stacked[k]).astype(np.float64) - to_numpy(a[0]))))
-             for k, a in enumerate(alone)]
+    diffs = [
+        float(np.max(np.abs(to_numpy(stacked[k]).astype(np.float64) - to_numpy(a[0])))) for k, a in enumerate(alone)
+    ]
     same = sum(d == 0.0 for d in diffs)
-    return f"{name:58s} {same}/{len(alone)} models identical" + (f"; max |diff| {max(diffs):.3g}" if same < len(alone) else "")
+    return f"{name:58s} {same}/{len(alone)} models identical" + (
+        f"; max |diff| {max(diffs):.3g}" if same < len(alone) else ""
+    )
 
 
 def report(xp, K: int, B: int, n: int) -> list[str]:
@@ -47,27 +50,33 @@ def report(xp, K: int, B: int, n: int) -> list[str]:
     lines = []
 
     def alone(f, *stacked):  # each model on (1, ...) copies: arrays of its own, as a lone model's
-        return [f(*(a[k:k + 1].copy() for a in stacked)) for k in range(K)]
+        return [f(*(a[k : k + 1].copy() for a in stacked)) for k in range(K)]
 
     def rand(*shape):
         return xp.asarray(rng.standard_normal(shape).astype(np.float32))
 
-    for fi, fo in sorted({(cfg.m, cfg.hidden), (cfg.hidden, cfg.hidden), (cfg.hidden, n), (n, cfg.hidden),
-                          (cfg.hidden, cfg.m)}):
+    for fi, fo in sorted(
+        {(cfg.m, cfg.hidden), (cfg.hidden, cfg.hidden), (cfg.hidden, n), (n, cfg.hidden), (cfg.hidden, cfg.m)}
+    ):
         h, W, g = rand(K, B, fi), rand(K, fi, fo), rand(K, B, fo)
-        for what, f, ops in ((f"h @ W      ({B}x{fi} @ {fi}x{fo})", gemm.matmul, (h, W)),
-                             (f"h^T @ g    ({fi}x{B} @ {B}x{fo})", lambda a, b: gemm.matmul(a.swapaxes(-1, -2), b), (h, g)),
-                             (f"g @ W^T    ({B}x{fo} @ {fo}x{fi})", lambda a, b: gemm.matmul(a, b.swapaxes(-1, -2)), (g, W))):
+        for what, f, ops in (
+            (f"h @ W      ({B}x{fi} @ {fi}x{fo})", gemm.matmul, (h, W)),
+            (f"h^T @ g    ({fi}x{B} @ {B}x{fo})", lambda a, b: gemm.matmul(a.swapaxes(-1, -2), b), (h, g)),
+            (f"g @ W^T    ({B}x{fo} @ {fo}x{fi})", lambda a, b: gemm.matmul(a, b.swapaxes(-1, -2)), (g, W)),
+        ):
             want = alone(f, *ops)
             lines.append(_compare(f"{what}, batched", f(*ops), want))
             lines.append(_compare(f"{what}, one call per model", _apart(xp, f, *ops), want))
     for F in sorted({n, cfg.hidden, cfg.m}):
         g = rand(K, B, F)
         lines.append(_compare(f"sum over the batch of ({B}, {F})", g.sum(axis=-2), alone(lambda a: a.sum(axis=-2), g)))
-        lines.append(_compare(f"sum over the last axis of ({B}, {F})", g.sum(axis=-1),
-                              alone(lambda a: a.sum(axis=-1), g)))
+        lines.append(
+            _compare(f"sum over the last axis of ({B}, {F})", g.sum(axis=-1), alone(lambda a: a.sum(axis=-1), g))
+        )
     v = rand(K, B)
-    lines.append(_compare(f"mean over the batch of ({B},)", xp.mean(v, axis=-1), alone(lambda a: xp.mean(a, axis=-1), v)))
+    lines.append(
+        _compare(f"mean over the batch of ({B},)", xp.mean(v, axis=-1), alone(lambda a: xp.mean(a, axis=-1), v))
+    )
 
     for posterior, likelihood in (("learned", "bernoulli"), ("constant", "bernoulli"), ("bilbo", "baggins")):
         mc = M.ModelConfig(n=n, posterior=posterior, likelihood=likelihood)
@@ -77,18 +86,27 @@ def report(xp, K: int, B: int, n: int) -> list[str]:
         eps = rand(K, B, n)
         want = []
         for k in range(K):
-            loss, grads, aux = M.loss_and_grads({name: a[k:k + 1].copy() for name, a in params.items()},
-                                                x[k:k + 1].copy(), eps[k:k + 1].copy(), mc)
+            loss, grads, aux = M.loss_and_grads(
+                {name: a[k : k + 1].copy() for name, a in params.items()},
+                x[k : k + 1].copy(),
+                eps[k : k + 1].copy(),
+                mc,
+            )
             want.append({"loss": loss, **aux, **grads})
         for apart in (False, True):
             with M.models_apart(apart):
                 loss, grads, aux = M.loss_and_grads(params, x, eps, mc)
             got = {"loss": loss, **aux, **grads}
-            parted = [name for name in got if any(
-                not np.array_equal(to_numpy(got[name][k]), to_numpy(want[k][name][0])) for k in range(K))]
+            parted = [
+                name
+                for name in got
+                if any(not np.array_equal(to_numpy(got[name][k]), to_numpy(want[k][name][0])) for k in range(K))
+            ]
             how = "one model at a time" if apart else "batched"
-            lines.append(f"loss_and_grads {posterior}/{likelihood}, {how}: " +
-                         (f"all {len(got)} outputs identical" if not parted else f"differ in {', '.join(parted)}"))
+            lines.append(
+                f"loss_and_grads {posterior}/{likelihood}, {how}: "
+                + (f"all {len(got)} outputs identical" if not parted else f"differ in {', '.join(parted)}")
+            )
     return lines
 
 
