@@ -98,7 +98,8 @@ def _moments(x, cov, mean):
 
 
 def linear_stationary_point(x=None, *, n: int, cov=None, mean=None, var=1.0) -> LinearVAE:
-    """The closed-form stationary point of the expected ELBO, Eq. (2), for a linear decoder, where Eqs. (11), (12) and (25) hold exactly.
+    """The closed-form stationary point of the expected ELBO, Eq. (2), for a linear decoder,
+    where Eqs. (11), (12) and (25) hold exactly.
 
     Probabilistic PCA with unit likelihood variance (Tipping & Bishop 1999):
     with data covariance ``C = U diag(lam) U^T`` (lam descending) the decoder

@@ -249,7 +249,8 @@ def bilbo_kl(mu, sigma2):
 
 
 def bilbo_kl_unchecked(xp, mu, var):
-    """BILBO's information term of Eq. (24) and its gradient, unchecked (see :func:`bilbo_kl`); takes the models axis K."""
+    """BILBO's information term of Eq. (24) and its gradient, unchecked (see
+    :func:`bilbo_kl`); takes the models axis K."""
     B = mu.shape[-2]
     M = xp.mean(mu * mu, axis=-2)
     value = 0.5 * xp.sum(xp.log1p(M / var), axis=-1)

@@ -2,7 +2,8 @@
 
 CuPy refuses every cuBLAS call while a stream is capturing a CUDA graph
 (``cublas.setStream`` raises ``NotImplementedError``: "calling cuBLAS API
-during stream capture is currently unsupported"), although cuBLAS itself supports capture.  So on CuPy the products go to cuBLAS
+during stream capture is currently unsupported"), although cuBLAS itself
+supports capture.  So on CuPy the products go to cuBLAS
 directly, through ``ctypes``, on a handle of our own (own workspace, bound to
 the current stream before each call): ``cublas{S,D}gemmStridedBatched`` with
 host-side alpha = 1, beta = 0, which a capture bakes into the graph.  On NumPy
@@ -86,7 +87,8 @@ def _layout(shape, strides):
 
 
 def plan(a_shape, a_strides, b_shape, b_strides) -> Plan | None:
-    """The cuBLAS call for ``a @ b`` on row-major operands (shapes ``([K,] M, Kd)``, ``([K,] Kd, N)``; strides in elements).
+    """The cuBLAS call for ``a @ b`` on row-major operands (shapes ``([K,] M, Kd)``,
+    ``([K,] Kd, N)``; strides in elements).
 
     A missing or size-1 leading axis is broadcast (batch stride 0).  None when
     the product cannot be one strided-batched GEMM without copies.

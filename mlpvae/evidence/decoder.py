@@ -1,4 +1,5 @@
-"""The closed-form optimal decoder Eq. (6) from a trained encoder's posteriors, against the network decoder (Sec. 4.1)."""
+"""The closed-form optimal decoder Eq. (6) from a trained encoder's posteriors,
+against the network decoder (Sec. 4.1)."""
 
 from __future__ import annotations
 

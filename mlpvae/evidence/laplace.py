@@ -1,4 +1,5 @@
-"""The Laplace approximation of log p(x) on a trained model: Eq. (16) / Eq. (26), the gap Eq. (18), the penalty Eq. (22).
+"""The Laplace approximation of log p(x) on a trained model: Eq. (16) / Eq. (26),
+the gap Eq. (18), the penalty Eq. (22).
 
 Riemannian metric (Sec. 4.1, "Proof of Extension"): Eqs. (16), (18) and (22)
 are stated for unit-normal noise; for another likelihood we use the metric it

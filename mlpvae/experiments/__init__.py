@@ -1,1 +1,2 @@
-"""The experiments layer, the top of mlpvae: the commands evaluate, analyze, bench, reproduce, their reports and plots."""
+"""The experiments layer, the top of mlpvae: the commands evaluate, analyze, bench,
+reproduce, their reports and plots."""

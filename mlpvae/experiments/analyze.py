@@ -416,7 +416,8 @@ def _per_image_run(args, option: str, images: int, module, name: str) -> int:
 
 
 def run(args) -> int:
-    """``vaetheory analyze``: analyse one run (or summarise, or a per-image report), print and write it; the exit status."""
+    """``vaetheory analyze``: analyse one run (or summarise, or a per-image report),
+    print and write it; the exit status."""
     if args.summarize:
         try:
             summary = summarize(args.run_dir)

@@ -345,7 +345,8 @@ def format_report(rep: dict) -> str:
         f"float32 GEMM {rep['gemm_large']['size']}^3: {rep['gemm_large']['gflop_s']:.1f} GFLOP/s; "
         f"step-sized {tuple(rep['gemm_step_sized']['shape'])}: {rep['gemm_step_sized']['gflop_s']:.1f} GFLOP/s",
         f"PyTorch: {rep['torch']}",
-        f"{'n':>4} {'posterior':>9} {'likelihood':>16} {'ms/step':>9} {'examples/s':>11} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+        f"{'n':>4} {'posterior':>9} {'likelihood':>16} {'ms/step':>9} {'examples/s':>11} "
+        f"{'GFLOP/step':>10} {'GFLOP/s':>8} "
         f"{'of GEMM':>8} {'torch ms':>9} {'speedup':>8}",
     ]
     for r in rep["results"]:
@@ -355,12 +356,14 @@ def format_report(rep: dict) -> str:
             else f" {'-':>9} {'-':>8}"
         )
         lines.append(
-            f"{r['n']:>4} {r['posterior']:>9} {r['likelihood']:>16} {r['ms_per_step']:>9.2f} {r['examples_per_s']:>11.0f} "
+            f"{r['n']:>4} {r['posterior']:>9} {r['likelihood']:>16} {r['ms_per_step']:>9.2f} "
+            f"{r['examples_per_s']:>11.0f} "
             f"{r['step_gflop']:>10.3f} {r['achieved_gflop_s']:>8.1f} {100 * r['fraction_of_gemm_rate']:>7.1f}%" + tail
         )
     for r in rep.get("stacked", []):
         lines.append(
-            f"stack of {r['models']} n={r['n']} {r['posterior']} {r['likelihood']}: {r['stack_ms_per_step']:.2f} ms per step of "
+            f"stack of {r['models']} n={r['n']} {r['posterior']} {r['likelihood']}: "
+            f"{r['stack_ms_per_step']:.2f} ms per step of "
             f"all {r['models']} models; one by one {r['one_by_one_ms_per_step']:.2f} ms; "
             f"speedup {r['speedup']:.2f}x"
             + (

@@ -1,4 +1,5 @@
-"""``vaetheory evaluate``: the test ELBO, the IWAE bound on log p(x), active units and the entropy floor of a run (Sec. 7).
+"""``vaetheory evaluate``: the test ELBO, the IWAE bound on log p(x), active units
+and the entropy floor of a run (Sec. 7).
 
 All numbers are in nats per image, summed over pixels, on the targets the model
 was trained on (grayscale intensities unless the run used dynamic binarization;

@@ -217,7 +217,8 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
 
 
 def default_root(fig: Figure, quick: bool) -> Path:
-    """The results root for ``fig``: ``validation/results/figures`` (``validation/results/figures-quick`` for quick runs), found beside the config's folder."""
+    """The results root for ``fig``: ``validation/results/figures``
+    (``validation/results/figures-quick`` for quick runs), found beside the config's folder."""
     return fig.path.parent.parent / (QUICK_ROOT if quick else DEFAULT_ROOT)
 
 
@@ -232,6 +233,7 @@ def run_dir(root: Path, method: Method, seed: int) -> Path:
 
 
 def run_config(method: Method, seed: int, overrides: dict):
-    """The :class:`mlpvae.training.config.TrainConfig` of one run: the method's settings, its seed, the overrides (Sec. 7)."""
+    """The :class:`mlpvae.training.config.TrainConfig` of one run: the method's settings,
+    its seed, the overrides (Sec. 7)."""
     C.check_keys(overrides, "overrides")
     return C.TrainConfig(**{**method.settings, "seed": seed, **{k: v for k, v in overrides.items() if v is not None}})

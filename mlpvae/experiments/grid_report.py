@@ -1,4 +1,5 @@
-"""``vaetheory analyze --grid-images``: the exact log p(x) of a trained n <= 2 run against the IWAE bound and Eqs. (16), (18).
+"""``vaetheory analyze --grid-images``: the exact log p(x) of a trained n <= 2 run
+against the IWAE bound and Eqs. (16), (18).
 
 Not in the paper: it measures how far the IWAE bound, the ELBO and Eq. (16)
 are from log p(x) itself, computed by the adaptive grid quadrature of
@@ -127,7 +128,8 @@ def report_md(r: dict) -> str:
                 "",
                 f"- log p(x), adaptive grid: {r['grid_log_px']:.2f} (largest error estimate {r['grid_err_max']:.2g}, "
                 f"{r['grid_unconverged']} image(s) not converged)",
-                f"- IWAE bound, k = {r['iwae_k']}: {r['iwae']:.2f}; log p(x) minus it {f(r['grid_minus_iwae'])} (median "
+                f"- IWAE bound, k = {r['iwae_k']}: {r['iwae']:.2f}; log p(x) minus it "
+                f"{f(r['grid_minus_iwae'])} (median "
                 f"{f(r['grid_minus_iwae_median'])}, largest {f(r['grid_minus_iwae_max'])}); missed by the encoder "
                 f"(more than {MISSED:g} nat): {r['missed']} of {r['images']}",
                 f"- ELBO ({r['elbo_k']} samples): {r['elbo']:.2f}; gap log p(x) - ELBO {r['gap']:.2f} (the IWAE's "

@@ -142,7 +142,8 @@ def report_md(r: dict) -> str:
             f"# Posterior mode and Laplace proposal: {r['run']}",
             f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images, "
             f"IWAE k = {r['iwae_k']}",
-            f"- mode found (Levenberg-Marquardt from mu and the best {r['climbs']} of {r['neighbours']} neighbours' means; "
+            f"- mode found (Levenberg-Marquardt from mu and the best {r['climbs']} of "
+            f"{r['neighbours']} neighbours' means; "
             f"a neighbour's start won on "
             f"{r['from_a_neighbour']} images): {r['converged']}/{r['images']} converged, {r['stalled']} on a "
             f"kink of the decoder; {r['iterations_mean']:.1f} iterations on average, largest relative |S grad| "

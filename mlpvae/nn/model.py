@@ -362,7 +362,8 @@ _APART: list = []  # models_apart's overrides, innermost last
 
 
 def apart() -> bool:
-    """Whether a stack of models is computed one model at a time (``VAETHEORY_STACK_EXACT=1``, :func:`models_apart`; Not in the paper)."""
+    """Whether a stack of models is computed one model at a time
+    (``VAETHEORY_STACK_EXACT=1``, :func:`models_apart`; Not in the paper)."""
     return _APART[-1] if _APART else os.environ.get("VAETHEORY_STACK_EXACT", "0") == "1"
 
 

@@ -118,7 +118,8 @@ def loss(tp: dict, x, eps, config):
 
 
 def loss_and_grads(params: dict, x, eps, config):
-    """Loss and autograd gradients as NumPy float64, for comparison with :func:`mlpvae.nn.model.loss_and_grads` (Sec. 7).
+    """Loss and autograd gradients as NumPy float64, for comparison with
+    :func:`mlpvae.nn.model.loss_and_grads` (Sec. 7).
 
     ``params``, ``x (B, m)``, ``eps (B, n)`` are NumPy arrays; the computation
     is done in float64 whatever their dtype.

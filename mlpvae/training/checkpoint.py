@@ -95,7 +95,8 @@ def save(path: str | Path, state: dict) -> None:
 
 
 def snapshot(state: dict) -> dict:
-    """The arrays of ``state`` copied to the host plus its metadata, ready for :func:`save`'s file (Not in the paper)."""
+    """The arrays of ``state`` copied to the host plus its metadata, ready for
+    :func:`save`'s file (Not in the paper)."""
     arrays: dict[str, np.ndarray] = {}
     meta: dict = {}
     _split(state, "", arrays, meta)

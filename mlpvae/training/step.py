@@ -1,4 +1,5 @@
-"""One training step of a stack of models, replayed as a CUDA graph on CuPy, and the device stream it runs on (Sec. 7)."""
+"""One training step of a stack of models, replayed as a CUDA graph on CuPy, and the
+device stream it runs on (Sec. 7)."""
 
 from __future__ import annotations
 

@@ -109,7 +109,8 @@ class _Run:
         self.info: dict = {}
 
     def load(self, xp) -> dict:
-        """The run's checkpoint, after checking that its settings match the config (those of C.RESUMABLE_KEYS may differ)."""
+        """The run's checkpoint, after checking that its settings match the config
+        (those of C.RESUMABLE_KEYS may differ)."""
         if not self.ck.exists():
             raise FileNotFoundError(f"--resume: no checkpoint in {self.out} (expected {self.ck})")
         ck = checkpoint.load(self.ck, xp)
@@ -161,7 +162,8 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
     parameters, metrics and checkpoints are those of training it alone (bit
     for bit on NumPy, tested; on CuPy with ``VAETHEORY_STACK_EXACT=1``, which
     computes the stack one model at a time, :func:`mlpvae.nn.model.models_apart`;
-    without it equal up to the rounding of cuBLAS's and CuPy's batched kernels).  A model whose loss turns non-finite stops as
+    without it equal up to the rounding of cuBLAS's and CuPy's batched kernels).
+    A model whose loss turns non-finite stops as
     it would alone (status ``diverged``, last good checkpoint kept) while
     the others go on.  ``seconds`` and ``wall_seconds`` are the whole stack's.
     ``resume`` needs every checkpoint at the same epoch.

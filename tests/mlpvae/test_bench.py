@@ -1,4 +1,5 @@
-"""`vaetheory bench train` (mlpvae.experiments.bench, bench_timing): the PyTorch eager side-by-side and the evaluation timing (Sec. 7).
+"""`vaetheory bench train` (mlpvae.experiments.bench, bench_timing): the PyTorch eager
+side-by-side and the evaluation timing (Sec. 7).
 
 PyTorch is optional: the tests that need it skip, saying so, when it is not
 importable; the rest check the report's arithmetic and the no-torch path.

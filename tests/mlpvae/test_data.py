@@ -1,4 +1,5 @@
-"""mlpvae.training.data: strict IDX parsing, checksums, the search path, targets; mlpvae.training.config; mlpvae.training.checkpoint."""
+"""mlpvae.training.data: strict IDX parsing, checksums, the search path, targets;
+mlpvae.training.config; mlpvae.training.checkpoint."""
 
 from __future__ import annotations
 

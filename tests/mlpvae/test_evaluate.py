@@ -1,4 +1,5 @@
-"""mlpvae.evidence.iwae and mlpvae.experiments.evaluate: IWAE against the exact linear-Gaussian evidence, active units, entropy floor, the CLI."""
+"""mlpvae.evidence.iwae and mlpvae.experiments.evaluate: IWAE against the exact
+linear-Gaussian evidence, active units, entropy floor, the CLI."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""mlpvae.evidence.grid and mlpvae.experiments.grid_report: log p(x) of an n <= 2 model by adaptive grid quadrature (Not in the paper).
+"""mlpvae.evidence.grid and mlpvae.experiments.grid_report: log p(x) of an n <= 2 model
+by adaptive grid quadrature (Not in the paper).
 
 Known answers: a one-layer (linear) decoder with a Gaussian likelihood has
 p(x) = N(x; b, t I + W^T S^2 W / c^2) in closed form; nonlinear decoders and the

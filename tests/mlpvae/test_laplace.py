@@ -1,4 +1,5 @@
-"""The paper's claims measured on trained models (mlpvae.evidence.laplace, mlpvae.evidence.decoder, mlpvae.experiments.analyze): Eqs. (6), (16), (18), (22), (26)."""
+"""The paper's claims measured on trained models (mlpvae.evidence.laplace,
+mlpvae.evidence.decoder, mlpvae.experiments.analyze): Eqs. (6), (16), (18), (22), (26)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""mlpvae.experiments.plots: each figure function writes a non-empty PNG of its stated pixel size; images tile row-major."""
+"""mlpvae.experiments.plots: each figure function writes a non-empty PNG of its stated
+pixel size; images tile row-major."""
 
 from __future__ import annotations
 

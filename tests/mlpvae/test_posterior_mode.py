@@ -1,4 +1,5 @@
-"""mlpvae.evidence.posterior_mode: the posterior mode per image and the Laplace proposal centred there (Not in the paper).
+"""mlpvae.evidence.posterior_mode: the posterior mode per image and the Laplace proposal
+centred there (Not in the paper).
 
 Known answers: for a one-layer (linear) decoder with a Gaussian likelihood the posterior is the
 Gaussian N(P^-1 W (x - b) / t, P^-1), P = S^-2 + W W^T / t, so the mode is its mean, the Laplace

@@ -1,4 +1,5 @@
-"""mlpvae.experiments.reproduce (with figure_schema and run_queue): the figure configs parse, unknown keys are errors, a tiny run writes its files, resume skips.
+"""mlpvae.experiments.reproduce (with figure_schema and run_queue): the figure configs
+parse, unknown keys are errors, a tiny run writes its files, resume skips.
 
 The end-to-end runs train the paper's configs for one epoch on 600 images with
 a 16-unit network: on the MNIST slice when ``$VAETHEORY_DATA`` (or another

@@ -63,7 +63,10 @@ def eq19(case: PairCase) -> list[Claim]:
             errors[-1],
             0.01,
             "approximate",
-            f"RMS relative error (over {repeats} runs) of the Eq. (19) estimator at {probe_budgets[-1]} probes (diagonal Sigma)",
+            (
+                f"RMS relative error (over {repeats} runs) of the Eq. (19) estimator at "
+                f"{probe_budgets[-1]} probes (diagonal Sigma)"
+            ),
             "converges as probes grow, to log|A| plus the bias floor of the Sigma family (reported)",
             budgets=probe_budgets,
             errors=errors,

@@ -100,8 +100,14 @@ def appendix(case: PointCase) -> list[Claim]:
             max(meas["app_a"], meas["app_b"]),
             0.05,
             "approximate",
-            "relative residual of the exact-integral conditions (Eq. 31 as in eq11, Eq. 35 as in eq12) before linearisation",
-            "exact integrals; nonzero through quadrature error (evaluated at 2x the solve's order for n = 1, at it for n = 2) and the nu terms the envelope argument drops",
+            (
+                "relative residual of the exact-integral conditions (Eq. 31 as in eq11, Eq. 35 as in eq12) "
+                "before linearisation"
+            ),
+            (
+                "exact integrals; nonzero through quadrature error (evaluated at 2x the solve's order for n = 1, "
+                "at it for n = 2) and the nu terms the envelope argument drops"
+            ),
             eq31=meas["app_a"],
             eq35=meas["app_b"],
         )

@@ -99,7 +99,8 @@ def report_markdown(claims: list[Claim], seconds: float, args, figs: dict | None
 
 
 def write_plots(figs: dict, out: Path) -> list[str]:
-    """Draw the report's figures from ``figs`` (as :func:`vaetheory.claims.runner.run_all` returns it) into ``out``; return the file names."""
+    """Draw the report's figures from ``figs`` (as :func:`vaetheory.claims.runner.run_all`
+    returns it) into ``out``; return the file names."""
     import matplotlib
 
     matplotlib.use("Agg")

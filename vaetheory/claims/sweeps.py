@@ -28,7 +28,10 @@ def smoothness(case: SweepCase) -> list[Claim]:
             max(r0["eq11"] / r1["eq11"], r0["eq12"] / r1["eq12"], r0["gap18"] / r1["gap18"]),
             1.0,
             "approximate",
-            "max ratio (smoothest / least smooth) of the Eq. 11, 12, 18 errors: < 1 means errors shrink as the decoder gets smoother",
+            (
+                "max ratio (smoothest / least smooth) of the Eq. 11, 12, 18 errors: "
+                "< 1 means errors shrink as the decoder gets smoother"
+            ),
             "errors come from decoder nonlinearity over the posterior (App. A-B)",
             sweep=rows,
         )
@@ -49,7 +52,10 @@ def density(case: SweepCase) -> list[Claim]:
             max(dens[-1][k] / dens[0][k] for k in DENSITY_KEYS),
             1.0,
             "approximate",
-            "max ratio (most / fewest examples) of the Eq. 11, 12, 25, 18, 16 errors: < 1 means they shrink as the data get denser",
+            (
+                "max ratio (most / fewest examples) of the Eq. 11, 12, 25, 18, 16 errors: "
+                "< 1 means they shrink as the data get denser"
+            ),
             "the optimal decoder is smoother (closer to locally linear) when examples are dense",
             sweep=dens,
         )

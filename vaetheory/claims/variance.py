@@ -52,7 +52,10 @@ def main_claim(case: PairCase) -> list[Claim]:
             pen / abs(float(np.mean(case.meas_d["elbo"]))),
             0.01,
             "approximate",
-            "the main claim: (E[ELBO_diag] - E[ELBO_const]) / |E[ELBO_diag]|, the cost of a constant posterior variance",
+            (
+                "the main claim: (E[ELBO_diag] - E[ELBO_const]) / |E[ELBO_diag]|, "
+                "the cost of a constant posterior variance"
+            ),
             "low intrinsic rank and modest variation of J^T J across examples (Sec. 4.3)",
             penalty_nats=pen,
         )

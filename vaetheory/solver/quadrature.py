@@ -164,7 +164,8 @@ class GridEvidence:
 
 
 def grid_log_evidence(x, mu, var, s2, *, width: float = 8.0, per_sd: float = 3.0, max_points=None, chunk: int = 20000):
-    """True ``log p(x) = log int N(z; 0, S^2) N(x; nu(z), I) dz`` of the fitted model. Not in the paper (the reference that Eqs. (16), (18) approximate).
+    """True ``log p(x) = log int N(z; 0, S^2) N(x; nu(z), I) dz`` of the fitted model.
+    Not in the paper (the reference that Eqs. (16), (18) approximate).
 
     ``nu`` is the optimal decoder, Eq. (6), built from every posterior
     ``N(mu_j, diag(var_j))``; the integral is a trapezoid sum on

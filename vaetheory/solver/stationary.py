@@ -294,7 +294,8 @@ def find_stationary_point(
     init=None,
     polish_max_params: int = 800,
 ) -> StationaryPoint:
-    """Solve for a stationary point of the expected ELBO, Eq. (2), with decoder Eq. (6) (Eqs. (4), (11), (12) are then measured).
+    """Solve for a stationary point of the expected ELBO, Eq. (2), with decoder Eq. (6)
+    (Eqs. (4), (11), (12) are then measured).
 
     Maximises :func:`nonparametric_elbo` summed over examples with SciPy's
     L-BFGS-B over ``(mu, log var, log s2)`` using the exact gradient

@@ -82,7 +82,8 @@ def main(device: str = "cpu", chunk: str | None = None) -> int:
         for label, xx in (("W [x, 1] (785 columns)", x1), ("W [x, 1, 0] (792 columns)", x8)):
             v = timed(lambda xx=xx: w @ xx)
             print(
-                f"   {label:42s} {v:8.3f} ms  (replaces W x + row sum: {t['W x (c, N) @ (N, m)'] + t['row sum']:.3f} ms)"
+                f"   {label:42s} {v:8.3f} ms  "
+                f"(replaces W x + row sum: {t['W x (c, N) @ (N, m)'] + t['row sum']:.3f} ms)"
             )
         x = x1 = x8 = logn = w = None  # the device arrays go before the next dtype's are made
     return 0
