@@ -5,7 +5,8 @@
 :class:`mlpvae.training.step.TrainingStep`: forward, hand-written backward,
 Adam; on CuPy, fused kernels replayed as one CUDA graph) on a random problem
 (:func:`problem`); :func:`interleaved` times several steppers in blocks taken in
-turn, so a change in machine load hits each alike.  Every GPU timing is taken
+turn, so a change in machine load hits each alike; :func:`time_stack` times K
+models as one stack against one by one.  Every GPU timing is taken
 after a device synchronisation.
 """
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from mlpvae.accel import device as dev
 from mlpvae.nn import adam, model
+from mlpvae.nn.stacking import stack
 from mlpvae.training.step import TrainingStep
 
 
@@ -129,3 +131,70 @@ def models_apart(on: bool, step) -> None:
     """
     with model.models_apart(on):
         step()
+
+
+def time_stack(
+    xp,
+    n: int,
+    posterior: str,
+    K: int,
+    B: int = 300,
+    steps: int = 30,
+    warmup: int = 5,
+    rounds: int = 3,
+    likelihood: str = "bernoulli",
+) -> dict:
+    """K models' training steps as one stack (:func:`mlpvae.training.train.train_many`) vs one by one (Sec. 7).
+
+    The K models start from seeds 0..K-1 and see their own data and noise;
+    blocks of stacked steps and of K single steps alternate.  ``speedup`` is
+    one-by-one time / stacked time for the same K model-steps.  On a GPU a
+    third runner times the stack computed one model at a time
+    (:func:`mlpvae.nn.model.models_apart`, ``VAETHEORY_STACK_EXACT=1``), which
+    computes each model bit for bit as alone: ``apart_ms_per_step``.
+    """
+    probs = [problem(xp, n, posterior, B, warmup + steps, seed, likelihood) for seed in range(K)]
+    mc = probs[0][0]
+    singles = [our_stepper(xp, mc, p, x, e) for _, p, x, e in probs]
+
+    def stacked_stepper():
+        return our_stepper(
+            xp,
+            mc,
+            stack([p for _, p, _, _ in probs]),
+            np.stack([x for _, _, x, _ in probs]),
+            np.stack([e for *_, e in probs], axis=1),
+        )
+
+    def one_by_one():
+        for step in singles:
+            step()
+
+    sync = lambda: dev.synchronize(xp)  # noqa: E731
+    batched = stacked_stepper()
+    runners = {"stack": (lambda: models_apart(False, batched), sync)}
+    if xp is not np:  # NumPy's matmul is already each model's own product
+        apart = stacked_stepper()
+        runners["apart"] = (lambda: models_apart(True, apart), sync)
+    runners["one_by_one"] = (one_by_one, sync)
+    blocks = interleaved(runners, steps, warmup, rounds)
+    ms = {k: float(np.median(v)) for k, v in blocks.items()}
+    out = {
+        "n": n,
+        "posterior": posterior,
+        "likelihood": likelihood,
+        "models": K,
+        "batch": B,
+        "stack_ms_per_step": ms["stack"],
+        "one_by_one_ms_per_step": ms["one_by_one"],
+        "speedup": ms["one_by_one"] / ms["stack"],
+        "stack_ms_blocks": blocks["stack"],
+        "one_by_one_ms_blocks": blocks["one_by_one"],
+    }
+    if "apart" in ms:
+        out |= {
+            "apart_ms_per_step": ms["apart"],
+            "apart_speedup": ms["one_by_one"] / ms["apart"],
+            "apart_ms_blocks": blocks["apart"],
+        }
+    return out

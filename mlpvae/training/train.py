@@ -24,7 +24,6 @@ is kept, ``status`` becomes ``"diverged"`` in ``metrics.csv`` and
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import math
 import sys
@@ -36,42 +35,18 @@ from tqdm import tqdm
 
 from mlpvae.accel import device as dev
 from mlpvae.nn import adam, model
-from mlpvae.nn.batched import FLOATING, test_elbos
+from mlpvae.nn.batched import test_elbos
 from mlpvae.nn.stacking import adam_state, model_view, stack, stack_adam_states
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.training import data as D
 from mlpvae.training.data import load_data
+from mlpvae.training.metrics import append_row, keep_rows, metric_columns
 from mlpvae.training.runs import git_sha
 from mlpvae.training.step import TrainingStep, device_stream
 from mlpvae.training.streams import STREAM_INIT, STREAM_NOISE, STREAM_ORDER, STREAM_TEST, generator
 
 EXIT_DIVERGED = 3  # the exit status of `vaetheory train` when a run diverged
-
-
-def metric_columns(posterior: str) -> list[str]:
-    """The columns of ``metrics.csv`` for a posterior: two labelled test ELBOs for floating-prior models, else one."""
-    tests = ["test_elbo_s2_train", "test_elbo_s2_test"] if posterior in FLOATING else ["test_elbo"]
-    return ["epoch", "train_objective", *tests, "seconds", "eval_seconds", "status"]
-
-
-def _keep_rows(path: Path, upto: int) -> None:
-    """Drop metrics rows of epochs after the checkpoint (written before a crash); atomic."""
-    if not path.exists():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= upto]
-    checkpoint.atomic_write(path, lambda f: f.write("".join(kept).encode()))
-
-
-def _append_row(path: Path, columns: list[str], row: dict) -> None:
-    """Append one row to a metrics file, writing the header first when the file is new."""
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns)
-        if new:
-            w.writeheader()
-        w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
 def _check_together(cfgs: list, outs: list) -> None:
@@ -134,7 +109,7 @@ class _Run:
             f"(likelihood {cfg.likelihood!r}); stopped, the last good checkpoint "
             f"({'epoch ' + str(epoch) if epoch else 'none: it diverged in the first epoch'}) is kept in {self.out}"
         )
-        _append_row(self.metrics, columns, {"epoch": epoch + 1, "status": f"diverged at step {step + 1}"})
+        append_row(self.metrics, columns, {"epoch": epoch + 1, "status": f"diverged at step {step + 1}"})
         self.info.update(status="diverged", diverged={"epoch": epoch + 1, "step": step + 1}, message=msg)
         self.done = True
         print(msg, file=sys.stderr)
@@ -212,7 +187,7 @@ def _initial_state(tr: _Training, resume: bool):
         opt = adam.Adam(params, lr=cfg.lr)
         opt.load_state_dict(stack_adam_states([ck["adam"] for ck in cks], xp))
         for r in runs:
-            _keep_rows(r.metrics, start)
+            keep_rows(r.metrics, start)
         return params, opt, start
     for r in runs:
         if r.ck.exists():
@@ -368,7 +343,7 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
             "status": "ok",
         }
         # metrics first, checkpoint second: a resume drops rows past the checkpoint.
-        _append_row(r.metrics, tr.columns, row)
+        append_row(r.metrics, tr.columns, row)
         r.info["wall_seconds"] = r.wall_before + time.perf_counter() - tr.t_run
         r.info["epochs_done"] = epoch + 1
         writer.save(

@@ -18,6 +18,7 @@ from mlpvae.evidence.decoder import optimal_decoder_comparison
 from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.experiments import analyze as A
 from mlpvae.experiments import analyze_summary as AS
+from mlpvae.experiments import diagnostics
 from mlpvae.experiments.report import natural_key
 from mlpvae.nn import jacobian as Jac
 from mlpvae.nn import model as M
@@ -207,7 +208,7 @@ def test_learned_t_pixels_reports_the_collapsed_pixels_of_a_learned_likelihood_v
     ck["params"]["dec_std_b"][...] = 1.0
     ck["params"]["dec_std_b"][..., :5] = -20.0
     checkpoint.save(tmp_path / "run" / "checkpoint.npz", ck)
-    r = A.learned_t_pixels(tmp_path / "run", images=40)
+    r = diagnostics.learned_t_pixels(tmp_path / "run", images=40)
     assert r["collapsed_pixels"] == 5 and r["pixels"] == 16 and r["images"] == 40
     t_small = np.log1p(np.exp(-20.0)) ** 2
     assert abs(r["collapsed_log_lik_where_blank"] - 5 * (-0.5 * np.log(2 * np.pi * t_small))) < 1e-3
@@ -226,7 +227,7 @@ def test_learned_t_pixels_reports_the_collapsed_pixels_of_a_learned_likelihood_v
             progress=False,
         )
         T.train(cfg2, tmp_path / "bern")
-        A.learned_t_pixels(tmp_path / "bern")
+        diagnostics.learned_t_pixels(tmp_path / "bern")
 
 
 def test_the_summary_over_seeds_groups_by_latent_size_and_posterior(tmp_path, capsys):
@@ -297,7 +298,7 @@ def test_summary_groups_gaussian_family_runs_by_likelihood_and_scale():
 
 def test_iwae_convergence_rises_from_the_one_sample_bound(tmp_path):
     _trained(tmp_path / "run", "constant")
-    r = A.iwae_convergence(tmp_path / "run", images=30, ks=(1, 300))
+    r = diagnostics.iwae_convergence(tmp_path / "run", images=30, ks=(1, 300))
     assert r["images"] == 30 and list(r["iwae"]) == list(r["iwae_laplace"]) == [1, 300]
     assert r["iwae_laplace"][300] > r["iwae_laplace"][1]
     # k = 1 is a one-sample ELBO estimate; the k = 300 bound is above it by about the gap log p - ELBO

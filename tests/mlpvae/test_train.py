@@ -16,6 +16,7 @@ from mlpvae.nn import model
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.training import train as T
+from mlpvae.training.metrics import metric_columns
 
 
 @pytest.mark.parametrize("posterior", C.POSTERIORS)
@@ -29,7 +30,7 @@ def test_every_posterior_and_likelihood_trains_and_writes_its_files(tmp_path, po
     assert saved["wall_seconds"] > 0 and "git_sha" in saved
     r = rows(tmp_path / "metrics.csv")
     assert [int(x["epoch"]) for x in r] == [1, 2] and all(x["status"] == "ok" for x in r)
-    assert list(r[0]) == T.metric_columns(posterior)
+    assert list(r[0]) == metric_columns(posterior)
     tests = [c for c in r[0] if c.startswith("test_elbo")]
     assert tests == (["test_elbo_s2_train", "test_elbo_s2_test"] if posterior != "learned" else ["test_elbo"])
     assert all(np.isfinite(float(x[c])) for x in r for c in ["train_objective", *tests, "seconds"])

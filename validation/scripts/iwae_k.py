@@ -1,6 +1,6 @@
 """Does the IWAE bound with k = 5000 measure log p(x)?  Its value at growing k (docs/findings.md).
 
-Prints `mlpvae.experiments.analyze.iwae_convergence` for trained runs (their checkpoints): the IWAE bound of the
+Prints `mlpvae.experiments.diagnostics.iwae_convergence` for trained runs (their checkpoints): the IWAE bound of the
 first test images at k = 50, 500, 5000, 50000 and its rise per tenfold k, with the encoder's q(z|x)
 as proposal and with the Laplace posterior of Eq. (16) (both lower bounds: the larger is better).
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlpvae.experiments.analyze import iwae_convergence
+from mlpvae.experiments.diagnostics import iwae_convergence
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """Where a learned Gaussian likelihood variance T goes to zero (Sec. 5, Sec. 7.2; docs/findings.md, Fig. 6).
 
-Prints `mlpvae.experiments.analyze.learned_t_pixels` for trained `gaussian-learned` runs (their checkpoints):
+Prints `mlpvae.experiments.diagnostics.learned_t_pixels` for trained `gaussian-learned` runs (their checkpoints):
 
     python validation/scripts/learned_T_pixels.py validation/results/figures/fig6_10_11_14_15/d100_learned_T/seed0
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlpvae.experiments.analyze import learned_t_pixels
+from mlpvae.experiments.diagnostics import learned_t_pixels
 
 
 def main(argv=None) -> int:
