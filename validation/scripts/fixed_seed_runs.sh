@@ -13,6 +13,7 @@ O=$(mkdir -p "$2" && cd "$2" && pwd)
 rm -rf "${O:?}"/*
 cd "$T"
 export PYTHONPATH=$T OMP_NUM_THREADS=1
+export VAETHEORY_DATA=${VAETHEORY_DATA:-$(cd "$T/../shared/data" 2>/dev/null && pwd)}  # beside the checkout, as in CI
 V="python3 -m vaetheory"
 common=(--device cpu --no-progress)
 $V train --out "$O/learned" "${common[@]}" --limit 3000 --test-limit 500 --epochs 2 --seed 3 > "$O/learned.log" 2>&1

@@ -11,7 +11,7 @@ from tiny_runs import TINY
 from mlpvae.training import config as C
 from mlpvae.training import train as T
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("same_run", ROOT / "validation/scripts/device/same_run.py")
 same_run = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(same_run)

@@ -13,7 +13,7 @@ from mlpvae.training import checkpoint
 from mlpvae.training import config as C
 from mlpvae.training import train as T
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("pack_runs", ROOT / "validation/scripts/device/pack_runs.py")
 pack_runs = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pack_runs)

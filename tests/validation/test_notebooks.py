@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "validation" / "notebooks").glob("[0-9][0-9]_*.py"))
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "validation" / "notebooks").glob("[0-9][0-9]_*.py"))
 ALLOWED = {"os", "numpy", "matplotlib", "vaetheory"}
 
 
