@@ -44,7 +44,7 @@ stage() {
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   python3 -c "import cupy, numpy; print('CuPy', cupy.__version__, 'NumPy', numpy.__version__)"; } > "$OUT/device.txt" 2>&1
 
-stage pytest 90 python3 -m pytest -q -p no:cacheprovider -rs tests/mlpvae/test_gemm.py tests/mlpvae/test_fused.py \
+stage pytest 150 python3 -m pytest -q -p no:cacheprovider -rs tests/mlpvae/test_gemm.py tests/mlpvae/test_fused.py \
   tests/mlpvae/test_stacked.py tests/mlpvae/test_model.py tests/mlpvae/test_train.py tests/mlpvae/test_jacobian.py tests/vaetheory/test_optimal.py \
   tests/mlpvae/test_grid.py tests/mlpvae/test_posterior_mode.py tests/mlpvae/test_bench.py \
   > "$OUT/pytest_gpu.txt" 2>&1
