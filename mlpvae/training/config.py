@@ -9,6 +9,7 @@ learning rate 1e-3, batch 300, 200 epochs, grayscale MNIST targets.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -30,6 +31,16 @@ CHOICES = {
 MODEL_KEYS = tuple(f.name for f in fields(ModelConfig))
 # Keys that may differ between a run and its resumption (they do not change the result).
 RESUMABLE_KEYS = ("epochs", "device", "progress", "out", "data", "eval_every")
+INTEGER_KEYS = ("m", "n", "hidden", "layers", "batch_size", "eval_k", "eval_every", "epochs", "seed")
+INTEGER_KEYS += ("limit", "test_limit")
+REAL_KEYS = ("scale", "sigma2", "t", "tau", "lr", "latent_scale")
+# Keys that mean nothing for some models: key -> (does it matter for this config?, when it does).
+MODE_KEYS = {
+    "sigma2": (lambda c: c.posterior != "learned", 'posterior "constant" or "bilbo"'),
+    "t": (lambda c: c.likelihood == "gaussian", 'likelihood "gaussian"'),
+    "tau": (lambda c: c.likelihood == "baggins", 'likelihood "baggins"'),
+    "binarize": (lambda c: c.binarize == "none" or c.likelihood == "bernoulli", 'likelihood "bernoulli"'),
+}
 
 
 @dataclass(frozen=True)
@@ -79,13 +90,21 @@ class TrainConfig(ModelConfig):
     def __post_init__(self):
         # Replaces ModelConfig's checks: the same ones on the inherited keys (bools strictly, as TOML gives them)
         # plus the run's own.
+        for name in INTEGER_KEYS + REAL_KEYS:  # float() would take True as 1 and "0.001" as 0.001
+            v = getattr(self, name)
+            if isinstance(v, (bool, str, bytes)):
+                raise ValueError(f"{name} must be a number, got {v!r} ({type(v).__name__})")
         for name, options in CHOICES.items():
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be one of {', '.join(options)} (a string), got {getattr(self, name)!r}")
             choice(name, getattr(self, name), options)
+        for name in ("data", "out"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a path (a string), got {getattr(self, name)!r}")
         # frozen: normalise through object.__setattr__ (TOML may give 200.0 for an int, 1 for a float)
-        for name in ("m", "n", "hidden", "layers", "batch_size", "eval_k", "eval_every"):
+        for name in ("m", "n", "hidden", "layers", "batch_size", "eval_k", "eval_every", "epochs"):
             object.__setattr__(self, name, scalar(name, getattr(self, name), positive=True, integer=True))
-        for name in ("epochs", "seed"):
-            object.__setattr__(self, name, scalar(name, getattr(self, name), nonnegative=True, integer=True))
+        object.__setattr__(self, "seed", scalar("seed", self.seed, nonnegative=True, integer=True))
         for name in ("limit", "test_limit"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, scalar(name, getattr(self, name), positive=True, integer=True))
@@ -119,23 +138,58 @@ def check_keys(d: dict, source: str) -> None:
 
 
 def load_toml(path: str | Path) -> dict:
-    """Read a flat TOML table of :class:`TrainConfig` keys; unknown keys are errors (Not in the paper)."""
-    with open(path, "rb") as f:
-        d = tomllib.load(f)
+    """Read a flat TOML table of :class:`TrainConfig` keys; unknown keys are errors (Not in the paper).
+
+    A file that cannot be read or parsed is a ValueError naming it.
+    """
+    try:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+    except IsADirectoryError:
+        raise ValueError(f"config {path} is a directory, not a TOML file") from None
+    except FileNotFoundError:
+        raise ValueError(f"config {path} not found") from None
+    except OSError as exc:
+        raise ValueError(f"config {path} cannot be read: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"config {path} is not valid TOML: {exc}") from None
     check_keys(d, str(path))
     return d
+
+
+def meaningless(cfg: TrainConfig, keys) -> list[str]:
+    """Of ``keys`` (settings given), those that do nothing for ``cfg``'s model, with why (Not in the paper)."""
+    found = []
+    for key in keys:
+        if key in MODE_KEYS and not MODE_KEYS[key][0](cfg):
+            found.append(
+                f"{key} = {getattr(cfg, key)!r} has no effect with posterior {cfg.posterior!r} and "
+                f"likelihood {cfg.likelihood!r} (it is used with {MODE_KEYS[key][1]})"
+            )
+    return found
 
 
 def make_config(toml: str | Path | None = None, **overrides) -> TrainConfig:
     """A :class:`TrainConfig` from an optional TOML file and overrides (Not in the paper).
 
-    An override of ``None`` means "not given".
+    An override of ``None`` means "not given".  An override that has no
+    effect on the configured model (``sigma2`` with a learned posterior, ``t``
+    or ``tau`` with another likelihood, ``binarize`` with a Gaussian one) is an
+    error; the same setting from the TOML file is reported on stderr (a file
+    of defaults may carry it for other models).
     """
     d = load_toml(toml) if toml else {}
     given = {k: v for k, v in overrides.items() if v is not None}
     check_keys(given, "overrides")
+    from_file = set(d) - set(given)
     d.update(given)
-    return TrainConfig(**d)
+    cfg = TrainConfig(**d)
+    wrong = meaningless(cfg, sorted(given))
+    if wrong:
+        raise ValueError("; ".join(wrong))
+    for note in meaningless(cfg, sorted(from_file)):
+        print(f"vaetheory train: warning: {toml}: {note}", file=sys.stderr)
+    return cfg
 
 
 def add_arguments(parser) -> None:

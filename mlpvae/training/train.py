@@ -9,7 +9,12 @@ A run directory ``--out DIR`` holds:
   ``eval_seconds`` and ``status``;
 * ``checkpoint.npz``: parameters, Adam state, epoch, seed and config, written
   atomically after each epoch (:mod:`mlpvae.training.checkpoint`);
-* ``run.json``: config, git SHA, device, dtype, wall time, status.
+* ``run.json``: config, git SHA, device, dtype, wall time, status, and
+  ``epochs_done``: the epoch of the checkpoint on disk, never more.
+
+One process writes a directory at a time (:mod:`mlpvae.training.rundir`:
+an ``fcntl.flock`` held for the life of the run); SIGTERM stops a run as
+Ctrl-C does, a checkpoint that cannot be written stops it at once.
 
 Randomness: every generator derives from ``seed`` through
 ``SeedSequence([seed, stream, epoch])`` (:mod:`mlpvae.training.streams`:
@@ -42,77 +47,22 @@ from mlpvae.training import config as C
 from mlpvae.training import data as D
 from mlpvae.training.data import load_data
 from mlpvae.training.metrics import append_row, keep_rows, metric_columns
+from mlpvae.training.rundir import (
+    Stopped,
+    check_memory,
+    check_together,
+    finish,
+    finite,
+    open_run_dirs,
+    set_status,
+    size_notes,
+    stop_on_sigterm,
+)
 from mlpvae.training.runs import git_sha
 from mlpvae.training.step import TrainingStep, device_stream
 from mlpvae.training.streams import STREAM_INIT, STREAM_NOISE, STREAM_ORDER, STREAM_TEST, generator
 
 EXIT_DIVERGED = 3  # the exit status of `vaetheory train` when a run diverged
-
-
-def _check_together(cfgs: list, outs: list) -> None:
-    """Refuse a stack of configs that differ in more than seed and out, repeat a seed, or share a directory."""
-    if not cfgs or len(cfgs) != len(outs):
-        raise ValueError(f"give one run directory per config: {len(cfgs)} configs, {len(outs)} directories")
-    for c in cfgs:
-        if not isinstance(c, C.TrainConfig):
-            raise ValueError(f"configs must be mlpvae.training.config.TrainConfig, got {type(c).__name__}")
-    free = ("seed", "out")
-    base = {k: v for k, v in cfgs[0].to_dict().items() if k not in free}
-    for c in cfgs[1:]:
-        diff = sorted(k for k, v in c.to_dict().items() if k not in free and base.get(k) != v)
-        if diff:
-            raise ValueError(f"models trained together must share every setting except seed and out; {diff} differ")
-    seeds = [c.seed for c in cfgs]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must differ (the same seed trains the same model twice), got {seeds}")
-    dirs = [Path(o).resolve() for o in outs]
-    if len(set(dirs)) != len(dirs):
-        raise ValueError("every run needs its own directory, got a repeated one")
-
-
-class _Run:
-    """One model of a (possibly one-model) stack: its config, files and run.json content."""
-
-    def __init__(self, cfg: C.TrainConfig, out):
-        self.cfg, self.out = cfg, Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.ck = self.out / "checkpoint.npz"
-        self.metrics = self.out / "metrics.csv"
-        self.json = self.out / "run.json"
-        self.wall_before = 0.0
-        self.done = False
-        self.info: dict = {}
-
-    def load(self, xp) -> dict:
-        """The run's checkpoint, after checking that its settings match the config
-        (those of C.RESUMABLE_KEYS may differ)."""
-        if not self.ck.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint in {self.out} (expected {self.ck})")
-        ck = checkpoint.load(self.ck, xp)
-        saved = ck["config"]
-        diff = {
-            k: (saved.get(k), v)
-            for k, v in self.cfg.to_dict().items()
-            if k not in C.RESUMABLE_KEYS and saved.get(k) != v
-        }
-        if diff:
-            raise ValueError(f"--resume: settings differ from the checkpoint's in {self.out} (saved, given): {diff}")
-        self.wall_before = float(ck.get("wall_seconds", 0.0))
-        return ck
-
-    def diverged(self, epoch: int, step: int, every: int, columns) -> None:
-        """Mark the run diverged at ``epoch`` and ``step``: a metrics row, run.json's status and message, stderr."""
-        cfg = self.cfg
-        when = f"step {step + 1}" + (f" (checked every {every} steps)" if every > 1 else "")
-        msg = (
-            f"non-finite loss at epoch {epoch + 1}, {when}: the run diverged "
-            f"(likelihood {cfg.likelihood!r}); stopped, the last good checkpoint "
-            f"({'epoch ' + str(epoch) if epoch else 'none: it diverged in the first epoch'}) is kept in {self.out}"
-        )
-        append_row(self.metrics, columns, {"epoch": epoch + 1, "status": f"diverged at step {step + 1}"})
-        self.info.update(status="diverged", diverged={"epoch": epoch + 1, "step": step + 1}, message=msg)
-        self.done = True
-        print(msg, file=sys.stderr)
 
 
 def train(cfg: C.TrainConfig, out: str | Path, resume: bool = False) -> dict:
@@ -143,19 +93,23 @@ def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
     the others go on.  ``seconds`` and ``wall_seconds`` are the whole stack's.
     ``resume`` needs every checkpoint at the same epoch.
     """
-    tr = _start(cfgs, outs, resume)
-    writer = checkpoint.Writer()  # files are written while the next epoch trains
-    try:
-        with device_stream(tr.xp):
-            for epoch in range(tr.start, tr.cfg.epochs):
-                if not _epoch(tr, epoch, writer):
-                    break
-        _set_status(tr.runs, "completed")
-    except KeyboardInterrupt:
-        _set_status(tr.runs, "interrupted")
-        raise
-    finally:
-        _finish(tr, writer)
+    with stop_on_sigterm():  # SIGTERM stops as Ctrl-C does: status "interrupted", checkpoints kept
+        tr = _start(cfgs, outs, resume)
+        writer = checkpoint.Writer(named=True)  # files are written while the next epoch trains
+        try:
+            with device_stream(tr.xp):
+                for epoch in range(tr.start, tr.cfg.epochs):
+                    if not _epoch(tr, epoch, writer):
+                        break
+            set_status(tr.runs, "completed")
+        except KeyboardInterrupt:
+            set_status(tr.runs, "interrupted")
+            raise
+        except BaseException as exc:
+            set_status(tr.runs, "failed", str(exc))
+            raise
+        finally:
+            finish(tr.runs, writer, tr.t_run)
     return [r.info for r in tr.runs]
 
 
@@ -163,14 +117,20 @@ class _Training:
     """What the epochs of :func:`train_many` share: the stack's runs, parameters, optimiser, data and buffers."""
 
     def __init__(self, cfgs: list, outs: list, resume: bool):
-        _check_together(cfgs, outs)
+        check_together(cfgs, outs)
         self.cfgs, self.cfg, self.K = cfgs, cfgs[0], len(cfgs)
         cfg = self.cfg
-        self.runs = [_Run(c, o) for c, o in zip(cfgs, outs)]
-        self.xp, self.device = dev.select(cfg.device)
-        self.dtype = np.dtype(cfg.dtype)
-        self.mc = cfg.model_config()
-        self.params, self.opt, self.start = _initial_state(self, resume)
+        self.runs = open_run_dirs(cfgs, outs)  # locked: one writer per directory
+        try:
+            self.xp, self.device = dev.select(cfg.device)
+            self.dtype = np.dtype(cfg.dtype)
+            self.mc = cfg.model_config()
+            check_memory(self.mc, self.K, self.dtype)
+            self.params, self.opt, self.start = _initial_state(self, resume)
+        except BaseException:
+            for r in self.runs:
+                r.close(failed_start=True)
+            raise
         self.t_run = 0.0
 
 
@@ -185,7 +145,12 @@ def _initial_state(tr: _Training, resume: bool):
         start = epochs[0]
         params = stack([ck["params"] for ck in cks], xp)
         opt = adam.Adam(params, lr=cfg.lr)
-        opt.load_state_dict(stack_adam_states([ck["adam"] for ck in cks], xp))
+        try:
+            opt.load_state_dict(stack_adam_states([ck["adam"] for ck in cks], xp))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            names = ", ".join(str(r.ck) for r in runs)
+            why = f"its Adam state does not fit the model ({exc})"
+            raise checkpoint.CheckpointError(f"--resume: {names}: {why}") from None
         for r in runs:
             keep_rows(r.metrics, start)
         return params, opt, start
@@ -203,12 +168,28 @@ def _initial_state(tr: _Training, resume: bool):
 
 
 def _start(cfgs: list, outs: list, resume: bool) -> _Training:
-    """Check the configs, resume or initialise, upload the data, allocate the step's buffers, write each run.json."""
+    """Check the configs, lock the run directories, resume or initialise, upload the data, allocate the
+    step's buffers, write each run.json.  A start that fails releases the directories and removes those it made."""
     tr = _Training(cfgs, outs, resume)
+    try:
+        _prepare(tr)
+    except BaseException:
+        for r in tr.runs:
+            r.close(failed_start=True)
+        raise
+    return tr
+
+
+def _prepare(tr: _Training) -> None:
+    """The data on the device, the step's buffers, each run.json (:func:`_start`)."""
+    cfgs = tr.cfgs
     xp, cfg, dtype, K = tr.xp, tr.cfg, tr.dtype, tr.K
     ds = load_data(cfg)
     tr.train_u8, test_u8 = xp.asarray(ds.train_images), xp.asarray(ds.test_images)  # uploaded once
     tr.N, tr.B = len(tr.train_u8), min(cfg.batch_size, len(tr.train_u8))
+    notes = size_notes(cfg, tr.N, len(test_u8), ds.name)
+    for note in notes:
+        print(f"vaetheory train: note: {note}", file=sys.stderr)
     tr.steps = tr.N // tr.B  # the last incomplete batch of a shuffled epoch is dropped
     # Dynamic binarization draws each model's own targets; grayscale targets are shared.
     tr.dynamic = cfg.binarize == "dynamic"
@@ -238,6 +219,7 @@ def _start(cfgs: list, outs: list, resume: bool) -> _Training:
                 "test": int(len(test_u8)),
                 "files": {k: {"path": str(c.path), "check": c.status} for k, c in ds.checks.items()},
             },
+            **({"notes": notes} if notes else {}),
             "steps_per_epoch": tr.steps,
             "batch_size": tr.B,
             "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -252,9 +234,9 @@ def _start(cfgs: list, outs: list, resume: bool) -> _Training:
                 "computed": "one model at a time" if model.apart() else "batched",
                 "note": "trained as one stack; seconds and wall_seconds are the stack's",
             }
+        r.saved_epoch = tr.start
         checkpoint.write_json(r.json, r.info)
     tr.t_run = time.perf_counter()
-    return tr
 
 
 def _epoch_data(tr: _Training, epoch: int):
@@ -280,7 +262,7 @@ def _epoch_data(tr: _Training, epoch: int):
     return noise_rngs, xp.asarray(perm)
 
 
-def _train_epoch(tr: _Training, epoch: int) -> None:
+def _train_epoch(tr: _Training, epoch: int, writer) -> None:
     """The epoch's training steps; a model whose running loss turns non-finite is marked diverged and left out."""
     xp, cfg, K, eps, steps, runs = tr.xp, tr.cfg, tr.K, tr.eps, tr.steps, tr.runs
     noise_rngs, perm = _epoch_data(tr, epoch)
@@ -306,6 +288,7 @@ def _train_epoch(tr: _Training, epoch: int) -> None:
         tr.step()
         bar.update(1)
         if (s + 1) % check_every == 0 or s + 1 == steps:
+            writer.check()  # a checkpoint that could not be written stops the run now, not after the epoch
             values = tr.total.tolist()
             for k, r in enumerate(runs):
                 if not r.done and not math.isfinite(values[k]):
@@ -326,6 +309,9 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
             continue
         t1 = time.perf_counter()
         p_k = model_view(tr.params, k)
+        if not finite(p_k, tr.xp):  # a finite loss, then an update to inf or NaN: not a good checkpoint
+            r.diverged(epoch, None, 1, tr.columns)
+            continue
         elbos = {}
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             test_rng = generator(r.cfg.seed, STREAM_TEST, epoch + 1, tr.xp)
@@ -345,7 +331,7 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
         # metrics first, checkpoint second: a resume drops rows past the checkpoint.
         append_row(r.metrics, tr.columns, row)
         r.info["wall_seconds"] = r.wall_before + time.perf_counter() - tr.t_run
-        r.info["epochs_done"] = epoch + 1
+        r.info["epochs_done"] = epoch + 1  # in the run.json written after this checkpoint
         writer.save(
             r.ck,
             {
@@ -358,6 +344,7 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
             },
             r.json,
             r.info,
+            done=lambda r=r, e=epoch + 1: setattr(r, "saved_epoch", e),
         )
         if cfg.progress:
             shown = ", ".join(f"{key} {v:.2f}" for key, v in elbos.items())
@@ -371,27 +358,12 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
 def _epoch(tr: _Training, epoch: int, writer) -> bool:
     """Train one epoch and record it; False when every model has diverged (training stops)."""
     t0 = time.perf_counter()
-    _train_epoch(tr, epoch)
+    _train_epoch(tr, epoch, writer)
     if all(r.done for r in tr.runs):
         return False
     dev.synchronize(tr.xp)
     _record_epoch(tr, epoch, time.perf_counter() - t0, writer)
     return True
-
-
-def _finish(tr: _Training, writer) -> None:
-    """Wait for every checkpoint, then write each run.json with its wall time and end time."""
-    writer.close()  # every checkpoint on disk before run.json says how the runs ended
-    for r in tr.runs:
-        r.info["wall_seconds"] = r.wall_before + time.perf_counter() - tr.t_run
-        r.info["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-        checkpoint.write_json(r.json, r.info)
-
-
-def _set_status(runs: list, status: str) -> None:
-    for r in runs:
-        if not r.done:
-            r.info["status"] = status
 
 
 def add_arguments(parser) -> None:
@@ -410,7 +382,10 @@ def run(args) -> int:
             print('vaetheory train: --out DIR is required (or out = "DIR" in the TOML config)', file=sys.stderr)
             return 2
         info = train(cfg, out, resume=args.resume)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
-        print(f"vaetheory train: {exc}", file=sys.stderr)
+    except Stopped as exc:
+        print(f"vaetheory train: {exc}; the last checkpoint is kept in {out}: continue with --resume", file=sys.stderr)
+        return 128 + exc.signum
+    except (ValueError, OSError, RuntimeError, MemoryError) as exc:
+        print(f"vaetheory train: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
     return EXIT_DIVERGED if info["status"] == "diverged" else 0
