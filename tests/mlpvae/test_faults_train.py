@@ -196,7 +196,10 @@ def test_parameters_turned_non_finite_by_the_last_update_are_not_the_last_good_c
 
 def start_cli(out: Path, epochs: int) -> subprocess.Popen:
     args = [sys.executable, "-m", "vaetheory", "train", "--out", str(out), *tiny_flags(epochs=epochs, limit=600)]
-    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # SIGINT as a terminal sends it, even when this test runs where SIGINT is ignored (a background job)
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    pipe = subprocess.PIPE
+    return subprocess.Popen(args, stdout=pipe, stderr=pipe, text=True, env=ENV, preexec_fn=default_sigint)
 
 
 def wait_for_epoch(out: Path, p: subprocess.Popen, epoch: int) -> None:
@@ -211,7 +214,7 @@ def wait_for_epoch(out: Path, p: subprocess.Popen, epoch: int) -> None:
     raise AssertionError(f"no epoch {epoch} checkpoint: {p.poll()}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
 def test_killed_or_terminated_run_is_never_ahead_of_its_checkpoint_and_resumes_exactly(tmp_path, sig):
     epochs = 400
     out = tmp_path / "run"
@@ -224,6 +227,9 @@ def test_killed_or_terminated_run_is_never_ahead_of_its_checkpoint_and_resumes_e
     assert 2 <= info["epochs_done"] <= ck["epoch"] < epochs
     if sig == signal.SIGTERM:
         assert p.returncode == 128 + signal.SIGTERM and "stopped by SIGTERM" in err and "Traceback" not in err
+    if sig == signal.SIGINT:
+        assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    if sig != signal.SIGKILL:
         assert info["status"] == "interrupted" and info["epochs_done"] == ck["epoch"]
     else:
         assert p.returncode == -signal.SIGKILL and info["status"] == "running"
