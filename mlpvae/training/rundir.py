@@ -270,11 +270,11 @@ def finish(runs: list, writer, t_run: float) -> None:
     checkpoint write marks the runs ``failed`` and is raised."""
     failure = None
     try:
-        writer.close()  # every checkpoint on disk before run.json says how the runs ended
-    except checkpoint.CheckpointWriteError as exc:
-        failure = exc
-        set_status(runs, "failed", str(exc))
-    try:
+        try:
+            writer.close()  # every checkpoint on disk before run.json says how the runs ended
+        except checkpoint.CheckpointWriteError as exc:
+            failure = exc
+            set_status(runs, "failed", str(exc))
         for r in runs:
             r.info["epochs_done"] = r.saved_epoch
             if r.info["status"] == "completed" and r.saved_epoch < r.cfg.epochs:
@@ -286,7 +286,7 @@ def finish(runs: list, writer, t_run: float) -> None:
             except OSError as exc:
                 print(f"vaetheory train: could not write {r.json}: {exc.strerror or exc}", file=sys.stderr)
     finally:
-        for r in runs:
+        for r in runs:  # released whatever happened: a later run in this process may use the directories
             r.close()
     if failure is not None:
         raise failure

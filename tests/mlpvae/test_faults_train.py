@@ -282,6 +282,8 @@ def test_exception_during_a_run_leaves_run_json_at_the_checkpoint(tmp_path, monk
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["status"] == "failed" and info["message"] == "boom"
     assert info["epochs_done"] == checkpoint.load(tmp_path / "checkpoint.npz")["epoch"] == 2
+    monkeypatch.setattr(TrainingStep, "__call__", real_call)
+    assert T.train(tiny(epochs=5), tmp_path, resume=True)["status"] == "completed"  # the lock was released
 
 
 def test_failed_start_leaves_no_directory_behind(tmp_path, capsys):
