@@ -10,6 +10,7 @@ same queue side by side never train one run twice.  :func:`plan_runs` and
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -107,43 +108,47 @@ class Busy(RuntimeError):
 
 @contextlib.contextmanager
 def run_lock(directory: Path):
-    """Hold ``directory/.lock`` (our pid) while training, so two processes never train one run.
+    """Hold an exclusive OS lock (``fcntl.flock``) on ``directory/.lock`` while training (Not in the paper).
 
-    A lock whose process is gone (killed, rebooted) is taken over.
+    The lock is the open file's, not its content: it is taken atomically, held
+    until released or until the process ends (killed, rebooted), so there is no
+    window in which a second process can take it and no stale lock to clean up.
+    The file records our pid, for the message another process prints.  Raises
+    :class:`Busy` while another process holds it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / ".lock"
-    for _ in range(2):
+    for _ in range(10):
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise Busy(f"{directory} is being trained by process {pid} (remove {path} if it is not)") from None
-            path.unlink(missing_ok=True)
+                pid = path.read_text().strip() or "?"
+            except OSError:
+                pid = "?"
+            raise Busy(f"{directory} is being trained by process {pid} (it holds {path})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # the holder before us may have removed the file after we opened it: then lock the new one
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
     else:
         raise RuntimeError(f"could not take the lock {path}")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
     try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        path.unlink(missing_ok=True)  # before the lock goes: a waiter then finds the file gone and retries
+        os.close(fd)
 
 
 def _only(fig: Figure, names: list[str] | None) -> list[Method]:
