@@ -253,7 +253,7 @@ def test_a_run_being_trained_elsewhere_is_refused_and_a_stale_lock_taken_over(tm
 
 def test_seeds_alone_are_full_runs_and_other_overrides_go_to_the_quick_root(capsys):
     fig4 = str(FIGURES / "fig4_2d.toml")
-    full, quick = FIGURES.parent / "results" / "figures", FIGURES.parent / "results" / "figures-quick"
+    full, quick = FIGURES.parent / "results" / "figures-local", FIGURES.parent / "results" / "figures-quick"
     assert cli.main(["reproduce", fig4, "--seeds", "1", "--list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert [ln.split(":")[0] for ln in listed] == [
