@@ -27,6 +27,7 @@ second copy on disk.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -359,6 +360,15 @@ def verify_same_data(run_info: dict, ds: Dataset) -> str:
                 )
             compared += 1
     return f"same data: {compared} file checksums" + ("" if compared else " (none recorded; name and sizes)")
+
+
+def verify_run_data(directory: str | os.PathLike, ds: Dataset) -> str:
+    """:func:`verify_same_data` against ``directory/run.json`` (none: nothing to compare); Not in the paper."""
+    try:
+        info = json.loads((Path(directory) / "run.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    return verify_same_data(info if isinstance(info, dict) else {}, ds)
 
 
 def add_arguments(parser) -> None:

@@ -5,6 +5,7 @@ a resume checks that the data is the data the run was trained on."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import pytest
@@ -142,10 +143,15 @@ def test_a_resume_on_other_data_is_refused_naming_the_file(nowhere):
     before = data.load_data(cfg)
     info = {"data": {"name": "mnist", "train": 7, "test": 3, "files": data.file_record(before)}}
     assert data.verify_same_data(info, data.load_data(cfg)) == "same data: 4 file checksums"
+    (nowhere / "run").mkdir()
+    (nowhere / "run/run.json").write_text(json.dumps(info))
+    assert data.verify_run_data(nowhere / "run", data.load_data(cfg)) == "same data: 4 file checksums"
     arrays = write_set(nowhere / "d/mnist", seed=5)  # the files were replaced since the run started
     assert len(arrays["train-images-idx3-ubyte"]) == 7
     with pytest.raises(data.DataChangedError, match="train-images-idx3-ubyte.*new run"):
         data.verify_same_data(info, data.load_data(cfg))
+    with pytest.raises(data.DataChangedError, match="train-images-idx3-ubyte.*new run"):
+        data.verify_run_data(nowhere / "run", data.load_data(cfg))
     with pytest.raises(data.DataChangedError, match="3 images, now 2"):
         data.verify_same_data(info, data.load_data(config.TrainConfig(dataset="mnist", data=cfg.data, test_limit=2)))
     old = {"data": {"name": "mnist", "train": 7, "test": 3, "files": {"train_images": {"path": "x", "check": "v"}}}}
