@@ -48,8 +48,10 @@ PLOT_KEYS = ("kind", "file", "methods", "seeds", "prior", "latent", "title", "ys
 YSCALES = ("linear", "symlog")  # symlog: a curve that spikes by orders of magnitude stays readable
 PLOT_KINDS = ("curves", "samples", "scatter", "variance", "manifold", "reconstructions")
 PRIORS = ("model", "standard", "fitted")
-# Results roots, beside the configs' folder: validation/figures -> validation/results/figures(-quick)
-DEFAULT_ROOT, QUICK_ROOT = "results/figures", "results/figures-quick"
+# Results roots, beside the configs' folder: validation/figures -> validation/results/figures(-quick).
+# results/figures holds the recorded (committed) results; when it exists, full runs go to results/figures-local
+# (gitignored) unless --out names a root, so that a plain run never writes into the record.
+DEFAULT_ROOT, QUICK_ROOT, LOCAL_ROOT = "results/figures", "results/figures-quick", "results/figures-local"
 # Per-run settings that a quick run may override; recorded in the figure's run.json.
 QUICK_KEYS = ("epochs", "limit", "test_limit")
 
@@ -216,10 +218,22 @@ def load_figure(path: str | Path, _seen: tuple = ()) -> Figure:
     )
 
 
+def recorded_root(fig: Figure) -> Path:
+    """The root of the recorded results, ``validation/results/figures``, beside the config's folder."""
+    return fig.path.parent.parent / DEFAULT_ROOT
+
+
 def default_root(fig: Figure, quick: bool) -> Path:
-    """The results root for ``fig``: ``validation/results/figures``
-    (``validation/results/figures-quick`` for quick runs), found beside the config's folder."""
-    return fig.path.parent.parent / (QUICK_ROOT if quick else DEFAULT_ROOT)
+    """The results root for ``fig`` without ``--out``, beside the config's folder (Not in the paper).
+
+    ``validation/results/figures-quick`` for quick runs; for full runs
+    ``validation/results/figures-local`` when the recorded root
+    (:func:`recorded_root`) exists, else ``validation/results/figures``.
+    """
+    if quick:
+        return fig.path.parent.parent / QUICK_ROOT
+    recorded = recorded_root(fig)
+    return fig.path.parent.parent / LOCAL_ROOT if recorded.is_dir() else recorded
 
 
 def seeds_of(fig: Figure, method: Method, override: list[int] | None = None) -> list[int]:

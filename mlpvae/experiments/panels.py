@@ -1,8 +1,10 @@
 """The PNGs of a figure config's ``[[plots]]`` entries, drawn from the runs on disk (Sec. 7, Appendix C).
 
-:func:`plot_curves` draws test ELBO curves over seeds, :func:`plot_panels` one
-panel (or row of panels) per (method, seed); :func:`make_plots` draws every
-entry.  Drawing goes through :mod:`mlpvae.experiments.plots`.
+:func:`plot_curves` draws test ELBO curves over seeds (from the metrics alone),
+:func:`plot_panels` one panel (or row of panels) per (method, seed) (from the
+model: they need its checkpoint); :func:`make_plots` draws every entry, and
+keeps a PNG it could only redraw with panels that lack their model.  Drawing
+goes through :mod:`mlpvae.experiments.plots`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from mlpvae.experiments import plots as P
 from mlpvae.experiments.figure_runs import decode_images, load_run, prior_var
 from mlpvae.experiments.figure_schema import Figure, Method, run_dir, seeds_of
+from mlpvae.experiments.run_queue import recorded_without_checkpoint
 from mlpvae.training.streams import STREAM_FIGURES
 
 
@@ -109,7 +112,11 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
             a.set_visible(True)
         run = load_run(run_dir(root, method, seed))
         if run is None:
-            P.missing_panel(row[0], name)
+            recorded = recorded_without_checkpoint(run_dir(root, method, seed))
+            if recorded is None:
+                P.missing_panel(row[0], name)
+            else:
+                _no_model_panel(row[0], name, recorded)
             continue
         rng = np.random.default_rng([seed, STREAM_FIGURES])
         if kind == "samples":
@@ -165,15 +172,40 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
     return P.save(f, path)
 
 
-def make_plots(fig: Figure, root: Path, override: list[int] | None = None) -> list[Path]:
+def _no_model_panel(ax, title: str, info: dict) -> None:
+    """The panel of a recorded run whose checkpoint is absent: it says so, and how to get the panel."""
+    text = (
+        f"{info.get('status', 'run')}, {info.get('epochs_done', '?')} epochs:\nmetrics recorded, no checkpoint\n"
+        "this panel needs the model's parameters\n(reproduce --retrain trains it afresh)"
+    )
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, transform=ax.transAxes)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+
+
+def make_plots(fig: Figure, root: Path, override: list[int] | None = None, log=print) -> list[Path]:
     """Every ``[[plots]]`` entry of the config as a PNG in ``ROOT/<figure>/`` (Sec. 7, Appendix C).
 
-    ``override`` is the ``--seeds`` override; a plot draws those of its seeds that were run.
+    ``override`` is the ``--seeds`` override; a plot draws those of its seeds
+    that were run.  A per-run PNG that exists is kept as it is (``log`` says
+    so) when one of its runs is a recorded result without its checkpoint: it
+    could only be redrawn with panels that say the model is missing.
     """
     out_dir = Path(root) / fig.name
     out = []
     for spec in fig.plots:
         path = out_dir / spec["file"]
-        draw = plot_curves if spec["kind"] == "curves" else plot_panels
-        out.append(draw(fig, spec, root, path, override))
+        if spec["kind"] == "curves":
+            out.append(plot_curves(fig, spec, root, path, override))
+            continue
+        lacking = [
+            run_dir(root, m, s)
+            for m, s in _runs_of(fig, spec, override)
+            if recorded_without_checkpoint(run_dir(root, m, s)) is not None
+        ]
+        if lacking and path.exists():
+            log(f"kept {path}: {len(lacking)} of its runs have no checkpoint ({lacking[0]}, ...) to redraw it from")
+            out.append(path)
+            continue
+        out.append(plot_panels(fig, spec, root, path, override))
     return out

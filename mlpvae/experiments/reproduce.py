@@ -6,14 +6,17 @@ runs a figure (:func:`reproduce`) and is its command line
 :mod:`mlpvae.experiments.run_queue`, drawn by :mod:`mlpvae.experiments.panels`
 and summarised by :mod:`mlpvae.experiments.figure_summary`.
 
-Output under ``--out ROOT`` (default ``validation/results/figures``; with a quick-run
+Output under ``--out ROOT`` (default ``validation/results/figures-local``, or
+``validation/results/figures`` where the recorded results are not; with a quick-run
 override (``--epochs``, ``--limit``, ``--test-limit``, ``--set``; not
 ``--seeds``, which changes no run) ``validation/results/figures-quick``): ``ROOT/<figure>/<method>/seed<k>/`` is
 an ordinary ``vaetheory train`` run directory (metrics.csv, checkpoint.npz,
 run.json); ``ROOT/<figure>/`` holds the PNGs, ``summary.json``,
 ``summary.md`` and ``run.json`` (config, overrides, git SHA, devices, dtypes,
 wall time, what happened to each run).  A finished run is skipped, a stopped
-one resumed from its checkpoint, a diverged one kept as a result.
+one resumed from its checkpoint, a diverged one kept as a result, and a
+recorded result whose checkpoint is absent (a fresh clone) kept: summarised
+and drawn from its metrics, never deleted to train it afresh without ``--retrain``.
 """
 
 from __future__ import annotations
@@ -29,15 +32,18 @@ from mlpvae.experiments.figure_schema import (
     check_seeds,
     default_root,
     load_figure,
+    recorded_root,
     run_dir,
 )
 from mlpvae.experiments.figure_summary import summarize, summary_markdown
 from mlpvae.experiments.panels import make_plots
 from mlpvae.experiments.run_queue import (
+    NO_CHECKPOINT,
     batches,
     ensure_runs,
     plan_runs,
     read_json,
+    recorded_without_checkpoint,
     run_state,
 )
 from mlpvae.training import checkpoint
@@ -58,6 +64,7 @@ def reproduce(
     log=print,
     stack: bool = False,
     methods: list[str] | None = None,
+    retrain: bool = False,
 ) -> dict:
     """Run every (method x seed) of a figure config, then its PNGs and summary; Sec. 7, Appendix C.
 
@@ -71,19 +78,37 @@ def reproduce(
     together as one batched computation (:func:`mlpvae.training.train.train_many`; the
     same results as one by one, in one process).  ``methods`` trains only
     the methods named (the PNGs and the summary still cover the whole figure,
-    with the runs not on disk shown as missing).
+    with the runs not on disk shown as missing).  A recorded result without
+    its checkpoint is kept (``retrain``: trained afresh); when nothing is to be
+    trained and such runs are there, the figure's ``run.json`` is left as it is
+    and a PNG that needs their models is not redrawn.
     """
     fig = load_figure(config)
     overrides = {"epochs": epochs, "limit": limit, "test_limit": test_limit, **(sets or {})}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     # seeds alone do not change a run, so e.g. seeds in parallel processes are still full runs
     quick = bool(overrides)
-    root = Path(root) if root is not None else default_root(fig, quick)
+    if root is None:
+        root = default_root(fig, quick)
+        if not quick and root != recorded_root(fig):
+            log(f"results in {root} (the recorded ones in {recorded_root(fig)} are written only with --out)")
+    root = Path(root)
     override = check_seeds(list(seeds), "--seeds") if seeds is not None else None
     per_run = {**overrides, "device": device, **({"progress": progress} if progress is not None else {})}
     # every run's settings are checked before the first one starts
     plan = list(plan_runs(fig, override, per_run, methods))
     out_dir = root / fig.name
+    states = [run_state(run_dir(root, m, s), cfg) for m, s, cfg in plan]
+    to_train = train and any(st in ("new", "stopped") or (retrain and st.endswith(NO_CHECKPOINT)) for st in states)
+    lacking = [m for m, s, _ in plan if recorded_without_checkpoint(run_dir(root, m, s)) is not None]
+    keep_record = bool(lacking) and not to_train and (out_dir / "run.json").exists()
+    if keep_record:
+        log(f"kept {out_dir / 'run.json'}: nothing to train, and {len(lacking)} run(s) have no checkpoint")
+
+    def record():
+        if not keep_record:
+            checkpoint.write_json(out_dir / "run.json", info)
+
     out_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "figure": fig.name,
@@ -102,7 +127,7 @@ def reproduce(
         "status": "running",
         "runs": [],
     }
-    checkpoint.write_json(out_dir / "run.json", info)
+    record()
     t0 = time.perf_counter()
     try:
         done = 0
@@ -110,7 +135,7 @@ def reproduce(
             dirs = [run_dir(root, method, seed) for method, seed, _ in batch]
             t1 = time.perf_counter()
             if train:
-                results = ensure_runs([cfg for *_, cfg in batch], dirs)
+                results = ensure_runs([cfg for *_, cfg in batch], dirs, retrain)
             else:
                 results = [("not trained (--no-train)", read_json(d / "run.json") or {}) for d in dirs]
             took = time.perf_counter() - t1
@@ -137,8 +162,8 @@ def reproduce(
                     f"{rinfo.get('epochs_done', 0)} epochs, {took:.1f} s"
                     + (f" (stack of {len(batch)})" if stack else "")
                 )
-            checkpoint.write_json(out_dir / "run.json", info)
-        info["plots"] = [str(p) for p in make_plots(fig, root, override)]
+            record()
+        info["plots"] = [str(p) for p in make_plots(fig, root, override, log)]
         summary = summarize(fig, root, override)
         checkpoint.write_json(out_dir / "summary.json", summary)
         (out_dir / "summary.md").write_text(summary_markdown(summary))
@@ -153,7 +178,7 @@ def reproduce(
         info["finished"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         if info["status"] == "running":
             info["status"] = "failed"
-        checkpoint.write_json(out_dir / "run.json", info)
+        record()
     return info
 
 
@@ -197,7 +222,13 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--out",
         metavar="ROOT",
-        help="results root (default validation/results/figures; validation/results/figures-quick with overrides)",
+        help="results root (default validation/results/figures-local when the recorded "
+        "validation/results/figures exists, else that; validation/results/figures-quick with overrides)",
+    )
+    parser.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train afresh the recorded runs whose checkpoint is absent (deletes their run.json and metrics.csv)",
     )
     parser.add_argument(
         "--progress",
@@ -246,6 +277,7 @@ def run(args) -> int:
             log=lambda s: print(s, file=sys.stderr),
             stack=args.stack,
             methods=methods,
+            retrain=args.retrain,
         )
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"vaetheory reproduce: {exc}", file=sys.stderr)
@@ -265,7 +297,16 @@ def _list(args, seeds, sets, methods=None) -> int:
         if v is not None
     }
     root = Path(args.out) if args.out else default_root(fig, bool(overrides))
+    recorded = recorded_root(fig) if not args.out and root != recorded_root(fig) and not overrides else None
     for method, seed, cfg in plan_runs(fig, seeds, {**overrides, "device": args.device}, methods):
         d = run_dir(root, method, seed)
-        print(f"{d}: {run_state(d, cfg)} ({cfg.epochs} epochs, {cfg.posterior}, {cfg.likelihood}, n={cfg.n})")
+        line = f"{d}: {run_state(d, cfg)} ({cfg.epochs} epochs, {cfg.posterior}, {cfg.likelihood}, n={cfg.n})"
+        if recorded is not None:  # the default root is the local one: say what the record holds too
+            try:
+                state = run_state(run_dir(recorded, method, seed), cfg)
+            except ValueError:
+                state = "other settings"
+            if state != "new":
+                line += f"; recorded in {recorded}: {state}"
+        print(line)
     return 0

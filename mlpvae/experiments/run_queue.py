@@ -1,15 +1,18 @@
 """The training runs of a figure: their state on disk, a lock per run, and training them in batches (Sec. 7 training).
 
-A run directory is new, stopped, finished or diverged (:func:`run_state`);
+A run directory is new, stopped, finished, diverged, or a recorded result
+without its checkpoint (:func:`run_state`; checkpoints are not committed);
 :func:`ensure_runs` trains the new and stopped ones, stacking those in the same
 state, under a per-run lock (:func:`run_lock`) so processes working through the
-same queue side by side never train one run twice.  :func:`plan_runs` and
+same queue side by side never train one run twice.  A recorded result is never
+deleted to train it afresh unless asked (``retrain``).  :func:`plan_runs` and
 :func:`batches` list a figure's runs and group them for training.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -27,8 +30,29 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
+NO_CHECKPOINT = " (no checkpoint)"  # the suffix of the state of a recorded result whose checkpoint is absent
+
+
+def recorded_without_checkpoint(directory: Path) -> dict | None:
+    """The ``run.json`` of a run that has results (completed, or epochs done) but no checkpoint; else None.
+
+    Such a run is a recorded result, e.g. on a fresh clone (checkpoints are
+    not committed): its metrics stand, its parameters are gone (Not in the paper).
+    """
+    info = read_json(directory / "run.json")
+    if info is None or (directory / "checkpoint.npz").exists() or info.get("status") == "diverged":
+        return None
+    if info.get("status") == "completed" or int(info.get("epochs_done") or 0) > 0:
+        return info
+    return None
+
+
 def run_state(directory: Path, cfg) -> str:
-    """What a run directory holds for ``cfg``: new, stopped, finished or diverged (Not in the paper).
+    """What a run directory holds for ``cfg`` (Not in the paper).
+
+    new, stopped, finished, diverged, or ``"completed (no checkpoint)"`` /
+    ``"stopped (no checkpoint)"`` for a recorded result whose checkpoint is
+    absent (:func:`recorded_without_checkpoint`): kept, not trained afresh.
 
     Raises ValueError when it holds a run with other settings (other than
     those :data:`mlpvae.training.config.RESUMABLE_KEYS` allows to differ).
@@ -47,25 +71,38 @@ def run_state(directory: Path, cfg) -> str:
     if info.get("status") == "diverged":
         return "diverged"  # deterministic: a resume would diverge again
     if not has_ck:
+        if recorded_without_checkpoint(directory) is not None:
+            return ("completed" if info.get("status") == "completed" else "stopped") + NO_CHECKPOINT
         return "new"
     if info.get("status") == "completed" and int(info.get("epochs_done", 0)) >= cfg.epochs:
         return "finished"
     return "stopped"
 
 
-def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
+def _kept(state: str, retrain: bool) -> str | None:
+    """The action of a run that is not trained: finished, diverged, or a recorded result (unless ``retrain``)."""
+    if state in ("finished", "diverged"):
+        return f"skipped ({state})"
+    if state.endswith(NO_CHECKPOINT) and not retrain:
+        return f"kept ({state[: -len(NO_CHECKPOINT)]}, no checkpoint; --retrain trains it afresh)"
+    return None
+
+
+def ensure_runs(cfgs: list, directories: list, retrain: bool = False) -> list[tuple[str, dict]]:
     """Train, resume or skip runs that differ only in seed, those to train as one stack (Sec. 7 training).
 
     Runs in the same state (new, or stopped at the same epoch) are trained
     together by :func:`mlpvae.training.train.train_many`, which gives each exactly what
-    training it alone gives.  Returns ``(action, run.json content)`` per run.
+    training it alone gives.  A recorded result without its checkpoint is kept
+    as it is, unless ``retrain``: then it is deleted and trained afresh.
+    Returns ``(action, run.json content)`` per run.
     """
     results: list = [None] * len(cfgs)
     todo = []
     for i, (cfg, d) in enumerate(zip(cfgs, directories)):
-        state = run_state(d, cfg)
-        if state in ("finished", "diverged"):
-            results[i] = (f"skipped ({state})", read_json(d / "run.json"))
+        kept = _kept(run_state(d, cfg), retrain)
+        if kept:
+            results[i] = (kept, read_json(d / "run.json"))
         else:
             todo.append(i)
     with contextlib.ExitStack() as locks:
@@ -78,13 +115,17 @@ def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
                 continue
             mine.append(i)
         groups: dict = {}
+        retrained = []
         for i in mine:
             d = directories[i]
             state = run_state(d, cfgs[i])  # another process may have finished it meanwhile
-            if state in ("finished", "diverged"):
-                results[i] = (f"skipped ({state})", read_json(d / "run.json"))
+            kept = _kept(state, retrain)
+            if kept:
+                results[i] = (kept, read_json(d / "run.json"))
                 continue
-            if state == "new":
+            if state.endswith(NO_CHECKPOINT):  # --retrain: the recorded result goes
+                retrained.append(i)
+            if state == "new" or state.endswith(NO_CHECKPOINT):
                 # a run that stopped before its first checkpoint leaves files that a fresh start replaces
                 for leftover in ("run.json", "metrics.csv"):
                     (d / leftover).unlink(missing_ok=True)
@@ -98,6 +139,8 @@ def ensure_runs(cfgs: list, directories: list) -> list[tuple[str, dict]]:
             )
             for i, info in zip(members, infos):
                 results[i] = ("resumed" if state == "stopped" else "trained", info)
+        for i in retrained:
+            results[i] = ("retrained (--retrain)", results[i][1])
     return results
 
 
@@ -107,43 +150,47 @@ class Busy(RuntimeError):
 
 @contextlib.contextmanager
 def run_lock(directory: Path):
-    """Hold ``directory/.lock`` (our pid) while training, so two processes never train one run.
+    """Hold an exclusive OS lock (``fcntl.flock``) on ``directory/.lock`` while training (Not in the paper).
 
-    A lock whose process is gone (killed, rebooted) is taken over.
+    The lock is the open file's, not its content: it is taken atomically, held
+    until released or until the process ends (killed, rebooted), so there is no
+    window in which a second process can take it and no stale lock to clean up.
+    The file records our pid, for the message another process prints.  Raises
+    :class:`Busy` while another process holds it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / ".lock"
-    for _ in range(2):
+    for _ in range(10):
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
             try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                raise Busy(f"{directory} is being trained by process {pid} (remove {path} if it is not)") from None
-            path.unlink(missing_ok=True)
+                pid = path.read_text().strip() or "?"
+            except OSError:
+                pid = "?"
+            raise Busy(f"{directory} is being trained by process {pid} (it holds {path})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # the holder before us may have removed the file after we opened it: then lock the new one
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
     else:
         raise RuntimeError(f"could not take the lock {path}")
-    with os.fdopen(fd, "w") as f:
-        f.write(str(os.getpid()))
     try:
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
-        path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (one of another user counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        path.unlink(missing_ok=True)  # before the lock goes: a waiter then finds the file gone and retries
+        os.close(fd)
 
 
 def _only(fig: Figure, names: list[str] | None) -> list[Method]:

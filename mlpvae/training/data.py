@@ -1,17 +1,23 @@
 """MNIST and Fashion-MNIST from the standard IDX files (Sec. 7), and the training targets.
 
-The four files of a data set (gzipped or not) are looked for, in order, in an
-explicit directory, ``$VAETHEORY_DATA/<name>/``, ``~/.cache/vaetheory/<name>/``
-and ``/usr/share/datasets/<name>/``.  Each file is parsed strictly (magic
-number, element type, rank, sizes, exact length) and checked against the
-SHA-256 of its *uncompressed* bytes, so the same check accepts the files as the
-usual mirrors distribute them and recompressed copies.
+The four files of a data set (gzipped or not) are looked for in the directory
+the user named (``--data`` or the config's ``data``, else ``$VAETHEORY_DATA/<name>/``):
+a named directory without them is an error, never a silent fallback.  Without
+one, ``~/.cache/vaetheory/<name>/`` then ``/usr/share/datasets/<name>/`` are
+searched, and a fallback to the second is said (:attr:`Dataset.notes`).  Each
+file is parsed strictly (magic number, element type, rank, sizes, exact length)
+and checked against the SHA-256 of its *uncompressed* bytes, so the same check
+accepts the files as the usual mirrors distribute them and recompressed copies.
+A file that cannot be read (truncated or damaged gzip, no permission, a
+directory in its place) is a :class:`DataFileError`: one line naming the file
+and what to do.
 
 Fashion-MNIST: the SHA-256 of the official uncompressed files could not be
 established here; only the SHA-256 of the official *gzipped* files is known
-(published by several loaders).  A Fashion-MNIST file is therefore "verified"
-when it is the official ``.gz``; any other copy is checked for structure only,
-and :func:`verify` says so.
+(the values TensorFlow Datasets publishes for the files whose MD5s torchvision
+publishes).  A Fashion-MNIST file is therefore "verified" when it is the
+official ``.gz``; any other copy is "structure checked only", which every
+training run says (a message, and each file's ``check`` in ``run.json``).
 
 Decoded arrays are not cached: decompressing and hashing the files costs
 little more than loading an ``.npy`` copy would, too little to be worth a
@@ -20,15 +26,17 @@ second copy on disk.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mlpvae.training import config as C
+from mlpvae.training.idx import REPLACE, DataFileError, IdxError, parse_idx, read_bytes
 from vaetheory.validate import choice, scalar
 from vaetheory.validate import rng as check_rng
 from vaetheory.xp import array_namespace
@@ -61,8 +69,6 @@ SHA256_GZ = {
         "t10k-labels-idx1-ubyte": "42bd18137a62d5998cdeae52bf3a0676ac6b706f5cf8439b47bb5b151ae3dccf",
     },
 }
-# IDX element-type codes -> big-endian NumPy dtypes.
-_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _HOWTO = (
     "Provide the four standard IDX files ({files}, each optionally .gz) in one of these "
     "directories, or pass --data DIR.  E.g.: export VAETHEORY_DATA=/path/to/data and put the "
@@ -71,86 +77,91 @@ _HOWTO = (
 )
 
 
-class IdxError(ValueError):
-    """A file is not a well-formed IDX file of the expected kind."""
-
-
 class DataNotFoundError(FileNotFoundError):
     """A data set's files were found in none of the searched directories."""
 
 
-class ChecksumError(ValueError):
+class ChecksumError(DataFileError):
     """A file's uncompressed bytes do not have the official SHA-256."""
 
 
-def parse_idx(buf: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decode one IDX file (LeCun's format) into an array; Not in the paper (data format).
+class DataChangedError(DataFileError):
+    """The data a run was trained on is not the data found now (resume)."""
 
-    Layout: two zero bytes, one element-type byte, one rank byte ``d``, ``d``
-    big-endian uint32 sizes, then exactly ``prod(sizes)`` elements, big-endian.
-    Anything else (bad magic, unknown type, truncated or trailing bytes) raises
-    :class:`IdxError` naming ``source``.
-    """
-    if len(buf) < 4:
-        raise IdxError(f"{source}: {len(buf)} bytes is too short for an IDX header")
-    if buf[0] != 0 or buf[1] != 0:
-        raise IdxError(f"{source}: bad IDX magic {buf[:4].hex()} (first two bytes must be zero)")
-    code, ndim = buf[2], buf[3]
-    if code not in _IDX_TYPES:
-        raise IdxError(f"{source}: unknown IDX element type 0x{code:02x}")
-    if ndim == 0:
-        raise IdxError(f"{source}: IDX rank is 0")
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise IdxError(f"{source}: truncated IDX header ({len(buf)} bytes, rank {ndim} needs {header})")
-    shape = tuple(int(s) for s in np.frombuffer(buf, ">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_TYPES[code])
-    want = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(buf) != want:
-        raise IdxError(f"{source}: IDX header says shape {shape} ({want} bytes) but the file has {len(buf)} bytes")
-    return np.frombuffer(buf, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+
+STRUCTURE_ONLY = "structure checked only"
+
+
+def _places(name: str, path) -> tuple[list[Path], str | None]:
+    """The directories to search, and what named them (None: the default locations)."""
+    if path is not None:
+        p = Path(path).expanduser()
+        return ([p / name, p] if (p / name).is_dir() else [p]), f"the data directory given ({path})"
+    if os.environ.get("VAETHEORY_DATA"):
+        return [Path(os.environ["VAETHEORY_DATA"]).expanduser() / name], "VAETHEORY_DATA"
+    # the system location is overridable so that a test can stand in for a machine without the packages
+    system = Path(os.environ.get("VAETHEORY_SYSTEM_DATA", "/usr/share/datasets")) / name
+    return [Path.home() / ".cache" / "vaetheory" / name, system], None
 
 
 def search_dirs(name: str, path: str | os.PathLike | None = None) -> list[Path]:
     """The directories searched for data set ``name``, in order; Not in the paper.
 
-    The last one is ``/usr/share/datasets/<name>/`` (where Debian's dataset packages install),
-    or ``$VAETHEORY_SYSTEM_DATA/<name>/`` when that variable is set.
+    Only the named ones when a directory is named (``path``, else
+    ``$VAETHEORY_DATA/<name>/``); else ``~/.cache/vaetheory/<name>/`` and
+    ``/usr/share/datasets/<name>/`` (where Debian's dataset packages install,
+    or ``$VAETHEORY_SYSTEM_DATA/<name>/`` when that variable is set).
     """
     choice("name", name, NAMES)
-    dirs = []
-    if path is not None:
-        p = Path(path).expanduser()
-        dirs += [p / name, p] if (p / name).is_dir() else [p]
-    if os.environ.get("VAETHEORY_DATA"):
-        dirs.append(Path(os.environ["VAETHEORY_DATA"]).expanduser() / name)
-    dirs.append(Path.home() / ".cache" / "vaetheory" / name)
-    # Overridable so that a test can stand in for a machine without the system packages.
-    dirs.append(Path(os.environ.get("VAETHEORY_SYSTEM_DATA", "/usr/share/datasets")) / name)
-    return dirs
+    return _places(name, path)[0]
 
 
 def _file_in(d: Path, stem: str) -> Path | None:
-    for candidate in (d / stem, d / (stem + ".gz")):
+    """The file of ``stem`` in ``d`` (plain or .gz); whatever stands in its place (a directory) is returned too."""
+    candidates = (d / stem, d / (stem + ".gz"))
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    return None
+    return next((c for c in candidates if c.exists()), None)
+
+
+def _files_in(d: Path) -> dict[str, Path | None]:
+    try:
+        return {role: _file_in(d, stem) for role, stem in FILES.items()}
+    except PermissionError:
+        raise DataFileError(
+            f"{d}: permission denied; make it readable (chmod a+rx {d}) or name another --data"
+        ) from None
+
+
+def find(name: str, path: str | os.PathLike | None = None) -> tuple[dict[str, Path], str | None]:
+    """Role -> file for the first searched directory holding all four files, and a note on a fallback; Not in the paper.
+
+    Raises :class:`DataNotFoundError` with every directory looked in and how to provide the files.
+    """
+    dirs, named = search_dirs(name, path), _places(name, path)[1]
+    for i, d in enumerate(dirs):
+        found = _files_in(d)
+        if all(found.values()):
+            note = None
+            if i and not named:
+                note = f"{name}: using {d} ({', '.join(str(x) for x in dirs[:i])} does not hold it)"
+            return found, note  # type: ignore[return-value]
+    looked = "\n".join(f"  {d}" + ("" if d.is_dir() else "  (does not exist)") for d in dirs)
+    howto = _HOWTO.format(files=", ".join(FILES.values()), name=name)
+    if named:
+        howto = (
+            f"The directory was named by {named}: put the four files there ({', '.join(FILES.values())}, "
+            "each optionally .gz), or name another one "
+            f"(without --data or VAETHEORY_DATA, ~/.cache/vaetheory/{name}/ and /usr/share/datasets/{name}/ "
+            "are searched)."
+        )
+    raise DataNotFoundError(f"data set {name!r} not found; looked in:\n{looked}\n{howto}")
 
 
 def locate(name: str, path: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Role -> file for the first directory holding all four files; Not in the paper.
-
-    Raises :class:`DataNotFoundError` with every directory looked in and how to
-    provide the files.
-    """
-    dirs = search_dirs(name, path)
-    for d in dirs:
-        found = {role: _file_in(d, stem) for role, stem in FILES.items()}
-        if all(found.values()):
-            return found
-    looked = "\n".join(f"  {d}" + ("" if d.is_dir() else "  (does not exist)") for d in dirs)
-    howto = _HOWTO.format(files=", ".join(FILES.values()), name=name)
-    raise DataNotFoundError(f"data set {name!r} not found; looked in:\n{looked}\n{howto}")
+    """Role -> file for the first searched directory holding all four files (:func:`find`); Not in the paper."""
+    return find(name, path)[0]
 
 
 @dataclass
@@ -159,7 +170,7 @@ class FileCheck:
 
     path: Path
     sha256: str  # of the uncompressed bytes
-    status: str  # "verified", "verified (official .gz)", "structure only", "MISMATCH"
+    status: str  # "verified", "verified (official .gz)", STRUCTURE_ONLY, "MISMATCH"
 
 
 def read_file(name: str, path: Path, verify: bool = True) -> tuple[np.ndarray, FileCheck]:
@@ -169,9 +180,8 @@ def read_file(name: str, path: Path, verify: bool = True) -> tuple[np.ndarray, F
     known and differs.
     """
     path = Path(path)
-    raw = path.read_bytes()
-    data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
     stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    raw, data = read_bytes(path, stem)
     digest = hashlib.sha256(data).hexdigest()
     known = SHA256.get(name, {}).get(stem)
     known_gz = SHA256_GZ.get(name, {}).get(stem)
@@ -180,13 +190,16 @@ def read_file(name: str, path: Path, verify: bool = True) -> tuple[np.ndarray, F
     elif known_gz is not None and data is not raw and hashlib.sha256(raw).hexdigest() == known_gz:
         status = "verified (official .gz)"
     else:
-        status = "structure only"
+        status = STRUCTURE_ONLY
     if verify and status == "MISMATCH":
         raise ChecksumError(
             f"{path}: SHA-256 of the uncompressed bytes is {digest}, expected {known} "
             f"(the official {stem}); the file is corrupt or not the official one"
         )
-    return parse_idx(data, str(path)), FileCheck(path, digest, status)
+    try:
+        return parse_idx(data, str(path)), FileCheck(path, digest, status)
+    except IdxError as exc:
+        raise IdxError(f"{exc}; {REPLACE}") from None
 
 
 @dataclass
@@ -199,6 +212,7 @@ class Dataset:
     test_images: np.ndarray
     test_labels: np.ndarray
     checks: dict[str, FileCheck] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what a run should say: a fallback, unverified files
 
 
 def _check_pair(name: str, images: np.ndarray, labels: np.ndarray, split: str) -> None:
@@ -222,14 +236,21 @@ def load(name: str = "mnist", path: str | os.PathLike | None = None, verify: boo
     verify : check each file's uncompressed SHA-256 where it is known.
     """
     choice("name", name, NAMES)
-    files = locate(name, path)
+    files, note = find(name, path)
     arrays, checks = {}, {}
     for role, p in files.items():
         arrays[role], checks[role] = read_file(name, p, verify)
     _check_pair(name, arrays["train_images"], arrays["train_labels"], "train")
     _check_pair(name, arrays["test_images"], arrays["test_labels"], "test")
     flat = {k: (v.reshape(len(v), -1) if k.endswith("images") else v) for k, v in arrays.items()}
-    return Dataset(name, checks=checks, **flat)
+    notes = [note] if note else []
+    unverified = [c.path.name for c in checks.values() if c.status == STRUCTURE_ONLY]
+    if unverified:
+        notes.append(
+            f"{name}: {', '.join(unverified)} {STRUCTURE_ONLY} (no published checksum of these copies; "
+            "the official .gz files are verified)"
+        )
+    return Dataset(name, checks=checks, notes=notes, **flat)
 
 
 def targets(images, *, scale: float = 1.0, binarize: str = "none", rng=None, dtype=np.float32, out=None):
@@ -284,9 +305,12 @@ def load_data(cfg: C.TrainConfig) -> Dataset:
     """The data set a training config names (MNIST, Fashion-MNIST or :func:`synthetic`), cut to its limits (Sec. 7).
 
     Keeps the first ``cfg.limit`` training and ``cfg.test_limit`` test images
-    and labels (None: all).
+    and labels (None: all).  Prints the data set's notes (a fallback location,
+    files checked for structure only) on stderr.
     """
     ds = synthetic(cfg) if cfg.dataset == "synthetic" else load(cfg.dataset, cfg.data)
+    for note in ds.notes:
+        print(f"data: {note}", file=sys.stderr)
     ds.train_images, ds.train_labels = ds.train_images[: cfg.limit], ds.train_labels[: cfg.limit]
     ds.test_images, ds.test_labels = ds.test_images[: cfg.test_limit], ds.test_labels[: cfg.test_limit]
     return ds
@@ -299,10 +323,52 @@ def verify(name: str, path=None) -> list[FileCheck]:
     for p in files.values():
         try:
             _, c = read_file(name, p, verify=False)
-        except IdxError as exc:
-            c = FileCheck(p, "", f"BAD IDX: {exc}")
+        except DataFileError as exc:
+            c = FileCheck(p, "", f"BAD: {exc}")
         checks.append(c)
     return checks
+
+
+def file_record(ds: Dataset) -> dict:
+    """Role -> path, check and SHA-256 (uncompressed) of each file, for a run's ``run.json``; Not in the paper."""
+    return {k: {"path": str(c.path), "check": c.status, "sha256": c.sha256} for k, c in ds.checks.items()}
+
+
+def verify_same_data(run_info: dict, ds: Dataset) -> str:
+    """Check that ``ds`` is the data a run was trained on (before a resume); Not in the paper.
+
+    ``run_info`` is the run's ``run.json``; its ``data`` entry holds the data
+    set's name, sizes and (runs that record them, :func:`file_record`) each
+    file's SHA-256.  Raises :class:`DataChangedError` naming the file that
+    differs and what to do; returns what was compared.
+    """
+    rec = run_info.get("data") or {}
+    what = "start a new run (another --out), or restore the data the run was trained on"
+    if rec.get("name", ds.name) != ds.name:
+        raise DataChangedError(f"the run was trained on {rec['name']}, not {ds.name}; {what}")
+    for split, images in (("train", ds.train_images), ("test", ds.test_images)):
+        if rec.get(split) is not None and int(rec[split]) != len(images):
+            raise DataChangedError(f"the run's {split} set had {rec[split]} images, now {len(images)}; {what}")
+    compared = 0
+    for role, f in (rec.get("files") or {}).items():
+        c = ds.checks.get(role)
+        if c is not None and f.get("sha256"):
+            if f["sha256"] != c.sha256:
+                raise DataChangedError(
+                    f"{c.path}: SHA-256 {c.sha256[:16]}... is not that of the file the run was trained on "
+                    f"({f.get('path')}: {f['sha256'][:16]}...); {what}"
+                )
+            compared += 1
+    return f"same data: {compared} file checksums" + ("" if compared else " (none recorded; name and sizes)")
+
+
+def verify_run_data(directory: str | os.PathLike, ds: Dataset) -> str:
+    """:func:`verify_same_data` against ``directory/run.json`` (none: nothing to compare); Not in the paper."""
+    try:
+        info = json.loads((Path(directory) / "run.json").read_text())
+    except (OSError, ValueError):
+        info = {}
+    return verify_same_data(info if isinstance(info, dict) else {}, ds)
 
 
 def add_arguments(parser) -> None:
@@ -323,8 +389,15 @@ def run(args) -> int:
             if args.name:  # only a data set asked for by name is an error when missing
                 status = max(status, 1)
             continue
+        except (DataFileError, OSError) as exc:  # e.g. a directory without read permission: the next set still
+            print(f"  BAD: {exc}")
+            status = 2
+            continue
         for c in checks:
-            print(f"  {c.status:24s} {c.path}  sha256(uncompressed)={c.sha256[:16]}...")
+            if c.status.startswith("BAD"):
+                print(f"  {c.status}")
+            else:
+                print(f"  {c.status:24s} {c.path}  sha256(uncompressed)={c.sha256[:16]}...")
             if c.status == "MISMATCH" or c.status.startswith("BAD"):
                 status = 2
     return status

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import TOL
 
-from mlpvae.training import checkpoint, config, data
+from mlpvae.training import checkpoint, config, data, idx
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -20,7 +20,7 @@ HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
 
 def idx_bytes(a: np.ndarray, code: int = 0x08) -> bytes:
     head = bytes([0, 0, code, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape)
-    return head + a.astype(data._IDX_TYPES[code]).tobytes()
+    return head + a.astype(idx.IDX_TYPES[code]).tobytes()
 
 
 def write_set(d: Path, n_train=7, n_test=3, gz=False, seed=0) -> dict[str, np.ndarray]:
@@ -41,9 +41,9 @@ def write_set(d: Path, n_train=7, n_test=3, gz=False, seed=0) -> dict[str, np.nd
     return arrays
 
 
-@pytest.mark.parametrize("code", sorted(data._IDX_TYPES))
+@pytest.mark.parametrize("code", sorted(idx.IDX_TYPES))
 def test_parse_idx_round_trips_every_element_type(code):
-    a = (np.arange(24).reshape(2, 3, 4) - 5).astype(data._IDX_TYPES[code] if code != 0x08 else np.uint8)
+    a = (np.arange(24).reshape(2, 3, 4) - 5).astype(idx.IDX_TYPES[code] if code != 0x08 else np.uint8)
     if code == 0x08:
         a = np.abs(a)
     out = data.parse_idx(idx_bytes(a, code))
@@ -76,7 +76,7 @@ def test_load_reads_own_idx_files_gzipped_or_not(tmp_path, monkeypatch, gz):
     ds = data.load("mnist", tmp_path)
     np.testing.assert_array_equal(ds.train_images, arrays["train-images-idx3-ubyte"].reshape(7, 784))
     np.testing.assert_array_equal(ds.test_labels, arrays["t10k-labels-idx1-ubyte"])
-    assert {c.status for c in ds.checks.values()} == {"structure only"}
+    assert {c.status for c in ds.checks.values()} == {"structure checked only"}
 
 
 def test_checksum_mismatch_is_an_error_naming_the_file(tmp_path, monkeypatch):
@@ -104,30 +104,34 @@ def test_inconsistent_files_are_rejected(tmp_path, monkeypatch):
 
 
 def test_missing_data_gives_one_message_with_every_place_looked(tmp_path, monkeypatch):
-    monkeypatch.setenv("VAETHEORY_DATA", str(tmp_path / "env"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("VAETHEORY_SYSTEM_DATA", str(tmp_path / "system"))
+    monkeypatch.delenv("VAETHEORY_DATA", raising=False)
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load("fashion-mnist")
+    msg = str(info.value)
+    for d in (tmp_path / "home/.cache/vaetheory/fashion-mnist", tmp_path / "system/fashion-mnist"):
+        assert str(d) in msg
+    assert "VAETHEORY_DATA" in msg and "t10k-labels-idx1-ubyte" in msg
+    # a directory the user named is the only place looked in
+    monkeypatch.setenv("VAETHEORY_DATA", str(tmp_path / "env"))
     with pytest.raises(data.DataNotFoundError) as info:
         data.load("fashion-mnist", tmp_path / "explicit")
     msg = str(info.value)
-    for d in (
-        tmp_path / "explicit",
-        tmp_path / "env/fashion-mnist",
-        tmp_path / "home/.cache/vaetheory/fashion-mnist",
-        tmp_path / "system/fashion-mnist",
-    ):
-        assert str(d) in msg
-    assert "VAETHEORY_DATA" in msg and "t10k-labels-idx1-ubyte" in msg
+    assert str(tmp_path / "explicit") in msg and "data directory given" in msg and str(tmp_path / "env") not in msg
 
 
-def test_search_order_env_then_cache(tmp_path, monkeypatch):
+def test_search_order_explicit_else_env_else_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "SHA256", {"mnist": {}, "fashion-mnist": {}})
-    monkeypatch.setenv("VAETHEORY_DATA", str(tmp_path / "env"))
+    monkeypatch.delenv("VAETHEORY_DATA", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     write_set(tmp_path / "home/.cache/vaetheory/mnist", seed=2)
     assert data.locate("mnist")["train_images"].parent == tmp_path / "home/.cache/vaetheory/mnist"
+    monkeypatch.setenv("VAETHEORY_DATA", str(tmp_path / "env"))
     write_set(tmp_path / "env/mnist", seed=3)
     assert data.locate("mnist")["train_images"].parent == tmp_path / "env/mnist"
+    write_set(tmp_path / "explicit/mnist", seed=4)
+    assert data.locate("mnist", tmp_path / "explicit")["train_images"].parent == tmp_path / "explicit/mnist"
 
 
 @pytest.mark.skipif(not HAVE_MNIST, reason="needs MNIST under $VAETHEORY_DATA (CI sets it)")
@@ -169,7 +173,7 @@ def test_data_command_lists_and_verifies(tmp_path, monkeypatch, capsys):
     data.add_arguments(p)
     assert data.run(p.parse_args(["--data", str(tmp_path)])) == 0
     out = capsys.readouterr().out
-    assert out.count("structure only") == 4 and "fashion-mnist" in out and "NOT FOUND" in out
+    assert out.count("structure checked only") == 4 and "fashion-mnist" in out and "NOT FOUND" in out
     assert data.run(p.parse_args(["--data", str(tmp_path), "--name", "fashion-mnist"])) == 1
 
 
