@@ -224,3 +224,15 @@ def test_the_checks_see_violations(tmp_path):
     assert ("mlpvae.nn.model", ("_dims",)) in [(t, n) for t, _, n in found]
     assert any(t == "mlpvae.experiments.plots" for t, _, _ in found)
     assert ORDER.index(layer_of("mlpvae.experiments.plots")) > ORDER.index(layer_of("mlpvae.nn.x"))
+
+
+def test_no_test_module_imports_another():
+    """Shared test helpers live in helper modules (conftest, strategies, tiny_runs, idx_files), never in a test."""
+    bad = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.startswith("test_")]
+    assert not bad, "\n".join(bad)

@@ -118,7 +118,7 @@ class _Training:
 
     def __init__(self, cfgs: list, outs: list, resume: bool):
         check_together(cfgs, outs)
-        self.cfgs, self.cfg, self.K = cfgs, cfgs[0], len(cfgs)
+        self.cfgs, self.cfg, self.K, self.resume = cfgs, cfgs[0], len(cfgs), resume
         cfg = self.cfg
         self.runs = open_run_dirs(cfgs, outs)  # locked: one writer per directory
         try:
@@ -185,6 +185,9 @@ def _prepare(tr: _Training) -> None:
     cfgs = tr.cfgs
     xp, cfg, dtype, K = tr.xp, tr.cfg, tr.dtype, tr.K
     ds = load_data(cfg)
+    if tr.resume:  # the data a run continues on is the data it started on
+        for r in tr.runs:
+            D.verify_run_data(r.out, ds)
     tr.train_u8, test_u8 = xp.asarray(ds.train_images), xp.asarray(ds.test_images)  # uploaded once
     tr.N, tr.B = len(tr.train_u8), min(cfg.batch_size, len(tr.train_u8))
     notes = size_notes(cfg, tr.N, len(test_u8), ds.name)
@@ -217,7 +220,7 @@ def _prepare(tr: _Training) -> None:
                 "name": ds.name,
                 "train": int(tr.N),
                 "test": int(len(test_u8)),
-                "files": {k: {"path": str(c.path), "check": c.status} for k, c in ds.checks.items()},
+                "files": D.file_record(ds),
             },
             **({"notes": notes} if notes else {}),
             "steps_per_epoch": tr.steps,

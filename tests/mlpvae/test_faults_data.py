@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_data import write_set
+from idx_files import write_set
 
 from mlpvae.training import config, data
 from vaetheory import cli
@@ -156,3 +156,19 @@ def test_a_resume_on_other_data_is_refused_naming_the_file(nowhere):
         data.verify_same_data(info, data.load_data(config.TrainConfig(dataset="mnist", data=cfg.data, test_limit=2)))
     old = {"data": {"name": "mnist", "train": 7, "test": 3, "files": {"train_images": {"path": "x", "check": "v"}}}}
     assert "none recorded" in data.verify_same_data(old, data.load_data(cfg))
+
+
+def test_train_resume_on_changed_data_is_refused(nowhere, capsys):
+    """`vaetheory train --resume` on files replaced since the run started: one line, exit 2, nothing trained."""
+    write_set(nowhere / "d/mnist", n_train=40, n_test=10)
+    out = nowhere / "run"
+    args = ["train", "--out", str(out), "--data", str(nowhere / "d"), "--device", "cpu", "--no-progress"]
+    args += ["--hidden", "8", "--batch-size", "20"]
+    assert cli.main([*args, "--epochs", "1"]) == 0
+    rows = (out / "metrics.csv").read_text()
+    write_set(nowhere / "d/mnist", n_train=40, n_test=10, seed=9)  # the files were replaced
+    capsys.readouterr()
+    assert cli.main([*args, "--epochs", "2", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "train-images-idx3-ubyte" in err and "Traceback" not in err
+    assert (out / "metrics.csv").read_text() == rows
