@@ -32,6 +32,8 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from vaetheory import validate as V
 from vaetheory.xp import array_namespace
 
@@ -252,9 +254,41 @@ def bilbo_kl_unchecked(xp, mu, var):
     """BILBO's information term of Eq. (24) and its gradient, unchecked (see
     :func:`bilbo_kl`); takes the models axis K."""
     B = mu.shape[-2]
-    M = xp.mean(mu * mu, axis=-2)
-    value = 0.5 * xp.sum(xp.log1p(M / var), axis=-1)
-    d_mu = mu / (B * (var + M)[..., None, :])
+    with np.errstate(over="ignore"):  # an overflow is handled below
+        M = xp.mean(mu * mu, axis=-2)
+        ratio = M / var
+        value = 0.5 * xp.sum(xp.log1p(ratio), axis=-1)
+        d_mu = mu / (B * (var + M)[..., None, :])
+    # NumPy checks for overflow on the host; on CuPy the overflow-safe form is merged in
+    # with ``where`` so that nothing synchronises the device.  Where nothing overflows
+    # both give exactly the numbers above.
+    if xp is np and bool(np.all(np.isfinite(ratio))):
+        return Objective(value, d_mu)
+    return _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu)
+
+
+def _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu):
+    """Eq. (24) where M_B / Sigma or M_B overflows: M_B = s^2 E_B[(mu / s)^2] with s = max_B |mu|, in logs.
+
+    log1p(M_B / Sigma) = logaddexp(0, log M_B - log Sigma), and the gradient
+    mu / (B (Sigma + M_B)) = (mu / s) / (B (Sigma / s + s E_B[(mu / s)^2])).
+    Entries that did not overflow keep the plain values; non-finite mu stays
+    non-finite (a diverging trainer still sees it).
+    """
+    B = mu.shape[-2]
+    s = xp.max(xp.abs(mu), axis=-2, keepdims=True)
+    s = xp.where(s > 0, s, 1.0)
+    u = mu / s
+    Mu = xp.mean(u * u, axis=-2)
+    s1 = s[..., 0, :]
+    log_var = xp.log(var) if hasattr(var, "shape") else math.log(var)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        alt = xp.logaddexp(0.0, 2.0 * xp.log(s1) + xp.log(Mu) - log_var)
+        plain = xp.log1p(ratio)
+        terms = xp.where(xp.isfinite(ratio) | xp.isnan(alt), plain, alt)
+        d_alt = u / (B * (var / s + (s1 * Mu)[..., None, :]))
+    value = 0.5 * xp.sum(terms, axis=-1)
+    d_mu = xp.where(xp.isfinite(var + M)[..., None, :] | xp.isnan(d_alt), d_mu, d_alt)
     return Objective(value, d_mu)
 
 

@@ -12,6 +12,8 @@ import pytest
 from conftest import TOL
 
 from vaetheory import evidence as e
+from vaetheory import objectives as O
+from vaetheory import optimal as opt
 from vaetheory.solver import quadrature as qd
 
 mp.mp.dps = 50
@@ -97,3 +99,83 @@ def test_decoder_mean_far_from_origin_matches_high_precision_eq6(offset):
     w /= w.sum(axis=1, keepdims=True)
     assert np.max(np.abs(a - w)) <= TOL["known_answer_f64"]
     assert np.max(np.abs(nu - w @ x)) <= TOL["known_answer_f64"]
+
+
+def _bilbo_reference(mu, var):
+    """1/2 sum_k log1p(M_k / Sigma_k) and mu / (B (Sigma + M)) at 50 digits."""
+    B, n = mu.shape
+    value, grad = mp.mpf(0), np.empty((B, n))
+    for k in range(n):
+        M = sum(mp.mpf(float(mu[b, k])) ** 2 for b in range(B)) / B
+        vk = mp.mpf(float(var[k]))
+        value += mp.log1p(M / vk) / 2
+        for b in range(B):
+            grad[b, k] = float(mp.mpf(float(mu[b, k])) / (B * (vk + M)))
+    return float(value), grad
+
+
+@pytest.mark.parametrize(
+    "scale, var",
+    [(1e160, [1.0, 1.0]), (1e200, [1.0, 1e-10]), (1.0, [1e-310, 1e-300]), (1.0, [0.5, 2.0]), (1e-3, [0.5, 2.0])],
+)
+def test_bilbo_kl_overflow_safe_matches_high_precision_eq24(scale, var):
+    # Before the fix |mu| ~ 1e160 (or Sigma ~ 1e-310) gave value +inf and d_mu = 0 where the value is ~737 nats.
+    mu = scale * np.random.default_rng(0).normal(size=(4, 2))
+    var = np.array(var)
+    want, grad = _bilbo_reference(mu, var)
+    for got in (O.bilbo_kl(mu, var), O.bilbo_kl_unchecked(np, mu, var)):
+        assert float(got.value) == pytest.approx(want, rel=TOL["known_answer_f64"])
+        np.testing.assert_allclose(got.d_mu, grad, rtol=TOL["known_answer_f64"])
+
+
+def test_bilbo_kl_unchecked_overflow_form_keeps_models_axis_eq24():
+    # K = 2 models, one overflowing: each row gets exactly what it gets alone.
+    rng = np.random.default_rng(2)
+    mu = np.stack([rng.normal(size=(3, 2)), 1e170 * rng.normal(size=(3, 2))])
+    both = O.bilbo_kl_unchecked(np, mu, 0.5)
+    for k in range(2):
+        alone = O.bilbo_kl_unchecked(np, mu[k], 0.5)
+        assert float(both.value[k]) == pytest.approx(float(alone.value), rel=TOL["known_answer_f64"])
+        np.testing.assert_allclose(both.d_mu[k], alone.d_mu, rtol=TOL["known_answer_f64"])
+
+
+def _subnormal_problem():
+    """A problem with O(1) inputs and its copy scaled by a = 2^-530: z, mu times a, Sigma times a^2 (subnormal).
+
+    Eq. (6) is invariant under this scaling, the powers of two are exact, and the variances k / 16 stay exact
+    as subnormals, so the scaled problem has exactly the weights of the unscaled one.
+    """
+    rng = np.random.default_rng(0)
+    mu, x, z = rng.normal(size=(4, 2)), rng.normal(size=(4, 3)), rng.normal(size=(5, 2))
+    var = rng.choice([1 / 16, 2 / 16, 4 / 16, 8 / 16], size=(4, 2))
+    a = 2.0**-530
+    return (z, mu, var, x), (a * z, a * mu, a * a * var, x), a
+
+
+def test_optimal_decoder_with_subnormal_variance_matches_high_precision_eq6():
+    # Before the fix: NaN (every log density -inf) or errors of 3e-5 (squares of subnormal differences).
+    (z, mu, var, x), scaled, a = _subnormal_problem()
+    assert scaled[2].max() < np.finfo(np.float64).tiny
+    ref = _log_normal_reference(z, mu, var)
+    w = np.exp(ref - ref.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    for f in (opt.optimal_decoder, opt.optimal_decoder_reference):
+        np.testing.assert_allclose(f(*scaled), w @ x, atol=TOL["known_answer_f64"])
+    lw = opt.log_weights(*scaled[:3])
+    assert np.max(np.abs(np.exp(lw) - w)) <= TOL["known_answer_f64"]
+    # Eq. (7) scales by 1 / a: J(scaled) * a is the unscaled Jacobian.
+    _, J0 = opt.optimal_decoder_jacobian(z, mu, var, x)
+    _, J1 = opt.optimal_decoder_jacobian(*scaled)
+    assert np.max(np.abs(J1 * a - J0)) <= TOL["identity_f64"] * np.max(np.abs(J0))
+
+
+def test_optimal_decoder_far_from_every_subnormal_posterior_is_nearest_x_eq6():
+    # Sigma = 1e-310 and z at O(1) distances: the weight is exactly one-hot on the nearest posterior.
+    rng = np.random.default_rng(0)
+    mu, x, z = rng.normal(size=(4, 2)), rng.normal(size=(4, 3)), rng.normal(size=(5, 2))
+    var = np.full((4, 2), 1e-310)
+    nearest = np.argmin(np.sum((z[:, None] - mu[None]) ** 2, axis=-1), axis=1)
+    for f in (opt.optimal_decoder, opt.optimal_decoder_reference):
+        np.testing.assert_array_equal(f(z, mu, var, x), x[nearest])
+    _, J = opt.optimal_decoder_jacobian(z, mu, var, x)
+    np.testing.assert_array_equal(J, 0.0)
