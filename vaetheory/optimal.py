@@ -49,6 +49,11 @@ def optimal_prior(mu, var, *, full=False):
     return var.diagonal().mean(axis=0) + np.mean(mu * mu, axis=0)
 
 
+def _require_x(x):
+    if x is None:
+        raise ValueError("x is required: the (N, m) data of Eq. (6), got None")
+
+
 def decoder_args(z, mu, var, x, chunk, *, jacobian=False):
     """Validate the arguments of Eqs. (5)-(7) (z, mu, Sigma, x may be None) and choose the default chunk.
 
@@ -156,6 +161,7 @@ def optimal_decoder(z, mu, var, x, *, chunk=None):
     nu : (M, m).  Finite for any finite z: far from every posterior it tends to
     the x of the posterior with the largest log density at z.
     """
+    _require_x(x)
     fast = gemm_inputs(z, mu, var, x, chunk)
     if fast is not None:
         return gemm_kernel(*fast, "nu")
@@ -164,6 +170,7 @@ def optimal_decoder(z, mu, var, x, *, chunk=None):
 
 def optimal_decoder_reference(z, mu, var, x, *, chunk=None):
     """The float64 reference of :func:`optimal_decoder`, Eq. (6), any Sigma, NumPy only."""
+    _require_x(x)
     z, mu, var, x, chunk = decoder_args(z, mu, var, x, chunk)
     whiten = var.whitener()
     out = np.empty((z.shape[0], x.shape[1]))
@@ -197,6 +204,7 @@ def optimal_decoder_jacobian(z, mu, var, x, *, chunk=None):
     nu : (M, m) decoder values, Eq. (6).
     J : (M, m, n) Jacobians, Eq. (7).
     """
+    _require_x(x)
     fast = gemm_inputs(z, mu, var, x, chunk)
     # Subnormal Sigma on NumPy: the scores Sigma^-1 (z - mu) are formed from the differences in the reference.
     if fast is not None and not (fast[0] is np and bool((fast[3] < np.finfo(np.float64).tiny).any())):
@@ -206,6 +214,7 @@ def optimal_decoder_jacobian(z, mu, var, x, *, chunk=None):
 
 def optimal_decoder_jacobian_reference(z, mu, var, x, *, chunk=None):
     """The float64 reference of :func:`optimal_decoder_jacobian`, Eqs. (6)-(8), any Sigma, NumPy only."""
+    _require_x(x)
     z, mu, var, x, chunk = decoder_args(z, mu, var, x, chunk, jacobian=True)
     whiten = var.whitener()
     M, n = z.shape

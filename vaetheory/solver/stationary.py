@@ -56,7 +56,7 @@ def default_order(n: int) -> int:
     tolerances on the default problems (see ``vaetheory verify``), while the
     n = 2 tensor rule (``order**2`` nodes per example) stays cheap.
     """
-    return {1: 24, 2: 12}.get(int(n), 8)
+    return {1: 24, 2: 12}.get(scalar("n", n, positive=True, integer=True), 8)
 
 
 def _check(x, mu, var, s2):
