@@ -243,20 +243,20 @@ def bilbo_kl(mu, sigma2):
     dims: dict = {}
     mu = _mu(mu, dims)
     var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
-    return bilbo_kl_unchecked(array_namespace(mu), mu, var)
+    return bilbo_kl_unchecked(array_namespace(mu), mu, var, host_check=True)
 
 
-def bilbo_kl_unchecked(xp, mu, var):
-    """BILBO's information term of Eq. (24) and its gradient, unchecked (see
-    :func:`bilbo_kl`); takes the models axis K."""
+def bilbo_kl_unchecked(xp, mu, var, *, host_check=None):
+    """BILBO's information term of Eq. (24) and its gradient, unchecked (see :func:`bilbo_kl`); takes the models
+    axis K.  Overflow of M_B or M_B / Sigma is detected on the host and then recomputed safely; by default
+    (``host_check=None``) only on NumPy, so the CuPy training step gets no synchronisation and no extra kernels."""
     B = mu.shape[-2]
     with np.errstate(over="ignore"):  # an overflow is handled below
         M = xp.mean(mu * mu, axis=-2)
         ratio = M / var
         value = 0.5 * xp.sum(xp.log1p(ratio), axis=-1)
         d_mu = mu / (B * (var + M)[..., None, :])
-    # NumPy checks for overflow on the host; CuPy merges the safe form in with ``where`` (no sync).
-    if xp is np and bool(np.all(np.isfinite(ratio))):
+    if not (xp is np if host_check is None else host_check) or bool(xp.all(xp.isfinite(ratio))):
         return Objective(value, d_mu)
     return _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu)
 
@@ -413,6 +413,6 @@ def bilbo_baggins(x, nu, mu, sigma2, tau, stop_gradient=False):
     info = xp.mean(mu * mu, axis=0) / var  # diag(Sigma^-1 M_B)
     *_, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
     value = -0.5 * (xp.sum(xp.log1p(info)) + (n + xp.sum(info)) / tau + m * xp.mean(_LOG_2PI + xp.log(T)))
-    kl = bilbo_kl_unchecked(xp, mu, var)
+    kl = bilbo_kl_unchecked(xp, mu, var, host_check=True)
     rec = baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, bool(stop_gradient))
     return Objective(value, rec.d_mu - kl.d_mu, None, rec.d_nu)

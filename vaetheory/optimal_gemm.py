@@ -108,7 +108,7 @@ def log_densities_logspace(xp, z, mu, var):
             excess = xp.expm1(log_q - log_qmin)
             # q_min * excess without forming q_min (it may overflow); an exact 0 stays 0.
             diff = xp.where(excess > 0, xp.exp(log_qmin + xp.log(excess)), 0.0)
-            diff = xp.where(xp.isneginf(log_qmin), xp.exp(log_q), diff)  # q_min = 0: the difference is q itself
+            diff = xp.where(log_qmin == -np.inf, xp.exp(log_q), diff)  # q_min = 0: the difference is q itself
         out[sl] = -0.5 * (diff + logdet[None])
     return out
 
