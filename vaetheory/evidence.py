@@ -165,8 +165,25 @@ def evidence_gap(var, s2, J):
     -------
     (N,) gaps (nats, >= 0).
     """
-    d = _gap_eigenvalues(*variance_precision_args(var, s2, J)) - 1.0
-    return 0.5 * np.sum(d - np.log1p(d), axis=-1)
+    var, P = variance_precision_args(var, s2, J)
+    lam = _gap_eigenvalues(var, P)
+    # Near 1 the log1p form keeps relative accuracy; far below 1, lambda - 1
+    # rounds to -1 and log1p(d) would lose every digit (or give -inf), so
+    # those terms take lambda - 1 - log(lambda) with the logs of the small
+    # eigenvalues from the log-determinants: sum log(lambda) = log|P| + log|Sigma|
+    # (each from its own Cholesky factor, accurate however small P Sigma is),
+    # minus the logs of the other eigenvalues.
+    small = lam < 0.5
+    d = np.where(small, 0.0, lam - 1.0)
+    near = np.sum(np.where(small, 0.0, d - np.log1p(d)), axis=-1)
+    if not small.any():
+        return 0.5 * near
+    log_lam_small = (
+        logdet_spd(P) + var.logdet() - np.sum(np.where(small, 0.0, np.log(np.where(small, 1.0, lam))), axis=-1)
+    )
+    # A small eigenvalue computed as <= 0 (it lies below the round-off of eigvalsh) adds nothing to the trace.
+    far = np.sum(np.where(small, np.maximum(lam, 0.0) - 1.0, 0.0), axis=-1) - log_lam_small
+    return 0.5 * (near + np.where(small.any(axis=-1), far, 0.0))
 
 
 def true_posterior_covariance(s2, J):

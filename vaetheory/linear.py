@@ -77,6 +77,12 @@ def _marginal_cov(model: LinearVAE) -> np.ndarray:
     return (model.W * model.s2) @ model.W.T + np.eye(model.m)
 
 
+def _model(model) -> LinearVAE:
+    if not isinstance(model, LinearVAE):
+        raise ValueError(f"model must be a LinearVAE (from linear_stationary_point), got {type(model).__name__}")
+    return model
+
+
 def _moments(x, cov, mean):
     """Return (C, b) from data ``x`` (biased covariance) or from ``cov``/``mean``."""
     if x is not None:
@@ -91,8 +97,13 @@ def _moments(x, cov, mean):
         raise ValueError("cov is required when x is not given")
     dims: dict = {}
     C = array("cov", cov, ("m", "m"), dims)
-    if not np.allclose(C, C.T, rtol=0, atol=1e-10 * max(1.0, float(np.abs(C).max()))):
+    scale = max(1.0, float(np.abs(C).max()))
+    if not np.allclose(C, C.T, rtol=0, atol=1e-10 * scale):
         raise ValueError("cov must be symmetric")
+    # A covariance is positive semidefinite: a zero covariance (constant data) is valid, an indefinite one is not.
+    low = float(np.linalg.eigvalsh((C + C.T) / 2).min())
+    if low < -1e-10 * scale:
+        raise ValueError(f"cov must be positive semidefinite (a covariance), got eigenvalue {low!r}")
     b = np.zeros(C.shape[0]) if mean is None else array("mean", mean, ("m",), dims)
     return (C + C.T) / 2, b
 
@@ -161,7 +172,7 @@ def linear_posterior(model: LinearVAE, x, kind: str = "constant"):
     mu : (N, n) posterior means ``V (x - b)``.
     var : see ``kind``.
     """
-    x = array("x", x, ("N", "m"), {"m": model.m})
+    x = array("x", x, ("N", "m"), {"m": _model(model).m})
     choice("kind", kind, ("full", "diagonal", "constant"))
     mu = (x - model.b) @ model.V.T
     if kind == "full":
@@ -223,7 +234,7 @@ def linear_log_likelihood(model: LinearVAE, x):
     -------
     (N,) log evidence of each example.
     """
-    x = array("x", x, ("N", "m"), {"m": model.m})
+    x = array("x", x, ("N", "m"), {"m": _model(model).m})
     Cm = _marginal_cov(model)
     L = np.linalg.cholesky(Cm)
     y = np.linalg.solve(L, (x - model.b).T)
@@ -245,7 +256,7 @@ def linear_laplace_log_evidence(model: LinearVAE, x):
     -------
     (N,) the Eq. (16) value for each example.
     """
-    x = array("x", x, ("N", "m"), {"m": model.m})
+    x = array("x", x, ("N", "m"), {"m": _model(model).m})
     mu = (x - model.b) @ model.V.T
     r = x - model.b - mu @ model.W.T
     s = np.sqrt(model.s2)
@@ -295,6 +306,7 @@ def linear_expected_log_likelihood(model: LinearVAE, cov, mean=None) -> float:
     -------
     float, nats per example.
     """
+    _model(model)
     C, mean = _moments(None, cov, mean)
     Cm = _marginal_cov(model)
     delta = mean - model.b

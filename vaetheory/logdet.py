@@ -419,7 +419,7 @@ def logdet_trace_estimator(
     """
     rng = V.rng("rng", rng)
     p = V.choice("parameterization", parameterization, PARAMETERIZATIONS)
-    op = as_operator(A_or_matvec, n, budget, batched)
+    op = as_operator(A_or_matvec, n, V.scalar("budget", budget, positive=True, integer=True), batched)
     b = max(1, op.budget // 50) if batch is None else V.scalar("batch", batch, positive=True, integer=True)
     if op.budget < 2 * b:
         raise ValueError(f"budget must be at least 2 * batch = {2 * b}, got {op.budget}")
@@ -484,7 +484,7 @@ def preconditioned_slq_logdet(
     """
     rng = V.rng("rng", rng)
     probes = V.choice("probes", probes, ("rademacher", "gaussian"))
-    op = as_operator(A_or_matvec, n, budget, batched)
+    op = as_operator(A_or_matvec, n, V.scalar("budget", budget, positive=True, integer=True), batched)
     if op.budget < 10:
         raise ValueError(f"budget must be at least 10 for the preconditioned estimator, got {op.budget}")
     b = max(1, op.budget // 50) if batch is None else V.scalar("batch", batch, positive=True, integer=True)

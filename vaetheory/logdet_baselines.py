@@ -172,8 +172,15 @@ def _reorthogonalise(Qa, Wt):
 
 
 def gauss_quadrature(alpha, beta, f=np.log) -> float:
-    """Not in the paper: ``e1^T f(T) e1`` for the Lanczos tridiagonal ``T`` (Gauss quadrature)."""
+    """Not in the paper: ``e1^T f(T) e1`` for the Lanczos tridiagonal ``T`` (Gauss quadrature).
+
+    ``alpha`` (k,) is the diagonal (k >= 1), ``beta`` (>= k - 1,) the off-diagonal (entries past k - 1 ignored).
+    """
+    alpha = V.array("alpha", alpha, ("k",))
+    beta = V.array("beta", beta, (None,))
     k = len(alpha)
+    if k == 0 or len(beta) < k - 1:
+        raise ValueError(f"alpha must have k >= 1 entries and beta at least k - 1, got {len(alpha)} and {len(beta)}")
     T = np.diag(alpha) + np.diag(beta[: k - 1], 1) + np.diag(beta[: k - 1], -1)
     theta, S = np.linalg.eigh(T)
     return float(np.sum(S[0] ** 2 * f(np.maximum(theta, 1e-300))))
@@ -232,7 +239,7 @@ def slq_logdet(A_or_matvec, n=None, *, rng, budget, probes="rademacher", steps=N
     """
     rng = V.rng("rng", rng)
     probes = V.choice("probes", probes, ("rademacher", "gaussian"))
-    op = as_operator(A_or_matvec, n, budget, batched)
+    op = as_operator(A_or_matvec, n, V.scalar("budget", budget, positive=True, integer=True), batched)
     est, vals, k = slq_core(op, rng, probes, op.budget, steps, tol)
     info = {"probes": len(vals), "lanczos_steps": k, "values": vals}
     return LogdetResult(est, op.count, 0.0, f"slq-{probes}", info)
@@ -273,7 +280,7 @@ def hutchpp_logdet(A_or_matvec, n=None, *, rng, budget, steps=None, tol=1e-5, ba
     :func:`slq_logdet`).  With budget < 3k it falls back to plain SLQ.
     """
     rng = V.rng("rng", rng)
-    op = as_operator(A_or_matvec, n, budget, batched)
+    op = as_operator(A_or_matvec, n, V.scalar("budget", budget, positive=True, integer=True), batched)
     nn = op.n
     pilot = []
     if steps is None:  # a pilot probe fixes k; its value counts as a plain SLQ sample if no sketch fits
@@ -320,7 +327,9 @@ def chebyshev_logdet(A_or_matvec, n=None, *, rng, budget, bounds, degree=None, t
     most budget/2) costs d matvecs per probe; probes = budget // d.
     """
     rng = V.rng("rng", rng)
-    op = as_operator(A_or_matvec, n, budget, batched)
+    op = as_operator(A_or_matvec, n, V.scalar("budget", budget, positive=True, integer=True), batched)
+    if bounds is None or np.ndim(bounds) != 1 or len(bounds) != 2:
+        raise ValueError(f"bounds must be a pair (lo, hi), got {bounds!r}")
     lo, hi = (V.scalar("bounds[0]", bounds[0], positive=True), V.scalar("bounds[1]", bounds[1], positive=True))
     if not lo < hi:
         raise ValueError(f"bounds must satisfy 0 < lo < hi, got {bounds}")

@@ -16,21 +16,23 @@ Conventions shared by every function here:
   is a batch scalar (0-d).  So the gradients of the floating-prior KL and of
   BILBO are directly comparable, and the batch coupling introduced by
   ``M_B`` and ``S_B^2`` is included.
-* Inputs are checked for shape only: values are not inspected, so that a
-  diverging trainer sees a non-finite loss instead of an exception (and no
-  device synchronisation happens per step on CuPy).
+* The public functions check their inputs (``vaetheory.validate``): shapes,
+  a batch of at least one example, finite values, positive variances and
+  ``tau``; a violation raises ``ValueError`` naming the argument.
 
 The ``*_unchecked`` kernels (:func:`floating_prior_unchecked`,
-:func:`kl_eq2_unchecked`, :func:`bilbo_kl_unchecked`,
-:func:`baggins_log_likelihood_unchecked`) are the same computations without
-any argument check, with the array module ``xp`` explicit: the trainer's hot
-path calls them on arguments it has already validated.
+:func:`kl_eq2_unchecked`, :func:`bilbo_kl_unchecked`, :func:`baggins_T_unchecked`,
+:func:`baggins_log_likelihood_unchecked`) are the same computations WITHOUT
+any argument check, with ``xp`` explicit, for the trainer's hot path: a diverging
+trainer sees a non-finite loss, not an exception, and CuPy never synchronises.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from vaetheory import validate as V
 from vaetheory.xp import array_namespace
@@ -47,7 +49,9 @@ __all__ = [
     "floating_prior_unchecked",
     "kl_eq2_unchecked",
     "bilbo_kl_unchecked",
+    "baggins_T_unchecked",
     "baggins_log_likelihood_unchecked",
+    "baggins_args",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -68,34 +72,30 @@ class Objective(NamedTuple):
     d_nu: Any = None
 
 
-# ---------------------------------------------------------------------------
-# argument checks (shapes only; see the module docstring)
-# ---------------------------------------------------------------------------
-def _mu(mu, dims):
-    return V.array("mu", mu, ("B", "n"), dims, finite=False)
+# argument checks (see the module docstring)
+def _mu(mu, dims, finite=True, dtype=None):
+    mu = V.array("mu", mu, ("B", "n"), dims, finite=finite, dtype=dtype)
+    if finite and mu.shape[0] == 0:
+        raise ValueError("mu must hold at least one example (B >= 1), got shape " + str(tuple(mu.shape)))
+    return mu
 
 
-def _variance(name, v, dims, dtype, per_example: bool):
-    """Sigma as a scalar, ``(n,)`` or (if allowed) ``(B, n)`` array of ``dtype``."""
+def _variance(name, v, dims, dtype, per_example: bool, finite=True):
+    """Sigma as a scalar, ``(n,)`` or (if allowed) ``(B, n)`` array of ``dtype``; positive when ``finite``."""
     if not hasattr(v, "shape") or getattr(v, "ndim", 0) == 0:
         return V.scalar(name, v, positive=True)
     shapes = [("n",), ("B", "n")] if per_example else [("n",)]
-    return V.array(name, v, shapes, dims, finite=False, dtype=dtype)
+    return V.array(name, v, shapes, dims, finite=finite, positive=finite, dtype=dtype)
 
 
 def _tau(tau):
     return V.scalar("tau", tau, positive=True)
 
 
-# ---------------------------------------------------------------------------
-# unchecked kernels (trusted inputs, explicit xp)
-#
-# They also take a leading models axis K (``mu (K, B, n)``, ``s2 (K, n)``,
-# per-example values ``(K, B)``, batch scalars ``(K,)``) for the stacked
-# trainer (mlpvae.training.train.train_many): batch reductions run over axis -2, sums over n or m
-# over axis -1, and per-model vectors broadcast through ``[..., None, :]``,
-# so model k of a stack gets exactly the numbers it gets alone.
-# ---------------------------------------------------------------------------
+# unchecked kernels (trusted inputs, explicit xp).  They also take a leading models axis K (``mu (K, B, n)``,
+# ``s2 (K, n)``, per-example values ``(K, B)``, batch scalars ``(K,)``) for the stacked trainer
+# (mlpvae.training.train.train_many): batch reductions run over axis -2, sums over n or m over axis -1, and
+# per-model vectors broadcast through ``[..., None, :]``, so model k of a stack gets exactly its lone numbers.
 def _per_example(var, mu) -> bool:
     return getattr(var, "ndim", 0) == mu.ndim
 
@@ -148,9 +148,7 @@ def _baggins_pieces(xp, x, nu, mu, var, tau, s2):
     return d, r, s2, trace, T
 
 
-# ---------------------------------------------------------------------------
 # public functions
-# ---------------------------------------------------------------------------
 def floating_prior(mu, sigma2):
     """Floating prior S^2 = Sigma + M_B with M_B = E_B[diag(mu)^2]: Eq. (4) on a batch.
 
@@ -189,12 +187,12 @@ def kl_learned(mu, var, s2=None):
     """
     dims: dict = {}
     mu = _mu(mu, dims)
-    var = V.array("var", var, ("B", "n"), dims, finite=False, dtype=mu.dtype)
+    var = V.array("var", var, ("B", "n"), dims, positive=True, dtype=mu.dtype)
     xp = array_namespace(mu, var)
     if s2 is None:
         s2 = xp.ones(mu.shape[1], dtype=mu.dtype)
     else:
-        s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=mu.dtype)
+        s2 = V.array("s2", s2, ("n",), dims, positive=True, dtype=mu.dtype)
     return kl_eq2_unchecked(xp, mu, var, s2, with_var=True)
 
 
@@ -220,7 +218,7 @@ def kl_constant(mu, sigma2, s2):
     dims: dict = {}
     mu = _mu(mu, dims)
     var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
-    s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=mu.dtype)
+    s2 = V.array("s2", s2, ("n",), dims, positive=True, dtype=mu.dtype)
     return kl_eq2_unchecked(array_namespace(mu, s2), mu, var, s2, with_var=False)
 
 
@@ -245,16 +243,42 @@ def bilbo_kl(mu, sigma2):
     dims: dict = {}
     mu = _mu(mu, dims)
     var = _variance("sigma2", sigma2, dims, mu.dtype, per_example=False)
-    return bilbo_kl_unchecked(array_namespace(mu), mu, var)
+    return bilbo_kl_unchecked(array_namespace(mu), mu, var, host_check=True)
 
 
-def bilbo_kl_unchecked(xp, mu, var):
-    """BILBO's information term of Eq. (24) and its gradient, unchecked (see
-    :func:`bilbo_kl`); takes the models axis K."""
+def bilbo_kl_unchecked(xp, mu, var, *, host_check=None):
+    """BILBO's information term of Eq. (24) and its gradient, unchecked (see :func:`bilbo_kl`); takes the models
+    axis K.  Overflow of M_B or M_B / Sigma is detected on the host and then recomputed safely; by default
+    (``host_check=None``) only on NumPy, so the CuPy training step gets no synchronisation and no extra kernels."""
     B = mu.shape[-2]
-    M = xp.mean(mu * mu, axis=-2)
-    value = 0.5 * xp.sum(xp.log1p(M / var), axis=-1)
-    d_mu = mu / (B * (var + M)[..., None, :])
+    with np.errstate(over="ignore"):  # an overflow is handled below
+        M = xp.mean(mu * mu, axis=-2)
+        ratio = M / var
+        value = 0.5 * xp.sum(xp.log1p(ratio), axis=-1)
+        d_mu = mu / (B * (var + M)[..., None, :])
+    if not (xp is np if host_check is None else host_check) or bool(xp.all(xp.isfinite(ratio))):
+        return Objective(value, d_mu)
+    return _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu)
+
+
+def _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu):
+    """Eq. (24) where M_B or M_B / Sigma overflows: M_B = s^2 E_B[(mu / s)^2], s = max_B |mu|, in logs:
+    log1p(M_B / Sigma) = logaddexp(0, log M_B - log Sigma), mu / (B (Sigma + M_B)) = (mu / s) / (B (Sigma / s
+    + s E_B[(mu / s)^2])).  Entries that did not overflow keep the plain values; non-finite mu stays non-finite."""
+    B = mu.shape[-2]
+    s = xp.max(xp.abs(mu), axis=-2, keepdims=True)
+    s = xp.where(s > 0, s, 1.0)
+    u = mu / s
+    Mu = xp.mean(u * u, axis=-2)
+    s1 = s[..., 0, :]
+    log_var = xp.log(var) if hasattr(var, "shape") else math.log(var)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        alt = xp.logaddexp(0.0, 2.0 * xp.log(s1) + xp.log(Mu) - log_var)
+        plain = xp.log1p(ratio)
+        terms = xp.where(xp.isfinite(ratio) | xp.isnan(alt), plain, alt)
+        d_alt = u / (B * (var / s + (s1 * Mu)[..., None, :]))
+    value = 0.5 * xp.sum(terms, axis=-1)
+    d_mu = xp.where(xp.isfinite(var + M)[..., None, :] | xp.isnan(d_alt), d_mu, d_alt)
     return Objective(value, d_mu)
 
 
@@ -273,18 +297,27 @@ def baggins_T(x, nu, mu, var, tau, s2=None):
     -------
     T : (B,) the scalar t_b with T_b = t_b I_m.
     """
-    x, nu, mu, var, tau, s2, xp = _check_baggins(x, nu, mu, var, tau, s2)
+    x, nu, mu, var, tau, s2, xp = baggins_args(x, nu, mu, var, tau, s2)
+    return baggins_T_unchecked(xp, x, nu, mu, var, tau, s2)
+
+
+def baggins_T_unchecked(xp, x, nu, mu, var, tau, s2=None):
+    """Eq. (29)'s T (B,), unchecked (see :func:`baggins_T`); ``s2`` None for S_B^2 of Eq. (4) on the batch."""
     return _baggins_pieces(xp, x, nu, mu, var, tau, s2)[-1]
 
 
-def _check_baggins(x, nu, mu, var, tau, s2):
+def baggins_args(x, nu, mu, var, tau, s2=None, *, finite=True):
+    """Check the arguments of Eqs. (29)-(30); return (x, nu, mu, var, tau, s2, xp) in the dtype of ``x``.
+
+    Shapes always; with ``finite`` also finite values, positive variances and B >= 1
+    (``finite=False``: a diverged model's non-finite values pass through)."""
     dims: dict = {}
-    x = V.array("x", x, ("B", "m"), dims, finite=False)
-    nu = V.array("nu", nu, ("B", "m"), dims, finite=False, dtype=x.dtype)
-    mu = V.array("mu", mu, ("B", "n"), dims, finite=False, dtype=x.dtype)
-    var = _variance("var", var, dims, x.dtype, per_example=True)
+    x = V.array("x", x, ("B", "m"), dims, finite=finite)
+    nu = V.array("nu", nu, ("B", "m"), dims, finite=finite, dtype=x.dtype)
+    mu = _mu(mu, dims, finite=finite, dtype=x.dtype)
+    var = _variance("var", var, dims, x.dtype, per_example=True, finite=finite)
     if s2 is not None:
-        s2 = V.array("s2", s2, ("n",), dims, finite=False, dtype=x.dtype)
+        s2 = V.array("s2", s2, ("n",), dims, finite=finite, positive=finite, dtype=x.dtype)
     return x, nu, mu, var, _tau(tau), s2, array_namespace(x, nu, mu)
 
 
@@ -316,7 +349,7 @@ def baggins_log_likelihood(x, nu, mu, var, tau, stop_gradient=False):
         (for a (B, n) ``var``) ``d_var (B, n)``: gradients of ``E_B[value]``;
         with ``stop_gradient`` ``d_mu`` and ``d_var`` are zero arrays / ``None``.
     """
-    x, nu, mu, var, tau, _, xp = _check_baggins(x, nu, mu, var, tau, None)
+    x, nu, mu, var, tau, _, xp = baggins_args(x, nu, mu, var, tau, None)
     return baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, bool(stop_gradient))
 
 
@@ -369,9 +402,9 @@ def bilbo_baggins(x, nu, mu, sigma2, tau, stop_gradient=False):
         ``value`` 0-d (to be maximised), ``d_mu (B, n)``, ``d_nu (B, m)``.
     """
     dims: dict = {}
-    x = V.array("x", x, ("B", "m"), dims, finite=False)
-    nu = V.array("nu", nu, ("B", "m"), dims, finite=False, dtype=x.dtype)
-    mu = V.array("mu", mu, ("B", "n"), dims, finite=False, dtype=x.dtype)
+    x = V.array("x", x, ("B", "m"), dims)
+    nu = V.array("nu", nu, ("B", "m"), dims, dtype=x.dtype)
+    mu = _mu(mu, dims, dtype=x.dtype)
     var = _variance("sigma2", sigma2, dims, x.dtype, per_example=False)
     tau = _tau(tau)
     xp = array_namespace(x, nu, mu)
@@ -380,6 +413,6 @@ def bilbo_baggins(x, nu, mu, sigma2, tau, stop_gradient=False):
     info = xp.mean(mu * mu, axis=0) / var  # diag(Sigma^-1 M_B)
     *_, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
     value = -0.5 * (xp.sum(xp.log1p(info)) + (n + xp.sum(info)) / tau + m * xp.mean(_LOG_2PI + xp.log(T)))
-    kl = bilbo_kl(mu, var)
+    kl = bilbo_kl_unchecked(xp, mu, var, host_check=True)
     rec = baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, bool(stop_gradient))
     return Objective(value, rec.d_mu - kl.d_mu, None, rec.d_nu)

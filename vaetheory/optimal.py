@@ -23,7 +23,7 @@ from vaetheory import validate as v
 from vaetheory.covariance import Cov, posterior_var
 from vaetheory.gaussian import LOG_2PI
 from vaetheory.numerics import BLOCK_ELEMENTS, chunks
-from vaetheory.optimal_gemm import gemm_inputs, gemm_kernel
+from vaetheory.optimal_gemm import gemm_inputs, gemm_kernel, log_densities_logspace
 
 
 def optimal_prior(mu, var, *, full=False):
@@ -47,6 +47,11 @@ def optimal_prior(mu, var, *, full=False):
         S2 = var.matrix().mean(axis=0) + mu.T @ mu / mu.shape[0]
         return (S2 + S2.T) / 2
     return var.diagonal().mean(axis=0) + np.mean(mu * mu, axis=0)
+
+
+def _require_x(x):
+    if x is None:
+        raise ValueError("x is required: the (N, m) data of Eq. (6), got None")
 
 
 def decoder_args(z, mu, var, x, chunk, *, jacobian=False):
@@ -79,14 +84,20 @@ def mixture_components(z: np.ndarray, mu: np.ndarray, var: Cov, whiten: np.ndarr
     """
     n = mu.shape[1]
     d = z[:, None, :] - mu[None, :, :]
-    if whiten is None:
-        g = d / var.a[None]
-        maha = np.sum(d * g, axis=-1)
-    else:
-        y = np.einsum("nij,knj->kni", whiten, d)
-        g = np.einsum("nji,knj->kni", whiten, y)
-        maha = np.sum(y * y, axis=-1)
+    with np.errstate(over="ignore", invalid="ignore"):  # tiny Sigma: rows that overflow are redone below
+        if whiten is None:
+            g = d / var.a[None]
+            maha = np.sum(d * g, axis=-1)
+        else:
+            y = np.einsum("nij,knj->kni", whiten, d)
+            g = np.einsum("nji,knj->kni", whiten, y)
+            maha = np.sum(y * y, axis=-1)
     logn = -0.5 * (n * LOG_2PI + var.logdet()[None, :] + maha)
+    if whiten is None:
+        # Rows where every Mahalanobis term overflowed (subnormal Sigma, far z): the log-space form.
+        lost = np.nonzero(~np.isfinite(logn.max(axis=1)))[0]
+        if len(lost):
+            logn[lost] = log_densities_logspace(np, z[lost], mu, var.a)
     return logn, g
 
 
@@ -150,6 +161,7 @@ def optimal_decoder(z, mu, var, x, *, chunk=None):
     nu : (M, m).  Finite for any finite z: far from every posterior it tends to
     the x of the posterior with the largest log density at z.
     """
+    _require_x(x)
     fast = gemm_inputs(z, mu, var, x, chunk)
     if fast is not None:
         return gemm_kernel(*fast, "nu")
@@ -158,6 +170,7 @@ def optimal_decoder(z, mu, var, x, *, chunk=None):
 
 def optimal_decoder_reference(z, mu, var, x, *, chunk=None):
     """The float64 reference of :func:`optimal_decoder`, Eq. (6), any Sigma, NumPy only."""
+    _require_x(x)
     z, mu, var, x, chunk = decoder_args(z, mu, var, x, chunk)
     whiten = var.whitener()
     out = np.empty((z.shape[0], x.shape[1]))
@@ -191,14 +204,17 @@ def optimal_decoder_jacobian(z, mu, var, x, *, chunk=None):
     nu : (M, m) decoder values, Eq. (6).
     J : (M, m, n) Jacobians, Eq. (7).
     """
+    _require_x(x)
     fast = gemm_inputs(z, mu, var, x, chunk)
-    if fast is not None:
+    # Subnormal Sigma on NumPy: the scores Sigma^-1 (z - mu) are formed from the differences in the reference.
+    if fast is not None and not (fast[0] is np and bool((fast[3] < np.finfo(np.float64).tiny).any())):
         return gemm_kernel(*fast, "jac")
     return optimal_decoder_jacobian_reference(z, mu, var, x, chunk=chunk)
 
 
 def optimal_decoder_jacobian_reference(z, mu, var, x, *, chunk=None):
     """The float64 reference of :func:`optimal_decoder_jacobian`, Eqs. (6)-(8), any Sigma, NumPy only."""
+    _require_x(x)
     z, mu, var, x, chunk = decoder_args(z, mu, var, x, chunk, jacobian=True)
     whiten = var.whitener()
     M, n = z.shape
@@ -213,5 +229,12 @@ def optimal_decoder_jacobian_reference(z, mu, var, x, *, chunk=None):
         wd = w[:, :, None] * (nu[sl][:, None, :] - x[None, :, :])
         # An underflowed weight contributes exactly nothing, even where Sigma_i^-1 (z - mu_i) is huge.
         g = np.where(w[:, :, None] > 0, g, 0.0)
+        # Subnormal Sigma: a score may overflow where its factor nu - x_i is exactly 0 (one weight is 1);
+        # that term is 0.  Where the factor is not 0, J itself is not representable.
+        bad = ~np.isfinite(g).all(axis=-1)
+        if bad.any():
+            if np.any(wd[bad] != 0):
+                raise ValueError("var is so small that the Jacobian Eq. (7) overflows float64")
+            g = np.where(bad[:, :, None], 0.0, g)
         J[sl] = np.swapaxes(wd, 1, 2) @ g
     return nu, J

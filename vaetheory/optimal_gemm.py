@@ -82,6 +82,37 @@ def _direct_log_densities(xp, z, mu, var):
     return out
 
 
+def log_densities_logspace(xp, z, mu, var):
+    """log N(z_k; mu_i, diag(Sigma_i)) (r, N), the weights of Eqs. (6)-(7) up to a row constant, overflow-free.
+
+    For subnormal Sigma (1 / Sigma overflows) or far query points the
+    Mahalanobis terms q_i = sum_k (z_k - mu_ik)^2 / Sigma_ik overflow, every
+    log density is -inf and the weights of Eq. (6) would be 0 / 0.  Here
+    log q_i = logsumexp_k(2 log|z_k - mu_ik| - log Sigma_ik) is finite, and
+    each row is returned as -1/2 ((q_i - q_min) + log|Sigma_i|), with
+    q_i - q_min = q_min expm1(log q_i - log q_min) (exactly 0 for the
+    nearest posterior, +inf where it overflows: a weight of exactly 0).
+    Row-wise shifts cancel in the normalisation of Eqs. (6)-(7).  Not in the paper.
+    """
+    N, n = mu.shape
+    out = xp.empty((z.shape[0], N), dtype=mu.dtype)
+    log_var = xp.log(var)
+    logdet = log_var.sum(axis=1)
+    for sl in chunks(z.shape[0], max(1, BLOCK_ELEMENTS // (N * n))):
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            t = 2.0 * xp.log(xp.abs(z[sl, None, :] - mu[None])) - log_var[None]  # log of each term, -inf for 0
+            top = t.max(axis=-1, keepdims=True)
+            top = xp.where(xp.isfinite(top), top, 0.0)
+            log_q = top[..., 0] + xp.log(xp.exp(t - top).sum(axis=-1))  # (rows, N), -inf where q = 0
+            log_qmin = log_q.min(axis=1, keepdims=True)
+            excess = xp.expm1(log_q - log_qmin)
+            # q_min * excess without forming q_min (it may overflow); an exact 0 stays 0.
+            diff = xp.where(excess > 0, xp.exp(log_qmin + xp.log(excess)), 0.0)
+            diff = xp.where(log_qmin == -np.inf, xp.exp(log_q), diff)  # q_min = 0: the difference is q itself
+        out[sl] = -0.5 * (diff + logdet[None])
+    return out
+
+
 _CUPY_KERNELS: dict = {}  # the CuPy kernels of the two helpers below, built on first use
 
 
@@ -134,7 +165,8 @@ def gemm_kernel(xp, z, mu, var, x, chunk, dt, want):
     weights, (M, m) nu, or (nu (M, m), J (M, m, n)) in ``dt``.
     """
     M, n = z.shape
-    a = 1.0 / var
+    with np.errstate(over="ignore"):  # 1 / Sigma overflows for subnormal Sigma: those rows are recomputed
+        a = 1.0 / var
     # Centre on the mean posterior so the expanded square works with |z - c|, not |z|.
     c = mu.mean(axis=0)
     muc = mu - c
@@ -148,6 +180,10 @@ def gemm_kernel(xp, z, mu, var, x, chunk, dt, want):
     # Round-off of the expanded square ~ eps times the largest term that cancels.
     size = 0.5 * (zc * zc) @ a.max(axis=0) + xp.abs(zc) @ xp.abs(b).max(axis=0) + 0.5 * float(q.max())
     exact = (n + 2) * np.finfo(np.float64).eps * size > LOGW_TOL
+    # Subnormal Sigma: (z - mu)^2 and 1 / Sigma lose digits or overflow; every row takes the log-space form.
+    subnormal = bool((var < np.finfo(np.float64).tiny).any())
+    if subnormal:
+        exact = xp.ones(M, dtype=bool)
     any_exact = bool(exact.any())
     if want == "logw":
         out = xp.empty((M, mu.shape[0]), dtype=dt)
@@ -158,10 +194,19 @@ def gemm_kernel(xp, z, mu, var, x, chunk, dt, want):
             a_dt, b_dt, zc_dt = a.astype(dt), b.astype(dt), zc.astype(dt)
     for sl in chunks(M, chunk):
         zk = zc[sl]
-        logn = xp.concatenate([zk * zk, zk, ones[: len(zk)]], axis=1) @ coef
+        with np.errstate(over="ignore", invalid="ignore"):  # rows that overflow are flagged exact and redone
+            logn = xp.concatenate([zk * zk, zk, ones[: len(zk)]], axis=1) @ coef
         rows = xp.nonzero(exact[sl])[0] if any_exact else ()
         if len(rows):
-            logn[rows] = _direct_log_densities(xp, z[sl][rows], mu, var)
+            if subnormal:
+                logn[rows] = log_densities_logspace(xp, z[sl][rows], mu, var)
+            else:
+                with np.errstate(over="ignore"):
+                    logn[rows] = _direct_log_densities(xp, z[sl][rows], mu, var)
+                # Rows where every log density overflowed to -inf (far z): the log-space form.
+                lost = rows[~xp.isfinite(logn[rows].max(axis=1))]
+                if len(lost):
+                    logn[lost] = log_densities_logspace(xp, z[sl][lost], mu, var)
         top = logn.max(axis=1, keepdims=True)
         if want == "logw":
             logn -= top

@@ -61,6 +61,8 @@ def decoder_functional_gradient(z, mu, var, x, nu_z, *, chunk=None):
     -------
     (M, m) gradient densities (per unit latent volume).
     """
+    if x is None:
+        raise ValueError("x is required: the (N, m) data of Eq. (5), got None")
     z, mu, var, x, chunk = decoder_args(z, mu, var, x, chunk)
     nu_z = v.array("nu_z", nu_z, (z.shape[0], x.shape[1]))
     whiten = var.whitener()

@@ -98,6 +98,8 @@ def array(
         for alt in alternatives:
             new = _bind(alt, tuple(arr.shape), dims)
             if new is not None:
+                if new.get("N") == 0:
+                    raise ValueError(f"{name} has N = 0 examples, shape {tuple(arr.shape)}: at least one is required")
                 dims.update(new)
                 break
         else:

@@ -285,7 +285,9 @@ def likelihood_T(x, out, mu, var, config: ModelConfig, s2=None):
     """
     if config.likelihood != "baggins":
         return None
-    return O.baggins_T(x, out, mu, var, config.tau, s2)
+    # Shapes checked, values not: a diverged model's non-finite T passes through to its log-likelihood.
+    x, out, mu, var, tau, s2, xp = O.baggins_args(x, out, mu, var, config.tau, s2, finite=False)
+    return O.baggins_T_unchecked(xp, x, out, mu, var, tau, s2)
 
 
 def elbo_per_example(params, x, eps, config: ModelConfig, s2=None):
@@ -312,8 +314,9 @@ def elbo_per_example(params, x, eps, config: ModelConfig, s2=None):
             s2_T = s2
         else:
             s2_T = None
-            s2 = xp.ones(config.n, dtype=mu.dtype) if learned else O.floating_prior(mu, config.sigma2)
-        kl = O.kl_learned(mu, var_full, s2).value
+            s2 = xp.ones(config.n, dtype=mu.dtype) if learned else O.floating_prior_unchecked(xp, mu, config.sigma2)
+        # Unchecked: a diverged model's non-finite values give a non-finite ELBO, not an exception.
+        kl = O.kl_eq2_unchecked(xp, mu, var_full, s2, with_var=False).value
         if config.likelihood == "baggins":
             T = likelihood_T(x, out, mu, var, config, s2_T)
             rec = Lk.gaussian(out, x, T)[0]

@@ -30,6 +30,7 @@ __all__ = [
     "decoder_log_weights",
     "decoder_mean",
     "softmax_rows",
+    "log_weights_unchecked",
     "GridEvidence",
     "grid_log_evidence",
 ]
@@ -61,21 +62,61 @@ def decoder_log_weights(z, mu, var):
     """Log of the unnormalised Eq. (6) weights ``log N(z; mu_j, Sigma_j)`` up to a constant.
 
     The ``-n/2 log 2 pi`` constant is dropped: it cancels in the
-    normalisation of Eq. (6).
+    normalisation of Eq. (6).  The square ``(z - mu_j)^2 / Sigma_j`` is
+    expanded into matrix products after centring z and mu on the mean
+    posterior mean, so narrow posteriors far from the origin keep their
+    digits; rows whose expanded square would still err by more than
+    ``LOGW_TOL`` nats (query points or posteriors far apart on the scale of
+    the narrowest posterior) are recomputed from the differences directly.
 
     Parameters
     ----------
-    z : (M, n) query points; mu : (N, n) posterior means; var : (N, n)
-        diagonal posterior variances.
+    z : (M, n) query points; mu : (N, n) posterior means, N >= 1; var :
+        (N, n) diagonal posterior variances, or (n,) shared by all.
 
     Returns
     -------
     (M, N) log weights.
     """
+    dims: dict = {}
+    mu = array("mu", mu, ("N", "n"), dims)
+    z = array("z", z, ("M", "n"), dims)
+    var = array("var", var, [("N", "n"), ("n",)], dims, positive=True)
+    _require_examples(dims)
+    return log_weights_unchecked(z, mu, np.broadcast_to(var, mu.shape))
+
+
+def _require_examples(dims: dict) -> None:
+    if dims["N"] == 0:
+        raise ValueError("mu must hold at least one posterior (N >= 1), got N = 0")
+
+
+# Largest tolerated round-off, in nats, of a log weight from the expanded square;
+# rows above it are recomputed from the differences (as vaetheory.optimal_gemm).
+LOGW_TOL = 1e-10
+
+
+def log_weights_unchecked(z, mu, var):
+    """:func:`decoder_log_weights` without argument checks, for validated (M, n), (N, n), (N, n) float64 arrays."""
+    n = mu.shape[1]
     inv = 1.0 / var
+    c = mu.mean(axis=0)
+    zc = z - c
+    muc = mu - c
+    b = muc * inv
+    q = np.sum(muc * b, axis=1)
     # Expanded square as matrix products: (M, n) @ (n, N); no (M, N, n) temporary.
-    quad = (z**2) @ inv.T - 2.0 * z @ (mu * inv).T + np.sum(mu**2 * inv, axis=1)
-    return -0.5 * (quad + np.sum(np.log(var), axis=1))
+    quad = (zc * zc) @ inv.T - 2.0 * zc @ b.T + q
+    out = -0.5 * (quad + np.sum(np.log(var), axis=1))
+    # Round-off of the expanded square ~ eps times the largest term that cancels.
+    size = (zc * zc) @ inv.max(axis=0) + 2.0 * np.abs(zc) @ np.abs(b).max(axis=0) + q.max()
+    rows = np.nonzero((n + 2) * np.finfo(np.float64).eps * 0.5 * size > LOGW_TOL)[0]
+    step = max(1, (1 << 22) // (mu.shape[0] * n))
+    for s in range(0, len(rows), step):
+        r = rows[s : s + step]
+        d = z[r, None, :] - mu[None]
+        out[r] = -0.5 * (np.sum(d * d * inv[None], axis=-1) + np.sum(np.log(var), axis=1))
+    return out
 
 
 def decoder_mean(z, mu, var, x):
@@ -83,13 +124,19 @@ def decoder_mean(z, mu, var, x):
 
     Parameters
     ----------
-    z : (M, n); mu : (N, n); var : (N, n); x : (N, m).
+    z : (M, n); mu : (N, n), N >= 1; var : (N, n) or (n,); x : (N, m).
 
     Returns
     -------
     nu : (M, m) decoder means; a : (M, N) weights (rows sum to 1).
     """
-    a = softmax_rows(decoder_log_weights(z, mu, var))
+    dims: dict = {}
+    mu = array("mu", mu, ("N", "n"), dims)
+    z = array("z", z, ("M", "n"), dims)
+    var = array("var", var, [("N", "n"), ("n",)], dims, positive=True)
+    x = array("x", x, ("N", "m"), dims)
+    _require_examples(dims)
+    a = softmax_rows(log_weights_unchecked(z, mu, np.broadcast_to(var, mu.shape)))
     return a @ x, a
 
 
@@ -98,8 +145,26 @@ def softmax_rows(lw):
 
     Subtracting the row maximum keeps every exponent <= 0 (the log-sum-exp
     trick), so no weight overflows and the largest is exactly representable.
+
+    Parameters
+    ----------
+    lw : (M, N) float64 log weights, N >= 1, no NaN and no +inf (a row may
+        not be all -inf); overwritten with the weights.
+
+    Returns
+    -------
+    (M, N) weights, the same array as ``lw``; rows sum to 1.
     """
-    lw -= lw.max(axis=1, keepdims=True)
+    if not isinstance(lw, np.ndarray) or lw.dtype != np.float64:
+        raise ValueError(f"lw must be a float64 NumPy array (it is normalised in place), got {type(lw).__name__}")
+    lw = array("lw", lw, ("M", "N"), finite=False)
+    if lw.shape[1] == 0:
+        raise ValueError("lw must have at least one column (N >= 1), got shape " + str(lw.shape))
+    top = lw.max(axis=1, keepdims=True)
+    # The row maximum is NaN when the row holds a NaN, +inf when it holds +inf, -inf when all of it is -inf.
+    if not np.isfinite(top).all():
+        raise ValueError("lw contains NaN or +inf values, or a row of all -inf (no weight to normalise)")
+    lw -= top
     np.exp(lw, out=lw)
     lw /= lw.sum(axis=1, keepdims=True)
     return lw
