@@ -150,7 +150,9 @@ class Busy(RuntimeError):
 
 @contextlib.contextmanager
 def run_lock(directory: Path):
-    """Hold an exclusive OS lock (``fcntl.flock``) on ``directory/.lock`` while training (Not in the paper).
+    """Hold an exclusive OS lock (``fcntl.flock``) on ``directory/.queue.lock`` while training (Not in the paper).
+
+    The trainer holds its own lock, ``directory/.lock``, inside this one.
 
     The lock is the open file's, not its content: it is taken atomically, held
     until released or until the process ends (killed, rebooted), so there is no
@@ -159,7 +161,7 @@ def run_lock(directory: Path):
     :class:`Busy` while another process holds it.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / ".lock"
+    path = directory / ".queue.lock"
     for _ in range(10):
         fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:

@@ -50,36 +50,36 @@ def test_queues_side_by_side_skip_the_runs_another_process_trains(tmp_path):
         for s in (0, 1)
     ]
     dirs = [tmp_path / "seed0", tmp_path / "seed1"]
-    other = hold_lock(dirs[1] / ".lock")  # another process holds seed 1
+    other = hold_lock(dirs[1] / ".queue.lock")  # another process holds seed 1
     try:
-        (dirs[1] / ".lock").write_text(str(other.pid))
+        (dirs[1] / ".queue.lock").write_text(str(other.pid))
         (a0, i0), (a1, i1) = Q.ensure_runs(cfgs, dirs)
     finally:
         other.kill()
         other.wait()
     assert a0 == "trained" and i0["status"] == "completed"
     assert a1.startswith("skipped (") and f"process {other.pid}" in a1 and i1 == {}
-    assert not (dirs[1] / "checkpoint.npz").exists() and (dirs[1] / ".lock").exists()
+    assert not (dirs[1] / "checkpoint.npz").exists() and (dirs[1] / ".queue.lock").exists()
 
 
 def test_a_lock_taken_but_not_yet_written_is_not_stale(tmp_path):
     # the fault: a second process arriving between the lock file's creation and the pid write
     # found it empty, took it for stale and trained the run too
     d = tmp_path / "run"
-    other = hold_lock(d / ".lock")
+    other = hold_lock(d / ".queue.lock")
     try:
-        assert (d / ".lock").read_text() == ""
+        assert (d / ".queue.lock").read_text() == ""
         with pytest.raises(Q.Busy, match="being trained by process"):
             with Q.run_lock(d):
                 pass
-        assert (d / ".lock").exists()
+        assert (d / ".queue.lock").exists()
     finally:
         other.kill()
         other.wait()
     # its process gone, the lock goes with it: an empty file left behind is no lock
     with Q.run_lock(d):
-        assert (d / ".lock").read_text() == str(os.getpid())
-    assert not (d / ".lock").exists()
+        assert (d / ".queue.lock").read_text() == str(os.getpid())
+    assert not (d / ".queue.lock").exists()
 
 
 # ---------------------------------------------------------------------------

@@ -240,15 +240,15 @@ def test_a_run_with_other_settings_is_refused_and_a_diverged_one_kept(tiny_fig4,
 def test_a_run_being_trained_elsewhere_is_refused_and_a_stale_lock_taken_over(tmp_path):
     d = tmp_path / "run"
     with Q.run_lock(d):
-        assert (d / ".lock").read_text() == str(os.getpid())
+        assert (d / ".queue.lock").read_text() == str(os.getpid())
         with pytest.raises(RuntimeError, match="being trained by process"):
             with Q.run_lock(d):
                 pass
-    assert not (d / ".lock").exists()
+    assert not (d / ".queue.lock").exists()
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (d / ".lock").write_text(gone.stdout.strip())  # a lock file left behind: nobody holds it
+    (d / ".queue.lock").write_text(gone.stdout.strip())  # a lock file left behind: nobody holds it
     with Q.run_lock(d):
-        assert (d / ".lock").read_text() == str(os.getpid())
+        assert (d / ".queue.lock").read_text() == str(os.getpid())
 
 
 def test_seeds_alone_are_full_runs_and_other_overrides_go_to_the_quick_root(capsys):
