@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import subprocess
 import sys
@@ -94,3 +95,23 @@ def test_cli_help_and_equations_run():
     out = subprocess.run([sys.executable, "-m", "vaetheory", "equations", "--missing"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("none")
+
+
+class RecordingParser(argparse.ArgumentParser):
+    """A parser that keeps the keyword arguments of every option added to it."""
+
+    def __init__(self):
+        self.options = {}
+        super().__init__(add_help=False)
+
+    def add_argument(self, *names, **kwargs):
+        self.options[names[0]] = kwargs
+        return super().add_argument(*names, **kwargs)
+
+
+@pytest.mark.parametrize("module_name", ["mlpvae.experiments.bench", "vaetheory.bench.logdet"])
+def test_every_bench_option_has_a_description_and_its_default(module_name):
+    parser = RecordingParser()
+    importlib.import_module(module_name).add_arguments(parser)
+    bad = [name for name, kw in parser.options.items() if "default" not in kw.get("help", "")]
+    assert not bad, f"{module_name}: options without a description naming the default: {bad}"
