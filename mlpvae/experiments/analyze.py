@@ -22,12 +22,14 @@ are in :mod:`mlpvae.experiments.diagnostics`.
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from mlpvae.evidence.decoder import optimal_decoder_comparison
 from mlpvae.evidence.iwae import iwae_log_px
@@ -40,6 +42,7 @@ from mlpvae.evidence.laplace import (
 )
 from mlpvae.experiments import grid_report, mode_report
 from mlpvae.experiments.analyze_summary import compare_runs, summarize, summary_md, summary_plot
+from mlpvae.experiments.evaluate import print_written, run_dir_problem
 from mlpvae.experiments.plots import image_grid, pyplot, save
 from mlpvae.nn import jacobian as Jac
 from mlpvae.nn import model as M
@@ -97,6 +100,12 @@ def analyze_run(
     The dict written to ``analysis.json`` (nats per image).
     """
     t_start = time.perf_counter()
+    stages = tqdm(total=5, desc="analyze: load", unit="step", disable=not progress, leave=False, file=sys.stderr)
+
+    def stage(name: str) -> None:  # one more step done; the next one named on the bar
+        stages.update(1)
+        stages.set_description(f"analyze: {name}")
+
     run = load_run(run_dir, device=device, limit=limit, test_limit=test_limit, float64=True)
     xp, mc, params = run.xp, run.mc, run.params
     rng = generator(run.cfg.seed + seed, STREAM_ANALYSIS, run.epoch, xp)
@@ -138,11 +147,13 @@ def analyze_run(
         fd = Jac.finite_difference_jacobian(params, zc, mc, 1e-6)
         res["jacobian_fd_max_rel_error"] = float(to_numpy(xp.abs(Jf - fd).max() / (xp.abs(Jf).max() + 1e-300)))
 
+    stage(f"ELBO (k={elbo_k})")
     t = time.perf_counter()
     elbo = elbo_per_example(params, run.x_test, mc, rng, elbo_k, None if mc.posterior not in FLOATING else s2)
     res["elbo"] = _summary(elbo)
     res["elbo_samples"] = elbo_k
     res["elbo_seconds"] = time.perf_counter() - t
+    stage(f"IWAE (k={iwae_k})")
     t = time.perf_counter()
     lp = iwae_log_px(
         params,
@@ -159,6 +170,7 @@ def analyze_run(
     res["iwae_seconds"] = time.perf_counter() - t
     res["gap_iwae_minus_elbo"] = _summary(lp - elbo)
 
+    stage("Eqs. (16), (18), (22)")
     t = time.perf_counter()
     keep = cv_limit if cv_limit is not None else min(N, max(1, GRAM_ELEMENTS // (mc.n * mc.n)))
     lap = laplace_evidence(params, run.x_test, mu, var, mc, s2, keep=keep)
@@ -173,12 +185,15 @@ def analyze_run(
     res["cv2_images"] = cv["images"]
     res["evidence_seconds"] = time.perf_counter() - t
 
+    stage("Eq. (6) decoder")
     t = time.perf_counter()
     opt = optimal_decoder_comparison(params, mc, run.x_train, mu_tr, var_tr, run.x_test, mu, var, s2, rng, opt_k)
     per_image_d = opt.pop("per_image_sq_difference")
     res["optimal_decoder_eq6"] = opt
     res["optimal_decoder_seconds"] = time.perf_counter() - t
     res["seconds"] = time.perf_counter() - t_start
+    stages.update(1)
+    stages.close()
 
     if plots:
         res["plots"] = [
@@ -293,17 +308,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--elbo-k", type=int, default=10, help="posterior samples per test image for the ELBO (10)")
     parser.add_argument("--opt-k", type=int, default=1, help="samples per image for the Eq. (6) decoder's ELBO (1)")
     parser.add_argument("--test-limit", type=int, default=None, help="use only the first test images")
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="use only the first training images (for Eq. (6) and the training-set S^2)",
-    )
+    parser.add_argument("--limit", type=int, default=None, help="use only the first training images (Eq. (6), S^2)")
     parser.add_argument(
         "--cv-limit", type=int, default=None, help="test images for Eq. (22) (default: all, up to 2^25 / n^2)"
     )
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: the run's")
-    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG figures")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: the run's device")
+    parser.add_argument("--no-plots", action="store_true", help="do not write the PNG figures (default: write them)")
     parser.add_argument(
         "--versus",
         metavar="LEARNED_RUN_DIR",
@@ -329,7 +339,12 @@ def add_arguments(parser) -> None:
         "with the Laplace posterior there as proposal against q's, and Eq. (16) at the mode "
         "(mlpvae/experiments/mode_report.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz",
     )
-    parser.add_argument("--progress", action="store_true", help="progress bar for the IWAE")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="progress bars on stderr for the long steps: ELBO, IWAE, Eq. (16), Eq. (6); grid quadrature (default: on)",
+    )
 
 
 def _per_image_run(args, option: str, images: int, module, name: str) -> int:
@@ -347,26 +362,31 @@ def _per_image_run(args, option: str, images: int, module, name: str) -> int:
     write_json(out / f"{name}.json", summary)
     np.savez(out / f"{name}_per_image.npz", **per)
     print(module.report_md(summary))
-    print(f"wrote {out / (name + '.json')}")
+    print_written([out / f"{name}.json", out / f"{name}_per_image.npz"])
     return 0
 
 
 def run(args) -> int:
-    """``vaetheory analyze``: analyse one run (or summarise, or a per-image report),
-    print and write it; the exit status."""
+    """``vaetheory analyze``: analyse a run (or summarise, or a per-image report), print, write; the exit status."""
     if args.summarize:
         try:
             summary = summarize(args.run_dir)
         except FileNotFoundError as exc:
             print(f"vaetheory analyze: {exc}", file=sys.stderr)
             return 2
-        write_json(Path(args.run_dir) / "summary.json", summary)
+        out = Path(args.run_dir)
+        write_json(out / "summary.json", summary)
         text = summary_md(summary)
-        (Path(args.run_dir) / "summary.md").write_text(text + "\n")
+        (out / "summary.md").write_text(text + "\n")
         print(text)
-        if not args.no_plots:
-            print(f"wrote {summary_plot(summary, Path(args.run_dir) / 'summary.png')}")
+        plot = [] if args.no_plots else [summary_plot(summary, out / "summary.png")]
+        print_written([out / "summary.json", out / "summary.md", *plot])
         return 0
+    versus = args.versus and run_dir_problem(args.versus, checkpoint=False, analysed=True)
+    problem = run_dir_problem(args.run_dir) or versus
+    if problem:
+        print(f"vaetheory analyze: {problem}", file=sys.stderr)
+        return 2
     if args.grid_images is not None:
         return _per_image_run(args, "--grid-images", args.grid_images, grid_report, "grid_evidence")
     if args.mode_images is not None:
@@ -388,10 +408,13 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
+    out = Path(args.run_dir)
     print(report_md(res))
+    written = [out / "analysis.json", out / "analysis.md", out / "analysis_per_image.npz", *res.get("plots", [])]
     if cmp is not None:
-        write_json(Path(args.run_dir) / "comparison.json", cmp)
+        write_json(out / "comparison.json", cmp)
+        written.append(out / "comparison.json")
         for k, v in cmp.items():
             print(f"{k:45s} {v:.4f}" if isinstance(v, float) else f"{k:45s} {v}")
-    print(f"wrote {Path(args.run_dir) / 'analysis.json'}")
+    print_written(written)
     return 0

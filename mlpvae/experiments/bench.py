@@ -321,13 +321,22 @@ def add_arguments(parser) -> None:
     Device, step counts, batch and GEMM sizes, the PyTorch comparison, the
     evaluation timing, likelihoods, ``--stack`` and the JSON report path.
     """
-    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "gpu"),
+        default="auto",
+        help="where to time: auto = the GPU when CuPy finds one, else the CPU (default auto)",
+    )
     parser.add_argument("--steps", type=int, default=30, help="timed steps per configuration (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5)")
-    parser.add_argument("--batch-size", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=300, help="examples per training step (default 300)")
     parser.add_argument("--gemm-size", type=int, default=None, help="square GEMM size (default 2048 CPU, 8192 GPU)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing blocks, ours and PyTorch (default 3)")
-    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch eager comparison")
+    parser.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="skip the PyTorch eager comparison (default: run it when PyTorch is installed)",
+    )
     parser.add_argument(
         "--eval-images", type=int, default=10000, help="images for the evaluation timing, 0 to skip (default 10000)"
     )
@@ -351,7 +360,7 @@ def add_arguments(parser) -> None:
         metavar="K",
         help="also time K models trained as one stack against one by one (default: skip)",
     )
-    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON (default: print only)")
 
 
 def run(args) -> int:

@@ -17,6 +17,7 @@ was trained on (grayscale intensities unless the run used dynamic binarization;
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -164,6 +165,48 @@ def write_plots(run_dir: Path, params, mc, cfg, mu, var, labels, x_test, s2_trai
     return out
 
 
+def figure_config(run_dir: Path) -> str | None:
+    """The TOML config of the figure ``run_dir`` belongs to (``config_path`` in a parent's run.json), or None."""
+    for parent in list(Path(run_dir).resolve().parents)[:3]:
+        try:
+            path = json.loads((parent / "run.json").read_text()).get("config_path")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if path:
+            return str(path)
+    return None
+
+
+def run_dir_problem(run_dir, checkpoint: bool = True, analysed: bool = False) -> str | None:
+    """Why ``run_dir`` cannot be used, in one line, or None when it can.
+
+    It needs a run.json, a checkpoint.npz with ``checkpoint``, and an
+    analysis.json (``vaetheory analyze``'s) with ``analysed``.
+    """
+    d = Path(run_dir)
+    if not (d / "run.json").is_file():
+        return f"{d} is not a run directory (no run.json): make one with `vaetheory train --out {d}`"
+    if checkpoint and not (d / "checkpoint.npz").is_file():
+        config = figure_config(d)
+        how = (
+            f"`vaetheory reproduce {config}` (this figure's config)"
+            if config
+            else "`vaetheory reproduce CONFIG` or `vaetheory train --out DIR` (the config in run.json)"
+        )
+        return f"{d} has no checkpoint.npz: checkpoints of recorded results are not committed; retrain with {how}"
+    if analysed and not (d / "analysis.json").is_file():
+        return f"{d} has no analysis.json: analyze it first with `vaetheory analyze {d}`"
+    return None
+
+
+def print_written(paths) -> None:
+    """The closing list of a command: every file it wrote, one per line."""
+    paths = [str(p) for p in paths]
+    print(f"wrote {len(paths)} file{'s' if len(paths) != 1 else ''}:")
+    for p in paths:
+        print(f"  {p}")
+
+
 def add_arguments(parser) -> None:
     """The options of ``vaetheory evaluate``: the run directory, sample counts, test images, plots, device."""
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `vaetheory train`")
@@ -179,13 +222,27 @@ def add_arguments(parser) -> None:
         metavar="RUN_DIR",
         help="other runs whose training curves are drawn with this one's (Fig. 4)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="hide the IWAE progress bar")
 
 
 def run(args) -> int:
     """``vaetheory evaluate``: evaluate a run, print the results and write ``eval.json``; the exit status."""
+    problem = run_dir_problem(args.run_dir) or next(
+        filter(None, (run_dir_problem(c, checkpoint=False) for c in args.compare)), None
+    )
+    if problem:
+        print(f"vaetheory evaluate: {problem}", file=sys.stderr)
+        return 2
     try:
         res = evaluate_run(
-            args.run_dir, args.k, args.iwae_k, args.test_limit, args.plots, args.device, compare=args.compare
+            args.run_dir,
+            args.k,
+            args.iwae_k,
+            args.test_limit,
+            args.plots,
+            args.device,
+            progress=not args.no_progress,
+            compare=args.compare,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory evaluate: {exc}", file=sys.stderr)
@@ -197,5 +254,5 @@ def run(args) -> int:
         f"{'active_units':20s} {res['active_units']:10d}  of {len(res['latent_var_of_means'])} "
         f"(Var_x(mu_u) > {ACTIVE_THRESHOLD})"
     )
-    print(f"wrote {Path(args.run_dir) / 'eval.json'}")
+    print_written([Path(args.run_dir) / "eval.json", *res.get("plots", [])])
     return 0

@@ -18,6 +18,7 @@ from mlpvae.nn import model
 from mlpvae.nn.batched import elbo_mean
 from mlpvae.training import config as C
 from mlpvae.training import train as T
+from vaetheory.cli import main
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -173,6 +174,9 @@ def test_evaluate_cli_writes_eval_json_and_plots(tmp_path, posterior):
     assert res["iwae_log_px"] < -res["entropy_floor"]
     assert res[elbos[0]] < res["iwae_log_px"]
     assert res["active_units"] in (0, 1, 2) and res["iwae_k"] == 50
+    listed = [line.strip() for line in p.stdout.split("wrote ", 1)[1].splitlines()[1:]]
+    assert listed == [str(tmp_path / "eval.json"), *res["plots"]] and len(listed) > 5
+    assert all(Path(f).is_file() for f in listed)
     names = {Path(f).name for f in res["plots"]}
     assert {
         "latent_means.png",
@@ -185,3 +189,23 @@ def test_evaluate_cli_writes_eval_json_and_plots(tmp_path, posterior):
         "latent_samples.png",
     } == names
     assert all((tmp_path / f).stat().st_size > 1000 for f in names)
+
+
+def test_evaluate_says_what_is_missing_in_one_line(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"vaetheory evaluate: {tmp_path} is not a run directory (no run.json): "
+        f"make one with `vaetheory train --out {tmp_path}`"
+    )
+    # a recorded run of a figure: run.json and metrics, no checkpoint; the figure's run.json names its config
+    run = tmp_path / "fig8" / "c1_learned" / "seed0"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    (tmp_path / "fig8" / "run.json").write_text(json.dumps({"config_path": "validation/figures/fig8.toml"}))
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vaetheory evaluate: {run} has no checkpoint.npz: checkpoints of recorded results are not")
+    assert "`vaetheory reproduce validation/figures/fig8.toml`" in err and "\n" not in err
+    (run / "checkpoint.npz").write_bytes(b"")
+    assert main(["evaluate", str(run), "--compare", str(tmp_path / "other")]) == 2
+    assert "other is not a run directory (no run.json)" in capsys.readouterr().err

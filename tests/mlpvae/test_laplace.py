@@ -4,6 +4,7 @@ mlpvae.evidence.decoder, mlpvae.experiments.analyze): Eqs. (6), (16), (18), (22)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from mlpvae.nn import model as M
 from mlpvae.nn.layers import sigmoid
 from vaetheory import constant_variance as CV
 from vaetheory import evidence as EV
+from vaetheory.cli import main
 
 
 def _net(seed, likelihood="gaussian", posterior="learned", n=2, m=6, layers=2, hidden=5, B=12):
@@ -181,6 +183,33 @@ def test_analyze_run_writes_the_report_and_compares_runs_eq16_eq22(tmp_path):
     assert cmp["measured_elbo_difference"] == runs["constant"]["elbo"]["mean"] - runs["learned"]["elbo"]["mean"]
     assert cmp["cv2_penalty_learned_model"] == runs["learned"]["cv2_penalty_eq22"]
     assert cmp["paired_sem_elbo_difference"] > 0
+
+
+def test_analyze_command_lists_every_file_it_wrote_and_asks_for_the_other_analysis_first(tmp_path, capsys):
+    for post in ("learned", "constant"):
+        _trained(tmp_path / post, post)
+    argv = ["analyze", str(tmp_path / "constant"), "--versus", str(tmp_path / "learned"), "--iwae-k", "20"]
+    assert main(argv + ["--elbo-k", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'learned'} has no analysis.json: analyze it first with `vaetheory analyze" in err
+    assert not (tmp_path / "constant" / "analysis.json").exists()  # said before the long analysis
+    A.analyze_run(tmp_path / "learned", iwae_k=20, elbo_k=2, plots=False)
+    assert main(argv + ["--elbo-k", "2", "--no-progress"]) == 0
+    listed = capsys.readouterr().out.split("wrote ", 1)[1].splitlines()[1:]
+    names = {"analysis.json", "analysis.md", "analysis_per_image.npz", "analysis_evidence.png", "comparison.json"}
+    names.add("analysis_optimal_decoder.png")  # m = 16: square images
+    assert {Path(f.strip()).name for f in listed} == names
+    assert all(Path(f.strip()).is_file() for f in listed)
+
+
+@pytest.mark.parametrize("option", [[], ["--grid-images", "3"], ["--mode-images", "3"]])
+def test_analyze_says_what_is_missing_in_one_line(tmp_path, capsys, option):
+    assert main(["analyze", str(tmp_path / "nowhere"), *option]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"vaetheory analyze: {tmp_path / 'nowhere'} is not a run directory (no run.json): "
+        f"make one with `vaetheory train --out {tmp_path / 'nowhere'}`"
+    )
 
 
 def test_learned_t_pixels_reports_the_collapsed_pixels_of_a_learned_likelihood_variance(tmp_path):

@@ -69,10 +69,24 @@ def test_exit_status_names_failing_exact_claims(monkeypatch, capsys):
     bad = C.make_claim("solver", ["(2)"], "fake", 1.0, 1e-6, "exact", "d", "c")
     ok = C.make_claim("eq11", ["(11)"], "fake", 5.0, 0.1, "approximate", "d", "c")
     monkeypatch.setattr(runner, "run_all", lambda **kw: ([bad, ok], {}))
-    args = argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None)
+    args = argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1)
     assert command.run(args) == 1
     err = capsys.readouterr().err
     assert "FAILED: solver (2) on fake" in err and "eq11" not in err
+
+
+def test_verify_runs_blas_on_one_thread_unless_told_otherwise(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    monkeypatch.setattr(runner, "run_all", lambda **kw: (seen.append(blas_threads()), ([], {}))[1])
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    before = blas_threads()
+    assert main(["verify", "--no-progress"]) == 0
+    assert main(["verify", "--no-progress", "--threads", "0"]) == 0
+    assert seen == [{1}, before] and blas_threads() == before
 
 
 def test_claim_verdict_is_measured_against_threshold():

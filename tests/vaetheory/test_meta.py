@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import subprocess
 import sys
@@ -55,8 +56,29 @@ def test_docs_equations_md_is_current():
 
 
 def test_every_cited_equation_has_a_test():
-    missing = [r for r in equations.table() if not r["tests"]]
+    missing = equations.missing_tests(equations.table())
     assert not missing, "equations with no test: " + ", ".join(f"{r['equation']} {r['function']}" for r in missing)
+
+
+def test_every_numbered_equation_has_a_row():
+    rows = equations.table()
+    numbers = {r["equation"] for r in rows}
+    assert numbers >= {f"({k})" for k in range(1, equations.PAPER_EQUATIONS + 1)}
+    steps = {int(r["equation"][1:-1]) for r in rows if r["function"] is None}
+    # a derivation step that a function now cites has a stale description: remove it
+    assert steps == set(equations.DERIVATION_STEPS), sorted(steps ^ set(equations.DERIVATION_STEPS))
+
+
+def test_a_function_is_listed_with_its_own_tests_not_every_test_of_its_equation(tmp_path):
+    (tmp_path / "test_a.py").write_text(
+        "def test_solver_converges_eq4():\n    find_point()\n\n"
+        "def test_other_eq2():\n    elbo()\n\n"
+        "def test_wrapper_eq2():\n    kl_checked()\n"
+    )
+    tests = equations.find_tests(tmp_path)
+    assert [t.name for t in equations.tests_for("find_point", "(2)", tests)] == ["test_solver_converges_eq4"]
+    assert [t.name for t in equations.tests_for("kernel", "(2)", tests, ["kl_checked"])] == ["test_wrapper_eq2"]
+    assert [t.name for t in equations.tests_for("kernel", "(2)", tests)] == ["test_other_eq2", "test_wrapper_eq2"]
 
 
 def test_cli_help_and_equations_run():
@@ -65,4 +87,31 @@ def test_cli_help_and_equations_run():
     assert "equations" in out.stdout
     out = subprocess.run([sys.executable, "-m", "vaetheory", "equations"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("# Equation -> function -> test")
+    assert max(map(len, out.stdout.splitlines())) <= 100
+    assert "(13) derivation step, no function" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "vaetheory", "equations", "--markdown"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == equations.markdown(equations.table())
+    out = subprocess.run([sys.executable, "-m", "vaetheory", "equations", "--missing"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("none")
+
+
+class RecordingParser(argparse.ArgumentParser):
+    """A parser that keeps the keyword arguments of every option added to it."""
+
+    def __init__(self):
+        self.options = {}
+        super().__init__(add_help=False)
+
+    def add_argument(self, *names, **kwargs):
+        self.options[names[0]] = kwargs
+        return super().add_argument(*names, **kwargs)
+
+
+@pytest.mark.parametrize("module_name", ["mlpvae.experiments.bench", "vaetheory.bench.logdet"])
+def test_every_bench_option_has_a_description_and_its_default(module_name):
+    parser = RecordingParser()
+    importlib.import_module(module_name).add_arguments(parser)
+    bad = [name for name, kw in parser.options.items() if "default" not in kw.get("help", "")]
+    assert not bad, f"{module_name}: options without a description naming the default: {bad}"

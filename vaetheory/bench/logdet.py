@@ -237,16 +237,26 @@ def plot(res: dict, path: Path) -> None:
 
 def add_arguments(parser) -> None:
     """The options of ``vaetheory bench logdet``."""
-    parser.add_argument("--n", type=int, default=1024, help="matrix size (a perfect square for laplace2d)")
-    parser.add_argument("--seeds", type=int, default=50, help="independent runs per (family, method, budget)")
-    parser.add_argument("--budgets", type=int, nargs="+", default=list(DEFAULT_BUDGETS), help="matvec budgets")
+    parser.add_argument(
+        "--n", type=int, default=1024, help="matrix size, a perfect square for laplace2d (default 1024)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=50, help="independent runs per (family, method, budget) (default 50)"
+    )
+    parser.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_BUDGETS),
+        help="matrix-vector products per estimate (default " + " ".join(map(str, DEFAULT_BUDGETS)) + ")",
+    )
     parser.add_argument(
         "--families",
         nargs="+",
         default=list(FAMILIES),
         choices=FAMILIES,
         metavar="FAMILY",
-        help="any of: " + ", ".join(FAMILIES),
+        help="test matrices, any of: " + ", ".join(FAMILIES) + " (default: all)",
     )
     parser.add_argument(
         "--methods",
@@ -254,13 +264,22 @@ def add_arguments(parser) -> None:
         default=list(METHODS),
         choices=METHODS,
         metavar="METHOD",
-        help="any of: " + ", ".join(METHODS),
+        help="estimators, any of: " + ", ".join(METHODS) + " (default: all)",
     )
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    parser.add_argument("--plot", type=Path, default=None, help="write the RMSE-vs-budget figure here (PNG)")
-    parser.add_argument("--markdown", type=Path, default=None, help="write RMSE tables (Markdown) here")
-    parser.add_argument("--from-json", type=Path, default=None, help="re-render tables/plot from an earlier --json")
-    parser.add_argument("--quiet", action="store_true", help="no per-row progress")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here as JSON (default: none)")
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="write the RMSE-vs-budget figure here, PNG (default: none)"
+    )
+    parser.add_argument(
+        "--markdown", type=Path, default=None, help="write the RMSE tables here, Markdown (default: none)"
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        help="re-render the tables and plot from an earlier --json file (default: run the benchmark)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not print each row as it finishes (default: print)")
 
 
 def run(args) -> int:
