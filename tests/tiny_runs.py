@@ -10,6 +10,7 @@ import numpy as np
 
 from mlpvae.training import checkpoint
 from mlpvae.training import config as C
+from mlpvae.training import train as T
 
 SHARED = os.environ.get("VAETHEORY_DATA")
 HAVE_MNIST = bool(SHARED) and (Path(SHARED) / "mnist").is_dir()
@@ -51,3 +52,23 @@ def assert_same_run(a: Path, b: Path):
     ra = [{k: v for k, v in x.items() if k not in drop} for x in rows(a / "metrics.csv")]
     rb = [{k: v for k, v in x.items() if k not in drop} for x in rows(b / "metrics.csv")]
     assert ra == rb
+
+
+SYNTHETIC = dict(
+    dataset="synthetic",
+    m=16,
+    n=2,
+    hidden=8,
+    posterior="constant",
+    epochs=3,
+    limit=120,
+    test_limit=20,
+    batch_size=40,
+    device="cpu",
+    progress=False,
+)
+
+
+def train_synthetic(out, **kw) -> dict:
+    """Train a small synthetic run (:data:`SYNTHETIC`, ``kw`` replaced) into ``out``, for the analysis tests."""
+    return T.train(C.make_config(**(SYNTHETIC | kw)), out)

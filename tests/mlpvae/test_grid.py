@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
+from tiny_runs import train_synthetic
 
 from mlpvae.evidence import grid as G
 from mlpvae.experiments import grid_report
@@ -171,25 +172,7 @@ def test_the_validation_script_measures_a_trained_run(tmp_path):
     import importlib.util
     from pathlib import Path
 
-    from mlpvae.training import config as C
-    from mlpvae.training import train as T
-
-    T.train(
-        C.make_config(
-            dataset="synthetic",
-            m=16,
-            n=2,
-            hidden=8,
-            posterior="constant",
-            epochs=3,
-            limit=120,
-            test_limit=20,
-            batch_size=40,
-            device="cpu",
-            progress=False,
-        ),
-        tmp_path / "run",
-    )
+    train_synthetic(tmp_path / "run")
     path = Path(__file__).resolve().parents[2] / "validation" / "scripts" / "grid_log_px.py"
     spec = importlib.util.spec_from_file_location("grid_log_px", path)
     mod = importlib.util.module_from_spec(spec)

@@ -17,6 +17,7 @@ from conftest import CUPY, TOL, needs_gpu
 from hypothesis import given
 from hypothesis import strategies as st
 from scipy.optimize import minimize
+from tiny_runs import train_synthetic
 
 from mlpvae.evidence import posterior_mode as PM
 from mlpvae.evidence.iwae import iwae_log_px
@@ -190,26 +191,9 @@ def test_posterior_mode_rejects_what_it_cannot_do():
 def test_the_command_measures_a_trained_run(tmp_path):
     # `vaetheory analyze RUN --mode-images N` on a small 3-D synthetic run: both IWAE values are lower bounds
     # on the same log p(x), the ELBO is below them, and the mode raised the log joint
-    from mlpvae.training import config as C
-    from mlpvae.training import train as T
     from vaetheory.cli import main
 
-    T.train(
-        C.make_config(
-            dataset="synthetic",
-            m=16,
-            n=3,
-            hidden=8,
-            posterior="constant",
-            epochs=3,
-            limit=120,
-            test_limit=20,
-            batch_size=40,
-            device="cpu",
-            progress=False,
-        ),
-        tmp_path / "run",
-    )
+    train_synthetic(tmp_path / "run", n=3)
     assert main(["analyze", str(tmp_path / "run"), "--mode-images", "6", "--iwae-k", "300"]) == 0
     r = json.loads((tmp_path / "run" / "mode_evidence.json").read_text())
     assert r["images"] == 6 and r["iwae_k"] == 300 and r["converged"] + r["stalled"] == 6 and r["log_joint_rise"] >= 0
