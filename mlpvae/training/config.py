@@ -192,6 +192,39 @@ def make_config(toml: str | Path | None = None, **overrides) -> TrainConfig:
     return cfg
 
 
+# One line per setting for `vaetheory train --help`, in the paper's terms.
+HELP = {
+    "m": "data dimension m: pixels per image (784 for MNIST)",
+    "n": "latent dimension n",
+    "hidden": "units per hidden layer of encoder and decoder (Sec. 7: 200)",
+    "layers": "dense layers in each of encoder and decoder (Sec. 7: 4)",
+    "posterior": "learned: Sigma from the encoder, Eq. (1); constant: Sigma = sigma2 I with the floating prior "
+    "S^2 of Eq. (4), Eq. (2); bilbo: Eq. (24)",
+    "likelihood": "bernoulli (grayscale targets); gaussian: T = t I; gaussian-learned: T from the decoder; "
+    "baggins: T from Eq. (29)",
+    "sigma2": "the constant posterior variance sigma^2 of posteriors constant and bilbo",
+    "t": "the Gaussian likelihood variance T = t I of likelihood gaussian",
+    "tau": "BAGGINS' information factor tau of Eq. (29)",
+    "baggins_stop_gradient": "BAGGINS with T of Eq. (29) held fixed in the gradient (not differentiated)",
+    "latent_scale": "c of Fig. 8: the encoder's outputs times c, the decoder's input divided by c",
+    "dataset": "the data set; synthetic: random images for smoke tests",
+    "data": "directory holding the data set's folder (default: $VAETHEORY_DATA, then the search path)",
+    "limit": "train on the first N training images only (default: all)",
+    "test_limit": "evaluate on the first N test images only (default: all)",
+    "binarize": "none: grayscale targets in [0, 1]; dynamic: a fresh Bernoulli draw of each image every epoch",
+    "scale": "lambda: the targets are multiplied by it (Fig. 6's data scale)",
+    "epochs": "epochs to train (Sec. 7: 200)",
+    "batch_size": "images per Adam step (Sec. 7: 300)",
+    "lr": "Adam's learning rate",
+    "seed": "seed of every random stream (initialisation, batch order, noise); equal seeds, equal runs on NumPy",
+    "eval_k": "posterior samples per test image for the per-epoch test ELBO",
+    "eval_every": "evaluate the test ELBO every this many epochs (and at the last)",
+    "device": "auto: CuPy when it finds a GPU, else NumPy; cpu; gpu",
+    "dtype": "floating-point type of training",
+    "progress": "per-epoch progress on stderr",
+}
+
+
 def add_arguments(parser) -> None:
     """One flag per key, ``--batch-size`` for ``batch_size`` (Not in the paper).
 
@@ -208,7 +241,11 @@ def add_arguments(parser) -> None:
         base = str(f.type).split(" ")[0]
         if base == "bool":
             parser.add_argument(
-                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=f"(default {f.default})"
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=f"{HELP[f.name]} (default {f.default})",
             )
         else:
             options = CHOICES.get(f.name)
@@ -219,7 +256,7 @@ def add_arguments(parser) -> None:
                 default=None,
                 choices=options,
                 metavar="{" + ",".join(options) + "}" if options else base.upper(),
-                help=f"(default {f.default})",
+                help=f"{HELP[f.name]} (default {f.default})",
             )
 
 

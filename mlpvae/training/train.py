@@ -391,4 +391,9 @@ def run(args) -> int:
     except (ValueError, OSError, RuntimeError, MemoryError) as exc:
         print(f"vaetheory train: {exc or type(exc).__name__}", file=sys.stderr)
         return 2
+    files = ", ".join(name for name in ("metrics.csv", "checkpoint.npz", "run.json") if (Path(out) / name).exists())
+    print(
+        f"{info['status']}: {info.get('epochs_done', 0)} epochs on {info.get('device', '?')}, "
+        f"{info.get('wall_seconds', 0.0):.1f} s; wrote {out}/ ({files})"
+    )
     return EXIT_DIVERGED if info["status"] == "diverged" else 0

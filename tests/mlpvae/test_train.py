@@ -280,3 +280,21 @@ def test_gpu_run_trains_resumes_and_evaluates(tmp_path, posterior):
         np.testing.assert_allclose(a["params"][k], b["params"][k], rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"])
     res = E.evaluate_run(tmp_path / "straight", k=2, iwae_k=20, plots=True)
     assert np.isfinite(res["iwae_log_px"]) and len(res["plots"]) == 8
+
+
+def test_train_says_what_it_wrote_and_every_option_is_described(tmp_path, capsys):
+    """`vaetheory train` ends with its status, device and files; `--help` describes every setting, with its default."""
+    from mlpvae.training.config import HELP, valid_keys
+    from vaetheory import cli
+
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--dataset", "synthetic", "--m", "16", "--hidden", "8"]
+    assert cli.main([*args, "--epochs", "1", "--device", "cpu", "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "completed: 1 epochs on cpu" in said and "metrics.csv, checkpoint.npz, run.json" in said
+    assert set(HELP) == set(valid_keys()) - {"out"}
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the lines
+    for key, line in HELP.items():
+        assert " ".join(line.split()) in text, key
