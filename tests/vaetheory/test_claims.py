@@ -11,6 +11,7 @@ import pytest
 from vaetheory import claims as C
 from vaetheory.claims import command, runner
 from vaetheory.claims.registry import REGISTRY, SCOPES, in_scope
+from vaetheory.claims.report import UNITS, legend, table
 from vaetheory.cli import main
 
 REQUIRED = {"id", "equations", "problem", "measured", "threshold", "holds", "kind"}
@@ -52,12 +53,8 @@ def test_claims_option_selects_a_subset(capsys):
     status = main(["verify", "--quick", "--no-progress", "--claims", "eq4,linear"])
     text = capsys.readouterr().out
     assert status == 0
-    lines = [
-        l.split()[0]
-        for l in text.splitlines()[2:]
-        if l and not l.startswith(("wrote", "0", "1", "2", "3", "4", "5", "6", "7", "8", "9"))
-    ]
-    assert set(lines) == {"eq4", "linear"}
+    rows = text.split("\n\n")[0].splitlines()[2:]  # the table ends at the first blank line
+    assert {r.split()[0] for r in rows} == {"eq4", "linear"}
 
 
 def test_unknown_claim_is_an_error(capsys):
@@ -100,3 +97,80 @@ def test_every_claim_id_is_registered_and_runs_in_claim_id_order():
     for scope in SCOPES:
         ids = [s.id for s in in_scope(scope, C.CLAIM_IDS)]
         assert ids == sorted(ids, key=C.CLAIM_IDS.index)
+
+
+def fake_run(monkeypatch, rows):
+    monkeypatch.setattr(runner, "run_all", lambda **kw: (rows, {}))
+    return argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1)
+
+
+def test_summary_counts_held_failed_and_off_by_kind_and_points_to_findings(monkeypatch, capsys):
+    rows = [
+        C.make_claim("solver", ["(2)"], "a", 1e-9, 1e-6, "exact", "d", "c"),
+        C.make_claim("eq4", ["(4)"], "a", 1e-9, 1e-6, "exact", "d", "c"),
+        C.make_claim("eq11", ["(11)"], "a", 0.01, 0.1, "approximate", "d", "c"),
+        C.make_claim("eq12", ["(12)"], "a", 5.0, 0.1, "approximate", "d", "c"),
+        C.make_claim("eq16", ["(16)"], "a", 5.0, 0.1, "approximate", "d", "c"),
+    ]
+    assert command.run(fake_run(monkeypatch, rows)) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert " claims in " in last and last.startswith("5 claims")
+    assert "exact 2 held, 0 failed; approximate 1 held, 2 off (off = outside the order" in last
+    assert "docs/findings.md" in last
+    rows[0] = C.make_claim("solver", ["(2)"], "a", 1.0, 1e-6, "exact", "d", "c")
+    assert command.run(fake_run(monkeypatch, rows)) == 1
+    assert "exact 1 held, 1 failed;" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_legend_says_what_measured_is_per_claim_id_with_its_unit(monkeypatch, capsys):
+    rows = [
+        C.make_claim("bound", ["(18)"], "a", -0.1, 0.0, "exact", "max_i (ELBO_i - log p(x_i))", "c"),
+        C.make_claim("bound", ["(18)"], "b", -0.2, 0.0, "exact", "max_i (ELBO_i - log p(x_i))", "c"),
+        C.make_claim("eq11", ["(11)"], "a", 0.01, 0.1, "approximate", "||mu - S^2 J^T r|| / ||mu||", "c"),
+    ]
+    command.run(fake_run(monkeypatch, rows))
+    out = capsys.readouterr().out
+    assert "  bound: max_i (ELBO_i - log p(x_i)) (nats)\n" in out
+    assert "  eq11: ||mu - S^2 J^T r|| / ||mu|| (relative)\n" in out
+    assert out.count("bound: ") == 1 and "eq4:" not in out
+    assert all(i in UNITS for i in C.CLAIM_IDS)
+
+
+def test_a_measured_inf_or_nan_carries_a_footnote_that_says_why(monkeypatch):
+    details = dict(predicted=0.04, measured_gap_between_variants=-0.002)
+    rows = [
+        C.make_claim("eq22", ["(22)"], "p", np.inf, np.log(2), "approximate", "d", "c", **details),
+        C.make_claim("eq11", ["(11)"], "q", np.nan, 0.1, "approximate", "d", "c"),
+        C.make_claim("eq12", ["(12)"], "q", 0.5, 0.1, "approximate", "d", "c"),
+    ]
+    text = table(rows)
+    assert "inf [1]" in text and "nan [2]" in text and "[3]" not in text
+    notes = legend(rows)
+    assert "[1] eq22 on p: measured inf: the measured penalty" in notes and "-0.002 nats, not positive" in notes
+    assert "[2] eq11 on q: measured nan: not finite: see claims.json details of this row" in notes
+    assert "not finite" not in legend(rows[2:])
+
+
+def test_verify_explains_inf_and_report_lists_plots_written_and_the_command(tmp_path, capsys):
+    out = tmp_path / "run dir"
+    argv = ["verify", "--quick", "--no-progress", "--claims", "eq22,linear", "--seed", "0", "--threads", "1"]
+    assert main(argv + ["--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads((out / "claims.json").read_text())
+    bad = [r for r in rows if not np.isfinite(r["measured"])]
+    assert bad, "eq22 on gauss-m4-n2-N40 is inf on --quick --seed 0 (its measured penalty is negative)"
+    table_text = text.split("\n\n")[0]
+    assert table_text.count("inf [") == len(bad) and " inf " not in table_text.replace("inf [", "")
+    for k, r in enumerate(bad, 1):
+        assert f"[{k}] {r['id']} on {r['problem']}: measured inf: " in text
+    assert "\n  eq22: |log(predicted / measured)|" in text and "\n  linear: " in text
+    report = (out / "report.md").read_text()
+    assert (
+        "Command: `vaetheory verify --quick --claims eq22,linear --seed 0 --gtol 1e-06 --threads 1 "
+        f"--out '{out}'`" in report
+    )
+    plots = sorted(p.name for p in out.glob("*.png"))
+    assert "estimator.png" not in plots and "errors_vs_N.png" not in plots
+    listed = report.split("Plots: ")[1].splitlines()[0]
+    assert sorted(s.strip("`") for s in listed.split(", ")) == plots
+    assert "[1] eq22 on" in report and "- eq22: " in report

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vaetheory.claims import runner
 from vaetheory.claims.registry import CLAIM_IDS
-from vaetheory.claims.report import fmt, table, write_report
+from vaetheory.claims.report import fmt, legend, summary, table, write_report
 
 
 def add_arguments(parser) -> None:
@@ -60,12 +60,15 @@ def run(args) -> int:
         return 2
     seconds = time.perf_counter() - t0
     print(table(results))
+    if results:
+        print()
+        print(legend(results))
     if args.out:
         out = Path(args.out)
         written = write_report(out, results, seconds, args, figs)
         print(f"wrote {out}/report.md, claims.json, " + ", ".join(written))
     failed = [c for c in results if c.kind == "exact" and not c.holds]
-    print(f"{len(results)} claims in {seconds:.1f} s; exact claims failing: {len(failed)}")
+    print(summary(results, seconds))
     for c in failed:
         print(
             f"FAILED: {c.id} {' '.join(c.equations)} on {c.problem}: {fmt(c.measured)} > {fmt(c.threshold)}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,24 +29,127 @@ def fmt(v: float) -> str:
     return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
 
 
+# The unit of each claim's "measured" column, read from its description in the claim modules.
+UNITS = {
+    "linear": "nats; the stationarity rows: absolute gradient",
+    "solver": "absolute gradient",
+    "gradient": "relative",
+    "eq4": "relative",
+    "appendix": "relative",
+    "eq11": "relative",
+    "eq12": "relative",
+    "bound": "nats",
+    "eq18": "relative",
+    "eq16": "relative",
+    "eq22": "absolute log ratio; log 2 = a factor of 2",
+    "main": "relative, a fraction of |E[ELBO_diag]|",
+    "eq25": "relative",
+    "collapse": "absolute weight; the nonparametric rows: ratio",
+    "eq19": "relative",
+    "smoothness": "ratio",
+    "density": "ratio",
+}
+
+
+def not_finite_reason(c: Claim) -> str:
+    """Why ``c.measured`` is inf or nan, from the claim's details (or where to look when that says nothing)."""
+    d = c.details
+    if c.id == "eq22" and "measured_gap_between_variants" in d and "predicted" in d:
+        gap, pred = d["measured_gap_between_variants"], d["predicted"]
+        if gap <= 0:
+            return (
+                f"the measured penalty E[ELBO_diag] - E[ELBO_const] is {fmt(gap)} nats, not positive, "
+                f"so log(predicted / measured) is undefined (predicted {fmt(pred)} nats)"
+            )
+        if pred <= 0:
+            return f"the predicted penalty is {fmt(pred)} nats, not positive, so log(predicted / measured) is undefined"
+    return "not finite: see claims.json details of this row"
+
+
+def footnotes(claims: list[Claim]) -> dict[int, int]:
+    """Footnote numbers (from 1) of the rows whose measured value is inf or nan, keyed by row index."""
+    rows = [i for i, c in enumerate(claims) if not np.isfinite(c.measured)]
+    return {i: k + 1 for k, i in enumerate(rows)}
+
+
+def footnote_lines(claims: list[Claim]) -> list[str]:
+    """One line per footnote marker of :func:`table`: the row and why its measured value is not finite."""
+    return [
+        f"[{k}] {claims[i].id} on {claims[i].problem}: measured {fmt(claims[i].measured)}: "
+        f"{not_finite_reason(claims[i])}"
+        for i, k in footnotes(claims).items()
+    ]
+
+
+def legend_lines(claims: list[Claim]) -> list[str]:
+    """One line per claim id present, in table order: ``id: what measured is (unit)``."""
+    descriptions: dict[str, list[str]] = {}
+    for c in claims:
+        seen = descriptions.setdefault(c.id, [])
+        if c.description not in seen:
+            seen.append(c.description)
+    return [f"{i}: {'; '.join(d)} ({UNITS.get(i, 'see claims.json')})" for i, d in descriptions.items()]
+
+
 def table(claims: list[Claim]) -> str:
-    """The claims as a fixed-width text table (one row per claim, with its verdict)."""
+    """The claims as a fixed-width text table (one row per claim, with its verdict).
+
+    A measured value that is inf or nan carries a footnote marker ``[k]``; :func:`footnote_lines` says why.
+    """
     head = ["claim", "equations", "problem", "measured", "threshold", "kind", "verdict"]
+    notes = footnotes(claims)
     rows = [
         [
             c.id,
             " ".join(c.equations),
             c.problem,
-            fmt(c.measured),
+            fmt(c.measured) + (f" [{notes[i]}]" if i in notes else ""),
             ("<= " if c.kind == "exact" else "~ ") + fmt(c.threshold),
             c.kind,
-            "holds" if c.holds else ("FAILS" if c.kind == "exact" else "off"),
+            verdict(c),
         ]
-        for c in claims
+        for i, c in enumerate(claims)
     ]
     widths = [max(len(r[i]) for r in [head] + rows) for i in range(len(head))]
-    line = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths))
+    line = lambda r: "  ".join(s.ljust(w) for s, w in zip(r, widths)).rstrip()
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def verdict(c: Claim) -> str:
+    """``holds``, ``FAILS`` (an exact claim) or ``off`` (an approximate claim outside its promised order)."""
+    return "holds" if c.holds else ("FAILS" if c.kind == "exact" else "off")
+
+
+def legend(claims: list[Claim]) -> str:
+    """The table's legend for the terminal: what measured is per claim id, then the footnotes."""
+    lines = ["measured, per claim (unit):"] + ["  " + s for s in legend_lines(claims)]
+    notes = footnote_lines(claims)
+    if notes:
+        lines += ["not finite:"] + ["  " + s for s in notes]
+    return "\n".join(lines)
+
+
+def summary(claims: list[Claim], seconds: float) -> str:
+    """The closing line: held / failed exact claims, held / off approximate claims, where ``off`` is explained."""
+    count = lambda kind, holds: sum(1 for c in claims if c.kind == kind and c.holds == holds)
+    return (
+        f"{len(claims)} claims in {seconds:.1f} s: exact {count('exact', True)} held, {count('exact', False)} failed; "
+        f"approximate {count('approximate', True)} held, {count('approximate', False)} off "
+        "(off = outside the order the paper's argument promises; docs/findings.md)"
+    )
+
+
+def command_line(args) -> str:
+    """The ``vaetheory verify`` command line that reproduces this run, every option that shapes it given."""
+    parts = ["vaetheory", "verify"]
+    if args.quick:
+        parts.append("--quick")
+    if args.claims:
+        parts += ["--claims", args.claims]
+    parts += ["--seed", str(args.seed), "--gtol", f"{args.gtol:g}", "--threads", str(args.threads)]
+    if args.out:
+        parts += ["--out", str(args.out)]
+    return shlex.join(parts)
 
 
 def _sweep_table(rows: list[dict], first: str) -> list[str]:
@@ -55,30 +159,35 @@ def _sweep_table(rows: list[dict], first: str) -> list[str]:
     return lines
 
 
-def report_markdown(claims: list[Claim], seconds: float, args, figs: dict | None = None) -> str:
-    """report.md: the claims table, what each claim measures, the sweep tables, and the plots' names."""
+def report_markdown(
+    claims: list[Claim], seconds: float, args, figs: dict | None = None, plots: list[str] | None = None
+) -> str:
+    """report.md: the command, the claims table, what each claim measures, the sweep tables, and the
+    names of the plots written (``plots``)."""
+    notes = footnotes(claims)
     lines = [
         "# vaetheory verify: the paper's claims at real stationary points",
         "",
-        f"Command: `vaetheory verify --seed {args.seed}{' --quick' if args.quick else ''}`; "
+        f"Command: `{command_line(args)}`; "
         f"run time {seconds:.1f} s. Exact claims must hold to numerical tolerance; approximate claims report the "
         "size of the error against the order we read the paper's argument to promise.",
+        "",
+        summary(claims, seconds) + ".",
         "",
         "| claim | equations | problem | measured | threshold | kind | verdict | condition |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for c in claims:
-        verdict = "holds" if c.holds else ("**FAILS**" if c.kind == "exact" else "off")
+    for i, c in enumerate(claims):
+        v = "**FAILS**" if verdict(c) == "FAILS" else verdict(c)
+        measured = fmt(c.measured) + (f" [{notes[i]}]" if i in notes else "")
         lines.append(
-            f"| {c.id} | {' '.join(c.equations)} | {c.problem} | {fmt(c.measured)} | {fmt(c.threshold)} | "
-            f"{c.kind} | {verdict} | {c.condition} |"
+            f"| {c.id} | {' '.join(c.equations)} | {c.problem} | {measured} | {fmt(c.threshold)} | "
+            f"{c.kind} | {v} | {c.condition} |"
         )
-    lines += ["", "## What each claim measures", ""]
-    seen = set()
-    for c in claims:
-        if c.id not in seen:
-            seen.add(c.id)
-            lines.append(f"- **{c.id}**: {c.description}.")
+    if notes:
+        lines += [""] + [s + "  " for s in footnote_lines(claims)]
+    lines += ["", "## What each claim measures (unit)", ""]
+    lines += [f"- {s}." for s in legend_lines(claims)]
     figs = figs or {}
     if figs.get("sweep"):
         lines += ["", "## Errors vs manifold curvature (curve, constant Sigma, mean over data draws)", ""]
@@ -92,7 +201,7 @@ def report_markdown(claims: list[Claim], seconds: float, args, figs: dict | None
         "neglect); `eq11`, `eq12` relative residuals; `eq25` relative error of the Eq. (25) covariance; `gap18` = "
         "mean log p - ELBO (nats); `eq16` = mean |Eq. (16) - log p| (nats); penalties in nats.",
         "",
-        "Plots: " + ", ".join(f"`{p}`" for p in PLOTS),
+        "Plots: " + (", ".join(f"`{p}`" for p in plots) if plots else "none written"),
         "",
     ]
     return "\n".join(lines)
@@ -211,5 +320,6 @@ def write_report(out: Path, claims: list[Claim], seconds: float, args, figs: dic
     """Write claims.json, report.md and the plots into ``out`` (created); return the plots written."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "claims.json").write_text(json.dumps([asdict(c) for c in claims], indent=1) + "\n")
-    (out / "report.md").write_text(report_markdown(claims, seconds, args, figs))
-    return write_plots(figs, out)
+    written = write_plots(figs, out)
+    (out / "report.md").write_text(report_markdown(claims, seconds, args, figs, written))
+    return written
