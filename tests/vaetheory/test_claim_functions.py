@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from vaetheory import linear as lin
 from vaetheory.claims import linear as linear_claims
-from vaetheory.claims import sweeps
+from vaetheory.claims import nonparametric, sweeps
 from vaetheory.claims.problems import default_problems
-from vaetheory.claims.registry import LinearCase, SweepCase, make_claim
+from vaetheory.claims.registry import LinearCase, PointCase, SweepCase, make_claim
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -23,6 +25,45 @@ def test_linear_closed_form_claims_hold_eq2_eq16_eq18(n):
     assert all(r.holds for r in rows)
     # the spectrum (6, .6, .4, .3): only the first direction is above the likelihood variance
     assert len(rows) == (2 if n == 1 else 3)
+    # W's collapsed columns are zero by construction: a check, not an exact claim
+    assert [r.kind for r in rows if r.id == "collapse"] == ([] if n == 1 else ["check"])
+    assert all(r.kind == "exact" for r in rows if r.id == "linear")
+
+
+def _point_case(elbo, log_px, quad_err, gtol=1e-6):
+    sp = SimpleNamespace(
+        variant="diagonal",
+        mu=np.zeros((4, 1)),
+        var=np.ones((4, 1)),
+        s2=np.ones(1),
+        grad_norm=1e-9,
+        n_iter=3,
+        seconds=0.1,
+        order=20,
+    )
+    meas = dict(elbo=np.asarray(elbo, float), log_px=np.asarray(log_px, float), quad_err=np.asarray(quad_err, float))
+    return PointCase("p", sp, meas, gtol)
+
+
+def test_bound_is_strict_the_quadrature_error_counts_against_it():
+    # ELBO below log p by 0.1 everywhere, but the quadrature error (0.2) could cover that: the bound is not shown
+    (c,) = nonparametric.bound(_point_case([-1.1, -2.1], [-1.0, -2.0], [0.2, 0.2]))
+    assert c.kind == "exact" and c.measured == pytest.approx(0.1) and not c.holds
+    # the error is added per example: the worst example is the one whose excess plus error is largest
+    (c,) = nonparametric.bound(_point_case([-1.1, -2.5], [-1.0, -2.0], [0.05, 0.3]))
+    assert c.measured == pytest.approx(-0.05) and c.holds
+    assert c.details["max_excess_raw"] == pytest.approx(-0.1)
+    # ELBO above log p by less than the quadrature error: the lenient reading would pass it; the strict one fails
+    (c,) = nonparametric.bound(_point_case([-0.95], [-1.0], [0.1]))
+    assert c.measured == pytest.approx(0.15) and not c.holds
+
+
+def test_solver_and_floating_prior_rows_are_checks_not_exact_claims():
+    case = _point_case([-1.0], [-1.0], [0.0])
+    (s,) = nonparametric.solver(case)
+    (e,) = nonparametric.eq4(case)
+    assert s.kind == "check" and s.holds
+    assert e.kind == "check" and e.holds
 
 
 def test_sweep_claims_compare_the_ends_of_the_sweep_eq11_eq12_eq18():

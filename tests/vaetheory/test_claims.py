@@ -11,7 +11,7 @@ import pytest
 from vaetheory import claims as C
 from vaetheory.claims import command, runner
 from vaetheory.claims.registry import REGISTRY, SCOPES, in_scope
-from vaetheory.claims.report import UNITS, legend, table
+from vaetheory.claims.report import UNITS, legend, report_markdown, table
 from vaetheory.cli import main
 
 REQUIRED = {"id", "equations", "problem", "measured", "threshold", "holds", "kind"}
@@ -38,15 +38,28 @@ def test_claims_json_schema_and_verdicts_are_consistent(quick_run):
     rows = json.loads((out / "claims.json").read_text())
     assert rows and all(REQUIRED <= set(r) for r in rows)
     for r in rows:
-        assert r["kind"] in ("exact", "approximate")
+        assert r["kind"] in ("exact", "check", "approximate")
         assert isinstance(r["holds"], bool)
         assert r["holds"] == (r["measured"] <= r["threshold"])
         assert all(e.startswith("(") for e in r["equations"])
     ids = {r["id"] for r in rows}
     # Every claim family is measured by the default run.
     assert ids == set(C.CLAIM_IDS)
-    # The exact claims all hold (the exit status says so too).
-    assert all(r["holds"] for r in rows if r["kind"] == "exact")
+    # The exact claims and the checks all hold (the exit status says so too).
+    assert all(r["holds"] for r in rows if r["kind"] in ("exact", "check"))
+    # Consistency checks true by construction are labelled "check", never "exact" (they are not evidence).
+    kinds = {}
+    for r in rows:
+        kinds.setdefault(r["id"], set()).add(r["kind"])
+    assert kinds["solver"] == {"check"} and kinds["eq4"] == {"check"}
+    assert "check" in kinds["collapse"] and "exact" not in kinds["collapse"]
+    assert kinds["bound"] == {"exact"}
+    # bound is read strictly: the excess plus the quadrature error, never minus it.
+    for r in rows:
+        if r["id"] == "bound":
+            d = r["details"]
+            assert r["measured"] >= d["max_excess_raw"]
+            assert r["measured"] <= d["max_excess_raw"] + d["max_quadrature_error"] + 1e-12
 
 
 def test_claims_option_selects_a_subset(capsys):
@@ -106,20 +119,48 @@ def fake_run(monkeypatch, rows):
 
 def test_summary_counts_held_failed_and_off_by_kind_and_points_to_findings(monkeypatch, capsys):
     rows = [
-        C.make_claim("solver", ["(2)"], "a", 1e-9, 1e-6, "exact", "d", "c"),
-        C.make_claim("eq4", ["(4)"], "a", 1e-9, 1e-6, "exact", "d", "c"),
+        C.make_claim("linear", ["(2)"], "a", 1e-9, 1e-6, "exact", "d", "c"),
+        C.make_claim("bound", ["(18)"], "a", -1.0, 0.0, "exact", "d", "c"),
+        C.make_claim("solver", ["(2)"], "a", 1e-9, 1e-6, "check", "d", "c"),
         C.make_claim("eq11", ["(11)"], "a", 0.01, 0.1, "approximate", "d", "c"),
         C.make_claim("eq12", ["(12)"], "a", 5.0, 0.1, "approximate", "d", "c"),
         C.make_claim("eq16", ["(16)"], "a", 5.0, 0.1, "approximate", "d", "c"),
     ]
     assert command.run(fake_run(monkeypatch, rows)) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert " claims in " in last and last.startswith("5 claims")
-    assert "exact 2 held, 0 failed; approximate 1 held, 2 off (off = outside the order" in last
+    assert " claims in " in last and last.startswith("6 claims")
+    assert (
+        "exact 2 held, 0 failed; checks 1 passed, 0 failed; approximate 1 held, 2 off (off = outside the order" in last
+    )
     assert "docs/findings.md" in last
-    rows[0] = C.make_claim("solver", ["(2)"], "a", 1.0, 1e-6, "exact", "d", "c")
+    rows[0] = C.make_claim("linear", ["(2)"], "a", 1.0, 1e-6, "exact", "d", "c")
     assert command.run(fake_run(monkeypatch, rows)) == 1
-    assert "exact 1 held, 1 failed;" in capsys.readouterr().out.splitlines()[-1]
+    assert "exact 1 held, 1 failed; checks 1 passed, 0 failed;" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_check_is_counted_apart_from_exact_claims_and_a_failing_check_fails_the_run(monkeypatch, capsys):
+    ok = C.make_claim("linear", ["(2)"], "a", 1e-9, 1e-6, "exact", "d", "c")
+    bad = C.make_claim("solver", ["(2)"], "fake", 1.0, 1e-6, "check", "d", "c")
+    assert command.run(fake_run(monkeypatch, [ok, bad])) == 1
+    captured = capsys.readouterr()
+    last = captured.out.splitlines()[-1]
+    # the check is not counted as an exact claim, held or failed
+    assert "exact 1 held, 0 failed; checks 0 passed, 1 failed;" in last
+    assert "FAILED: solver (2) on fake" in captured.err
+    assert "FAILS" in table([ok, bad]).splitlines()[-1]
+
+
+def test_report_and_legend_say_what_a_check_is(monkeypatch, capsys, tmp_path):
+    rows = [
+        C.make_claim("solver", ["(2)"], "a", 1e-9, 1e-6, "check", "d", "c"),
+        C.make_claim("eq11", ["(11)"], "a", 0.01, 0.1, "approximate", "d", "c"),
+    ]
+    meaning = "a consistency check of the computation, true by construction; not evidence for the paper"
+    assert meaning in legend(rows)
+    args = fake_run(monkeypatch, rows)
+    md = report_markdown(rows, 1.0, args)
+    assert f"- check: {meaning}" in md
+    assert "checks 1 passed, 0 failed" in md
 
 
 def test_legend_says_what_measured_is_per_claim_id_with_its_unit(monkeypatch, capsys):

@@ -11,10 +11,11 @@ there (:mod:`vaetheory.claims.measure`).  The linear-Gaussian closed forms
 
 Each claim is a row: ``id``, ``equations``, ``problem``, ``measured``,
 ``threshold``, ``holds`` (``measured <= threshold``), ``kind`` ("exact": must
-hold to numerical tolerance; "approximate": the paper says "~=" and the
-threshold is the order of error we read its argument to promise), and the
-``condition`` under which the paper says it holds.  The exit status is 0 when
-every exact claim holds.
+hold to numerical tolerance; "check": a consistency check of the computation,
+true by construction and not evidence for the paper; "approximate": the paper
+says "~=" and the threshold is the order of error we read its argument to
+promise), and the ``condition`` under which the paper says it holds.  The exit
+status is 0 when every exact claim and every check holds.
 
 Modules: ``registry`` (the :class:`Claim` row and the ``@claim`` decorator),
 ``problems``, ``measure``, the claims by topic (``linear``, ``nonparametric``,

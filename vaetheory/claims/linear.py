@@ -70,7 +70,10 @@ def linear_exactness(case: LinearCase) -> list[Claim]:
 
 @claim("collapse", "linear")
 def linear_collapse(case: LinearCase) -> list[Claim]:
-    """Sec. 6 at the linear closed form: W's columns vanish along directions of data variance <= 1."""
+    """Sec. 6 at the linear closed form: W's columns vanish along directions of data variance <= 1.
+
+    A check, not evidence: the closed form sets those columns to zero by construction.
+    """
     mdl, n = case.model, case.n
     if not np.any(mdl.lam[:n] <= 1):
         return []
@@ -81,7 +84,7 @@ def linear_collapse(case: LinearCase) -> list[Claim]:
             f"{case.problem['name']} linear n={n}",
             np.max(np.abs(mdl.W[:, mdl.collapsed])),
             0.0,
-            "exact",
+            "check",
             "max |W column| of latent directions whose data variance <= 1 (Sec. 6)",
             "data variance not above the likelihood variance",
             lam=mdl.lam[:n],

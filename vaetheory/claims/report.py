@@ -29,6 +29,18 @@ def fmt(v: float) -> str:
     return f"{v:.3g}" if 1e-3 <= abs(v) < 1e4 else f"{v:.2e}"
 
 
+# What each kind of claim is, as report.md and the terminal legend say it.
+KINDS = {
+    "exact": "must hold to numerical tolerance; evidence for the paper",
+    "check": "a consistency check of the computation, true by construction; not evidence for the paper "
+    "(a failing check means the machinery broke)",
+    "approximate": "the size of the error against the order we read the paper's argument to promise",
+}
+
+# Kinds whose failure is a failure (FAILS, nonzero exit status) rather than "off".
+STRICT_KINDS = ("exact", "check")
+
+
 # The unit of each claim's "measured" column, read from its description in the claim modules.
 UNITS = {
     "linear": "nats; the stationarity rows: absolute gradient",
@@ -104,7 +116,7 @@ def table(claims: list[Claim]) -> str:
             " ".join(c.equations),
             c.problem,
             fmt(c.measured) + (f" [{notes[i]}]" if i in notes else ""),
-            ("<= " if c.kind == "exact" else "~ ") + fmt(c.threshold),
+            ("<= " if c.kind in STRICT_KINDS else "~ ") + fmt(c.threshold),
             c.kind,
             verdict(c),
         ]
@@ -116,24 +128,34 @@ def table(claims: list[Claim]) -> str:
 
 
 def verdict(c: Claim) -> str:
-    """``holds``, ``FAILS`` (an exact claim) or ``off`` (an approximate claim outside its promised order)."""
-    return "holds" if c.holds else ("FAILS" if c.kind == "exact" else "off")
+    """``holds``, ``FAILS`` (an exact claim or a check) or ``off`` (an approximate claim outside its promised order)."""
+    return "holds" if c.holds else ("FAILS" if c.kind in STRICT_KINDS else "off")
 
 
 def legend(claims: list[Claim]) -> str:
-    """The table's legend for the terminal: what measured is per claim id, then the footnotes."""
-    lines = ["measured, per claim (unit):"] + ["  " + s for s in legend_lines(claims)]
+    """The table's legend for the terminal: what each kind means, what measured is per claim id, then the
+    footnotes."""
+    lines = ["kind:"] + [f"  {k}: {KINDS[k]}" for k in kinds_present(claims)]
+    lines += ["measured, per claim (unit):"] + ["  " + s for s in legend_lines(claims)]
     notes = footnote_lines(claims)
     if notes:
         lines += ["not finite:"] + ["  " + s for s in notes]
     return "\n".join(lines)
 
 
+def kinds_present(claims: list[Claim]) -> list[str]:
+    """The kinds of :data:`KINDS` that ``claims`` has, in :data:`KINDS` order."""
+    present = {c.kind for c in claims}
+    return [k for k in KINDS if k in present]
+
+
 def summary(claims: list[Claim], seconds: float) -> str:
-    """The closing line: held / failed exact claims, held / off approximate claims, where ``off`` is explained."""
+    """The closing line: held / failed exact claims, passed / failed checks (counted apart: they are not
+    evidence), held / off approximate claims, where ``off`` is explained."""
     count = lambda kind, holds: sum(1 for c in claims if c.kind == kind and c.holds == holds)
     return (
         f"{len(claims)} claims in {seconds:.1f} s: exact {count('exact', True)} held, {count('exact', False)} failed; "
+        f"checks {count('check', True)} passed, {count('check', False)} failed; "
         f"approximate {count('approximate', True)} held, {count('approximate', False)} off "
         "(off = outside the order the paper's argument promises; docs/findings.md)"
     )
@@ -170,7 +192,9 @@ def report_markdown(
         "",
         f"Command: `{command_line(args)}`; "
         f"run time {seconds:.1f} s. Exact claims must hold to numerical tolerance; approximate claims report the "
-        "size of the error against the order we read the paper's argument to promise.",
+        "size of the error against the order we read the paper's argument to promise; checks are consistency "
+        "checks of the computation, true by construction, and not evidence for the paper (a failing check "
+        "means the machinery broke).",
         "",
         summary(claims, seconds) + ".",
         "",
@@ -186,6 +210,8 @@ def report_markdown(
         )
     if notes:
         lines += [""] + [s + "  " for s in footnote_lines(claims)]
+    lines += ["", "## What each kind means", ""]
+    lines += [f"- {k}: {KINDS[k]}." for k in kinds_present(claims)]
     lines += ["", "## What each claim measures (unit)", ""]
     lines += [f"- {s}." for s in legend_lines(claims)]
     figs = figs or {}
