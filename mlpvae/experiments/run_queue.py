@@ -12,13 +12,12 @@ deleted to train it afresh unless asked (``retrain``).  :func:`plan_runs` and
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 from pathlib import Path
 
 from mlpvae.experiments.figure_schema import Figure, Method, run_config, seeds_of
 from mlpvae.training import config as C
+from mlpvae.training import filelock
 from mlpvae.training import train as T
 
 
@@ -154,45 +153,19 @@ def run_lock(directory: Path):
 
     The trainer holds its own lock, ``directory/.lock``, inside this one.
 
-    The lock is the open file's, not its content: it is taken atomically, held
-    until released or until the process ends (killed, rebooted), so there is no
-    window in which a second process can take it and no stale lock to clean up.
-    The file records our pid, for the message another process prints.  Raises
-    :class:`Busy` while another process holds it.
+    The lock is :mod:`mlpvae.training.filelock`'s: held until released or until
+    the process ends, with no stale lock to clean up.  Raises :class:`Busy`
+    while another process holds it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / ".queue.lock"
-    for _ in range(10):
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            try:
-                pid = path.read_text().strip() or "?"
-            except OSError:
-                pid = "?"
-            raise Busy(f"{directory} is being trained by process {pid} (it holds {path})") from None
-        except BaseException:
-            os.close(fd)
-            raise
-        # the holder before us may have removed the file after we opened it: then lock the new one
-        try:
-            same = os.fstat(fd).st_ino == os.stat(path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        os.close(fd)
-    else:
-        raise RuntimeError(f"could not take the lock {path}")
+    fd, holder = filelock.take(path)
+    if fd is None:
+        raise Busy(f"{directory} is being trained by process {holder} (it holds {path})")
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
         yield
     finally:
-        path.unlink(missing_ok=True)  # before the lock goes: a waiter then finds the file gone and retries
-        os.close(fd)
+        filelock.release(path, fd)
 
 
 def _only(fig: Figure, names: list[str] | None) -> list[Method]:

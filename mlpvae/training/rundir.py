@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import math
 import os
 import signal
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpvae.nn import model
-from mlpvae.training import checkpoint
+from mlpvae.training import checkpoint, filelock
 from mlpvae.training import config as C
 from mlpvae.training.metrics import append_row
 
@@ -102,36 +101,18 @@ class RunDir:
         self.info: dict = {}
 
     def _lock(self) -> None:
-        path = self.out / LOCK_NAME
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-                os.close(fd)
-                raise RunDirBusy(
-                    f"{self.out} is being written by another process (pid {holder}); "
-                    "wait for it to end or choose another --out"
-                ) from None
-            # the holder before us may have removed the file after we opened it: lock the file that is there
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        fd, holder = filelock.take(self.out / LOCK_NAME)
+        if fd is None:
+            raise RunDirBusy(
+                f"{self.out} is being written by another process (pid {holder}); "
+                "wait for it to end or choose another --out"
+            )
         self.lock_fd = fd
 
     def close(self, failed_start: bool = False) -> None:
         """Release the lock (and remove the lock file); after a failed start, remove the directories it created."""
         if self.lock_fd is not None:
-            with contextlib.suppress(OSError):
-                (self.out / LOCK_NAME).unlink()
-            os.close(self.lock_fd)
+            filelock.release(self.out / LOCK_NAME, self.lock_fd)
             self.lock_fd = None
         if failed_start:
             for d in self.created:

@@ -371,10 +371,10 @@ def find_stationary_point(
     if np.max(np.abs(g)) > gtol and theta.size <= polish_max_params:
         theta, n_pol = _newton_polish(fun, theta, gtol)
         n_eval += n_pol
-        history.append((n_iter, -float(fun(theta)[0]), float(np.max(np.abs(fun(theta)[1])))))
+        f, g = fun(theta)
+        history.append((n_iter, -float(f), float(np.max(np.abs(g)))))
         message += " + Newton polish"
     mu, var, s2 = _unpack(theta, N, n, constant)
-    _, g = fun(theta)
     grad_norm = float(np.max(np.abs(g)))
     var_full = np.broadcast_to(var, mu.shape).copy()
     elbo = nonparametric_elbo(x, mu, var, s2, order=order)
