@@ -406,7 +406,8 @@ def logdet_trace_estimator(
     A_or_matvec : (n, n) SPD matrix (checked by Cholesky) or matvec
         ``X -> A X`` for X (n,) or (n, b); a matvec must be SPD: Eq. (19) is
         unbounded below for indefinite ``A``.
-    n : size when a matvec is given.  rng : numpy.random.Generator.
+    n : size when a matvec is given.
+    rng : numpy.random.Generator.
     budget : maximum number of matvecs (one per probe).
     parameterization : one of ``PARAMETERIZATIONS``.
     batch : probes per step (default ``max(1, budget // 50)``).

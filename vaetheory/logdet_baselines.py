@@ -233,9 +233,12 @@ def slq_logdet(A_or_matvec, n=None, *, rng, budget, probes="rademacher", steps=N
     Parameters
     ----------
     A_or_matvec : (n, n) SPD matrix or matvec ``X -> A X`` on (n,) / (n, b).
-    n : size (for a matvec).  rng : numpy.random.Generator.  budget : max matvecs.
-    probes : "rademacher" or "gaussian".  steps : fixed Lanczos steps per probe
-        (default: adapt to the first probe).  tol : quadrature convergence tolerance.
+    n : size (for a matvec).
+    rng : numpy.random.Generator.
+    budget : max matvecs.
+    probes : "rademacher" or "gaussian".
+    steps : fixed Lanczos steps per probe (default: adapt to the first probe).
+    tol : quadrature convergence tolerance.
     """
     rng = V.rng("rng", rng)
     probes = V.choice("probes", probes, ("rademacher", "gaussian"))
