@@ -51,6 +51,8 @@ RECORD_PAGES = (
     "figures-h200/fig6_10_11_14_15_cut/README.md",
     "analysis/README.md",
 )
+RECORD_PATH = re.compile(r"`(?:\.\./)?(validation/results/[^`\s]*)`")
+FOLDER_PAGES = ("summary.md", "report.md", "README.md", "analysis.md")
 FUNCTION_IN_TABLE = re.compile(r"^\| ([^|]+) \| `((?:vaetheory|mlpvae)\.[\w.]+)` \|", re.MULTILINE)
 
 
@@ -129,8 +131,31 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         # README's title would take the anchor "vaetheory", which is the package's entry in the API
         # reference; README's own links are relative to the repository root, the site's pages to docs/
         title, _, rest = markdown.partition("\n")
-        return f"{title} {{ #home }}\n{rest}".replace("](docs/", "](")
-    return markdown.replace("](../validation/", "](validation/")
+        markdown = f"{title} {{ #home }}\n{rest}".replace("](docs/", "](")
+    return link_records(markdown.replace("](../validation/", "](validation/"))
+
+
+def link_records(markdown: str) -> str:
+    """A recorded file or folder named in code (`validation/results/...`) links to its page or image.
+
+    Only for pages at the site's root (docs/*.md, README), outside fenced code blocks.
+    """
+    out, fenced = [], False
+    for line in markdown.split("\n"):
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        out.append(line if fenced else RECORD_PATH.sub(link_record, line))
+    return "\n".join(out)
+
+
+def link_record(m: re.Match) -> str:
+    path = ROOT / m[1]
+    if path.is_dir():
+        pages = [path / name for name in FOLDER_PAGES if (path / name).is_file()]
+        target = pages[0] if pages else None
+    else:
+        target = path if path.suffix in (".md", ".png") and path.is_file() else None
+    return f"[{m[0]}]({target.relative_to(ROOT).as_posix()})" if target else m[0]
 
 
 def record_index(page: Path, markdown: str) -> str:
