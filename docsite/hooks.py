@@ -132,30 +132,32 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         # reference; README's own links are relative to the repository root, the site's pages to docs/
         title, _, rest = markdown.partition("\n")
         markdown = f"{title} {{ #home }}\n{rest}".replace("](docs/", "](")
-    return link_records(markdown.replace("](../validation/", "](validation/"))
+    return link_records(markdown.replace("](../validation/", "](validation/"), Path(src).parent)
 
 
-def link_records(markdown: str) -> str:
+def link_records(markdown: str, folder: Path) -> str:
     """A recorded file or folder named in code (`validation/results/...`) links to its page or image.
 
-    Only for pages at the site's root (docs/*.md, README), outside fenced code blocks.
+    Outside fenced code blocks; ``folder`` is the page's own, in the site.
     """
     out, fenced = [], False
     for line in markdown.split("\n"):
         if line.lstrip().startswith(("```", "~~~")):
             fenced = not fenced
-        out.append(line if fenced else RECORD_PATH.sub(link_record, line))
+        out.append(line if fenced else RECORD_PATH.sub(lambda m: link_record(m, folder), line))
     return "\n".join(out)
 
 
-def link_record(m: re.Match) -> str:
+def link_record(m: re.Match, folder: Path) -> str:
     path = ROOT / m[1]
     if path.is_dir():
         pages = [path / name for name in FOLDER_PAGES if (path / name).is_file()]
         target = pages[0] if pages else None
     else:
         target = path if path.suffix in (".md", ".png") and path.is_file() else None
-    return f"[{m[0]}]({target.relative_to(ROOT).as_posix()})" if target else m[0]
+    if target is None:
+        return m[0]
+    return f"[{m[0]}]({Path(os.path.relpath(target, ROOT / folder)).as_posix()})"
 
 
 def record_index(page: Path, markdown: str) -> str:
