@@ -52,6 +52,7 @@ RECORD_PAGES = (
     "analysis/README.md",
 )
 RECORD_PATH = re.compile(r"`(?:\.\./)?(validation/results/[^`\s]*)`")
+DOC_PATH = re.compile(r"`(?:\.\./)?docs/([\w-]+\.md)`")
 FOLDER_PAGES = ("summary.md", "report.md", "README.md", "analysis.md")
 FUNCTION_IN_TABLE = re.compile(r"^\| ([^|]+) \| `((?:vaetheory|mlpvae)\.[\w.]+)` \|", re.MULTILINE)
 
@@ -136,7 +137,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
 
 
 def link_records(markdown: str, folder: Path) -> str:
-    """A recorded file or folder named in code (`validation/results/...`) links to its page or image.
+    """A recorded file or folder (`validation/results/...`) or a doc (`docs/...md`) named in code links to its page.
 
     Outside fenced code blocks; ``folder`` is the page's own, in the site.
     """
@@ -144,8 +145,17 @@ def link_records(markdown: str, folder: Path) -> str:
     for line in markdown.split("\n"):
         if line.lstrip().startswith(("```", "~~~")):
             fenced = not fenced
-        out.append(line if fenced else RECORD_PATH.sub(lambda m: link_record(m, folder), line))
+        if not fenced:
+            line = RECORD_PATH.sub(lambda m: link_record(m, folder), line)
+            line = DOC_PATH.sub(lambda m: link_doc(m, folder), line)
+        out.append(line)
     return "\n".join(out)
+
+
+def link_doc(m: re.Match, folder: Path) -> str:
+    if not (ROOT / "docs" / m[1]).is_file():
+        return m[0]
+    return f"[{m[0]}]({Path(os.path.relpath(ROOT / m[1], ROOT / folder)).as_posix()})"
 
 
 def link_record(m: re.Match, folder: Path) -> str:
