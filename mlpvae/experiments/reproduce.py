@@ -182,6 +182,39 @@ def reproduce(
     return info
 
 
+def redraw(config: str | Path, root: str | Path | None = None, seeds: list[int] | None = None, log=print) -> dict:
+    """Redraw a figure's PNGs from the runs on disk and nothing else; Sec. 7, Appendix C.
+
+    No run is trained and ``run.json``, ``summary.json`` and ``summary.md``
+    stay as they are: curves come from each run's ``metrics.csv``, so the
+    recorded figures (whose checkpoints a clone lacks) get their curves
+    redrawn, while a per-run PNG that needs a missing model is kept.  Writes
+    ``ROOT/<figure>/plots.json`` (git SHA, the PNGs drawn and kept) and returns it.
+    """
+    fig = load_figure(config)
+    root = Path(root) if root is not None else default_root(fig, False)
+    override = check_seeds(list(seeds), "--seeds") if seeds is not None else None
+    kept: list[str] = []
+
+    def note(line: str) -> None:
+        if line.startswith("kept "):
+            kept.append(line.split(":")[0][len("kept ") :])
+        log(line)
+
+    paths = [str(p) for p in make_plots(fig, root, override, note)]
+    info = {
+        "figure": fig.name,
+        "config_path": str(fig.path),
+        "root": str(root),
+        "git_sha": git_sha(),
+        "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "drawn": [p for p in paths if p not in kept],
+        "kept_without_checkpoint": kept,
+    }
+    checkpoint.write_json(root / fig.name / "plots.json", info)
+    return info
+
+
 def _parse_set(text: str) -> tuple[str, object]:
     """``--set KEY=VALUE`` as ``(key, value)``: the value parsed as TOML, else kept as a bare word."""
     key, sep, value = text.partition("=")
@@ -198,7 +231,7 @@ def add_arguments(parser) -> None:
     """Add ``vaetheory reproduce``'s arguments to ``parser`` (Not in the paper).
 
     The config, device, seeds, methods, quick-run overrides, results root, and
-    the ``--no-train``, ``--list`` and ``--stack`` modes.
+    the ``--no-train``, ``--plots-only``, ``--list`` and ``--stack`` modes.
     """
     parser.add_argument("config", metavar="CONFIG", help="a figure config, e.g. validation/figures/fig4_2d.toml")
     parser.add_argument(
@@ -244,6 +277,12 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--list", action="store_true", help="list the runs and their state; train nothing")
     parser.add_argument(
+        "--plots-only",
+        action="store_true",
+        help="only redraw the PNGs from the runs on disk (curves from metrics.csv); train nothing, keep run.json "
+        "and the summary; writes plots.json",
+    )
+    parser.add_argument(
         "--stack",
         action="store_true",
         help="train each method's seeds together as one batched computation (the results of one by one: "
@@ -263,6 +302,12 @@ def run(args) -> int:
         sets = dict(_parse_set(s) for s in args.set)
         if args.list:
             return _list(args, seeds, sets, methods)
+        if args.plots_only:
+            done = redraw(args.config, args.out, seeds, log=lambda s: print(s, file=sys.stderr))
+            out_dir = Path(done["root"]) / done["figure"]
+            print(f"redrew {len(done['drawn'])} PNG, kept {len(done['kept_without_checkpoint'])} (no checkpoint)")
+            print("wrote " + ", ".join([*done["drawn"], str(out_dir / "plots.json")]))
+            return 0
         info = reproduce(
             args.config,
             args.out,
