@@ -108,7 +108,7 @@ def plot(per_image: Path, path: Path) -> Path:
         ax.set_xlabel(ax.get_xlabel() + "\nsymlog axis: linear within \u00b11")
     axes[0].invert_yaxis()  # the first model on top
     fig.legend(
-        *axes[1].get_legend_handles_labels(), loc="outside upper right", ncols=2, markerscale=3, title="Eq. (16)"
+        *axes[1].get_legend_handles_labels(), loc="outside lower center", ncols=2, markerscale=3, title="Eq. (16)"
     )
     fig.suptitle("The exact $\\log p(x)$ of the 2-D models (adaptive grid), one dot per test image")
     return save(fig, path)
