@@ -195,6 +195,7 @@ def redraw(config: str | Path, root: str | Path | None = None, seeds: list[int] 
     root = Path(root) if root is not None else default_root(fig, False)
     override = check_seeds(list(seeds), "--seeds") if seeds is not None else None
     kept: list[str] = []
+    sha = git_sha()  # before drawing: the PNGs written here are tracked files of a recorded figure
 
     def note(line: str) -> None:
         if line.startswith("kept "):
@@ -206,7 +207,7 @@ def redraw(config: str | Path, root: str | Path | None = None, seeds: list[int] 
         "figure": fig.name,
         "config_path": str(fig.path),
         "root": str(root),
-        "git_sha": git_sha(),
+        "git_sha": sha,
         "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "drawn": [p for p in paths if p not in kept],
         "kept_without_checkpoint": kept,
