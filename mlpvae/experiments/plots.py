@@ -248,7 +248,7 @@ def show_manifold(ax, images, steps: int, span: float, title: str) -> None:
         cmap="gray_r",
         vmin=0,
         vmax=1,
-        interpolation="nearest",
+        interpolation="antialiased",
         extent=(-half, half, -half, half),
     )
     ax.grid(False)
@@ -273,7 +273,7 @@ def manifold_grid(
     plt = pyplot()
     fig, ax = plt.subplots(figsize=size)
     show_manifold(
-        ax, decode_mean(z), steps, span, title or f"decoded latent manifold, $z_k$ within \u00b1{span:g} $s_k$"
+        ax, decode_mean(z), steps, span, title or f"decoded manifold, $z_k$ within \u00b1{span:g} $s_k$"
     )
     fig.supxlabel("$s_k$: prior standard deviation of latent $k$", fontsize=9)
     return save(fig, path)
