@@ -272,9 +272,7 @@ def manifold_grid(
     z = np.stack([z1.ravel(), z2.ravel()], axis=1)
     plt = pyplot()
     fig, ax = plt.subplots(figsize=size)
-    show_manifold(
-        ax, decode_mean(z), steps, span, title or f"decoded manifold, $z_k$ within \u00b1{span:g} $s_k$"
-    )
+    show_manifold(ax, decode_mean(z), steps, span, title or f"decoded manifold, $z_k$ within \u00b1{span:g} $s_k$")
     fig.supxlabel("$s_k$: prior standard deviation of latent $k$", fontsize=9)
     return save(fig, path)
 
