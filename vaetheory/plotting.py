@@ -56,13 +56,22 @@ def save(fig, path) -> Path:
     A log axis spanning a decade or more keeps labels at its decades only.
     """
     path = Path(path)
-    for ax in fig.axes:
-        for axis in (ax.xaxis, ax.yaxis):
-            if axis.get_scale() == "log" and np.ptp(np.log10(np.abs(axis.get_view_interval()))) >= 1:
-                axis.set_minor_formatter("")  # labels at decades suffice; minor labels would collide
+    decade_labels(fig)
     fig.savefig(path, dpi=DPI)
     pyplot().close(fig)
     return path
+
+
+def decade_labels(fig) -> None:
+    """Label each log axis of ``fig`` that spans a decade or more at its decades only (Not in the paper).
+
+    Matplotlib labels minor ticks too when an axis spans little more than a
+    decade, and those labels collide; :func:`save` calls this on every figure.
+    """
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log" and np.ptp(np.log10(np.abs(axis.get_view_interval()))) >= 1:
+                axis.set_minor_formatter("")
 
 
 def math_label(text: str) -> str:
