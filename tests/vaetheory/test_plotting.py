@@ -182,3 +182,17 @@ def test_logdet_bench_figure_from_the_recorded_json(tmp_path, monkeypatch):
     bench_logdet.plot(res, tmp_path / "bench.png")
     assert seen == {"bench.png": []}
     assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+def test_decade_labels_drop_colliding_minor_labels_on_a_log_axis():
+    plt = S.pyplot()
+    fig, ax = plt.subplots()
+    ax.loglog([40, 160, 640], [1.0, 0.5, 0.25])
+    fig.canvas.draw()
+    minor = [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()]
+    assert minor  # matplotlib labels minor ticks on an axis spanning little more than a decade
+    S.decade_labels(fig)
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.xaxis.get_minorticklabels() if t.get_text()] == []
+    assert [t.get_text() for t in ax.xaxis.get_majorticklabels() if t.get_text()]  # the decade stays labelled
+    plt.close(fig)
