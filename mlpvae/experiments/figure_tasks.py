@@ -72,7 +72,8 @@ class QueueFile:
 def queue_note(figure_dir: Path, key: str) -> str | None:
     """The queue state of run ``key`` (its folder relative to the results root) for ``--list``; None without one.
 
-    "queued", "running on WORKER (pid P on HOST)", "done" or "failed: MESSAGE";
+    "queued", "running on WORKER (pid P on HOST)", "done" (with the run's status
+    when it is not completed, e.g. diverged) or "failed: MESSAGE";
     a queue whose driver was on this host and has ended says so.
     """
     q = read_json(Path(figure_dir) / QUEUE)
@@ -84,6 +85,8 @@ def queue_note(figure_dir: Path, key: str) -> str | None:
         note += f" on {r.get('worker')} (pid {r.get('pid')} on {r.get('host')})"
     elif r["state"] == "failed":
         note += f": {r.get('message')}"
+    elif r.get("status") not in (None, "completed"):
+        note += f" ({r['status']})"
     driver = q.get("driver", {})
     if r["state"] in ("queued", "running"):
         if q.get("finished"):
@@ -124,7 +127,8 @@ def train_on_cluster(
     ]
     for out in executor.run(train_unit, args, names, gpu=gpu, log=log, progress=progress, started=started):
         if out.error is None:
-            queue.set(keys[out.index], "done", worker=out.worker)
+            for key, (_, rinfo) in zip(keys[out.index], out.value["results"]):
+                queue.set([key], "done", worker=out.worker, status=(rinfo or {}).get("status"))
             yield out.index, out.value["results"], out.value["seconds"], out.worker, None
         else:
             queue.set(keys[out.index], "failed", worker=out.worker, message=out.error)
