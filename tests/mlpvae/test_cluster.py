@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
-from tiny_runs import assert_same_run, rows
+from tiny_runs import assert_same_run, rows, train_synthetic
 
+from mlpvae.experiments import analyze_runs as AR
 from mlpvae.experiments import cluster as X
 from mlpvae.experiments import figure_tasks as F
 from mlpvae.experiments import reproduce as R
@@ -138,7 +141,7 @@ def test_a_figure_on_the_cluster_is_bit_for_bit_the_in_process_one(executor, fig
 
 
 def kill_when_checkpointed(figure_dir: Path, key: str, epoch: int, seen: dict) -> threading.Thread:
-    """Watch ``queue.json``; once run ``key`` is running and its checkpoint is at ``epoch`` or later, SIGKILL its worker.
+    """Watch ``queue.json``: once run ``key`` runs and its checkpoint is at ``epoch`` or later, SIGKILL its worker.
 
     ``seen`` gets what the run held at the kill: its checkpoint epoch, its metrics rows and the --list line.
     """
@@ -186,7 +189,9 @@ def test_a_killed_worker_loses_nothing_past_its_checkpoint_and_the_run_resumes_b
     assert_same_run(tmp_path / "whole/tiny/learned/seed0", d)
 
 
-FAILING_FIG = TINY_FIG.replace("seeds = [0, 1]", "seeds = [0]") + """
+FAILING_FIG = (
+    TINY_FIG.replace("seeds = [0, 1]", "seeds = [0]")
+    + """
 [methods.diverges]
 likelihood = "gaussian-learned"
 lr = 1e6
@@ -196,6 +201,7 @@ dataset = "mnist"
 m = 784
 data = "/nonexistent/mnist"
 """
+)
 
 
 def test_a_failing_unit_is_reported_once_with_its_message_and_the_others_finish(executor, tmp_path, capsys):
@@ -243,3 +249,53 @@ def test_a_queue_whose_driver_ended_says_so(tmp_path):
     assert F.queue_note(tmp_path, "b/seed0").endswith(f"when its driver (pid {2**22 + 12345}) ended")
     q.close()
     assert "when its driver stopped at" in F.queue_note(tmp_path, "a/seed0")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for s in (0, 1):
+        train_synthetic(root / f"seed{s}", seed=s, epochs=2)
+    return [root / "seed0", root / "seed1"]
+
+
+def same_npz(a: Path, b: Path) -> None:
+    with np.load(a) as x, np.load(b) as y:
+        assert sorted(x.files) == sorted(y.files)
+        for k in x.files:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)  # bitwise
+
+
+def test_analyses_of_many_runs_on_the_cluster_are_those_of_one_process_in_order(executor, two_runs, tmp_path):
+    here = [tmp_path / "here" / d.name for d in two_runs]
+    for d, h in zip(two_runs, here):
+        shutil.copytree(d, h)
+    opts = dict(images=4, iwae_k=30, elbo_k=2, device="cpu")
+    with threadpool_limits(limits=1, user_api="blas"):
+        local = AR.analyze_many([str(h) for h in here], "grid", opts)
+    there = AR.analyze_many([str(d) for d in two_runs], "grid", opts, executor)
+    assert all(e is None for _, e in local + there) and executor.check_seconds > 0
+    for (lv, _), (tv, _), h, d in zip(local, there, here, two_runs):
+        assert tv["written"] == [str(d / "grid_evidence.json"), str(d / "grid_evidence_per_image.npz")]
+        assert lv["report"].replace(str(h), str(d)) == tv["report"]  # in the order given
+        same_npz(h / "grid_evidence_per_image.npz", d / "grid_evidence_per_image.npz")
+    # a run that fails is reported with its message; the other is analysed
+    broken = tmp_path / "broken"
+    shutil.copytree(two_runs[0], broken)
+    (broken / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    out = AR.analyze_many([str(broken), str(two_runs[1])], "analysis", dict(iwae_k=10, elbo_k=2, plots=False), executor)
+    assert out[0][0] is None and "checkpoint" in out[0][1].lower()
+    assert out[1][1] is None and "# Analysis of" in out[1][0]["report"]
+    with pytest.raises(ValueError, match="twice"):
+        AR.analyze_many([str(broken), str(broken)], "analysis", {})
+
+
+def test_the_analyze_command_takes_many_runs_and_a_scheduler_address(executor, two_runs, capsys):
+    address = executor.client.scheduler.address
+    argv = ["analyze", *map(str, two_runs), "--mode-images", "3", "--iwae-k", "20", "--elbo-k", "2"]
+    assert cli.main([*argv, "--scheduler", address, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.index(str(two_runs[0])) < out.index(str(two_runs[1]))  # reports in the order given
+    assert out.count("wrote 2 files:") == 2 and (two_runs[1] / "mode_evidence.json").exists()
+    assert cli.main(["analyze", str(two_runs[0]), str(two_runs[1]), "--summarize"]) == 2
+    assert cli.main(["analyze", str(two_runs[0]), "nowhere", "--mode-images", "3"]) == 2
