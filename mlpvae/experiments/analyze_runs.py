@@ -96,7 +96,7 @@ def run(args) -> int:
         return 2
     kind, opts = unit_of(args)
     try:
-        executor = cluster.start(args.scheduler, cluster.parse_workers(args.workers), log=_err)
+        executor = cluster.start(args.scheduler, cluster.parse_workers(args.workers), log=_err, progress=args.progress)
     except (ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
@@ -141,7 +141,7 @@ def analyze_many(runs: list, kind: str, opts: dict, executor=None, progress: boo
     executor.check_seconds = seconds
     _err(f"cluster: every worker sees the runs' folders (checked in {seconds:.3f} s)")
     tasks = [(str(Path(d).absolute()), kind, {**opts, "progress": False}) for d in runs]
-    for out in executor.run(analyze_unit, tasks, [os.path.normpath(d) for d in runs], log=_err, progress=progress):
+    for out in executor.run(analyze_unit, tasks, [os.path.normpath(d) for d in runs], log=_err):
         outcomes[out.index] = (out.value, out.error)
     return outcomes
 

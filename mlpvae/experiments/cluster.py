@@ -75,12 +75,15 @@ def parse_workers(text: str | None) -> int | str | None:
     return n
 
 
-def start(scheduler: str | None = None, workers: int | str | None = None, log=print) -> Executor | None:
+def start(
+    scheduler: str | None = None, workers: int | str | None = None, log=print, progress: bool = True
+) -> Executor | None:
     """Connect to ``scheduler`` or start a local cluster of ``workers``; None when neither is given (in-process).
 
     Not in the paper.  Raises :class:`ClusterError` when Dask distributed (or,
     for ``workers="gpu"``, dask-cuda) is not installed or the scheduler cannot
-    be reached, ValueError when both are given.
+    be reached, ValueError when both are given.  ``progress``: the executor's
+    bar over tasks (:meth:`Executor.run`).
     """
     if scheduler is not None and workers is not None:
         raise ValueError("give --scheduler ADDRESS or --workers N, not both")
@@ -116,7 +119,7 @@ def start(scheduler: str | None = None, workers: int | str | None = None, log=pr
         )
         client = distributed.Client(cluster)
         kind = f"a LocalCluster of {workers} worker process(es), one thread each"
-    ex = Executor(client, cluster, gpu=workers == "gpu", kind=kind)
+    ex = Executor(client, cluster, gpu=workers == "gpu", kind=kind, progress=progress)
     try:
         client.wait_for_workers(1, timeout="60s")
     except (OSError, TimeoutError):
@@ -154,8 +157,8 @@ def run_task(fn, name: str, args: tuple):
 class Executor:
     """A Dask client with its cluster (when this process started one); see the module doc (Not in the paper)."""
 
-    def __init__(self, client, cluster=None, gpu: bool = False, kind: str = ""):
-        self.client, self.cluster, self.gpu, self.kind = client, cluster, gpu, kind
+    def __init__(self, client, cluster=None, gpu: bool = False, kind: str = "", progress: bool = True):
+        self.client, self.cluster, self.gpu, self.kind, self.progress = client, cluster, gpu, kind, progress
         self.check_seconds: float | None = None
         self.bar = None  # the progress bar of the tasks while :meth:`run` is running
 
@@ -240,7 +243,7 @@ class Executor:
         *,
         gpu: bool = False,
         log=print,
-        progress: bool = True,
+        progress: bool | None = None,
         started=None,
     ):
         """``fn(*a)`` for each ``a`` in ``args`` as one task each; yield an :class:`Outcome` per task as it ends.
@@ -252,7 +255,9 @@ class Executor:
         message.  Lines on ``log`` (above the bar, :meth:`write`): started on
         which worker, failed; ``started(index, worker, host, pid)`` is called when a
         task starts (again, on another worker, after its worker died).
+        ``progress``: the bar over tasks (default the executor's).
         """
+        progress = self.progress if progress is None else progress
         import distributed
 
         events: queue.SimpleQueue = queue.SimpleQueue()

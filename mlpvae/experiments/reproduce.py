@@ -219,7 +219,7 @@ def _train_on_cluster(executor, units, root: Path, out_dir: Path, retrain, devic
     gpu = executor.gpu or device == "gpu"
     try:
         for i, results, took, worker, error in train_on_cluster(
-            executor, units, dirs, keys, retrain, queue, gpu, log, progress=True
+            executor, units, dirs, keys, retrain, queue, gpu, log, progress=None
         ):
             _add_runs(info, units[i], dirs[i], results, took, total, executor.write, len(units[i]) > 1, worker)
             if error is not None:
@@ -322,7 +322,8 @@ def run(args) -> int:
         sets = dict(_parse_set(s) for s in args.set)
         if args.list:
             return _list(args, seeds, sets, methods)
-        executor = cluster.start(args.scheduler, cluster.parse_workers(args.workers), log=_err)
+        bar = args.progress is not False  # the bar over tasks; per-epoch bars of the runs only with --progress
+        executor = cluster.start(args.scheduler, cluster.parse_workers(args.workers), log=_err, progress=bar)
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"vaetheory reproduce: {exc}", file=sys.stderr)
         return 2
