@@ -10,13 +10,15 @@ after the shared-folder check (each run's folder must be on a filesystem the
 workers share: they write the run's files there).  The reports are printed in
 the order the runs were given, whatever order the tasks end in; a run that
 fails is reported with its message and the others finish (exit status 1).
-``--summarize`` and ``--versus`` take one run.
+``--summarize`` and ``--versus`` take one run.  ``--chunk-images C`` splits
+``--grid-images`` into chunks of C images (one unit each), joined in order.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,15 +31,22 @@ PER_IMAGE = {"grid": (grid_report, "grid_evidence"), "mode": (mode_report, "mode
 
 
 def analyze_unit(run_dir: str, kind: str, options: dict) -> dict:
-    """Analyse one run (``kind``: ``analysis``, ``grid`` or ``mode``); write its files; its report and files.
+    """Analyse one run (``kind``: ``analysis``, ``grid``, ``mode``, ``grid-chunk``); its report and files written.
 
     Not in the paper: ``analysis`` is :func:`mlpvae.experiments.analyze.analyze_run`
     with ``options``; ``grid`` / ``mode`` are the ``evaluate_run`` of
     :mod:`mlpvae.experiments.grid_report` / :mod:`mlpvae.experiments.mode_report`
     on ``options["images"]`` test images, written as ``analyze --grid-images``
-    / ``--mode-images`` writes them.  Returns ``{"report": markdown, "written": [paths]}``.
+    / ``--mode-images`` writes them.  Returns ``{"report": markdown, "written": [paths]}``;
+    ``grid-chunk`` (``options["first"]``, ``options["images"]``) writes nothing and returns
+    :func:`mlpvae.experiments.grid_report.per_image`'s ``meta`` and ``per`` and its seconds.
     """
     out = Path(run_dir)
+    if kind == "grid-chunk":
+        t0 = time.perf_counter()
+        o = dict(options)
+        meta, per = grid_report.per_image(run_dir, o.pop("first"), o.pop("images"), **o)
+        return {"meta": meta, "per": per, "seconds": time.perf_counter() - t0}
     if kind == "analysis":
         res = analyze.analyze_run(run_dir, **options)
         written = [out / "analysis.json", out / "analysis.md", out / "analysis_per_image.npz", *res.get("plots", [])]
@@ -58,6 +67,13 @@ def add_arguments(parser) -> None:
     """``vaetheory analyze``'s options (:func:`mlpvae.experiments.analyze.add_arguments`) and the cluster's."""
     analyze.add_arguments(parser)
     cluster.add_cluster_arguments(parser, "run")
+    parser.add_argument(
+        "--chunk-images",
+        type=int,
+        metavar="C",
+        help="with --grid-images: evaluate the images in chunks of C, one task each, joined in order (the grid "
+        "log p(x), modes and Eq. (16) as unchunked; the IWAE and ELBO draws are each chunk's own stream)",
+    )
 
 
 def unit_of(args) -> tuple[str, dict]:
@@ -83,7 +99,7 @@ def unit_of(args) -> tuple[str, dict]:
 def run(args) -> int:
     """``vaetheory analyze RUN...``: one run as before, or many in order (see the module doc); the exit status."""
     runs = list(args.run_dir)
-    many = len(runs) > 1 or args.scheduler is not None or args.workers is not None
+    many = len(runs) > 1 or args.scheduler is not None or args.workers is not None or args.chunk_images is not None
     if not many:
         args.run_dir = runs[0]
         return analyze.run(args)
@@ -101,7 +117,7 @@ def run(args) -> int:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
     try:
-        outcomes = analyze_many(runs, kind, opts, executor, args.progress)
+        outcomes = analyze_many(runs, kind, opts, executor, args.progress, args.chunk_images)
     except (cluster.ClusterError, ValueError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
@@ -119,31 +135,81 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def analyze_many(runs: list, kind: str, opts: dict, executor=None, progress: bool = False) -> list[tuple]:
+def chunks_of(images: int, chunk: int | None) -> list[tuple[int, int]]:
+    """``(first, count)`` of each chunk of ``chunk`` images among the first ``images`` (one chunk without)."""
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"--chunk-images must be >= 1, got {chunk}")
+    step = images if chunk is None else chunk
+    return [(a, min(step, images - a)) for a in range(0, images, step)]
+
+
+def analyze_many(
+    runs: list, kind: str, opts: dict, executor=None, progress: bool = False, chunk: int | None = None
+) -> list[tuple]:
     """:func:`analyze_unit` on each run, here or (``executor``) as tasks; ``(value, error)`` per run, in order.
 
-    Not in the paper.  On a cluster every worker must first see each run's
-    parent folder (:meth:`mlpvae.experiments.cluster.Executor.check_shared`, raising
-    :class:`mlpvae.experiments.cluster.ClusterError`).  A run that fails has
-    ``value`` None and its message as ``error``; the others go on.
+    Not in the paper.  ``chunk`` (``kind`` ``grid`` only) splits each run's
+    images into chunks of that many, one unit each, joined in order
+    (:func:`join_grid`); the chunks' results do not depend on where they ran.
+    On a cluster every worker must first see each run's parent folder
+    (:meth:`mlpvae.experiments.cluster.Executor.check_shared`, raising
+    :class:`mlpvae.experiments.cluster.ClusterError`).  A run that fails (any
+    of its chunks) has ``value`` None and its message as ``error``; the others go on.
     """
     if len({os.path.realpath(d) for d in runs}) != len(runs):
         raise ValueError("a run directory is given twice")
-    outcomes: list = [None] * len(runs)
+    if chunk is not None and kind != "grid":
+        raise ValueError("--chunk-images is for --grid-images")
+    units, owner, names = [], [], []
+    for i, d in enumerate(runs):
+        if kind == "grid" and chunk is not None:
+            for first, count in chunks_of(opts["images"], chunk):
+                part = {"first": first, "images": count, "total": opts["images"]}
+                units.append((str(Path(d).absolute()), "grid-chunk", {**opts, **part}))
+                owner.append(i)
+                names.append(f"{os.path.normpath(d)}[{first}:{first + count}]")
+        else:
+            units.append((str(Path(d).absolute()), kind, opts))
+            owner.append(i)
+            names.append(os.path.normpath(d))
+    results: list = [None] * len(units)
     if executor is None:
-        for i, d in enumerate(runs):
+        for j, (d, k, o) in enumerate(units):
             try:
-                outcomes[i] = (analyze_unit(d, kind, {**opts, "progress": progress}), None)
+                results[j] = (analyze_unit(d, k, {**o, "progress": progress}), None)
             except (FileNotFoundError, ValueError, RuntimeError) as exc:
-                outcomes[i] = (None, str(exc))
-        return outcomes
-    seconds = sum(executor.check_shared(f) for f in sorted({str(Path(d).absolute().parent) for d in runs}))
-    executor.check_seconds = seconds
-    _err(f"cluster: every worker sees the runs' folders (checked in {seconds:.3f} s)")
-    tasks = [(str(Path(d).absolute()), kind, {**opts, "progress": False}) for d in runs]
-    for out in executor.run(analyze_unit, tasks, [os.path.normpath(d) for d in runs], log=_err):
-        outcomes[out.index] = (out.value, out.error)
+                results[j] = (None, str(exc))
+    else:
+        seconds = sum(executor.check_shared(f) for f in sorted({str(Path(d).absolute().parent) for d in runs}))
+        executor.check_seconds = seconds
+        _err(f"cluster: every worker sees the runs' folders (checked in {seconds:.3f} s)")
+        tasks = [(d, k, {**o, "progress": False}) for d, k, o in units]
+        for out in executor.run(analyze_unit, tasks, names, log=_err):
+            results[out.index] = (out.value, out.error)
+    outcomes = []
+    for i, d in enumerate(runs):
+        mine = [results[j] for j in range(len(units)) if owner[j] == i]
+        errors = [e for _, e in mine if e is not None]
+        if errors:
+            outcomes.append((None, "; ".join(errors)))
+        elif kind == "grid" and chunk is not None:
+            outcomes.append((join_grid(d, [v for v, _ in mine]), None))
+        else:
+            outcomes.append(mine[0])
     return outcomes
+
+
+def join_grid(run_dir, parts: list[dict]) -> dict:
+    """The grid report of a run from its chunks in order: the arrays joined, summarised, written (Not in the paper)."""
+    per = {k: np.concatenate([p["per"][k] for p in parts]) for k in parts[0]["per"]}
+    meta = {**parts[0]["meta"], "grid_seconds": sum(p["meta"]["grid_seconds"] for p in parts)}
+    summary, per = grid_report.summarize(meta, per, sum(p["seconds"] for p in parts))
+    summary["chunks"] = len(parts)
+    out = Path(run_dir)
+    write_json(out / "grid_evidence.json", summary)
+    np.savez(out / "grid_evidence_per_image.npz", **per)
+    written = [str(out / "grid_evidence.json"), str(out / "grid_evidence_per_image.npz")]
+    return {"report": grid_report.report_md(summary), "written": written}
 
 
 def _err(line: str) -> None:

@@ -27,6 +27,7 @@ from mlpvae.experiments import figure_tasks as F
 from mlpvae.experiments import reproduce as R
 from mlpvae.experiments import run_queue as Q
 from mlpvae.training import checkpoint
+from mlpvae.training import streams as S
 from vaetheory import cli
 
 TINY_FIG = """
@@ -300,3 +301,35 @@ def test_the_analyze_command_takes_many_runs_and_a_scheduler_address(executor, t
     assert out.count("wrote 2 files:") == 2 and (two_runs[1] / "mode_evidence.json").exists()
     assert cli.main(["analyze", str(two_runs[0]), str(two_runs[1]), "--summarize"]) == 2
     assert cli.main(["analyze", str(two_runs[0]), "nowhere", "--mode-images", "3"]) == 2
+
+
+def test_chunks_of_images_are_gathered_in_order_and_the_grid_is_that_of_one_piece(executor, two_runs, tmp_path):
+    assert AR.chunks_of(5, 2) == [(0, 2), (2, 2), (4, 1)] and AR.chunks_of(5, None) == [(0, 5)]
+    runs = {w: tmp_path / w for w in ("whole", "here", "there")}
+    for d in runs.values():
+        shutil.copytree(two_runs[0], d)
+    opts = dict(images=5, iwae_k=30, elbo_k=2, device="cpu")
+    with threadpool_limits(limits=1, user_api="blas"):
+        ((whole, e0),) = AR.analyze_many([str(runs["whole"])], "grid", opts)
+        ((here, e1),) = AR.analyze_many([str(runs["here"])], "grid", opts, chunk=2)
+    ((there, e2),) = AR.analyze_many([str(runs["there"])], "grid", opts, executor, chunk=2)
+    assert e0 is e1 is e2 is None
+    same_npz(runs["here"] / "grid_evidence_per_image.npz", runs["there"] / "grid_evidence_per_image.npz")
+    with (
+        np.load(runs["whole"] / "grid_evidence_per_image.npz") as a,
+        np.load(runs["there"] / "grid_evidence_per_image.npz") as b,
+    ):
+        assert sorted(a.files) == sorted(b.files)
+        for k in ("grid_log_px", "grid_err", "mode", "mu", "eq16_at_mean", "eq16_at_mode", "gap_eq18"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)  # deterministic per image: chunks change nothing
+        assert not np.array_equal(a["iwae"][2:], b["iwae"][2:])  # later chunks draw from their own streams
+    summary = json.loads((runs["there"] / "grid_evidence.json").read_text())
+    assert summary["chunks"] == 3 and summary["images"] == 5
+    with pytest.raises(ValueError, match="--chunk-images"):
+        AR.analyze_many([str(runs["here"])], "mode", dict(images=5), chunk=2)
+    # a chunk's stream depends on where it starts only, and is not the unchunked one
+    a, b = (S.chunk_generator(3, S.STREAM_ANALYSIS, 2, 4).standard_normal(4) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, S.generator(3, S.STREAM_ANALYSIS, 2).standard_normal(4))
+    with pytest.raises(ValueError, match="first"):
+        S.chunk_generator(3, S.STREAM_ANALYSIS, 2, 0)
