@@ -323,7 +323,8 @@ def run(args) -> int:
         if args.list:
             return _list(args, seeds, sets, methods)
         bar = args.progress is not False  # the bar over tasks; per-epoch bars of the runs only with --progress
-        executor = cluster.start(args.scheduler, cluster.parse_workers(args.workers), log=_err, progress=bar)
+        workers = cluster.parse_workers(args.workers)
+        executor = cluster.start(args.scheduler, workers, log=_err, progress=bar) if args.train else None
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"vaetheory reproduce: {exc}", file=sys.stderr)
         return 2
