@@ -333,3 +333,14 @@ def test_chunks_of_images_are_gathered_in_order_and_the_grid_is_that_of_one_piec
     assert not np.array_equal(a, S.generator(3, S.STREAM_ANALYSIS, 2).standard_normal(4))
     with pytest.raises(ValueError, match="first"):
         S.chunk_generator(3, S.STREAM_ANALYSIS, 2, 0)
+
+
+def test_a_task_that_kills_every_worker_it_runs_on_is_given_up_and_the_others_finish(executor):
+    lines: list[str] = []
+    outs = list(executor.run(os._exit, [(3,)], ["dies"], log=lines.append, progress=False))
+    outs += list(executor.run(os.getpid, [()], ["lives"], log=lines.append, progress=False))
+    by = {o.name: o for o in outs}
+    assert by["dies"].value is None and by["dies"].error.startswith("KilledWorker")
+    assert by["lives"].error is None
+    # given up after distributed.scheduler.allowed-failures (3) + 1 deaths; a dying worker's start events may be lost
+    assert "on 4 different workers" in by["dies"].error, by["dies"].error
