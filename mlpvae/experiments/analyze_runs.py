@@ -11,7 +11,7 @@ workers share: they write the run's files there).  The reports are printed in
 the order the runs were given, whatever order the tasks end in; a run that
 fails is reported with its message and the others finish (exit status 1).
 ``--summarize`` and ``--versus`` take one run.  ``--chunk-images C`` splits
-``--grid-images`` into chunks of C images (one unit each), joined in order.
+``--grid-images`` / ``--mode-images`` into chunks of C images (one unit each), joined in order.
 """
 
 from __future__ import annotations
@@ -31,21 +31,22 @@ PER_IMAGE = {"grid": (grid_report, "grid_evidence"), "mode": (mode_report, "mode
 
 
 def analyze_unit(run_dir: str, kind: str, options: dict) -> dict:
-    """Analyse one run (``kind``: ``analysis``, ``grid``, ``mode``, ``grid-chunk``); its report and files written.
+    """Analyse one run (``kind``: ``analysis``, ``grid``, ``mode``, or a chunk); its report and files written.
 
     Not in the paper: ``analysis`` is :func:`mlpvae.experiments.analyze.analyze_run`
     with ``options``; ``grid`` / ``mode`` are the ``evaluate_run`` of
     :mod:`mlpvae.experiments.grid_report` / :mod:`mlpvae.experiments.mode_report`
     on ``options["images"]`` test images, written as ``analyze --grid-images``
     / ``--mode-images`` writes them.  Returns ``{"report": markdown, "written": [paths]}``;
-    ``grid-chunk`` (``options["first"]``, ``options["images"]``) writes nothing and returns
-    :func:`mlpvae.experiments.grid_report.per_image`'s ``meta`` and ``per`` and its seconds.
+    ``grid-chunk`` / ``mode-chunk`` (``options["first"]``, ``options["images"]``) write nothing
+    and return the module's ``per_image`` (``meta`` and ``per``) and its seconds.
     """
     out = Path(run_dir)
-    if kind == "grid-chunk":
+    if kind.endswith("-chunk"):
         t0 = time.perf_counter()
         o = dict(options)
-        meta, per = grid_report.per_image(run_dir, o.pop("first"), o.pop("images"), **o)
+        module = PER_IMAGE[kind[: -len("-chunk")]][0]
+        meta, per = module.per_image(run_dir, o.pop("first"), o.pop("images"), **o)
         return {"meta": meta, "per": per, "seconds": time.perf_counter() - t0}
     if kind == "analysis":
         res = analyze.analyze_run(run_dir, **options)
@@ -71,8 +72,8 @@ def add_arguments(parser) -> None:
         "--chunk-images",
         type=int,
         metavar="C",
-        help="with --grid-images: evaluate the images in chunks of C, one task each, joined in order (the grid "
-        "log p(x), modes and Eq. (16) as unchunked; the IWAE and ELBO draws are each chunk's own stream)",
+        help="with --grid-images or --mode-images: the images in chunks of C, one task each, joined in order (log "
+        "p(x) by the grid, the modes, Eq. (16) as unchunked; the IWAE and ELBO draws are each chunk's own stream)",
     )
 
 
@@ -148,9 +149,9 @@ def analyze_many(
 ) -> list[tuple]:
     """:func:`analyze_unit` on each run, here or (``executor``) as tasks; ``(value, error)`` per run, in order.
 
-    Not in the paper.  ``chunk`` (``kind`` ``grid`` only) splits each run's
-    images into chunks of that many, one unit each, joined in order
-    (:func:`join_grid`); the chunks' results do not depend on where they ran.
+    Not in the paper.  ``chunk`` (``kind`` ``grid`` or ``mode``) splits each
+    run's images into chunks of that many, one unit each, joined in order
+    (:func:`join_chunks`); the chunks' results do not depend on where they ran.
     On a cluster every worker must first see each run's parent folder
     (:meth:`mlpvae.experiments.cluster.Executor.check_shared`, raising
     :class:`mlpvae.experiments.cluster.ClusterError`).  A run that fails (any
@@ -158,14 +159,14 @@ def analyze_many(
     """
     if len({os.path.realpath(d) for d in runs}) != len(runs):
         raise ValueError("a run directory is given twice")
-    if chunk is not None and kind != "grid":
-        raise ValueError("--chunk-images is for --grid-images")
+    if chunk is not None and kind not in PER_IMAGE:
+        raise ValueError("--chunk-images is for --grid-images and --mode-images")
     units, owner, names = [], [], []
     for i, d in enumerate(runs):
-        if kind == "grid" and chunk is not None:
+        if chunk is not None:
             for first, count in chunks_of(opts["images"], chunk):
                 part = {"first": first, "images": count, "total": opts["images"]}
-                units.append((str(Path(d).absolute()), "grid-chunk", {**opts, **part}))
+                units.append((str(Path(d).absolute()), f"{kind}-chunk", {**opts, **part}))
                 owner.append(i)
                 names.append(f"{os.path.normpath(d)}[{first}:{first + count}]")
         else:
@@ -192,24 +193,26 @@ def analyze_many(
         errors = [e for _, e in mine if e is not None]
         if errors:
             outcomes.append((None, "; ".join(errors)))
-        elif kind == "grid" and chunk is not None:
-            outcomes.append((join_grid(d, [v for v, _ in mine]), None))
+        elif chunk is not None:
+            outcomes.append((join_chunks(d, kind, [v for v, _ in mine]), None))
         else:
             outcomes.append(mine[0])
     return outcomes
 
 
-def join_grid(run_dir, parts: list[dict]) -> dict:
-    """The grid report of a run from its chunks in order: the arrays joined, summarised, written (Not in the paper)."""
+def join_chunks(run_dir, kind: str, parts: list[dict]) -> dict:
+    """A run's grid or mode report from its chunks in order: arrays joined, summarised, written (Not in the paper)."""
+    module, name = PER_IMAGE[kind]
     per = {k: np.concatenate([p["per"][k] for p in parts]) for k in parts[0]["per"]}
-    meta = {**parts[0]["meta"], "grid_seconds": sum(p["meta"]["grid_seconds"] for p in parts)}
-    summary, per = grid_report.summarize(meta, per, sum(p["seconds"] for p in parts))
+    timed = [k for k in parts[0]["meta"] if k.endswith("_seconds")]
+    meta = {**parts[0]["meta"], **{k: sum(p["meta"][k] for p in parts) for k in timed}}
+    summary, per = module.summarize(meta, per, sum(p["seconds"] for p in parts))
     summary["chunks"] = len(parts)
     out = Path(run_dir)
-    write_json(out / "grid_evidence.json", summary)
-    np.savez(out / "grid_evidence_per_image.npz", **per)
-    written = [str(out / "grid_evidence.json"), str(out / "grid_evidence_per_image.npz")]
-    return {"report": grid_report.report_md(summary), "written": written}
+    write_json(out / f"{name}.json", summary)
+    np.savez(out / f"{name}_per_image.npz", **per)
+    written = [str(out / f"{name}.json"), str(out / f"{name}_per_image.npz")]
+    return {"report": module.report_md(summary), "written": written}
 
 
 def _err(line: str) -> None:

@@ -326,7 +326,21 @@ def test_chunks_of_images_are_gathered_in_order_and_the_grid_is_that_of_one_piec
     summary = json.loads((runs["there"] / "grid_evidence.json").read_text())
     assert summary["chunks"] == 3 and summary["images"] == 5
     with pytest.raises(ValueError, match="--chunk-images"):
-        AR.analyze_many([str(runs["here"])], "mode", dict(images=5), chunk=2)
+        AR.analyze_many([str(runs["here"])], "analysis", dict(images=5), chunk=2)
+    # the posterior modes (any n) in chunks: the same per-image search, gathered in order
+    opts = dict(images=5, iwae_k=20, elbo_k=2, device="cpu")
+    with threadpool_limits(limits=1, user_api="blas"):
+        ((_, e3),) = AR.analyze_many([str(runs["whole"])], "mode", opts)
+        ((_, e4),) = AR.analyze_many([str(runs["here"])], "mode", opts, chunk=2)
+    ((_, e5),) = AR.analyze_many([str(runs["there"])], "mode", opts, executor, chunk=2)
+    assert e3 is e4 is e5 is None
+    same_npz(runs["here"] / "mode_evidence_per_image.npz", runs["there"] / "mode_evidence_per_image.npz")
+    with (
+        np.load(runs["whole"] / "mode_evidence_per_image.npz") as a,
+        np.load(runs["there"] / "mode_evidence_per_image.npz") as b,
+    ):
+        for k in ("mode", "mu", "log_joint_at_mode", "eq16_at_mode", "iterations"):
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     # a chunk's stream depends on where it starts only, and is not the unchunked one
     a, b = (S.chunk_generator(3, S.STREAM_ANALYSIS, 2, 4).standard_normal(4) for _ in range(2))
     np.testing.assert_array_equal(a, b)
