@@ -185,7 +185,8 @@ def analyze_many(
         executor.check_seconds = seconds
         _err(f"cluster: every worker sees the runs' folders (checked in {seconds:.3f} s)")
         tasks = [(d, k, {**o, "progress": False}) for d, k, o in units]
-        for out in executor.run(analyze_unit, tasks, names, log=_err):
+        gpu = executor.gpu or opts.get("device") == "gpu"
+        for out in executor.run(analyze_unit, tasks, names, gpu=gpu, log=_err):
             results[out.index] = (out.value, out.error)
     outcomes = []
     for i, d in enumerate(runs):

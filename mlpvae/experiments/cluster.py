@@ -191,6 +191,11 @@ class Executor:
         """The addresses of the workers the scheduler knows now."""
         return sorted(self.client.scheduler_info().get("workers", {}))
 
+    def gpu_workers(self) -> list[str]:
+        """The addresses of the workers that offer the resource ``GPU``."""
+        workers = self.client.scheduler_info().get("workers", {})
+        return sorted(w for w, info in workers.items() if info.get("resources", {}).get("GPU", 0) >= 1)
+
     def describe(self) -> dict:
         """What ran the work, for a command's ``run.json``: kind, workers, dashboard, the shared-folder check's cost."""
         return {
@@ -249,7 +254,8 @@ class Executor:
         """``fn(*a)`` for each ``a`` in ``args`` as one task each; yield an :class:`Outcome` per task as it ends.
 
         ``gpu`` makes each task request the resource ``GPU=1`` (workers started
-        with ``--resources GPU=1``, as :func:`start` does for ``--workers gpu``).
+        with ``--resources GPU=1``, as :func:`start` does for ``--workers gpu``);
+        without such a worker it raises :class:`ClusterError` instead of waiting forever.
         A task that raises yields its message and is not retried; one whose
         workers died ``allowed-failures`` times yields Dask's ``KilledWorker``
         message.  Lines on ``log`` (above the bar, :meth:`write`): started on
@@ -260,6 +266,11 @@ class Executor:
         progress = self.progress if progress is None else progress
         import distributed
 
+        if gpu and not self.gpu_workers():
+            raise ClusterError(
+                "the tasks need a GPU, and no worker offers the resource GPU: use --workers gpu, or start "
+                "one worker per GPU with --resources GPU=1 (docs/cluster.md)"
+            )
         events: queue.SimpleQueue = queue.SimpleQueue()
         self.client.subscribe_topic(TOPIC, lambda event: events.put(event[1]))
         futures = {}

@@ -358,3 +358,11 @@ def test_a_task_that_kills_every_worker_it_runs_on_is_given_up_and_the_others_fi
     assert by["lives"].error is None
     # given up after distributed.scheduler.allowed-failures (3) + 1 deaths; a dying worker's start events may be lost
     assert "on 4 different workers" in by["dies"].error, by["dies"].error
+
+
+def test_gpu_tasks_without_a_gpu_worker_are_refused_not_left_waiting(executor, fig, tmp_path):
+    assert executor.gpu_workers() == []  # a LocalCluster of CPU processes
+    with pytest.raises(X.ClusterError, match="no worker offers the resource GPU"):
+        list(executor.run(os.getpid, [()], ["g"], gpu=True, progress=False))
+    with pytest.raises(X.ClusterError, match="resource GPU"):
+        R.reproduce(fig, tmp_path, **QUIET, executor=executor, device="gpu")
