@@ -194,7 +194,6 @@ def analyze_run(
     res["seconds"] = time.perf_counter() - t_start
     stages.update(1)
     stages.close()
-
     if plots:
         res["plots"] = [
             str(p) for p in write_plots(run, res, lp, elbo, lap, cv["terms"], per_image_d, mu, var, mu_tr, var_tr)
@@ -283,7 +282,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "run_dir",
         metavar="RUN_DIR",
-        help="a directory written by `vaetheory train` (with --summarize: a folder holding analysed runs)",
+        nargs="+",
+        help="directories written by `vaetheory train` (with --summarize: a folder holding analysed runs)",
     )
     parser.add_argument(
         "--summarize",
