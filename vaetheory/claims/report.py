@@ -1,4 +1,4 @@
-"""The report of ``vaetheory verify``: the console table, report.md, claims.json and the PNG plots."""
+"""The report of ``vaetheory verify``: the console table, report.md, claims.json (PNGs: ``claims.plots``)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vaetheory.claims.plots import write_plots
 from vaetheory.claims.registry import Claim
-
-# The plots write_plots draws, in the order report.md lists them.
-PLOTS = [
-    "elbo_vs_log_evidence.png",
-    "gap_vs_curvature.png",
-    "penalty.png",
-    "collapse.png",
-    "estimator.png",
-    "errors_vs_N.png",
-]
 
 
 def fmt(v: float) -> str:
@@ -231,115 +222,6 @@ def report_markdown(
         "",
     ]
     return "\n".join(lines)
-
-
-def write_plots(figs: dict, out: Path) -> list[str]:
-    """Draw the report's figures from ``figs`` (as :func:`vaetheory.claims.runner.run_all`
-    returns it) into ``out``; return the file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        written.append(name)
-
-    if figs["points"]:
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for p in figs["points"]:
-            ax.scatter(p["log_px"], p["elbo"], s=8, label=p["name"])
-        lo = min(min(p["log_px"].min(), p["elbo"].min()) for p in figs["points"])
-        hi = max(max(p["log_px"].max(), p["elbo"].max()) for p in figs["points"])
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="ELBO = log p(x)")
-        ax.set_xlabel("true log p(x) (latent grid quadrature)")
-        ax.set_ylabel("ELBO at the stationary point")
-        ax.set_title("Eq. (18): ELBO vs log evidence, per example")
-        ax.legend(fontsize=6)
-        save(fig, PLOTS[0])
-    if figs["sweep"]:
-        rows = figs["sweep"]
-        xs = [r["nonlinearity"] for r in rows]
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for key, label in (
-            ("eq11", "Eq. (11) rel. residual"),
-            ("eq12", "Eq. (12) rel. residual"),
-            ("gap18", "log p - ELBO (nats)"),
-            ("eq16", "|Eq. (16) - log p| (nats)"),
-        ):
-            ax.loglog(xs, [max(r[key], 1e-12) for r in rows], "o-", label=label)
-        for r in rows:
-            ax.annotate(f"k={r['curvature']:g}", (r["nonlinearity"], max(r["gap18"], 1e-12)), fontsize=6)
-        ax.set_xlabel(
-            "decoder nonlinearity over the posterior\nE|nu - local linear fit|^2 / tr(J Sigma J^T)", fontsize=8
-        )
-        ax.set_title("Errors vs decoder curvature\n(curve, constant Sigma, mean over data draws)", fontsize=9)
-        ax.legend(fontsize=7)
-        save(fig, PLOTS[1])
-    if figs["penalty"]:
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for p in figs["penalty"]:
-            sweep = p["name"].startswith("curve-k")
-            ax.scatter(p["predicted"], max(p["measured"], 1e-6), c="0.6" if sweep else "C0", s=14 if sweep else 30)
-            if not sweep:
-                ax.annotate(p["name"], (p["predicted"], max(p["measured"], 1e-6)), fontsize=6)
-        vals = [v for p in figs["penalty"] for v in (p["predicted"], p["measured"]) if v > 0]
-        lo, hi = min(vals) / 1.5, max(vals) * 1.5
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="measured = predicted")
-        ax.plot([lo, hi], [lo / 2, hi / 2], "k:", lw=0.6, label="factor 2")
-        ax.plot([lo, hi], [lo * 2, hi * 2], "k:", lw=0.6)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.scatter([], [], c="0.6", s=14, label="curvature sweep")
-        ax.legend(fontsize=7)
-        ax.set_xlabel("predicted penalty, Eq. (22)  (nats)")
-        ax.set_ylabel("measured E[ELBO_diag] - E[ELBO_const]  (nats)")
-        ax.set_title("Constant posterior variance penalty")
-        save(fig, PLOTS[2])
-    if figs["collapse"]:
-        fig, axes = plt.subplots(1, len(figs["collapse"]), figsize=(5 * len(figs["collapse"]), 4), squeeze=False)
-        for ax, c in zip(axes[0], figs["collapse"]):
-            ax.bar(np.arange(len(c["lam"])), c["lam"], color="0.7", label="data eigenvalues")
-            ax.axhline(1.0, color="r", lw=0.8, label="likelihood variance")
-            if "w2s2" in c:
-                ax.plot(np.arange(len(c["w2s2"])), c["w2s2"], "ko", label="linear VAE: |W_k|^2 S^2_k")
-            else:
-                ax.plot(np.arange(len(c["M_over_s2"])), c["M_over_s2"], "bs", label="nonparametric: E[mu_k^2]/S^2_k")
-            ax.set_title(c["name"], fontsize=8)
-            ax.legend(fontsize=6)
-        fig.suptitle("Sec. 6: directions with variance <= 1 collapse")
-        save(fig, PLOTS[3])
-    if figs["estimator"]:
-        e = figs["estimator"]
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.loglog(e["budgets"], e["errors"], "o-", label="Eq. (19) estimator (diagonal Sigma)")
-        b = np.array(e["budgets"], float)
-        ax.loglog(b, e["errors"][0] * np.sqrt(b[0] / b), "k:", label="1/sqrt(probes)")
-        ax.set_xlabel("probes (matvecs)")
-        ax.set_ylabel("relative error of sum log|I + S J^T J S|")
-        ax.legend(fontsize=7)
-        save(fig, PLOTS[4])
-    if figs.get("density"):
-        rows = figs["density"]
-        Ns = [r["N"] for r in rows]
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for key, label in (
-            ("eq11", "Eq. (11) rel. residual"),
-            ("eq12", "Eq. (12) rel. residual"),
-            ("eq25", "Eq. (25) rel. cov. error"),
-            ("gap18", "log p - ELBO (nats)"),
-            ("eq16", "|Eq. (16) - log p| (nats)"),
-        ):
-            ax.loglog(Ns, [max(r[key], 1e-12) for r in rows], "o-", label=label)
-        ax.set_xlabel("number of examples N")
-        ax.set_title("Errors vs data density (curve, constant Sigma)")
-        ax.legend(fontsize=7)
-        save(fig, PLOTS[5])
-    return written
 
 
 def write_report(out: Path, claims: list[Claim], seconds: float, args, figs: dict) -> list[str]:
