@@ -79,8 +79,31 @@ def on_config(config):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     # CI sets MPLBACKEND=Agg, which would keep the notebooks' figures out of their outputs
     os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
-    config["nav"] = [expand_nav(entry) for entry in config["nav"]]
+    nav = [expand_nav(entry) for entry in config["nav"]]
+    # a page added to docs/ later is listed too, before the API reference, under its own title
+    listed = set(nav_files(nav))
+    extra = [{first_heading(p): p.name} for p in sorted((ROOT / "docs").glob("*.md")) if p.name not in listed]
+    at = next((i for i, e in enumerate(nav) if isinstance(e, dict) and API_NAV in e), len(nav))
+    config["nav"] = nav[:at] + extra + nav[at:]
     return config
+
+
+def nav_files(entry):
+    if isinstance(entry, str):
+        yield entry
+    elif isinstance(entry, dict):
+        for value in entry.values():
+            yield from nav_files(value)
+    elif isinstance(entry, list):
+        for value in entry:
+            yield from nav_files(value)
+
+
+def first_heading(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].replace("`", "").strip()
+    return path.stem
 
 
 def expand_nav(entry):
