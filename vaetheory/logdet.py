@@ -277,7 +277,7 @@ def _relative_gradient(op, rng, budget, batch, eta0, t0):
     return L, np.array(values)
 
 
-def _krylov_preconditioner(op, rng, d, budget, depth=None):
+def _krylov_preconditioner(op, rng, d, budget, depth=None, complement="eq19"):
     """Low-rank part of Sigma: the exact Eq. (19) minimiser given a block-Krylov subspace.
 
     With ``B0 = D^1/2 A D^1/2`` and an orthonormal basis ``Q`` (n, r) of the
@@ -289,10 +289,13 @@ def _krylov_preconditioner(op, rng, d, budget, depth=None):
     (never by subtracting the Ritz values from a trace estimate, which cancels
     catastrophically when the spectrum is dominated by its top).  Returns
     ``(Q R, theta, alpha)`` with Ritz vectors ``Q R`` and Ritz values ``theta``.
+    ``complement="ritz"`` instead sets ``alpha = 1 / min(theta)`` (the complement
+    at the smallest Ritz value, as Nystrom preconditioners do) and spends the
+    whole budget on the Krylov space: the same preconditioner without Eq. (19).
     """
     n = op.n
     sq = np.sqrt(d)
-    n_tr = max(1, budget // 4)
+    n_tr = max(1, budget // 4) if complement == "eq19" else 0
     kb = budget - n_tr
     q = max(1, min(kb, depth if depth else int(round(np.sqrt(kb / 2)))))
     b = max(1, kb // q)
@@ -317,8 +320,8 @@ def _krylov_preconditioner(op, rng, d, budget, depth=None):
     theta, S = np.linalg.eigh((T + T.T) / 2)
     theta = np.maximum(theta, 1e-12 * max(theta.max(), 1e-300))
     r = Qm.shape[1]
-    alpha = 1.0
-    if r < n:  # otherwise Q spans everything and there is no complement to scale
+    alpha = 1.0 / float(theta.min())
+    if r < n and complement == "eq19":  # otherwise Q spans everything and there is no complement to scale
         G = rng.standard_normal((n, n_tr))
         G -= Qm @ (Qm.T @ G)
         rest = float(np.mean(np.einsum("ib,ib->b", G, sq[:, None] * op(sq[:, None] * G))))
@@ -465,6 +468,7 @@ def preconditioned_slq_logdet(
     steps=None,
     tol=1e-5,
     depth=None,
+    complement="eq19",
     batched=True,
 ):
     """Not in the paper (built on Eq. (19)): SLQ preconditioned by the Sigma that Eq. (19) learns.
@@ -480,20 +484,23 @@ def preconditioned_slq_logdet(
     Parameters are those of :func:`slq_logdet` plus ``fractions``, ``batch``
     (probes per diagonal step) and ``depth`` (block-Krylov depth q; default
     ``round(sqrt(m/2))`` for m Krylov matvecs, block size m/q).  ``budget``
-    must be at least 10.
+    must be at least 10.  ``complement="ritz"`` (with ``fractions[0] = 0``) is
+    the ablation without Eq. (19): the complement of the Krylov space is scaled
+    by the smallest Ritz value instead of the Eq. (19) minimiser.
     """
     rng = V.rng("rng", rng)
     probes = V.choice("probes", probes, ("rademacher", "gaussian"))
+    complement = V.choice("complement", complement, ("eq19", "ritz"))
     op = as_operator(A_or_matvec, n, V.scalar("budget", budget, positive=True, integer=True), batched)
     if op.budget < 10:
         raise ValueError(f"budget must be at least 10 for the preconditioned estimator, got {op.budget}")
     b = max(1, op.budget // 50) if batch is None else V.scalar("batch", batch, positive=True, integer=True)
     nd, nk = int(fractions[0] * op.budget), int(fractions[1] * op.budget)
-    nd = nd if nd >= 2 * b else 0
+    nd = nd if nd >= 2 * b and complement == "eq19" else 0
     if nd:
         pre, _ = _learn_dlr(op, rng, nd, nk, b, depth)
     else:  # too small a budget for a diagonal phase: D = I
-        Q, theta, alpha = _krylov_preconditioner(op, rng, np.ones(op.n), nk, depth)
+        Q, theta, alpha = _krylov_preconditioner(op, rng, np.ones(op.n), nk, depth, complement)
         pre = _Preconditioned(op, np.ones(op.n), Q, theta, alpha)
     est_B, vals, k = slq_core(pre, rng, probes, op.left, steps, tol)
     info = {"rank": pre.Q.shape[1], "probes": len(vals), "lanczos_steps": k, "logdet_sigma": pre.logdet_sigma}
