@@ -83,22 +83,20 @@ def partial_cholesky(op, diag, rank: int):
     """
     d = np.array(diag, dtype=np.float64)
     n = d.size
-    cols = []
-    for _ in range(rank):
+    Lm = np.zeros((n, min(rank, n)))
+    r = 0
+    while r < Lm.shape[1]:
         p = int(np.argmax(d))
         if d[p] <= 1e-12 * max(float(np.max(diag)), 1e-300):
             break
         e = np.zeros(n)
         e[p] = 1.0
-        col = op(e)
-        if cols:
-            Lm = np.stack(cols, axis=1)
-            col = col - Lm @ Lm[p]
-        col = col / np.sqrt(d[p])
-        cols.append(col)
+        col = (op(e) - Lm[:, :r] @ Lm[p, :r]) / np.sqrt(d[p])
+        Lm[:, r] = col
         d = np.maximum(d - col**2, 0.0)
         d[p] = 0.0
-    return (np.stack(cols, axis=1) if cols else np.zeros((n, 0))), d
+        r += 1
+    return Lm[:, :r], d
 
 
 class _Whitened:

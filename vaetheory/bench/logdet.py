@@ -34,11 +34,11 @@ from vaetheory.bench.logdet_report import markdown, plot, summarise
 
 __all__ = ["make_family", "bench", "estimate_seconds", "add_arguments", "run"]
 
-DEFAULTS = {"n": 576, "seeds": 10, "budgets": (100, 400, 1600)}
-QUICK = {"n": 256, "seeds": 6, "budgets": (100, 400), "families": ("rbf-1e-1", "laplace2d", "varlaplace")}
-# Seconds per matvec column beyond the product itself (Lanczos reorthogonalisation, Python), per unit of n,
-# fitted to the timings of a run on the 2-core machine (docs/findings.md).
-OVERHEAD_PER_N = 2.5e-8
+DEFAULTS = {"n": 576, "seeds": 20, "budgets": (50, 150, 400)}
+QUICK = {"n": 256, "seeds": 8, "budgets": (50, 150), "families": FAMILIES}
+# Seconds per matvec column beyond the product itself (Lanczos reorthogonalisation, preconditioner, Python),
+# per unit of n, fitted to a 2-seed run of the default grid on the shared 2-core machine (docs/findings.md).
+OVERHEAD_PER_N = 5e-7
 
 
 def _matvec_seconds(mv, n: int) -> float:
