@@ -43,10 +43,11 @@ UNBIASED = [
     (P.pchol_slq_logdet, {"fraction": 0.1}),
     (P.nystrom_slq_logdet, {"fraction": 0.1}),
     (L.preconditioned_slq_logdet, {"fractions": (0.0, 0.1), "complement": "ritz"}),
+    (L.preconditioned_slq_logdet, {"fractions": (0.0, 0.3), "trace_share": 1 / 16}),
 ]
 
 
-@pytest.mark.parametrize("fn, kw", UNBIASED, ids=["xtrace", "pchol", "nystrom", "krylov-ritz"])
+@pytest.mark.parametrize("fn, kw", UNBIASED, ids=["xtrace", "pchol", "nystrom", "krylov-ritz", "lean"])
 def test_estimators_are_unbiased_within_their_standard_error(fn, kw):
     A = _spd(40, 5, lo=np.log(0.2), hi=np.log(5.0), scale_diag=0.3)
     ref = np.linalg.slogdet(A)[1]
@@ -118,3 +119,5 @@ def test_bad_inputs_raise_value_errors_naming_the_argument():
         P.pchol_slq_logdet(A, rng=rng, budget=20, diag=-np.ones(5))
     with pytest.raises(ValueError, match="complement"):
         L.preconditioned_slq_logdet(A, rng=rng, budget=20, complement="x")
+    with pytest.raises(ValueError, match="trace_share"):
+        L.preconditioned_slq_logdet(A, rng=rng, budget=20, trace_share=1.0)
