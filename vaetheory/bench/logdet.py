@@ -37,8 +37,8 @@ __all__ = ["make_family", "bench", "estimate_seconds", "add_arguments", "run"]
 DEFAULTS = {"n": 576, "seeds": 20, "budgets": (50, 150, 400)}
 QUICK = {"n": 256, "seeds": 8, "budgets": (50, 150), "families": FAMILIES}
 # Seconds per matvec column beyond the product itself (Lanczos reorthogonalisation, preconditioner, Python),
-# per unit of n, fitted to a 2-seed run of the default grid on the shared 2-core machine (docs/findings.md).
-OVERHEAD_PER_N = 5e-7
+# per unit of n, fitted to the two committed runs (validation/results/logdet/COMMAND) on the shared 2-core machine.
+OVERHEAD_PER_N = 2.5e-7
 
 
 def _matvec_seconds(mv, n: int) -> float:
