@@ -333,7 +333,9 @@ def test_bench_logdet_continues_a_stopped_run_and_keeps_its_cells(tmp_path):
     res["families"]["toeplitz"]["cells"]["slq/d8"]["40"] = first
     out.write_text(json.dumps(res))
     assert main(base + ["--budgets", "40", "80", "--methods", "slq/d8", "xtrace/d8"]) == 0
-    cells = json.loads(out.read_text())["families"]["toeplitz"]["cells"]
+    again = json.loads(out.read_text())
+    assert again["seconds"] >= res["seconds"] > 0  # the continued run adds its time to the first's
+    cells = again["families"]["toeplitz"]["cells"]
     assert cells["slq/d8"]["40"]["errors"] == [123.0, 456.0]
     assert set(cells["slq/d8"]) == {"40", "80"} and set(cells["xtrace/d8"]) == {"40", "80"}
     with pytest.raises(ValueError, match="seeds"):

@@ -88,6 +88,7 @@ def bench(families, variants, budgets, seeds: int, n: int, path: Path | None = N
                 f"give another path to start one with n={n}, seeds={seeds}"
             )
         res["families"] = old.get("families", {})
+        res["seconds"] = old.get("seconds", 0.0)  # a continued run adds its own time
     made = {f: make_family(f, n) for f in families}
     per_col = {f: _matvec_seconds(made[f][0], n) for f in families}
     todo = [
