@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from vaetheory import plotting as S  # noqa: E402
-from vaetheory.bench import logdet as bench_logdet  # noqa: E402
+from vaetheory.bench import logdet_report  # noqa: E402
 from vaetheory.claims import plots as claim_plots  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,9 +177,9 @@ def test_collapse_panels_count_directions_in_whole_numbers(tmp_path, monkeypatch
 
 
 def test_logdet_bench_figure_from_the_recorded_json(tmp_path, monkeypatch):
-    seen = capture(monkeypatch, bench_logdet.P)
-    res = json.loads((ROOT / "validation/results/logdet/bench_n4096.json").read_text())
-    bench_logdet.plot(res, tmp_path / "bench.png")
+    seen = capture(monkeypatch, logdet_report.P)
+    res = json.loads((ROOT / "validation/results/logdet/bench_n576.json").read_text())
+    logdet_report.plot(res, logdet_report.summarise(res), tmp_path / "bench.png")
     assert seen == {"bench.png": []}
     assert (tmp_path / "bench.png").stat().st_size > 10_000
 
