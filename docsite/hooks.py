@@ -117,6 +117,10 @@ def expand_nav(entry):
         named = [ROOT / RESULTS / page for page in RECORD_PAGES]
         orphans = [p for p in record_files() if p.suffix == ".md" and p not in named and nearest_record(p) is None]
         return {RECORDS_NAV: [p.relative_to(ROOT).as_posix() for p in named + orphans]}
+    if isinstance(entry, dict):
+        return {key: expand_nav(value) for key, value in entry.items()}
+    if isinstance(entry, list):
+        return [expand_nav(value) for value in entry]
     return entry
 
 

@@ -38,3 +38,11 @@ def test_percent_encoded_links_and_anchors_resolve(tmp_path):
     _page(tmp_path / "a b.html", '<p id="x y">p</p>')
     _page(tmp_path / "index.html", '<a href="a%20b.html#x%20y">p</a>')
     assert check_site.broken_links(tmp_path) == []
+
+
+def test_unreachable_names_pages_no_link_leads_to(tmp_path):
+    _page(tmp_path / "index.html", '<a href="a/one.html">1</a>')
+    _page(tmp_path / "a" / "one.html", '<a href="../b/two.html#x">2</a>')
+    _page(tmp_path / "b" / "two.html", '<p id="x">x</p>')
+    _page(tmp_path / "b" / "lost.html", "<p>nobody links here</p>")
+    assert check_site.unreachable(tmp_path) == ["b/lost.html: no link leads to it"]

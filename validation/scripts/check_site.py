@@ -4,7 +4,8 @@
 
 For every HTML page of the built folder (opened as a user opens it, from the file system):
 every ``<img>`` has loaded (``naturalWidth > 0`` in the browser), every internal link names a file
-of the site and, where it has one, an anchor of that file, and no local resource failed to load.
+of the site and, where it has one, an anchor of that file, every page is reached by links from
+index.html, and no local resource failed to load.
 Across the site, every PNG under validation/results/ is shown on some page.  Exit status 0 when all
 of that holds; otherwise each failure is listed.
 
@@ -96,6 +97,23 @@ def broken_links(site: Path) -> list[str]:
     return broken
 
 
+def unreachable(site: Path) -> list[str]:
+    """The pages that no chain of links from index.html reaches (a page only a search would find)."""
+    pages = {p.resolve(): p for p in site_pages(site)}
+    seen, todo = set(), [(site / "index.html").resolve()]
+    while todo:
+        page = todo.pop()
+        if page in seen or page not in pages:
+            continue
+        seen.add(page)
+        for href in parse(page).hrefs:
+            parts = urlsplit(href)
+            if parts.scheme or parts.netloc or not parts.path.endswith(".html"):
+                continue
+            todo.append((page.parent / unquote(parts.path)).resolve())
+    return [f"{pages[p].relative_to(site)}: no link leads to it" for p in sorted(pages) if p not in seen]
+
+
 def render(site: Path, chromium: str, shots: Path | None) -> tuple[list[str], set[str], int]:
     """Load every page; return the failures, the site paths of the images shown, and the image count."""
     from playwright.sync_api import sync_playwright
@@ -108,7 +126,7 @@ def render(site: Path, chromium: str, shots: Path | None) -> tuple[list[str], se
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         tab = browser.new_page(viewport={"width": 1280, "height": 900})
         failed: list[str] = []
-        tab.on("requestfailed", lambda req: failed.append(req.url))
+        tab.on("requestfailed", lambda req: failed.append((req.url, req.failure or "")))
         for n, page in enumerate(pages, 1):
             failed.clear()
             rel = page.relative_to(site).as_posix()
@@ -122,9 +140,12 @@ def render(site: Path, chromium: str, shots: Path | None) -> tuple[list[str], se
                     failures.append(f"{rel}: image did not load: {src[:120]}")
                 elif src.startswith("file://"):
                     shown.add(Path(unquote(urlsplit(src).path)).resolve().relative_to(site.resolve()).as_posix())
-            for url in failed:
-                if url.startswith("file://"):
-                    failures.append(f"{rel}: failed to load {url}")
+            for url, error in failed:
+                # a request still pending when the next page is opened is aborted (the favicon, often):
+                # a failure only when the file is missing or the error is another
+                missing = not Path(unquote(urlsplit(url).path)).is_file()
+                if url.startswith("file://") and (missing or "ERR_ABORTED" not in error):
+                    failures.append(f"{rel}: failed to load {url} ({error or 'no such file'})")
             if shots is not None and rel in SCREENSHOTS:
                 name, selector = SCREENSHOTS[rel]
                 if selector is not None:
@@ -152,7 +173,7 @@ def main(argv=None) -> int:
         shots.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     pages = site_pages(site)
-    failures = broken_links(site)
+    failures = broken_links(site) + unreachable(site)
     render_failures, shown, images = render(site, args.chromium, shots)
     failures += render_failures
     recorded = {q.relative_to(ROOT).as_posix() for q in (ROOT / "validation" / "results").rglob("*.png")}
