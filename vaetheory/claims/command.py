@@ -63,7 +63,7 @@ def run(args) -> int:
     print(table(results))
     if figs.get("orders"):
         print()
-        print("solved points (orders q/2q, E[ELBO] at each, quadrature error of log p(x), certificate):")
+        print("solved points (orders q/q', E[ELBO] at each, quadrature error of log p(x), certificate):")
         print("\n".join("  " + s for s in orders_lines(figs["orders"])))
     if results:
         print()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from vaetheory.claims.registry import Claim
+from vaetheory.claims.report import not_finite_reason
 
 
 def _key(c: Claim) -> tuple:
@@ -56,6 +57,8 @@ def combine(coarse: list[Claim], fine: list[Claim], orders: tuple[int, int]) -> 
             "holds_coarse": c.holds,
             **f.details,
         }
+        if not np.isfinite(c.measured):
+            f.details["coarse_not_finite"] = not_finite_reason(c)
         out.append(f)
     out += [c for rows in pending.values() for c in rows]
     return out

@@ -79,19 +79,30 @@ def not_finite_reason(c: Claim) -> str:
     return "not finite: see claims.json details of this row"
 
 
+def not_finite(c: Claim) -> bool:
+    """Whether ``c``'s measured value, or its value at the coarse quadrature order, is inf or nan."""
+    return not np.isfinite(c.measured) or (c.measured_coarse is not None and not np.isfinite(c.measured_coarse))
+
+
 def footnotes(claims: list[Claim]) -> dict[int, int]:
-    """Footnote numbers (from 1) of the rows whose measured value is inf or nan, keyed by row index."""
-    rows = [i for i, c in enumerate(claims) if not np.isfinite(c.measured)]
+    """Footnote numbers (from 1) of the rows whose measured value (at either order) is inf or nan, by row index."""
+    rows = [i for i, c in enumerate(claims) if not_finite(c)]
     return {i: k + 1 for k, i in enumerate(rows)}
 
 
 def footnote_lines(claims: list[Claim]) -> list[str]:
     """One line per footnote marker of :func:`table`: the row and why its measured value is not finite."""
-    return [
-        f"[{k}] {claims[i].id} on {claims[i].problem}: measured {fmt(claims[i].measured)}: "
-        f"{not_finite_reason(claims[i])}"
-        for i, k in footnotes(claims).items()
-    ]
+    out = []
+    for i, k in footnotes(claims).items():
+        c = claims[i]
+        parts = []
+        if not np.isfinite(c.measured):
+            parts.append(f"measured {fmt(c.measured)}: {not_finite_reason(c)}")
+        if c.measured_coarse is not None and not np.isfinite(c.measured_coarse):
+            why = c.details.get("coarse_not_finite", "not finite: see claims.json details of this row")
+            parts.append(f"at q {fmt(c.measured_coarse)}: {why}")
+        out.append(f"[{k}] {c.id} on {c.problem}: " + "; ".join(parts))
+    return out
 
 
 def legend_lines(claims: list[Claim]) -> list[str]:
@@ -116,8 +127,8 @@ def table(claims: list[Claim]) -> str:
             c.id,
             " ".join(c.equations),
             c.problem,
-            fmt(c.measured) + (f" [{notes[i]}]" if i in notes else ""),
-            *coarse_columns(c),
+            fmt(c.measured) + (f" [{notes[i]}]" if i in notes and not np.isfinite(c.measured) else ""),
+            *coarse_columns(c, notes.get(i)),
             ("<= " if c.kind in STRICT_KINDS else "~ ") + fmt(c.threshold),
             c.kind,
             verdict(c),
@@ -129,13 +140,14 @@ def table(claims: list[Claim]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def coarse_columns(c: Claim) -> list[str]:
+def coarse_columns(c: Claim, note: int | None = None) -> list[str]:
     """The measured value at the coarse quadrature order q and the change to the fine order q' (``-`` for a
     claim measured at one order only)."""
     if c.measured_coarse is None:
         return ["-", "-"]
     change = c.measured - c.measured_coarse
-    return [fmt(c.measured_coarse), fmt(change) if np.isfinite(change) else "-"]
+    mark = f" [{note}]" if note is not None and not np.isfinite(c.measured_coarse) else ""
+    return [fmt(c.measured_coarse) + mark, fmt(change) if np.isfinite(change) else "-"]
 
 
 def verdict(c: Claim) -> str:
@@ -252,8 +264,8 @@ def report_markdown(
     ]
     for i, c in enumerate(claims):
         v = f"**{verdict(c)}**" if verdict(c) in ("FAILS", "unresolved") else verdict(c)
-        measured = fmt(c.measured) + (f" [{notes[i]}]" if i in notes else "")
-        at_q, change = coarse_columns(c)
+        measured = fmt(c.measured) + (f" [{notes[i]}]" if i in notes and not np.isfinite(c.measured) else "")
+        at_q, change = coarse_columns(c, notes.get(i))
         lines.append(
             f"| {c.id} | {' '.join(c.equations)} | {c.problem} | {measured} | {at_q} | {change} | {fmt(c.threshold)} | "
             f"{c.kind} | {v} | {c.condition} |"

@@ -104,7 +104,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
     bar.update(1)
 
     def solve_pair(p):
-        """Both variants at order q, then each again at 2q warm-started from itself: {order: (diag, const)}."""
+        """Both variants at order q, then each again at q' warm-started from itself: {order: (diag, const)}."""
         # The constant solve first; the diagonal solve starts from it, so its ELBO (a maximisation over a
         # larger family, monotone L-BFGS) is at least the constant one and the measured penalty is >= 0.
         n = p["n"]

@@ -21,7 +21,8 @@ Symmetries give zero eigenvalues that say nothing about the point:
   dimension;
 * latent rotation (when the prior and every posterior variance are isotropic
   in a pair of latent dimensions ``k, l``): rotating ``mu`` in that plane
-  leaves ``F`` unchanged.
+  leaves the exact integral unchanged; the tensor Gauss-Hermite rule breaks
+  it by its quadrature error, which the symmetry residual then shows.
 
 Sign flips and permutations of the latent dimensions are discrete symmetries:
 they make several equivalent maxima, not a zero eigenvalue.  The certificate
