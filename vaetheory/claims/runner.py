@@ -22,13 +22,13 @@ import numpy as np
 from tqdm import tqdm
 
 from vaetheory import linear as lin
+from vaetheory.claims import certificate as certificate_claims
 from vaetheory.claims import linear as linear_claims
 from vaetheory.claims import logdet as logdet_claims
 from vaetheory.claims import nonparametric as nonparametric_claims
-from vaetheory.claims import certificate as certificate_claims
 from vaetheory.claims import sweeps as sweep_claims
-from vaetheory.claims.convergence import combine, point_summaries
 from vaetheory.claims import variance as variance_claims
+from vaetheory.claims.convergence import combine, point_summaries
 from vaetheory.claims.measure import measure, measured_penalty, sweep_errors
 from vaetheory.claims.problems import curvature_sweep, default_problems, density_sweep
 from vaetheory.claims.registry import (
@@ -142,7 +142,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
                 per_order[order] = rows
             out += combine(per_order[q], per_order[qf], (q, qf))
             (sd, md), (sc, mc) = fine
-            for variant, sp, meas in (("diagonal", sd, md), ("constant", sc, mc)):
+            for variant, meas in (("diagonal", md), ("constant", mc)):
                 figs["points"].append(dict(name=f"{p['name']} [{variant}]", elbo=meas["elbo"], log_px=meas["log_px"]))
             figs["orders"] += point_summaries(p["name"], coarse, fine, certs)
             figs["penalty"].append(dict(name=p["name"], predicted=mc["penalty22"], measured=measured_penalty(md, mc)))
@@ -152,7 +152,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
 
     draws: dict = {}
     for p in sweep:
-        for order, ((sd, md), (sc, mc)) in solve_pair(p).items():
+        for order, ((_, md), (_, mc)) in solve_pair(p).items():
             # Smoothness measures at the constant-variance points: per-example variances add isolated
             # memorising posteriors whose number varies between draws and swamps the trend.
             row = dict(
