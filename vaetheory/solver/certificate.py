@@ -5,7 +5,8 @@ solution of :func:`vaetheory.solver.stationary.find_stationary_point`, in the
 solver's coordinates ``theta = (mu, log var, log s2)``.  The Hessian is never
 formed from second derivatives of the objective: each product ``H v`` is a
 central difference of the analytic gradient
-(:func:`vaetheory.solver.stationary.elbo_gradient`) along ``v``.  Small
+(:func:`vaetheory.solver.stationary.elbo_gradient`) along ``v`` (a forward
+difference: one gradient per product).  Small
 problems get the whole matrix (one product per coordinate), larger ones
 Lanczos (ARPACK) on the products.  The signs of the eigenvalues at a
 stationary point do not depend on the coordinates (Sylvester's law of
@@ -60,7 +61,7 @@ class Certificate:
     symmetry_residual : max over them of ``||H s|| / ||s||`` (zero for an
         exact symmetry at an exact stationary point).
     method : ``"dense"`` or ``"lanczos"``.
-    products : Hessian-vector products used (two gradients each).
+    products : Hessian-vector products used (one gradient each, besides the one at the point).
     parameters : the number of coordinates.
     """
 
@@ -83,7 +84,7 @@ def _orthonormal(S):
     return Q[:, keep]
 
 
-def hessian_extremes(grad, theta, *, symmetries=(), h: float = 1e-4, dense_max: int = 400, rtol: float = 1e-6):
+def hessian_extremes(grad, theta, *, symmetries=(), h: float = 1e-6, dense_max: int = 400, rtol: float = 1e-6):
     """Extreme Hessian eigenvalues off the symmetry directions, by differences of ``grad``. Not in the paper.
 
     Parameters
@@ -92,7 +93,7 @@ def hessian_extremes(grad, theta, *, symmetries=(), h: float = 1e-4, dense_max: 
     theta : (P,) the point (a stationary point of the objective).
     symmetries : sequence of ``(name, (P,) direction)`` along which the
         objective is invariant; they are projected out.
-    h : step of the central differences (``theta`` units, along unit vectors).
+    h : step of the forward differences (``theta`` units, along unit vectors).
     dense_max : at most this many coordinates: the whole Hessian (exact up to
         the differences); more: Lanczos for the two extreme eigenvalues.
     rtol : eigenvalues within ``rtol`` times the spectral radius of zero count
@@ -108,10 +109,11 @@ def hessian_extremes(grad, theta, *, symmetries=(), h: float = 1e-4, dense_max: 
     names = [name for name, _ in symmetries]
     S = _orthonormal(np.stack([np.asarray(v, float) for _, v in symmetries], axis=1) if names else np.zeros((P, 0)))
     count = [0]
+    g0 = grad(theta)
 
     def hv(v):
         count[0] += 1
-        return (grad(theta + h * v) - grad(theta - h * v)) / (2 * h)
+        return (grad(theta + h * v) - g0) / h
 
     residual = max((np.linalg.norm(hv(S[:, j])) for j in range(S.shape[1])), default=0.0)
     project = lambda v: v - S @ (S.T @ v)
