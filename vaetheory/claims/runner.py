@@ -5,10 +5,15 @@ The stages, in the order their claims enter ``claims.json``:
 1. ``linear`` claims at the linear closed form of the first problem, n = 1, 2, 3;
 2. ``problem`` claims (the gradient check) on the first two problems;
 3. per default problem: solve for the constant and then the diagonal
-   stationary point, ``point`` claims at each (diagonal first), then ``pair``
-   claims;
+   stationary point at the Gauss-Hermite order q, then each again at the
+   finer order q' warm-started from its own solution; the second-order
+   certificate of both points at q; ``point`` claims at each point (diagonal
+   first), then ``pair`` claims, at both orders, combined into one row each
+   (:mod:`vaetheory.claims.convergence`: a verdict that differs between the
+   orders is unresolved);
 4. the curvature sweep (solved only when ``smoothness`` is wanted), the
-   density sweep and its ``density`` claims, then the ``curvature`` claims.
+   density sweep and its ``density`` claims, then the ``curvature`` claims,
+   each sweep solved and its claims measured at both orders the same way.
 
 The shared generator (``rng``) is drawn by the gradient and Eq. (19) claims,
 in that order.
