@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
+
 from vaetheory import claims as C
 from vaetheory.claims import command, runner
 from vaetheory.claims.convergence import combine
+from vaetheory.claims.measure import MAX_ORDER, measure
 from vaetheory.claims.report import summary, table, verdict
-from vaetheory.solver.stationary import default_order, fine_order
+from vaetheory.solver.quadrature import gauss_hermite
+from vaetheory.solver.stationary import default_order, find_stationary_point, fine_order, finer_order
+from vaetheory.solver.synthetic import manifold
 
 
 def row(measured, threshold=0.1, kind="approximate", problem="p", id="eq11"):
@@ -49,3 +54,13 @@ def test_an_unresolved_exact_claim_fails_the_run_and_is_named(monkeypatch, capsy
 
 def test_the_fine_order_is_finer():
     assert fine_order(1) == 2 * default_order(1) and fine_order(2) > default_order(2)
+    assert finer_order(1, 48) == 96 and finer_order(2, 18) == 27
+
+
+def test_measure_stays_finite_at_the_refined_order_of_n1():
+    """The refinement solves n = 1 points at order 96; measure's reference rules stay at <= 256 nodes."""
+    assert np.all(np.isfinite(gauss_hermite(1, MAX_ORDER)[1]))
+    x, _ = manifold(12, 1, 2, np.random.default_rng(0))
+    sp = find_stationary_point(x, 1, rng=np.random.default_rng(0), variant="constant", order=96)
+    m = measure(sp)
+    assert np.all(np.isfinite(m["elbo"])) and np.all(np.isfinite(m["quad_err"]))

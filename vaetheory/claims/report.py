@@ -172,10 +172,12 @@ def orders_lines(rows: list[dict]) -> list[str]:
     out = []
     for r in rows:
         line = (
-            f"{r['name']}: orders {r['orders'][0]}/{r['orders'][1]}, E[ELBO] {r['elbo_coarse']:.5f} -> "
-            f"{r['elbo_fine']:.5f} (change {r['elbo_change']:+.2e} nats), log p(x) quadrature error "
-            f"{fmt(r['logpx_quadrature_error'])} nats"
+            f"{r['name']}: orders {'/'.join(map(str, r['orders']))}, E[ELBO] {r['elbo_coarse']:.5f} -> "
+            f"{r['elbo_fine']:.5f} (change {r['elbo_change']:+.2e} nats)"
         )
+        if "elbo_refined" in r:
+            line += f" -> {r['elbo_refined']:.5f} (point claims reported at order {r['orders'][-1]})"
+        line += f", log p(x) quadrature error {fmt(r['logpx_quadrature_error'])} nats"
         if "certificate" in r:
             sym = ", ".join(r["symmetries"]) or "none"
             line += (
