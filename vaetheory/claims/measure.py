@@ -19,7 +19,6 @@ from vaetheory.optimality import mean_condition_residual, windowed_jacobian
 from vaetheory.solver.quadrature import decoder_mean, gauss_hermite, grid_log_evidence
 from vaetheory.solver.stationary import StationaryPoint, nonparametric_elbo
 
-
 # The highest Gauss-Hermite order measure uses: numpy.polynomial.hermite_e.hermegauss's weights overflow
 # to nan above about 300 nodes (384 gives nan).
 MAX_ORDER = 256
