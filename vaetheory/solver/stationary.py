@@ -64,11 +64,9 @@ def default_order(n: int) -> int:
 def fine_order(n: int) -> int:
     """The finer Gauss-Hermite order each stationary point is solved again at. Not in the paper (numerics).
 
-    Twice :func:`default_order` for n = 1 (48 nodes); one and a half times for
-    n = 2 (18 per dimension, 324 nodes per example: the tensor rule's cost
-    grows with the square of the order).  ``vaetheory verify`` reports every
-    claim at both orders and calls a verdict that differs between them
-    unresolved.
+    :func:`finer_order` after :func:`default_order`: 48 for n = 1, 18 per
+    dimension for n = 2 (the tensor rule's cost grows with the order squared).
+    ``vaetheory verify`` calls a verdict that differs between them unresolved.
     """
     return finer_order(n, default_order(n))
 
