@@ -148,9 +148,9 @@ def _lanczos(op, which, tol):
 
 
 def symmetry_directions(mu, var, s2, *, constant: bool, rtol: float = 1e-4) -> list:
-    """The continuous symmetries of the expected ELBO at ``(mu, var, s2)``, as directions in ``(mu, log var, log s2)``.
+    """The continuous symmetries of the expected ELBO, Eq. (2) with decoder Eq. (6), as directions.
 
-    Not in the paper (the invariances of Eqs. (2), (6)).  One latent-scale
+    The directions are in ``(mu, log var, log s2)`` at ``(mu, var, s2)``.  One latent-scale
     direction per dimension; a rotation direction for each pair of
     dimensions whose prior and posterior variances agree to ``rtol``.
 

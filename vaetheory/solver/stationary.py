@@ -72,9 +72,9 @@ def fine_order(n: int) -> int:
 
 
 def finer_order(n: int, order: int) -> int:
-    """The next finer Gauss-Hermite order after ``order``: twice it for n = 1, one and a half times otherwise.
+    """The next finer Gauss-Hermite order after ``order``. Not in the paper (numerics).
 
-    Not in the paper (numerics); see :func:`fine_order`.
+    Twice ``order`` for n = 1, one and a half times otherwise; see :func:`fine_order`.
     """
     n = scalar("n", n, positive=True, integer=True)
     order = scalar("order", order, positive=True, integer=True)
