@@ -162,7 +162,8 @@ def verdict(c: Claim) -> str:
 ORDERS_NOTE = (
     "measured: at the finer Gauss-Hermite order q' (each stationary point solved again there, warm-started "
     "from its solution at q; n = 1: q = 24, q' = 48; n = 2: q = 12, q' = 18 per dimension); at q: the same claim "
-    "at order q; change = measured - at q; a verdict that differs between the orders is unresolved"
+    "at order q; change = measured - at q; a verdict that differs between the orders is unresolved, and its point "
+    "is solved at q'' (96; 27) and reported at q'' against q' (each row's details name its orders)"
 )
 
 
