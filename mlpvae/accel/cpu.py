@@ -192,7 +192,9 @@ def bernoulli(logits, x, scale=None):
     _kernel("neg_abs", n)(flat_l, flat_sp)
     ufunc_(np.exp, sp)
     ufunc_(np.log1p, sp)
-    _kernel("bernoulli_mid", n)(flat_l, flat_x, flat_sp, flat_t, logits.dtype.type(0))  # t = x l - softplus(l); sp = l - softplus(l)
+    _kernel("bernoulli_mid", n)(
+        flat_l, flat_x, flat_sp, flat_t, logits.dtype.type(0)
+    )  # t = x l - softplus(l); sp = l - softplus(l)
     logp = t.sum(axis=-1)
     if scale is None:
         return logp, None

@@ -119,7 +119,11 @@ def stepper(params: dict, x, eps_all, config, lr: float = 1e-3):
         init, update = opt.init, lambda g, s: opt.update(g, s)
         note = f"jax {jax.__version__}, jit, optax {optax.__version__} adam"
     else:
-        init = lambda q: (jnp.zeros((), jnp.float32), *({k: jnp.zeros_like(a) for k, a in q.items()},) * 2)  # noqa: E731
+
+        def init(q):
+            zeros = lambda: {k: jnp.zeros_like(a) for k, a in q.items()}  # noqa: E731
+            return jnp.zeros((), jnp.float32), zeros(), zeros()
+
         update = lambda g, s: adam_update(g, s, lr)  # noqa: E731
         note = f"jax {jax.__version__}, jit, Adam written out (optax not importable)"
 
