@@ -15,7 +15,9 @@ NumPy reference's (tested):
   (split across threads, :func:`ufunc_`), the arithmetic between them fused.
 
 The kernels use as many threads as BLAS is given (``OPENBLAS_NUM_THREADS``,
-``OMP_NUM_THREADS``, else every core), at most ``NUMBA_NUM_THREADS``.  Without
+``OMP_NUM_THREADS``, else every core), at most ``NUMBA_NUM_THREADS``;
+``VAETHEORY_CPU_THREADS`` sets their count apart from BLAS's (e.g. 1, to
+compare with BLAS's threads left alone on the cores).  Without
 Numba, or with ``VAETHEORY_FUSED=0``, the plain NumPy code runs.
 """
 
@@ -49,9 +51,13 @@ def enabled(xp) -> bool:
 
 
 def threads() -> int:
-    """The kernels' thread count: BLAS's, from the environment, at most Numba's pool (Not in the paper)."""
+    """The kernels' thread count (Not in the paper): ``VAETHEORY_CPU_THREADS`` when set, else BLAS's from the
+    environment, at most Numba's pool."""
     import numba
 
+    own = os.environ.get("VAETHEORY_CPU_THREADS", "").strip()
+    if own.isdigit() and int(own) > 0:
+        return min(int(own), numba.config.NUMBA_NUM_THREADS)
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         v = os.environ.get(var, "").split(",")[0].strip()
         if v.isdigit() and int(v) > 0:

@@ -70,7 +70,8 @@ def worker_env(threads: int, peer: str) -> dict:
 
     BLAS, OpenMP and Numba read their counts from it at import; XLA's CPU
     client is held to one thread only by its flags (at more threads it uses one
-    per core).  ``ours-numpy`` runs the plain NumPy reference (``VAETHEORY_FUSED=0``).
+    per core).  ``ours-numpy`` runs the plain NumPy reference (``VAETHEORY_FUSED=0``),
+    ``ours-serial-kernels`` our element-wise kernels on one thread (BLAS on ``threads``).
     """
     env = dict(os.environ)
     t = str(int(threads))
@@ -80,6 +81,8 @@ def worker_env(threads: int, peer: str) -> dict:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
     if peer == "ours-numpy":
         env["VAETHEORY_FUSED"] = "0"
+    if peer == "ours-serial-kernels":
+        env["VAETHEORY_CPU_THREADS"] = "1"
     env.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     return env
 

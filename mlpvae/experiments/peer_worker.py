@@ -34,8 +34,17 @@ import numpy as np
 from mlpvae.experiments import bench_profile, peer_jax, peer_torch
 from mlpvae.experiments.bench_timing import gemm_rate, our_stepper, problem
 
-PEERS = ("ours", "ours-numpy", "torch-eager", "torch-eager-fused", "torch-compile", "torch-graph", "jax-jit")
-OURS = ("ours", "ours-numpy")
+PEERS = (
+    "ours",
+    "ours-numpy",
+    "ours-serial-kernels",
+    "torch-eager",
+    "torch-eager-fused",
+    "torch-compile",
+    "torch-graph",
+    "jax-jit",
+)
+OURS = ("ours", "ours-numpy", "ours-serial-kernels")
 
 
 def _ours(mc, params, x, eps_all):
@@ -46,7 +55,11 @@ def _ours(mc, params, x, eps_all):
         st()
         return float(st.total) - before
 
-    path = "NumPy reference (VAETHEORY_FUSED=0)" if os.environ.get("VAETHEORY_FUSED") == "0" else "default CPU path"
+    path = "default CPU path"
+    if os.environ.get("VAETHEORY_FUSED") == "0":
+        path = "NumPy reference (VAETHEORY_FUSED=0)"
+    elif os.environ.get("VAETHEORY_CPU_THREADS"):
+        path = f"element-wise kernels on {os.environ['VAETHEORY_CPU_THREADS']} thread(s)"
     return step, lambda: None, f"ours, numpy {np.__version__}, {path}"
 
 

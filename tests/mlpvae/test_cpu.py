@@ -62,6 +62,20 @@ def test_disabled_without_the_switch_or_off_numpy(monkeypatch):
 
 
 @needs_numba
+def test_kernel_threads_follow_blas_or_their_own_setting(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("VAETHEORY_CPU_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert cpu.threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "4096")
+    import numba
+
+    assert cpu.threads() == numba.config.NUMBA_NUM_THREADS  # never more than Numba's pool
+    monkeypatch.setenv("VAETHEORY_CPU_THREADS", "1")
+    assert cpu.threads() == 1
+
+
+@needs_numba
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bernoulli_kernel_equals_numpy_bit_for_bit(monkeypatch, threads, shape, dtype):

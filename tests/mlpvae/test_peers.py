@@ -111,6 +111,7 @@ def test_worker_env_sets_every_thread_count():
         assert env[var] == "1"
     assert "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
     assert env["VAETHEORY_FUSED"] == "0"
+    assert peer_bench.worker_env(2, "ours-serial-kernels")["VAETHEORY_CPU_THREADS"] == "1"
     assert (
         "VAETHEORY_FUSED" not in peer_bench.worker_env(2, "ours")
         or peer_bench.worker_env(2, "ours")["VAETHEORY_FUSED"] != "0"
