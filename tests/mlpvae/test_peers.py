@@ -20,6 +20,7 @@ from mlpvae.accel import gemm
 from mlpvae.experiments import bench_profile, peer_bench, peer_torch, peer_worker
 from mlpvae.experiments.bench_timing import problem
 from mlpvae.nn import model
+from vaetheory import cli
 
 has = lambda name: importlib.util.find_spec(name) is not None  # noqa: E731
 needs_torch = pytest.mark.skipif(not has("torch"), reason="torch is not importable (optional: pip install torch)")
@@ -183,3 +184,16 @@ def test_profile_counts_the_time_inside_the_matrix_products(monkeypatch):
     per_step = calls[0] / (1 + 3 * 2)  # one untimed call, then three repeats of two
     assert spent >= 2.0 * per_step
     assert gemm.matmul is slow  # put back as found
+
+
+def test_bench_cli_runs_the_peers_it_is_asked_for(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    args = ["bench", "train", "--device", "cpu", "--steps", "2", "--warmup", "1", "--rounds", "1", "--gemm-size", "128"]
+    args += ["--eval-images", "0", "--posteriors", "bilbo", "--peers", "ours-numpy", "--threads", "1"]
+    assert cli.main(args + ["--profile-reps", "0", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())["peers"]
+    assert [(r["n"], r["posterior"], r["threads"]) for r in rep["rows"]] == [(2, "bilbo", 1), (100, "bilbo", 1)]
+    assert all(set(r["peers"]) == {"ours", "ours-numpy"} and "profile" not in r for r in rep["rows"])
+    assert "ours-numpy" in capsys.readouterr().out
+    assert cli.main(args[:-4] + ["--peers", "tensorflow"]) == 2
+    assert cli.main(args[:-2] + ["--threads", "0"]) == 2
