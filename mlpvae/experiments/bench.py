@@ -13,6 +13,11 @@ fraction is the share of the step's time the GEMMs would take at the measured
 rate.  On the CPU, the thread count comes from ``OMP_NUM_THREADS`` and is
 reported.
 
+On the CPU the command also runs the peers side by side, each in a process of
+its own (:mod:`mlpvae.experiments.peer_bench`: PyTorch eager, fused Adam,
+torch.compile, one torch.func graph, JAX jit; loss-checked against ours), and
+then skips the in-process PyTorch comparison below.
+
 When PyTorch is importable (it is an optional comparison, never a dependency),
 the same network, objective, data, noise and initial parameters are also timed
 in PyTorch eager (:mod:`mlpvae.nn.torch_reference`, autograd and ``torch.optim.Adam``;
