@@ -13,6 +13,11 @@ fraction is the share of the step's time the GEMMs would take at the measured
 rate.  On the CPU, the thread count comes from ``OMP_NUM_THREADS`` and is
 reported.
 
+On the CPU the command also runs the peers side by side, each in a process of
+its own (:mod:`mlpvae.experiments.peer_bench`: PyTorch eager, fused Adam,
+torch.compile, one torch.func graph, JAX jit; loss-checked against ours), and
+then skips the in-process PyTorch comparison below.
+
 When PyTorch is importable (it is an optional comparison, never a dependency),
 the same network, objective, data, noise and initial parameters are also timed
 in PyTorch eager (:mod:`mlpvae.nn.torch_reference`, autograd and ``torch.optim.Adam``;
@@ -29,26 +34,25 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 
 from mlpvae.accel import device as dev
-from mlpvae.evidence.iwae import iwae_log_px
+from mlpvae.experiments import peer_bench
 from mlpvae.experiments.bench_timing import (
     blas_threads,
     gemm_rate,
     interleaved,
     our_stepper,
     problem,
+    step_flops,
+    time_eval,
     time_stack,
 )
 from mlpvae.nn import torch_reference
-from mlpvae.nn.batched import elbo_mean
-from mlpvae.nn.model import LIKELIHOODS
+from mlpvae.nn.model import LIKELIHOODS, POSTERIORS
 from mlpvae.training.checkpoint import write_json
 from mlpvae.training.step import device_stream
-from mlpvae.training.streams import STREAM_TEST, generator
 from vaetheory.validate import choice
 
 CONFIGS = [(n, posterior) for n in (2, 100) for posterior in ("learned", "constant", "bilbo")]
@@ -62,22 +66,6 @@ def with_likelihoods(configs, likelihoods) -> list[tuple]:
 def _triple(c) -> tuple:
     """A configuration as ``(n, posterior, likelihood)``, Bernoulli when it names none."""
     return (c[0], c[1], c[2] if len(c) > 2 else "bernoulli")
-
-
-def step_flops(params, B: int, m: int) -> int:
-    """Matrix-multiply FLOPs of one training step of batch ``B`` (Not in the paper).
-
-    Forward + backward, counted from the weight shapes (see the module docstring).
-    """
-    total = 0
-    for name, W in params.items():
-        if "_W" not in name:  # biases; a stack's are (K, fan_out)
-            continue
-        fi, fo = W.shape[-2:]
-        per_model = int(np.prod(W.shape[:-2]))
-        per = 2 * B * fi * fo * per_model
-        total += 3 * per if fi != m else 2 * per  # forward, dW, dh (no dh for the data input)
-    return total
 
 
 def time_steps(
@@ -128,51 +116,6 @@ def time_steps(
         tms = float(np.median(blocks["torch"]))
         r.update(torch_ms_per_step=tms, torch_ms_blocks=blocks["torch"], speedup_vs_torch=tms / ms)
     return r
-
-
-def time_eval(
-    xp,
-    n: int,
-    posterior: str = "learned",
-    images: int = 10000,
-    iwae_k: int = 5000,
-    iwae_images: int = 20,
-    seed: int = 0,
-) -> dict:
-    """Wall time of the evaluation of Sec. 7 on ``images`` random images (Sec. 7; IWAE is Not in the paper).
-
-    The single-sample test ELBO (:func:`mlpvae.experiments.evaluate.elbo_mean`, chunks of
-    2,000 images) is timed on all ``images``; the IWAE bound with ``iwae_k``
-    samples (:func:`mlpvae.evidence.iwae.iwae_log_px`, at most 20,000 (image, sample)
-    pairs decoded at once, so memory is bounded whatever k is) on the first
-    ``iwae_images`` and extrapolated linearly to ``images`` (its cost is the
-    same per image).
-    """
-    mc, params, _, _ = problem(xp, n, posterior, 1, 1, seed)
-    params = {k: xp.asarray(v) for k, v in params.items()}
-    x = xp.asarray(np.random.default_rng(seed + 1).random((images, mc.m), dtype=np.float32))
-    rng = generator(seed, STREAM_TEST, 0, xp)  # the noise is drawn where the arrays live
-    dev.synchronize(xp)
-    t = time.perf_counter()
-    elbo_mean(params, x, mc, rng)
-    dev.synchronize(xp)
-    elbo_s = time.perf_counter() - t
-    iwae_images = min(iwae_images, images)
-    t = time.perf_counter()
-    iwae_log_px(params, x[:iwae_images], mc, rng, k=iwae_k)
-    dev.synchronize(xp)
-    iwae_s = time.perf_counter() - t
-    return {
-        "n": n,
-        "posterior": posterior,
-        "images": images,
-        "elbo_s": elbo_s,
-        "iwae_k": iwae_k,
-        "iwae_images_timed": iwae_images,
-        "iwae_s_timed": iwae_s,
-        "iwae_s_extrapolated": iwae_s * images / iwae_images,
-        "iwae_rows_per_chunk": 20000,
-    }
 
 
 def bench(
@@ -360,6 +303,31 @@ def add_arguments(parser) -> None:
         metavar="K",
         help="also time K models trained as one stack against one by one (default: skip)",
     )
+    parser.add_argument(
+        "--posteriors",
+        default=",".join(POSTERIORS),
+        metavar="P1,P2",
+        help="posterior modes to time, each at n = 2 and n = 100 (default learned,constant,bilbo)",
+    )
+    parser.add_argument(
+        "--peers",
+        default="all",
+        metavar="P1,P2",
+        help="CPU only: implementations timed side by side, each in its own process: all (default), none, or "
+        f"some of {','.join(peer_bench.PEERS)} (ours is always included); replaces the in-process PyTorch comparison",
+    )
+    parser.add_argument(
+        "--threads",
+        default=None,
+        metavar="T1,T2",
+        help="thread counts of the peer comparison (default: the BLAS threads of this process, see OMP_NUM_THREADS)",
+    )
+    parser.add_argument(
+        "--profile-reps",
+        type=int,
+        default=20,
+        help="steps per repeat of the per-phase profile of our step in the peer comparison, 0 to skip (default 20)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON (default: print only)")
 
 
@@ -371,17 +339,23 @@ def run(args) -> int:
     """
     try:
         likelihoods = [choice("--likelihoods", v.strip(), LIKELIHOODS) for v in args.likelihoods.split(",")]
+        posteriors = [choice("--posteriors", v.strip(), POSTERIORS) for v in args.posteriors.split(",")]
+        peers = peer_bench.peer_list(args.peers)
+        threads = peer_bench.thread_list(args.threads, blas_threads())
     except ValueError as exc:
         print(f"vaetheory bench train: {exc}", file=sys.stderr)
         return 2
+    configs = with_likelihoods([c for c in CONFIGS if c[1] in posteriors], likelihoods)
+    cpu = args.device == "cpu" or (args.device == "auto" and dev.select("auto")[0] is np)
+    peers = peers if cpu else []
     rep = bench(
         args.device,
         args.steps,
         args.warmup,
         args.batch_size,
         args.gemm_size,
-        torch=not args.no_torch,
-        configs=with_likelihoods(CONFIGS, likelihoods),
+        torch=not args.no_torch and not peers,
+        configs=configs,
         rounds=args.rounds,
         eval_images=args.eval_images,
         iwae_k=args.iwae_k,
@@ -389,6 +363,18 @@ def run(args) -> int:
         stack=args.stack,
     )
     print(format_report(rep))
+    if peers:
+        rep["peers"] = peer_bench.run_peers(
+            configs,
+            peers,
+            threads,
+            args.batch_size,
+            args.steps,
+            args.warmup,
+            args.rounds,
+            profile_reps=args.profile_reps,
+        )
+        print(peer_bench.format_peers(rep["peers"]))
     if args.json:
         write_json(args.json, rep)
     return 0

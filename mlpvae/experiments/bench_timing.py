@@ -18,9 +18,12 @@ import time
 import numpy as np
 
 from mlpvae.accel import device as dev
+from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.nn import adam, model
+from mlpvae.nn.batched import elbo_mean
 from mlpvae.nn.stacking import stack
 from mlpvae.training.step import TrainingStep
+from mlpvae.training.streams import STREAM_TEST, generator
 
 
 def gemm_rate(xp, size: int, dtype=np.float32, repeats: int = 3, shape=None) -> float:
@@ -59,6 +62,22 @@ def blas_threads() -> int:
     return os.cpu_count() or 1
 
 
+def step_flops(params, B: int, m: int) -> int:
+    """Matrix-multiply FLOPs of one training step of batch ``B`` (Not in the paper).
+
+    Forward + backward, counted from the weight shapes (see :mod:`mlpvae.experiments.bench`'s docstring).
+    """
+    total = 0
+    for name, W in params.items():
+        if "_W" not in name:  # biases; a stack's are (K, fan_out)
+            continue
+        fi, fo = W.shape[-2:]
+        per_model = int(np.prod(W.shape[:-2]))
+        per = 2 * B * fi * fo * per_model
+        total += 3 * per if fi != m else 2 * per  # forward, dW, dh (no dh for the data input)
+    return total
+
+
 def problem(xp, n: int, posterior: str, B: int, count: int, seed: int, likelihood: str = "bernoulli"):
     """A random problem from ``seed``: config, float32 parameters, data and noise (Not in the paper).
 
@@ -76,8 +95,9 @@ def problem(xp, n: int, posterior: str, B: int, count: int, seed: int, likelihoo
 def our_stepper(xp, mc, params, x, eps_all):
     """A closure doing one of our training steps (forward, hand-written backward, Adam) per call (Not in the paper).
 
-    The parameters are copied; the closure's ``params`` attribute holds the copies it updates.
-    Call ``k`` uses the noise ``eps_all[k % len(eps_all)]``.
+    The parameters are copied; the closure's ``params`` attribute holds the copies it updates, its
+    ``total`` the running sum of the losses (a float64 0-d array).  Call ``k`` uses the noise
+    ``eps_all[k % len(eps_all)]``.
     """
     params = {k: xp.asarray(v.copy()) for k, v in params.items()}
     x, eps_all = xp.asarray(x), xp.asarray(eps_all)
@@ -93,6 +113,7 @@ def our_stepper(xp, mc, params, x, eps_all):
         count[0] += 1
 
     step.params = params
+    step.total = one.total
     return step
 
 
@@ -198,3 +219,48 @@ def time_stack(
             "apart_ms_blocks": blocks["apart"],
         }
     return out
+
+
+def time_eval(
+    xp,
+    n: int,
+    posterior: str = "learned",
+    images: int = 10000,
+    iwae_k: int = 5000,
+    iwae_images: int = 20,
+    seed: int = 0,
+) -> dict:
+    """Wall time of the evaluation of Sec. 7 on ``images`` random images (Sec. 7; IWAE is Not in the paper).
+
+    The single-sample test ELBO (:func:`mlpvae.experiments.evaluate.elbo_mean`, chunks of
+    2,000 images) is timed on all ``images``; the IWAE bound with ``iwae_k``
+    samples (:func:`mlpvae.evidence.iwae.iwae_log_px`, at most 20,000 (image, sample)
+    pairs decoded at once, so memory is bounded whatever k is) on the first
+    ``iwae_images`` and extrapolated linearly to ``images`` (its cost is the
+    same per image).
+    """
+    mc, params, _, _ = problem(xp, n, posterior, 1, 1, seed)
+    params = {k: xp.asarray(v) for k, v in params.items()}
+    x = xp.asarray(np.random.default_rng(seed + 1).random((images, mc.m), dtype=np.float32))
+    rng = generator(seed, STREAM_TEST, 0, xp)  # the noise is drawn where the arrays live
+    dev.synchronize(xp)
+    t = time.perf_counter()
+    elbo_mean(params, x, mc, rng)
+    dev.synchronize(xp)
+    elbo_s = time.perf_counter() - t
+    iwae_images = min(iwae_images, images)
+    t = time.perf_counter()
+    iwae_log_px(params, x[:iwae_images], mc, rng, k=iwae_k)
+    dev.synchronize(xp)
+    iwae_s = time.perf_counter() - t
+    return {
+        "n": n,
+        "posterior": posterior,
+        "images": images,
+        "elbo_s": elbo_s,
+        "iwae_k": iwae_k,
+        "iwae_images_timed": iwae_images,
+        "iwae_s_timed": iwae_s,
+        "iwae_s_extrapolated": iwae_s * images / iwae_images,
+        "iwae_rows_per_chunk": 20000,
+    }

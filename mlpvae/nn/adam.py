@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlpvae.accel import fused
+from mlpvae.accel import cpu, fused
 from vaetheory import validate as V
 from vaetheory.xp import array_namespace
 
@@ -57,7 +57,11 @@ class Adam:
             return
         c1 = 1.0 - b1**self.t
         c2 = 1.0 - b2**self.t
+        one_pass = cpu.enabled(xp)
         for k, p in params.items():
+            if one_pass and all(a.flags.c_contiguous for a in (p, grads[k], self.m[k], self.v[k])):
+                cpu.adam_(p, grads[k], self.m[k], self.v[k], b1, b2, self.eps, self.lr / c1, c2)
+                continue
             g, m, v, buf = grads[k], self.m[k], self.v[k], self._buf[k]
             m *= b1
             xp.multiply(g, 1.0 - b1, out=buf)

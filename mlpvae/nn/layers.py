@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlpvae.accel import fused, gemm
+from mlpvae.accel import cpu, fused, gemm
 from vaetheory.xp import array_namespace
 
 
@@ -62,8 +62,11 @@ def relu_(a):
 
 def relu_backward_(g, h):
     """Multiply ``g`` in place by ReLU's derivative, given the ReLU *output* ``h`` (h > 0 iff a > 0)."""
-    if fused.enabled(array_namespace(g)):
+    xp = array_namespace(g)
+    if fused.enabled(xp):
         return fused.relu_backward_(g, h)
+    if cpu.enabled(xp) and g.flags.c_contiguous and h.flags.c_contiguous and g.shape == h.shape:
+        return cpu.relu_backward_(g, h)
     g *= h > 0
     return g
 
@@ -99,8 +102,13 @@ def trunk_forward(params, prefix: str, h, count: int):
     ``hs[0] = h`` and ``hs[i + 1] = relu(hs[i] @ W_i + b_i)``.
     """
     hs = [h]
+    one_pass = cpu.enabled(array_namespace(h))
     for i in range(count):
-        hs.append(relu_(dense(hs[-1], params[f"{prefix}_W{i}"], params[f"{prefix}_b{i}"])))
+        W, b = params[f"{prefix}_W{i}"], params[f"{prefix}_b{i}"]
+        if one_pass:
+            hs.append(cpu.bias_relu_(gemm.matmul(hs[-1], W), b))
+        else:
+            hs.append(relu_(dense(hs[-1], W, b)))
     return hs
 
 

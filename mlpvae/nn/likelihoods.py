@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from mlpvae.accel import fused
+from mlpvae.accel import cpu, fused
 from mlpvae.nn.layers import sigmoid, softplus
 from vaetheory.xp import array_namespace
 
@@ -33,6 +33,8 @@ def bernoulli(logits, x, scale=None):
     xp = array_namespace(logits, x)
     if fused.enabled(xp):
         return fused.bernoulli(logits, x, scale)
+    if cpu.enabled(xp) and logits.shape == x.shape and logits.flags.c_contiguous and x.flags.c_contiguous:
+        return cpu.bernoulli(logits, x, scale)
     sp = softplus(logits)
     t = x * logits
     t -= sp

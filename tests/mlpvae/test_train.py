@@ -241,11 +241,14 @@ def test_bench_cli_reports_every_configuration(tmp_path):
         "1",
         "--gemm-size",
         "256",
+        "--peers",
+        "none",  # the side-by-side peers are tested in tests/mlpvae/test_peers.py
         "--json",
         str(tmp_path / "b.json"),
     )
     assert p.returncode == 0, p.stderr
     rep = json.loads((tmp_path / "b.json").read_text())
+    assert "peers" not in rep
     assert [(r["n"], r["posterior"]) for r in rep["results"]] == [
         (2, "learned"),
         (2, "constant"),

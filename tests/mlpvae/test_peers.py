@@ -1,0 +1,199 @@
+"""`vaetheory bench train`'s peers (mlpvae.experiments.peer_bench, peer_worker, peer_torch, peer_jax,
+bench_profile): every peer trains the same model as ours (Sec. 7).
+
+A peer is checked by its first three losses from the same weights, batch and
+noise against ours (an independent implementation of the same objective: JAX
+or PyTorch autograd and their Adam against our hand-written gradients and
+Adam).  Tests needing an optional library skip, saying so, when it is absent.
+No test measures speed.
+"""
+
+import importlib.util
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import TOL
+
+from mlpvae.accel import gemm
+from mlpvae.experiments import bench_profile, peer_bench, peer_torch, peer_worker
+from mlpvae.experiments.bench_timing import problem
+from mlpvae.nn import model
+from vaetheory import cli
+
+has = lambda name: importlib.util.find_spec(name) is not None  # noqa: E731
+needs_torch = pytest.mark.skipif(not has("torch"), reason="torch is not importable (optional: pip install torch)")
+needs_jax = pytest.mark.skipif(not has("jax"), reason="jax is not importable (optional: pip install jax optax)")
+
+
+def _losses(peer, mc, params, x, eps_all):
+    step, sync, note = peer_worker.build(peer, mc, params, x, eps_all, 1)
+    out = [float(step(k)) for k in range(3)]
+    sync()
+    assert note
+    return out
+
+
+def _check(mc, params, x, eps_all, peer):
+    ours = _losses("ours", mc, params, x, eps_all)
+    theirs = _losses(peer, mc, params, x, eps_all)
+    assert ours[0] == pytest.approx(theirs[0], rel=TOL["peer_loss_f32"]), peer
+    assert ours[1:] == pytest.approx(theirs[1:], rel=TOL["peer_loss_f32_later"]), peer
+    assert peer_bench.loss_check(ours, theirs)["same_loss"]
+    assert len(set(ours)) == 3  # the steps moved the weights
+
+
+def _small(n, posterior, likelihood="bernoulli", B=40, **kw):
+    mc = model.ModelConfig(n=n, posterior=posterior, likelihood=likelihood, **kw)
+    rng = np.random.default_rng(5)
+    params = model.init_params(mc, rng, dtype=np.float32)
+    return mc, params, rng.random((B, mc.m), dtype=np.float32), rng.standard_normal((3, B, n), dtype=np.float32)
+
+
+@needs_jax
+@pytest.mark.parametrize("posterior", model.POSTERIORS)
+@pytest.mark.parametrize("likelihood", model.LIKELIHOODS)
+def test_jax_peer_trains_the_same_model_eq1_eq2_eq24_eq26_eq29(posterior, likelihood):
+    _check(*_small(3, posterior, likelihood), "jax-jit")
+
+
+@needs_jax
+def test_jax_peer_without_optax_uses_the_same_adam(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "optax", None)  # import optax now raises ImportError
+    mc, params, x, eps_all = _small(2, "learned", latent_scale=3.0)
+    _check(mc, params, x, eps_all, "jax-jit")
+
+
+@needs_torch
+@pytest.mark.parametrize("peer", ["torch-eager", "torch-eager-fused"])
+@pytest.mark.parametrize("posterior", model.POSTERIORS)
+def test_torch_eager_peers_train_the_same_model_eq1_eq2_eq24(peer, posterior):
+    _check(*_small(2, posterior), peer)
+
+
+@needs_torch
+@pytest.mark.parametrize("peer", ["torch-compile", "torch-graph"])
+def test_torch_compiled_peers_train_the_same_model_eq2(peer):
+    # One small network each: compilation, not the arithmetic, is what these add.
+    _check(*_small(2, "constant", layers=2, hidden=16), peer)
+
+
+def test_torch_peers_need_torch_only_when_built():
+    assert callable(peer_torch.eager) and "torch" not in peer_torch.__dict__
+
+
+def test_loss_check_accepts_round_off_and_rejects_a_different_loss():
+    ours = [540.0, 539.0, 538.0]
+    assert peer_bench.loss_check(ours, [540.0 * (1 + 2e-7), 539.0, 538.0 * (1 + 5e-5)])["same_loss"]
+    assert not peer_bench.loss_check(ours, [540.0 * (1 + 3e-5), 539.0, 538.0])["same_loss"]
+    assert not peer_bench.loss_check(ours, [540.0, 539.0 * (1 + 3e-4), 538.0])["same_loss"]
+    assert peer_bench.loss_check(ours, ours)["step1_diff_f32_ulps"] == 0
+
+
+def test_peer_and_thread_lists_parse_and_reject_bad_input():
+    assert peer_bench.peer_list("none") == []
+    assert peer_bench.peer_list("all") == list(peer_worker.PEERS)
+    assert peer_bench.peer_list("jax-jit, ours") == ["jax-jit", "ours"]
+    with pytest.raises(ValueError, match="--peers"):
+        peer_bench.peer_list("tensorflow")
+    assert peer_bench.thread_list(None, 3) == [3]
+    assert peer_bench.thread_list("1,2", 3) == [1, 2]
+    for bad in ("0", "a", "1,,2"):
+        with pytest.raises(ValueError, match="--threads"):
+            peer_bench.thread_list(bad, 1)
+
+
+def test_worker_env_sets_every_thread_count():
+    env = peer_bench.worker_env(1, "ours-numpy")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        assert env[var] == "1"
+    assert "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
+    assert env["VAETHEORY_FUSED"] == "0"
+    assert peer_bench.worker_env(2, "ours-serial-kernels")["VAETHEORY_CPU_THREADS"] == "1"
+    assert (
+        "VAETHEORY_FUSED" not in peer_bench.worker_env(2, "ours")
+        or peer_bench.worker_env(2, "ours")["VAETHEORY_FUSED"] != "0"
+    )
+
+
+class _Missing:
+    def __init__(self, spec):
+        self.ready = {"missing": f"ImportError: No module named {spec['peer']!r}"}
+
+    def close(self):
+        pass
+
+
+def test_a_missing_peer_is_reported_not_dropped(monkeypatch):
+    monkeypatch.setattr(peer_bench, "Worker", _Missing)
+    spec = dict(n=2, posterior="learned", likelihood="bernoulli", batch=8, threads=1)
+    row = peer_bench.compare_config(spec, ["ours", "jax-jit"], rounds=1, steps=1, profile_reps=0, gemm=False)
+    assert row["peers"]["jax-jit"] == {"status": "missing", "reason": "ImportError: No module named 'jax-jit'"}
+    assert "missing" in peer_bench.format_peers(
+        {"cpu_model": "x", "cpu_count": 1, "batch": 8, "rounds": 1, "threads": [1], "gemm": {}, "rows": [row]}
+    )
+
+
+def test_worker_answers_missing_when_the_library_is_absent(monkeypatch, capsys):
+    def absent(*a, **k):
+        raise ImportError("No module named 'jax'")
+
+    monkeypatch.setattr(peer_worker, "build", absent)
+    out = []
+    spec = dict(
+        peer="jax-jit", n=2, posterior="learned", likelihood="bernoulli", batch=4, seed=0, noise=2, warmup=0, threads=1
+    )
+    peer_worker.serve(spec, type("W", (), {"write": lambda self, s: out.append(s), "flush": lambda self: None})())
+    assert json.loads(out[0]) == {"missing": "ImportError: No module named 'jax'"}
+
+
+def test_side_by_side_run_in_processes_checks_times_and_profiles():
+    rep = peer_bench.run_peers(
+        [(2, "bilbo", "bernoulli")], ["ours-numpy"], threads=(1,), B=16, steps=2, warmup=1, rounds=2, profile_reps=1
+    )
+    row = rep["rows"][0]
+    ours, ref = row["peers"]["ours"], row["peers"]["ours-numpy"]
+    assert ours["status"] == ref["status"] == "timed"
+    assert ref["losses"] == ours["losses"]  # the accelerated path is bit for bit the NumPy reference
+    assert ref["check"]["same_loss"] and ours["ratio_to_ours"] == 1.0
+    assert len(ours["ms_blocks"]) == 2 and ours["ms_per_step"] == min(ours["ms_blocks"])
+    assert set(row["profile"]) >= {"step", "gemm", "elementwise", "adam", "python", "batch_gather"}
+    assert row["gemm"]["gemm_large_gflop_s"] > 0 and rep["gemm"][1] == row["gemm"]
+    assert any(p.get("internal_api") for p in ours["threadpools"])
+    assert rep["cpu_model"] and len(row["load_before"]) == 3
+    json.dumps(rep)
+    text = peer_bench.format_peers(rep)
+    assert "ours-numpy" in text and "profile ms" in text
+
+
+def test_profile_counts_the_time_inside_the_matrix_products(monkeypatch):
+    mc, params, x, eps_all = problem(np, 2, "learned", 8, 2, 0)
+    calls = [0]
+    inner = gemm.matmul
+
+    def slow(*a, **k):
+        calls[0] += 1
+        time.sleep(0.002)
+        return inner(*a, **k)
+
+    monkeypatch.setattr(gemm, "matmul", slow)
+    spent = bench_profile.gemm_ms(mc, params, x, eps_all, reps=2)
+    per_step = calls[0] / (1 + 3 * 2)  # one untimed call, then three repeats of two
+    assert spent >= 2.0 * per_step
+    assert gemm.matmul is slow  # put back as found
+
+
+def test_bench_cli_runs_the_peers_it_is_asked_for(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    args = ["bench", "train", "--device", "cpu", "--steps", "2", "--warmup", "1", "--rounds", "1", "--gemm-size", "128"]
+    args += ["--eval-images", "0", "--posteriors", "bilbo", "--peers", "ours-numpy", "--threads", "1"]
+    assert cli.main(args + ["--profile-reps", "0", "--json", str(out)]) == 0
+    rep = json.loads(out.read_text())["peers"]
+    assert [(r["n"], r["posterior"], r["threads"]) for r in rep["rows"]] == [(2, "bilbo", 1), (100, "bilbo", 1)]
+    assert all(set(r["peers"]) == {"ours", "ours-numpy"} and "profile" not in r for r in rep["rows"])
+    assert "ours-numpy" in capsys.readouterr().out
+    assert cli.main(args[:-4] + ["--peers", "tensorflow"]) == 2
+    assert cli.main(args[:-2] + ["--threads", "0"]) == 2
