@@ -1,4 +1,4 @@
-"""The synthetic problems ``vaetheory verify`` solves: the default set and two sweeps.
+"""The synthetic problems ``vaetheory verify`` solves: the default set and two sweeps; the m >> n problems.
 
 Each problem is a dict: ``name``, data ``x (N, m)``, latent dimension ``n``,
 and what the sweep varies (``curvature``, ``N``) or the data covariance
@@ -56,4 +56,24 @@ def density_sweep(seed: int, quick: bool) -> list[dict]:
         rng = np.random.default_rng([seed, 6])
         x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=0.3, noise=1.0)
         out.append(dict(name=f"curve-N{N}", x=x, n=1, N=N))
+    return out
+
+
+def regime_problems(seed: int) -> list[dict]:
+    """The paper's own regime (Sec. 4.3, "Magnitude of the Penalty"): a 1- or 2-dimensional manifold in m >> n.
+
+    A curve (n = 1) in m = 20, 50, 100 and a surface (n = 2) in m = 20, each with
+    unit Gaussian noise in all m dimensions and N in the hundreds.  Not in the
+    default run: with the optimal decoder Eq. (6) these data memorise (every
+    example is about sqrt(2 m) noise standard deviations from its neighbours),
+    and a memorising solve takes minutes (docs/findings.md, "The paper's regime").
+    """
+    out = []
+    for m in (20, 50, 100):
+        rng = np.random.default_rng([seed, 10, m])
+        x, _ = syn.manifold(200, 1, m, rng, scale=3.0, curvature=0.3, noise=1.0)
+        out.append(dict(name=f"curve-m{m}-n1-N200", x=x, n=1, about=f"parabola in m = {m}, unit noise"))
+    rng = np.random.default_rng([seed, 11, 20])
+    x, _ = syn.manifold(150, 2, 20, rng, scale=3.0, curvature=0.3, noise=1.0)
+    out.append(dict(name="surface-m20-n2-N150", x=x, n=2, about="paraboloid surface in m = 20, unit noise"))
     return out
