@@ -35,27 +35,45 @@ def default_problems(seed: int, quick: bool) -> list[dict]:
 
 
 def curvature_sweep(seed: int, quick: bool) -> list[dict]:
-    """The curve problem at increasing curvature (decoder less smooth), a few data draws each."""
+    """The curve problem at increasing curvature (decoder less smooth), several data draws each.
+
+    Draw ``d`` uses the same intrinsic coordinates and noise at every curvature, so the draws pair across
+    the sweep.  The first two draws are solved with both posterior variances (the table and the penalty
+    plot); the extra draws at the two ends of the sweep (``pair=False``: the constant variance only, which
+    is what ``smoothness`` compares) give its confidence interval :data:`SWEEP_DRAWS` draws.
+    """
     N = 40 if quick else 96
     kappas = [0.0, 0.4, 1.2] if quick else [0.0, 0.2, 0.4, 0.8, 1.6]
     draws = 1 if quick else 2
     out = []
     for k in kappas:
-        for d in range(draws):
+        for d in range(SWEEP_DRAWS[quick]):
+            if d >= draws and k not in (kappas[0], kappas[-1]):
+                continue
             rng = np.random.default_rng([seed, 4, d])
             x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=k, noise=1.0)
-            out.append(dict(name=f"curve-k{k:g}-N{N}-draw{d}", x=x, n=1, curvature=k))
+            out.append(dict(name=f"curve-k{k:g}-N{N}-draw{d}", x=x, n=1, curvature=k, draw=d, pair=d < draws))
     return out
 
 
+# Data draws per setting of the sweeps that put a confidence interval on a ratio, by ``quick``.
+SWEEP_DRAWS = {False: 6, True: 3}
+
+
 def density_sweep(seed: int, quick: bool) -> list[dict]:
-    """The curve problem with more and more examples (the decoder gets smoother as data gets denser)."""
-    sizes = [24, 48] if quick else [48, 96, 192, 320]
+    """The curve problem with more and more examples (the decoder gets smoother as data gets denser).
+
+    :data:`SWEEP_DRAWS` data draws at the smallest and the largest size (``density`` compares those),
+    the first draw also at the sizes between (the table and plot); draw ``d`` of size N holds the first
+    N examples of one generator stream, so the draws pair across sizes (the denser set contains the
+    sparser one).
+    """
+    sizes = [24, 48] if quick else [48, 96, 192]
     out = []
-    for N in sizes:
-        rng = np.random.default_rng([seed, 6])
-        x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=0.3, noise=1.0)
-        out.append(dict(name=f"curve-N{N}", x=x, n=1, N=N))
+    for d in range(SWEEP_DRAWS[quick]):
+        x_all, _ = syn.manifold(sizes[-1], 1, 2, np.random.default_rng([seed, 6, d]), scale=3.0, curvature=0.3)
+        for N in sizes if d == 0 else (sizes[0], sizes[-1]):
+            out.append(dict(name=f"curve-N{N}-draw{d}", x=x_all[:N], n=1, N=N, draw=d))
     return out
 
 

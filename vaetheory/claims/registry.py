@@ -67,6 +67,10 @@ class Claim:
     description: str
     condition: str
     details: dict = field(default_factory=dict)
+    # At two quadrature orders (vaetheory.claims.convergence): the coarse order's measurement, and whether
+    # the verdict is the same at both (an unresolved verdict is neither "holds" nor "off").
+    measured_coarse: float | None = None
+    resolved: bool = True
 
 
 def make_claim(id, equations, problem, measured, threshold, kind, description, condition, **details) -> Claim:
@@ -150,9 +154,14 @@ class PairCase:
 
 @dataclass
 class SweepCase:
-    """The rows of a sweep (one dict of errors per setting, in sweep order)."""
+    """The rows of a sweep (one dict of errors per setting, in sweep order), and every data draw's row.
+
+    ``draws`` holds one dict per solved data set (its setting, ``draw`` index and errors); the claims
+    that compare settings pair the draws by index and put a confidence interval on the ratio.
+    """
 
     rows: list
+    draws: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)

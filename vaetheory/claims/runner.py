@@ -111,7 +111,15 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
                 figs["collapse"].append(dict(name=p["name"] + " nonparametric", M_over_s2=md["M"] / sd.s2, lam=lam))
 
     draws: dict = {}
+    sweep_draws = []
     for p in sweep:
+        if not p["pair"]:
+            # Extra draws for smoothness's confidence interval: the constant variance only.
+            sc = find_stationary_point(p["x"], 1, rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
+            errors = sweep_errors(measure(sc), CURVATURE_COLUMNS)
+            sweep_draws.append(dict(curvature=p["curvature"], draw=p["draw"], **errors))
+            bar.update(2)
+            continue
         (sd, md), (sc, mc) = solve_pair(p)
         # Smoothness measures at the constant-variance points: per-example variances add isolated
         # memorising posteriors whose number varies between draws and swamps the trend.
@@ -121,6 +129,7 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
             penalty_measured=measured_penalty(md, mc),
         )
         draws.setdefault(p["curvature"], []).append(row)
+        sweep_draws.append(dict(curvature=p["curvature"], draw=p["draw"], **sweep_errors(mc, CURVATURE_COLUMNS)))
         figs["penalty"].append(
             dict(name=p["name"], predicted=row["penalty_predicted"], measured=row["penalty_measured"])
         )
@@ -135,9 +144,10 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
         sp = find_stationary_point(p["x"], 1, rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
         md = measure(sp)
         bar.update(1)
-        dens.append(dict(N=p["N"], **sweep_errors(md, DENSITY_COLUMNS)))
-    figs["density"] = dens
-    out += _run_scope("density", SweepCase(dens), wanted)
-    out += _run_scope("curvature", SweepCase(rows), wanted)
+        dens.append(dict(N=p["N"], draw=p["draw"], **sweep_errors(md, DENSITY_COLUMNS)))
+    # The table and plot: the first draw at every size.
+    figs["density"] = [{k: v for k, v in r.items() if k != "draw"} for r in dens if r["draw"] == 0]
+    out += _run_scope("density", SweepCase(figs["density"], dens), wanted)
+    out += _run_scope("curvature", SweepCase(rows, sweep_draws), wanted)
     bar.close()
     return out, figs
