@@ -5,11 +5,10 @@ the two stationary points of one problem.  The diagonal solve starts from the
 constant one, so at the solve's quadrature order the cost is >= 0; the claims
 read both ELBOs at a finer reference order (:func:`vaetheory.claims.measure.measure`),
 where it can be slightly negative when the diagonal solve has exploited the
-coarse rule (narrow posteriors it resolves poorly).  On ``--quick``'s
-``gauss-m4-n2-N40`` at seed 0, for example, the cost is +0.0153 nats at the
-solve's order 12 and -0.0019, -0.0021, -0.0022 nats at orders 24, 36, 48
-(docs/findings.md): a discretisation artefact of the order-12 diagonal point,
-not a constant variance beating per-example ones.  Eq. (22)'s log ratio is then
+coarse rule (narrow posteriors it resolves poorly): a discretisation
+artefact of the diagonal point, not a constant variance beating per-example
+ones (``--quick``'s first problem is such a case; docs/findings.md,
+``validation/scripts/eq22_orders.py``).  Eq. (22)'s log ratio is then
 undefined and reported as inf with a footnote.
 """
 
