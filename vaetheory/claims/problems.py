@@ -57,7 +57,7 @@ def curvature_sweep(seed: int, quick: bool) -> list[dict]:
 
 
 # Data draws per setting of the sweeps that put a confidence interval on a ratio, by ``quick``.
-SWEEP_DRAWS = {False: 6, True: 3}
+SWEEP_DRAWS = {False: 4, True: 3}
 
 
 def density_sweep(seed: int, quick: bool) -> list[dict]:
