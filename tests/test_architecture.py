@@ -20,7 +20,17 @@ PACKAGES = ("vaetheory", "mlpvae")
 # Lowest first.  A module belongs to the first layer with a prefix matching its dotted name;
 # the vaetheory modules not named elsewhere are the paper's equations.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("vaetheory.xp", "vaetheory.validate", "vaetheory.numerics", "vaetheory.covariance", "mlpvae.configs")),
+    (
+        "base",
+        (
+            "vaetheory.xp",
+            "vaetheory.validate",
+            "vaetheory.numerics",
+            "vaetheory.covariance",
+            "vaetheory.plotting",
+            "mlpvae.configs",
+        ),
+    ),
     ("command line", ("vaetheory.cli", "vaetheory.__main__")),
     ("claims and benchmarks", ("vaetheory.claims", "vaetheory.bench", "vaetheory.equations")),
     ("solver", ("vaetheory.solver",)),

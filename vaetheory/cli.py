@@ -26,7 +26,7 @@ COMMANDS: list[tuple[tuple[str, ...], str, str]] = [
     (("evaluate",), "mlpvae.experiments.evaluate", "test ELBO, importance-sampled log p(x), active units, plots"),
     (
         ("analyze",),
-        "mlpvae.experiments.analyze",
+        "mlpvae.experiments.analyze_runs",
         "the paper's claims on a trained run: log p(x) vs ELBO, Eqs. (16), (22), (6)",
     ),
     (("reproduce",), "mlpvae.experiments.reproduce", "run one paper figure's TOML config and record its results"),

@@ -31,6 +31,7 @@ PAPER_MODULES = [
     "vaetheory.objectives",
     "vaetheory.linear",
     "vaetheory.solver.stationary",
+    "vaetheory.solver.certificate",
 ]
 
 _EQ_GROUP = re.compile(r"Eqs?\.\s*((?:\(\d+\)(?:\s*(?:-|–|,|and|to)\s*)?)+)")

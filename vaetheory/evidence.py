@@ -66,8 +66,10 @@ def log_evidence(x, z, nu_z, J, s2):
 
     Parameters
     ----------
-    x : (N, m) data.  z : (N, n) latent points (the posterior modes).
-    nu_z : (N, m) decoder means nu(z).  J : (N, m, n) decoder Jacobians at z.
+    x : (N, m) data.
+    z : (N, n) latent points (the posterior modes).
+    nu_z : (N, m) decoder means nu(z).
+    J : (N, m, n) decoder Jacobians at z.
     s2 : S^2, diagonal (n,) or full (n, n).
 
     Returns
@@ -94,8 +96,10 @@ def log_evidence_general(x, mu, nu_mu, J, s2, T):
 
     Parameters
     ----------
-    x : (N, m) data.  mu : (N, n) posterior modes.
-    nu_mu : (N, m) decoder means.  J : (N, m, n) decoder Jacobians at mu.
+    x : (N, m) data.
+    mu : (N, n) posterior modes.
+    nu_mu : (N, m) decoder means.
+    J : (N, m, n) decoder Jacobians at mu.
     s2 : S^2, diagonal (n,) or full (n, n).
     T : likelihood variance: a positive scalar (T = t I), an (m,) diagonal,
         per-example diagonals (N, m), a shared full (m, m) / (1, m, m), or
@@ -121,7 +125,8 @@ def log_evidence_noiseless(mu, J, s2):
 
     Parameters
     ----------
-    mu : (N, n) latent points.  J : (N, n, n) square decoder Jacobians.
+    mu : (N, n) latent points.
+    J : (N, n, n) square decoder Jacobians.
     s2 : S^2, diagonal (n,) or full (n, n).
 
     Returns
@@ -159,7 +164,8 @@ def evidence_gap(var, s2, J):
     Parameters
     ----------
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
-    s2 : S^2, diagonal (n,) or full (n, n).  J : (N, m, n) decoder Jacobians.
+    s2 : S^2, diagonal (n,) or full (n, n).
+    J : (N, m, n) decoder Jacobians.
 
     Returns
     -------
@@ -194,7 +200,8 @@ def true_posterior_covariance(s2, J):
 
     Parameters
     ----------
-    s2 : S^2, diagonal (n,) or full (n, n).  J : (N, m, n) decoder Jacobians.
+    s2 : S^2, diagonal (n,) or full (n, n).
+    J : (N, m, n) decoder Jacobians.
 
     Returns
     -------

@@ -81,6 +81,8 @@ class LinearDecoder:
     W : (m, n) decoder matrix (its Jacobian J everywhere).
     b : (m,) offset.
 
+    Notes
+    -----
     Calling ``dec(z)`` with z (..., n) returns nu(z) (..., m).
     """
 
@@ -314,10 +316,12 @@ def elbo_local_linear(x, mu, var, s2, nu_mu, J):
 
     Parameters
     ----------
-    x : (N, m) data.  mu : (N, n) posterior means.
+    x : (N, m) data.
+    mu : (N, n) posterior means.
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
     s2 : S^2, diagonal (n,) or full (n, n).
-    nu_mu : (N, m) decoder means nu(mu).  J : (N, m, n) decoder Jacobians at mu.
+    nu_mu : (N, m) decoder means nu(mu).
+    J : (N, m, n) decoder Jacobians at mu.
 
     Returns
     -------

@@ -277,22 +277,25 @@ def _relative_gradient(op, rng, budget, batch, eta0, t0):
     return L, np.array(values)
 
 
-def _krylov_preconditioner(op, rng, d, budget, depth=None):
+def _krylov_preconditioner(op, rng, d, budget, depth=None, complement="eq19", trace_share=0.25):
     """Low-rank part of Sigma: the exact Eq. (19) minimiser given a block-Krylov subspace.
 
     With ``B0 = D^1/2 A D^1/2`` and an orthonormal basis ``Q`` (n, r) of the
     block Krylov space ``[W, B0 W, ..., B0^(q-1) W]`` (``W`` Gaussian, q*b
-    matvecs, about 3/4 of ``budget``), Eq. (19) over
+    matvecs, ``1 - trace_share`` of ``budget``), Eq. (19) over
     ``M = Q X Q^T + alpha (I - Q Q^T)`` is minimised by ``X = (Q^T B0 Q)^-1``
     and ``alpha = (n - r) / tr((I - QQ^T) B0)``.  The trace of the complement
     is estimated by Hutchinson with the remaining probes projected onto it
     (never by subtracting the Ritz values from a trace estimate, which cancels
     catastrophically when the spectrum is dominated by its top).  Returns
     ``(Q R, theta, alpha)`` with Ritz vectors ``Q R`` and Ritz values ``theta``.
+    ``complement="ritz"`` instead sets ``alpha = 1 / min(theta)`` (the complement
+    at the smallest Ritz value, as Nystrom preconditioners do) and spends the
+    whole budget on the Krylov space: the same preconditioner without Eq. (19).
     """
     n = op.n
     sq = np.sqrt(d)
-    n_tr = max(1, budget // 4)
+    n_tr = max(1, int(trace_share * budget)) if complement == "eq19" else 0
     kb = budget - n_tr
     q = max(1, min(kb, depth if depth else int(round(np.sqrt(kb / 2)))))
     b = max(1, kb // q)
@@ -317,8 +320,8 @@ def _krylov_preconditioner(op, rng, d, budget, depth=None):
     theta, S = np.linalg.eigh((T + T.T) / 2)
     theta = np.maximum(theta, 1e-12 * max(theta.max(), 1e-300))
     r = Qm.shape[1]
-    alpha = 1.0
-    if r < n:  # otherwise Q spans everything and there is no complement to scale
+    alpha = 1.0 / float(theta.min())
+    if r < n and complement == "eq19":  # otherwise Q spans everything and there is no complement to scale
         G = rng.standard_normal((n, n_tr))
         G -= Qm @ (Qm.T @ G)
         rest = float(np.mean(np.einsum("ib,ib->b", G, sq[:, None] * op(sq[:, None] * G))))
@@ -352,10 +355,10 @@ class _Preconditioned:
         return Y[:, 0] if one else Y
 
 
-def _learn_dlr(op, rng, budget_diag, budget_krylov, batch, depth=None):
+def _learn_dlr(op, rng, budget_diag, budget_krylov, batch, depth=None, trace_share=0.25):
     _, values, prec = _mirror_descent(op, rng, budget_diag, batch, scalar=False)
     d = 1.0 / prec
-    Q, theta, alpha = _krylov_preconditioner(op, rng, d, budget_krylov, depth)
+    Q, theta, alpha = _krylov_preconditioner(op, rng, d, budget_krylov, depth, trace_share=trace_share)
     return _Preconditioned(op, d, Q, theta, alpha), values
 
 
@@ -406,7 +409,8 @@ def logdet_trace_estimator(
     A_or_matvec : (n, n) SPD matrix (checked by Cholesky) or matvec
         ``X -> A X`` for X (n,) or (n, b); a matvec must be SPD: Eq. (19) is
         unbounded below for indefinite ``A``.
-    n : size when a matvec is given.  rng : numpy.random.Generator.
+    n : size when a matvec is given.
+    rng : numpy.random.Generator.
     budget : maximum number of matvecs (one per probe).
     parameterization : one of ``PARAMETERIZATIONS``.
     batch : probes per step (default ``max(1, budget // 50)``).
@@ -465,6 +469,8 @@ def preconditioned_slq_logdet(
     steps=None,
     tol=1e-5,
     depth=None,
+    complement="eq19",
+    trace_share=0.25,
     batched=True,
 ):
     """Not in the paper (built on Eq. (19)): SLQ preconditioned by the Sigma that Eq. (19) learns.
@@ -480,20 +486,28 @@ def preconditioned_slq_logdet(
     Parameters are those of :func:`slq_logdet` plus ``fractions``, ``batch``
     (probes per diagonal step) and ``depth`` (block-Krylov depth q; default
     ``round(sqrt(m/2))`` for m Krylov matvecs, block size m/q).  ``budget``
-    must be at least 10.
+    must be at least 10.  ``complement="ritz"`` (with ``fractions[0] = 0``) is
+    the ablation without Eq. (19): the complement of the Krylov space is scaled
+    by the smallest Ritz value instead of the Eq. (19) minimiser.  ``trace_share``
+    is the share of the Krylov phase spent on the Hutchinson probes of the
+    complement's trace that give the Eq. (19) scale ``alpha``.
     """
     rng = V.rng("rng", rng)
     probes = V.choice("probes", probes, ("rademacher", "gaussian"))
+    complement = V.choice("complement", complement, ("eq19", "ritz"))
+    trace_share = V.scalar("trace_share", trace_share, positive=True)
+    if trace_share >= 1:
+        raise ValueError(f"trace_share must be in (0, 1), got {trace_share}")
     op = as_operator(A_or_matvec, n, V.scalar("budget", budget, positive=True, integer=True), batched)
     if op.budget < 10:
         raise ValueError(f"budget must be at least 10 for the preconditioned estimator, got {op.budget}")
     b = max(1, op.budget // 50) if batch is None else V.scalar("batch", batch, positive=True, integer=True)
     nd, nk = int(fractions[0] * op.budget), int(fractions[1] * op.budget)
-    nd = nd if nd >= 2 * b else 0
+    nd = nd if nd >= 2 * b and complement == "eq19" else 0
     if nd:
-        pre, _ = _learn_dlr(op, rng, nd, nk, b, depth)
+        pre, _ = _learn_dlr(op, rng, nd, nk, b, depth, trace_share)
     else:  # too small a budget for a diagonal phase: D = I
-        Q, theta, alpha = _krylov_preconditioner(op, rng, np.ones(op.n), nk, depth)
+        Q, theta, alpha = _krylov_preconditioner(op, rng, np.ones(op.n), nk, depth, complement, trace_share)
         pre = _Preconditioned(op, np.ones(op.n), Q, theta, alpha)
     est_B, vals, k = slq_core(pre, rng, probes, op.left, steps, tol)
     info = {"rank": pre.Q.shape[1], "probes": len(vals), "lanczos_steps": k, "logdet_sigma": pre.logdet_sigma}

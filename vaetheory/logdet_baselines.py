@@ -23,6 +23,9 @@ __all__ = [
     "as_operator",
     "lanczos",
     "gauss_quadrature",
+    "quadratures",
+    "probe_vectors",
+    "lanczos_function_apply",
     "slq_logdet",
     "hutchpp_logdet",
     "chebyshev_logdet",
@@ -186,13 +189,15 @@ def gauss_quadrature(alpha, beta, f=np.log) -> float:
     return float(np.sum(S[0] ** 2 * f(np.maximum(theta, 1e-300))))
 
 
-def _quadratures(alpha, beta, ksteps, norms2, f=np.log):
+def quadratures(alpha, beta, ksteps, norms2, f=np.log):
+    """Not in the paper: ``norms2[c] * e1^T f(T_c) e1`` for every Lanczos run ``c`` of :func:`lanczos`."""
     return np.array(
         [norms2[c] * gauss_quadrature(alpha[c, : ksteps[c]], beta[c, : ksteps[c]], f) for c in range(len(ksteps))]
     )
 
 
-def _probes(rng, n, b, kind):
+def probe_vectors(rng, n, b, kind):
+    """Not in the paper: ``b`` Rademacher or Gaussian probe vectors as the columns of an (n, b) array."""
     if kind == "rademacher":
         return rng.choice(np.array([-1.0, 1.0]), size=(n, b))
     return rng.standard_normal((n, b))
@@ -208,16 +213,16 @@ def slq_core(op, rng, probes: str, budget: int, steps: int | None, tol: float, f
     n = op.n
     vals = []
     if steps is None:
-        v = _probes(rng, n, 1, probes)
+        v = probe_vectors(rng, n, 1, probes)
         a, bt, ks = lanczos(op, v, min(budget, n), tol, f)
-        vals += list(_quadratures(a, bt, ks, np.sum(v**2, axis=0), f))
+        vals += list(quadratures(a, bt, ks, np.sum(v**2, axis=0), f))
         steps = min(n, int(np.ceil(1.2 * ks[0])) + 2)
         budget -= int(ks[0])
     m = budget // steps
     if m > 0:
-        Vb = _probes(rng, n, m, probes)
+        Vb = probe_vectors(rng, n, m, probes)
         a, bt, ks = lanczos(op, Vb, steps)
-        vals += list(_quadratures(a, bt, ks, np.sum(Vb**2, axis=0), f))
+        vals += list(quadratures(a, bt, ks, np.sum(Vb**2, axis=0), f))
     vals = np.array(vals)
     return float(np.mean(vals)), vals, steps
 
@@ -233,9 +238,12 @@ def slq_logdet(A_or_matvec, n=None, *, rng, budget, probes="rademacher", steps=N
     Parameters
     ----------
     A_or_matvec : (n, n) SPD matrix or matvec ``X -> A X`` on (n,) / (n, b).
-    n : size (for a matvec).  rng : numpy.random.Generator.  budget : max matvecs.
-    probes : "rademacher" or "gaussian".  steps : fixed Lanczos steps per probe
-        (default: adapt to the first probe).  tol : quadrature convergence tolerance.
+    n : size (for a matvec).
+    rng : numpy.random.Generator.
+    budget : max matvecs.
+    probes : "rademacher" or "gaussian".
+    steps : fixed Lanczos steps per probe (default: adapt to the first probe).
+    tol : quadrature convergence tolerance.
     """
     rng = V.rng("rng", rng)
     probes = V.choice("probes", probes, ("rademacher", "gaussian"))
@@ -245,8 +253,11 @@ def slq_logdet(A_or_matvec, n=None, *, rng, budget, probes="rademacher", steps=N
     return LogdetResult(est, op.count, 0.0, f"slq-{probes}", info)
 
 
-def _lanczos_apply_log(op, X, steps):
-    """``log(A) X`` column by column from ``steps`` Lanczos steps (Krylov approximation)."""
+def lanczos_function_apply(op, X, steps: int, f=np.log):
+    """Not in the paper: ``f(A) X`` column by column from ``steps`` Lanczos steps (Krylov approximation).
+
+    Each column ``x`` gets ``|x| Q_k f(T_k) e_1`` from its own k-step Lanczos run (k matvecs per column).
+    """
     n, b = X.shape
     norms = np.linalg.norm(X, axis=0)
     Q = np.zeros((b, steps, n))
@@ -264,7 +275,7 @@ def _lanczos_apply_log(op, X, steps):
     for c in range(b):
         T = np.diag(alpha[c]) + np.diag(beta[c, :-1], 1) + np.diag(beta[c, :-1], -1)
         theta, S = np.linalg.eigh(T)
-        coef = S @ (S[0] * np.log(np.maximum(theta, 1e-300)))
+        coef = S @ (S[0] * f(np.maximum(theta, 1e-300)))
         out[:, c] = norms[c] * (coef @ Q[c])
     return out
 
@@ -284,9 +295,9 @@ def hutchpp_logdet(A_or_matvec, n=None, *, rng, budget, steps=None, tol=1e-5, ba
     nn = op.n
     pilot = []
     if steps is None:  # a pilot probe fixes k; its value counts as a plain SLQ sample if no sketch fits
-        v = _probes(rng, nn, 1, "rademacher")
+        v = probe_vectors(rng, nn, 1, "rademacher")
         a, bt, ks = lanczos(op, v, min(op.budget, nn), tol)
-        pilot = list(_quadratures(a, bt, ks, np.sum(v**2, axis=0)))
+        pilot = list(quadratures(a, bt, ks, np.sum(v**2, axis=0)))
         steps = min(nn, int(np.ceil(1.2 * ks[0])) + 2)
     s = op.left // (3 * steps)
     if s == 0:
@@ -294,15 +305,15 @@ def hutchpp_logdet(A_or_matvec, n=None, *, rng, budget, steps=None, tol=1e-5, ba
         vals = np.concatenate([pilot, vals])
         info = {"sketch": 0, "probes": len(vals), "lanczos_steps": k}
         return LogdetResult(float(np.mean(vals)), op.count, 0.0, "hutch++", info)
-    S = _probes(rng, nn, s, "rademacher")
-    Qm, _ = np.linalg.qr(_lanczos_apply_log(op, S, steps))
+    S = probe_vectors(rng, nn, s, "rademacher")
+    Qm, _ = np.linalg.qr(lanczos_function_apply(op, S, steps))
     a, bt, ks = lanczos(op, Qm, steps)
-    low = float(np.sum(_quadratures(a, bt, ks, np.ones(s))))
+    low = float(np.sum(quadratures(a, bt, ks, np.ones(s))))
     m = op.left // steps
-    G = _probes(rng, nn, m, "rademacher")
+    G = probe_vectors(rng, nn, m, "rademacher")
     G -= Qm @ (Qm.T @ G)
     a, bt, ks = lanczos(op, G, steps)
-    rest = float(np.mean(_quadratures(a, bt, ks, np.sum(G**2, axis=0)))) if m else 0.0
+    rest = float(np.mean(quadratures(a, bt, ks, np.sum(G**2, axis=0)))) if m else 0.0
     info = {"sketch": s, "probes": m, "lanczos_steps": steps, "low_rank_part": low}
     return LogdetResult(low + rest, op.count, 0.0, "hutch++", info)
 
@@ -342,7 +353,7 @@ def chebyshev_logdet(A_or_matvec, n=None, *, rng, budget, bounds, degree=None, t
         degree = max(1, min(degree, dmax))
     c = chebyshev_coefficients(degree, lo, hi)
     m = op.budget // degree
-    Z = _probes(rng, op.n, m, "rademacher")
+    Z = probe_vectors(rng, op.n, m, "rademacher")
     scale, shift = 2.0 / (hi - lo), (hi + lo) / (hi - lo)
     Tprev, Tcur = Z, scale * op(Z) - shift * Z
     acc = c[0] * np.einsum("ib,ib->b", Z, Tprev) + c[1] * np.einsum("ib,ib->b", Z, Tcur)

@@ -107,17 +107,18 @@ def log_weights(z, mu, var, *, chunk=None):
     w_i(z) = N(z; mu_i, Sigma_i) / sum_j N(z; mu_j, Sigma_j), normalised in
     log space so that logsumexp over i is 0 at every z.
 
+    Diagonal Sigma accepts NumPy or CuPy arrays (same type out) and computes
+    in float32 when every array is float32, else float64; full Sigma is NumPy
+    and float64.
+
     Parameters
     ----------
-    z : (M, n) query points.  mu : (N, n) posterior means.
+    z : (M, n) query points.
+    mu : (N, n) posterior means.
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
     chunk : query points per block.  Memory is bounded by chunk x N floats
         (at most three such arrays); the default keeps each near 32 MiB on
         NumPy, 256 MiB on CuPy.
-
-    Diagonal Sigma accepts NumPy or CuPy arrays (same type out) and computes
-    in float32 when every array is float32, else float64; full Sigma is NumPy
-    and float64.
 
     Returns
     -------
@@ -143,18 +144,19 @@ def log_weights_reference(z, mu, var, *, chunk=None):
 def optimal_decoder(z, mu, var, x, *, chunk=None):
     """The optimal decoder, Eq. (6): nu(z) = sum_i N(z; mu_i, Sigma_i) x_i / sum_i N(z; mu_i, Sigma_i).
 
+    Diagonal Sigma accepts NumPy or CuPy arrays (same type out) and computes
+    in float32 when every array is float32, else float64; full Sigma is NumPy
+    and float64.
+
     Parameters
     ----------
-    z : (M, n) query points.  mu : (N, n) posterior means.
+    z : (M, n) query points.
+    mu : (N, n) posterior means.
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
     x : (N, m) data.
     chunk : query points per block.  Memory is bounded by chunk x N floats
         (at most three such arrays); the default keeps each near 32 MiB on
         NumPy, 256 MiB on CuPy.
-
-    Diagonal Sigma accepts NumPy or CuPy arrays (same type out) and computes
-    in float32 when every array is float32, else float64; full Sigma is NumPy
-    and float64.
 
     Returns
     -------
@@ -190,7 +192,8 @@ def optimal_decoder_jacobian(z, mu, var, x, *, chunk=None):
 
     Parameters
     ----------
-    z : (M, n) query points.  mu : (N, n) posterior means.
+    z : (M, n) query points.
+    mu : (N, n) posterior means.
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
     x : (N, m) data.
     chunk : query points per block.  Diagonal Sigma: memory is bounded by

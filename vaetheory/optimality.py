@@ -52,9 +52,11 @@ def decoder_functional_gradient(z, mu, var, x, nu_z, *, chunk=None):
 
     Parameters
     ----------
-    z : (M, n) query points.  mu : (N, n) posterior means.
+    z : (M, n) query points.
+    mu : (N, n) posterior means.
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
-    x : (N, m) data.  nu_z : (M, m) the decoder's values at z.
+    x : (N, m) data.
+    nu_z : (M, m) the decoder's values at z.
     chunk : query points per block.
 
     Returns
@@ -94,8 +96,10 @@ def mean_gradient(mu, s2, nu_mu, x, J):
 
     Parameters
     ----------
-    mu : (N, n) posterior means.  s2 : S^2, (n,) or (n, n).
-    nu_mu : (N, m) decoder means nu(mu).  x : (N, m) data.
+    mu : (N, n) posterior means.
+    s2 : S^2, (n,) or (n, n).
+    nu_mu : (N, m) decoder means nu(mu).
+    x : (N, m) data.
     J : (N, m, n) decoder Jacobians at mu.
 
     Returns
@@ -114,8 +118,10 @@ def mean_condition_residual(mu, s2, nu_mu, x, J):
 
     Parameters
     ----------
-    mu : (N, n) posterior means.  s2 : S^2, (n,) or (n, n).
-    nu_mu : (N, m) decoder means nu(mu).  x : (N, m) data.
+    mu : (N, n) posterior means.
+    s2 : S^2, (n,) or (n, n).
+    nu_mu : (N, m) decoder means nu(mu).
+    x : (N, m) data.
     J : (N, m, n) decoder Jacobians at mu.
 
     Returns
@@ -140,7 +146,8 @@ def windowed_jacobian(nu_nodes, nu_mu, eps, w, var):
     ----------
     nu_nodes : (N, Q, m) decoder means at ``z_iq = mu_i + sqrt(var_i) eps_q``.
     nu_mu : (N, m) decoder means at mu.
-    eps : (Q, n) standard-normal nodes.  w : (Q,) weights summing to 1.
+    eps : (Q, n) standard-normal nodes.
+    w : (Q,) weights summing to 1.
     var : (N, n) diagonal posterior variances Sigma.
 
     Returns
@@ -166,7 +173,8 @@ def variance_gradient(var, s2, J):
     Parameters
     ----------
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
-    s2 : S^2, (n,) or (n, n).  J : (N, m, n) decoder Jacobians at mu.
+    s2 : S^2, (n,) or (n, n).
+    J : (N, m, n) decoder Jacobians at mu.
 
     Returns
     -------
@@ -183,7 +191,8 @@ def variance_condition_residual(var, s2, J, *, relative=False):
     Parameters
     ----------
     var : Sigma, diagonal (N, n) / (n,) or full (N, n, n) / (1, n, n) / (n, n).
-    s2 : S^2, (n,) or (n, n).  J : (N, m, n) decoder Jacobians at mu.
+    s2 : S^2, (n,) or (n, n).
+    J : (N, m, n) decoder Jacobians at mu.
     relative : return instead the scale-free size ||Sigma P - I||_F per example,
         P = S^-2 + J^T J: zero exactly when Eq. (12) holds, unchanged by a
         rotation or isotropic rescaling of the latent space, and equal to the

@@ -189,11 +189,16 @@ def grid_log_px(
     tol : the change (from halving the grid and from the previous level) below which an image is done.
     span : the first box is +- ``span`` standard deviations of prior and posterior.
 
-    Returns a dict of host arrays (N,): ``log_px``, ``err`` (the last level's
-    halving change; inf where the nodes never came within 1 nat of the best
-    probe), ``levels``, ``evaluations`` (decoder calls), ``converged``
-    (``err < tol``), and ``mode (N, n)``, the node of the last grid with the
-    largest log joint (the posterior mode to a node spacing).
+    Returns
+    -------
+    dict of host arrays (N,): ``log_px``, ``err`` (the last level's
+        halving change; inf where the nodes never came within 1 nat of the best
+        probe), ``levels``, ``evaluations`` (decoder calls), ``converged``
+        (``err < tol``), and ``mode (N, n)``, the node of the last grid with the
+        largest log joint (the posterior mode to a node spacing).
+
+    Notes
+    -----
     See the module docstring for the method.
     """
     if not isinstance(mc, M.ModelConfig):

@@ -122,10 +122,12 @@ def laplace_evidence(params, x, mu, var, mc: M.ModelConfig, s2, *, keep: int = 0
 
     Parameters
     ----------
-    params : float64 parameters.  x : (N, m) targets.  mu, var : (N, n) posteriors.
-    s2 : (n,) prior variance.  keep : store the metric Grams J^T G J (n, n)
-    of the first ``keep`` images (for Eq. (22)).  chunk : images per block
-    (default: the (chunk, m, n) Jacobian block near 4M elements).
+    params : float64 parameters.
+    x : (N, m) targets.
+    mu, var : (N, n) posteriors.
+    s2 : (n,) prior variance.
+    keep : store the metric Grams J^T G J (n, n) of the first ``keep`` images (for Eq. (22)).
+    chunk : images per block (default: the (chunk, m, n) Jacobian block near 4M elements).
 
     Returns
     -------

@@ -118,13 +118,16 @@ def posterior_mode(
 
     Parameters
     ----------
-    params : float64 parameters.  x : (N, m) targets.  mu, var : (N, n) the encoder's
-    posteriors (the first start, and BAGGINS' T).  s2 : (n,) prior variance.
+    params : float64 parameters.
+    x : (N, m) targets.
+    mu, var : (N, n) the encoder's posteriors (the first start, and BAGGINS' T).
+    s2 : (n,) prior variance.
     baggins_s2 : S^2 of Eq. (29) for BAGGINS' T (required for it).
     starts : (S, N, n) further starting points (e.g. :func:`neighbour_starts`).
     climbs : climb only from the ``climbs`` starts with the highest log joint
         (per image; default all), besides mu.
-    steps : at most this many iterations.  chunk : images per block.
+    steps : at most this many iterations.
+    chunk : images per block.
 
     Returns
     -------

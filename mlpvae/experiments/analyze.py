@@ -43,7 +43,7 @@ from mlpvae.evidence.laplace import (
 from mlpvae.experiments import grid_report, mode_report
 from mlpvae.experiments.analyze_summary import compare_runs, summarize, summary_md, summary_plot
 from mlpvae.experiments.evaluate import print_written, run_dir_problem
-from mlpvae.experiments.plots import image_grid, pyplot, save
+from mlpvae.experiments.plots import analysis_evidence, image_grid
 from mlpvae.nn import jacobian as Jac
 from mlpvae.nn import model as M
 from mlpvae.nn.batched import FLOATING, encode_all
@@ -194,7 +194,6 @@ def analyze_run(
     res["seconds"] = time.perf_counter() - t_start
     stages.update(1)
     stages.close()
-
     if plots:
         res["plots"] = [
             str(p) for p in write_plots(run, res, lp, elbo, lap, cv["terms"], per_image_d, mu, var, mu_tr, var_tr)
@@ -253,25 +252,11 @@ def report_md(res: dict) -> str:
 
 def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu_tr, var_tr) -> list[Path]:
     """The analysis figures as PNG in the run directory (Not in the paper: our measurements)."""
-    plt = pyplot()
-    out = []
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
-    ax[0].scatter(lp, lap["log_evidence"], s=3, alpha=0.5)
-    lo, hi = float(min(lp.min(), lap["log_evidence"].min())), float(max(lp.max(), lap["log_evidence"].max()))
-    ax[0].plot([lo, hi], [lo, hi], "k--", lw=1)
-    ax[0].set(
-        xlabel=f"log p(x), IWAE k={res['iwae_k']}",
-        ylabel="log evidence, Eq. (16) at mu",
-        title="Eq. (16) vs importance sampling",
-    )
-    ax[1].hist(lp - elbo, bins=60, alpha=0.6, label="log p(x) - ELBO (IWAE)")
-    ax[1].hist(lap["gap_eq18"], bins=60, alpha=0.6, label="Eq. (18), own Sigma")
-    ax[1].set(xlabel="nats", title="the ELBO gap per image")
-    ax[1].legend()
-    ax[2].hist(cv_terms, bins=60)
-    ax[2].set(xlabel="1/4 tr((P_x Pbar^-1 - I)^2)", title=f"Eq. (22) terms, mean {res['cv2_penalty_eq22']:.3f}")
-    fig.tight_layout()
-    out.append(save(fig, run.run_dir / "analysis_evidence.png"))
+    out = [
+        analysis_evidence(
+            lp, lap["log_evidence"], lp - elbo, lap["gap_eq18"], cv_terms, res, run.run_dir / "analysis_evidence.png"
+        )
+    ]
     if math.isqrt(run.mc.m) ** 2 == run.mc.m:
         sel = slice(0, 10)
         dec = M.decode(run.params, mu[sel], run.mc)
@@ -297,7 +282,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "run_dir",
         metavar="RUN_DIR",
-        help="a directory written by `vaetheory train` (with --summarize: a folder holding analysed runs)",
+        nargs="+",
+        help="directories written by `vaetheory train` (with --summarize: a folder holding analysed runs)",
     )
     parser.add_argument(
         "--summarize",

@@ -14,6 +14,7 @@ import numpy as np
 
 from mlpvae.experiments.plots import pyplot, save
 from mlpvae.experiments.report import mean_std, natural_key
+from vaetheory.plotting import legend_outside, math_label
 
 
 def compare_runs(constant_dir, learned_dir) -> dict:
@@ -182,22 +183,20 @@ def summary_plot(summary: dict, path) -> Path:
         )
         if p[0]
     ]  # no constant-vs-learned pairs (e.g. Gaussian-likelihood runs): one panel
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 7.0), squeeze=False)
     for ax, (table, xkey, ykey, title) in zip(axes[0], panels):
         lo, hi = np.inf, -np.inf
         for key, rows in table.items():
             x, y = np.asarray(rows[xkey]["values"]), np.asarray(rows[ykey]["values"])
-            ax.scatter(x, y, label=f"{key} ({len(x)})", alpha=0.8)
+            ax.scatter(x, y, label=f"{math_label(key)} ({len(x)} models)", alpha=0.8)
             lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
         if np.isfinite(lo):
             pad = 0.05 * (hi - lo) + 0.1
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="0.5", linewidth=1, label="prediction = measured")
             ax.axhline(0.0, color="0.8", linewidth=0.8)
             ax.axvline(0.0, color="0.8", linewidth=0.8)
-        ax.set_xlabel(f"{xkey}, {summary['units']}", fontsize=8)
-        ax.set_ylabel(f"{ykey}, {summary['units']}", fontsize=8)
-        ax.set_title(title, fontsize=9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+        ax.set_xlabel(f"{xkey} ({summary['units']})")
+        ax.set_ylabel(f"{ykey} ({summary['units']})")
+        ax.set_title(math_label(title))
+        legend_outside(ax, where="below", ncols=1)
     return save(fig, path)

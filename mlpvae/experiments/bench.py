@@ -143,7 +143,7 @@ def time_eval(
 
     The single-sample test ELBO (:func:`mlpvae.experiments.evaluate.elbo_mean`, chunks of
     2,000 images) is timed on all ``images``; the IWAE bound with ``iwae_k``
-    samples (:func:`mlpvae.experiments.evaluate.iwae_log_px`, at most 20,000 (image, sample)
+    samples (:func:`mlpvae.evidence.iwae.iwae_log_px`, at most 20,000 (image, sample)
     pairs decoded at once, so memory is bounded whatever k is) on the first
     ``iwae_images`` and extrapolated linearly to ``images`` (its cost is the
     same per image).

@@ -129,9 +129,14 @@ def write_plots(run_dir: Path, params, mc, cfg, mu, var, labels, x_test, s2_trai
     name = f"{mc.posterior}, {mc.likelihood}, n={mc.n}"
     s2h = to_numpy(s2_train)
     prior_var = np.ones(mc.n) if mc.posterior not in FLOATING else s2h
-    out = [P.latent_scatter(mu, labels, run_dir / "latent_means.png", f"posterior means ({name})")]
+    classes = "digit" if cfg.dataset == "mnist" else "class"
+    out = [P.latent_scatter(mu, labels, run_dir / "latent_means.png", f"posterior means ({name})", name=classes)]
     z = mu + np.sqrt(var) * rng.standard_normal(mu.shape)
-    out.append(P.latent_scatter(z, labels, run_dir / "latent_samples.png", f"one posterior sample z ({name})"))
+    out.append(
+        P.latent_scatter(
+            z, labels, run_dir / "latent_samples.png", f"one posterior sample z ({name})", latent="z", name=classes
+        )
+    )
     out.append(
         P.variance_vs_mean(
             mu, var, run_dir / "variance_vs_mean.png", s2=prior_var, title=f"posterior variance vs mean ({name})"

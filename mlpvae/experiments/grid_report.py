@@ -18,7 +18,7 @@ from mlpvae.evidence.laplace import elbo_per_example, laplace_evidence, training
 from mlpvae.experiments.report import signed
 from mlpvae.nn.batched import FLOATING, encode_all
 from mlpvae.training.runs import load_run
-from mlpvae.training.streams import STREAM_ANALYSIS, generator
+from mlpvae.training.streams import STREAM_ANALYSIS, chunk_generator, generator
 from vaetheory.xp import to_numpy
 
 MISSED = 1.0  # nats of grid log p(x) above the IWAE bound that mark an image as missed by the encoder's q(z|x)
@@ -48,8 +48,41 @@ def evaluate_run(
     per-image host arrays.
     """
     t0 = time.perf_counter()
-    run = load_run(run_dir, device=device, test_limit=images, float64=True)
-    mc, params, x = run.mc, run.params, run.x_test
+    meta, per = per_image(run_dir, 0, images, iwae_k=iwae_k, elbo_k=elbo_k, device=device, progress=progress)
+    return summarize(meta, per, time.perf_counter() - t0)
+
+
+def per_image(
+    run_dir,
+    first: int,
+    images: int,
+    *,
+    iwae_k: int,
+    elbo_k: int,
+    device: str | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> tuple[dict, dict]:
+    """:func:`evaluate_run`'s per-image arrays on test images ``first .. first + images - 1`` (Not in the paper).
+
+    The test set is read as for the first ``total`` images (default
+    ``first + images``), the whole analysis of which this is a chunk: a data
+    set drawn to its size (the synthetic one) has the same images in every chunk.
+
+    Returns ``(meta, per_image)``: the run's settings and the grid's seconds,
+    and the arrays, with the grid's ``grid_converged`` and ``grid_evaluations``
+    that :func:`summarize` reads.  The noise of the IWAE bound and the ELBO is
+    the analysis stream (:data:`mlpvae.training.streams.STREAM_ANALYSIS`) for
+    ``first`` = 0 and the chunk's own (:func:`mlpvae.training.streams.chunk_generator`)
+    otherwise: chunks of images give the same grid log p(x), modes and Eq. (16),
+    and independent draws for the bounds.
+    """
+    t0 = time.perf_counter()
+    total = first + images if total is None else total
+    if not 0 <= first < first + images <= total:
+        raise ValueError(f"images {first}..{first + images - 1} are not among the first {total}")
+    run = load_run(run_dir, device=device, test_limit=total, float64=True)
+    mc, params, x = run.mc, run.params, run.x_test[first : first + images]
     if mc.n > 2:
         raise ValueError(f"{run_dir}: grid quadrature is for n <= 2 latent dimensions, this run has n = {mc.n}")
     _, _, s2, s2_train = training_priors(run)
@@ -58,14 +91,16 @@ def evaluate_run(
     var = run.xp.broadcast_to(var, mu.shape)
     grid = grid_log_px(params, x, mc, s2, baggins_s2=s2_train, progress=progress)
     t_grid = time.perf_counter() - t0
-    rng = generator(run.cfg.seed, STREAM_ANALYSIS, run.epoch, run.xp)
+    if first == 0:
+        rng = generator(run.cfg.seed, STREAM_ANALYSIS, run.epoch, run.xp)
+    else:
+        rng = chunk_generator(run.cfg.seed, STREAM_ANALYSIS, run.epoch, first, run.xp)
     elbo = elbo_per_example(params, x, mc, rng, elbo_k, s2 if floating else None)
     iwae = iwae_log_px(params, x, mc, rng, iwae_k, s2=s2 if floating else None, baggins_s2=s2_train)
     at_mu = laplace_evidence(params, x, mu, var, mc, s2)
     at_mode = laplace_evidence(params, x, run.xp.asarray(grid["mode"]), var, mc, s2)
-    lp = grid["log_px"]
     per = {
-        "grid_log_px": lp,
+        "grid_log_px": grid["log_px"],
         "grid_err": grid["err"],
         "mode": grid["mode"],
         "mu": to_numpy(mu),
@@ -74,7 +109,27 @@ def evaluate_run(
         "eq16_at_mean": at_mu["log_evidence"],
         "eq16_at_mode": at_mode["log_evidence"],
         "gap_eq18": at_mu["gap_eq18"],
+        "grid_converged": np.asarray(grid["converged"]),
+        "grid_evaluations": np.asarray(grid["evaluations"]),
     }
+    meta = {
+        "run": str(run_dir),
+        "posterior": mc.posterior,
+        "likelihood": mc.likelihood,
+        "scale": run.cfg.scale,
+        "iwae_k": iwae_k,
+        "elbo_k": elbo_k,
+        "grid_seconds": t_grid,
+    }
+    return meta, per
+
+
+def summarize(meta: dict, per: dict, seconds: float) -> tuple[dict, dict]:
+    """:func:`evaluate_run`'s summary from ``per`` (:func:`per_image`, or its chunks joined in order); also
+    ``per`` without the grid's ``grid_converged`` and ``grid_evaluations`` (Not in the paper)."""
+    per = dict(per)
+    converged, evaluations = per.pop("grid_converged"), per.pop("grid_evaluations")
+    lp, iwae, elbo = per["grid_log_px"], per["iwae"], per["elbo"]
     hit = lp - iwae <= MISSED
 
     def mean(a, where=None):
@@ -83,17 +138,17 @@ def evaluate_run(
 
     gap = lp - elbo
     summary = {
-        "run": str(run_dir),
-        "posterior": mc.posterior,
-        "likelihood": mc.likelihood,
-        "scale": run.cfg.scale,
+        "run": meta["run"],
+        "posterior": meta["posterior"],
+        "likelihood": meta["likelihood"],
+        "scale": meta["scale"],
         "images": int(len(lp)),
-        "iwae_k": iwae_k,
-        "elbo_k": elbo_k,
+        "iwae_k": meta["iwae_k"],
+        "elbo_k": meta["elbo_k"],
         "grid_log_px": mean(lp),
-        "grid_err_max": float(grid["err"].max()),
-        "grid_unconverged": int((~grid["converged"]).sum()),
-        "grid_evaluations_per_image": mean(grid["evaluations"]),
+        "grid_err_max": float(per["grid_err"].max()),
+        "grid_unconverged": int((~converged).sum()),
+        "grid_evaluations_per_image": mean(evaluations),
         "iwae": mean(iwae),
         "grid_minus_iwae": mean(lp - iwae),
         "grid_minus_iwae_median": float(np.median(lp - iwae)),
@@ -110,8 +165,8 @@ def evaluate_run(
         "eq16_at_mean_minus_log_px_where_found": mean(per["eq16_at_mean"] - lp, hit),
         "eq16_at_mode_minus_log_px": mean(per["eq16_at_mode"] - lp),
         "eq16_at_mode_minus_log_px_median": float(np.median(per["eq16_at_mode"] - lp)),
-        "grid_seconds": t_grid,
-        "seconds": time.perf_counter() - t0,
+        "grid_seconds": meta["grid_seconds"],
+        "seconds": seconds,
     }
     return summary, per
 

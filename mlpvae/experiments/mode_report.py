@@ -17,7 +17,7 @@ from mlpvae.evidence.posterior_mode import neighbour_starts, posterior_mode
 from mlpvae.experiments.report import signed
 from mlpvae.nn.batched import FLOATING, encode_all
 from mlpvae.training.runs import load_run
-from mlpvae.training.streams import STREAM_ANALYSIS, generator
+from mlpvae.training.streams import STREAM_ANALYSIS, chunk_generator, generator
 from vaetheory.xp import to_numpy
 
 A_NAT = 1.0  # an image counts as better bounded by one proposal when it is this many nats above the other
@@ -50,8 +50,41 @@ def evaluate_run(
     and the per-image host arrays.
     """
     t0 = time.perf_counter()
-    run = load_run(run_dir, device=device, test_limit=images, float64=True)
-    mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
+    meta, per = per_image(
+        run_dir, 0, images, iwae_k=iwae_k, elbo_k=elbo_k, neighbours=neighbours, climbs=climbs, device=device,
+        progress=progress,
+    )  # fmt: skip
+    return summarize(meta, per, time.perf_counter() - t0)
+
+
+def per_image(
+    run_dir,
+    first: int,
+    images: int,
+    *,
+    iwae_k: int,
+    elbo_k: int,
+    neighbours: int = 30,
+    climbs: int | None = 10,
+    device: str | None = None,
+    progress: bool = False,
+    total: int | None = None,
+) -> tuple[dict, dict]:
+    """:func:`evaluate_run`'s per-image arrays on test images ``first .. first + images - 1`` (Not in the paper).
+
+    As :func:`mlpvae.experiments.grid_report.per_image`: the test set read as
+    for the first ``total`` images; the bounds' noise from the analysis stream
+    for ``first`` = 0, else from the chunk's own
+    (:func:`mlpvae.training.streams.chunk_generator`).  ``per`` also holds
+    ``mode_distance`` (the mode's distance from mu in prior standard
+    deviations), which :func:`summarize` reads.
+    """
+    t0 = time.perf_counter()
+    total = first + images if total is None else total
+    if not 0 <= first < first + images <= total:
+        raise ValueError(f"images {first}..{first + images - 1} are not among the first {total}")
+    run = load_run(run_dir, device=device, test_limit=total, float64=True)
+    mc, params, x, xp = run.mc, run.params, run.x_test[first : first + images], run.xp
     mu_tr, _, s2, s2_train = training_priors(run)
     floating = mc.posterior in FLOATING
     mu, var = encode_all(params, x, mc)
@@ -60,7 +93,10 @@ def evaluate_run(
     found = posterior_mode(params, x, mu, var, mc, s2, baggins_s2=s2_train, starts=starts, climbs=climbs)
     t_mode = time.perf_counter() - t0
     mode = xp.asarray(found["mode"])
-    rng = generator(run.cfg.seed, STREAM_ANALYSIS, run.epoch, xp)
+    if first == 0:
+        rng = generator(run.cfg.seed, STREAM_ANALYSIS, run.epoch, xp)
+    else:
+        rng = chunk_generator(run.cfg.seed, STREAM_ANALYSIS, run.epoch, first, xp)
     elbo = elbo_per_example(params, x, mc, rng, elbo_k, s2 if floating else None)
     prior = s2 if floating else None
     iwae_q = iwae_log_px(params, x, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress)
@@ -93,27 +129,42 @@ def evaluate_run(
         "eq16_at_mean": at_mu["log_evidence"],
         "eq16_at_mode": at_mode["log_evidence"],
         "gap_eq18": at_mu["gap_eq18"],
+        "mode_distance": np.linalg.norm((found["mode"] - to_numpy(mu)) / np.sqrt(to_numpy(s2)), axis=1),
     }
-    best = np.maximum(iwae_q, iwae_mode)
-    d_mode = iwae_mode - iwae_q
-    summary = {
+    meta = {
         "run": str(run_dir),
         "posterior": mc.posterior,
         "likelihood": mc.likelihood,
         "n": mc.n,
         "scale": run.cfg.scale,
-        "images": int(len(x)),
         "iwae_k": iwae_k,
         "elbo_k": elbo_k,
         "neighbours": neighbours,
         "climbs": climbs,
-        "from_a_neighbour": int((found["start"] > 0).sum()),
-        "converged": int(found["converged"].sum()),
-        "stalled": int(found["stalled"].sum()),
-        "iterations_mean": float(found["iterations"].mean()),
-        "gradient_norm_max": float(found["gradient_norm"].max()),
-        "log_joint_rise": float(np.mean(found["log_joint"] - found["start_log_joint"])),
-        "mode_distance": float(np.mean(np.linalg.norm((found["mode"] - per["mu"]) / np.sqrt(to_numpy(s2)), axis=1))),
+        "mode_seconds": t_mode,
+    }
+    return meta, per
+
+
+def summarize(meta: dict, per: dict, seconds: float) -> tuple[dict, dict]:
+    """:func:`evaluate_run`'s summary from ``per`` (:func:`per_image`, or its chunks joined in order); also
+    ``per`` without ``mode_distance`` (Not in the paper)."""
+    per = dict(per)
+    distance = per.pop("mode_distance")
+    elbo, iwae_q, iwae_mode = per["elbo"], per["iwae_q"], per["iwae_mode"]
+    best = np.maximum(iwae_q, iwae_mode)
+    d_mode = iwae_mode - iwae_q
+    summary = {
+        **{k: meta[k] for k in ("run", "posterior", "likelihood", "n", "scale")},
+        "images": int(len(elbo)),
+        **{k: meta[k] for k in ("iwae_k", "elbo_k", "neighbours", "climbs")},
+        "from_a_neighbour": int((per["start"] > 0).sum()),
+        "converged": int(per["converged"].sum()),
+        "stalled": int(per["stalled"].sum()),
+        "iterations_mean": float(per["iterations"].mean()),
+        "gradient_norm_max": float(per["gradient_norm"].max()),
+        "log_joint_rise": float(np.mean(per["log_joint_at_mode"] - per["log_joint_at_mu"])),
+        "mode_distance": float(np.mean(distance)),
         "elbo": float(np.mean(elbo)),
         "iwae_q": float(np.mean(iwae_q)),
         "iwae_mode": float(np.mean(iwae_mode)),
@@ -128,8 +179,8 @@ def evaluate_run(
         "eq16_at_mean_minus_best": float(np.mean(per["eq16_at_mean"] - best)),
         "eq16_at_mode_minus_best": float(np.mean(per["eq16_at_mode"] - best)),
         "eq16_at_mode_minus_best_median": float(np.median(per["eq16_at_mode"] - best)),
-        "mode_seconds": t_mode,
-        "seconds": time.perf_counter() - t0,
+        "mode_seconds": meta["mode_seconds"],
+        "seconds": seconds,
     }
     return summary, per
 

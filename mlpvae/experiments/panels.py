@@ -26,10 +26,14 @@ def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[
     """Test ELBO against epoch, mean over seeds and the min-max band per method: Fig. 4 (a, b), Fig. 8 (Sec. 7).
 
     Floating-prior methods are drawn with S^2 from the training set (Eq. (4));
-    runs that diverged contribute the epochs they finished.
+    runs that diverged contribute the epochs they finished.  A method whose
+    runs equal, epoch for epoch, those of a method drawn before it (constant
+    Sigma and BILBO train identically) is drawn dashed with markers over it,
+    and its legend entry says so.  The legend sits beside the axes.
     """
     plt = P.pyplot()
-    f, ax = plt.subplots(figsize=(8, 5))
+    f, ax = plt.subplots(figsize=(11, 5))
+    drawn: list[tuple[np.ndarray, str]] = []
     for name in spec.get("methods", list(fig.methods)):
         method = fig.methods[name]
         curves = []
@@ -52,21 +56,25 @@ def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # epochs that no seed reached stay NaN
             mean, lo, hi = np.nanmean(grid, 0), np.nanmin(grid, 0), np.nanmax(grid, 0)
-        (line,) = ax.plot(
-            epochs[ok], mean[ok], marker="." if ok.sum() <= 20 else None, label=f"{method.label} ({len(curves)} seeds)"
-        )
-        ax.fill_between(epochs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
+        label = f"{P.math_label(method.label)} ({len(curves)} seeds)"
+        same = [d for d in drawn if d[0].shape == grid.shape and np.array_equal(d[0], grid, equal_nan=True)]
+        style = P.distinct_style(len(same))
+        if same:
+            label += f"\nidentical, seed for seed, to {same[0][1]}:\ndrawn dashed over it"
+        elif ok.sum() <= 20:
+            style["marker"] = "."
+        (line,) = ax.plot(epochs[ok], mean[ok], label=label, **style)
+        if not same:  # an identical band would only darken the first
+            ax.fill_between(epochs[ok], lo[ok], hi[ok], color=line.get_color(), alpha=0.2, linewidth=0)
+        drawn.append((grid, P.math_label(method.label.split(",")[0])))  # its short name
     ax.set_xlabel("epoch")
+    P.integer_ticks(ax.xaxis)
     symlog = spec.get("yscale") == "symlog"
     if symlog:
         ax.set_yscale("symlog", linthresh=100.0)
-    ax.set_ylabel(
-        "test ELBO, nats per image" + (" (symlog axis)" if symlog else "") + "\nmean; band: min-max over seeds"
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(spec.get("title", fig.title), fontsize=9)
-    f.tight_layout()
+    ax.set_ylabel("test ELBO (nats per image)" + ("\nsymlog axis" if symlog else ""))
+    P.legend_outside(ax, title="mean over seeds;\nband: min to max over seeds")
+    ax.set_title(P.math_label(P.wrap_title(spec.get("title", fig.title), 90)))
     return P.save(f, path)
 
 
@@ -87,9 +95,10 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
 
     ``samples``: 10 x 10 decoder means of z from the prior (Figs. 4c, 6, 17);
     ``scatter``: test posterior means or one sample z coloured by label
-    (Figs. 2, 5, 9, 10, 11); ``variance``: posterior variance / s^2 against
-    mean / s, the U shape of Fig. 3; ``manifold``: decoded grid over +-2 prior
-    standard deviations beside the mu and z scatters (Figs. 12-15);
+    (Figs. 2, 5, 9, 10, 11), with one legend of the label colours beside the
+    panels; ``variance``: posterior variance / s^2 against mean / s (s the
+    prior standard deviation), the U shape of Fig. 3; ``manifold``: decoded
+    grid over +-2 prior standard deviations beside the mu and z scatters (Figs. 12-15);
     ``reconstructions``: inputs and decoded means, alternating rows (Fig. 16).
     """
     plt = P.pyplot()
@@ -105,6 +114,8 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
     f, axes = plt.subplots(nrows, ncols, figsize=(side * ncols, side * nrows + 0.4), squeeze=False)
     for a in axes.ravel():
         a.set_visible(False)
+    labels_shown: list[tuple[np.ndarray, str]] = []  # the class labels of every scatter panel, for one legend
+    notes: set[str] = set()  # symbols the panels use, defined once under them
     for i, (method, seed) in enumerate(runs):
         name = f"{method.label}, seed {seed}"
         row = axes[i] if per_row else [axes[i // ncols, i % ncols]]
@@ -131,17 +142,23 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
                 if spec.get("latent", "mu") == "mu"
                 else run.mu + np.sqrt(run.var) * rng.standard_normal(run.mu.shape)
             )
-            P.label_scatter(row[0], pts, run.labels, f"{name}: {spec.get('latent', 'mu')}")
+            latent = spec.get("latent", "mu")
+            what = "posterior means" if latent == "mu" else "one sample z ~ q(z|x)"
+            P.label_scatter(row[0], pts, run.labels, f"{name}: {what}", "mu" if latent == "mu" else "z")
+            labels_shown.append((run.labels, run.cfg.dataset))
         elif kind == "variance":
             s2 = prior_var(run, "model")
             var = np.broadcast_to(run.var, run.mu.shape)
             for k, (vi, mj) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
                 if max(vi, mj) >= run.mc.n:
                     continue
-                row[k].scatter(run.mu[:, mj] / np.sqrt(s2[mj]), var[:, vi] / s2[vi], s=1, alpha=0.4, linewidths=0)
-                row[k].set_xlabel(f"mean {mj + 1} / s", fontsize=7)
-                row[k].set_ylabel(f"variance {vi + 1} / s^2", fontsize=7)
-                row[k].set_title(name if k == 0 else "", fontsize=8)
+                row[k].scatter(
+                    run.mu[:, mj] / np.sqrt(s2[mj]), var[:, vi] / s2[vi], s=1, alpha=0.4, linewidths=0, rasterized=True
+                )
+                row[k].set_xlabel(P.mean_label(mj), fontsize=9)
+                row[k].set_ylabel(P.variance_label(vi), fontsize=9)
+                row[k].set_title(P.math_label(name) if k == 0 else "", fontsize=9)
+            notes.add(P.PRIOR_SCALE_NOTE)
         elif kind == "manifold":
             s = np.sqrt(prior_var(run, "model"))[:2]
             a = np.linspace(-2, 2, 20)
@@ -150,14 +167,19 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
             grid[:, 0] = z1.ravel()
             if run.mc.n > 1:
                 grid[:, 1] = z2.ravel()
-            P.show_images(row[0], decode_images(run, grid), 20, 20, f"{name}\nmanifold over +-2 s")
-            P.label_scatter(row[1], run.mu, run.labels, "mu")
+            P.show_manifold(
+                row[0], decode_images(run, grid), 20, 2.0, f"{name}\ndecoded $z$, $z_k$ within \u00b12 $s_k$"
+            )
+            P.label_scatter(row[1], run.mu, run.labels, "posterior means", "mu")
             P.label_scatter(
                 row[2],
                 run.mu + np.sqrt(run.var) * rng.standard_normal(run.mu.shape),
                 run.labels,
                 "one sample z ~ q(z|x)",
+                "z",
             )
+            labels_shown.append((run.labels, run.cfg.dataset))
+            notes.add("$s_k$: prior standard deviation of latent $k$")
         elif kind == "reconstructions":
             x = run.x_test[:50] / run.cfg.scale
             rec = decode_images(run, run.mu[:50])
@@ -165,10 +187,13 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
                 [np.stack([x[r * 10 : (r + 1) * 10], rec[r * 10 : (r + 1) * 10]]) for r in range(len(x) // 10)]
             ).reshape(-1, x.shape[1])
             P.show_images(row[0], pairs, 2 * (len(x) // 10), 10, f"{name}\ninputs (odd rows), reconstructions")
-    # wrapped to the figure's width (about 14 characters of 9-point text per inch), room left for its lines
-    title = P.wrap_title(spec.get("title", fig.title), max(30, int(f.get_figwidth() * 14)))
-    f.suptitle(title, fontsize=9)
-    f.tight_layout(rect=(0, 0, 1, 1 - (title.count("\n") + 1) * 9 * 1.4 / 72 / f.get_figheight()))
+    if labels_shown:  # one legend of the class colours for every scatter, outside the panels
+        classes = "digit" if labels_shown[0][1] == "mnist" else "class"
+        P.digit_legend(f, np.concatenate([lab for lab, _ in labels_shown]), classes)
+    if notes:
+        f.supxlabel("; ".join(sorted(notes)), fontsize=9)
+    # wrapped to the figure's width (about 12 characters of 11-point text per inch)
+    f.suptitle(P.math_label(P.wrap_title(spec.get("title", fig.title), max(30, int(f.get_figwidth() * 12)))))
     return P.save(f, path)
 
 
@@ -178,9 +203,9 @@ def _no_model_panel(ax, title: str, info: dict) -> None:
         f"{info.get('status', 'run')}, {info.get('epochs_done', '?')} epochs:\nmetrics recorded, no checkpoint\n"
         "this panel needs the model's parameters\n(reproduce --retrain trains it afresh)"
     )
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=7, transform=ax.transAxes)
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, transform=ax.transAxes)
     ax.set_axis_off()
-    ax.set_title(title, fontsize=8)
+    ax.set_title(P.math_label(title), fontsize=9)
 
 
 def make_plots(fig: Figure, root: Path, override: list[int] | None = None, log=print) -> list[Path]:
@@ -189,13 +214,24 @@ def make_plots(fig: Figure, root: Path, override: list[int] | None = None, log=p
     ``override`` is the ``--seeds`` override; a plot draws those of its seeds
     that were run.  A per-run PNG that exists is kept as it is (``log`` says
     so) when one of its runs is a recorded result without its checkpoint: it
-    could only be redrawn with panels that say the model is missing.
+    could only be redrawn with panels that say the model is missing; a
+    curves PNG that exists is kept when none of its runs' metrics are on disk.
     """
     out_dir = Path(root) / fig.name
     out = []
     for spec in fig.plots:
         path = out_dir / spec["file"]
         if spec["kind"] == "curves":
+            have = [
+                m
+                for m in spec.get("methods", list(fig.methods))
+                for s in seeds_of(fig, fig.methods[m], override)
+                if (run_dir(root, fig.methods[m], s) / "metrics.csv").exists()
+            ]
+            if not have and path.exists():
+                log(f"kept {path}: none of its runs' metrics.csv is under {root} to redraw it from")
+                out.append(path)
+                continue
             out.append(plot_curves(fig, spec, root, path, override))
             continue
         lacking = [

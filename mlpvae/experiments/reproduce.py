@@ -28,6 +28,8 @@ import time
 import tomllib
 from pathlib import Path
 
+from mlpvae.experiments import cluster
+from mlpvae.experiments.cluster import add_cluster_arguments
 from mlpvae.experiments.figure_schema import (
     check_seeds,
     default_root,
@@ -36,7 +38,9 @@ from mlpvae.experiments.figure_schema import (
     run_dir,
 )
 from mlpvae.experiments.figure_summary import summarize, summary_markdown
+from mlpvae.experiments.figure_tasks import QUEUE, QueueFile, queue_note, train_on_cluster
 from mlpvae.experiments.panels import make_plots
+from mlpvae.experiments.redraw import redraw
 from mlpvae.experiments.run_queue import (
     NO_CHECKPOINT,
     batches,
@@ -65,6 +69,7 @@ def reproduce(
     stack: bool = False,
     methods: list[str] | None = None,
     retrain: bool = False,
+    executor=None,
 ) -> dict:
     """Run every (method x seed) of a figure config, then its PNGs and summary; Sec. 7, Appendix C.
 
@@ -81,7 +86,11 @@ def reproduce(
     with the runs not on disk shown as missing).  A recorded result without
     its checkpoint is kept (``retrain``: trained afresh); when nothing is to be
     trained and such runs are there, the figure's ``run.json`` is left as it is
-    and a PNG that needs their models is not redrawn.
+    and a PNG that needs their models is not redrawn.  ``executor`` (an
+    :class:`mlpvae.experiments.cluster.Executor`) trains each unit (a run, or
+    a stack) as a Dask task after checking that every worker sees ``root``; a
+    unit that fails is recorded with its message (status ``"completed with
+    failures"``) while the others finish.
     """
     fig = load_figure(config)
     overrides = {"epochs": epochs, "limit": limit, "test_limit": test_limit, **(sets or {})}
@@ -94,6 +103,8 @@ def reproduce(
             log(f"results in {root} (the recorded ones in {recorded_root(fig)} are written only with --out)")
     root = Path(root)
     override = check_seeds(list(seeds), "--seeds") if seeds is not None else None
+    if executor is not None and progress is None:
+        progress = False  # a worker's per-epoch bars would interleave on the driver's terminal
     per_run = {**overrides, "device": device, **({"progress": progress} if progress is not None else {})}
     # every run's settings are checked before the first one starts
     plan = list(plan_runs(fig, override, per_run, methods))
@@ -130,44 +141,29 @@ def reproduce(
     record()
     t0 = time.perf_counter()
     try:
-        done = 0
-        for batch in batches(plan, stack):
-            dirs = [run_dir(root, method, seed) for method, seed, _ in batch]
-            t1 = time.perf_counter()
-            if train:
-                results = ensure_runs([cfg for *_, cfg in batch], dirs, retrain)
-            else:
-                results = [("not trained (--no-train)", read_json(d / "run.json") or {}) for d in dirs]
-            took = time.perf_counter() - t1
-            for (method, seed, _), d, (action, rinfo) in zip(batch, dirs, results):
-                done += 1
-                rinfo = rinfo or {}
-                info["runs"].append(
-                    {
-                        "method": method.name,
-                        "seed": seed,
-                        "dir": str(d),
-                        "action": action,
-                        "status": rinfo.get("status", "missing"),
-                        "epochs_done": rinfo.get("epochs_done"),
-                        "device": rinfo.get("device"),
-                        "dtype": rinfo.get("dtype"),
-                        "run_wall_seconds": rinfo.get("wall_seconds"),
-                        "seconds_this_call": took,
-                        "stacked_with": len(batch),
-                    }
-                )
-                log(
-                    f"[{done}/{len(plan)}] {d}: {action}, status {rinfo.get('status', 'missing')}, "
-                    f"{rinfo.get('epochs_done', 0)} epochs, {took:.1f} s"
-                    + (f" (stack of {len(batch)})" if stack else "")
-                )
+        units = list(batches(plan, stack))
+        failures = []
+        if executor is not None and train:
+            info["cluster"] = executor.describe()
             record()
+            failures = _train_on_cluster(executor, units, root, out_dir, retrain, device, info, log, record)
+        else:
+            for batch in units:
+                dirs = [run_dir(root, method, seed) for method, seed, _ in batch]
+                t1 = time.perf_counter()
+                if train:
+                    results = ensure_runs([cfg for *_, cfg in batch], dirs, retrain)
+                else:
+                    results = [("not trained (--no-train)", read_json(d / "run.json") or {}) for d in dirs]
+                _add_runs(info, batch, dirs, results, time.perf_counter() - t1, len(plan), log, stack)
+                record()
         info["plots"] = [str(p) for p in make_plots(fig, root, override, log)]
         summary = summarize(fig, root, override)
         checkpoint.write_json(out_dir / "summary.json", summary)
         (out_dir / "summary.md").write_text(summary_markdown(summary))
-        info["status"] = "completed"
+        info["status"] = "completed" if not failures else "completed with failures"
+        if failures:
+            info["failures"] = failures
     except KeyboardInterrupt:
         info["status"] = "interrupted"
         raise
@@ -180,6 +176,63 @@ def reproduce(
             info["status"] = "failed"
         record()
     return info
+
+
+def _add_runs(info: dict, batch, dirs, results, took, total: int, log, stack: bool, worker=None) -> None:
+    """Append one unit's runs to the figure's ``run.json`` content and log a line per run."""
+    for (method, seed, _), d, (action, rinfo) in zip(batch, dirs, results):
+        rinfo = rinfo or {}
+        info["runs"].append(
+            {
+                "method": method.name,
+                "seed": seed,
+                "dir": str(d),
+                "action": action,
+                "status": "failed" if action.startswith("failed") else rinfo.get("status", "missing"),
+                "epochs_done": rinfo.get("epochs_done"),
+                "device": rinfo.get("device"),
+                "dtype": rinfo.get("dtype"),
+                "run_wall_seconds": rinfo.get("wall_seconds"),
+                "seconds_this_call": took,
+                "stacked_with": len(batch),
+                **({"worker": worker} if worker else {}),
+            }
+        )
+        log(
+            f"[{len(info['runs'])}/{total}] {d}: {action}, status {info['runs'][-1]['status']}, "
+            f"{rinfo.get('epochs_done', 0)} epochs"
+            + (f", {took:.1f} s" if took is not None else "")
+            + (f" (stack of {len(batch)})" if stack else "")
+            + (f" on {worker}" if worker else "")
+        )
+
+
+def _train_on_cluster(executor, units, root: Path, out_dir: Path, retrain, device, info, log, record) -> list[dict]:
+    """Every unit as a cluster task (:mod:`mlpvae.experiments.figure_tasks`); the runs in plan order; the failures."""
+    seconds = executor.check_shared(root)
+    info["cluster"]["shared_folder_check_seconds"] = seconds
+    log(f"cluster: every worker sees {root.absolute()} (checked in {seconds:.3f} s)")
+    dirs = [[run_dir(root, m, s) for m, s, _ in unit] for unit in units]
+    keys = [[str(d.relative_to(root)) for d in ds] for ds in dirs]
+    queue = QueueFile(out_dir / QUEUE, [k for ks in keys for k in ks], executor.kind)
+    total = sum(len(u) for u in units)
+    failures = []
+    gpu = executor.gpu or device == "gpu"
+    try:
+        for i, results, took, worker, error in train_on_cluster(
+            executor, units, dirs, keys, retrain, queue, gpu, log, progress=None
+        ):
+            _add_runs(info, units[i], dirs[i], results, took, total, executor.write, len(units[i]) > 1, worker)
+            if error is not None:
+                failures.append({"runs": keys[i], "worker": worker, "message": error})
+            record()
+    finally:
+        queue.close()
+    order = {str(run_dir(root, m, s)): j for j, (m, s, _) in enumerate(u for unit in units for u in unit)}
+    info["runs"].sort(key=lambda r: order[r["dir"]])
+    for f in failures:
+        log(f"failed: {', '.join(f['runs'])}: {f['message']}")
+    return failures
 
 
 def _parse_set(text: str) -> tuple[str, object]:
@@ -198,7 +251,7 @@ def add_arguments(parser) -> None:
     """Add ``vaetheory reproduce``'s arguments to ``parser`` (Not in the paper).
 
     The config, device, seeds, methods, quick-run overrides, results root, and
-    the ``--no-train``, ``--list`` and ``--stack`` modes.
+    the ``--no-train``, ``--plots-only``, ``--list`` and ``--stack`` modes.
     """
     parser.add_argument("config", metavar="CONFIG", help="a figure config, e.g. validation/figures/fig4_2d.toml")
     parser.add_argument(
@@ -242,7 +295,19 @@ def add_arguments(parser) -> None:
         action="store_false",
         help="only redraw the PNGs and the summary from the runs on disk",
     )
-    parser.add_argument("--list", action="store_true", help="list the runs and their state; train nothing")
+    parser.add_argument(
+        "--list",
+        action="store_true",
+        help="list the runs and their state (with --scheduler/--workers runs: queued, running on which worker, "
+        "done or failed); train nothing",
+    )
+    add_cluster_arguments(parser, "run")
+    parser.add_argument(
+        "--plots-only",
+        action="store_true",
+        help="only redraw the PNGs from the runs on disk (curves from metrics.csv); train nothing, keep run.json "
+        "and the summary; writes plots.json",
+    )
     parser.add_argument(
         "--stack",
         action="store_true",
@@ -255,7 +320,8 @@ def run(args) -> int:
     """Run ``vaetheory reproduce`` from parsed arguments and print the summary (Not in the paper).
 
     ``--list`` prints the runs and their state instead.  Returns the exit
-    status: 0, or 2 (with the message on stderr) on a bad config or argument.
+    status: 0, 1 when a unit failed on a cluster (the others finished; each
+    failure on stderr), or 2 (with the message on stderr) on a bad config or argument.
     """
     try:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
@@ -263,6 +329,19 @@ def run(args) -> int:
         sets = dict(_parse_set(s) for s in args.set)
         if args.list:
             return _list(args, seeds, sets, methods)
+        if args.plots_only:
+            done = redraw(args.config, args.out, seeds, log=lambda s: print(s, file=sys.stderr))
+            out_dir = Path(done["root"]) / done["figure"]
+            print(f"redrew {len(done['drawn'])} PNG, kept {len(done['kept_without_checkpoint'])} (no checkpoint)")
+            print("wrote " + ", ".join([*done["drawn"], str(out_dir / "plots.json")]))
+            return 0
+        bar = args.progress is not False  # the bar over tasks; per-epoch bars of the runs only with --progress
+        workers = cluster.parse_workers(args.workers)
+        executor = cluster.start(args.scheduler, workers, log=_err, progress=bar) if args.train else None
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        print(f"vaetheory reproduce: {exc}", file=sys.stderr)
+        return 2
+    try:
         info = reproduce(
             args.config,
             args.out,
@@ -278,14 +357,25 @@ def run(args) -> int:
             stack=args.stack,
             methods=methods,
             retrain=args.retrain,
+            executor=executor,
         )
     except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
         print(f"vaetheory reproduce: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if executor is not None:
+            executor.close()
     out_dir = Path(info["root"]) / info["figure"]
     print((out_dir / "summary.md").read_text())
-    print(f"wrote {out_dir}/ (run.json, summary.json, summary.md, {len(info['plots'])} PNG)")
-    return 0
+    queue = f"{QUEUE}, " if executor is not None and args.train else ""
+    print(f"wrote {out_dir}/ (run.json, {queue}summary.json, summary.md, {len(info['plots'])} PNG)")
+    for f in info.get("failures", []):
+        print(f"vaetheory reproduce: failed: {', '.join(f['runs'])}: {f['message']}", file=sys.stderr)
+    return 1 if info.get("failures") else 0
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _list(args, seeds, sets, methods=None) -> int:
@@ -301,6 +391,9 @@ def _list(args, seeds, sets, methods=None) -> int:
     for method, seed, cfg in plan_runs(fig, seeds, {**overrides, "device": args.device}, methods):
         d = run_dir(root, method, seed)
         line = f"{d}: {run_state(d, cfg)} ({cfg.epochs} epochs, {cfg.posterior}, {cfg.likelihood}, n={cfg.n})"
+        note = queue_note(root / fig.name, str(d.relative_to(root)))
+        if note:
+            line += f"; {note}"
         if recorded is not None:  # the default root is the local one: say what the record holds too
             try:
                 state = run_state(run_dir(recorded, method, seed), cfg)

@@ -58,8 +58,10 @@ def loss(tp: dict, x, eps, config):
     eps : (B, n) torch tensor of standard-normal noise; z = mu + sqrt(Sigma) eps.
     config : :class:`mlpvae.nn.model.ModelConfig`.
 
-    Returns a 0-d tensor, nats per example, the same quantity as the first
-    output of :func:`mlpvae.nn.model.loss_and_grads`.
+    Returns
+    -------
+    loss : 0-d tensor, nats per example, the same quantity as the first
+        output of :func:`mlpvae.nn.model.loss_and_grads`.
     """
     import torch
     import torch.nn.functional as F

@@ -29,3 +29,18 @@ def generator(seed: int, stream: int, epoch: int, xp=np):
     if xp is np:
         return np.random.default_rng(ss)
     return xp.random.default_rng(int(ss.generate_state(1, np.uint64)[0]))
+
+
+def chunk_generator(seed: int, stream: int, epoch: int, first: int, xp=np):
+    """The generator of the chunk of images starting at image ``first`` (> 0) of a per-image analysis.
+
+    ``SeedSequence([seed, stream, epoch, first])``: the chunk's draws depend on
+    where it starts, not on which process computes it.  The chunk starting at
+    image 0 uses :func:`generator`, the stream of the unchunked analysis.
+    """
+    if first < 1:
+        raise ValueError(f"first must be >= 1 (the chunk at 0 uses generator()), got {first}")
+    ss = np.random.SeedSequence([seed, stream, epoch, first])
+    if xp is np:
+        return np.random.default_rng(ss)
+    return xp.random.default_rng(int(ss.generate_state(1, np.uint64)[0]))

@@ -1,14 +1,21 @@
-"""mlpvae.experiments.plots: each figure function writes a non-empty PNG of its stated
-pixel size; images tile row-major."""
+"""mlpvae.experiments.plots and panels: each figure function writes a non-empty PNG of its stated
+pixel size in the project's style (labelled axes, legends off the data); images tile row-major;
+identical curves are drawn apart and said to be identical."""
 
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mlpvae.experiments import plots
+from mlpvae.experiments.figure_schema import load_figure, recorded_root
+from mlpvae.experiments.panels import plot_curves
+from vaetheory import plotting
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def png_size(path) -> tuple[int, int]:
@@ -46,7 +53,7 @@ def test_training_curves_from_metrics_csv(tmp_path):
     )
     m = plots.read_metrics(csv)
     assert m["epoch"].tolist() == [1, 2, 3] and np.isnan(m["test_elbo_s2_test"][2]) and "status" not in m
-    check(plots.training_curves({"bilbo": csv}, tmp_path / "curves.png"), (8, 5))
+    check(plots.training_curves({"bilbo": csv}, tmp_path / "curves.png"), (10, 5))
 
 
 def test_image_grids_and_manifold(tmp_path):
@@ -60,7 +67,7 @@ def test_image_grids_and_manifold(tmp_path):
         calls.append(z.copy())
         return np.tile(1 / (1 + np.exp(-z[:, :1])), (1, 784))
 
-    check(plots.manifold_grid(decode, tmp_path / "m.png", s=(2.0, 1.0), steps=5), (6, 6))
+    check(plots.manifold_grid(decode, tmp_path / "m.png", s=(2.0, 1.0), steps=5), (6, 6.4))
     z = calls[0]
     assert z.shape == (25, 2) and z[:, 0].max() == pytest.approx(4.0) and z[0, 1] == pytest.approx(2.0)
 
@@ -74,3 +81,89 @@ def test_tile_places_images_row_major_clipped_and_leaves_empty_cells_at_one():
     np.testing.assert_array_equal(canvas[2:, 2:], np.ones((2, 2)))
     with pytest.raises(ValueError, match="square"):
         plots.tile(np.zeros((1, 5)), 1, 1)
+
+
+@pytest.fixture
+def styled(monkeypatch):
+    """Each figure the plots module saves, as its layout problems and its axes, before it is closed."""
+    seen = {}
+    original = plotting.save
+
+    def save(fig, path):
+        fig.canvas.draw()
+        seen[Path(path).name] = (plotting.layout_problems(fig), fig.axes, fig.legends)
+        return original(fig, path)
+
+    monkeypatch.setattr(plots, "save", save)
+    return seen
+
+
+def test_latent_scatter_labels_its_axes_and_names_every_digit(tmp_path, latents, styled):
+    mu, var, labels = latents
+    plots.latent_scatter(mu, labels, tmp_path / "means.png", "posterior means")
+    plots.latent_scatter(mu, labels, tmp_path / "z.png", "one sample", latent="z", name="class")
+    problems, axes, _ = styled["means.png"]
+    assert problems == []
+    assert (axes[0].get_xlabel(), axes[0].get_ylabel()) == ("$\\mu_1$", "$\\mu_2$")
+    leg = axes[0].get_legend()
+    assert leg.get_title().get_text() == "digit"
+    assert [t.get_text() for t in leg.get_texts()] == [str(k) for k in range(10)]
+    problems, axes, _ = styled["z.png"]
+    assert problems == [] and axes[0].get_xlabel() == "$z_1$"
+    assert axes[0].get_legend().get_title().get_text() == "class"
+
+
+def test_variance_panels_define_their_scale(tmp_path, latents, styled):
+    mu, var, labels = latents
+    plots.variance_vs_mean(mu, var, tmp_path / "v.png", s2=[1.0, 2.0], title="Fig. 3")
+    problems, axes, _ = styled["v.png"]
+    assert problems == []
+    assert axes[0].get_xlabel() == "posterior mean $\\mu_1 / s_1$"
+    assert axes[0].get_ylabel() == "posterior variance $\\sigma^2_1 / s^2_1$"
+    assert "prior standard deviation" in axes[0].figure.get_suptitle()
+
+
+def test_identical_training_curves_are_drawn_apart_and_said_to_be(tmp_path, styled):
+    rows = "epoch,train_objective,test_elbo\n" + "".join(f"{e},{-200 + e},{-190 + e}\n" for e in (1, 2, 3))
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.csv").write_text(rows)
+    plots.training_curves({"constant Sigma": tmp_path / "a.csv", "BILBO": tmp_path / "b.csv"}, tmp_path / "c.png")
+    problems, axes, _ = styled["c.png"]
+    assert problems == []
+    lines = [ln for ln in axes[0].lines if "test ELBO" in ln.get_label()]
+    assert lines[0].get_linestyle() == "-" and lines[1].get_linestyle() != "-" and lines[1].get_marker() != "None"
+    assert "identical to constant $\\Sigma$" in lines[1].get_label()
+    assert all(t % 1 == 0 for t in axes[0].get_xticks())  # epochs are whole numbers
+
+
+def test_manifold_axes_are_latent_coordinates_in_prior_units(tmp_path, styled):
+    plots.manifold_grid(lambda z: np.full((len(z), 784), 0.5), tmp_path / "m.png", steps=5, span=2.0)
+    problems, axes, _ = styled["m.png"]
+    assert problems == []
+    assert (axes[0].get_xlabel(), axes[0].get_ylabel()) == ("$z_1 / s_1$", "$z_2 / s_2$")
+    lo, hi = axes[0].get_xlim()
+    assert lo < -2 and hi > 2  # the outer image centres sit at -2 and +2 prior standard deviations
+
+
+def test_recorded_fig4a_draws_constant_and_bilbo_apart(tmp_path, monkeypatch):
+    """The recorded Fig. 4a runs (metrics.csv is committed): constant Sigma and BILBO train identically."""
+    fig = load_figure(ROOT / "validation/figures/fig4_2d.toml")
+    root = recorded_root(fig)
+    if not (root / fig.name / "constant" / "seed0" / "metrics.csv").exists():
+        pytest.skip("the recorded Fig. 4 runs are not in this checkout")
+    seen = {}
+    original = plotting.save
+
+    def save(f, path):
+        seen["problems"] = plotting.layout_problems(f)
+        seen["labels"] = [ln.get_label() for ln in f.axes[0].lines]
+        seen["styles"] = [ln.get_linestyle() for ln in f.axes[0].lines]
+        return original(f, path)
+
+    monkeypatch.setattr(plots, "save", save)
+    spec = next(p for p in fig.plots if p["kind"] == "curves")
+    plot_curves(fig, spec, root, tmp_path / "fig4a.png", None)
+    assert seen["problems"] == []
+    assert sum("identical" in label for label in seen["labels"]) == 1
+    assert "BILBO" in next(label for label in seen["labels"] if "identical" in label)
+    assert seen["styles"][:2] == ["-", "-"] and seen["styles"][2] != "-"

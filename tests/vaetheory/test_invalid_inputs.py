@@ -22,6 +22,7 @@ from vaetheory import gaussian as g
 from vaetheory import linear as lin
 from vaetheory import logdet as ld
 from vaetheory import logdet_baselines as lb
+from vaetheory import logdet_preconditioned as lp
 from vaetheory import objectives as O
 from vaetheory import optimal as opt
 from vaetheory import optimality as oy
@@ -374,6 +375,24 @@ CASES.update(
             lb.chebyshev_logdet,
             lambda p: dict(A_or_matvec=p["A"], rng=_R(), budget=40, bounds=(0.1, 100.0)),
             {"A_or_matvec": "var", "rng": "obj", "budget": "scalar", "bounds": "obj"},
+            set(),
+        ),
+        "logdet_preconditioned.xtrace_logdet": (
+            lp.xtrace_logdet,
+            lambda p: dict(A_or_matvec=p["A"], rng=_R(), budget=40),
+            {"A_or_matvec": "var", "rng": "obj", "budget": "scalar"},
+            set(),
+        ),
+        "logdet_preconditioned.pchol_slq_logdet": (
+            lp.pchol_slq_logdet,
+            lambda p: dict(A_or_matvec=p["A"], rng=_R(), budget=40, diag=np.diag(p["A"]).copy()),
+            {"A_or_matvec": "var", "rng": "obj", "budget": "scalar", "diag": "var"},
+            set(),
+        ),
+        "logdet_preconditioned.nystrom_slq_logdet": (
+            lp.nystrom_slq_logdet,
+            lambda p: dict(A_or_matvec=p["A"], rng=_R(), budget=40),
+            {"A_or_matvec": "var", "rng": "obj", "budget": "scalar"},
             set(),
         ),
         "logdet_baselines.as_operator": (

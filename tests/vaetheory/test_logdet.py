@@ -13,6 +13,7 @@ from strategies import SEEDS, normal_arrays, positive_arrays, spd_matrices
 
 from vaetheory import logdet as L
 from vaetheory.bench.logdet import make_family
+from vaetheory.bench.logdet_report import rmse_interval, summarise
 from vaetheory.cli import main
 from vaetheory.logdet_baselines import gauss_quadrature
 
@@ -305,17 +306,53 @@ def test_estimators_validate_their_inputs(fn, kw):
 def test_bench_logdet_runs_and_its_known_answers_are_right(tmp_path):
     out = tmp_path / "r.json"
     argv = ["bench", "logdet", "--n", "64", "--seeds", "3", "--budgets", "50", "100"]
-    argv += ["--families", "toeplitz", "laplace2d"]
-    argv += ["--methods", "pslq", "slq-rademacher", "eq19-diagonal", "--json", str(out), "--quiet"]
+    argv += ["--families", "toeplitz", "laplace2d", "varlaplace"]
+    argv += ["--methods", "pslq/k0.5", "slq/d8", "eq19-diagonal", "--json", str(out), "--quiet"]
     assert main(argv) == 0
     res = json.loads(out.read_text())
-    assert set(res["families"]) == {"toeplitz", "laplace2d"}
+    assert set(res["families"]) == {"toeplitz", "laplace2d", "varlaplace"}
     for fam, fr in res["families"].items():
         _, A, truth, (lo, hi) = make_family(fam, 64)
         # Closed-form / eigenvalue answers agree with Cholesky of the dense matrix.
         assert abs(truth - L.trace_identity_ref(A)) <= TOL["identity_f64"] * abs(truth)
         assert lo == pytest.approx(np.linalg.eigvalsh(A)[0], rel=1e-9)
-        assert all(r["matvecs_max"] <= r["budget"] for m in fr["methods"].values() for r in m["rows"])
+        cells = [c for v in fr["cells"].values() for c in v.values()]
+        assert len(cells) == 6 and all(c["ran"] and c["matvecs_max"] <= 100 for c in cells)
+    # varlaplace is the family whose diagonal varies: its Hadamard floor is well below its AM-GM floor.
+    floors = res["families"]["varlaplace"]["bias_floor"]
+    assert floors["diagonal"] < 0.5 * floors["scalar"]
+
+
+def test_bench_logdet_continues_a_stopped_run_and_keeps_its_cells(tmp_path):
+    out = tmp_path / "r.json"
+    base = ["bench", "logdet", "--n", "16", "--seeds", "2", "--families", "toeplitz", "--json", str(out), "--quiet"]
+    assert main(base + ["--budgets", "40", "--methods", "slq/d8"]) == 0
+    first = json.loads(out.read_text())["families"]["toeplitz"]["cells"]["slq/d8"]["40"]
+    first["errors"] = [123.0, 456.0]  # a marker: a kept cell is not recomputed
+    res = json.loads(out.read_text())
+    res["families"]["toeplitz"]["cells"]["slq/d8"]["40"] = first
+    out.write_text(json.dumps(res))
+    assert main(base + ["--budgets", "40", "80", "--methods", "slq/d8", "xtrace/d8"]) == 0
+    again = json.loads(out.read_text())
+    assert again["seconds"] >= res["seconds"] > 0  # the continued run adds its time to the first's
+    cells = again["families"]["toeplitz"]["cells"]
+    assert cells["slq/d8"]["40"]["errors"] == [123.0, 456.0]
+    assert set(cells["slq/d8"]) == {"40", "80"} and set(cells["xtrace/d8"]) == {"40", "80"}
+    with pytest.raises(ValueError, match="seeds"):
+        main(["bench", "logdet", "--n", "16", "--seeds", "3", "--families", "toeplitz", "--json", str(out), "--quiet"])
+
+
+def test_bench_logdet_intervals_and_verdicts_follow_the_errors():
+    errors = np.random.default_rng(0).standard_normal(40)
+    r, lo, hi = rmse_interval(errors)
+    assert r == pytest.approx(np.sqrt(np.mean(errors**2))) and lo < r < hi
+    cell = {"ran": True, "errors": list(errors)}
+    far = {"ran": True, "errors": list(100 * errors)}
+    res = {"budgets": [10], "families": {"f": {"cells": {"pslq/k0.5": {"10": cell}, "slq/d8": {"10": far}}}}}
+    v = summarise(res)["f"]["verdicts"][0]
+    assert v["winner"] == "ours" and v["baseline"]["variant"] == "slq/d8"
+    res["families"]["f"]["cells"]["slq/d8"]["10"] = {"ran": True, "errors": list(1.01 * errors)}
+    assert summarise(res)["f"]["verdicts"][0]["winner"] == "tie"
 
 
 @pytest.mark.parametrize("fn, kw", ALL)

@@ -1,259 +1,142 @@
-"""``vaetheory bench logdet``: the Eq. (19) estimator against matvec-only baselines.
+"""``vaetheory bench logdet``: Eq. (19)-based log-det estimators against tuned and preconditioned baselines.
 
-Matrix families with known ``log|A|`` (not in the paper):
-
-- ``rbf-1e-1``, ``rbf-1e-3``: squared-exponential kernel on n points uniform in
-  the unit square (length-scale 0.2) plus noise variance 1e-1 / 1e-3 (dense).
-- ``laplace2d``: 5-point Dirichlet Laplacian on a sqrt(n) x sqrt(n) grid plus
-  a shift 1e-2 (sparse; eigenvalues in closed form).
-- ``powerlaw``: eigenvalues ``k^-1`` in the orthonormal DCT-II basis (FFT matvec).
-- ``toeplitz``: banded symmetric Toeplitz, first row (1, 0.45, 0.2, 0.05) (sparse).
-
-Every estimator sees only a counting matvec; Chebyshev alone is handed the exact
-spectral interval for free (it cannot run without one), which favours it.  For
-each family, method and budget the bench runs ``--seeds`` independent seeds
-and reports bias (mean - truth, with its standard error), spread (standard
-deviation), RMSE, and the slope of log RMSE against log budget.
+The families and the variants are in :mod:`vaetheory.bench.logdet_methods`,
+the intervals, verdicts, tables and figure in :mod:`vaetheory.bench.logdet_report`.
+Every estimator sees only a counting matvec, except that Chebyshev is handed
+the exact spectral interval and the pivoted Cholesky the diagonal of ``A``
+(both favour the baselines).  A *cell* is one (family, variant, budget) with
+``--seeds`` independent runs; the JSON is rewritten after every cell, and a
+run started again with the same ``--json`` keeps the cells it finds (same n
+and seeds) and computes only the rest.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from vaetheory import logdet as L
-
-FAMILIES = ("rbf-1e-1", "rbf-1e-3", "laplace2d", "powerlaw", "toeplitz")
-METHODS = (
-    "eq19-scalar",
-    "eq19-diagonal",
-    "eq19-diag+lowrank",
-    "pslq",
-    "slq-rademacher",
-    "slq-gaussian",
-    "hutch++",
-    "chebyshev",
+from vaetheory.bench.logdet_methods import (
+    DEFAULT_VARIANTS,
+    FAMILIES,
+    QUICK_VARIANTS,
+    VARIANTS,
+    make_family,
+    run_variant,
 )
-OURS = ("eq19-scalar", "eq19-diagonal", "eq19-diag+lowrank", "pslq")
-DEFAULT_BUDGETS = (50, 100, 200, 400, 800, 1600)
+from vaetheory.bench.logdet_report import markdown, plot, summarise
+
+__all__ = ["make_family", "bench", "estimate_seconds", "add_arguments", "run"]
+
+DEFAULTS = {"n": 576, "seeds": 20, "budgets": (50, 150, 400)}
+QUICK = {"n": 256, "seeds": 8, "budgets": (50, 150), "families": FAMILIES}
+# Seconds per matvec column beyond the product itself (Lanczos reorthogonalisation, preconditioner, Python),
+# per unit of n, fitted to the two committed runs (validation/results/logdet/COMMAND) on the shared 2-core machine.
+OVERHEAD_PER_N = 2.5e-7
 
 
-def make_family(name: str, n: int, seed: int = 12345):
-    """Not in the paper: ``(matvec, dense A or None, log|A|, (lambda_min, lambda_max))`` for a bench family."""
-    import scipy.fft
-    import scipy.sparse as sp
-
-    rng = np.random.default_rng(seed)
-    if name.startswith("rbf-"):
-        noise = float(name[4:])
-        X = rng.uniform(size=(n, 2))
-        d2 = np.sum((X[:, None, :] - X[None, :, :]) ** 2, axis=-1)
-        A = np.exp(-d2 / (2 * 0.2**2)) + noise * np.eye(n)
-        lam = np.linalg.eigvalsh(A)
-        return A.__matmul__, A, float(np.sum(np.log(lam))), (float(lam[0]), float(lam[-1]))
-    if name == "laplace2d":
-        g = int(round(math.sqrt(n)))
-        if g * g != n:
-            raise ValueError(f"laplace2d needs n to be a perfect square, got {n}")
-        T = sp.diags([-np.ones(g - 1), 2 * np.ones(g), -np.ones(g - 1)], [-1, 0, 1])
-        A = (sp.kron(T, sp.eye(g)) + sp.kron(sp.eye(g), T) + 1e-2 * sp.eye(n)).tocsr()
-        t = 2 - 2 * np.cos(np.arange(1, g + 1) * np.pi / (g + 1))
-        lam = (t[:, None] + t[None, :]).ravel() + 1e-2
-        return A.__matmul__, A.toarray(), float(np.sum(np.log(lam))), (float(lam.min()), float(lam.max()))
-    if name == "powerlaw":
-        lam = np.arange(1, n + 1, dtype=float) ** -1.0
-
-        def mv(X):
-            scale = lam.reshape((n,) + (1,) * (X.ndim - 1))
-            return scipy.fft.idct(scale * scipy.fft.dct(X, axis=0, norm="ortho"), axis=0, norm="ortho")
-
-        A = mv(np.eye(n))
-        return mv, (A + A.T) / 2, float(np.sum(np.log(lam))), (float(lam.min()), float(lam.max()))
-    if name == "toeplitz":
-        row = [1.0, 0.45, 0.2, 0.05]
-        A = sp.diags([row[abs(k)] * np.ones(n - abs(k)) for k in range(-3, 4)], list(range(-3, 4))).tocsr()
-        Ad = A.toarray()
-        lam = np.linalg.eigvalsh(Ad)
-        return A.__matmul__, Ad, float(np.sum(np.log(lam))), (float(lam[0]), float(lam[-1]))
-    raise ValueError(f"family must be one of {', '.join(FAMILIES)}; got {name!r}")
+def _matvec_seconds(mv, n: int) -> float:
+    X = np.random.default_rng(0).standard_normal((n, 32))
+    t = time.perf_counter()
+    for _ in range(3):
+        mv(X)
+    return (time.perf_counter() - t) / 96
 
 
-def run_method(method: str, mv, n: int, budget: int, rng, bounds):
-    """Not in the paper: one estimate by a named method; returns the LogdetResult."""
-    if method.startswith("eq19-"):
-        return L.logdet_trace_estimator(mv, n, rng=rng, budget=budget, parameterization=method[5:])
-    if method == "pslq":
-        return L.preconditioned_slq_logdet(mv, n, rng=rng, budget=budget)
-    if method.startswith("slq-"):
-        return L.slq_logdet(mv, n, rng=rng, budget=budget, probes=method[4:])
-    if method == "hutch++":
-        return L.hutchpp_logdet(mv, n, rng=rng, budget=budget)
-    if method == "chebyshev":
-        lo, hi = bounds
-        return L.chebyshev_logdet(mv, n, rng=rng, budget=budget, bounds=(0.99 * lo, 1.01 * hi))
-    raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+def estimate_seconds(families, variants, budgets, seeds: int, n: int, per_column: dict) -> float:
+    """Not in the paper: the cost model ``seeds * budget * (matvec time + overhead * n)`` summed over cells."""
+    per = sum(per_column[f] + OVERHEAD_PER_N * n for f in families)
+    return float(seeds * sum(budgets) * len(variants) * per)
 
 
-def _slope(budgets, rmse):
-    x, y = np.log(np.asarray(budgets, float)), np.log(np.asarray(rmse, float))
-    ok = np.isfinite(y)
-    return float(np.polyfit(x[ok], y[ok], 1)[0]) if ok.sum() >= 2 else float("nan")
+def _write(path: Path | None, res: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, path)
 
 
-def bench(families, methods, budgets, seeds: int, n: int, progress=None) -> dict:
-    """Not in the paper: run the grid and return the results as a JSON-ready dict."""
-    out = {"n": n, "seeds": seeds, "budgets": list(budgets), "families": {}}
-    for fam in families:
-        mv, A, truth, bounds = make_family(fam, n)
-        floors = {p: L.trace_identity_bias_floor(A, p) for p in ("scalar", "diagonal")}
-        famres = {"logdet": truth, "lambda_min": bounds[0], "lambda_max": bounds[1], "bias_floor": floors}
-        famres["methods"] = {}
-        for method in methods:
-            rows = []
-            for budget in budgets:
-                t = time.perf_counter()
-                est, mvs = [], []
-                for seed in range(seeds):
-                    try:
-                        r = run_method(method, mv, n, budget, np.random.default_rng([seed, budget]), bounds)
-                        est.append(r.estimate)
-                        mvs.append(r.matvecs)
-                    except ValueError:  # budget too small for this method
-                        break
-                if len(est) < seeds:
-                    rows.append({"budget": budget, "ran": False})
-                    continue
-                e = np.asarray(est) - truth
-                rows.append(
-                    {
-                        "budget": budget,
-                        "ran": True,
-                        "bias": float(e.mean()),
-                        "bias_se": float(e.std(ddof=1) / math.sqrt(seeds)),
-                        "sd": float(e.std(ddof=1)),
-                        "rmse": float(np.sqrt(np.mean(e**2))),
-                        "matvecs_mean": float(np.mean(mvs)),
-                        "matvecs_max": int(np.max(mvs)),
-                        "seconds_per_run": (time.perf_counter() - t) / seeds,
-                    }
-                )
-                if progress:
-                    progress(fam, method, rows[-1])
-            ran = [r for r in rows if r["ran"]]
-            famres["methods"][method] = {
-                "rows": rows,
-                "rmse_slope": _slope([r["budget"] for r in ran], [r["rmse"] for r in ran]),
-            }
-        famres["winners"] = _winners(famres["methods"], budgets)
-        out["families"][fam] = famres
-    return out
+def _one_cell(variant, mv, A, n, budget, seeds, truth, bounds) -> dict:
+    t = time.perf_counter()
+    err, mvs = [], []
+    for seed in range(seeds):
+        try:
+            r = run_variant(variant, mv, n, budget, np.random.default_rng([seed, budget]), A, bounds)
+        except ValueError as exc:  # budget too small for this variant
+            return {"ran": False, "why": str(exc)}
+        err.append(r.estimate - truth)
+        mvs.append(r.matvecs)
+    return {"ran": True, "errors": err, "matvecs_max": int(max(mvs)), "seconds": time.perf_counter() - t}
 
 
-def _winners(mres: dict, budgets) -> list[dict]:
-    """Per budget: the best of ours vs the best baseline, by RMSE."""
-    out = []
-    for i, b in enumerate(budgets):
-
-        def best(names):
-            c = [(mres[m]["rows"][i]["rmse"], m) for m in names if m in mres and mres[m]["rows"][i]["ran"]]
-            return min(c) if c else (float("inf"), None)
-
-        ours = best(OURS)
-        base = best([m for m in mres if m not in OURS])
-        out.append(
-            {
-                "budget": b,
-                "ours": ours[1],
-                "ours_rmse": ours[0],
-                "baseline": base[1],
-                "baseline_rmse": base[0],
-                "ours_wins": ours[0] < base[0],
-            }
+def bench(families, variants, budgets, seeds: int, n: int, path: Path | None = None, quiet: bool = False) -> dict:
+    """Not in the paper: run every (family, variant, budget) cell, keeping and extending the JSON at ``path``."""
+    res = {"n": n, "seeds": seeds, "budgets": list(budgets), "families": {}}
+    if path is not None and path.exists():
+        old = json.loads(path.read_text())
+        if (old.get("n"), old.get("seeds")) != (n, seeds):
+            raise ValueError(
+                f"--json {path} holds a run with n={old.get('n')}, seeds={old.get('seeds')}: "
+                f"give another path to start one with n={n}, seeds={seeds}"
+            )
+        res["families"] = old.get("families", {})
+        res["seconds"] = old.get("seconds", 0.0)  # a continued run adds its own time
+    made = {f: make_family(f, n) for f in families}
+    per_col = {f: _matvec_seconds(made[f][0], n) for f in families}
+    todo = [
+        (f, v, b)
+        for f in families
+        for v in variants
+        for b in budgets
+        if str(b) not in res["families"].get(f, {}).get("cells", {}).get(v, {})
+    ]
+    est = estimate_seconds(families, variants, budgets, seeds, n, per_col)
+    if not quiet:
+        print(
+            f"bench logdet: n={n}, {seeds} seeds, budgets {list(budgets)}, {len(families)} families x "
+            f"{len(variants)} variants; estimated {est / 60:.1f} min for the whole grid, "
+            f"{len(todo)} of {len(families) * len(variants) * len(budgets)} cells left",
+            flush=True,
         )
-    return out
-
-
-def _versus(w: dict) -> str:
-    return f"{w['ours']} {w['ours_rmse']:.3g} vs {w['baseline']} {w['baseline_rmse']:.3g}"
-
-
-def markdown(res: dict) -> str:
-    """Not in the paper: RMSE tables (one row per method, one column per budget) and the winners."""
-    lines = []
-    for fam, fr in res["families"].items():
-        bud = res["budgets"]
-        lines += [
-            f"**{fam}** (n={res['n']}, log|A| = {fr['logdet']:.2f},"
-            f" spectrum [{fr['lambda_min']:.3g}, {fr['lambda_max']:.3g}],"
-            f" floors: scalar {fr['bias_floor']['scalar']:.1f}, diagonal {fr['bias_floor']['diagonal']:.1f})",
-            "",
-            "| method | " + " | ".join(f"RMSE @{b}" for b in bud) + " | bias @max (+-SE) | sd @max | slope |",
-            "|---|" + "---|" * (len(bud) + 3),
-        ]
-        for m, mr in fr["methods"].items():
-            cells = [f"{r['rmse']:.3g}" if r["ran"] else "-" for r in mr["rows"]]
-            last = [r for r in mr["rows"] if r["ran"]][-1]
-            tail = f" | {last['bias']:+.3g} ({last['bias_se']:.2g}) | {last['sd']:.3g} | {mr['rmse_slope']:.2f} |"
-            lines.append(f"| {m} | " + " | ".join(cells) + tail)
-        won = [w for w in fr["winners"] if w["ours_wins"]]
-        lines += [
-            "",
-            f"Best of ours beats every baseline at {len(won)}/{len(fr['winners'])} budgets: "
-            + ", ".join(f"{w['budget']} ({_versus(w)})" for w in fr["winners"]),
-            "",
-        ]
-    return "\n".join(lines)
-
-
-def plot(res: dict, path: Path) -> None:
-    """Not in the paper: RMSE against budget per family and method, saved to ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fams = list(res["families"])
-    fig, axes = plt.subplots(1, len(fams), figsize=(4.2 * len(fams), 4), squeeze=False)
-    for ax, fam in zip(axes[0], fams):
-        fr = res["families"][fam]
-        for m, mr in fr["methods"].items():
-            rows = [r for r in mr["rows"] if r["ran"]]
-            style = "-" if m in OURS else "--"
-            x, y = [r["budget"] for r in rows], [r["rmse"] for r in rows]
-            ax.loglog(x, y, style, marker="o", ms=3, label=f"{m} ({mr['rmse_slope']:.2f})")
-        ax.axhline(fr["bias_floor"]["diagonal"], color="0.5", ls=":", lw=1, label="Hadamard floor (diagonal Sigma)")
-        ax.set_title(f"{fam}  (n={res['n']}, log|A|={fr['logdet']:.1f})", fontsize=9)
-        ax.set_xlabel("matvecs")
-        ax.set_ylabel("RMSE of log|A|")
-        ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    for f in families:
+        mv, A, truth, bounds = made[f]
+        fr = res["families"].setdefault(f, {"cells": {}})
+        fr.update(logdet=truth, lambda_min=bounds[0], lambda_max=bounds[1])
+        fr["bias_floor"] = {p: L.trace_identity_bias_floor(A, p) for p in ("scalar", "diagonal")}
+    bar = tqdm(todo, desc="cells", unit="cell", disable=quiet, file=sys.stderr)
+    for f, v, b in bar:
+        bar.set_postfix_str(f"{f} {v} @{b}")
+        mv, A, truth, bounds = made[f]
+        cells = res["families"][f]["cells"].setdefault(v, {})
+        cells[str(b)] = _one_cell(v, mv, A, n, b, seeds, truth, bounds)
+        _write(path, res)
+    return res
 
 
 def add_arguments(parser) -> None:
     """The options of ``vaetheory bench logdet``."""
-    parser.add_argument(
-        "--n", type=int, default=1024, help="matrix size, a perfect square for laplace2d (default 1024)"
-    )
-    parser.add_argument(
-        "--seeds", type=int, default=50, help="independent runs per (family, method, budget) (default 50)"
-    )
+    d = DEFAULTS
+    parser.add_argument("--n", type=int, default=None, help=f"matrix size, a perfect square (default {d['n']})")
+    parser.add_argument("--seeds", type=int, default=None, help=f"independent runs per cell (default {d['seeds']})")
     parser.add_argument(
         "--budgets",
         type=int,
         nargs="+",
-        default=list(DEFAULT_BUDGETS),
-        help="matrix-vector products per estimate (default " + " ".join(map(str, DEFAULT_BUDGETS)) + ")",
+        default=None,
+        help="matrix-vector products per estimate (default " + " ".join(map(str, d["budgets"])) + ")",
     )
     parser.add_argument(
         "--families",
         nargs="+",
-        default=list(FAMILIES),
+        default=None,
         choices=FAMILIES,
         metavar="FAMILY",
         help="test matrices, any of: " + ", ".join(FAMILIES) + " (default: all)",
@@ -261,58 +144,76 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--methods",
         nargs="+",
-        default=list(METHODS),
-        choices=METHODS,
-        metavar="METHOD",
-        help="estimators, any of: " + ", ".join(METHODS) + " (default: all)",
-    )
-    parser.add_argument("--json", type=Path, default=None, help="write the results here as JSON (default: none)")
-    parser.add_argument(
-        "--plot", type=Path, default=None, help="write the RMSE-vs-budget figure here, PNG (default: none)"
-    )
-    parser.add_argument(
-        "--markdown", type=Path, default=None, help="write the RMSE tables here, Markdown (default: none)"
+        default=None,
+        choices=VARIANTS,
+        metavar="VARIANT",
+        help="estimator variants, any of: "
+        + ", ".join(VARIANTS)
+        + " (default: all but "
+        + ", ".join(v for v in VARIANTS if v not in DEFAULT_VARIANTS)
+        + ")",
     )
     parser.add_argument(
-        "--from-json",
+        "--quick",
+        action="store_true",
+        help=f"a one-minute run: n={QUICK['n']}, {QUICK['seeds']} seeds, budgets {QUICK['budgets']}, families "
+        f"{', '.join(QUICK['families'])}, {len(QUICK_VARIANTS)} variants "
+        "(flags given explicitly still win; default: the full grid)",
+    )
+    parser.add_argument(
+        "--json",
         type=Path,
         default=None,
-        help="re-render the tables and plot from an earlier --json file (default: run the benchmark)",
+        help="results JSON, rewritten after every cell; an existing one is continued (default: none)",
     )
-    parser.add_argument("--quiet", action="store_true", help="do not print each row as it finishes (default: print)")
+    parser.add_argument("--plot", type=Path, default=None, help="figure with intervals, PNG (default: none)")
+    parser.add_argument("--markdown", type=Path, default=None, help="tables and verdicts, Markdown (default: none)")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="re-render tables and figure from a --json file (default: run)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or estimate (default: show them)")
+
+
+def _settings(args) -> dict:
+    base = dict(DEFAULTS, families=FAMILIES, methods=DEFAULT_VARIANTS)
+    if args.quick:
+        base.update(QUICK, methods=QUICK_VARIANTS)
+    given = {k: getattr(args, k) for k in ("n", "seeds", "budgets", "families", "methods")}
+    return {k: (v if v is not None else base[k]) for k, v in given.items()}
 
 
 def run(args) -> int:
-    """Run the benchmark grid (or read it back with ``--from-json``), print who wins, and write JSON, plot, markdown."""
-
-    def progress(fam, m, row):
-        if not args.quiet and row["ran"]:
-            print(
-                f"{fam:10s} {m:18s} budget {row['budget']:5d}  bias {row['bias']:+10.3f} +- {row['bias_se']:.3f}"
-                f"  sd {row['sd']:9.3f}  rmse {row['rmse']:9.3f}  ({row['seconds_per_run']:.3f} s/run)",
-                flush=True,
-            )
-
+    """Run the grid (or read it back with ``--from-json``), print the verdicts, and write JSON, figure, tables."""
     if args.from_json:
         res = json.loads(args.from_json.read_text())
     else:
+        s = _settings(args)
+        if s["seeds"] < 2:
+            raise ValueError(f"--seeds must be at least 2 for an interval, got {s['seeds']}")
         t = time.time()
-        res = bench(args.families, args.methods, args.budgets, args.seeds, args.n, progress)
+        res = bench(s["families"], s["methods"], s["budgets"], s["seeds"], s["n"], args.json, args.quiet)
         res["command"] = "vaetheory bench logdet " + " ".join(sys.argv[3:])
-        res["seconds"] = time.time() - t
-    for fam, fr in res["families"].items():
-        won = sum(w["ours_wins"] for w in fr["winners"])
+        res["seconds"] = res.get("seconds", 0.0) + time.time() - t
+        _write(args.json, res)
+    summary = summarise(res)
+    for fam, sm in summary.items():
         print(
-            f"{fam}: ours beats every baseline at {won}/{len(fr['winners'])} budgets; "
-            + ", ".join(f"{w['budget']}: {_versus(w)}" for w in fr["winners"])
+            f"{fam}: "
+            + "; ".join(
+                f"@{v['budget']} {v['winner']} ({v['ours']['variant']} {v['ours']['rmse']:.3g} vs "
+                f"{v['baseline']['variant']} {v['baseline']['rmse']:.3g})"
+                for v in sm["verdicts"]
+            )
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(res, indent=1))
+    wrote = [str(p) for p in (args.json,) if p and not args.from_json]
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(res, args.plot)
+        plot(res, summary, args.plot)
+        wrote.append(str(args.plot))
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(markdown(res))
+        args.markdown.write_text(markdown(res, summary))
+        wrote.append(str(args.markdown))
+    if wrote:
+        print("wrote " + ", ".join(wrote))
     return 0

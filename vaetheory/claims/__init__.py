@@ -20,14 +20,15 @@ status is 0 when every exact claim and every check holds.
 Modules: ``registry`` (the :class:`Claim` row and the ``@claim`` decorator),
 ``problems``, ``measure``, the claims by topic (``linear``, ``nonparametric``,
 ``variance``, ``logdet``, ``sweeps``), ``runner`` (:func:`run_all`),
-``report`` (table, report.md, claims.json, plots) and ``command`` (the CLI).
+``report`` (table, report.md, claims.json), ``plots`` (the PNGs) and ``command`` (the CLI).
 """
 
 from vaetheory.claims.command import add_arguments, run
 from vaetheory.claims.measure import measure
+from vaetheory.claims.plots import PLOTS, write_plots
 from vaetheory.claims.problems import curvature_sweep, default_problems, density_sweep
 from vaetheory.claims.registry import CLAIM_IDS, Claim, claim, make_claim
-from vaetheory.claims.report import PLOTS, report_markdown, table, write_plots
+from vaetheory.claims.report import report_markdown, table
 from vaetheory.claims.runner import run_all
 
 __all__ = [

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vaetheory.linear import LinearVAE
+from vaetheory.solver.certificate import Certificate
 from vaetheory.solver.stationary import StationaryPoint
 
 # Every claim id, in the order ``--claims`` lists them and each scope runs them.
@@ -45,6 +46,7 @@ CLAIM_IDS = [
     "main",
     "eq25",
     "collapse",
+    "hessian",
     "eq19",
     "smoothness",
     "density",
@@ -127,12 +129,14 @@ class ProblemCase:
 
 @dataclass
 class PointCase:
-    """One stationary point ``sp`` of problem ``name``, its measurements, and the solve's tolerance."""
+    """One stationary point ``sp`` of problem ``name``, its measurements, the solve's tolerance, and its
+    second-order certificate where the runner computed one."""
 
     name: str
     sp: StationaryPoint
     meas: dict
     gtol: float
+    certificate: Certificate | None = None
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The report of ``vaetheory verify``: the console table, report.md, claims.json and the PNG plots."""
+"""The report of ``vaetheory verify``: the console table, report.md, claims.json (PNGs: ``claims.plots``)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vaetheory.claims.plots import write_plots
 from vaetheory.claims.registry import Claim
-
-# The plots write_plots draws, in the order report.md lists them.
-PLOTS = [
-    "elbo_vs_log_evidence.png",
-    "gap_vs_curvature.png",
-    "penalty.png",
-    "collapse.png",
-    "estimator.png",
-    "errors_vs_N.png",
-]
 
 
 def fmt(v: float) -> str:
@@ -57,6 +48,7 @@ UNITS = {
     "main": "nats per example",
     "eq25": "relative",
     "collapse": "absolute weight; the nonparametric rows: ratio",
+    "hessian": "curvature of the summed ELBO in the coordinates (mu, log Sigma, log S^2)",
     "eq19": "relative",
     "smoothness": "geometric mean ratio over paired data draws",
     "density": "geometric mean ratio over paired data draws",
@@ -78,19 +70,30 @@ def not_finite_reason(c: Claim) -> str:
     return "not finite: see claims.json details of this row"
 
 
+def not_finite(c: Claim) -> bool:
+    """Whether ``c``'s measured value, or its value at the coarse quadrature order, is inf or nan."""
+    return not np.isfinite(c.measured) or (c.measured_coarse is not None and not np.isfinite(c.measured_coarse))
+
+
 def footnotes(claims: list[Claim]) -> dict[int, int]:
-    """Footnote numbers (from 1) of the rows whose measured value is inf or nan, keyed by row index."""
-    rows = [i for i, c in enumerate(claims) if not np.isfinite(c.measured)]
+    """Footnote numbers (from 1) of the rows whose measured value (at either order) is inf or nan, by row index."""
+    rows = [i for i, c in enumerate(claims) if not_finite(c)]
     return {i: k + 1 for k, i in enumerate(rows)}
 
 
 def footnote_lines(claims: list[Claim]) -> list[str]:
     """One line per footnote marker of :func:`table`: the row and why its measured value is not finite."""
-    return [
-        f"[{k}] {claims[i].id} on {claims[i].problem}: measured {fmt(claims[i].measured)}: "
-        f"{not_finite_reason(claims[i])}"
-        for i, k in footnotes(claims).items()
-    ]
+    out = []
+    for i, k in footnotes(claims).items():
+        c = claims[i]
+        parts = []
+        if not np.isfinite(c.measured):
+            parts.append(f"measured {fmt(c.measured)}: {not_finite_reason(c)}")
+        if c.measured_coarse is not None and not np.isfinite(c.measured_coarse):
+            why = c.details.get("coarse_not_finite", "not finite: see claims.json details of this row")
+            parts.append(f"at q {fmt(c.measured_coarse)}: {why}")
+        out.append(f"[{k}] {c.id} on {c.problem}: " + "; ".join(parts))
+    return out
 
 
 def legend_lines(claims: list[Claim]) -> list[str]:
@@ -108,14 +111,15 @@ def table(claims: list[Claim]) -> str:
 
     A measured value that is inf or nan carries a footnote marker ``[k]``; :func:`footnote_lines` says why.
     """
-    head = ["claim", "equations", "problem", "measured", "threshold", "kind", "verdict"]
+    head = ["claim", "equations", "problem", "measured", "at q", "change", "threshold", "kind", "verdict"]
     notes = footnotes(claims)
     rows = [
         [
             c.id,
             " ".join(c.equations),
             c.problem,
-            fmt(c.measured) + (f" [{notes[i]}]" if i in notes else ""),
+            fmt(c.measured) + (f" [{notes[i]}]" if i in notes and not np.isfinite(c.measured) else ""),
+            *coarse_columns(c, notes.get(i)),
             ("<= " if c.kind in STRICT_KINDS else "~ ") + fmt(c.threshold),
             c.kind,
             verdict(c),
@@ -127,15 +131,61 @@ def table(claims: list[Claim]) -> str:
     return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
+def coarse_columns(c: Claim, note: int | None = None) -> list[str]:
+    """The measured value at the coarse quadrature order q and the change to the fine order q' (``-`` for a
+    claim measured at one order only)."""
+    if c.measured_coarse is None:
+        return ["-", "-"]
+    change = c.measured - c.measured_coarse
+    mark = f" [{note}]" if note is not None and not np.isfinite(c.measured_coarse) else ""
+    return [fmt(c.measured_coarse) + mark, fmt(change) if np.isfinite(change) else "-"]
+
+
 def verdict(c: Claim) -> str:
-    """``holds``, ``FAILS`` (an exact claim or a check) or ``off`` (an approximate claim outside its promised order)."""
+    """``holds``, ``FAILS`` (an exact claim or a check), ``off`` (an approximate claim outside its promised order)
+    or ``unresolved`` (the verdict differs between the quadrature orders q and q')."""
+    if not c.resolved:
+        return "unresolved"
     return "holds" if c.holds else ("FAILS" if c.kind in STRICT_KINDS else "off")
+
+
+# What the two extra columns of the table are.
+ORDERS_NOTE = (
+    "measured: at the finer Gauss-Hermite order q' (each stationary point solved again there, warm-started "
+    "from its solution at q; n = 1: q = 24, q' = 48; n = 2: q = 12, q' = 18 per dimension); at q: the same claim "
+    "at order q; change = measured - at q; a verdict that differs between the orders is unresolved, and its point "
+    "is solved at q'' (96; 27) and reported at q'' against q' (each row's details name its orders)"
+)
+
+
+def orders_lines(rows: list[dict]) -> list[str]:
+    """One line per solved point: the orders, E[ELBO] at each and its change, the quadrature error of log p(x),
+    and the second-order certificate."""
+    out = []
+    for r in rows:
+        line = (
+            f"{r['name']}: orders {'/'.join(map(str, r['orders']))}, E[ELBO] {r['elbo_coarse']:.5f} -> "
+            f"{r['elbo_fine']:.5f} (change {r['elbo_change']:+.2e} nats)"
+        )
+        if "elbo_refined" in r:
+            line += f" -> {r['elbo_refined']:.5f} (point claims reported at order {r['orders'][-1]})"
+        line += f", log p(x) quadrature error {fmt(r['logpx_quadrature_error'])} nats"
+        if "certificate" in r:
+            sym = ", ".join(r["symmetries"]) or "none"
+            line += (
+                f"; {r['certificate']}: Hessian eigenvalues in [{fmt(r['bottom'])}, {fmt(r['top'])}] "
+                f"off the symmetries ({sym}; zero there)"
+            )
+        out.append(line)
+    return out
 
 
 def legend(claims: list[Claim]) -> str:
     """The table's legend for the terminal: what each kind means, what measured is per claim id, then the
     footnotes."""
     lines = ["kind:"] + [f"  {k}: {KINDS[k]}" for k in kinds_present(claims)]
+    if any(c.measured_coarse is not None for c in claims):
+        lines += ["columns:", "  " + ORDERS_NOTE]
     lines += ["measured, per claim (unit):"] + ["  " + s for s in legend_lines(claims)]
     notes = footnote_lines(claims)
     if notes:
@@ -152,12 +202,15 @@ def kinds_present(claims: list[Claim]) -> list[str]:
 def summary(claims: list[Claim], seconds: float) -> str:
     """The closing line: held / failed exact claims, passed / failed checks (counted apart: they are not
     evidence), held / off approximate claims, where ``off`` is explained."""
-    count = lambda kind, holds: sum(1 for c in claims if c.kind == kind and c.holds == holds)
+    count = lambda kind, holds: sum(1 for c in claims if c.kind == kind and c.resolved and c.holds == holds)
+    unresolved = sum(1 for c in claims if not c.resolved)
     return (
         f"{len(claims)} claims in {seconds:.1f} s: exact {count('exact', True)} held, {count('exact', False)} failed; "
         f"checks {count('check', True)} passed, {count('check', False)} failed; "
-        f"approximate {count('approximate', True)} held, {count('approximate', False)} off "
-        "(off = outside the order the paper's argument promises; docs/findings.md)"
+        f"approximate {count('approximate', True)} held, {count('approximate', False)} off; "
+        f"{unresolved} unresolved "
+        "(off = outside the order the paper's argument promises; unresolved = the verdict differs between "
+        "quadrature orders q and q'; docs/findings.md)"
     )
 
 
@@ -198,14 +251,17 @@ def report_markdown(
         "",
         summary(claims, seconds) + ".",
         "",
-        "| claim | equations | problem | measured | threshold | kind | verdict | condition |",
-        "|---|---|---|---|---|---|---|---|",
+        ORDERS_NOTE + ".",
+        "",
+        "| claim | equations | problem | measured | at q | change | threshold | kind | verdict | condition |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for i, c in enumerate(claims):
-        v = "**FAILS**" if verdict(c) == "FAILS" else verdict(c)
-        measured = fmt(c.measured) + (f" [{notes[i]}]" if i in notes else "")
+        v = f"**{verdict(c)}**" if verdict(c) in ("FAILS", "unresolved") else verdict(c)
+        measured = fmt(c.measured) + (f" [{notes[i]}]" if i in notes and not np.isfinite(c.measured) else "")
+        at_q, change = coarse_columns(c, notes.get(i))
         lines.append(
-            f"| {c.id} | {' '.join(c.equations)} | {c.problem} | {measured} | {fmt(c.threshold)} | "
+            f"| {c.id} | {' '.join(c.equations)} | {c.problem} | {measured} | {at_q} | {change} | {fmt(c.threshold)} | "
             f"{c.kind} | {v} | {c.condition} |"
         )
     if notes:
@@ -215,6 +271,9 @@ def report_markdown(
     lines += ["", "## What each claim measures (unit)", ""]
     lines += [f"- {s}." for s in legend_lines(claims)]
     figs = figs or {}
+    if figs.get("orders"):
+        lines += ["", "## Each solved point: quadrature convergence and the second-order certificate", ""]
+        lines += [f"- {s}" for s in orders_lines(figs["orders"])]
     if figs.get("sweep"):
         lines += ["", "## Errors vs manifold curvature (curve, constant Sigma, mean over data draws)", ""]
         lines += _sweep_table(figs["sweep"], "curvature")
@@ -231,115 +290,6 @@ def report_markdown(
         "",
     ]
     return "\n".join(lines)
-
-
-def write_plots(figs: dict, out: Path) -> list[str]:
-    """Draw the report's figures from ``figs`` (as :func:`vaetheory.claims.runner.run_all`
-    returns it) into ``out``; return the file names."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-
-    def save(fig, name):
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=120)
-        plt.close(fig)
-        written.append(name)
-
-    if figs["points"]:
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for p in figs["points"]:
-            ax.scatter(p["log_px"], p["elbo"], s=8, label=p["name"])
-        lo = min(min(p["log_px"].min(), p["elbo"].min()) for p in figs["points"])
-        hi = max(max(p["log_px"].max(), p["elbo"].max()) for p in figs["points"])
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="ELBO = log p(x)")
-        ax.set_xlabel("true log p(x) (latent grid quadrature)")
-        ax.set_ylabel("ELBO at the stationary point")
-        ax.set_title("Eq. (18): ELBO vs log evidence, per example")
-        ax.legend(fontsize=6)
-        save(fig, PLOTS[0])
-    if figs["sweep"]:
-        rows = figs["sweep"]
-        xs = [r["nonlinearity"] for r in rows]
-        fig, ax = plt.subplots(figsize=(6, 4.5))
-        for key, label in (
-            ("eq11", "Eq. (11) rel. residual"),
-            ("eq12", "Eq. (12) rel. residual"),
-            ("gap18", "log p - ELBO (nats)"),
-            ("eq16", "|Eq. (16) - log p| (nats)"),
-        ):
-            ax.loglog(xs, [max(r[key], 1e-12) for r in rows], "o-", label=label)
-        for r in rows:
-            ax.annotate(f"k={r['curvature']:g}", (r["nonlinearity"], max(r["gap18"], 1e-12)), fontsize=6)
-        ax.set_xlabel(
-            "decoder nonlinearity over the posterior\nE|nu - local linear fit|^2 / tr(J Sigma J^T)", fontsize=8
-        )
-        ax.set_title("Errors vs decoder curvature\n(curve, constant Sigma, mean over data draws)", fontsize=9)
-        ax.legend(fontsize=7)
-        save(fig, PLOTS[1])
-    if figs["penalty"]:
-        fig, ax = plt.subplots(figsize=(5.5, 5))
-        for p in figs["penalty"]:
-            sweep = p["name"].startswith("curve-k")
-            ax.scatter(p["predicted"], max(p["measured"], 1e-6), c="0.6" if sweep else "C0", s=14 if sweep else 30)
-            if not sweep:
-                ax.annotate(p["name"], (p["predicted"], max(p["measured"], 1e-6)), fontsize=6)
-        vals = [v for p in figs["penalty"] for v in (p["predicted"], p["measured"]) if v > 0]
-        lo, hi = min(vals) / 1.5, max(vals) * 1.5
-        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="measured = predicted")
-        ax.plot([lo, hi], [lo / 2, hi / 2], "k:", lw=0.6, label="factor 2")
-        ax.plot([lo, hi], [lo * 2, hi * 2], "k:", lw=0.6)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.scatter([], [], c="0.6", s=14, label="curvature sweep")
-        ax.legend(fontsize=7)
-        ax.set_xlabel("predicted penalty, Eq. (22)  (nats)")
-        ax.set_ylabel("measured E[ELBO_diag] - E[ELBO_const]  (nats)")
-        ax.set_title("Constant posterior variance penalty")
-        save(fig, PLOTS[2])
-    if figs["collapse"]:
-        fig, axes = plt.subplots(1, len(figs["collapse"]), figsize=(5 * len(figs["collapse"]), 4), squeeze=False)
-        for ax, c in zip(axes[0], figs["collapse"]):
-            ax.bar(np.arange(len(c["lam"])), c["lam"], color="0.7", label="data eigenvalues")
-            ax.axhline(1.0, color="r", lw=0.8, label="likelihood variance")
-            if "w2s2" in c:
-                ax.plot(np.arange(len(c["w2s2"])), c["w2s2"], "ko", label="linear VAE: |W_k|^2 S^2_k")
-            else:
-                ax.plot(np.arange(len(c["M_over_s2"])), c["M_over_s2"], "bs", label="nonparametric: E[mu_k^2]/S^2_k")
-            ax.set_title(c["name"], fontsize=8)
-            ax.legend(fontsize=6)
-        fig.suptitle("Sec. 6: directions with variance <= 1 collapse")
-        save(fig, PLOTS[3])
-    if figs["estimator"]:
-        e = figs["estimator"]
-        fig, ax = plt.subplots(figsize=(5, 4))
-        ax.loglog(e["budgets"], e["errors"], "o-", label="Eq. (19) estimator (diagonal Sigma)")
-        b = np.array(e["budgets"], float)
-        ax.loglog(b, e["errors"][0] * np.sqrt(b[0] / b), "k:", label="1/sqrt(probes)")
-        ax.set_xlabel("probes (matvecs)")
-        ax.set_ylabel("relative error of sum log|I + S J^T J S|")
-        ax.legend(fontsize=7)
-        save(fig, PLOTS[4])
-    if figs.get("density"):
-        rows = figs["density"]
-        Ns = [r["N"] for r in rows]
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for key, label in (
-            ("eq11", "Eq. (11) rel. residual"),
-            ("eq12", "Eq. (12) rel. residual"),
-            ("eq25", "Eq. (25) rel. cov. error"),
-            ("gap18", "log p - ELBO (nats)"),
-            ("eq16", "|Eq. (16) - log p| (nats)"),
-        ):
-            ax.loglog(Ns, [max(r[key], 1e-12) for r in rows], "o-", label=label)
-        ax.set_xlabel("number of examples N")
-        ax.set_title("Errors vs data density (curve, constant Sigma)")
-        ax.legend(fontsize=7)
-        save(fig, PLOTS[5])
-    return written
 
 
 def write_report(out: Path, claims: list[Claim], seconds: float, args, figs: dict) -> list[str]:

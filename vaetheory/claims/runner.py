@@ -5,10 +5,16 @@ The stages, in the order their claims enter ``claims.json``:
 1. ``linear`` claims at the linear closed form of the first problem, n = 1, 2, 3;
 2. ``problem`` claims (the gradient check) on the first two problems;
 3. per default problem: solve for the constant and then the diagonal
-   stationary point, ``point`` claims at each (diagonal first), then ``pair``
-   claims;
+   stationary point at the Gauss-Hermite order q, then each again at the
+   finer order q' warm-started from its own solution; the second-order
+   certificate of both points at q; ``point`` claims at each point (diagonal
+   first), then ``pair`` claims, at both orders, combined into one row each
+   (:mod:`vaetheory.claims.convergence`: a verdict that differs between the
+   orders is unresolved); a point with an unresolved claim is solved once
+   more at a finer order q'' and its point claims reported at q'' against q';
 4. the curvature sweep (solved only when ``smoothness`` is wanted), the
-   density sweep and its ``density`` claims, then the ``curvature`` claims.
+   density sweep and its ``density`` claims, then the ``curvature`` claims,
+   each sweep solved and its claims measured at both orders the same way.
 
 The shared generator (``rng``) is drawn by the gradient and Eq. (19) claims,
 in that order.
@@ -22,11 +28,13 @@ import numpy as np
 from tqdm import tqdm
 
 from vaetheory import linear as lin
+from vaetheory.claims import certificate as certificate_claims
 from vaetheory.claims import linear as linear_claims
 from vaetheory.claims import logdet as logdet_claims
 from vaetheory.claims import nonparametric as nonparametric_claims
 from vaetheory.claims import sweeps as sweep_claims
 from vaetheory.claims import variance as variance_claims
+from vaetheory.claims.convergence import combine, point_summaries
 from vaetheory.claims.measure import measure, measured_penalty, sweep_errors
 from vaetheory.claims.problems import curvature_sweep, default_problems, density_sweep
 from vaetheory.claims.registry import (
@@ -39,10 +47,18 @@ from vaetheory.claims.registry import (
     SweepCase,
     in_scope,
 )
-from vaetheory.solver.stationary import find_stationary_point
+from vaetheory.solver.certificate import certify
+from vaetheory.solver.stationary import default_order, find_stationary_point, fine_order, finer_order
 
 # The modules whose ``@claim`` functions the runner calls (importing them registers the claims).
-CLAIM_MODULES = (linear_claims, nonparametric_claims, variance_claims, logdet_claims, sweep_claims)
+CLAIM_MODULES = (
+    linear_claims,
+    nonparametric_claims,
+    certificate_claims,
+    variance_claims,
+    logdet_claims,
+    sweep_claims,
+)
 
 # The errors each sweep tabulates (and plots), in column order.
 CURVATURE_COLUMNS = ("nonlinearity", "eq11", "eq12", "gap18", "eq16", "eq11_windowed", "eq12_windowed")
@@ -66,11 +82,19 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
     sweep = curvature_sweep(seed, quick) if "smoothness" in wanted else []
     density_problems = density_sweep(seed, quick) if "density" in wanted else []
     needs_solve = wanted - {"linear", "gradient"}
-    tasks = len(problems) * (2 if needs_solve else 0) + len(sweep) * 2 + 2 + len(density_problems)
+    tasks = len(problems) * (3 if needs_solve else 0) + len(sweep) * 3 + 2 + 2 * len(density_problems)
     bar = tqdm(total=tasks, disable=not progress, desc="verify", unit="step", file=sys.stderr)
     rng = np.random.default_rng([seed, 99])
     out: list[Claim] = []
-    figs: dict = {"points": [], "sweep": [], "penalty": [], "collapse": [], "estimator": None, "density": []}
+    figs: dict = {
+        "points": [],
+        "sweep": [],
+        "penalty": [],
+        "collapse": [],
+        "estimator": None,
+        "density": [],
+        "orders": [],
+    }
 
     if "linear" in wanted or "collapse" in wanted:
         x = problems[0]["x"]
@@ -86,68 +110,143 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
     bar.update(1)
 
     def solve_pair(p):
+        """Both variants at order q, then each again at q' warm-started from itself: {order: (diag, const)}."""
         # The constant solve first; the diagonal solve starts from it, so its ELBO (a maximisation over a
         # larger family, monotone L-BFGS) is at least the constant one and the measured penalty is >= 0.
-        sc = find_stationary_point(p["x"], p["n"], rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
-        mc = measure(sc)
+        n = p["n"]
+        kick = np.random.default_rng([seed, 7])
+        sc = find_stationary_point(p["x"], n, rng=kick, variant="constant", gtol=gtol)
         bar.update(1)
         init = (sc.mu, sc.var.copy(), sc.s2)
-        sd = find_stationary_point(
-            p["x"], p["n"], rng=np.random.default_rng([seed, 7]), variant="diagonal", gtol=gtol, init=init
+        sd = find_stationary_point(p["x"], n, rng=kick, variant="diagonal", gtol=gtol, init=init)
+        bar.update(1)
+        qf = fine_order(n)
+        scf = find_stationary_point(
+            p["x"], n, rng=kick, variant="constant", order=qf, gtol=gtol, init=(sc.mu, sc.var[0].copy(), sc.s2)
+        )
+        sdf = find_stationary_point(
+            p["x"], n, rng=kick, variant="diagonal", order=qf, gtol=gtol, init=(sd.mu, sd.var.copy(), sd.s2)
         )
         bar.update(1)
-        return (sd, measure(sd)), (sc, mc)
+        return {sc.order: ((sd, measure(sd)), (sc, measure(sc))), qf: ((sdf, measure(sdf)), (scf, measure(scf)))}
+
+    def refine_unresolved(p, sp, meas, rows, summ):
+        """Where a point claim of ``sp`` is unresolved between q and q', solve that point once more at a finer
+        order q'' (warm-started from q') and report its point claims at q'' against q'."""
+        tag = f"{p['name']} [{sp.variant}]"
+        if all(c.resolved for c in rows if c.problem == tag):
+            return rows
+        qr = finer_order(p["n"], sp.order)
+        init = (sp.mu, sp.var[0].copy() if sp.variant == "constant" else sp.var.copy(), sp.s2)
+        kick = np.random.default_rng([seed, 7])
+        spr = find_stationary_point(p["x"], p["n"], rng=kick, variant=sp.variant, order=qr, gtol=gtol, init=init)
+        mr = measure(spr)
+        point = lambda s, m: _run_scope("point", PointCase(p["name"], s, m, gtol), wanted)
+        refined = {(c.id, tuple(c.equations)): c for c in combine(point(sp, meas), point(spr, mr), (sp.order, qr))}
+        summ.update(orders=summ["orders"] + [qr], elbo_refined=float(np.mean(mr["elbo"])))
+        return [refined.get((c.id, tuple(c.equations)), c) if c.problem == tag else c for c in rows]
 
     if needs_solve:
         for p in problems:
-            (sd, md), (sc, mc) = solve_pair(p)
-            for variant, sp, meas in (("diagonal", sd, md), ("constant", sc, mc)):
-                out += _run_scope("point", PointCase(p["name"], sp, meas, gtol), wanted)
+            solved = solve_pair(p)
+            (q, coarse), (qf, fine) = solved.items()
+            certs = {}
+            if "hessian" in wanted:
+                # The certificate at order q, where the fine solve starts (its cost grows with the order).
+                certs = {sp.variant: certify(sp) for sp, _ in coarse}
+            per_order = {}
+            for order, ((sd, md), (sc, mc)) in solved.items():
+                rows = []
+                for sp, meas in ((sd, md), (sc, mc)):
+                    cert = certs.get(sp.variant) if order == q else None
+                    rows += _run_scope("point", PointCase(p["name"], sp, meas, gtol, cert), wanted)
+                rows += _run_scope("pair", PairCase(p, sd, md, sc, mc, rng, quick, figs), wanted)
+                per_order[order] = rows
+            rows = combine(per_order[q], per_order[qf], (q, qf))
+            summaries = point_summaries(p["name"], coarse, fine, certs)
+            for (sp, meas), summ in zip(fine, summaries):
+                rows = refine_unresolved(p, sp, meas, rows, summ)
+            out += rows
+            (sd, md), (sc, mc) = fine
+            for variant, meas in (("diagonal", md), ("constant", mc)):
                 figs["points"].append(dict(name=f"{p['name']} [{variant}]", elbo=meas["elbo"], log_px=meas["log_px"]))
-            out += _run_scope("pair", PairCase(p, sd, md, sc, mc, rng, quick, figs), wanted)
+            figs["orders"] += summaries
             figs["penalty"].append(dict(name=p["name"], predicted=mc["penalty22"], measured=measured_penalty(md, mc)))
             if "cov" in p:
                 lam = np.linalg.eigvalsh(np.cov(p["x"].T, bias=True))[::-1]
                 figs["collapse"].append(dict(name=p["name"] + " nonparametric", M_over_s2=md["M"] / sd.s2, lam=lam))
 
     draws: dict = {}
-    sweep_draws = []
+    sweep_draws: dict = {}
     for p in sweep:
         if not p["pair"]:
-            # Extra draws for smoothness's confidence interval: the constant variance only.
-            sc = find_stationary_point(p["x"], 1, rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
-            errors = sweep_errors(measure(sc), CURVATURE_COLUMNS)
-            sweep_draws.append(dict(curvature=p["curvature"], draw=p["draw"], **errors))
+            # Extra draws for smoothness's confidence interval: the constant variance only, at both orders.
+            kick = np.random.default_rng([seed, 7])
+            sc = find_stationary_point(p["x"], 1, rng=kick, variant="constant", gtol=gtol)
+            init = (sc.mu, sc.var[0].copy(), sc.s2)
+            scf = find_stationary_point(
+                p["x"], 1, rng=kick, variant="constant", order=fine_order(1), gtol=gtol, init=init
+            )
+            for point in (sc, scf):
+                errors = sweep_errors(measure(point), CURVATURE_COLUMNS)
+                sweep_draws.setdefault(point.order, []).append(dict(curvature=p["curvature"], draw=p["draw"], **errors))
             bar.update(2)
             continue
-        (sd, md), (sc, mc) = solve_pair(p)
-        # Smoothness measures at the constant-variance points: per-example variances add isolated
-        # memorising posteriors whose number varies between draws and swamps the trend.
-        row = dict(
-            **sweep_errors(mc, CURVATURE_COLUMNS),
-            penalty_predicted=mc["penalty22"],
-            penalty_measured=measured_penalty(md, mc),
-        )
-        draws.setdefault(p["curvature"], []).append(row)
-        sweep_draws.append(dict(curvature=p["curvature"], draw=p["draw"], **sweep_errors(mc, CURVATURE_COLUMNS)))
-        figs["penalty"].append(
-            dict(name=p["name"], predicted=row["penalty_predicted"], measured=row["penalty_measured"])
-        )
-    rows = [
-        dict(curvature=k, draws=len(v), **{key: float(np.mean([d[key] for d in v])) for key in v[0]})
-        for k, v in draws.items()
-    ]
+        for order, ((_, md), (_, mc)) in solve_pair(p).items():
+            # Smoothness measures at the constant-variance points: per-example variances add isolated
+            # memorising posteriors whose number varies between draws and swamps the trend.
+            row = dict(
+                **sweep_errors(mc, CURVATURE_COLUMNS),
+                penalty_predicted=mc["penalty22"],
+                penalty_measured=measured_penalty(md, mc),
+            )
+            draws.setdefault(order, {}).setdefault(p["curvature"], []).append(row)
+            errors = sweep_errors(mc, CURVATURE_COLUMNS)
+            sweep_draws.setdefault(order, []).append(dict(curvature=p["curvature"], draw=p["draw"], **errors))
+            if order == fine_order(p["n"]):
+                figs["penalty"].append(
+                    dict(name=p["name"], predicted=row["penalty_predicted"], measured=row["penalty_measured"])
+                )
+    sweep_rows = {
+        order: [
+            dict(curvature=k, draws=len(v), **{key: float(np.mean([d[key] for d in v])) for key in v[0]})
+            for k, v in by_k.items()
+        ]
+        for order, by_k in draws.items()
+    }
+    rows = sweep_rows.get(fine_order(1), [])
     figs["sweep"] = rows
 
-    dens = []
+    dens: dict = {}
     for p in density_problems:
         sp = find_stationary_point(p["x"], 1, rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
-        md = measure(sp)
         bar.update(1)
-        dens.append(dict(N=p["N"], draw=p["draw"], **sweep_errors(md, DENSITY_COLUMNS)))
-    # The table and plot: the first draw at every size.
-    figs["density"] = [{k: v for k, v in r.items() if k != "draw"} for r in dens if r["draw"] == 0]
-    out += _run_scope("density", SweepCase(figs["density"], dens), wanted)
-    out += _run_scope("curvature", SweepCase(rows, sweep_draws), wanted)
+        spf = find_stationary_point(
+            p["x"],
+            1,
+            rng=np.random.default_rng([seed, 7]),
+            variant="constant",
+            order=fine_order(1),
+            gtol=gtol,
+            init=(sp.mu, sp.var[0].copy(), sp.s2),
+        )
+        bar.update(1)
+        for point in (sp, spf):
+            errors = sweep_errors(measure(point), DENSITY_COLUMNS)
+            dens.setdefault(point.order, []).append(dict(N=p["N"], draw=p["draw"], **errors))
+    q1, qf1 = default_order(1), fine_order(1)
+    # The table and plot: the first draw at every size; the claim: every draw.
+    first_draw = lambda rows: [{k: v for k, v in r.items() if k != "draw"} for r in rows if r["draw"] == 0]
+    figs["density"] = first_draw(dens.get(qf1, []))
+    out += combine(
+        _run_scope("density", SweepCase(first_draw(dens.get(q1, [])), dens.get(q1, [])), wanted),
+        _run_scope("density", SweepCase(figs["density"], dens.get(qf1, [])), wanted),
+        (q1, qf1),
+    )
+    out += combine(
+        _run_scope("curvature", SweepCase(sweep_rows.get(q1, []), sweep_draws.get(q1, [])), wanted),
+        _run_scope("curvature", SweepCase(rows, sweep_draws.get(qf1, [])), wanted),
+        (q1, qf1),
+    )
     bar.close()
     return out, figs

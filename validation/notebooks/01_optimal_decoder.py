@@ -26,8 +26,11 @@ import numpy as np
 
 from vaetheory.claims import measure
 from vaetheory.optimal import optimal_decoder, optimal_decoder_jacobian
+from vaetheory.plotting import STYLE, legend_outside
 from vaetheory.solver.stationary import find_stationary_point
 from vaetheory.solver.synthetic import manifold
+
+plt.style.use(STYLE)  # the project's one plotting style (vaetheory/vaetheory.mplstyle)
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 32 if SMALL else 96
@@ -43,16 +46,25 @@ z = np.linspace(-3.5 * np.sqrt(sp.s2[0]), 3.5 * np.sqrt(sp.s2[0]), 400)[:, None]
 nu = optimal_decoder(z, sp.mu, sp.var, x)
 fig, ax = plt.subplots(1, 2, figsize=(10, 4))
 ax[0].plot(x[:, 0], x[:, 1], ".", color="0.6", label="data x")
-ax[0].plot(nu[:, 0], nu[:, 1], "k-", label="nu(z), Eq. (6)")
+ax[0].plot(nu[:, 0], nu[:, 1], "k-", label=r"$\nu(z)$, Eq. (6)")
 ax[0].set_title("decoded curve in data space")
-ax[0].legend()
+ax[0].set_xlabel("$x_1$ (data units)")
+ax[0].set_ylabel("$x_2$ (data units)")
+legend_outside(ax[0], where="below")
 for k in range(x.shape[1]):
-    ax[1].plot(z[:, 0], nu[:, k], label=f"nu_{k}(z)")
-ax[1].errorbar(sp.mu[:, 0], np.full(N, x.min() - 1), xerr=np.sqrt(sp.var[:, 0]), fmt="|", alpha=0.4, label="posteriors")
-ax[1].set_xlabel("z")
-ax[1].legend(fontsize=7)
+    ax[1].plot(z[:, 0], nu[:, k], label=f"$\\nu_{k + 1}(z)$")
+ax[1].errorbar(
+    sp.mu[:, 0],
+    np.full(N, x.min() - 1),
+    xerr=np.sqrt(sp.var[:, 0]),
+    fmt="|",
+    alpha=0.4,
+    label=r"posteriors: $\mu \pm \sigma$",
+)
+ax[1].set_xlabel("latent $z$ (latent units)")
+ax[1].set_ylabel("decoder output (data units)")
+legend_outside(ax[1], where="below", ncols=3)
 ax[1].set_title("decoder components and posterior widths")
-plt.tight_layout()
 plt.show()
 
 # %% [markdown]
@@ -82,9 +94,10 @@ for k in CURVATURES:
     rows.append((k, m["nonlin"], m["eq11"]))
     print(f"curvature {k:4.2f}: nonlinearity {m['nonlin']:.3f}  Eq.(11) residual {m['eq11']:.3f}")
 rows = np.array(rows)
-plt.figure(figsize=(5, 3.5))
-plt.plot(rows[:, 0], rows[:, 1], "o-", label="decoder nonlinearity")
-plt.plot(rows[:, 0], rows[:, 2], "s-", label="Eq. (11) relative residual")
-plt.xlabel("manifold curvature")
-plt.legend()
+fig, ax = plt.subplots(figsize=(8, 3.8))
+ax.plot(rows[:, 0], rows[:, 1], "o-", label="decoder nonlinearity")
+ax.plot(rows[:, 0], rows[:, 2], "s-", label="Eq. (11) relative residual")
+ax.set_xlabel("manifold curvature $k$ (synthetic data parameter)")
+ax.set_ylabel("dimensionless")
+legend_outside(ax)
 plt.show()

@@ -26,8 +26,11 @@ import numpy as np
 
 from vaetheory import linear as lin
 from vaetheory.claims import measure
+from vaetheory.plotting import STYLE, legend_outside
 from vaetheory.solver.stationary import find_stationary_point
 from vaetheory.solver.synthetic import anisotropic_gaussian, manifold
+
+plt.style.use(STYLE)  # the project's one plotting style (vaetheory/vaetheory.mplstyle)
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 32 if SMALL else 96
@@ -47,7 +50,7 @@ for n in (1, 2, 3):
 
 # %%
 x, _ = manifold(N, 1, 2, np.random.default_rng(0), scale=3.0, curvature=0.3, noise=1.0)
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+fig, axes = plt.subplots(1, 2, figsize=(10, 5))
 for ax, variant in zip(axes, ("diagonal", "constant")):
     sp = find_stationary_point(x, 1, rng=np.random.default_rng(1), variant=variant)
     m = measure(sp)
@@ -60,11 +63,11 @@ for ax, variant in zip(axes, ("diagonal", "constant")):
     )
     assert np.all(gap >= -m["quad_err"] - 1e-12)  # Jensen, up to the quadrature error
     ax.plot(m["log_px"], m["elbo"], ".", label="ELBO")
-    ax.plot(m["log_px"], m["eq16"], "x", label="Eq. (16) at mu")
+    ax.plot(m["log_px"], m["eq16"], "x", label=r"Eq. (16) at $\mu$")
     lo, hi = m["log_px"].min(), m["log_px"].max()
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xlabel("true log p(x)")
-    ax.set_title(f"{variant} Sigma")
-    ax.legend()
-plt.tight_layout()
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="equality")
+    ax.set_xlabel(r"true $\log p(x)$ (nats)")
+    ax.set_ylabel("ELBO or Eq. (16) (nats)")
+    ax.set_title(rf"{variant} $\Sigma$")
+    legend_outside(ax, where="below", ncols=3)
 plt.show()

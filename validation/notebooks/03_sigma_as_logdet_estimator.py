@@ -28,8 +28,11 @@ import numpy as np
 
 from vaetheory.claims import measure
 from vaetheory.logdet import logdet_trace_estimator, trace_identity_minimiser, trace_identity_objective
+from vaetheory.plotting import STYLE, decade_labels, legend_outside
 from vaetheory.solver.stationary import find_stationary_point
 from vaetheory.solver.synthetic import anisotropic_gaussian
+
+plt.style.use(STYLE)  # the project's one plotting style (vaetheory/vaetheory.mplstyle)
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 32 if SMALL else 80
@@ -61,7 +64,7 @@ def matvec(X):
 dense = np.zeros((2 * N, 2 * N))
 for i in range(N):
     dense[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = A[i]
-plt.figure(figsize=(5, 3.5))
+fig, ax = plt.subplots(figsize=(9, 4))
 for par in ("scalar", "diagonal", "diag+lowrank"):
     errors = []
     for b in BUDGETS:
@@ -72,9 +75,15 @@ for par in ("scalar", "diagonal", "diag+lowrank"):
         errors.append(np.sqrt(np.mean([(e.estimate - exact) ** 2 for e in est])) / abs(exact))
     floor = est[0].bias_floor / abs(exact)
     print(f"{par:13s} RMS relative error {np.array2string(np.array(errors), precision=2)}  bias floor {floor:.1e}")
-    plt.loglog(BUDGETS, errors, "o-", label=f"Eq. (19), {par} Sigma (floor {floor:.0e})")
-plt.loglog(BUDGETS, errors[0] * np.sqrt(BUDGETS[0] / np.array(BUDGETS, float)), "k:", label="1/sqrt(probes)")
-plt.xlabel("probes")
-plt.ylabel("relative error")
-plt.legend()
+    ax.loglog(BUDGETS, errors, "o-", label=rf"Eq. (19), {par} $\Sigma$ (relative bias floor {floor:.0e})")
+ax.loglog(
+    BUDGETS,
+    errors[0] * np.sqrt(BUDGETS[0] / np.array(BUDGETS, float)),
+    "k:",
+    label=r"slope of $1/\sqrt{\mathrm{probes}}$",
+)
+ax.set_xlabel("probes (matrix-vector products)")
+ax.set_ylabel(r"RMS relative error of $\log|A|$")
+legend_outside(ax)
+decade_labels(fig)
 plt.show()

@@ -24,8 +24,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vaetheory.claims import measure
+from vaetheory.plotting import STYLE, legend_outside
 from vaetheory.solver.stationary import find_stationary_point
 from vaetheory.solver.synthetic import manifold
+
+plt.style.use(STYLE)  # the project's one plotting style (vaetheory/vaetheory.mplstyle)
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 32 if SMALL else 64
@@ -50,12 +53,12 @@ for k in CURVATURES:
 rows = np.array(rows)
 
 # %%
-plt.figure(figsize=(4.5, 4.5))
-plt.plot(rows[:, 1], rows[:, 2], "o")
-for r in rows:
-    plt.annotate(f"k={r[0]:g}", (r[1], r[2]))
+fig, ax = plt.subplots(figsize=(8, 4.8))
+for i, r in enumerate(rows):
+    ax.plot(r[1], r[2], "osD^vPX*"[i % 8], ms=8, label=f"curvature k = {r[0]:g}")
 hi = rows[:, 1:3].max() * 1.1
-plt.plot([0, hi], [0, hi], "k--", lw=0.8)
-plt.xlabel("predicted, Eq. (22) (nats)")
-plt.ylabel("measured E[ELBO_diag] - E[ELBO_const] (nats)")
+ax.plot([0, hi], [0, hi], "k--", lw=1, label="measured = predicted")
+ax.set_xlabel("predicted penalty, Eq. (22) (nats)")
+ax.set_ylabel(r"measured $E[$ELBO$_{diag}] - E[$ELBO$_{const}]$ (nats)")
+legend_outside(ax)
 plt.show()

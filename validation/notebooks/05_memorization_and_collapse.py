@@ -25,8 +25,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from vaetheory import linear as lin
+from vaetheory.plotting import STYLE
 from vaetheory.solver.stationary import find_stationary_point
 from vaetheory.solver.synthetic import anisotropic_gaussian, gaussian_mixture
+
+plt.style.use(STYLE)  # the project's one plotting style (vaetheory/vaetheory.mplstyle)
 
 SMALL = os.environ.get("VAETHEORY_NB_SMALL") == "1"
 N = 40 if SMALL else 96
@@ -59,9 +62,9 @@ sp = find_stationary_point(x, 1, rng=np.random.default_rng(4), variant="diagonal
 d = np.linalg.norm(x[:, None] - x[None], axis=2)
 np.fill_diagonal(d, np.inf)
 nn = d.min(1)
-plt.figure(figsize=(5, 3.5))
-plt.semilogy(nn, sp.var[:, 0] / sp.s2[0], "o")
-plt.xlabel("distance to nearest neighbour (likelihood sd = 1)")
-plt.ylabel("posterior variance / prior variance")
+fig, ax = plt.subplots(figsize=(6, 4))
+ax.semilogy(nn, sp.var[:, 0] / sp.s2[0], "o")
+ax.set_xlabel("distance to the nearest neighbour (likelihood sd = 1 data unit)")
+ax.set_ylabel(r"posterior variance / prior variance, $\sigma^2 / S^2$")
 plt.show()
 print("smallest relative posterior variances:", np.sort(sp.var[:, 0] / sp.s2[0])[:5])

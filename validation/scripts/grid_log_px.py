@@ -98,16 +98,19 @@ def plot(per_image: Path, path: Path) -> Path:
         )
     labels = [f.stem.replace("fig6_10_11_14_15_", "").replace("_seed", " seed") for f in files]
     axes[0].set_yticks(range(len(files)), labels)
-    axes[0].set_xlabel("grid log p(x) - IWAE bound, k = 5000 (nats)")
-    axes[1].set_xlabel("Eq. (16) - grid log p(x) (nats)")
+    axes[0].set_xlabel("grid $\\log p(x)$ - IWAE bound, k = 5000 (nats)")
+    axes[1].set_xlabel("Eq. (16) - grid $\\log p(x)$ (nats)")
+    axes[0].set_ylabel("model (figure, method, seed)")
     for ax in axes:
         ax.set_xscale("symlog", linthresh=1.0)
         ax.axvline(0.0, color="k", lw=0.6)
-        ax.grid(True, axis="x", alpha=0.3)
+        ax.grid(False, axis="y")
+        ax.set_xlabel(ax.get_xlabel() + "\nsymlog axis: linear within \u00b11")
     axes[0].invert_yaxis()  # the first model on top
-    fig.legend(*axes[1].get_legend_handles_labels(), loc="upper right", ncol=2, markerscale=3, title="Eq. (16)")
-    fig.suptitle("The exact log p(x) of the 2-D models (adaptive grid), one dot per test image", x=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.8 / fig.get_figheight()))  # 0.8 inch for the title and legend
+    fig.legend(
+        *axes[1].get_legend_handles_labels(), loc="outside lower center", ncols=2, markerscale=3, title="Eq. (16)"
+    )
+    fig.suptitle("The exact $\\log p(x)$ of the 2-D models (adaptive grid), one dot per test image")
     return save(fig, path)
 
 
