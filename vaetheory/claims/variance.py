@@ -8,7 +8,9 @@ where it can be slightly negative when the diagonal solve has exploited the
 coarse rule (narrow posteriors it resolves poorly): a discretisation
 artefact of the diagonal point, not a constant variance beating per-example
 ones (``--quick``'s first problem is such a case; docs/findings.md,
-``validation/scripts/eq22_orders.py``).  Eq. (22)'s log ratio is then
+``validation/scripts/eq22_orders.py``).  At the fine order the diagonal solve
+starts from the coarse diagonal point, not from the fine constant one, so the
+two can be different stationary points and the difference can be negative.  Eq. (22)'s log ratio is then
 undefined and reported as inf with a footnote.
 """
 
