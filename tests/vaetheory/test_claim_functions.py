@@ -66,10 +66,31 @@ def test_solver_and_floating_prior_rows_are_checks_not_exact_claims():
     assert e.kind == "check" and e.holds
 
 
-def test_sweep_claims_compare_the_ends_of_the_sweep_eq11_eq12_eq18():
-    rows = [dict(curvature=0.0, eq11=0.01, eq12=0.02, gap18=0.1), dict(curvature=1.0, eq11=0.1, eq12=0.1, gap18=0.2)]
-    (c,) = sweeps.smoothness(SweepCase(rows))
-    assert c.measured == pytest.approx(0.5) and c.holds
+def _curvature_draws(smooth, rough):
+    """Draw rows at curvature 0 and 1 with the errors ``smooth[d]`` and ``rough[d]`` (eq11 = eq12 = gap18)."""
+    out = []
+    for d, (a, b) in enumerate(zip(smooth, rough)):
+        out.append(dict(curvature=0.0, draw=d, eq11=a, eq12=a, gap18=a))
+        out.append(dict(curvature=1.0, draw=d, eq11=b, eq12=b, gap18=b))
+    return out
+
+
+def test_sweep_claims_decide_by_the_interval_over_paired_draws_eq11_eq12_eq18():
+    rows = [dict(curvature=0.0), dict(curvature=1.0)]
+    # Every draw shrinks by about half: the interval lies below 1, so the claim holds.
+    (c,) = sweeps.smoothness(SweepCase(rows, _curvature_draws([0.05, 0.1, 0.2], [0.1, 0.21, 0.39])))
+    assert c.holds and c.resolved and c.details["interval"][1] < 1
+    assert c.measured == pytest.approx(np.exp(np.mean(np.log([0.5, 0.1 / 0.21, 0.2 / 0.39]))))
+    # Every draw grows: off, and resolved.
+    (c,) = sweeps.smoothness(SweepCase(rows, _curvature_draws([0.2, 0.4, 0.8], [0.1, 0.21, 0.39])))
+    assert not c.holds and c.resolved and c.details["interval"][0] > 1
+    # One draw shrinks, one grows: the interval straddles 1, the verdict is unresolved (neither holds nor off).
+    (c,) = sweeps.smoothness(SweepCase(rows, _curvature_draws([0.05, 0.4], [0.1, 0.2])))
+    assert not c.holds and not c.resolved
+    # The largest of the three ratios is the per-draw statistic: one error that grows decides.
+    draws = _curvature_draws([0.05, 0.1], [0.1, 0.2])
+    draws[0]["gap18"] = 0.3
+    assert sweeps.paired_ratios(draws, "curvature", 1.0, 0.0, sweeps.SMOOTHNESS_KEYS) == pytest.approx([3.0, 0.5])
     assert sweeps.smoothness(SweepCase([])) == [] and sweeps.density(SweepCase([])) == []
 
 

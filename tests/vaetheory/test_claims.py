@@ -40,7 +40,12 @@ def test_claims_json_schema_and_verdicts_are_consistent(quick_run):
     for r in rows:
         assert r["kind"] in ("exact", "check", "approximate")
         assert isinstance(r["holds"], bool)
-        assert r["holds"] == (r["measured"] <= r["threshold"])
+        if "interval" in r["details"]:
+            # Ratio claims decide by their confidence interval: holds only if it lies below the threshold.
+            lo, hi = r["details"]["interval"]
+            assert r["holds"] == (hi < r["threshold"]) and lo <= r["measured"] <= hi
+        else:
+            assert r["holds"] == (r["measured"] <= r["threshold"])
         assert all(e.startswith("(") for e in r["equations"])
     ids = {r["id"] for r in rows}
     # Every claim family is measured by the default run.

@@ -48,7 +48,8 @@ def combine(coarse: list[Claim], fine: list[Claim], orders: tuple[int, int]) -> 
         c = matches.pop(0)
         both_finite = bool(np.isfinite(c.measured) and np.isfinite(f.measured))
         f.measured_coarse = c.measured
-        f.resolved = c.holds == f.holds
+        # A row may be unresolved by itself (a confidence interval that straddles its threshold).
+        f.resolved = c.resolved and f.resolved and c.holds == f.holds
         f.details = {
             "measured_coarse": c.measured,
             "measured_fine": f.measured,

@@ -1,4 +1,4 @@
-"""The synthetic problems ``vaetheory verify`` solves: the default set and two sweeps.
+"""The synthetic problems ``vaetheory verify`` solves: the default set and two sweeps; the m >> n problems.
 
 Each problem is a dict: ``name``, data ``x (N, m)``, latent dimension ``n``,
 and what the sweep varies (``curvature``, ``N``) or the data covariance
@@ -35,25 +35,63 @@ def default_problems(seed: int, quick: bool) -> list[dict]:
 
 
 def curvature_sweep(seed: int, quick: bool) -> list[dict]:
-    """The curve problem at increasing curvature (decoder less smooth), a few data draws each."""
+    """The curve problem at increasing curvature (decoder less smooth), several data draws each.
+
+    Draw ``d`` uses the same intrinsic coordinates and noise at every curvature, so the draws pair across
+    the sweep.  The first two draws are solved with both posterior variances (the table and the penalty
+    plot); the extra draws at the two ends of the sweep (``pair=False``: the constant variance only, which
+    is what ``smoothness`` compares) give its confidence interval :data:`SWEEP_DRAWS` draws.
+    """
     N = 40 if quick else 96
     kappas = [0.0, 0.4, 1.2] if quick else [0.0, 0.2, 0.4, 0.8, 1.6]
     draws = 1 if quick else 2
     out = []
     for k in kappas:
-        for d in range(draws):
+        for d in range(SWEEP_DRAWS[quick]):
+            if d >= draws and k not in (kappas[0], kappas[-1]):
+                continue
             rng = np.random.default_rng([seed, 4, d])
             x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=k, noise=1.0)
-            out.append(dict(name=f"curve-k{k:g}-N{N}-draw{d}", x=x, n=1, curvature=k))
+            out.append(dict(name=f"curve-k{k:g}-N{N}-draw{d}", x=x, n=1, curvature=k, draw=d, pair=d < draws))
     return out
 
 
+# Data draws per setting of the sweeps that put a confidence interval on a ratio, by ``quick``.
+SWEEP_DRAWS = {False: 4, True: 3}
+
+
 def density_sweep(seed: int, quick: bool) -> list[dict]:
-    """The curve problem with more and more examples (the decoder gets smoother as data gets denser)."""
-    sizes = [24, 48] if quick else [48, 96, 192, 320]
+    """The curve problem with more and more examples (the decoder gets smoother as data gets denser).
+
+    :data:`SWEEP_DRAWS` data draws at the smallest and the largest size (``density`` compares those),
+    the first draw also at the sizes between (the table and plot); draw ``d`` of size N holds the first
+    N examples of one generator stream, so the draws pair across sizes (the denser set contains the
+    sparser one).
+    """
+    sizes = [24, 48] if quick else [48, 96, 192]
     out = []
-    for N in sizes:
-        rng = np.random.default_rng([seed, 6])
-        x, _ = syn.manifold(N, 1, 2, rng, scale=3.0, curvature=0.3, noise=1.0)
-        out.append(dict(name=f"curve-N{N}", x=x, n=1, N=N))
+    for d in range(SWEEP_DRAWS[quick]):
+        x_all, _ = syn.manifold(sizes[-1], 1, 2, np.random.default_rng([seed, 6, d]), scale=3.0, curvature=0.3)
+        for N in sizes if d == 0 else (sizes[0], sizes[-1]):
+            out.append(dict(name=f"curve-N{N}-draw{d}", x=x_all[:N], n=1, N=N, draw=d))
+    return out
+
+
+def regime_problems(seed: int) -> list[dict]:
+    """The paper's own regime (Sec. 4.3, "Magnitude of the Penalty"): a 1- or 2-dimensional manifold in m >> n.
+
+    A curve (n = 1) in m = 20, 50, 100 and a surface (n = 2) in m = 20, each with
+    unit Gaussian noise in all m dimensions and N in the hundreds.  Not in the
+    default run: with the optimal decoder Eq. (6) these data memorise (every
+    example is about sqrt(2 m) noise standard deviations from its neighbours),
+    and a memorising solve takes minutes (docs/findings.md, "The paper's regime").
+    """
+    out = []
+    for m in (20, 50, 100):
+        rng = np.random.default_rng([seed, 10, m])
+        x, _ = syn.manifold(200, 1, m, rng, scale=3.0, curvature=0.3, noise=1.0)
+        out.append(dict(name=f"curve-m{m}-n1-N200", x=x, n=1, about=f"parabola in m = {m}, unit noise"))
+    rng = np.random.default_rng([seed, 11, 20])
+    x, _ = syn.manifold(150, 2, 20, rng, scale=3.0, curvature=0.3, noise=1.0)
+    out.append(dict(name="surface-m20-n2-N150", x=x, n=2, about="paraboloid surface in m = 20, unit noise"))
     return out

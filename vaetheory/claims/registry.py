@@ -158,9 +158,14 @@ class PairCase:
 
 @dataclass
 class SweepCase:
-    """The rows of a sweep (one dict of errors per setting, in sweep order)."""
+    """The rows of a sweep (one dict of errors per setting, in sweep order), and every data draw's row.
+
+    ``draws`` holds one dict per solved data set (its setting, ``draw`` index and errors); the claims
+    that compare settings pair the draws by index and put a confidence interval on the ratio.
+    """
 
     rows: list
+    draws: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)

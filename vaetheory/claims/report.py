@@ -42,16 +42,16 @@ UNITS = {
     "eq11": "relative",
     "eq12": "relative",
     "bound": "nats",
-    "eq18": "relative",
-    "eq16": "relative",
+    "eq18": "relative, a fraction of the latent gain (nats the latent code adds over the collapsed model)",
+    "eq16": "relative, a fraction of the latent gain (nats the latent code adds over the collapsed model)",
     "eq22": "absolute log ratio; log 2 = a factor of 2",
-    "main": "relative, a fraction of |E[ELBO_diag]|",
+    "main": "nats per example",
     "eq25": "relative",
     "collapse": "absolute weight; the nonparametric rows: ratio",
     "hessian": "curvature of the summed ELBO in the coordinates (mu, log Sigma, log S^2)",
     "eq19": "relative",
-    "smoothness": "ratio",
-    "density": "ratio",
+    "smoothness": "geometric mean ratio over paired data draws",
+    "density": "geometric mean ratio over paired data draws",
 }
 
 
