@@ -84,7 +84,7 @@ def test_exit_status_names_failing_exact_claims(monkeypatch, capsys):
     bad = C.make_claim("solver", ["(2)"], "fake", 1.0, 1e-6, "exact", "d", "c")
     ok = C.make_claim("eq11", ["(11)"], "fake", 5.0, 0.1, "approximate", "d", "c")
     monkeypatch.setattr(runner, "run_all", lambda **kw: ([bad, ok], {}))
-    args = argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1)
+    args = argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1, jobs=None)
     assert command.run(args) == 1
     err = capsys.readouterr().err
     assert "FAILED: solver (2) on fake" in err and "eq11" not in err
@@ -119,7 +119,7 @@ def test_every_claim_id_is_registered_and_runs_in_claim_id_order():
 
 def fake_run(monkeypatch, rows):
     monkeypatch.setattr(runner, "run_all", lambda **kw: (rows, {}))
-    return argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1)
+    return argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1, jobs=None)
 
 
 def test_summary_counts_held_failed_and_off_by_kind_and_points_to_findings(monkeypatch, capsys):
@@ -224,3 +224,14 @@ def test_verify_explains_inf_and_report_lists_plots_written_and_the_command(tmp_
     listed = report.split("Plots: ")[1].splitlines()[0]
     assert sorted(s.strip("`") for s in listed.split(", ")) == plots
     assert "[1] eq22 on" in report and "- eq22: " in report
+
+
+def test_solves_in_parallel_processes_give_the_same_claims_as_in_one():
+    # The solves are independent and seeded per problem, so the verdicts and values may not depend on the
+    # number of processes; only the timing strings in the details do.
+    one, _ = runner.run_all(seed=0, quick=True, claims=["eq4", "eq22", "density"], progress=False, jobs=1)
+    two, _ = runner.run_all(seed=0, quick=True, claims=["eq4", "eq22", "density"], progress=False, jobs=2)
+    assert len(one) == len(two) > 3
+    for a, b in zip(one, two):
+        assert (a.id, a.problem, a.holds, a.resolved) == (b.id, b.problem, b.holds, b.resolved)
+        assert a.measured == b.measured or (np.isnan(a.measured) and np.isnan(b.measured))

@@ -10,6 +10,7 @@ from pathlib import Path
 from vaetheory.claims import runner
 from vaetheory.claims.registry import CLAIM_IDS
 from vaetheory.claims.report import STRICT_KINDS, fmt, legend, orders_lines, summary, table, write_report
+from vaetheory.claims.solves import default_jobs
 
 
 def add_arguments(parser) -> None:
@@ -21,10 +22,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--gtol", type=float, default=1e-6, help="solver gradient-norm tolerance")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="processes that solve the problems in parallel (default: one per CPU this process may use; "
+        "1 solves in this process); the results do not depend on it",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
-        help="BLAS threads while solving (default 1: the solver's many small matrix products run slower "
+        help="BLAS threads of each solving process (default 1: the solver's many small matrix products run slower "
         "with more threads; 0 keeps the BLAS library's own setting)",
     )
 
@@ -54,7 +62,13 @@ def run(args) -> int:
     try:
         with blas_threads(args.threads):
             results, figs = runner.run_all(
-                seed=args.seed, quick=args.quick, claims=claims, progress=not args.no_progress, gtol=args.gtol
+                seed=args.seed,
+                quick=args.quick,
+                claims=claims,
+                progress=not args.no_progress,
+                gtol=args.gtol,
+                jobs=default_jobs() if args.jobs is None else args.jobs,
+                threads=args.threads,
             )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -210,7 +210,8 @@ def summary(claims: list[Claim], seconds: float) -> str:
         f"approximate {count('approximate', True)} held, {count('approximate', False)} off; "
         f"{unresolved} unresolved "
         "(off = outside the order the paper's argument promises; unresolved = the verdict differs between "
-        "quadrature orders q and q'; docs/findings.md)"
+        "quadrature orders q and q', or a confidence interval over data draws straddles the threshold; "
+        "docs/findings.md)"
     )
 
 

@@ -47,7 +47,7 @@ from vaetheory.claims.registry import (
     SweepCase,
     in_scope,
 )
-from vaetheory.solver.certificate import certify
+from vaetheory.claims.solves import solve_all, solve_constant, solve_pair
 from vaetheory.solver.stationary import default_order, find_stationary_point, fine_order, finer_order
 
 # The modules whose ``@claim`` functions the runner calls (importing them registers the claims).
@@ -72,8 +72,20 @@ def _run_scope(scope: str, case, wanted) -> list[Claim]:
     return out
 
 
-def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = True, gtol: float = 1e-6):
-    """Solve, measure, and return ``(claims, figures_data)`` for the claim ids ``claims`` (all by default)."""
+def run_all(
+    seed: int = 0,
+    quick: bool = False,
+    claims=None,
+    progress: bool = True,
+    gtol: float = 1e-6,
+    jobs: int = 1,
+    threads: int = 1,
+):
+    """Solve, measure, and return ``(claims, figures_data)`` for the claim ids ``claims`` (all by default).
+
+    The solves run in ``jobs`` processes with ``threads`` BLAS threads each
+    (:func:`vaetheory.claims.solves.solve_all`); the results do not depend on ``jobs``.
+    """
     wanted = set(claims or CLAIM_IDS)
     unknown = wanted - set(CLAIM_IDS)
     if unknown:
@@ -82,8 +94,8 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
     sweep = curvature_sweep(seed, quick) if "smoothness" in wanted else []
     density_problems = density_sweep(seed, quick) if "density" in wanted else []
     needs_solve = wanted - {"linear", "gradient"}
-    tasks = len(problems) * (3 if needs_solve else 0) + len(sweep) * 3 + 2 + 2 * len(density_problems)
-    bar = tqdm(total=tasks, disable=not progress, desc="verify", unit="step", file=sys.stderr)
+    steps = (len(problems) if needs_solve else 0) + len(sweep) + len(density_problems) + 2
+    bar = tqdm(total=steps, disable=not progress, desc="verify", unit="solve", file=sys.stderr)
     rng = np.random.default_rng([seed, 99])
     out: list[Claim] = []
     figs: dict = {
@@ -109,27 +121,6 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
         out += _run_scope("problem", ProblemCase(p, rng), wanted)
     bar.update(1)
 
-    def solve_pair(p):
-        """Both variants at order q, then each again at q' warm-started from itself: {order: (diag, const)}."""
-        # The constant solve first; the diagonal solve starts from it, so its ELBO (a maximisation over a
-        # larger family, monotone L-BFGS) is at least the constant one and the measured penalty is >= 0.
-        n = p["n"]
-        kick = np.random.default_rng([seed, 7])
-        sc = find_stationary_point(p["x"], n, rng=kick, variant="constant", gtol=gtol)
-        bar.update(1)
-        init = (sc.mu, sc.var.copy(), sc.s2)
-        sd = find_stationary_point(p["x"], n, rng=kick, variant="diagonal", gtol=gtol, init=init)
-        bar.update(1)
-        qf = fine_order(n)
-        scf = find_stationary_point(
-            p["x"], n, rng=kick, variant="constant", order=qf, gtol=gtol, init=(sc.mu, sc.var[0].copy(), sc.s2)
-        )
-        sdf = find_stationary_point(
-            p["x"], n, rng=kick, variant="diagonal", order=qf, gtol=gtol, init=(sd.mu, sd.var.copy(), sd.s2)
-        )
-        bar.update(1)
-        return {sc.order: ((sd, measure(sd)), (sc, measure(sc))), qf: ((sdf, measure(sdf)), (scf, measure(scf)))}
-
     def refine_unresolved(p, sp, meas, rows, summ):
         """Where a point claim of ``sp`` is unresolved between q and q', solve that point once more at a finer
         order q'' (warm-started from q') and report its point claims at q'' against q'."""
@@ -146,14 +137,19 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
         summ.update(orders=summ["orders"] + [qr], elbo_refined=float(np.mean(mr["elbo"])))
         return [refined.get((c.id, tuple(c.equations)), c) if c.problem == tag else c for c in rows]
 
+    # Every solve up front, in parallel processes; the results are then read in the order of the problems.
+    tasks = [(solve_pair, (p["x"], p["n"], seed, gtol, "hessian" in wanted)) for p in (problems if needs_solve else [])]
+    tasks += [
+        (solve_pair, (p["x"], 1, seed, gtol)) if p["pair"] else (solve_constant, (p["x"], 1, seed, gtol)) for p in sweep
+    ]
+    tasks += [(solve_constant, (p["x"], 1, seed, gtol)) for p in density_problems]
+    results = iter(solve_all(tasks, jobs, threads, done=lambda: bar.update(1)))
+
     if needs_solve:
         for p in problems:
-            solved = solve_pair(p)
+            pair = next(results)
+            solved, certs = pair["orders"], pair["certs"]
             (q, coarse), (qf, fine) = solved.items()
-            certs = {}
-            if "hessian" in wanted:
-                # The certificate at order q, where the fine solve starts (its cost grows with the order).
-                certs = {sp.variant: certify(sp) for sp, _ in coarse}
             per_order = {}
             for order, ((sd, md), (sc, mc)) in solved.items():
                 rows = []
@@ -179,20 +175,14 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
     draws: dict = {}
     sweep_draws: dict = {}
     for p in sweep:
+        solved = next(results)
         if not p["pair"]:
             # Extra draws for smoothness's confidence interval: the constant variance only, at both orders.
-            kick = np.random.default_rng([seed, 7])
-            sc = find_stationary_point(p["x"], 1, rng=kick, variant="constant", gtol=gtol)
-            init = (sc.mu, sc.var[0].copy(), sc.s2)
-            scf = find_stationary_point(
-                p["x"], 1, rng=kick, variant="constant", order=fine_order(1), gtol=gtol, init=init
-            )
-            for point in (sc, scf):
-                errors = sweep_errors(measure(point), CURVATURE_COLUMNS)
+            for point, meas in solved:
+                errors = sweep_errors(meas, CURVATURE_COLUMNS)
                 sweep_draws.setdefault(point.order, []).append(dict(curvature=p["curvature"], draw=p["draw"], **errors))
-            bar.update(2)
             continue
-        for order, ((_, md), (_, mc)) in solve_pair(p).items():
+        for order, ((_, md), (_, mc)) in solved["orders"].items():
             # Smoothness measures at the constant-variance points: per-example variances add isolated
             # memorising posteriors whose number varies between draws and swamps the trend.
             row = dict(
@@ -219,20 +209,8 @@ def run_all(seed: int = 0, quick: bool = False, claims=None, progress: bool = Tr
 
     dens: dict = {}
     for p in density_problems:
-        sp = find_stationary_point(p["x"], 1, rng=np.random.default_rng([seed, 7]), variant="constant", gtol=gtol)
-        bar.update(1)
-        spf = find_stationary_point(
-            p["x"],
-            1,
-            rng=np.random.default_rng([seed, 7]),
-            variant="constant",
-            order=fine_order(1),
-            gtol=gtol,
-            init=(sp.mu, sp.var[0].copy(), sp.s2),
-        )
-        bar.update(1)
-        for point in (sp, spf):
-            errors = sweep_errors(measure(point), DENSITY_COLUMNS)
+        for point, meas in next(results):
+            errors = sweep_errors(meas, DENSITY_COLUMNS)
             dens.setdefault(point.order, []).append(dict(N=p["N"], draw=p["draw"], **errors))
     q1, qf1 = default_order(1), fine_order(1)
     # The table and plot: the first draw at every size; the claim: every draw.
