@@ -121,7 +121,8 @@ def report_md(r: dict) -> str:
     L = [
         f"# log p(x) by AIS: {r['run']}",
         f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images; "
-        f"{r['chains']} chains, T = {r['steps']} ({r['schedule_kind']}), {r['leapfrog']} leapfrog steps, p0 = {r['init']}",
+        f"{r['chains']} chains, T = {r['steps']} ({r['schedule_kind']}), {r['leapfrog']} leapfrog steps, "
+        f"p0 = {r['init']}",
         f"- AIS log p(x) {r['ais_log_px']:.3f} (largest standard error {r['ais_se_max']:.3f}; mean acceptance "
         f"{r['ais_accept']:.2f}; {r['ais_seconds']:.1f} s on {r['device']})",
         f"- AIS minus IWAE (k = {r['iwae_k']}): {f(r['ais_minus_iwae'])} (from {f(r['ais_minus_iwae_min'])} to "
