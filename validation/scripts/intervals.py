@@ -85,6 +85,10 @@ def lines() -> list[str]:
         best = max(others, key=lambda s: others[s].mean())
         r = paired_t(own, others[best])
         say(f"c = {c}: sigma = c minus sigma = {best}: {describe(r, pt)}; per seed {np.round(own - others[best], 2)}")
+        learned = elbo("fig8", f"c{cn}_learned")
+        for sg, sn in names.items():
+            r = paired_t(learned, elbo("fig8", f"c{cn}_sigma{sn}"))
+            say(f"c = {c}: learned Sigma minus sigma = {sg}: {describe(r, pt)}")
     say("")
     say("# Figs. 6/10/11: BAGGINS tau = 1/5 across lambda, test ELBO + m log lambda (S^2 train), minus lambda = 1")
     for d in ("d100", "d2"):
