@@ -40,7 +40,7 @@ from mlpvae.evidence.laplace import (
     laplace_evidence,
     training_priors,
 )
-from mlpvae.experiments import ais_report, grid_report, mode_report
+from mlpvae.experiments import ais_report, fixed_decoder_report, grid_report, mode_report
 from mlpvae.experiments.analyze_summary import compare_runs, summarize, summary_md, summary_plot
 from mlpvae.experiments.evaluate import print_written, run_dir_problem
 from mlpvae.experiments.plots import image_grid, pyplot, save
@@ -332,6 +332,7 @@ def add_arguments(parser) -> None:
         "(mlpvae/experiments/mode_report.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz",
     )
     ais_report.add_arguments(parser)
+    fixed_decoder_report.add_arguments(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -386,6 +387,8 @@ def run(args) -> int:
         return _per_image_run(args, "--mode-images", args.mode_images, mode_report, "mode_evidence")
     if args.ais:
         return ais_report.run(args)
+    if args.fixed_decoder_images is not None:
+        return fixed_decoder_report.run(args)
     try:
         res = analyze_run(
             args.run_dir,
