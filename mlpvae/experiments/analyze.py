@@ -40,7 +40,7 @@ from mlpvae.evidence.laplace import (
     laplace_evidence,
     training_priors,
 )
-from mlpvae.experiments import grid_report, mode_report
+from mlpvae.experiments import ais_report, fixed_decoder_report, grid_report, mode_report
 from mlpvae.experiments.analyze_summary import compare_runs, summarize, summary_md, summary_plot
 from mlpvae.experiments.evaluate import print_written, run_dir_problem
 from mlpvae.experiments.plots import analysis_evidence, image_grid
@@ -149,22 +149,14 @@ def analyze_run(
 
     stage(f"ELBO (k={elbo_k})")
     t = time.perf_counter()
-    elbo = elbo_per_example(params, run.x_test, mc, rng, elbo_k, None if mc.posterior not in FLOATING else s2)
+    prior = s2 if mc.posterior in FLOATING else None
+    elbo = elbo_per_example(params, run.x_test, mc, rng, elbo_k, prior)
     res["elbo"] = _summary(elbo)
     res["elbo_samples"] = elbo_k
     res["elbo_seconds"] = time.perf_counter() - t
     stage(f"IWAE (k={iwae_k})")
     t = time.perf_counter()
-    lp = iwae_log_px(
-        params,
-        run.x_test,
-        mc,
-        rng,
-        iwae_k,
-        s2=None if mc.posterior not in FLOATING else s2,
-        baggins_s2=s2_train,
-        progress=progress,
-    )
+    lp = iwae_log_px(params, run.x_test, mc, rng, iwae_k, s2=prior, baggins_s2=s2_train, progress=progress)
     res["iwae_log_px"] = _summary(lp)
     res["iwae_k"] = iwae_k
     res["iwae_seconds"] = time.perf_counter() - t
@@ -325,6 +317,8 @@ def add_arguments(parser) -> None:
         "with the Laplace posterior there as proposal against q's, and Eq. (16) at the mode "
         "(mlpvae/experiments/mode_report.py); writes RUN_DIR/mode_evidence.json and mode_evidence_per_image.npz",
     )
+    ais_report.add_arguments(parser)
+    fixed_decoder_report.add_arguments(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -377,6 +371,10 @@ def run(args) -> int:
         return _per_image_run(args, "--grid-images", args.grid_images, grid_report, "grid_evidence")
     if args.mode_images is not None:
         return _per_image_run(args, "--mode-images", args.mode_images, mode_report, "mode_evidence")
+    if args.ais:
+        return ais_report.run(args)
+    if args.fixed_decoder_images is not None:
+        return fixed_decoder_report.run(args)
     try:
         res = analyze_run(
             args.run_dir,

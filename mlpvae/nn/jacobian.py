@@ -86,6 +86,42 @@ def decoder_jacobian(params, z, config: ModelConfig, *, chunk=None):
     return out, J
 
 
+def decoder_vjp(params, z, config: ModelConfig):
+    """The decoder output at z and its vector-Jacobian product ``g -> J^T g``, Eq. (8) by reverse mode (Sec. 7 decoder).
+
+    One forward pass keeps the ReLU layers' outputs; ``vjp(g)`` then pulls an
+    output gradient ``g (B, m)`` back through them, ``g W_{L-1}^T``, the ReLU
+    masks and the hidden weights, to ``(J^T g) (B, n)`` with ``J = d out / d z``
+    at each z (Eq. (8)).  This is the gradient of ``sum_j g_j out_j`` in z at
+    the cost of about one more forward pass, whatever n is, where
+    :func:`decoder_jacobian` costs n tangents: what a sampler that needs only
+    the gradient of log p(x|z) uses.
+
+    Parameters
+    ----------
+    params : dict of decoder parameters (:func:`mlpvae.nn.model.init_params`).
+    z : (B, n) latent points, the parameters' dtype and array module.
+    config : mlpvae.nn.model.ModelConfig.
+
+    Returns
+    -------
+    out : (B, m) decoder output (logits or mean), equal to :func:`mlpvae.nn.model.decode`'s.
+    vjp : callable ``g (B, m) -> (B, n)``, ``J^T g`` row by row.
+    """
+    z = _check(params, z, config)
+    L, c = config.layers, config.latent_scale
+    hs = Ly.trunk_forward(params, "dec", z / c if c != 1.0 else z, L - 1)
+    out = Ly.dense(hs[-1], params[f"dec_W{L - 1}"], params[f"dec_b{L - 1}"])
+
+    def vjp(g):
+        g = g @ params[f"dec_W{L - 1}"].T
+        for i in range(L - 2, -1, -1):
+            g = Ly.relu_backward_(g, hs[i + 1]) @ params[f"dec_W{i}"].T
+        return g / c if c != 1.0 else g
+
+    return out, vjp
+
+
 def finite_difference_jacobian(params, z, config: ModelConfig, h: float = 1e-5):
     """Central finite differences of the decoder output, the check on :func:`decoder_jacobian` (Not in the paper).
 

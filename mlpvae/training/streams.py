@@ -18,6 +18,8 @@ STREAM_TEST = 3  # the test set's dynamic binarization and the per-epoch test EL
 STREAM_EVAL = 1000  # `vaetheory evaluate`: its ELBO and IWAE noise
 STREAM_PLOTS = 1001  # `vaetheory evaluate --plots`: the samples drawn for the figures
 STREAM_ANALYSIS = 1002  # `vaetheory analyze` and the per-image evidence reports
+STREAM_AIS = 1003  # `vaetheory analyze --ais`: the AIS and BDMC chains (pilot runs included)
+STREAM_SIMULATE = 1004  # `vaetheory analyze --ais`: the images simulated from the model for BDMC
 STREAM_FIGURES = (
     2001  # `vaetheory reproduce`: the figures' samples, from numpy.random.default_rng([seed, STREAM_FIGURES])
 )

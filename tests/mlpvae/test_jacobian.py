@@ -64,6 +64,28 @@ def test_decoder_jacobian_matches_finite_difference_eq8(seed, layers, n, likelih
     np.testing.assert_allclose(J[smooth], fd[smooth], rtol=0, atol=TOL["fd_grad_f64"] * scale)
 
 
+@given(SEEDS, st.integers(1, 4), st.integers(1, 5), st.sampled_from([1.0, 2.5]))
+def test_decoder_vjp_matches_finite_difference_eq8(seed, layers, n, c):
+    # J^T g by reverse mode against central differences of <out(z), g> along each latent axis
+    cfg, params, z = _net(seed, n=n, layers=layers, latent_scale=c)
+    g = np.random.default_rng(seed + 7).standard_normal((len(z), cfg.m))
+    out, vjp = Jac.decoder_vjp(params, z, cfg)
+    np.testing.assert_allclose(out, M.decode(params, z, cfg)["logits"], rtol=0, atol=TOL["known_answer_f64"])
+    got = vjp(g)
+    h = 1e-6
+    fd = np.empty_like(z)
+    for k in range(n):
+        zp, zm = z.copy(), z.copy()
+        zp[:, k] += h
+        zm[:, k] -= h
+        f = lambda zz: (M.decode(params, zz, cfg)["logits"] * g).sum(axis=1)  # noqa: E731
+        fd[:, k] = (f(zp) - f(zm)) / (zp[:, k] - zm[:, k])
+    smooth = _kink_distance(params, z, cfg) > 100 * h
+    assert smooth.sum() >= len(z) // 2
+    scale = np.abs(got).max() + 1.0
+    np.testing.assert_allclose(got[smooth], fd[smooth], rtol=0, atol=TOL["fd_grad_f64"] * scale)
+
+
 def test_linear_decoder_jacobian_is_its_weight_matrix_eq8():
     cfg, params, z = _net(0, n=2, layers=1, latent_scale=2.0)
     _, J = Jac.decoder_jacobian(params, z, cfg)

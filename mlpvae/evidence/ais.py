@@ -1,0 +1,399 @@
+"""log p(x) of a trained model by annealed importance sampling (AIS) with Hamiltonian Monte Carlo transitions.
+
+Not in the paper: the estimator its log p(x) statements are checked against
+beyond two latent dimensions, where the grid (:mod:`mlpvae.evidence.grid`) cannot go and the
+IWAE bound's error depends on how far the encoder's q(z|x) is from the posterior.
+
+AIS (Neal 2001) moves chains from a normalised initial density p0(z) to the
+posterior through ``f_t(z) = p0(z)^(1 - beta_t) p(x, z)^beta_t``,
+``0 = beta_0 < ... < beta_T = 1``, with ``p(x, z) = p(x|z) N(z; 0, S^2)``.  A
+chain starts at ``z_0 ~ p0``; at each t it adds ``(beta_t - beta_{t-1}) (log p(x, z)
+- log p0(z))`` to its log weight and then takes one HMC transition that leaves
+``f_t`` invariant.  Each chain's weight is an unbiased estimate of p(x); the
+estimate of log p(x) is the log of the chains' mean weight (log-sum-exp), a
+stochastic lower bound (Jensen).  :mod:`mlpvae.evidence.bdmc` runs the same
+chains backwards from an exact posterior sample for the upper bound.
+
+p0 is the encoder's q(z|x), the prior, or their mixture ``a q + (1 - a) prior``
+(``init``).  The mixture's chains are stratified: the first ``round(a C)`` of
+the C chains of an image start in q and the rest in the prior, with ``a`` set
+to that exact fraction, so the mean weight stays unbiased; each component's
+chains have their own step sizes (kernels may depend on a label drawn with
+z_0; the weight still uses the mixture density).  Chains from q alone stay in
+q's mode of a multimodal posterior; the prior's chains reach the others while
+beta is small.
+
+HMC (leapfrog, ``leapfrog`` steps, momentum in coordinates whitened by the
+prior's standard deviation S): the gradient of log p(x, z) is the decoder's
+vector-Jacobian product of the likelihood's score
+(:func:`mlpvae.nn.jacobian.decoder_vjp`, :func:`mlpvae.evidence.posterior_mode.score`), no autodiff.
+Step sizes: a pilot AIS run (its own random numbers, its weights discarded)
+adapts one step size per image and component towards ``target_accept`` after
+every transition; the main run then uses the pilot's step sizes, interpolated
+in beta and held fixed.  A step size that adapted to the chains being measured
+would bias the estimate and both BDMC bounds.  Same source on NumPy and CuPy.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from mlpvae.evidence.posterior_mode import LIKELIHOODS, score
+from mlpvae.nn import jacobian as Jac
+from mlpvae.nn import model as M
+from mlpvae.nn.likelihoods import LOG_2PI
+from vaetheory import validate as V
+from vaetheory.xp import array_namespace, to_numpy
+
+SCHEDULES = ("sigmoid", "geometric", "linear")
+INITS = ("q", "prior", "mixture")
+SIGMOID_DELTA = 4.0  # the sigmoidal schedule's steepness (Grosse et al. 2015)
+GEOMETRIC_BETA_1 = 1e-4  # the first nonzero beta of the geometric schedule
+PILOT_STEPS = 100  # intermediate distributions of the pilot run that tunes the step sizes
+ADAPT_RATE = 0.5  # the pilot's log step-size change per unit of acceptance error
+
+
+def schedule(kind: str, steps: int) -> np.ndarray:
+    """The inverse temperatures beta_0 = 0 < ... < beta_T = 1 (T = ``steps``) of AIS (Not in the paper).
+
+    ``sigmoid``: ``s(delta (2 t / T - 1))`` with s the logistic function,
+    rescaled to [0, 1] (delta = :data:`SIGMOID_DELTA`, Grosse et al. 2015);
+    ``geometric``: 0, then log-spaced from :data:`GEOMETRIC_BETA_1` to 1;
+    ``linear``: t / T.
+    """
+    V.choice("schedule", kind, SCHEDULES)
+    T = V.scalar("steps", steps, positive=True, integer=True)
+    t = np.arange(T + 1) / T
+    if kind == "linear":
+        b = t
+    elif kind == "sigmoid":
+        s = 1.0 / (1.0 + np.exp(-SIGMOID_DELTA * (2.0 * t - 1.0)))
+        b = (s - s[0]) / (s[-1] - s[0])
+    else:
+        b = np.concatenate([[0.0], np.geomspace(GEOMETRIC_BETA_1, 1.0, T)]) if T > 1 else np.array([0.0, 1.0])
+    b[0], b[-1] = 0.0, 1.0
+    return b
+
+
+class Target:
+    """The log joint ``log p(x|z) + log N(z; 0, S^2)`` and the initial density p0 of AIS chains, with gradients.
+
+    One row per (chain, image): ``x, mu, var`` are (R, m), (R, n), (R, n)
+    (the encoder's posterior, for q(z|x) and BAGGINS' T of Eq. (29) with
+    S^2 = ``baggins_s2``); ``in_q (R,)`` marks the rows whose chain starts in
+    q; ``a`` is the mixture weight of q in p0 (1 for ``q``, 0 for ``prior``).
+    Not in the paper.
+    """
+
+    def __init__(self, params, mc: M.ModelConfig, x, mu, var, s2, baggins_s2, in_q, a: float):
+        self.params, self.mc, self.x, self.mu, self.var = params, mc, x, mu, var
+        self.xp = array_namespace(x)
+        self.s2, self.baggins_s2, self.in_q, self.a = s2, baggins_s2, in_q, a
+        self.scale = self.xp.sqrt(s2)
+
+    def joint(self, z):
+        """log p(x, z) (R,) and its gradient (R, n) (Eqs. (1), (26), (29))."""
+        xp, mc = self.xp, self.mc
+        out, vjp = Jac.decoder_vjp(self.params, z, mc)
+        dec = {"logits" if mc.likelihood == "bernoulli" else "mean": out}
+        T = M.likelihood_T(self.x, dec.get("mean"), self.mu, self.var, mc, self.baggins_s2)
+        with np.errstate(all="ignore"):
+            ll = M.log_likelihood(dec, self.x, mc, T=T)
+            g = vjp(score(out, self.x, mc)) - z / self.s2
+        return ll - 0.5 * xp.sum(z * z / self.s2 + xp.log(self.s2) + LOG_2PI, axis=-1), g
+
+    def initial(self, z):
+        """log p0(z) (R,) and its gradient (R, n): q(z|x), the prior N(0, S^2) or their mixture."""
+        xp = self.xp
+        lpr = -0.5 * xp.sum(z * z / self.s2 + xp.log(self.s2) + LOG_2PI, axis=-1)
+        gpr = -z / self.s2
+        if self.a == 0.0:
+            return lpr, gpr
+        d = z - self.mu
+        lq = -0.5 * xp.sum(d * d / self.var + xp.log(self.var) + LOG_2PI, axis=-1)
+        gq = -d / self.var
+        if self.a == 1.0:
+            return lq, gq
+        a = math.log(self.a) + lq
+        b = math.log1p(-self.a) + lpr
+        lp = xp.logaddexp(a, b)
+        r = xp.exp(a - lp)[:, None]  # the responsibility of q
+        return lp, r * gq + (1.0 - r) * gpr
+
+    def sample_initial(self, rng):
+        """z_0 (R, n): from q for the rows ``in_q``, from the prior otherwise."""
+        eps = rng.standard_normal(self.mu.shape, dtype=self.mu.dtype)
+        return self.xp.where(self.in_q[:, None], self.mu + self.xp.sqrt(self.var) * eps, self.scale * eps)
+
+
+def _state(target: Target, z):
+    lj, gj = target.joint(z)
+    l0, g0 = target.initial(z)
+    return [z, lj, gj, l0, g0]
+
+
+def hmc(target: Target, state, beta: float, eps, leapfrog: int, rng):
+    """One HMC transition leaving ``f_beta = p0^(1 - beta) p(x, z)^beta`` invariant, row by row (Not in the paper).
+
+    ``state = [z, log p(x, z), its gradient, log p0(z), its gradient]`` (kept
+    so that no point is decoded twice); ``eps (R,)`` the step sizes in
+    coordinates whitened by S.  A proposal whose energy is not finite is
+    rejected.  Returns the new state and the acceptance probabilities (R,).
+    """
+    xp = target.xp
+    z, lj, gj, l0, g0 = state
+    S, e = target.scale, eps[:, None]
+    p = rng.standard_normal(z.shape, dtype=z.dtype)
+    H0 = beta * lj + (1.0 - beta) * l0 - 0.5 * xp.sum(p * p, axis=-1)
+    new = state
+    with np.errstate(all="ignore"):
+        p = p + 0.5 * e * S * (beta * gj + (1.0 - beta) * g0)
+        zn = z
+        for k in range(leapfrog):
+            zn = zn + e * S * p
+            new = _state(target, zn)
+            g = beta * new[2] + (1.0 - beta) * new[4]
+            p = p + (e if k < leapfrog - 1 else 0.5 * e) * S * g
+        H1 = beta * new[1] + (1.0 - beta) * new[3] - 0.5 * xp.sum(p * p, axis=-1)
+        log_a = xp.where(xp.isfinite(H1), H1 - H0, -xp.inf)
+        acc = xp.exp(xp.minimum(log_a, 0.0))
+    u = rng.random(acc.shape, dtype=acc.dtype)
+    take = u < acc
+    out = [xp.where(take[:, None] if s.ndim == 2 else take, s1, s) for s, s1 in zip(state, new)]
+    return out, acc
+
+
+def anneal(target: Target, z0, betas: np.ndarray, eps, leapfrog: int, rng, *, reverse: bool = False, bar=None):
+    """The log AIS weights (R,) of chains from ``z0`` through ``betas``, forward or reverse (Not in the paper).
+
+    Forward: z_0 ~ p0 and at t = 1..T the weight gains ``(beta_t - beta_{t-1}) h(z)``,
+    ``h = log p(x, z) - log p0(z)``, then one HMC transition at beta_t (none after
+    the last).  Reverse (``z0`` an exact posterior sample): at t = T..1 the
+    weight loses ``(beta_t - beta_{t-1}) h(z)``, then one transition at beta_{t-1};
+    its mean exp is an unbiased estimate of 1 / p(x).  ``eps (T + 1, R)``: the
+    step size of the transition at each beta, fixed.  Returns the log weights
+    and the mean acceptance probability per row.
+    """
+    xp = target.xp
+    state = _state(target, z0)
+    logw = xp.zeros(z0.shape[0], dtype=xp.float64)
+    acc = xp.zeros(z0.shape[0], dtype=xp.float64)
+    T = len(betas) - 1
+    for s in range(1, T + 1):
+        t = T - s + 1 if reverse else s
+        d = float(betas[t] - betas[t - 1])
+        logw = logw + (-d if reverse else d) * (state[1] - state[3])
+        nxt = t - 1 if reverse else t
+        if s < T:
+            state, a = hmc(target, state, float(betas[nxt]), eps[nxt], leapfrog, rng)
+            acc += a
+        if bar is not None:
+            bar.update(1)
+    if not bool(xp.all(xp.isfinite(logw))):
+        raise FloatingPointError("an AIS weight is NaN or infinite: the model's log joint is not finite there")
+    return logw, acc / max(T - 1, 1)
+
+
+def tune_step_sizes(
+    target: Target,
+    groups,
+    G: int,
+    betas: np.ndarray,
+    leapfrog: int,
+    target_accept: float,
+    rng,
+    rounds: int = 3,
+    bar=None,
+):
+    """Step sizes (T + 1, G) per group of rows (image and component) from a pilot AIS run (Not in the paper).
+
+    ``groups (R,)`` numbers each row's group.  At each beta the pilot takes
+    ``rounds`` transitions, each followed by ``log eps += ADAPT_RATE (mean
+    acceptance of the group - target_accept)``, and records the mean log step
+    size over the rounds.  The first step size is q's or the prior's smallest
+    whitened standard deviation.
+    """
+    xp = target.xp
+    z = target.sample_initial(rng)
+    state = _state(target, z)
+    ratio = xp.min(xp.sqrt(target.var) / target.scale, axis=-1)
+    start = xp.where(target.in_q, ratio, 1.0)
+    count = xp.zeros(G, dtype=xp.float64)
+    count = count + xp.bincount(groups, minlength=G)
+    log_eps = xp.log(xp.bincount(groups, weights=start, minlength=G) / count)
+    out = xp.empty((len(betas), G), dtype=xp.float64)
+    for t, beta in enumerate(betas):
+        total = xp.zeros(G, dtype=xp.float64)
+        for _ in range(rounds):
+            state, a = hmc(target, state, float(beta), xp.exp(log_eps)[groups], leapfrog, rng)
+            mean_a = xp.bincount(groups, weights=a, minlength=G) / count
+            total = total + log_eps
+            log_eps = log_eps + ADAPT_RATE * (mean_a - target_accept)
+        out[t] = total / rounds
+        if bar is not None:
+            bar.update(1)
+    return xp.exp(out)
+
+
+def interpolate_step_sizes(betas_pilot: np.ndarray, eps_pilot, betas: np.ndarray):
+    """The pilot's step sizes (Tp + 1, G) at another schedule's betas (T + 1, G), linear in log eps and beta."""
+    xp = array_namespace(eps_pilot)
+    le = to_numpy(xp.log(eps_pilot))
+    out = np.stack([np.interp(betas, betas_pilot, le[:, g]) for g in range(le.shape[1])], axis=1)
+    return xp.exp(xp.asarray(out))
+
+
+def log_mean_exp(logw, axis: int = 0):
+    """log of the mean of exp(logw) along ``axis``, and its delta-method standard error (Not in the paper)."""
+    xp = array_namespace(logw)
+    top = xp.max(logw, axis=axis, keepdims=True)
+    w = xp.exp(logw - top)
+    mean = xp.mean(w, axis=axis)
+    C = logw.shape[axis]
+    se = xp.std(w, axis=axis, ddof=1) / math.sqrt(C) / mean if C > 1 else xp.full(mean.shape, xp.inf)
+    return xp.log(mean) + xp.squeeze(top, axis=axis), se
+
+
+def setup(params, x, mc: M.ModelConfig, s2, mu, var, baggins_s2, chains: int, init: str, q_fraction: float):
+    """The rows of ``chains`` chains per image (chain-major, R = chains x B) and their groups (Not in the paper).
+
+    Returns ``(target, groups, G)``: one group per image and component
+    (``q`` chains first when ``init`` is ``mixture``).
+    """
+    xp = array_namespace(x)
+    B = x.shape[0]
+    n_q = {"q": chains, "prior": 0, "mixture": int(round(q_fraction * chains))}[init]
+    if init == "mixture" and not 0 < n_q < chains:
+        raise ValueError(f"q_fraction {q_fraction} of {chains} chains leaves a component without chains")
+    in_q = xp.asarray(np.repeat(np.arange(chains) < n_q, B))
+    rep = lambda a: xp.broadcast_to(a[None], (chains,) + a.shape).reshape(chains * B, -1)  # noqa: E731
+    target = Target(params, mc, rep(x), rep(mu), rep(var), s2, baggins_s2, in_q, n_q / chains)
+    img = np.tile(np.arange(B), chains)
+    groups = img + B * (~to_numpy(in_q)).astype(np.int64) * (init == "mixture")
+    G = B * (2 if init == "mixture" else 1)
+    return target, xp.asarray(groups), G
+
+
+def check(
+    mc: M.ModelConfig,
+    x,
+    s2,
+    baggins_s2,
+    *,
+    chains: int,
+    steps: int,
+    leapfrog: int,
+    schedule_kind: str,
+    init: str,
+    q_fraction: float,
+    target_accept: float,
+    pilot_steps: int,
+):
+    """The arguments of :func:`ais_log_px` and :func:`mlpvae.evidence.bdmc.bdmc`, checked (ValueError naming each)."""
+    if not isinstance(mc, M.ModelConfig):
+        raise ValueError(f"mc must be a mlpvae.nn.model.ModelConfig, got {type(mc).__name__}")
+    if mc.likelihood not in LIKELIHOODS:
+        raise ValueError(f"AIS supports the likelihoods {LIKELIHOODS}, not {mc.likelihood!r}")
+    if mc.likelihood == "baggins" and baggins_s2 is None:
+        raise ValueError("baggins_s2 (the S^2 of Eq. (29)) is required for the baggins likelihood")
+    V.array("x", x, ("N", "m"), {"m": mc.m}, finite=True)
+    s2 = V.array("s2", s2, ("n",), {"n": mc.n}, finite=True)
+    if bool(array_namespace(s2).any(s2 <= 0)):
+        raise ValueError("s2 must be positive")
+    for name, v in (("chains", chains), ("steps", steps), ("leapfrog", leapfrog), ("pilot_steps", pilot_steps)):
+        V.scalar(name, v, positive=True, integer=True)
+    if chains < 2:
+        raise ValueError(f"chains must be >= 2 (the standard error needs two), got {chains}")
+    V.choice("schedule", schedule_kind, SCHEDULES)
+    V.choice("init", init, INITS)
+    if not 0.0 < q_fraction < 1.0:
+        raise ValueError(f"q_fraction must be in (0, 1), got {q_fraction}")
+    if not 0.0 < target_accept < 1.0:
+        raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
+
+
+def ais_log_px(
+    params,
+    x,
+    mc: M.ModelConfig,
+    s2,
+    rng,
+    *,
+    mu,
+    var,
+    baggins_s2=None,
+    chains: int = 16,
+    steps: int = 500,
+    leapfrog: int = 10,
+    schedule_kind: str = "sigmoid",
+    init: str = "mixture",
+    q_fraction: float = 0.5,
+    target_accept: float = 0.65,
+    pilot_steps: int = PILOT_STEPS,
+    pilot_rounds: int = 3,
+    rows: int = 4096,
+    progress: bool = False,
+) -> dict:
+    """log p(x) = log int p(x|z) N(z; 0, S^2) dz per image by AIS with HMC transitions (Not in the paper).
+
+    Parameters
+    ----------
+    params, mc : a trained model (float64 parameters); ``gaussian-learned`` is refused (its
+        variance head is not in the gradient).
+    x : (N, m) targets.  s2 : (n,) the prior variance S^2.  rng : NumPy's (or CuPy's) generator.
+    mu, var : (N, n) the encoder's posterior q(z|x) (also BAGGINS' T, Eq. (29), with ``baggins_s2``).
+    chains : chains per image.  steps : T, the number of intermediate distributions.
+    leapfrog : leapfrog steps per HMC transition.  schedule_kind : :data:`SCHEDULES`.
+    init : p0 = q(z|x), the prior or the mixture (``q_fraction`` of the chains in q).
+    target_accept, pilot_steps, pilot_rounds : the pilot run that sets the step sizes
+        (:func:`tune_step_sizes`, on its own ``pilot_steps``-step schedule of the same kind).
+    rows : at most this many (chain, image) rows at once.
+
+    Returns a dict of host arrays: ``log_px (N,)``, ``se (N,)`` (delta-method standard error
+    of log p(x) over the chains), ``ess (N,)`` (the weights' effective sample size),
+    ``log_w (chains, N)``, ``accept (N,)`` (the main run's mean acceptance probability),
+    and ``betas``, the schedule.
+    """
+    check(
+        mc,
+        x,
+        s2,
+        baggins_s2,
+        chains=chains,
+        steps=steps,
+        leapfrog=leapfrog,
+        schedule_kind=schedule_kind,
+        init=init,
+        q_fraction=q_fraction,
+        target_accept=target_accept,
+        pilot_steps=pilot_steps,
+    )
+    xp = array_namespace(x)
+    s2 = xp.asarray(s2, dtype=x.dtype)
+    N = x.shape[0]
+    betas, betas_p = schedule(schedule_kind, steps), schedule(schedule_kind, pilot_steps)
+    per = max(1, rows // chains)
+    res = {"log_px": np.empty(N), "se": np.empty(N), "ess": np.empty(N), "accept": np.empty(N)}
+    res["log_w"] = np.empty((chains, N))
+    work = (-(-N // per)) * (pilot_steps + 1 + steps)
+    with tqdm(total=work, desc=f"AIS T={steps}", disable=not progress, leave=False, file=sys.stderr) as bar:
+        for a in range(0, N, per):
+            sl = slice(a, min(N, a + per))
+            b = sl.stop - sl.start
+            target, groups, G = setup(params, x[sl], mc, s2, mu[sl], var[sl], baggins_s2, chains, init, q_fraction)
+            eps_p = tune_step_sizes(target, groups, G, betas_p, leapfrog, target_accept, rng, pilot_rounds, bar)
+            eps = interpolate_step_sizes(betas_p, eps_p, betas)[:, groups]
+            logw, acc = anneal(target, target.sample_initial(rng), betas, eps, leapfrog, rng, bar=bar)
+            logw = logw.reshape(chains, b)
+            lp, se = log_mean_exp(logw)
+            w = xp.exp(logw - xp.max(logw, axis=0))
+            res["log_px"][sl], res["se"][sl] = to_numpy(lp), to_numpy(se)
+            res["ess"][sl] = to_numpy(xp.sum(w, axis=0) ** 2 / xp.sum(w * w, axis=0))
+            res["accept"][sl] = to_numpy(acc.reshape(chains, b).mean(axis=0))
+            res["log_w"][:, sl] = to_numpy(logw)
+    res["betas"] = betas
+    return res

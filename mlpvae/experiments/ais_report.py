@@ -1,0 +1,194 @@
+"""``vaetheory analyze RUN --ais``: log p(x) of a trained run by AIS, with a BDMC sandwich on simulated data.
+
+Not in the paper: the estimator its log p(x) statements are checked against
+(:mod:`mlpvae.evidence.ais`, :mod:`mlpvae.evidence.bdmc`).  On the first test
+images: AIS log p(x) with its standard error, the IWAE bound and the ELBO
+against it; for n <= 2 also the exact grid value
+(:mod:`mlpvae.evidence.grid`) and the largest per-image difference.  On
+images simulated from the model (z* from the prior, x from the decoder): the
+BDMC lower and upper bounds and their width.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mlpvae.evidence.ais import INITS, PILOT_STEPS, SCHEDULES, ais_log_px
+from mlpvae.evidence.bdmc import bdmc, simulate
+from mlpvae.evidence.grid import grid_log_px
+from mlpvae.evidence.iwae import iwae_log_px
+from mlpvae.evidence.laplace import elbo_per_example, training_priors
+from mlpvae.experiments.evaluate import print_written
+from mlpvae.experiments.report import signed
+from mlpvae.nn.batched import FLOATING, encode_all
+from mlpvae.training.checkpoint import write_json
+from mlpvae.training.runs import load_run
+from mlpvae.training.streams import STREAM_AIS, STREAM_ANALYSIS, STREAM_SIMULATE, generator
+
+DEFAULTS = dict(images=100, chains=16, steps=500, leapfrog=10, schedule="sigmoid", init="mixture", bdmc_images=20)
+
+
+def evaluate_run(
+    run_dir,
+    images: int = 100,
+    *,
+    chains: int = 16,
+    steps: int = 500,
+    leapfrog: int = 10,
+    schedule: str = "sigmoid",
+    init: str = "mixture",
+    bdmc_images: int = 20,
+    iwae_k: int = 5000,
+    elbo_k: int = 10,
+    device: str | None = None,
+    progress: bool = False,
+) -> tuple[dict, dict]:
+    """AIS log p(x) of the first ``images`` test images, and BDMC on ``bdmc_images`` simulated ones (Not in the paper).
+
+    The prior, S^2 and BAGGINS' S^2 are those of :func:`mlpvae.experiments.analyze.analyze_run`;
+    float64.  The other arguments are :func:`mlpvae.evidence.ais.ais_log_px`'s.
+    Returns ``(summary, per_image)`` (nats per image; host arrays).
+    """
+    t0 = time.perf_counter()
+    run = load_run(run_dir, device=device, test_limit=images, float64=True)
+    mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
+    _, _, s2, s2_train = training_priors(run)
+    floating = mc.posterior in FLOATING
+    mu, var = encode_all(params, x, mc)
+    var = xp.broadcast_to(var, mu.shape)
+    opts = dict(chains=chains, steps=steps, leapfrog=leapfrog, schedule_kind=schedule, init=init)
+    rng = generator(run.cfg.seed, STREAM_AIS, run.epoch, xp)
+    a = ais_log_px(params, x, mc, s2, rng, mu=mu, var=var, baggins_s2=s2_train, progress=progress, **opts)
+    t_ais = time.perf_counter() - t0
+    rng_e = generator(run.cfg.seed, STREAM_ANALYSIS, run.epoch, xp)
+    elbo = elbo_per_example(params, x, mc, rng_e, elbo_k, s2 if floating else None)
+    iwae = iwae_log_px(params, x, mc, rng_e, iwae_k, s2=s2 if floating else None, baggins_s2=s2_train)
+    lp = a["log_px"]
+    per = {"ais_log_px": lp, "ais_se": a["se"], "ais_ess": a["ess"], "ais_accept": a["accept"], "iwae": iwae}
+    per["elbo"] = elbo
+    summary = {
+        "run": str(run_dir),
+        "posterior": mc.posterior,
+        "likelihood": mc.likelihood,
+        "n": mc.n,
+        "device": run.device,
+        "images": int(len(lp)),
+        **opts,
+        "pilot_steps": PILOT_STEPS,
+        "iwae_k": iwae_k,
+        "elbo_k": elbo_k,
+        "ais_log_px": float(lp.mean()),
+        "ais_se_max": float(a["se"].max()),
+        "ais_accept": float(a["accept"].mean()),
+        "ais_minus_iwae": float(np.mean(lp - iwae)),
+        "ais_minus_iwae_max": float(np.max(lp - iwae)),
+        "ais_minus_iwae_min": float(np.min(lp - iwae)),
+        "gap_ais_minus_elbo": float(np.mean(lp - elbo)),
+        "ais_seconds": t_ais,
+    }
+    if mc.n <= 2:
+        g = grid_log_px(params, x, mc, s2, baggins_s2=s2_train, progress=progress)
+        d = lp - g["log_px"]
+        per["grid_log_px"], per["ais_minus_grid"] = g["log_px"], d
+        summary.update(ais_minus_grid=float(d.mean()), ais_minus_grid_max_abs=float(np.abs(d).max()))
+        summary["grid_unconverged"] = int((~g["converged"]).sum())
+    if bdmc_images > 0 and mc.likelihood in ("bernoulli", "gaussian"):
+        t = time.perf_counter()
+        xs, zs = simulate(
+            params, mc, xp.asarray(s2), bdmc_images, generator(run.cfg.seed, STREAM_SIMULATE, run.epoch, xp)
+        )
+        mus, vs = encode_all(params, xs, mc)
+        b = bdmc(params, xs, zs, mc, s2, rng, mu=mus, var=xp.broadcast_to(vs, mus.shape), progress=progress, **opts)
+        per.update(bdmc_lower=b["lower"], bdmc_upper=b["upper"], bdmc_width=b["width"])
+        summary.update(
+            bdmc_images=bdmc_images,
+            bdmc_width=float(b["width"].mean()),
+            bdmc_width_max=float(b["width"].max()),
+            bdmc_width_min=float(b["width"].min()),
+            bdmc_seconds=time.perf_counter() - t,
+        )
+    summary["seconds"] = time.perf_counter() - t0
+    return summary, per
+
+
+def report_md(r: dict) -> str:
+    """:func:`evaluate_run`'s summary as a short Markdown report (means over the images, nats per image)."""
+    f = signed
+    L = [
+        f"# log p(x) by AIS: {r['run']}",
+        f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images; "
+        f"{r['chains']} chains, T = {r['steps']} ({r['schedule_kind']}), {r['leapfrog']} leapfrog steps, "
+        f"p0 = {r['init']}",
+        f"- AIS log p(x) {r['ais_log_px']:.3f} (largest standard error {r['ais_se_max']:.3f}; mean acceptance "
+        f"{r['ais_accept']:.2f}; {r['ais_seconds']:.1f} s on {r['device']})",
+        f"- AIS minus IWAE (k = {r['iwae_k']}): {f(r['ais_minus_iwae'])} (from {f(r['ais_minus_iwae_min'])} to "
+        f"{f(r['ais_minus_iwae_max'])}); AIS minus the ELBO: {f(r['gap_ais_minus_elbo'])}",
+    ]
+    if "ais_minus_grid" in r:
+        L.append(
+            f"- AIS minus the exact grid value: {f(r['ais_minus_grid'])} on average, largest |difference| "
+            f"{r['ais_minus_grid_max_abs']:.3f} ({r['grid_unconverged']} grid image(s) not converged)"
+        )
+    if "bdmc_width" in r:
+        L.append(
+            f"- BDMC on {r['bdmc_images']} simulated images: sandwich width {r['bdmc_width']:.3f} on average "
+            f"(from {r['bdmc_width_min']:.3f} to {r['bdmc_width_max']:.3f}; {r['bdmc_seconds']:.1f} s)"
+        )
+    return "\n".join(L)
+
+
+def add_arguments(parser) -> None:
+    """The ``--ais`` options of ``vaetheory analyze``."""
+    d = DEFAULTS
+    parser.add_argument(
+        "--ais",
+        action="store_true",
+        help="instead: log p(x) by AIS with HMC on the first --ais-images test images, a BDMC sandwich on "
+        "--bdmc-images simulated ones, the grid for n <= 2 (mlpvae/experiments/ais_report.py); writes "
+        "RUN_DIR/ais_evidence.json and ais_evidence_per_image.npz",
+    )
+    parser.add_argument("--ais-images", type=int, default=d["images"], help=f"test images for --ais ({d['images']})")
+    parser.add_argument("--chains", type=int, default=d["chains"], help=f"AIS chains per image ({d['chains']})")
+    parser.add_argument(
+        "--steps", type=int, default=d["steps"], help=f"AIS intermediate distributions T ({d['steps']})"
+    )
+    parser.add_argument("--leapfrog", type=int, default=d["leapfrog"], help=f"leapfrog steps per HMC ({d['leapfrog']})")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"], help="AIS schedule (sigmoid)")
+    parser.add_argument("--init", choices=INITS, default=d["init"], help="AIS initial distribution (mixture)")
+    parser.add_argument(
+        "--bdmc-images", type=int, default=d["bdmc_images"], help=f"simulated images for BDMC ({d['bdmc_images']})"
+    )
+
+
+def run(args) -> int:
+    """``vaetheory analyze RUN --ais``: evaluate, print the report, write the JSON and npz; the exit status."""
+    try:
+        if args.ais_images < 1:
+            raise ValueError(f"--ais-images must be >= 1, got {args.ais_images}")
+        summary, per = evaluate_run(
+            args.run_dir,
+            args.ais_images,
+            chains=args.chains,
+            steps=args.steps,
+            leapfrog=args.leapfrog,
+            schedule=args.schedule,
+            init=args.init,
+            bdmc_images=args.bdmc_images,
+            iwae_k=args.iwae_k,
+            elbo_k=args.elbo_k,
+            device=args.device,
+            progress=args.progress,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"vaetheory analyze: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.run_dir)
+    write_json(out / "ais_evidence.json", summary)
+    np.savez(out / "ais_evidence_per_image.npz", **per)
+    print(report_md(summary))
+    print_written([out / "ais_evidence.json", out / "ais_evidence_per_image.npz"])
+    return 0

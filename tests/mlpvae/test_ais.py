@@ -1,0 +1,197 @@
+"""mlpvae.evidence.ais and mlpvae.evidence.bdmc: log p(x) by AIS with HMC transitions, and the BDMC sandwich
+(Not in the paper).
+
+Known answers: a one-layer (linear) decoder with a Gaussian likelihood has
+p(x) = N(x; b, t I + W^T S^2 W) in closed form; an n = 2 trained model has the
+exact grid value (:mod:`mlpvae.evidence.grid`); a decoder that depends on |z_1|
+through two branches of different slopes has a posterior with two modes of
+known mass ratio, q(z|x) placed on the lighter one.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import CUPY, TOL, needs_gpu
+from scipy.stats import multivariate_normal
+from tiny_runs import train_synthetic
+
+from mlpvae.evidence import ais as A
+from mlpvae.evidence import bdmc as BD
+from mlpvae.evidence.grid import grid_log_px
+from mlpvae.evidence.laplace import training_priors
+from mlpvae.nn import model as M
+from mlpvae.nn.batched import encode_all
+from mlpvae.training.runs import load_run
+
+
+@pytest.mark.parametrize("kind", A.SCHEDULES)
+def test_schedules_rise_from_zero_to_one(kind):
+    b = A.schedule(kind, 50)
+    assert b[0] == 0.0 and b[-1] == 1.0 and len(b) == 51 and np.all(np.diff(b) > 0)
+    if kind == "sigmoid":  # fine steps at both ends, coarse in the middle
+        d = np.diff(b)
+        assert d[0] < d[25] and d[-1] < d[25]
+
+
+def _linear(seed=0, n=3, m=6, t=0.3):
+    mc = M.ModelConfig(m=m, n=n, hidden=4, layers=1, likelihood="gaussian", t=t, posterior="constant", sigma2=0.5)
+    rng = np.random.default_rng(seed)
+    p = M.init_params(mc, rng, dtype=np.float64)
+    p["dec_W0"] *= 2.0
+    p["dec_b0"] += rng.standard_normal(m)
+    s2 = rng.uniform(0.3, 4.0, n)
+    cov = t * np.eye(m) + p["dec_W0"].T @ np.diag(s2) @ p["dec_W0"]
+    return mc, p, s2, multivariate_normal(p["dec_b0"], cov)
+
+
+def test_hmc_leaves_the_linear_gaussian_posterior_invariant():
+    # exact posterior samples stay exact: mean and covariance after 30 transitions at beta = 1
+    mc, p, s2, _ = _linear()
+    W, t = p["dec_W0"], mc.t
+    x = np.random.default_rng(1).standard_normal((1, mc.m))
+    C = np.linalg.inv(np.diag(1 / s2) + W @ W.T / t)
+    mean = C @ W @ (x[0] - p["dec_b0"]) / t
+    R = 4000
+    mu, var = encode_all(p, x, mc)
+    target, _, _ = A.setup(p, x, mc, s2, mu, var, None, R, "prior", 0.5)
+    g = np.random.default_rng(2)
+    eps = np.full(R, 0.5 * np.min(np.sqrt(np.diag(C) / s2)))  # half the narrowest whitened posterior sd
+    z = np.random.default_rng(3).multivariate_normal(mean, C, size=R)
+    state = [z, *target.joint(z), *target.initial(z)]
+    for _ in range(30):
+        state, acc = A.hmc(target, state, 1.0, eps, 5, g)
+    assert 0.3 < acc.mean() < 1.0
+    sd = np.sqrt(np.diag(C))
+    assert np.all(np.abs(state[0].mean(axis=0) - mean) < TOL["mc_sigmas"] * sd / np.sqrt(R) * 3)
+    np.testing.assert_allclose(np.cov(state[0].T), C, rtol=0, atol=0.1 * np.abs(C).max())
+
+
+@pytest.mark.parametrize("init", ["prior", "mixture"])
+def test_ais_equals_the_linear_gaussian_closed_form(init):
+    mc, p, s2, dist = _linear()
+    x = dist.rvs(size=4, random_state=5)
+    mu, var = encode_all(p, x, mc)
+    r = A.ais_log_px(
+        p, x, mc, s2, np.random.default_rng(1), mu=mu, var=var, chains=64, steps=1000, leapfrog=2, init=init
+    )
+    err = r["log_px"] - dist.logpdf(x)
+    assert np.all(np.abs(err) <= TOL["mc_sigmas"] * r["se"]), (err, r["se"])
+    assert np.all(r["se"] < 0.15)
+
+
+def test_bdmc_brackets_the_linear_gaussian_closed_form():
+    mc, p, s2, dist = _linear(seed=2)
+    x, z = BD.simulate(p, mc, s2, 4, np.random.default_rng(3))
+    mu, var = encode_all(p, x, mc)
+    # p0 the prior: the untrained encoder's q sits away from the posterior, where no reverse chain arrives
+    r = BD.bdmc(
+        p, x, z, mc, s2, np.random.default_rng(4), mu=mu, var=var, chains=64, steps=1000, leapfrog=2, init="prior"
+    )
+    exact = dist.logpdf(x)
+    k = TOL["mc_sigmas"]
+    assert np.all(r["lower"] - k * r["lower_se"] <= exact) and np.all(exact <= r["upper"] + k * r["upper_se"])
+    assert np.all(r["width"] > -k * (r["lower_se"] + r["upper_se"])) and np.abs(r["width"]).mean() < 0.15
+
+
+def test_ais_agrees_with_the_exact_grid_on_every_image_of_a_trained_2d_model(tmp_path):
+    train_synthetic(tmp_path / "run")
+    run = load_run(tmp_path / "run", float64=True)
+    _, _, s2, s2b = training_priors(run)
+    x = run.x_test
+    mu, var = encode_all(run.params, x, run.mc)
+    exact = grid_log_px(run.params, x, run.mc, s2, baggins_s2=s2b, tol=1e-4)["log_px"]
+    r = A.ais_log_px(
+        run.params, x, run.mc, s2, np.random.default_rng(0), mu=mu, var=var, chains=32, steps=300, leapfrog=5
+    )
+    assert np.abs(r["log_px"] - exact).max() < 0.1
+
+
+def _two_modes():
+    # nu(z) = relu(z_1) w + relu(-z_1) w / 2: x = 2 w is fitted at z_1 = 2 and at z_1 = -4.  The prior density is
+    # e^6 larger at z_1 = 2 and that mode is half as wide, so it holds e^6 / 2 ~ 200 times the other's mass.
+    # The encoder puts a narrow q(z|x) on the light mode, z_1 = -4.
+    mc = M.ModelConfig(m=3, n=2, hidden=2, layers=2, likelihood="gaussian", t=0.01, posterior="constant", sigma2=0.01)
+    p = M.init_params(mc, np.random.default_rng(0), dtype=np.float64)
+    w = np.array([1.0, -0.5, 0.3])
+    p["dec_W0"][:] = [[1.0, -1.0], [0.0, 0.0]]
+    p["dec_b0"][:] = 0.0
+    p["dec_W1"][:] = np.stack([w, w / 2])
+    p["dec_b1"][:] = 0.0
+    p["enc_W1"][:] = 0.0
+    p["enc_b1"][:] = [-4.0, 0.0]
+    return mc, p, 2.0 * w[None]
+
+
+def test_chains_from_q_alone_miss_the_heavy_mode_and_the_mixture_finds_it():
+    mc, p, x = _two_modes()
+    s2 = np.ones(2)
+    exact = grid_log_px(p, x, mc, s2, tol=1e-6)["log_px"][0]
+    mu, var = encode_all(p, x, mc)
+    assert mu[0, 0] == -4.0
+    opts = dict(mu=mu, var=var, chains=256, steps=200, leapfrog=5)
+    from_q = A.ais_log_px(p, x, mc, s2, np.random.default_rng(0), init="q", **opts)
+    # log(1 + e^6 / 2) = 5.3 nats low, stuck on q's mode, and confidently so: its standard error is small
+    assert exact - from_q["log_px"][0] > max(4.0, TOL["mc_sigmas"] * from_q["se"][0])
+    for init in ("mixture", "prior"):
+        # Chains pick a mode while beta is small and stay there: the weights carry the modes' masses, so the
+        # estimate's spread is the spread of how many chains each mode got (it shrinks with chains, not with T)
+        r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(1), init=init, **opts)
+        assert abs(r["log_px"][0] - exact) < TOL["mc_sigmas"] * r["se"][0] and r["se"][0] < 0.25, (
+            init
+        )  # the miss is 20 se
+
+
+def test_ais_rejects_bad_input():
+    mc, p, s2, dist = _linear()
+    x = dist.rvs(size=2, random_state=0)
+    mu, var = encode_all(p, x, mc)
+    rng = np.random.default_rng(0)
+    for kw, match in (
+        (dict(chains=1), "chains"),
+        (dict(steps=0), "steps"),
+        (dict(schedule_kind="cosine"), "schedule"),
+        (dict(init="posterior"), "init"),
+        (dict(q_fraction=1.0), "q_fraction"),
+        (dict(target_accept=0.0), "target_accept"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            A.ais_log_px(p, x, mc, s2, rng, mu=mu, var=var, **kw)
+    with pytest.raises(ValueError, match="s2"):
+        A.ais_log_px(p, x, mc, -s2, rng, mu=mu, var=var)
+    mcl = M.ModelConfig(m=6, n=3, hidden=4, layers=1, likelihood="gaussian-learned")
+    with pytest.raises(ValueError, match="likelihoods"):
+        A.ais_log_px(M.init_params(mcl, rng, dtype=np.float64), x, mcl, s2, rng, mu=mu, var=var)
+    mcb = M.ModelConfig(m=6, n=3, hidden=4, layers=1, likelihood="baggins")
+    with pytest.raises(ValueError, match="baggins_s2"):
+        A.ais_log_px(p, x, mcb, s2, rng, mu=mu, var=var)
+    with pytest.raises(ValueError, match="bernoulli and gaussian"):
+        BD.simulate(p, mcb, s2, 2, rng)
+
+
+def test_the_ais_command_measures_a_trained_run(tmp_path):
+    from vaetheory.cli import main
+
+    train_synthetic(tmp_path / "run")
+    args = ["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "6", "--chains", "8", "--steps", "50"]
+    assert main([*args, "--leapfrog", "3", "--bdmc-images", "3", "--iwae-k", "200", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "run" / "ais_evidence.json").read_text())
+    assert saved["images"] == 6 and saved["steps"] == 50 and saved["bdmc_images"] == 3
+    per = np.load(tmp_path / "run" / "ais_evidence_per_image.npz")
+    assert len(per["ais_log_px"]) == 6 and len(per["bdmc_width"]) == 3
+    assert np.abs(per["ais_minus_grid"]).max() < 0.5  # a short chain, yet near the exact value
+    assert main(["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "0"]) == 2
+
+
+@needs_gpu
+def test_ais_on_cupy_agrees_with_the_exact_grid():
+    cp = CUPY
+    mc, p, x = _two_modes()
+    s2 = np.ones(2)
+    exact = grid_log_px(p, x, mc, s2, tol=1e-6)["log_px"]
+    pg, xg = {k: cp.asarray(v) for k, v in p.items()}, cp.asarray(x)
+    mu, var = encode_all(pg, xg, mc)
+    r = A.ais_log_px(
+        pg, xg, mc, cp.asarray(s2), cp.random.default_rng(0), mu=mu, var=var, chains=64, steps=500, leapfrog=5
+    )
+    assert isinstance(r["log_px"], np.ndarray) and abs(r["log_px"][0] - exact[0]) < 0.1

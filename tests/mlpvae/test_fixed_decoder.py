@@ -1,0 +1,101 @@
+"""mlpvae.evidence.fixed_decoder and the --fixed-decoder-images report (Not in the paper).
+
+Known answers: for a linear decoder with a Gaussian likelihood the posterior is N(P^-1 W (x - b) / t, P^-1),
+P = S^-2 + W W^T / t; the best full Gaussian is it (ELBO = log p(x)), and the best diagonal one has
+Sigma = 1 / diag(P) and the posterior mean, its gap being Eq. (18) at that Sigma
+(vaetheory.evidence.evidence_gap, an independent closed form).
+"""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import TOL
+from scipy.stats import multivariate_normal
+from tiny_runs import train_synthetic
+
+from mlpvae.evidence import fixed_decoder as F
+from mlpvae.nn import model as M
+from vaetheory.evidence import evidence_gap
+
+
+def _linear(likelihood="gaussian", seed=0, n=2, m=6, t=0.3, N=4):
+    mc = M.ModelConfig(m=m, n=n, hidden=4, layers=1, likelihood=likelihood, t=t, posterior="constant")
+    rng = np.random.default_rng(seed)
+    p = M.init_params(mc, rng, dtype=np.float64)
+    p["dec_W0"] *= 2.0
+    p["dec_b0"] += rng.standard_normal(m)
+    s2 = rng.uniform(0.3, 4.0, n)
+    x = rng.random((N, m)) if likelihood == "bernoulli" else 2.0 * rng.standard_normal((N, m))
+    return mc, p, s2, x
+
+
+def test_the_gaussian_elbo_gradients_match_central_differences():
+    mc, p, s2, x = _linear("bernoulli")  # a smooth, non-Gaussian log joint
+    rng = np.random.default_rng(1)
+    m0 = rng.standard_normal((4, 2))
+    L0 = np.tril(rng.standard_normal((4, 2, 2)))
+    L0[:, [0, 1], [0, 1]] = np.abs(L0[:, [0, 1], [0, 1]]) + 0.5
+    _, d_m, d_L = F.gaussian_elbo(p, x, mc, s2, m0, L0, order=8)
+    h = 1e-6
+    for k in range(2):
+        a, b = m0.copy(), m0.copy()
+        a[:, k] += h
+        b[:, k] -= h
+        fd = (F.gaussian_elbo(p, x, mc, s2, a, L0, 8)[0] - F.gaussian_elbo(p, x, mc, s2, b, L0, 8)[0]) / (2 * h)
+        np.testing.assert_allclose(d_m[:, k], fd, rtol=0, atol=TOL["fd_grad_f64"] * (1 + np.abs(d_m).max()))
+    for i, j in ((0, 0), (1, 0), (1, 1)):
+        a, b = L0.copy(), L0.copy()
+        a[:, i, j] += h
+        b[:, i, j] -= h
+        fd = (F.gaussian_elbo(p, x, mc, s2, m0, a, 8)[0] - F.gaussian_elbo(p, x, mc, s2, m0, b, 8)[0]) / (2 * h)
+        np.testing.assert_allclose(d_L[:, i, j], fd, rtol=0, atol=TOL["fd_grad_f64"] * (1 + np.abs(d_L).max()))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_optimal_posteriors_of_a_linear_gaussian_decoder_are_the_closed_form_eq18_eq25(seed):
+    mc, p, s2, x = _linear(seed=seed)
+    W, t = p["dec_W0"], mc.t
+    P = np.diag(1 / s2) + W @ W.T / t
+    C = np.linalg.inv(P)
+    mean = (C @ W @ (x - p["dec_b0"]).T / t).T
+    exact = multivariate_normal(p["dec_b0"], t * np.eye(mc.m) + W.T @ np.diag(s2) @ W).logpdf(x)
+    start = np.zeros_like(mean), np.ones_like(mean)
+    full = F.optimise_posteriors(p, x, mc, s2, "full", *start, order=4)
+    np.testing.assert_allclose(full["elbo"], exact, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(full["cov"], np.broadcast_to(C, full["cov"].shape), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(full["m"], mean, rtol=0, atol=1e-6)
+    gap = evidence_gap(np.broadcast_to(1 / np.diag(P), mean.shape), s2, np.broadcast_to(W.T / np.sqrt(t), (4, 6, 2)))
+    for family in ("diagonal", "constant"):  # P is the same for every image: the shared optimum is the same
+        r = F.optimise_posteriors(p, x, mc, s2, family, *start, order=4)
+        np.testing.assert_allclose(r["elbo"], exact - gap, rtol=0, atol=1e-8)
+        np.testing.assert_allclose(
+            np.diagonal(r["cov"], axis1=1, axis2=2), 1 / np.diag(P)[None].repeat(4, 0), rtol=1e-6
+        )
+        np.testing.assert_allclose(r["m"], mean, rtol=0, atol=1e-6)
+
+
+def test_fixed_decoder_rejects_bad_input():
+    mc, p, s2, x = _linear()
+    with pytest.raises(ValueError, match="family"):
+        F.optimise_posteriors(p, x, mc, s2, "mixture", np.zeros((4, 2)), np.ones((4, 2)))
+    mcl = M.ModelConfig(m=6, n=2, hidden=4, layers=1, likelihood="gaussian-learned")
+    with pytest.raises(ValueError, match="likelihoods"):
+        F.gaussian_elbo(p, x, mcl, s2, np.zeros((4, 2)), np.ones((4, 2, 2)))
+
+
+def test_the_fixed_decoder_command_separates_the_gaps(tmp_path):
+    from vaetheory.cli import main
+
+    train_synthetic(tmp_path / "run")
+    assert main(["analyze", str(tmp_path / "run"), "--fixed-decoder-images", "8", "--no-progress"]) == 0
+    r = json.loads((tmp_path / "run" / "fixed_decoder.json").read_text())
+    assert r["images"] == 8 and all(r[f"converged_{f}"] for f in ("diagonal", "constant", "full"))
+    slack = 1e-6  # the optimiser's tolerance on sums of a few nats
+    # nested families: full >= diagonal >= shared Sigma, and the optimum beats the encoder's posterior
+    assert r["elbo_full"] >= r["elbo_diagonal"] - slack >= r["elbo_constant"] - 2 * slack
+    assert r["amortization_gap"] >= -slack and r["constant_cost"] >= -slack
+    assert r["gap_after_full"] > -0.05 and r["eq18_at_diagonal"] >= 0 and r["eq22"] >= 0
+    per = np.load(tmp_path / "run" / "fixed_decoder_per_image.npz")
+    assert len(per["log_px"]) == 8
+    assert main(["analyze", str(tmp_path / "run"), "--fixed-decoder-images", "0"]) == 2

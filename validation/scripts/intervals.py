@@ -1,0 +1,152 @@
+"""Confidence intervals of the comparisons quoted in README.md and docs/findings.md, from the committed numbers.
+
+    python validation/scripts/intervals.py              # print every comparison
+    python validation/scripts/intervals.py --out FILE   # and write the same text to FILE
+
+Reads only committed results (validation/results/figures*/**/summary.json, the per-seed
+analysis.json of validation/results/analysis/all-seeds, the per-image grid values of
+validation/results/analysis/grid-2d, validation/results/verify/claims.json) and prints, for each
+comparison, the mean difference with its 95% interval: paired t over seeds (the same seed
+trained by both methods), a paired bootstrap over the same test images where per-image values
+exist (mlpvae.experiments.intervals, 10,000 resamples, seed 0), Welch's t where a statement used it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mlpvae.experiments.intervals import describe, paired_bootstrap, paired_t, welch
+from mlpvae.training.runs import git_sha
+
+ROOT = Path(__file__).resolve().parents[2]
+RES = ROOT / "validation" / "results"
+M = 784  # pixels: a Gaussian test ELBO on data scaled by lambda carries -m log lambda
+
+
+def elbo(fig: str, method: str, folder: str = "figures", s2: str = "train") -> np.ndarray:
+    """A method's final test ELBO per seed (S^2 from the training set for floating-prior methods)."""
+    d = json.loads((RES / folder / fig / "summary.json").read_text())
+    (m,) = [m for m in d["methods"] if m["method"] == method]
+    t = m["test_elbo"]
+    return np.array((t.get(f"test_elbo_s2_{s2}") or t["test_elbo"])["values"], dtype=float)
+
+
+def analysis(fig: str, method: str, key: str) -> np.ndarray:
+    """Per seed: the mean over all test images of ``key`` in the recorded analysis.json."""
+    base = RES / "analysis" / "all-seeds" / fig / method
+    return np.array([json.loads((base / f"seed{k}" / "analysis.json").read_text())[key]["mean"] for k in range(5)])
+
+
+def lines() -> list[str]:
+    out: list[str] = []
+    say = out.append
+    pt = "paired t over seeds"
+
+    say("# Fig. 4: constant minus learned Sigma (test ELBO, all 10,000 images; same seeds 0-4)")
+    for fig in ("fig4_2d", "fig4_100d"):
+        r = paired_t(elbo(fig, "constant"), elbo(fig, "learned"))
+        say(f"{fig} CPU: {describe(r, pt)}")
+    d = elbo("fig4_2d", "constant") - elbo("fig4_2d", "learned")
+    r = paired_t(elbo("fig4_2d", "constant")[1:], elbo("fig4_2d", "learned")[1:])
+    say(f"fig4_2d CPU per seed {np.round(d, 2).tolist()}; without seed 0: {describe(r, pt)}")
+    r = paired_t(elbo("fig4_2d", "constant", "figures-h200"), elbo("fig4_2d", "learned", "figures-h200"))
+    say(f"fig4_2d H200 sample: {describe(r, pt)}")
+    say("")
+    say("# Fig. 4 analyses (all-seeds, 10,000 images): constant minus learned, per-seed means")
+    for fig in ("fig4_2d", "fig4_100d"):
+        for key in ("elbo", "iwae_log_px", "gap_iwae_minus_elbo"):
+            r = paired_t(analysis(fig, "constant", key), analysis(fig, "learned", key))
+            say(f"{fig} {key}: {describe(r, pt)}")
+    say("")
+    say("# Exact log p(x) of the 2-D Fig. 4 models (grid-2d, first 200 test images): constant minus learned")
+    grid = RES / "analysis" / "grid-2d"
+    per_seed_c, per_seed_l = [], []
+    for k in range(5):
+        c = np.load(grid / f"fig4_2d_constant_seed{k}.npz")
+        lr = np.load(grid / f"fig4_2d_learned_seed{k}.npz")
+        per_seed_c.append(c["grid_log_px"].mean())
+        per_seed_l.append(lr["grid_log_px"].mean())
+        r = paired_bootstrap(c["grid_log_px"], lr["grid_log_px"], np.random.default_rng(0))
+        rb = paired_bootstrap(c["iwae"], lr["iwae"], np.random.default_rng(0))
+        say(f"seed {k}: exact {describe(r, 'paired bootstrap over images')}; IWAE {describe(rb, 'same')}")
+    say(f"over seeds: exact {describe(paired_t(per_seed_c, per_seed_l), pt)}")
+    say("")
+    say("# Fig. 8: BILBO sigma = c minus the best other sigma, and learned Sigma minus sigma = 1 (S^2 train)")
+    names = {"0.1": "0p1", "1": "1", "10": "10"}
+    for c, cn in names.items():
+        own = elbo("fig8", f"c{cn}_sigma{cn}")
+        others = {s: elbo("fig8", f"c{cn}_sigma{sn}") for s, sn in names.items() if s != c}
+        best = max(others, key=lambda s: others[s].mean())
+        r = paired_t(own, others[best])
+        say(f"c = {c}: sigma = c minus sigma = {best}: {describe(r, pt)}; per seed {np.round(own - others[best], 2)}")
+        learned = elbo("fig8", f"c{cn}_learned")
+        for sg, sn in names.items():
+            r = paired_t(learned, elbo("fig8", f"c{cn}_sigma{sn}"))
+            say(f"c = {c}: learned Sigma minus sigma = {sg}: {describe(r, pt)}")
+    say("")
+    say("# Figs. 6/10/11: BAGGINS tau = 1/5 across lambda, test ELBO + m log lambda (S^2 train), minus lambda = 1")
+    for d in ("d100", "d2"):
+        base = elbo("fig6_10_11_14_15", f"{d}_baggins_lambda1")
+        for lam in (4, 16):
+            other = elbo("fig6_10_11_14_15", f"{d}_baggins_lambda{lam}") + M * math.log(lam)
+            r = paired_t(other, base)
+            say(f"{d} lambda = {lam}: {describe(r, pt)}; per seed {np.round(other - base, 1).tolist()}")
+    say("")
+    say("# Fashion-MNIST (16-D, seeds 0-2): BILBO minus the standard ELBO (S^2 train)")
+    std = elbo("fashion_mnist", "elbo")
+    for m in ("bilbo_I", "bilbo_I100"):
+        b = elbo("fashion_mnist", m)
+        say(f"{m}: {describe(paired_t(b, std), pt)}; Welch {describe(welch(b, std), 'Welch t')}")
+    say("")
+    say("# S^2 from the test set against the training set: largest |difference of the seed means| per figure")
+    for path in sorted(RES.glob("figures/*/summary.json")):
+        d = json.loads(path.read_text())
+        diffs = {}
+        for m in d["methods"]:
+            t = m["test_elbo"]
+            if "test_elbo_s2_test" in t and "test_elbo_s2_train" in t:
+                diffs[m["method"]] = abs(t["test_elbo_s2_test"]["mean"] - t["test_elbo_s2_train"]["mean"])
+        if diffs:
+            worst = max(diffs, key=diffs.get)
+            say(
+                f"{path.parent.name}: largest {diffs[worst]:.3f} ({worst}); "
+                + ", ".join(f"{k} {v:.2f}" for k, v in sorted(diffs.items()))
+            )
+    say("")
+    say("# Constant Sigma against BILBO (Fig. 4): largest |difference| of the final test ELBOs over the seeds")
+    for fig in ("fig4_2d", "fig4_100d"):
+        c, b = elbo(fig, "constant"), elbo(fig, "bilbo")
+        say(f"{fig}: {np.abs(c - b).max():.2g} nats; the seed-to-seed sd of either: {c.std(ddof=1):.2f} nats")
+    say("")
+    claims = json.loads((RES / "verify" / "claims.json").read_text())
+    rows = claims if isinstance(claims, list) else claims.get("claims", claims.get("rows", []))
+    (eq19,) = [r for r in rows if r.get("id") == "eq19"]
+    det = eq19["details"]
+    steps = np.diff(np.log(det["errors"])) / np.diff(np.log(det["budgets"]))
+    say(
+        f"# verify Eq. (19): RMS relative error {eq19['measured']:.2g} at {det['budgets'][-1]} probes, "
+        f"log-log slope {det['log_log_slope']:.2f} (successive: {np.round(steps, 2).tolist()})"
+    )
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=None, help="also write the text to this file")
+    args = ap.parse_args(argv)
+    text = f'"git_sha": "{git_sha()}" (python validation/scripts/intervals.py)\n\n' + "\n".join(lines()) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
