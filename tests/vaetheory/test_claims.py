@@ -84,7 +84,9 @@ def test_exit_status_names_failing_exact_claims(monkeypatch, capsys):
     bad = C.make_claim("solver", ["(2)"], "fake", 1.0, 1e-6, "exact", "d", "c")
     ok = C.make_claim("eq11", ["(11)"], "fake", 5.0, 0.1, "approximate", "d", "c")
     monkeypatch.setattr(runner, "run_all", lambda **kw: ([bad, ok], {}))
-    args = argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1, jobs=None)
+    args = argparse.Namespace(
+        claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1, jobs=None
+    )
     assert command.run(args) == 1
     err = capsys.readouterr().err
     assert "FAILED: solver (2) on fake" in err and "eq11" not in err
@@ -119,7 +121,9 @@ def test_every_claim_id_is_registered_and_runs_in_claim_id_order():
 
 def fake_run(monkeypatch, rows):
     monkeypatch.setattr(runner, "run_all", lambda **kw: (rows, {}))
-    return argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1, jobs=None)
+    return argparse.Namespace(
+        claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1, jobs=None
+    )
 
 
 def test_summary_counts_held_failed_and_off_by_kind_and_points_to_findings(monkeypatch, capsys):
