@@ -36,8 +36,13 @@ def available() -> bool:
     """Whether Numba can be imported (Not in the paper)."""
     if "numba" not in _KERNELS:
         try:
-            import numba  # noqa: F401
+            import numba
 
+            if not os.environ.get("NUMBA_THREADING_LAYER"):
+                # Numba's OpenMP layer (libgomp) keeps its threads spinning after each kernel, on the cores
+                # OpenBLAS's own threads then need for the next GEMM: with more than one BLAS thread the step
+                # becomes an order of magnitude slower (docs/peers.md). The workqueue layer's threads sleep.
+                numba.config.THREADING_LAYER = "workqueue"
             _KERNELS["numba"] = True
         except ImportError:
             _KERNELS["numba"] = False

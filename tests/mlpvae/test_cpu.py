@@ -6,6 +6,8 @@ values (NaN, infinities, signed zeros, logits of +-100) included, at one and
 two threads, above and below the size where they split across threads.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,25 @@ def test_disabled_without_the_switch_or_off_numpy(monkeypatch):
     monkeypatch.setenv("VAETHEORY_FUSED", "1")
     assert cpu.enabled(np) == cpu.available()
     assert not cpu.enabled(object())
+
+
+@needs_numba
+def test_parallel_kernels_run_on_the_workqueue_layer_not_openmp(monkeypatch):
+    # libgomp's spinning threads take the cores from OpenBLAS's: with two BLAS threads the whole step ran
+    # more than ten times slower on the OpenMP layer (docs/peers.md). A user's own choice is kept.
+    import subprocess
+    import sys
+
+    code = (
+        "import os, numpy as np, numba; from mlpvae.accel import cpu; assert cpu.available();"
+        "a = np.random.default_rng(0).standard_normal((1, 256, 256)).astype(np.float32);"
+        "cpu.bias_relu_(a, np.zeros((1, 256), np.float32)); print(numba.threading_layer())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env.update(VAETHEORY_CPU_THREADS="2", NUMBA_NUM_THREADS="2")
+    run = lambda e: subprocess.run([sys.executable, "-c", code], env=e, capture_output=True, text=True, check=True)
+    assert run(env).stdout.split()[-1] == "workqueue"
+    assert run({**env, "NUMBA_THREADING_LAYER": "omp"}).stdout.split()[-1] == "omp"
 
 
 @needs_numba
