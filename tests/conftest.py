@@ -42,6 +42,11 @@ TOL = {
     # Closed forms evaluated two ways in float64 (e.g. slogdet vs Sylvester's
     # identity, an identity rearranged): cond <= 1e4 costs ~4 digits.
     "identity_f64": 1e-9,
+    # The posterior mode's relative gradient |S g| / (1 + |S J^T s|) cannot fall below round-off of the
+    # whitened Hessian I + S W W^T S / t, about eps * kappa (kappa its top eigenvalue); this multiple of
+    # eps * kappa is where Newton has converged to rounding (a linear decoder with t = 0.012 and
+    # |W| / c = 30 stops at 1.4e-12 with the mode exact to 7e-18).
+    "mode_gradient_rounding": 64.0,
     # Central finite differences in float64 with step h ~ 1e-5..1e-6: the
     # truncation error is O(h^2) ~ 1e-10 and cancellation O(eps/h) ~ 1e-10, relative.
     "fd_grad_f64": 1e-6,

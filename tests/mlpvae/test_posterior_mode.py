@@ -55,7 +55,11 @@ def test_the_mode_and_the_laplace_iwae_are_the_linear_gaussian_closed_form(n, t,
     r = PM.posterior_mode(p, x, mu, var, mc, s2, gtol=1e-12)  # polished to rounding: Newton is exact here
     P = np.diag(1 / s2) + W @ W.T / t
     mean = np.linalg.solve(P, W @ (x - p["dec_b0"]).T / t).T
-    assert np.all(r["converged"])
+    # Converged, or stopped at the gradient's rounding floor (TOL["mode_gradient_rounding"]); the mode itself
+    # is then checked against the closed form to round-off.
+    kappa = 1.0 + np.linalg.eigvalsh(np.sqrt(s2)[:, None] * (W @ W.T / t) * np.sqrt(s2)[None, :]).max()
+    floor = TOL["mode_gradient_rounding"] * np.finfo(np.float64).eps * kappa
+    assert np.all(r["converged"] | (r["gradient_norm"] <= floor))
     np.testing.assert_allclose(r["mode"], mean, rtol=0, atol=TOL["identity_f64"] * (1 + np.abs(mean).max()))
     # the Laplace posterior at the mode is the posterior: every importance weight is p(x)
     exact = multivariate_normal(p["dec_b0"], t * np.eye(mc.m) + W.T @ np.diag(s2) @ W).logpdf(x)
