@@ -45,7 +45,9 @@ def test_rows_measured_at_one_order_pass_through():
 def test_an_unresolved_exact_claim_fails_the_run_and_is_named(monkeypatch, capsys):
     (bound,) = combine([row(-0.1, 0.0, "exact", id="bound")], [row(0.1, 0.0, "exact", id="bound")], (12, 18))
     monkeypatch.setattr(runner, "run_all", lambda **kw: ([bound], {}))
-    args = argparse.Namespace(claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1)
+    args = argparse.Namespace(
+        claims=None, seed=0, quick=True, no_progress=True, gtol=1e-6, out=None, threads=1, jobs=None
+    )
     assert command.run(args) == 1
     captured = capsys.readouterr()
     assert "UNRESOLVED: bound (11) on p: 0.1 (at q: -0.1)" in captured.err

@@ -9,6 +9,7 @@ generator, so the results are the same in one process or many.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 
@@ -69,13 +70,16 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _limit_blas(threads: int) -> None:
+def _limit_blas(threads: int):
+    """Limit BLAS to ``threads`` threads (``<= 0`` or no threadpoolctl: leave it); returns the limiter, which
+    also serves as a context manager that restores the previous setting."""
     if threads > 0:
         try:
             from threadpoolctl import threadpool_limits  # third-party; without it the limit is skipped
         except ImportError:
-            return
-        threadpool_limits(limits=threads, user_api="blas")
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=threads, user_api="blas")
+    return contextlib.nullcontext()
 
 
 def solve_all(tasks, jobs: int = 1, threads: int = 1, done=None) -> list:
@@ -88,10 +92,13 @@ def solve_all(tasks, jobs: int = 1, threads: int = 1, done=None) -> list:
     tasks = list(tasks)
     if jobs <= 1 or len(tasks) <= 1:
         out = []
-        for func, args in tasks:
-            out.append(func(*args))
-            if done:
-                done()
+        # The same BLAS threads as in the worker processes: a product's summation order, and so the last bits
+        # of a solution, depend on them.
+        with _limit_blas(threads):
+            for func, args in tasks:
+                out.append(func(*args))
+                if done:
+                    done()
         return out
     import multiprocessing
 
