@@ -156,7 +156,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help=f"a one-minute run: n={QUICK['n']}, {QUICK['seeds']} seeds, budgets {QUICK['budgets']}, families "
+        help=f"a CI-sized run (seconds): n={QUICK['n']}, {QUICK['seeds']} seeds, budgets {QUICK['budgets']}, families "
         f"{', '.join(QUICK['families'])}, {len(QUICK_VARIANTS)} variants "
         "(flags given explicitly still win; default: the full grid)",
     )
