@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -22,10 +21,9 @@ from mlpvae.evidence.bdmc import bdmc, simulate
 from mlpvae.evidence.grid import grid_log_px
 from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.evidence.laplace import elbo_per_example, training_priors
-from mlpvae.experiments.evaluate import print_written
+from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.report import signed
 from mlpvae.nn.batched import FLOATING, encode_all
-from mlpvae.training.checkpoint import write_json
 from mlpvae.training.runs import load_run
 from mlpvae.training.streams import STREAM_AIS, STREAM_ANALYSIS, STREAM_SIMULATE, generator
 
@@ -186,9 +184,7 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.run_dir)
-    write_json(out / "ais_evidence.json", summary)
-    np.savez(out / "ais_evidence_per_image.npz", **per)
+    written = write_per_image(args.run_dir, "ais_evidence", summary, per)
     print(report_md(summary))
-    print_written([out / "ais_evidence.json", out / "ais_evidence_per_image.npz"])
+    print_written(written)
     return 0

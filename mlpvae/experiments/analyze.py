@@ -42,7 +42,7 @@ from mlpvae.evidence.laplace import (
 )
 from mlpvae.experiments import ais_report, fixed_decoder_report, grid_report, mode_report
 from mlpvae.experiments.analyze_summary import compare_runs, summarize, summary_md, summary_plot
-from mlpvae.experiments.evaluate import print_written, run_dir_problem
+from mlpvae.experiments.evaluate import print_written, run_dir_problem, write_per_image
 from mlpvae.experiments.plots import analysis_evidence, image_grid
 from mlpvae.nn import jacobian as Jac
 from mlpvae.nn import model as M
@@ -338,11 +338,9 @@ def _per_image_run(args, option: str, images: int, module, name: str) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.run_dir)
-    write_json(out / f"{name}.json", summary)
-    np.savez(out / f"{name}_per_image.npz", **per)
+    written = write_per_image(args.run_dir, name, summary, per)
     print(module.report_md(summary))
-    print_written([out / f"{name}.json", out / f"{name}_per_image.npz"])
+    print_written(written)
     return 0
 
 

@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpvae.experiments import analyze, cluster, grid_report, mode_report
-from mlpvae.experiments.evaluate import print_written, run_dir_problem
-from mlpvae.training.checkpoint import write_json
+from mlpvae.experiments.evaluate import print_written, run_dir_problem, write_per_image
 
 PER_IMAGE = {"grid": (grid_report, "grid_evidence"), "mode": (mode_report, "mode_evidence")}
 
@@ -58,10 +57,7 @@ def analyze_unit(run_dir: str, kind: str, options: dict) -> dict:
     if images < 1:
         raise ValueError(f"--{kind}-images must be >= 1, got {images}")
     summary, per = module.evaluate_run(run_dir, images, **opts)
-    write_json(out / f"{name}.json", summary)
-    np.savez(out / f"{name}_per_image.npz", **per)
-    written = [str(out / f"{name}.json"), str(out / f"{name}_per_image.npz")]
-    return {"report": module.report_md(summary), "written": written}
+    return {"report": module.report_md(summary), "written": write_per_image(run_dir, name, summary, per)}
 
 
 def add_arguments(parser) -> None:
@@ -209,11 +205,7 @@ def join_chunks(run_dir, kind: str, parts: list[dict]) -> dict:
     meta = {**parts[0]["meta"], **{k: sum(p["meta"][k] for p in parts) for k in timed}}
     summary, per = module.summarize(meta, per, sum(p["seconds"] for p in parts))
     summary["chunks"] = len(parts)
-    out = Path(run_dir)
-    write_json(out / f"{name}.json", summary)
-    np.savez(out / f"{name}_per_image.npz", **per)
-    written = [str(out / f"{name}.json"), str(out / f"{name}_per_image.npz")]
-    return {"report": module.report_md(summary), "written": written}
+    return {"report": module.report_md(summary), "written": write_per_image(run_dir, name, summary, per)}
 
 
 def _err(line: str) -> None:

@@ -204,6 +204,15 @@ def run_dir_problem(run_dir, checkpoint: bool = True, analysed: bool = False) ->
     return None
 
 
+def write_per_image(run_dir, name: str, summary: dict, per: dict) -> list[str]:
+    """Write a report's ``RUN/<name>.json`` (its summary) and ``RUN/<name>_per_image.npz`` (its per-image
+    arrays); return the two paths (Not in the paper)."""
+    out = Path(run_dir)
+    write_json(out / f"{name}.json", summary)
+    np.savez(out / f"{name}_per_image.npz", **per)
+    return [str(out / f"{name}.json"), str(out / f"{name}_per_image.npz")]
+
+
 def print_written(paths) -> None:
     """The closing list of a command: every file it wrote, one per line."""
     paths = [str(p) for p in paths]

@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from mlpvae.evidence.fixed_decoder import gaussian_elbo, optimise_posteriors
 from mlpvae.evidence.grid import grid_log_px
 from mlpvae.evidence.laplace import cv2_penalty, laplace_evidence, training_priors
-from mlpvae.experiments.evaluate import print_written
+from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.report import signed
 from mlpvae.nn.batched import encode_all
-from mlpvae.training.checkpoint import write_json
 from mlpvae.training.runs import load_run
 from vaetheory.xp import to_numpy
 
@@ -129,9 +127,7 @@ def run(args) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.run_dir)
-    write_json(out / "fixed_decoder.json", summary)
-    np.savez(out / "fixed_decoder_per_image.npz", **per)
+    written = write_per_image(args.run_dir, "fixed_decoder", summary, per)
     print(report_md(summary))
-    print_written([out / "fixed_decoder.json", out / "fixed_decoder_per_image.npz"])
+    print_written(written)
     return 0

@@ -9,6 +9,7 @@ import pytest
 from conftest import TOL
 from hypothesis import given
 from hypothesis import strategies as st
+from matrices import Counter, spd
 from strategies import SEEDS, normal_arrays, positive_arrays, spd_matrices
 
 from vaetheory import logdet as L
@@ -16,27 +17,6 @@ from vaetheory.bench.logdet import make_family
 from vaetheory.bench.logdet_report import rmse_interval, summarise
 from vaetheory.cli import main
 from vaetheory.logdet_baselines import gauss_quadrature
-
-
-def _spd(n, seed, lo=-1.0, hi=1.0, scale_diag=0.0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    A = (Q * np.exp(rng.uniform(lo, hi, n))) @ Q.T
-    s = np.exp(scale_diag * rng.standard_normal(n))
-    A = s[:, None] * A * s[None, :]
-    return (A + A.T) / 2
-
-
-class Counter:
-    """A matvec that counts its own products, independently of the estimators."""
-
-    def __init__(self, A):
-        self.A, self.count = A, 0
-
-    def __call__(self, X):
-        self.count += 1 if X.ndim == 1 else X.shape[1]
-        return self.A @ X
-
 
 # --- Eqs. (19)-(20): exact identities ---------------------------------------------------
 
@@ -105,7 +85,7 @@ def test_bias_floors_are_am_gm_and_hadamard_eq19(A):
 
 
 def test_diagonal_step_gradient_matches_finite_difference_eq19():
-    A, rng = _spd(6, 1), np.random.default_rng(2)
+    A, rng = spd(6, 1), np.random.default_rng(2)
     theta = rng.normal(size=6) * 0.3  # Sigma = diag(exp(theta))
     grad = np.diag(A) * np.exp(theta) - 1  # what the natural-gradient step estimates, per coordinate
     h = 1e-6
@@ -118,7 +98,7 @@ def test_diagonal_step_gradient_matches_finite_difference_eq19():
 
 
 def test_relative_gradient_matches_finite_difference_eq19():
-    A, rng = _spd(5, 3), np.random.default_rng(4)
+    A, rng = spd(5, 3), np.random.default_rng(4)
     Lf = np.eye(5) + 0.2 * rng.standard_normal((5, 5))
     G = Lf.T @ A @ Lf - np.eye(5)  # expected relative gradient (up to the factor 2)
     h = 1e-6
@@ -158,7 +138,7 @@ def test_baseline_estimators_are_unbiased(fn, kw):
 
 
 def _unbiased_case():
-    A = _spd(40, 5, lo=np.log(0.4), hi=np.log(2.5), scale_diag=0.1)
+    A = spd(40, 5, lo=np.log(0.4), hi=np.log(2.5), scale_diag=0.1)
     A *= 1.0 / max(np.abs(np.linalg.eigvalsh(A)).max() / 2.9, 1.0)
     return A, np.linalg.slogdet(A)[1]
 
@@ -174,7 +154,7 @@ def test_preconditioned_slq_is_unbiased_eq19(fractions):
 
 def test_diag_lowrank_value_is_unbiased_for_its_gap_eq19():
     # Given the learned Sigma, fresh probes give an unbiased value of Eq. (19) = log|A| + gap(Sigma).
-    A = _spd(30, 11, scale_diag=0.5)
+    A = spd(30, 11, scale_diag=0.5)
     ref = np.linalg.slogdet(A)[1]
     res = [
         L.logdet_trace_estimator(A, rng=np.random.default_rng(s), budget=60, parameterization="diag+lowrank")
@@ -187,7 +167,7 @@ def test_diag_lowrank_value_is_unbiased_for_its_gap_eq19():
 
 @pytest.mark.parametrize("p", ["scalar", "diagonal", "full"])
 def test_trace_estimator_is_an_upper_bound_above_its_floor_eq19(p):
-    A = _spd(20, 6, scale_diag=0.5)
+    A = spd(20, 6, scale_diag=0.5)
     ref = np.linalg.slogdet(A)[1]
     floor = L.trace_identity_bias_floor(A, p)
     res = [L.logdet_trace_estimator(A, rng=np.random.default_rng(s), budget=200, parameterization=p) for s in range(60)]
@@ -200,7 +180,7 @@ def test_trace_estimator_is_an_upper_bound_above_its_floor_eq19(p):
 @pytest.mark.parametrize("p", ["scalar", "diagonal"])
 @pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
 def test_trace_estimator_converges_to_its_floor_at_any_scale_eq19(p, scale):
-    A = scale * _spd(10, 7, scale_diag=1.0)
+    A = scale * spd(10, 7, scale_diag=1.0)
     ref, floor = np.linalg.slogdet(A)[1], L.trace_identity_bias_floor(A, p)
     r = L.logdet_trace_estimator(A, rng=np.random.default_rng(0), budget=20000, parameterization=p, batch=100)
     target = np.full(10, np.trace(A) / 10) if p == "scalar" else np.diag(A)
@@ -220,7 +200,7 @@ def test_control_variate_removes_probe_noise_at_the_minimiser_eq19():
 
 
 def test_full_trace_estimator_converges_to_slogdet_eq19():
-    A = _spd(6, 8)
+    A = spd(6, 8)
     ref = np.linalg.slogdet(A)[1]
     r = L.logdet_trace_estimator(A, rng=np.random.default_rng(1), budget=20000, parameterization="full", batch=20)
     assert r.bias_floor == 0.0
@@ -229,7 +209,7 @@ def test_full_trace_estimator_converges_to_slogdet_eq19():
 
 def test_preconditioned_slq_is_exact_when_the_krylov_space_is_everything_eq19():
     # A Krylov space of dimension n makes Sigma = A^-1 (the Eq. (19) minimiser) and B = I exactly.
-    A = _spd(40, 9, lo=-2, hi=2)
+    A = spd(40, 9, lo=-2, hi=2)
     ref = np.linalg.slogdet(A)[1]
     r = L.preconditioned_slq_logdet(A, rng=np.random.default_rng(0), budget=400, fractions=(0.0, 0.9))
     assert r.info["rank"] == 40
@@ -238,7 +218,7 @@ def test_preconditioned_slq_is_exact_when_the_krylov_space_is_everything_eq19():
 
 def test_slq_quadrature_is_exact_with_n_lanczos_steps():
     # k = n steps integrate v^T log(A) v exactly, so only Hutchinson noise remains.
-    A = _spd(40, 9, lo=-2, hi=2)
+    A = spd(40, 9, lo=-2, hi=2)
     r = L.slq_logdet(A, rng=np.random.default_rng(0), budget=400, steps=40)
     lam, U = np.linalg.eigh(A)
     logA = (U * np.log(lam)) @ U.T
@@ -283,7 +263,7 @@ ALL = [
 @pytest.mark.parametrize("budget", [37, 150])
 @pytest.mark.parametrize("batched", [True, False])
 def test_matvec_counts_are_exact(fn, kw, budget, batched):
-    A = _spd(30, 10, lo=-1.5, hi=1.5)
+    A = spd(30, 10, lo=-1.5, hi=1.5)
     mv = Counter(A)
     r = fn(mv, 30, rng=np.random.default_rng(0), budget=budget, batched=batched, **kw)
     assert r.matvecs == mv.count <= budget
@@ -358,7 +338,7 @@ def test_bench_logdet_intervals_and_verdicts_follow_the_errors():
 @pytest.mark.parametrize("fn, kw", ALL)
 @pytest.mark.parametrize("budget", [1, 2, 5, 10, 11])
 def test_tiny_budgets_run_or_refuse_with_value_error(fn, kw, budget):
-    mv = Counter(_spd(12, 12))
+    mv = Counter(spd(12, 12))
     try:
         r = fn(mv, 12, rng=np.random.default_rng(0), budget=budget, **kw)
     except ValueError as exc:

@@ -5,33 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import TOL
+from matrices import Counter, spd
 
 from vaetheory import logdet as L
 from vaetheory import logdet_preconditioned as P
-
-
-def _spd(n, seed, lo=-1.0, hi=1.0, scale_diag=0.0):
-    rng = np.random.default_rng(seed)
-    Q, _ = np.linalg.qr(rng.standard_normal((n, n)))
-    A = (Q * np.exp(rng.uniform(lo, hi, n))) @ Q.T
-    s = np.exp(scale_diag * rng.standard_normal(n))
-    A = s[:, None] * A * s[None, :]
-    return (A + A.T) / 2
 
 
 def _low_rank_plus_identity(n, r, seed):
     # log(A) has rank r: A = I + V V^T has r eigenvalues != 1 (r + 1 distinct in all).
     V = np.random.default_rng(seed).standard_normal((n, r))
     return np.eye(n) + V @ V.T
-
-
-class Counter:
-    def __init__(self, A):
-        self.A, self.count = A, 0
-
-    def __call__(self, X):
-        self.count += 1 if X.ndim == 1 else X.shape[1]
-        return self.A @ X
 
 
 def _z(est, target):
@@ -49,7 +32,7 @@ UNBIASED = [
 
 @pytest.mark.parametrize("fn, kw", UNBIASED, ids=["xtrace", "pchol", "nystrom", "krylov-ritz", "lean"])
 def test_estimators_are_unbiased_within_their_standard_error(fn, kw):
-    A = _spd(40, 5, lo=np.log(0.2), hi=np.log(5.0), scale_diag=0.3)
+    A = spd(40, 5, lo=np.log(0.2), hi=np.log(5.0), scale_diag=0.3)
     ref = np.linalg.slogdet(A)[1]
     if fn is P.pchol_slq_logdet:
         kw = dict(kw, diag=np.diag(A))
@@ -76,7 +59,7 @@ def test_hutchpp_is_exact_when_log_a_has_rank_at_most_its_sketch():
 
 
 def test_partial_cholesky_of_full_rank_reproduces_a_and_its_pivots_are_greedy():
-    A = _spd(20, 3, scale_diag=0.5)
+    A = spd(20, 3, scale_diag=0.5)
     op = Counter(A)
     Lm, d = P.partial_cholesky(op, np.diag(A), 20)
     np.testing.assert_allclose(Lm @ Lm.T, A, atol=1e-10)
@@ -89,7 +72,7 @@ def test_partial_cholesky_of_full_rank_reproduces_a_and_its_pivots_are_greedy():
 def test_partial_cholesky_of_rank_n_minus_1_makes_slq_exact():
     # Rank n - 1 plus the Schur-complement diagonal reproduces A exactly (the last pivot's complement is
     # a 1 x 1 block), so B = I and every probe gives log|A| exactly.
-    A = _spd(30, 4, lo=-2, hi=2)
+    A = spd(30, 4, lo=-2, hi=2)
     ref = np.linalg.slogdet(A)[1]
     r = P.pchol_slq_logdet(A, rng=np.random.default_rng(0), budget=300, fraction=0.5, diag=np.diag(A))
     assert r.info["rank"] == 29
@@ -99,7 +82,7 @@ def test_partial_cholesky_of_rank_n_minus_1_makes_slq_exact():
 @pytest.mark.parametrize("fn, kw", UNBIASED)
 @pytest.mark.parametrize("budget", [37, 150])
 def test_matvec_counts_are_exact_and_within_budget(fn, kw, budget):
-    A = _spd(30, 10, lo=-1.5, hi=1.5)
+    A = spd(30, 10, lo=-1.5, hi=1.5)
     if fn is P.pchol_slq_logdet:
         kw = dict(kw, diag=np.diag(A))
     if fn is P.xtrace_logdet:
