@@ -237,7 +237,8 @@ def test_the_checks_see_violations(tmp_path):
 
 
 def test_no_test_module_imports_another():
-    """Shared test helpers live in helper modules (conftest, strategies, tiny_runs, idx_files, matrices), never in a test."""
+    """Shared test helpers live in helper modules (conftest, strategies, tiny_runs, idx_files, matrices),
+    never in a test."""
     bad = []
     for path in sorted((ROOT / "tests").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
