@@ -239,3 +239,17 @@ def test_solves_in_parallel_processes_give_the_same_claims_as_in_one():
     for a, b in zip(one, two):
         assert (a.id, a.problem, a.holds, a.resolved) == (b.id, b.problem, b.holds, b.resolved)
         assert a.measured == b.measured or (np.isnan(a.measured) and np.isnan(b.measured))
+
+
+def test_solve_all_starts_the_longest_first_and_keeps_the_order_of_the_results():
+    # Two processes, the two sleeps named first: both processes sleep before either reads the clock, so the clock
+    # tasks (results 1 and 3) end after the whole sleep; submitted in order, task 1 would read it at once.
+    import time
+
+    from vaetheory.claims import solves
+
+    tasks = [(time.sleep, (1.5,)), (time.time, ()), (time.sleep, (1.5,)), (time.time, ())]
+    t0 = time.time()
+    out = solves.solve_all(tasks, jobs=2, first=[0, 2])
+    assert out[0] is None and out[2] is None
+    assert min(out[1], out[3]) - t0 >= 1.5

@@ -8,7 +8,7 @@ from vaetheory.claims import problems
 def test_regime_problems_lie_near_an_n_manifold_in_m_dimensions_with_unit_noise():
     # Outside the (n + 1)-dimensional span of the curved manifold only the unit noise remains: the data
     # covariance has n + 1 eigenvalues well above 1 and m - n - 1 near 1 (sampling error ~ sqrt(2 / N)).
-    for p in problems.regime_problems(0):
+    for p in problems.regime_problems(0) + [p for p in problems.default_problems(0, False) if p.get("regime")]:
         x, n = p["x"], p["n"]
         N, m = x.shape
         assert 20 <= m <= 100 and 100 <= N <= 999 and n in (1, 2)
@@ -29,3 +29,12 @@ def test_sweep_draws_pair_across_settings():
     for d in range(problems.SWEEP_DRAWS[False]):
         rows = sorted((p for p in dens if p["draw"] == d), key=lambda p: p["N"])
         assert len(rows) >= 2 and np.array_equal(rows[-1]["x"][: rows[0]["N"]], rows[0]["x"])
+
+
+def test_the_default_run_solves_the_papers_regime_and_quick_does_not():
+    # Issue 18 item 5: problems with m >> n in the default run, at the sizes of REGIME_DEFAULT; --quick stays small.
+    full = [p for p in problems.default_problems(0, quick=False) if p.get("regime")]
+    assert [(p["x"].shape[1], p["x"].shape[0]) for p in full] == list(problems.REGIME_DEFAULT)
+    assert all(p["x"].shape[1] >= 20 and p["n"] == 1 for p in full)
+    assert max(p["x"].shape[1] for p in full) >= 100
+    assert not any(p.get("regime") for p in problems.default_problems(0, quick=True))

@@ -12,6 +12,7 @@ from vaetheory.gaussian import elbo as gaussian_elbo
 from vaetheory.optimal import optimal_decoder
 from vaetheory.solver import quadrature as qd
 from vaetheory.solver import stationary as st_
+from vaetheory.solver.polish import newton_polish
 
 
 def _directional_fd(f, h=1e-6):
@@ -144,6 +145,43 @@ def test_newton_polish_drives_the_gradient_down_on_an_ill_conditioned_quadratic(
     b = rng.standard_normal(6)
     fun = lambda th: (0.5 * th @ A @ th - b @ th, A @ th - b)
     theta0 = np.linalg.solve(A, b) + 1e-4 * rng.standard_normal(6)
-    theta, evals = st_._newton_polish(fun, theta0, gtol=1e-9)
+    theta, evals = newton_polish(fun, theta0, gtol=1e-9)
     assert np.max(np.abs(fun(theta)[1])) <= 1e-9 < np.max(np.abs(fun(theta0)[1]))
     assert evals > 6
+
+
+def test_newton_polish_steps_off_a_curved_symmetry():
+    # F = 2 (r - 1)^2 + quadratic in the rest, r = |theta[:2]|: flat along the circle, a curved orbit (as the
+    # latent-scale symmetry is in the solver's coordinates).  The gradient carries rounding-sized noise along the
+    # tangent, which the finite-difference Hessian turns into a spurious small eigenvalue there; projecting the
+    # tangent out keeps every step on the normal space, so the angle does not move while the gradient converges.
+    A = np.diag([3.0, 300.0])
+
+    def fun(th):
+        r = np.hypot(th[0], th[1])
+        t = np.array([-th[1], th[0]]) / r
+        g2 = 4.0 * (r - 1.0) * th[:2] / r + 1e-9 * np.sin(1e3 * np.arctan2(th[1], th[0])) * t
+        return 2.0 * (r - 1.0) ** 2 + 0.5 * th[2:] @ A @ th[2:], np.concatenate([g2, A @ th[2:]])
+
+    flat = lambda th: np.array([[-th[1]], [th[0]], [0.0], [0.0]])
+    theta0 = np.array([1.3 * np.cos(0.7), 1.3 * np.sin(0.7), 0.02, -0.01])
+    theta, _ = newton_polish(fun, theta0, gtol=1e-7, flat=flat)
+    assert np.max(np.abs(fun(theta)[1])) <= 1e-7 < np.max(np.abs(fun(theta0)[1]))
+    assert abs(np.arctan2(theta[1], theta[0]) - 0.7) < 1e-12
+
+
+def test_softmax_rows_equals_scipy_and_zeroes_only_negligible_weights():
+    # Rows spanning thousands of nats (memorising posteriors): every weight above exp(LOG_NEGLIGIBLE) of its row's
+    # largest equals SciPy's softmax to rounding; below it exactly 0, where SciPy's is under 1e-260 of the row.
+    from scipy.special import softmax
+
+    rng = np.random.default_rng(3)
+    lw = rng.uniform(-3000.0, 0.0, (50, 40))
+    lw[:, :4] = rng.uniform(-5.0, 0.0, (50, 4))
+    lw[0, 5] = -np.inf
+    want = softmax(lw, axis=1)
+    got = qd.softmax_rows(lw.copy())
+    kept = lw - lw.max(axis=1, keepdims=True) > qd.LOG_NEGLIGIBLE
+    np.testing.assert_allclose(got[kept], want[kept], rtol=TOL["identity_f64"])
+    assert np.all(got[~kept] == 0.0) and np.all(want[~kept] < 1e-260)
+    assert np.any(~kept) and np.any(kept[:, 4:])

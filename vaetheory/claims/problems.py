@@ -31,7 +31,19 @@ def default_problems(seed: int, quick: bool) -> list[dict]:
         rng = np.random.default_rng([seed, 3])
         x, _ = syn.gaussian_mixture(144, np.array([[-4.0, 0.0, 0.0], [4.0, 0.0, 0.0], [0.0, 5.0, 0.0]]), rng)
         out.append(dict(name="mixture-m3-n1-N144", x=x, n=1, about="3 unit-variance clusters 8 apart"))
+        out += [curve_in(seed, m, N) for m, N in REGIME_DEFAULT]
     return out
+
+
+# The m >> n problems of the default run, (m, N): the paper's regime at the sizes a default run solves in time.
+REGIME_DEFAULT = ((20, 100), (100, 100))
+
+
+def curve_in(seed: int, m: int, N: int) -> dict:
+    """A parabola (n = 1, scale 3, curvature 0.3) embedded in ``m`` dimensions with unit noise in all of them."""
+    rng = np.random.default_rng([seed, 10, m])
+    x, _ = syn.manifold(N, 1, m, rng, scale=3.0, curvature=0.3, noise=1.0)
+    return dict(name=f"curve-m{m}-n1-N{N}", x=x, n=1, regime=True, about=f"parabola in m = {m}, unit noise")
 
 
 def curvature_sweep(seed: int, quick: bool) -> list[dict]:
@@ -86,11 +98,7 @@ def regime_problems(seed: int) -> list[dict]:
     example is about sqrt(2 m) noise standard deviations from its neighbours),
     and a memorising solve takes minutes (docs/findings.md, "The paper's regime").
     """
-    out = []
-    for m in (20, 50, 100):
-        rng = np.random.default_rng([seed, 10, m])
-        x, _ = syn.manifold(200, 1, m, rng, scale=3.0, curvature=0.3, noise=1.0)
-        out.append(dict(name=f"curve-m{m}-n1-N200", x=x, n=1, about=f"parabola in m = {m}, unit noise"))
+    out = [curve_in(seed, m, 200) for m in (20, 50, 100)]
     rng = np.random.default_rng([seed, 11, 20])
     x, _ = syn.manifold(150, 2, 20, rng, scale=3.0, curvature=0.3, noise=1.0)
     out.append(dict(name="surface-m20-n2-N150", x=x, n=2, about="paraboloid surface in m = 20, unit noise"))

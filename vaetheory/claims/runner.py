@@ -4,7 +4,9 @@ The stages, in the order their claims enter ``claims.json``:
 
 1. ``linear`` claims at the linear closed form of the first problem, n = 1, 2, 3;
 2. ``problem`` claims (the gradient check) on the first two problems;
-3. per default problem: solve for the constant and then the diagonal
+3. per default problem (the full run includes two of the paper's regime,
+   a curve in m = 20 and m = 100 dimensions, :data:`~vaetheory.claims.problems.REGIME_DEFAULT`,
+   whose solves start first as the longest): solve for the constant and then the diagonal
    stationary point at the Gauss-Hermite order q, then each again at the
    finer order q' warm-started from its own solution; the second-order
    certificate of both points at q; ``point`` claims at each point (diagonal
@@ -143,7 +145,8 @@ def run_all(
         (solve_pair, (p["x"], 1, seed, gtol)) if p["pair"] else (solve_constant, (p["x"], 1, seed, gtol)) for p in sweep
     ]
     tasks += [(solve_constant, (p["x"], 1, seed, gtol)) for p in density_problems]
-    results = iter(solve_all(tasks, jobs, threads, done=lambda: bar.update(1)))
+    longest = [i for i, p in enumerate(problems if needs_solve else []) if p.get("regime")]
+    results = iter(solve_all(tasks, jobs, threads, done=lambda: bar.update(1), first=longest))
 
     if needs_solve:
         for p in problems:

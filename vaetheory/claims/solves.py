@@ -82,12 +82,38 @@ def _limit_blas(threads: int):
     return contextlib.nullcontext()
 
 
-def solve_all(tasks, jobs: int = 1, threads: int = 1, done=None) -> list:
+def _keep_heap():
+    """Keep freed memory in the process's heap (glibc only; elsewhere nothing changes).
+
+    A gradient of the solver allocates (N q, N) temporaries of a few MB; by
+    default glibc maps each one fresh and returns it at free, so every use
+    faults its pages in again, which costs as much time as the arithmetic.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest: allocations below it come from the heap
+    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    libc.mallopt(M_TOP_PAD, 64 << 20)
+
+
+def _worker_start(threads: int):
+    _keep_heap()
+    _limit_blas(threads)
+
+
+def solve_all(tasks, jobs: int = 1, threads: int = 1, done=None, first=()) -> list:
     """Run ``tasks`` (``(function, args)`` pairs) and return their results in order.
 
     ``jobs`` processes (``jobs <= 1``: in this process), each with its BLAS
     limited to ``threads`` threads (``threads <= 0``: the library's own
     setting); ``done()`` is called as each task finishes (a progress bar).
+    The tasks at the indices ``first`` (the longest) are handed out first, so
+    that the short ones fill the other processes meanwhile.
     """
     tasks = list(tasks)
     if jobs <= 1 or len(tasks) <= 1:
@@ -104,9 +130,13 @@ def solve_all(tasks, jobs: int = 1, threads: int = 1, done=None) -> list:
 
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding BLAS and tqdm threads
     with ProcessPoolExecutor(
-        max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=_limit_blas, initargs=(threads,)
+        max_workers=min(jobs, len(tasks)), mp_context=ctx, initializer=_worker_start, initargs=(threads,)
     ) as pool:
-        futures = [pool.submit(func, *args) for func, args in tasks]
+        first = [i for i in first if 0 <= i < len(tasks)]
+        futures = [None] * len(tasks)
+        for i in first + [i for i in range(len(tasks)) if i not in first]:
+            func, args = tasks[i]
+            futures[i] = pool.submit(func, *args)
         if done:
             for f in futures:
                 f.add_done_callback(lambda _f: done())

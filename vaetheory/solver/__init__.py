@@ -5,7 +5,10 @@
 * :mod:`vaetheory.solver.quadrature`: Gauss-Hermite and latent-grid quadrature,
   the true log evidence and posterior moments of a fitted model;
 * :mod:`vaetheory.solver.stationary`: the expected ELBO with the optimal
-  decoder, its exact gradient, and stationary points by L-BFGS-B.
+  decoder, its exact gradient, and stationary points by L-BFGS-B;
+* :mod:`vaetheory.solver.polish`: the Newton steps that finish a solve at a sharp optimum;
+* :mod:`vaetheory.solver.symmetry`: the objective's continuous symmetries as directions;
+* :mod:`vaetheory.solver.certificate`: the second-order certificate (Hessian extremes off the symmetries).
 
 ``vaetheory verify`` (:mod:`vaetheory.claims`) measures the paper's claims there.
 """

@@ -40,6 +40,7 @@ import numpy as np
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from vaetheory.solver.stationary import StationaryPoint, elbo_gradient
+from vaetheory.solver.symmetry import symmetry_directions
 from vaetheory.validate import array, scalar
 
 __all__ = ["Certificate", "hessian_extremes", "symmetry_directions", "certify"]
@@ -145,48 +146,6 @@ def _lanczos(op, which, tol):
         if len(exc.eigenvalues):
             return exc.eigenvalues
         raise
-
-
-def symmetry_directions(mu, var, s2, *, constant: bool, rtol: float = 1e-4) -> list:
-    """The continuous symmetries of the expected ELBO, Eq. (2) with decoder Eq. (6), as directions.
-
-    The directions are in ``(mu, log var, log s2)`` at ``(mu, var, s2)``.  One latent-scale
-    direction per dimension; a rotation direction for each pair of
-    dimensions whose prior and posterior variances agree to ``rtol``.
-
-    Parameters
-    ----------
-    mu : (N, n); var : (N, n) or, with ``constant``, (n,); s2 : (n,).
-    constant : one shared variance (the coordinates hold ``n`` log variances, not ``N n``).
-
-    Returns
-    -------
-    list of ``(name, (P,) direction)``.
-    """
-    mu = array("mu", mu, ("N", "n"))
-    N, n = mu.shape
-    var = np.asarray(var, float)
-    s2 = array("s2", s2, ("n",), {"n": n}, positive=True)
-    nv = n if constant else N * n
-    P = N * n + nv + n
-    out = []
-    for k in range(n):
-        v = np.zeros(P)
-        v[: N * n] = (np.eye(n)[k] * mu).ravel()
-        v[N * n : N * n + nv] = np.tile(np.eye(n)[k] * 2.0, nv // n)
-        v[N * n + nv + k] = 2.0
-        out.append((f"latent scale z{k + 1}", v))
-    vv = np.broadcast_to(var, mu.shape)
-    for k in range(n):
-        for l in range(k + 1, n):
-            close = lambda a, b: np.all(np.abs(a - b) <= rtol * np.maximum(np.abs(a), np.abs(b)))
-            if close(s2[k], s2[l]) and close(vv[:, k], vv[:, l]):
-                v = np.zeros(P)
-                r = np.zeros((N, n))
-                r[:, k], r[:, l] = -mu[:, l], mu[:, k]
-                v[: N * n] = r.ravel()
-                out.append((f"latent rotation z{k + 1}-z{l + 1}", v))
-    return out
 
 
 def certify(sp: StationaryPoint, *, order: int | None = None, dense_max: int = 400) -> Certificate:

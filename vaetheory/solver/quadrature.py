@@ -140,11 +140,18 @@ def decoder_mean(z, mu, var, x):
     return a @ x, a
 
 
+# Log weight, relative to its row's largest, below which :func:`softmax_rows` returns an exact zero.
+LOG_NEGLIGIBLE = -600.0
+
+
 def softmax_rows(lw):
     """Row-normalised ``exp(lw)`` computed stably, in place. Not in the paper (numerics).
 
     Subtracting the row maximum keeps every exponent <= 0 (the log-sum-exp
     trick), so no weight overflows and the largest is exactly representable.
+    A weight below ``exp(LOG_NEGLIGIBLE)`` (about 1e-261) times its row's
+    largest is returned as exactly 0 (its share of the row sum is far below
+    float64's resolution).
 
     Parameters
     ----------
@@ -165,7 +172,12 @@ def softmax_rows(lw):
     if not np.isfinite(top).all():
         raise ValueError("lw contains NaN or +inf values, or a row of all -inf (no weight to normalise)")
     lw -= top
+    # Weights below exp(LOG_NEGLIGIBLE) of the row's largest are set to exactly 0: over 200 orders of magnitude
+    # below the row sum's float64 resolution, and exp is many times slower where its result would be subnormal.
+    keep = lw > LOG_NEGLIGIBLE
+    np.maximum(lw, LOG_NEGLIGIBLE, out=lw)
     np.exp(lw, out=lw)
+    lw *= keep
     lw /= lw.sum(axis=1, keepdims=True)
     return lw
 

@@ -34,7 +34,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from vaetheory.linear import linear_stationary_point
+from vaetheory.solver.polish import newton_polish
 from vaetheory.solver.quadrature import gauss_hermite, log_weights_unchecked, softmax_rows
+from vaetheory.solver.symmetry import symmetry_directions
 from vaetheory.validate import array, choice, scalar
 from vaetheory.validate import rng as _check_rng
 
@@ -98,7 +100,7 @@ def _forward(x, mu, var, s2, eps, w):
     z = (mu[:, None, :] + sd[:, None, :] * eps[None, :, :]).reshape(N * Q, n)
     a = softmax_rows(log_weights_unchecked(z, mu, var))
     nu = a @ x
-    r = nu - np.repeat(x, Q, axis=0)
+    r = (nu.reshape(N, Q, -1) - x[:, None, :]).reshape(N * Q, -1)
     return z, a, nu, r
 
 
@@ -139,8 +141,8 @@ def nonparametric_elbo(x, mu, var, s2, *, order: int | None = None):
         sl = slice(i, i + block)
         z = (mu[sl, None, :] + np.sqrt(var[sl, None, :]) * eps[None]).reshape(-1, mu.shape[1])
         nu = softmax_rows(log_weights_unchecked(z, mu, var)) @ x
-        r = nu - np.repeat(x[sl], Q, axis=0)
-        sq[sl] = np.sum(r**2, axis=1).reshape(-1, Q) @ w
+        r = nu.reshape(-1, Q, x.shape[1]) - x[sl, None, :]
+        sq[sl] = np.sum(r**2, axis=2) @ w
     ell = -0.5 * (x.shape[1] * _LOG2PI + sq)
     return ell - _kl(mu, var, s2)
 
@@ -185,7 +187,8 @@ def elbo_gradient(x, mu, var, s2, *, order: int | None = None):
     dmu = (cz - cs[:, None] * mu) * inv
     dvar = 0.5 * ((cz2 - 2.0 * mu * cz + cs[:, None] * mu**2) * inv**2 - cs[:, None] * inv)
     # Through the node positions z = mu_i + sqrt(var_i) eps_q (the decoder Jacobian, Eq. (7)).
-    dz = -(z * (c @ inv) - c @ (mu * inv))  # (M, n)
+    ci = c @ np.concatenate([inv, mu * inv], axis=1)  # (M, 2n)
+    dz = -(z * ci[:, :n] - ci[:, n:])  # (M, n)
     dz = dz.reshape(N, Q, n)
     dmu += dz.sum(axis=1)
     dvar += np.einsum("iqk,qk->ik", dz, eps) * 0.5 / np.sqrt(var)
@@ -269,37 +272,11 @@ def _initial_point(x, n, constant, rng, jitter):
     return mu, var, s2
 
 
-def _newton_polish(fun, theta, gtol, steps: int = 4, h: float = 1e-6):
-    """Newton steps on the gradient alone, for when L-BFGS-B stops short of ``gtol``.
-
-    Near a sharp optimum (a memorising posterior with a tiny variance) the
-    objective stops changing in float64 before the gradient is below
-    ``gtol``, so a line search on F stalls; Newton's step uses only gradients
-    (Hessian by forward differences, least squares so the flat latent-scale
-    direction is harmless) and is accepted only if it reduces the gradient.
-    Returns ``(theta, gradient evaluations)``.
-    """
-    g = fun(theta)[1]
-    evals = 1
-    for _ in range(steps):
-        if np.max(np.abs(g)) <= gtol:
-            break
-        H = np.empty((theta.size, theta.size))
-        for j in range(theta.size):
-            e = theta.copy()
-            e[j] += h
-            H[:, j] = (fun(e)[1] - g) / h
-        evals += theta.size
-        step = np.linalg.lstsq((H + H.T) / 2, -g, rcond=1e-12)[0]
-        for t in (1.0, 0.5, 0.25, 0.125):
-            g_new = fun(theta + t * step)[1]
-            evals += 1
-            if np.max(np.abs(g_new)) < np.max(np.abs(g)):
-                theta, g = theta + t * step, g_new
-                break
-        else:
-            break
-    return theta, evals
+def _scale_directions(theta, N, n, constant):
+    """The latent-scale symmetry directions at ``theta`` (exact: the polish steps off them), (P, n)."""
+    mu, var, s2 = _unpack(theta, N, n, constant)
+    scale = [v for name, v in symmetry_directions(mu, var, s2, constant=constant) if name.startswith("latent scale")]
+    return np.stack(scale, axis=1)
 
 
 def find_stationary_point(
@@ -339,8 +316,9 @@ def find_stationary_point(
     init : optional ``(mu, var, s2)`` starting point (``var`` shaped for the variant).
     polish_max_params : when L-BFGS-B stops short of ``gtol`` (the objective
         is flat to float64 before the gradient is small: sharp, memorising
-        posteriors), up to 4 Newton steps with a finite-difference Hessian
-        follow if there are at most this many parameters.
+        posteriors), up to 8 Newton steps with a finite-difference Hessian
+        (:func:`~vaetheory.solver.polish.newton_polish`, off the latent-scale
+        symmetry) follow if there are at most this many parameters.
 
     Returns
     -------
@@ -391,7 +369,7 @@ def find_stationary_point(
             break
     _, g = fun(theta)
     if np.max(np.abs(g)) > gtol and theta.size <= polish_max_params:
-        theta, n_pol = _newton_polish(fun, theta, gtol)
+        theta, n_pol = newton_polish(fun, theta, gtol, flat=lambda th: _scale_directions(th, N, n, constant))
         n_eval += n_pol
         f, g = fun(theta)
         history.append((n_iter, -float(f), float(np.max(np.abs(g)))))
