@@ -93,10 +93,11 @@ def regime_problems(seed: int) -> list[dict]:
     """The paper's own regime (Sec. 4.3, "Magnitude of the Penalty"): a 1- or 2-dimensional manifold in m >> n.
 
     A curve (n = 1) in m = 20, 50, 100 and a surface (n = 2) in m = 20, each with
-    unit Gaussian noise in all m dimensions and N in the hundreds.  Not in the
-    default run: with the optimal decoder Eq. (6) these data memorise (every
-    example is about sqrt(2 m) noise standard deviations from its neighbours),
-    and a memorising solve takes minutes (docs/findings.md, "The paper's regime").
+    unit Gaussian noise in all m dimensions and N in the hundreds: the study of
+    docs/findings.md, "The paper's regime".  With the optimal decoder Eq. (6)
+    these data memorise (every example is about sqrt(2 m) noise standard
+    deviations from its neighbours) and a solve at N = 200 takes minutes; the
+    default run solves the curves of :data:`REGIME_DEFAULT` (N = 100) instead.
     """
     out = [curve_in(seed, m, 200) for m in (20, 50, 100)]
     rng = np.random.default_rng([seed, 11, 20])
