@@ -32,6 +32,8 @@ PAPER_MODULES = [
     "vaetheory.linear",
     "vaetheory.solver.stationary",
     "vaetheory.solver.certificate",
+    "vaetheory.solver.symmetry",
+    "vaetheory.solver.polish",
 ]
 
 _EQ_GROUP = re.compile(r"Eqs?\.\s*((?:\(\d+\)(?:\s*(?:-|–|,|and|to)\s*)?)+)")

@@ -8,7 +8,7 @@ __all__ = ["newton_polish"]
 
 
 def newton_polish(fun, theta, gtol, *, flat=None, steps: int = 8, h: float = 1e-6, rcond: float = 1e-9):
-    """Newton steps on the gradient alone, for when L-BFGS-B stops short of ``gtol``.
+    """Newton steps on the gradient alone, for when L-BFGS-B stops short of ``gtol``. Not in the paper (numerics).
 
     Near a sharp optimum (a memorising posterior with a tiny variance) the
     objective stops changing in float64 before the gradient is below
@@ -17,7 +17,7 @@ def newton_polish(fun, theta, gtol, *, flat=None, steps: int = 8, h: float = 1e-
     reduces the gradient.  The step is taken in the eigenbasis of the Hessian,
     keeping the eigenvalues above ``rcond`` times the largest in magnitude:
     the flat latent-scale direction (a symmetry of the objective) and the
-    directions the finite differences cannot resolve are left alone.  Not in the paper (numerics).
+    directions the finite differences cannot resolve are left alone.
 
     Parameters
     ----------
