@@ -104,6 +104,8 @@ def hessian_extremes(grad, theta, *, symmetries=(), h: float = 1e-6, dense_max: 
     -------
     Certificate
     """
+    if not callable(grad):
+        raise ValueError(f"grad must be a callable theta -> gradient, got {type(grad).__name__}")
     theta = array("theta", theta, ("P",))
     h = scalar("h", h, positive=True)
     P = theta.size

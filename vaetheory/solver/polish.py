@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vaetheory.validate import array, scalar
+
 __all__ = ["newton_polish"]
 
 
@@ -35,6 +37,10 @@ def newton_polish(fun, theta, gtol, *, flat=None, steps: int = 8, h: float = 1e-
     -------
     ``(theta, gradient evaluations)``.
     """
+    if not callable(fun):
+        raise ValueError(f"fun must be a callable theta -> (value, gradient), got {type(fun).__name__}")
+    theta = array("theta", theta, ("P",))
+    gtol = scalar("gtol", gtol, positive=True)
     g = fun(theta)[1]
     evals = 1
     for _ in range(steps):

@@ -34,7 +34,7 @@ def symmetry_directions(mu, var, s2, *, constant: bool, rtol: float = 1e-4) -> l
     """
     mu = array("mu", mu, ("N", "n"))
     N, n = mu.shape
-    var = np.asarray(var, float)
+    var = array("var", var, ("n",) if constant else ("N", "n"), {"N": N, "n": n}, positive=True)
     s2 = array("s2", s2, ("n",), {"n": n}, positive=True)
     nv = n if constant else N * n
     P = N * n + nv + n
