@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from tiny_runs import assert_same_run, tiny
 
+from mlpvae.experiments import reproduce as R
 from mlpvae.experiments import run_queue as Q
 from mlpvae.experiments.figure_schema import load_figure
 from mlpvae.nn import adam
@@ -191,3 +192,24 @@ def test_batches_stack_fig8_across_sigma_and_scale_within_memory():
     assert stacks.models_per_stack(cfg, have=1) == 1
     params = sum(a.size for a in M.init_params(cfg.model_config(), np.random.default_rng(0)).values())
     assert stacks.model_bytes(cfg) > 4 * 4 * params + 4 * 70000 * 784  # moments and both data sets at least
+
+
+def test_mixed_stack_resumes_exactly(tmp_path):
+    kws = MIXED[0]
+    T.train_many([tiny(epochs=2, **kw) for kw in kws], [tmp_path / f"straight{k}" for k in range(3)])
+    T.train_many([tiny(epochs=1, **kw) for kw in kws], [tmp_path / f"resumed{k}" for k in range(3)])
+    T.train_many([tiny(epochs=2, **kw) for kw in kws], [tmp_path / f"resumed{k}" for k in range(3)], resume=True)
+    for k in range(3):
+        assert_same_run(tmp_path / f"straight{k}", tmp_path / f"resumed{k}")
+
+
+def test_reproduce_stack_trains_a_figures_sigma2_methods_as_one_stack_with_their_lone_results(tmp_path):
+    sets = {"hidden": 8, "batch_size": 50, "dataset": "synthetic", "m": 16}
+    quick = dict(seeds=[0], epochs=1, limit=200, test_limit=50, sets=sets, device="cpu", progress=False)
+    names = ["bilbo_sigma2_0p01", "bilbo_sigma2_100"]
+    fig = FIGURES / "fig2_3_5_9.toml"
+    info = R.reproduce(fig, tmp_path / "stack", **quick, log=lambda s: None, stack=True, methods=names)
+    assert [(r["method"], r["action"], r["stacked_with"]) for r in info["runs"]] == [(m, "trained", 2) for m in names]
+    for m in names:  # each alone: the same files as in the stack of two methods
+        R.reproduce(fig, tmp_path / m, **quick, log=lambda s: None, methods=[m])
+        assert_same_run(tmp_path / m / "fig2_3_5_9" / m / "seed0", tmp_path / "stack/fig2_3_5_9" / m / "seed0")
