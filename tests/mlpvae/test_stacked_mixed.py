@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import TOL, needs_gpu
 from tiny_runs import assert_same_run, tiny
 
 from mlpvae.experiments import reproduce as R
@@ -213,3 +214,24 @@ def test_reproduce_stack_trains_a_figures_sigma2_methods_as_one_stack_with_their
     for m in names:  # each alone: the same files as in the stack of two methods
         R.reproduce(fig, tmp_path / m, **quick, log=lambda s: None, methods=[m])
         assert_same_run(tmp_path / m / "fig2_3_5_9" / m / "seed0", tmp_path / "stack/fig2_3_5_9" / m / "seed0")
+
+
+@needs_gpu
+@pytest.mark.parametrize("kws", MIXED[:2])
+def test_gpu_mixed_stack_apart_is_each_model_alone_bitwise_and_batched_close(tmp_path, monkeypatch, kws):
+    # VAETHEORY_STACK_EXACT=1: each model on arrays of its own, with its own floats (StackConfig.model)
+    cfgs = [tiny(epochs=2, device="gpu", **kw) for kw in kws]
+    monkeypatch.setenv("VAETHEORY_STACK_EXACT", "1")
+    T.train_many(cfgs, [tmp_path / f"exact{k}" for k in range(3)])
+    monkeypatch.delenv("VAETHEORY_STACK_EXACT")
+    T.train_many(cfgs, [tmp_path / f"batched{k}" for k in range(3)])  # the batched kernels, CUDA graph and all
+    for k, c in enumerate(cfgs):
+        T.train(c, tmp_path / f"alone{k}")
+        assert_same_run(tmp_path / f"exact{k}", tmp_path / f"alone{k}")
+        # cuBLAS' batched GEMM may block the sums differently from its single GEMM: float32 round-off
+        a = checkpoint.load(tmp_path / f"batched{k}/checkpoint.npz")
+        b = checkpoint.load(tmp_path / f"alone{k}/checkpoint.npz")
+        for name in a["params"]:
+            np.testing.assert_allclose(
+                a["params"][name], b["params"][name], rtol=TOL["f32_vs_f64"], atol=TOL["f32_vs_f64"], err_msg=name
+            )
