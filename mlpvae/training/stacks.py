@@ -104,8 +104,12 @@ def model_bytes(cfg: C.TrainConfig) -> int:
 
 
 def memory_bytes(device: str) -> int | None:
-    """The memory of the device ``device`` selects: the GPU's, or this machine's; None if unknown (Not in the paper)."""
-    xp, _ = dev.select(device)
+    """The memory of the device ``device`` selects: the GPU's, or this machine's (also where ``device`` names a
+    GPU this machine lacks, e.g. to list or redraw a figure); None if unknown (Not in the paper)."""
+    try:
+        xp, _ = dev.select(device)
+    except RuntimeError:  # no GPU here: nothing is trained on one
+        xp = np
     if xp is not np:
         return int(xp.cuda.runtime.memGetInfo()[1])
     try:

@@ -178,6 +178,9 @@ def test_batches_group_runs_by_what_must_agree_not_by_method():
     # two methods naming the same settings (in two folders) go to two stacks
     twice = _plan([tiny(seed=0), tiny(seed=0), tiny(seed=1)])
     assert [len(b) for b in Q.batches(twice, stack=True, max_models=10)] == [2, 1]
+    # the memory cap of GPU runs, read where there is no GPU (e.g. to list or redraw): this machine's memory
+    gpu = _plan([tiny(seed=0, device="gpu"), tiny(seed=1, device="gpu", sigma2=2.0)])
+    assert stacks.memory_bytes("gpu") and [len(b) for b in Q.batches(gpu, stack=True)] == [2]
 
 
 def test_batches_stack_fig8_across_sigma_and_scale_within_memory():
