@@ -246,10 +246,10 @@ def bilbo_kl(mu, sigma2):
     return bilbo_kl_unchecked(array_namespace(mu), mu, var, host_check=True)
 
 
-def bilbo_kl_unchecked(xp, mu, var, *, host_check=None):
-    """BILBO's information term of Eq. (24) and its gradient, unchecked (see :func:`bilbo_kl`); takes the models
-    axis K.  Overflow of M_B or M_B / Sigma is detected on the host and then recomputed safely; by default
-    (``host_check=None``) only on NumPy, so the CuPy training step gets no synchronisation and no extra kernels."""
+def bilbo_kl_unchecked(xp, mu, var, *, host_check=None, log_var=None):
+    """BILBO's information term of Eq. (24) and its gradient, unchecked (see :func:`bilbo_kl`); takes the models axis
+    K (``log_var``: log Sigma, default from ``var``).  Overflow of M_B or M_B / Sigma is detected on the host, then
+    recomputed safely; by default (``host_check=None``) only on NumPy: no CuPy synchronisation or extra kernels."""
     B = mu.shape[-2]
     with np.errstate(over="ignore"):  # an overflow is handled below
         M = xp.mean(mu * mu, axis=-2)
@@ -258,10 +258,10 @@ def bilbo_kl_unchecked(xp, mu, var, *, host_check=None):
         d_mu = mu / (B * (var + M)[..., None, :])
     if not (xp is np if host_check is None else host_check) or bool(xp.all(xp.isfinite(ratio))):
         return Objective(value, d_mu)
-    return _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu)
+    return _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu, log_var)
 
 
-def _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu):
+def _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu, log_var=None):
     """Eq. (24) where M_B or M_B / Sigma overflows: M_B = s^2 E_B[(mu / s)^2], s = max_B |mu|, in logs:
     log1p(M_B / Sigma) = logaddexp(0, log M_B - log Sigma), mu / (B (Sigma + M_B)) = (mu / s) / (B (Sigma / s
     + s E_B[(mu / s)^2])).  Entries that did not overflow keep the plain values; non-finite mu stays non-finite."""
@@ -271,12 +271,13 @@ def _bilbo_kl_overflow_safe(xp, mu, var, ratio, M, value, d_mu):
     u = mu / s
     Mu = xp.mean(u * u, axis=-2)
     s1 = s[..., 0, :]
-    log_var = xp.log(var) if hasattr(var, "shape") else math.log(var)
+    log_var = (xp.log(var) if hasattr(var, "shape") else math.log(var)) if log_var is None else log_var
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         alt = xp.logaddexp(0.0, 2.0 * xp.log(s1) + xp.log(Mu) - log_var)
         plain = xp.log1p(ratio)
         terms = xp.where(xp.isfinite(ratio) | xp.isnan(alt), plain, alt)
-        d_alt = u / (B * (var / s + (s1 * Mu)[..., None, :]))
+        var_b = var[..., None, :] if getattr(var, "ndim", 0) >= 1 else var  # beside s (..., 1, n)
+        d_alt = u / (B * (var_b / s + (s1 * Mu)[..., None, :]))
     value = 0.5 * xp.sum(terms, axis=-1)
     d_mu = xp.where(xp.isfinite(var + M)[..., None, :] | xp.isnan(d_alt), d_mu, d_alt)
     return Objective(value, d_mu)
@@ -353,11 +354,12 @@ def baggins_log_likelihood(x, nu, mu, var, tau, stop_gradient=False):
     return baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, bool(stop_gradient))
 
 
-def baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, stop_gradient):
+def baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, stop_gradient, inv_tau=None):
     """log N(x; nu, T I) with T from Eq. (29) and its gradients, unchecked (see :func:`baggins_log_likelihood`).
 
-    Takes the models axis K.
+    Takes the models axis K; ``tau`` and ``inv_tau`` (default ``1 / tau``) may then be each model's ``(K, 1)``.
     """
+    inv_tau = 1.0 / tau if inv_tau is None else inv_tau
     B, m = x.shape[-2:]
     per_example_var = _per_example(var, mu)
     d, r, s2, trace, T = _baggins_pieces(xp, x, nu, mu, var, tau, None)
@@ -368,7 +370,7 @@ def baggins_log_likelihood_unchecked(xp, x, nu, mu, var, tau, stop_gradient):
         return Objective(value, xp.zeros_like(mu), xp.zeros_like(mu) if per_example_var else None, d_nu)
     # value_b = -1/2 (m log r_b - m log trace_b + trace_b / tau) + const
     d_nu = d * (m / (B * r))[..., None]
-    g_trace = (0.5 / B) * (m / trace - 1.0 / tau)  # d E_B[value] / d trace_b
+    g_trace = (0.5 / B) * (m / trace - inv_tau)  # d E_B[value] / d trace_b
     if per_example_var:
         G = xp.sum(g_trace[..., None] / var, axis=-2)[..., None, :]  # d / d s2_k
         d_var = G / B - g_trace[..., None] * s2[..., None, :] / (var * var)

@@ -79,8 +79,10 @@ def reproduce(
     ``validation/results/figures-quick`` when a quick-run override is given).  A run
     another process is training (it holds the run's lock) is skipped, not trained twice.  ``train=False``
     only redraws the figures and the summary from what is on disk.  Returns
-    the figure's ``run.json`` content.  ``stack`` trains each method's seeds
-    together as one batched computation (:func:`mlpvae.training.train.train_many`; the
+    the figure's ``run.json`` content.  ``stack`` trains the runs that can share a
+    stack (same shapes and code path; any seeds, sigma2, t, tau, latent scale, data scale and
+    learning rate, across methods: :func:`mlpvae.experiments.run_queue.batches`) together as one
+    batched computation per memory-sized stack (:func:`mlpvae.training.train.train_many`; the
     same results as one by one, in one process).  ``methods`` trains only
     the methods named (the PNGs and the summary still cover the whole figure,
     with the runs not on disk shown as missing).  A recorded result without
@@ -311,7 +313,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--stack",
         action="store_true",
-        help="train each method's seeds together as one batched computation (the results of one by one: "
+        help="train the runs that can share a stack (same shapes and code path; seeds, sigma2, t, tau, latent "
+        "scale, data scale and learning rate may differ) together as one batched computation, as many as half "
+        "the device's memory holds (the results of one by one: "
         "bit for bit on NumPy; on CuPy with VAETHEORY_STACK_EXACT=1, one model at a time)",
     )
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from mlpvae.experiments.figure_schema import Figure, Method, run_config, seeds_of
 from mlpvae.training import config as C
 from mlpvae.training import filelock
+from mlpvae.training import stacks as S
 from mlpvae.training import train as T
 
 
@@ -88,7 +89,7 @@ def _kept(state: str, retrain: bool) -> str | None:
 
 
 def ensure_runs(cfgs: list, directories: list, retrain: bool = False) -> list[tuple[str, dict]]:
-    """Train, resume or skip runs that differ only in seed, those to train as one stack (Sec. 7 training).
+    """Train, resume or skip runs that can share a stack, those to train as one stack (Sec. 7 training).
 
     Runs in the same state (new, or stopped at the same epoch) are trained
     together by :func:`mlpvae.training.train.train_many`, which gives each exactly what
@@ -195,12 +196,34 @@ def plan_runs(fig: Figure, override, per_run: dict, names: list[str] | None = No
                 yield m, s, run_config(m, s, per_run)
 
 
-def batches(plan: list, stack: bool):
-    """The plan one run at a time, or (``stack``) one method's seeds at a time (Not in the paper)."""
+def batches(plan: list, stack: bool, max_models: int | None = None):
+    """The plan one run at a time, or (``stack``) in stacks of runs that can share one (Not in the paper).
+
+    Runs share a stack when their configs agree in every shape and code path
+    (:func:`mlpvae.training.stacks.stack_key`: they may differ in seed, sigma2,
+    t, tau, latent scale, data scale and learning rate), across the figure's
+    methods, in the plan's order; a stack holds at most ``max_models`` runs
+    (default: as many as half the device's memory holds,
+    :func:`mlpvae.training.stacks.models_per_stack`), and never the same
+    settings twice (two methods may name one run's settings in two folders).
+    """
     if not stack:
         yield from ([p] for p in plan)
         return
     groups: dict = {}
     for p in plan:
-        groups.setdefault((p[0].folder, p[0].run_name), []).append(p)
-    yield from groups.values()
+        groups.setdefault(S.stack_key(p[2]), []).append(p)
+    for members in groups.values():
+        cap = max_models or S.models_per_stack(members[0][2])
+        chunks: list = []
+        for p in members:
+            own = tuple(sorted((k, v) for k, v in p[2].to_dict().items() if k != "out"))
+            for chunk, seen in chunks:
+                if len(chunk) < cap and own not in seen:
+                    break
+            else:
+                chunk, seen = [], set()
+                chunks.append((chunk, seen))
+            chunk.append(p)
+            seen.add(own)
+        yield from (chunk for chunk, _ in chunks)

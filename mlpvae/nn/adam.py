@@ -27,9 +27,16 @@ class Adam:
     ----------
     params : dict name -> array; its keys, shapes and dtypes fix the state.
     lr, beta1, beta2, eps : the usual hyperparameters (paper: lr = 1e-3).
+        ``lr`` may be a sequence of K rates for a stack of K models
+        (``(K, ...)`` arrays): model k's update is then the lone model's with
+        rate ``lr[k]``, bit for bit on NumPy.
     """
 
     def __init__(self, params: dict, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.lrs = None  # per model, for a stack whose models differ in the rate
+        if isinstance(lr, (list, tuple)):
+            self.lrs = tuple(V.scalar("lr", v, positive=True) for v in lr)
+            lr = self.lrs[0]
         self.lr = V.scalar("lr", lr, positive=True)
         self.beta1 = V.scalar("beta1", beta1, nonnegative=True)
         self.beta2 = V.scalar("beta2", beta2, nonnegative=True)
@@ -44,6 +51,9 @@ class Adam:
         self.v = {k: xp.zeros_like(p) for k, p in params.items()}
         self._buf = {k: xp.empty_like(p) for k, p in params.items()}
         self._t_dev = None  # the step count on the device (fused CuPy path only)
+        self._lr_dev = None  # the rates on the device (fused CuPy path, per-model rates only)
+        if self.lrs is not None and any(p.ndim < 1 or p.shape[0] != len(self.lrs) for p in params.values()):
+            raise ValueError(f"{len(self.lrs)} learning rates need arrays of {len(self.lrs)} stacked models")
 
     def step(self, params: dict, grads: dict) -> None:
         """One Adam update of ``params`` in place from ``grads`` (same keys and shapes)."""
@@ -58,9 +68,14 @@ class Adam:
         c1 = 1.0 - b1**self.t
         c2 = 1.0 - b2**self.t
         one_pass = cpu.enabled(xp)
+        lr_c1 = self.lr / c1
+        if self.lrs is not None:  # each model's lr / c1 in float64, then rounded as the lone model's float
+            lr_c1 = np.array([lr / c1 for lr in self.lrs])
         for k, p in params.items():
             if one_pass and all(a.flags.c_contiguous for a in (p, grads[k], self.m[k], self.v[k])):
-                cpu.adam_(p, grads[k], self.m[k], self.v[k], b1, b2, self.eps, self.lr / c1, c2)
+                for j, rate in enumerate([lr_c1] if self.lrs is None else lr_c1.tolist()):
+                    at = slice(None) if self.lrs is None else j  # a model's slice of a C-contiguous stack is one
+                    cpu.adam_(p[at], grads[k][at], self.m[k][at], self.v[k][at], b1, b2, self.eps, rate, c2)
                 continue
             g, m, v, buf = grads[k], self.m[k], self.v[k], self._buf[k]
             m *= b1
@@ -74,7 +89,10 @@ class Adam:
             xp.sqrt(buf, out=buf)
             buf += self.eps
             xp.divide(m, buf, out=buf)
-            buf *= self.lr / c1
+            if self.lrs is None:
+                buf *= lr_c1
+            else:
+                buf *= xp.asarray(lr_c1.astype(p.dtype).reshape((-1,) + (1,) * (p.ndim - 1)))
             p -= buf
 
     def _fused_step(self, xp, params: dict, grads: dict) -> None:
@@ -88,11 +106,17 @@ class Adam:
             self._t_dev = xp.asarray(float(self.t - 1))
         self._t_dev += 1.0
         dtype = next(iter(params.values())).dtype
+        lr = self.lr
+        if self.lrs is not None:
+            if self._lr_dev is None:
+                self._lr_dev = xp.asarray(np.array(self.lrs))
+            lr = self._lr_dev
         # float64 on the device as on the host path, then the update's dtype
-        lr_c1 = (self.lr / (1.0 - self.beta1**self._t_dev)).astype(dtype)
+        lr_c1 = (lr / (1.0 - self.beta1**self._t_dev)).astype(dtype)
         c2 = (1.0 - self.beta2**self._t_dev).astype(dtype)
         for k, p in params.items():
-            fused.adam_(p, grads[k], self.m[k], self.v[k], self.beta1, self.beta2, self.eps, lr_c1, c2)
+            rate = lr_c1 if self.lrs is None else lr_c1.reshape((-1,) + (1,) * (p.ndim - 1))
+            fused.adam_(p, grads[k], self.m[k], self.v[k], self.beta1, self.beta2, self.eps, rate, c2)
 
     def state_dict(self) -> dict:
         """``{"step": int, "m.<name>": array, "v.<name>": array}`` (copies; hyperparameters are config)."""

@@ -72,6 +72,35 @@ def gaussian(mean, x, t, scale=None):
     return logp, d
 
 
+def log_normaliser(t: float, m: int) -> float:
+    """``m log(2 pi t)`` as :func:`gaussian` computes it for a constant variance t (Eq. (26) with T = t I)."""
+    return m * (LOG_2PI + math.log(t))
+
+
+def over(t: float, a: float) -> float:
+    """``a / t`` in float64, as :func:`gaussian` scales its gradient (Not in the paper (numerics))."""
+    return a / t
+
+
+def gaussian_models(mean, x, t, log_norm, scale_t=None):
+    """:func:`gaussian` for a stack of K models, each with its own constant variance t (Eq. (26) with T = t I).
+
+    ``t`` and ``log_norm`` (:func:`log_normaliser`) are ``(K, 1)``, ``scale_t``
+    (``scale / t``, :func:`over`) ``(K, 1, 1)``, each model's float64 value
+    rounded to ``mean``'s dtype (:func:`mlpvae.nn.scalars.value`): model k's
+    numbers are those of :func:`gaussian` with its own t, bit for bit.
+    Returns ``(logp (K, B), d_mean (K, B, m) or None)``.
+    """
+    xp = array_namespace(mean, x)
+    d = x - mean
+    r = xp.sum(d * d, axis=-1)
+    logp = -0.5 * (log_norm + r / t)
+    if scale_t is None:
+        return logp, None
+    d *= scale_t
+    return logp, d
+
+
 def gaussian_learned(mean, std_raw, x, scale=None):
     """Gaussian log-likelihood with a learned diagonal T, std = softplus(std_raw) (Sec. 7.2, Eq. (26)).
 

@@ -42,6 +42,7 @@ import numpy as np
 from mlpvae.accel import fused
 from mlpvae.nn import layers as Ly
 from mlpvae.nn import likelihoods as Lk
+from mlpvae.nn import scalars as S
 from vaetheory import objectives as O
 from vaetheory import validate as V
 from vaetheory.xp import array_namespace
@@ -85,6 +86,41 @@ class ModelConfig:
         V.choice("likelihood", self.likelihood, LIKELIHOODS)
         if not isinstance(self.baggins_stop_gradient, (bool, np.bool_)):
             raise ValueError(f"baggins_stop_gradient must be a bool, got {self.baggins_stop_gradient!r}")
+
+
+STACKABLE = ("sigma2", "t", "tau", "latent_scale")  # the model settings a stack's models may differ in
+
+
+@dataclass(frozen=True)
+class StackConfig(ModelConfig):
+    """K models of one shape and code path that differ in scalar settings (Sec. 7 training).
+
+    The fields hold model 0's settings; ``varied`` is ``((name, (v_0, ...,
+    v_{K-1})), ...)`` for the settings of :data:`STACKABLE` that the models
+    differ in, read by :mod:`mlpvae.nn.scalars`.  With BAGGINS and a constant
+    Sigma, ``sigma2`` enters T per example and the models must agree in it.
+    """
+
+    varied: tuple = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        sizes = set()
+        for name, values in self.varied:
+            if name not in STACKABLE:
+                raise ValueError(f"a stack's models may differ in {', '.join(STACKABLE)} only, not {name!r}")
+            for v in values:
+                V.scalar(name, v, positive=True)
+            sizes.add(len(values))
+        if len(sizes) > 1:
+            raise ValueError(f"varied settings must give one value per model, got {sorted(sizes)} values")
+        if S.varies(self, "sigma2") and self.likelihood == "baggins" and self.posterior != "learned":
+            raise ValueError("sigma2 differs: BAGGINS with a constant Sigma cannot stack models of different sigma2")
+
+    def model(self, k: int) -> ModelConfig:
+        """Model ``k``'s own :class:`ModelConfig` (Sec. 7)."""
+        own = {f: getattr(self, f) for f in ModelConfig.__dataclass_fields__}
+        return ModelConfig(**{**own, **{name: values[k] for name, values in self.varied}})
 
 
 def _dims(config: ModelConfig, out: int, inp: int):
@@ -165,26 +201,27 @@ def _encode(params, x, config: ModelConfig, want_std: bool = True):
 
     ``want_std=False`` leaves a learned std to the caller (``None``).
     """
-    L, c = config.layers, config.latent_scale
+    xp = array_namespace(x)
+    L, c = config.layers, S.value(config, "latent_scale", xp, x.dtype, x.ndim)
     hs = Ly.trunk_forward(params, "enc", x, L - 1)
     mu = Ly.dense(hs[-1], params[f"enc_W{L - 1}"], params[f"enc_b{L - 1}"])
-    if c != 1.0:
+    if not S.is_one(c):
         mu *= c
     if config.posterior == "learned":
         s_raw = Ly.dense(hs[-1], params["enc_std_W"], params["enc_std_b"])
         if not want_std:
             return hs, mu, s_raw, None
         std = Ly.softplus(s_raw)
-        if c != 1.0:
+        if not S.is_one(c):
             std *= c
         return hs, mu, s_raw, std
-    return hs, mu, None, math.sqrt(config.sigma2)
+    return hs, mu, None, S.value(config, "sigma2", xp, x.dtype, x.ndim, math.sqrt)
 
 
 def _decode(params, z, config: ModelConfig):
     """Decoder: hidden activations, output (logits or mean) and learned-T std raw pre-activation."""
-    L, c = config.layers, config.latent_scale
-    h0 = z / c if c != 1.0 else z
+    L, c = config.layers, S.value(config, "latent_scale", array_namespace(z), z.dtype, z.ndim)
+    h0 = z / c if not S.is_one(c) else z
     hs = Ly.trunk_forward(params, "dec", h0, L - 1)
     out = Ly.dense(hs[-1], params[f"dec_W{L - 1}"], params[f"dec_b{L - 1}"])
     t_raw = None
@@ -195,14 +232,16 @@ def _decode(params, z, config: ModelConfig):
 
 def _forward(params, x, eps, config: ModelConfig):
     """Encoder, reparameterised sample z = mu + sqrt(Sigma) eps, decoder; everything the backward needs."""
-    one_launch = config.posterior == "learned" and fused.enabled(array_namespace(x))
+    xp = array_namespace(x)
+    # the fused kernel takes one latent scale for the whole stack
+    one_launch = config.posterior == "learned" and fused.enabled(xp) and not S.varies(config, "latent_scale")
     ehs, mu, s_raw, std = _encode(params, x, config, want_std=not one_launch)
     if one_launch:
         std, z = fused.reparameterize(s_raw, eps, mu, config.latent_scale)
     else:
         z = eps * std
         z += mu
-    var = std * std if config.posterior == "learned" else config.sigma2
+    var = std * std if config.posterior == "learned" else S.value(config, "sigma2", xp, x.dtype, x.ndim)
     dhs, out, t_raw = _decode(params, z, config)
     return ehs, mu, s_raw, std, var, dhs, out, t_raw
 
@@ -396,8 +435,9 @@ def _one_model_at_a_time(xp, params, x, eps, config: ModelConfig, grads):
     losses, auxes = [], []
     for k in range(x.shape[0]):
         one = slice(k, k + 1)
+        own = config.model(k) if isinstance(config, StackConfig) else config
         loss, g_k, aux = _loss_and_grads(
-            xp, {name: p[one].copy() for name, p in params.items()}, x[one].copy(), eps[one].copy(), config, {}
+            xp, {name: p[one].copy() for name, p in params.items()}, x[one].copy(), eps[one].copy(), own, {}
         )
         for name, g in g_k.items():
             if name not in grads:
@@ -410,8 +450,10 @@ def _one_model_at_a_time(xp, params, x, eps, config: ModelConfig, grads):
 
 
 def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
-    B = x.shape[-2]
-    L, c = config.layers, config.latent_scale
+    B, dt, nd = x.shape[-2], x.dtype, x.ndim
+    L, c = config.layers, S.value(config, "latent_scale", xp, dt, nd)
+    # sigma2 as the kernels broadcast it: per model (K, 1) beside (K, n), (K, 1, 1) beside (K, B, n)
+    sig_n, sig_bn = S.value(config, "sigma2", xp, dt, nd - 1), S.value(config, "sigma2", xp, dt, nd)
     learned = config.posterior == "learned"
 
     # ---- forward
@@ -423,13 +465,14 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
         kl = O.kl_eq2_unchecked(xp, mu, var, s2, with_var=True)
         kl_value = xp.mean(kl.value, axis=-1)
     elif config.posterior == "constant":
-        s2 = O.floating_prior_unchecked(xp, mu, config.sigma2)
-        kl = O.kl_eq2_unchecked(xp, mu, config.sigma2, s2, with_var=False)
+        s2 = O.floating_prior_unchecked(xp, mu, sig_n)
+        kl = O.kl_eq2_unchecked(xp, mu, sig_bn, s2, with_var=False)
         kl_value = xp.mean(kl.value, axis=-1)
     else:
-        kl = O.bilbo_kl_unchecked(xp, mu, config.sigma2)
+        # log Sigma where M_B overflows: each model's float64 log, as a lone model's math.log
+        kl = O.bilbo_kl_unchecked(xp, mu, sig_n, log_var=S.value(config, "sigma2", xp, dt, nd - 1, math.log))
         kl_value = kl.value
-        s2 = O.floating_prior_unchecked(xp, mu, config.sigma2)
+        s2 = O.floating_prior_unchecked(xp, mu, sig_n)
 
     scale = -1.0 / B  # gradients below are of the loss = -(objective)
     g_traw = None
@@ -437,11 +480,21 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
     if config.likelihood == "bernoulli":
         rec, g_out = Lk.bernoulli(out, x, scale)
     elif config.likelihood == "gaussian":
-        rec, g_out = Lk.gaussian(out, x, config.t, scale)
+        if S.varies(config, "t"):
+            rec, g_out = Lk.gaussian_models(
+                out,
+                x,
+                S.value(config, "t", xp, dt, nd - 1),
+                S.value(config, "t", xp, dt, nd - 1, Lk.log_normaliser, (config.m,)),
+                S.value(config, "t", xp, dt, nd, Lk.over, (scale,)),
+            )
+        else:
+            rec, g_out = Lk.gaussian(out, x, config.t, scale)
     elif config.likelihood == "gaussian-learned":
         rec, g_out, g_traw = Lk.gaussian_learned(out, t_raw, x, scale)
     else:
-        r = O.baggins_log_likelihood_unchecked(xp, x, out, mu, var, config.tau, config.baggins_stop_gradient)
+        tau, inv_tau = S.value(config, "tau", xp, dt, nd - 1), S.value(config, "tau", xp, dt, nd - 1, Lk.over, (1.0,))
+        r = O.baggins_log_likelihood_unchecked(xp, x, out, mu, var, tau, config.baggins_stop_gradient, inv_tau)
         rec, g_out, rec_d_mu, rec_d_var = r.value, r.d_nu, r.d_mu, r.d_var
         g_out *= -1.0
     rec_value = xp.mean(rec, axis=-1)
@@ -456,14 +509,14 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
         )
         g_h += g_h2
     g_z = Ly.trunk_backward(params, "dec", dhs, g_h, grads, L - 1, need_input=True)
-    if c != 1.0:
+    if not S.is_one(c):
         g_z /= c
 
     # ---- backward: posterior (loss = KL - rec)
     g_mu = g_z + kl.d_mu
     if rec_d_mu is not None:
         g_mu -= rec_d_mu
-    if c != 1.0:
+    if not S.is_one(c):
         g_mu *= c
     kW, kb = f"enc_W{L - 1}", f"enc_b{L - 1}"
     hidden = L > 1  # the heads' input gradient is needed only to reach hidden layers
@@ -475,7 +528,7 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
         g_std = g_z * eps  # z = mu + std * eps
         g_std += 2.0 * std * g_var
         g_std *= Ly.sigmoid(s_raw)
-        if c != 1.0:
+        if not S.is_one(c):
             g_std *= c
         grads["enc_std_W"], grads["enc_std_b"], g_h2 = Ly.dense_backward(
             ehs[-1], params["enc_std_W"], g_std, grads.get("enc_std_W"), grads.get("enc_std_b"), need_input=hidden

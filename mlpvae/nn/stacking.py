@@ -1,9 +1,9 @@
 """K models' parameters and Adam states stacked on a leading axis, and each model's share of them (Sec. 7).
 
-Training K models that differ only in their seed as one batched computation
-keeps every array as ``(K, ...)``; these helpers build such stacks from K
-single-model dicts and take model k's arrays back out, in the single-model
-format a checkpoint stores.
+Training K models of one shape (differing in seed and scalar settings,
+:mod:`mlpvae.training.stacks`) as one batched computation keeps every array
+as ``(K, ...)``; these helpers build such stacks from K single-model dicts and
+take model k's arrays back out, in the single-model format a checkpoint stores.
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ config (except :data:`mlpvae.training.config.RESUMABLE_KEYS`).
 :func:`stop_on_sigterm` makes SIGTERM stop training as Ctrl-C does;
 :func:`finish` ends the runs: run.json's ``epochs_done`` is then the epoch of
 the checkpoint on disk (never more) and its status says how the run ended.
-Also the checks of a stack's configs (:func:`check_together`), of its memory
-(:func:`check_memory`) and the notes on sizes larger than the data (:func:`size_notes`).
+Also the check of a stack's memory (:func:`check_memory`) and the notes on sizes larger than the data
+(:func:`size_notes`).
 """
 
 from __future__ import annotations
@@ -191,27 +191,6 @@ def open_run_dirs(cfgs: list, outs: list) -> list[RunDir]:
             r.close(failed_start=True)
         raise
     return runs
-
-
-def check_together(cfgs: list, outs: list) -> None:
-    """Refuse a stack of configs that differ in more than seed and out, repeat a seed, or share a directory."""
-    if not cfgs or len(cfgs) != len(outs):
-        raise ValueError(f"give one run directory per config: {len(cfgs)} configs, {len(outs)} directories")
-    for c in cfgs:
-        if not isinstance(c, C.TrainConfig):
-            raise ValueError(f"configs must be mlpvae.training.config.TrainConfig, got {type(c).__name__}")
-    free = ("seed", "out")
-    base = {k: v for k, v in cfgs[0].to_dict().items() if k not in free}
-    for c in cfgs[1:]:
-        diff = sorted(k for k, v in c.to_dict().items() if k not in free and base.get(k) != v)
-        if diff:
-            raise ValueError(f"models trained together must share every setting except seed and out; {diff} differ")
-    seeds = [c.seed for c in cfgs]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must differ (the same seed trains the same model twice), got {seeds}")
-    dirs = [Path(o).resolve() for o in outs]
-    if len(set(dirs)) != len(dirs):
-        raise ValueError("every run needs its own directory, got a repeated one")
 
 
 def check_memory(mc, K: int, dtype) -> None:

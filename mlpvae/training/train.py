@@ -42,7 +42,7 @@ from mlpvae.accel import device as dev
 from mlpvae.nn import adam, model
 from mlpvae.nn.batched import test_elbos
 from mlpvae.nn.stacking import adam_state, model_view, stack, stack_adam_states
-from mlpvae.training import checkpoint
+from mlpvae.training import checkpoint, stacks
 from mlpvae.training import config as C
 from mlpvae.training import data as D
 from mlpvae.training.data import load_data
@@ -50,7 +50,6 @@ from mlpvae.training.metrics import append_row, keep_rows, metric_columns
 from mlpvae.training.rundir import (
     Stopped,
     check_memory,
-    check_together,
     finish,
     finite,
     open_run_dirs,
@@ -76,13 +75,19 @@ def train(cfg: C.TrainConfig, out: str | Path, resume: bool = False) -> dict:
 
 
 def train_many(cfgs: list, outs: list, resume: bool = False) -> list[dict]:
-    """Train K models that differ only in ``seed`` as one stacked computation (Sec. 7). Returns each ``run.json``.
+    """Train K models of one shape and code path as one stacked computation (Sec. 7). Returns each ``run.json``.
 
+    The models may differ in the scalar settings of
+    :data:`mlpvae.training.stacks.FREE` (seed, sigma2, t, tau, latent scale,
+    data scale lambda, learning rate) and must share every other
+    (:func:`mlpvae.training.stacks.check_together` names what differs).
     The weights of the K models are stacked on a leading axis and every
     step is one batched computation (batched matrix multiplies, one gather of
     the K batches, one Adam update), so launching K models costs about as
-    much as launching one on a GPU.  Each model keeps its own random streams
-    (initialisation, batch order, noise, test noise) and its own run
+    much as launching one on a GPU; a setting the models differ in enters as
+    a ``(K, 1, ...)`` array of each model's value (:mod:`mlpvae.nn.scalars`).
+    Each model keeps its own random streams
+    (initialisation, batch order, noise, test noise), its own settings and its own run
     directory, written exactly as :func:`train` writes it: model k's
     parameters, metrics and checkpoints are those of training it alone (bit
     for bit on NumPy, tested; on CuPy with ``VAETHEORY_STACK_EXACT=1``, which
@@ -117,14 +122,17 @@ class _Training:
     """What the epochs of :func:`train_many` share: the stack's runs, parameters, optimiser, data and buffers."""
 
     def __init__(self, cfgs: list, outs: list, resume: bool):
-        check_together(cfgs, outs)
+        stacks.check_together(cfgs, outs)
         self.cfgs, self.cfg, self.K, self.resume = cfgs, cfgs[0], len(cfgs), resume
+        self.differing = stacks.differing(cfgs)
+        self.lr = [c.lr for c in cfgs] if "lr" in self.differing else cfgs[0].lr  # per model where they differ
         cfg = self.cfg
         self.runs = open_run_dirs(cfgs, outs)  # locked: one writer per directory
         try:
             self.xp, self.device = dev.select(cfg.device)
             self.dtype = np.dtype(cfg.dtype)
-            self.mc = cfg.model_config()
+            self.mc = stacks.model_config(cfgs)  # each model's sigma2, t, tau, latent scale where they differ
+            self.mcs = [c.model_config() for c in cfgs]
             check_memory(self.mc, self.K, self.dtype)
             self.params, self.opt, self.start = _initial_state(self, resume)
         except BaseException:
@@ -136,7 +144,7 @@ class _Training:
 
 def _initial_state(tr: _Training, resume: bool):
     """The stacked parameters, the optimiser and the first epoch: from the checkpoints, or freshly initialised."""
-    xp, cfg, runs = tr.xp, tr.cfg, tr.runs
+    xp, runs = tr.xp, tr.runs
     if resume:
         cks = [r.load(xp) for r in runs]
         epochs = sorted({int(ck["epoch"]) for ck in cks})
@@ -144,7 +152,7 @@ def _initial_state(tr: _Training, resume: bool):
             raise ValueError(f"--resume: the checkpoints are at different epochs {epochs}; resume them separately")
         start = epochs[0]
         params = stack([ck["params"] for ck in cks], xp)
-        opt = adam.Adam(params, lr=cfg.lr)
+        opt = adam.Adam(params, lr=tr.lr)
         try:
             opt.load_state_dict(stack_adam_states([ck["adam"] for ck in cks], xp))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -164,7 +172,7 @@ def _initial_state(tr: _Training, resume: bool):
     params = stack(
         [model.init_params(tr.mc, generator(c.seed, STREAM_INIT, 0), xp=xp, dtype=tr.dtype) for c in tr.cfgs], xp
     )
-    return params, adam.Adam(params, lr=cfg.lr), 0
+    return params, adam.Adam(params, lr=tr.lr), 0
 
 
 def _start(cfgs: list, outs: list, resume: bool) -> _Training:
@@ -194,22 +202,21 @@ def _prepare(tr: _Training) -> None:
     for note in notes:
         print(f"vaetheory train: note: {note}", file=sys.stderr)
     tr.steps = tr.N // tr.B  # the last incomplete batch of a shuffled epoch is dropped
-    # Dynamic binarization draws each model's own targets; grayscale targets are shared.
-    tr.dynamic = cfg.binarize == "dynamic"
-    tr.x_train = xp.empty((K if tr.dynamic else 1,) + tr.train_u8.shape, dtype=dtype)
+    # Dynamic binarization or differing data scales give each model its own targets; else they are shared.
+    tr.own = stacks.own_targets(cfgs)
+    tr.x_train = xp.empty((K if tr.own else 1,) + tr.train_u8.shape, dtype=dtype)
     tr.x_test = [
-        D.targets(
-            test_u8, scale=cfg.scale, binarize=cfg.binarize, dtype=dtype, rng=generator(c.seed, STREAM_TEST, 0, xp)
-        )
-        for c in (cfgs if tr.dynamic else cfgs[:1])
+        D.targets(test_u8, scale=c.scale, binarize=cfg.binarize, dtype=dtype, rng=generator(c.seed, STREAM_TEST, 0, xp))
+        for c in (cfgs if tr.own else cfgs[:1])
     ]
     tr.xb = xp.empty((K, tr.B, cfg.m), dtype=dtype)
     tr.eps = xp.empty((K, tr.B, cfg.n), dtype=dtype)
     tr.total = xp.zeros(K, dtype=xp.float64)  # the epoch's summed losses; one buffer, as a CUDA graph needs
     tr.step = TrainingStep(xp, tr.params, tr.opt, tr.mc, tr.xb, tr.eps, tr.total)
     tr.columns = metric_columns(cfg.posterior)
-    targets = ("dynamically binarized" if tr.dynamic else "grayscale") + f", scale {cfg.scale}"
+    dynamic = cfg.binarize == "dynamic"
     for r in tr.runs:
+        targets = ("dynamically binarized" if dynamic else "grayscale") + f", scale {r.cfg.scale}"
         r.info = {
             "config": r.cfg.to_dict(),
             "git_sha": git_sha(),
@@ -234,6 +241,7 @@ def _prepare(tr: _Training) -> None:
             r.info["stacked"] = {
                 "models": K,
                 "seeds": [c.seed for c in cfgs],
+                "differing": tr.differing,  # each model's value of the settings the stack's models differ in
                 "computed": "one model at a time" if model.apart() else "batched",
                 "note": "trained as one stack; seconds and wall_seconds are the stack's",
             }
@@ -252,12 +260,17 @@ def _epoch_data(tr: _Training, epoch: int):
     noise_rngs = [generator(c.seed, STREAM_NOISE, epoch, xp) for c in tr.cfgs]
     for k in range(len(tr.x_train)):
         D.targets(
-            tr.train_u8, scale=cfg.scale, binarize=cfg.binarize, rng=noise_rngs[k], dtype=tr.dtype, out=tr.x_train[k]
+            tr.train_u8,
+            scale=tr.cfgs[k].scale,
+            binarize=cfg.binarize,
+            rng=noise_rngs[k],
+            dtype=tr.dtype,
+            out=tr.x_train[k],
         )
     perm = np.stack(
         [
             generator(c.seed, STREAM_ORDER, epoch).permutation(N)[: steps * B].reshape(steps, B)
-            + (k * N if tr.dynamic else 0)
+            + (k * N if tr.own else 0)
             for k, c in enumerate(tr.cfgs)
         ],
         axis=1,
@@ -320,9 +333,8 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
             test_rng = generator(r.cfg.seed, STREAM_TEST, epoch + 1, tr.xp)
             # on copies: arrays of its own, as a lone model's, whatever cuBLAS makes of a view's offset
             own = {name: a.copy() for name, a in p_k.items()}
-            elbos = test_elbos(
-                own, tr.mc, tr.x_train[k if tr.dynamic else 0], tr.x_test[k if tr.dynamic else 0], test_rng, cfg.eval_k
-            )
+            at = k if tr.own else 0
+            elbos = test_elbos(own, tr.mcs[k], tr.x_train[at], tr.x_test[at], test_rng, cfg.eval_k)
         row = {
             "epoch": epoch + 1,
             "train_objective": -sums[k] / steps,
@@ -351,7 +363,7 @@ def _record_epoch(tr: _Training, epoch: int, seconds: float, writer) -> None:
         )
         if cfg.progress:
             shown = ", ".join(f"{key} {v:.2f}" for key, v in elbos.items())
-            who = f"seed {r.cfg.seed}, " if K > 1 else ""
+            who = "".join(f"{key} {getattr(r.cfg, key)}, " for key in tr.differing) if K > 1 else ""
             print(
                 f"epoch {epoch + 1}: {who}objective {row['train_objective']:.2f}, {shown} nats/image, {seconds:.1f} s",
                 file=sys.stderr,

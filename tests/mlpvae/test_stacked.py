@@ -164,9 +164,9 @@ def test_one_model_diverging_stops_alone_and_the_others_are_unaffected(tmp_path,
 
 
 def test_train_many_refuses_what_cannot_be_stacked(tmp_path):
-    with pytest.raises(ValueError, match=r"\['lr'\] differ"):
-        T.train_many([tiny(seed=0), tiny(seed=1, lr=0.01)], [tmp_path / "a", tmp_path / "b"])
-    with pytest.raises(ValueError, match="seeds must differ"):
+    with pytest.raises(ValueError, match=r"\['hidden'\] differ"):
+        T.train_many([tiny(seed=0), tiny(seed=1, hidden=16)], [tmp_path / "a", tmp_path / "b"])
+    with pytest.raises(ValueError, match="the same model twice"):
         T.train_many([tiny(seed=0), tiny(seed=0)], [tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ValueError, match="own directory"):
         T.train_many([tiny(seed=0), tiny(seed=1)], [tmp_path / "a", tmp_path / "a"])
