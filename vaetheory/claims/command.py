@@ -15,7 +15,7 @@ from vaetheory.claims.solves import default_jobs
 
 def add_arguments(parser) -> None:
     """The options of ``vaetheory verify``."""
-    parser.add_argument("--quick", action="store_true", help="CI-sized problems (about 10 s on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="CI-sized problems (about 7 s on 2 cores)")
     parser.add_argument("--claims", default=None, help=f"comma-separated subset of: {','.join(CLAIM_IDS)}")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and solver kicks")
     parser.add_argument("--out", default=None, help="write report.md, claims.json and PNG plots here")
