@@ -14,13 +14,17 @@ estimate of log p(x) is the log of the chains' mean weight (log-sum-exp), a
 stochastic lower bound (Jensen).  :mod:`mlpvae.evidence.bdmc` runs the same
 chains backwards from an exact posterior sample for the upper bound.
 
-p0 is the encoder's q(z|x), the prior, or their mixture ``a q + (1 - a) prior``
-(``init``).  The mixture's chains are stratified: the first ``round(a C)`` of
-the C chains of an image start in q and the rest in the prior, with ``a`` set
-to that exact fraction, so the mean weight stays unbiased; each component's
-chains have their own step sizes (kernels may depend on a label drawn with
-z_0; the weight still uses the mixture density).  Chains from q alone stay in
-q's mode of a multimodal posterior; the prior's chains reach the others while
+p0 (``init``, :mod:`mlpvae.evidence.ais_target`) is the encoder's q(z|x), the
+Laplace posterior at the mode of the log joint, the prior, or the mixture of
+q or the Laplace posterior with the prior (default: Laplace and prior,
+``q_fraction`` of the chains in the Laplace component).  The mixture's chains
+are stratified (a fixed share of each image's chains per component, the
+weight using the mixture density), so the mean weight stays unbiased as long
+as a chain's transitions do not depend on its component: every chain of an
+image shares that image's step sizes.  The standard error is the stratified
+one, ``Var = sum_k a_k^2 s_k^2 / n_k`` over the components k with ``n_k`` chains,
+share ``a_k`` and weight variance ``s_k^2``.  Chains from q alone stay in q's
+mode of a multimodal posterior; the prior's chains reach the others while
 beta is small.
 
 HMC (leapfrog, ``leapfrog`` steps, momentum in coordinates whitened by the
@@ -28,7 +32,8 @@ prior's standard deviation S): the gradient of log p(x, z) is the decoder's
 vector-Jacobian product of the likelihood's score
 (:func:`mlpvae.nn.jacobian.decoder_vjp`, :func:`mlpvae.evidence.posterior_mode.score`), no autodiff.
 Step sizes: a pilot AIS run (its own random numbers, its weights discarded)
-adapts one step size per image and component towards ``target_accept`` after
+adapts one step size per image (all its chains, whichever component they
+started in) towards ``target_accept`` after
 every transition; the main run then uses the pilot's step sizes, interpolated
 in beta and held fixed.  A step size that adapted to the chains being measured
 would bias the estimate and both BDMC bounds.  Same source on NumPy and CuPy.
@@ -36,21 +41,18 @@ would bias the estimate and both BDMC bounds.  Same source on NumPy and CuPy.
 
 from __future__ import annotations
 
-import math
 import sys
 
 import numpy as np
 from tqdm import tqdm
 
-from mlpvae.evidence.posterior_mode import LIKELIHOODS, score
-from mlpvae.nn import jacobian as Jac
+from mlpvae.evidence.ais_target import INITS, Target, setup
+from mlpvae.evidence.posterior_mode import LIKELIHOODS
 from mlpvae.nn import model as M
-from mlpvae.nn.likelihoods import LOG_2PI
 from vaetheory import validate as V
 from vaetheory.xp import array_namespace, to_numpy
 
 SCHEDULES = ("sigmoid", "geometric", "linear")
-INITS = ("q", "prior", "mixture")
 SIGMOID_DELTA = 4.0  # the sigmoidal schedule's steepness (Grosse et al. 2015)
 GEOMETRIC_BETA_1 = 1e-4  # the first nonzero beta of the geometric schedule
 PILOT_STEPS = 100  # intermediate distributions of the pilot run that tunes the step sizes
@@ -77,57 +79,6 @@ def schedule(kind: str, steps: int) -> np.ndarray:
         b = np.concatenate([[0.0], np.geomspace(GEOMETRIC_BETA_1, 1.0, T)]) if T > 1 else np.array([0.0, 1.0])
     b[0], b[-1] = 0.0, 1.0
     return b
-
-
-class Target:
-    """The log joint ``log p(x|z) + log N(z; 0, S^2)`` and the initial density p0 of AIS chains, with gradients.
-
-    One row per (chain, image): ``x, mu, var`` are (R, m), (R, n), (R, n)
-    (the encoder's posterior, for q(z|x) and BAGGINS' T of Eq. (29) with
-    S^2 = ``baggins_s2``); ``in_q (R,)`` marks the rows whose chain starts in
-    q; ``a`` is the mixture weight of q in p0 (1 for ``q``, 0 for ``prior``).
-    Not in the paper.
-    """
-
-    def __init__(self, params, mc: M.ModelConfig, x, mu, var, s2, baggins_s2, in_q, a: float):
-        self.params, self.mc, self.x, self.mu, self.var = params, mc, x, mu, var
-        self.xp = array_namespace(x)
-        self.s2, self.baggins_s2, self.in_q, self.a = s2, baggins_s2, in_q, a
-        self.scale = self.xp.sqrt(s2)
-
-    def joint(self, z):
-        """log p(x, z) (R,) and its gradient (R, n) (Eqs. (1), (26), (29))."""
-        xp, mc = self.xp, self.mc
-        out, vjp = Jac.decoder_vjp(self.params, z, mc)
-        dec = {"logits" if mc.likelihood == "bernoulli" else "mean": out}
-        T = M.likelihood_T(self.x, dec.get("mean"), self.mu, self.var, mc, self.baggins_s2)
-        with np.errstate(all="ignore"):
-            ll = M.log_likelihood(dec, self.x, mc, T=T)
-            g = vjp(score(out, self.x, mc)) - z / self.s2
-        return ll - 0.5 * xp.sum(z * z / self.s2 + xp.log(self.s2) + LOG_2PI, axis=-1), g
-
-    def initial(self, z):
-        """log p0(z) (R,) and its gradient (R, n): q(z|x), the prior N(0, S^2) or their mixture."""
-        xp = self.xp
-        lpr = -0.5 * xp.sum(z * z / self.s2 + xp.log(self.s2) + LOG_2PI, axis=-1)
-        gpr = -z / self.s2
-        if self.a == 0.0:
-            return lpr, gpr
-        d = z - self.mu
-        lq = -0.5 * xp.sum(d * d / self.var + xp.log(self.var) + LOG_2PI, axis=-1)
-        gq = -d / self.var
-        if self.a == 1.0:
-            return lq, gq
-        a = math.log(self.a) + lq
-        b = math.log1p(-self.a) + lpr
-        lp = xp.logaddexp(a, b)
-        r = xp.exp(a - lp)[:, None]  # the responsibility of q
-        return lp, r * gq + (1.0 - r) * gpr
-
-    def sample_initial(self, rng):
-        """z_0 (R, n): from q for the rows ``in_q``, from the prior otherwise."""
-        eps = rng.standard_normal(self.mu.shape, dtype=self.mu.dtype)
-        return self.xp.where(self.in_q[:, None], self.mu + self.xp.sqrt(self.var) * eps, self.scale * eps)
 
 
 def _state(target: Target, z):
@@ -209,22 +160,24 @@ def tune_step_sizes(
     rounds: int = 3,
     bar=None,
 ):
-    """Step sizes (T + 1, G) per group of rows (image and component) from a pilot AIS run (Not in the paper).
+    """Step sizes (T + 1, G) per group of rows (an image's chains) from a pilot AIS run (Not in the paper).
 
     ``groups (R,)`` numbers each row's group.  At each beta the pilot takes
     ``rounds`` transitions, each followed by ``log eps += ADAPT_RATE (mean
     acceptance of the group - target_accept)``, and records the mean log step
-    size over the rounds.  The first step size is q's or the prior's smallest
-    whitened standard deviation.
+    size over the rounds.  The first step size is the geometric mean over the
+    group's rows of their starting component's smallest whitened standard
+    deviation (:meth:`mlpvae.evidence.ais_target.Target.start_step`).  A group
+    must not split an image's chains by component: the kernel would then
+    depend on the component label, which the weight does not see.
     """
     xp = target.xp
     z = target.sample_initial(rng)
     state = _state(target, z)
-    ratio = xp.min(xp.sqrt(target.var) / target.scale, axis=-1)
-    start = xp.where(target.in_q, ratio, 1.0)
+    start = xp.log(target.start_step())
     count = xp.zeros(G, dtype=xp.float64)
     count = count + xp.bincount(groups, minlength=G)
-    log_eps = xp.log(xp.bincount(groups, weights=start, minlength=G) / count)
+    log_eps = xp.bincount(groups, weights=start, minlength=G) / count
     out = xp.empty((len(betas), G), dtype=xp.float64)
     for t, beta in enumerate(betas):
         total = xp.zeros(G, dtype=xp.float64)
@@ -247,35 +200,40 @@ def interpolate_step_sizes(betas_pilot: np.ndarray, eps_pilot, betas: np.ndarray
     return xp.exp(xp.asarray(out))
 
 
-def log_mean_exp(logw, axis: int = 0):
-    """log of the mean of exp(logw) along ``axis``, and its delta-method standard error (Not in the paper)."""
-    xp = array_namespace(logw)
-    top = xp.max(logw, axis=axis, keepdims=True)
-    w = xp.exp(logw - top)
-    mean = xp.mean(w, axis=axis)
-    C = logw.shape[axis]
-    se = xp.std(w, axis=axis, ddof=1) / math.sqrt(C) / mean if C > 1 else xp.full(mean.shape, xp.inf)
-    return xp.log(mean) + xp.squeeze(top, axis=axis), se
+def log_mean_exp(logw, strata=None):
+    """log of the chains' mean weight (B,) and its delta-method standard error, stratified (Not in the paper).
 
-
-def setup(params, x, mc: M.ModelConfig, s2, mu, var, baggins_s2, chains: int, init: str, q_fraction: float):
-    """The rows of ``chains`` chains per image (chain-major, R = chains x B) and their groups (Not in the paper).
-
-    Returns ``(target, groups, G)``: one group per image and component
-    (``q`` chains first when ``init`` is ``mixture``).
+    ``logw (C, B)``: C chains of B images.  ``strata (C,)`` (bool or int; None:
+    one stratum) labels the component each chain started in.  The mean weight
+    ``Z = sum_k a_k wbar_k`` (``a_k = n_k / C``) has variance ``sum_k a_k^2
+    s_k^2 / n_k`` with ``s_k^2`` the weights' variance within stratum k (ddof 1),
+    and the standard error of log Z is its square root over Z.  A stratum with
+    one chain gives an infinite standard error.
     """
-    xp = array_namespace(x)
-    B = x.shape[0]
-    n_q = {"q": chains, "prior": 0, "mixture": int(round(q_fraction * chains))}[init]
-    if init == "mixture" and not 0 < n_q < chains:
-        raise ValueError(f"q_fraction {q_fraction} of {chains} chains leaves a component without chains")
-    in_q = xp.asarray(np.repeat(np.arange(chains) < n_q, B))
-    rep = lambda a: xp.broadcast_to(a[None], (chains,) + a.shape).reshape(chains * B, -1)  # noqa: E731
-    target = Target(params, mc, rep(x), rep(mu), rep(var), s2, baggins_s2, in_q, n_q / chains)
-    img = np.tile(np.arange(B), chains)
-    groups = img + B * (~to_numpy(in_q)).astype(np.int64) * (init == "mixture")
-    G = B * (2 if init == "mixture" else 1)
-    return target, xp.asarray(groups), G
+    xp = array_namespace(logw)
+    C = logw.shape[0]
+    top = xp.max(logw, axis=0, keepdims=True)
+    w = xp.exp(logw - top)
+    mean = xp.mean(w, axis=0)
+    labels = np.zeros(C, dtype=np.int64) if strata is None else np.asarray(to_numpy(strata)).astype(np.int64)
+    if labels.shape != (C,):
+        raise ValueError(f"strata must have shape ({C},), got {labels.shape}")
+    var = xp.zeros(mean.shape, dtype=mean.dtype)
+    for k in np.unique(labels):
+        rows = xp.asarray(np.flatnonzero(labels == k))
+        n_k = len(rows)
+        if n_k < 2:
+            var = var + xp.inf
+            continue
+        var = var + (n_k / C) ** 2 * xp.var(w[rows], axis=0, ddof=1) / n_k
+    return xp.log(mean) + xp.squeeze(top, axis=0), xp.sqrt(var) / mean
+
+
+def effective_sample_size(logw):
+    """Kish's effective sample size ``(sum w)^2 / sum w^2`` per image (B,) of the weights ``exp(logw) (C, B)``."""
+    xp = array_namespace(logw)
+    w = xp.exp(logw - xp.max(logw, axis=0))
+    return xp.sum(w, axis=0) ** 2 / xp.sum(w * w, axis=0)
 
 
 def check(
@@ -326,11 +284,11 @@ def ais_log_px(
     mu,
     var,
     baggins_s2=None,
-    chains: int = 16,
-    steps: int = 500,
-    leapfrog: int = 10,
+    chains: int = 64,
+    steps: int = 1000,
+    leapfrog: int = 5,
     schedule_kind: str = "sigmoid",
-    init: str = "mixture",
+    init: str = "laplace-mixture",
     q_fraction: float = 0.5,
     target_accept: float = 0.65,
     pilot_steps: int = PILOT_STEPS,
@@ -348,13 +306,15 @@ def ais_log_px(
     mu, var : (N, n) the encoder's posterior q(z|x) (also BAGGINS' T, Eq. (29), with ``baggins_s2``).
     chains : chains per image.  steps : T, the number of intermediate distributions.
     leapfrog : leapfrog steps per HMC transition.  schedule_kind : :data:`SCHEDULES`.
-    init : p0 = q(z|x), the prior or the mixture (``q_fraction`` of the chains in q).
+    init : p0, one of :data:`mlpvae.evidence.ais_target.INITS` (q(z|x), the Laplace posterior
+        at the mode, the prior, or a mixture with ``q_fraction`` of the chains in q or Laplace).
     target_accept, pilot_steps, pilot_rounds : the pilot run that sets the step sizes
         (:func:`tune_step_sizes`, on its own ``pilot_steps``-step schedule of the same kind).
     rows : at most this many (chain, image) rows at once.
 
-    Returns a dict of host arrays: ``log_px (N,)``, ``se (N,)`` (delta-method standard error
-    of log p(x) over the chains), ``ess (N,)`` (the weights' effective sample size),
+    Returns a dict of host arrays: ``log_px (N,)``, ``se (N,)`` (stratified delta-method standard
+    error of log p(x) over the chains, :func:`log_mean_exp`), ``ess (N,)`` (the weights' effective
+    sample size, :func:`effective_sample_size`), ``in_q (chains,)`` (the chains started in q or Laplace),
     ``log_w (chains, N)``, ``accept (N,)`` (the main run's mean acceptance probability),
     and ``betas``, the schedule.
     """
@@ -389,11 +349,12 @@ def ais_log_px(
             eps = interpolate_step_sizes(betas_p, eps_p, betas)[:, groups]
             logw, acc = anneal(target, target.sample_initial(rng), betas, eps, leapfrog, rng, bar=bar)
             logw = logw.reshape(chains, b)
-            lp, se = log_mean_exp(logw)
-            w = xp.exp(logw - xp.max(logw, axis=0))
+            strata = to_numpy(target.in_q.reshape(chains, b)[:, 0])
+            lp, se = log_mean_exp(logw, strata)
             res["log_px"][sl], res["se"][sl] = to_numpy(lp), to_numpy(se)
-            res["ess"][sl] = to_numpy(xp.sum(w, axis=0) ** 2 / xp.sum(w * w, axis=0))
+            res["ess"][sl] = to_numpy(effective_sample_size(logw))
             res["accept"][sl] = to_numpy(acc.reshape(chains, b).mean(axis=0))
             res["log_w"][:, sl] = to_numpy(logw)
     res["betas"] = betas
+    res["in_q"] = strata
     return res

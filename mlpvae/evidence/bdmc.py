@@ -58,11 +58,11 @@ def bdmc(
     *,
     mu,
     var,
-    chains: int = 16,
-    steps: int = 500,
-    leapfrog: int = 10,
+    chains: int = 64,
+    steps: int = 1000,
+    leapfrog: int = 5,
     schedule_kind: str = "sigmoid",
-    init: str = "mixture",
+    init: str = "laplace-mixture",
     q_fraction: float = 0.5,
     target_accept: float = 0.65,
     pilot_steps: int = A.PILOT_STEPS,
@@ -79,7 +79,7 @@ def bdmc(
 
     Returns a dict of host arrays (N,): ``lower`` (log of the mean forward
     weight), ``upper`` (minus the log of the mean reverse weight), ``width``
-    (upper - lower), ``lower_se``, ``upper_se`` (delta-method standard
+    (upper - lower), ``lower_se`` (stratified by p0's component), ``upper_se`` (delta-method standard
     errors), ``accept`` (forward), and ``betas``.
     """
     A.check(
@@ -115,7 +115,8 @@ def bdmc(
             fw, acc = A.anneal(target, target.sample_initial(rng), betas, eps, leapfrog, rng, bar=bar)
             z0 = xp.broadcast_to(z_star[sl][None], (chains, b, mc.n)).reshape(chains * b, mc.n)
             rv, _ = A.anneal(target, z0, betas, eps, leapfrog, rng, reverse=True, bar=bar)
-            lo, lo_se = A.log_mean_exp(fw.reshape(chains, b))
+            strata = to_numpy(target.in_q.reshape(chains, b)[:, 0])
+            lo, lo_se = A.log_mean_exp(fw.reshape(chains, b), strata)
             up, up_se = A.log_mean_exp(rv.reshape(chains, b))
             res["lower"][sl], res["lower_se"][sl] = to_numpy(lo), to_numpy(lo_se)
             res["upper"][sl], res["upper_se"][sl] = -to_numpy(up), to_numpy(up_se)

@@ -27,18 +27,28 @@ from mlpvae.nn.batched import FLOATING, encode_all
 from mlpvae.training.runs import load_run
 from mlpvae.training.streams import STREAM_AIS, STREAM_ANALYSIS, STREAM_SIMULATE, generator
 
-DEFAULTS = dict(images=100, chains=16, steps=500, leapfrog=10, schedule="sigmoid", init="mixture", bdmc_images=20)
+DEFAULTS = dict(
+    images=100,
+    chains=64,
+    steps=1000,
+    leapfrog=5,
+    schedule="sigmoid",
+    init="laplace-mixture",
+    q_fraction=0.5,
+    bdmc_images=20,
+)
 
 
 def evaluate_run(
     run_dir,
     images: int = 100,
     *,
-    chains: int = 16,
-    steps: int = 500,
-    leapfrog: int = 10,
+    chains: int = 64,
+    steps: int = 1000,
+    leapfrog: int = 5,
     schedule: str = "sigmoid",
-    init: str = "mixture",
+    init: str = "laplace-mixture",
+    q_fraction: float = 0.5,
     bdmc_images: int = 20,
     iwae_k: int = 5000,
     elbo_k: int = 10,
@@ -58,7 +68,7 @@ def evaluate_run(
     floating = mc.posterior in FLOATING
     mu, var = encode_all(params, x, mc)
     var = xp.broadcast_to(var, mu.shape)
-    opts = dict(chains=chains, steps=steps, leapfrog=leapfrog, schedule_kind=schedule, init=init)
+    opts = dict(chains=chains, steps=steps, leapfrog=leapfrog, schedule_kind=schedule, init=init, q_fraction=q_fraction)
     rng = generator(run.cfg.seed, STREAM_AIS, run.epoch, xp)
     a = ais_log_px(params, x, mc, s2, rng, mu=mu, var=var, baggins_s2=s2_train, progress=progress, **opts)
     t_ais = time.perf_counter() - t0
@@ -81,6 +91,8 @@ def evaluate_run(
         "elbo_k": elbo_k,
         "ais_log_px": float(lp.mean()),
         "ais_se_max": float(a["se"].max()),
+        "ais_ess_min": float(a["ess"].min()),
+        "ais_ess_median": float(np.median(a["ess"])),
         "ais_accept": float(a["accept"].mean()),
         "ais_minus_iwae": float(np.mean(lp - iwae)),
         "ais_minus_iwae_max": float(np.max(lp - iwae)),
@@ -92,7 +104,14 @@ def evaluate_run(
         g = grid_log_px(params, x, mc, s2, baggins_s2=s2_train, progress=progress)
         d = lp - g["log_px"]
         per["grid_log_px"], per["ais_minus_grid"] = g["log_px"], d
+        worst = int(np.argmax(np.abs(d)))
         summary.update(ais_minus_grid=float(d.mean()), ais_minus_grid_max_abs=float(np.abs(d).max()))
+        summary.update(
+            ais_minus_grid_worst_image=worst,
+            ais_minus_grid_worst=float(d[worst]),
+            ais_minus_grid_worst_se=float(a["se"][worst]),
+            ais_minus_grid_within_0_1=int((np.abs(d) <= 0.1).sum()),
+        )
         summary["grid_unconverged"] = int((~g["converged"]).sum())
     if bdmc_images > 0 and mc.likelihood in ("bernoulli", "gaussian"):
         t = time.perf_counter()
@@ -120,8 +139,9 @@ def report_md(r: dict) -> str:
         f"# log p(x) by AIS: {r['run']}",
         f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images; "
         f"{r['chains']} chains, T = {r['steps']} ({r['schedule_kind']}), {r['leapfrog']} leapfrog steps, "
-        f"p0 = {r['init']}",
-        f"- AIS log p(x) {r['ais_log_px']:.3f} (largest standard error {r['ais_se_max']:.3f}; mean acceptance "
+        f"p0 = {r['init']}" + (f" (q_fraction {r['q_fraction']})" if "mixture" in r["init"] else ""),
+        f"- AIS log p(x) {r['ais_log_px']:.3f} (largest standard error {r['ais_se_max']:.3f}; effective sample "
+        f"size {r['ais_ess_min']:.1f} to median {r['ais_ess_median']:.1f} of {r['chains']}; mean acceptance "
         f"{r['ais_accept']:.2f}; {r['ais_seconds']:.1f} s on {r['device']})",
         f"- AIS minus IWAE (k = {r['iwae_k']}): {f(r['ais_minus_iwae'])} (from {f(r['ais_minus_iwae_min'])} to "
         f"{f(r['ais_minus_iwae_max'])}); AIS minus the ELBO: {f(r['gap_ais_minus_elbo'])}",
@@ -129,7 +149,10 @@ def report_md(r: dict) -> str:
     if "ais_minus_grid" in r:
         L.append(
             f"- AIS minus the exact grid value: {f(r['ais_minus_grid'])} on average, largest |difference| "
-            f"{r['ais_minus_grid_max_abs']:.3f} ({r['grid_unconverged']} grid image(s) not converged)"
+            f"{r['ais_minus_grid_max_abs']:.3f} (image {r['ais_minus_grid_worst_image']}: "
+            f"{f(r['ais_minus_grid_worst'])} +- {r['ais_minus_grid_worst_se']:.3f}); "
+            f"{r['ais_minus_grid_within_0_1']} of {r['images']} within 0.1 nat "
+            f"({r['grid_unconverged']} grid image(s) not converged)"
         )
     if "bdmc_width" in r:
         L.append(
@@ -156,7 +179,18 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--leapfrog", type=int, default=d["leapfrog"], help=f"leapfrog steps per HMC ({d['leapfrog']})")
     parser.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"], help="AIS schedule (sigmoid)")
-    parser.add_argument("--init", choices=INITS, default=d["init"], help="AIS initial distribution (mixture)")
+    parser.add_argument(
+        "--init",
+        choices=INITS,
+        default=d["init"],
+        help=f"AIS initial distribution ({d['init']}: the Laplace posterior at the mode and the prior)",
+    )
+    parser.add_argument(
+        "--q-fraction",
+        type=float,
+        default=d["q_fraction"],
+        help=f"share of the chains in the q / Laplace component of a mixture --init ({d['q_fraction']})",
+    )
     parser.add_argument(
         "--bdmc-images", type=int, default=d["bdmc_images"], help=f"simulated images for BDMC ({d['bdmc_images']})"
     )
@@ -175,6 +209,7 @@ def run(args) -> int:
             leapfrog=args.leapfrog,
             schedule=args.schedule,
             init=args.init,
+            q_fraction=args.q_fraction,
             bdmc_images=args.bdmc_images,
             iwae_k=args.iwae_k,
             elbo_k=args.elbo_k,
