@@ -8,7 +8,7 @@ mixture ``a g + (1 - a) N(0, S^2)``:
 - ``q``: g = the encoder's q(z|x), alone;
 - ``laplace``: g = N(z*, P^-1), the Laplace posterior of Eq. (16) at the mode
   z* of the log joint (:func:`mlpvae.evidence.posterior_mode.posterior_mode`,
-  climbed from the encoder's mean and from the prior's mean), with P = S^-2 +
+  climbed from the encoder's mean and from points of the prior), with P = S^-2 +
   J^T G J, minus the Hessian of the log joint there (exact for the ReLU
   decoder, which is linear around z*, with a Gaussian or Bernoulli
   likelihood; the positive part of the curvature for BAGGINS), alone;
@@ -42,6 +42,7 @@ from vaetheory.xp import array_namespace, to_numpy
 INITS = ("laplace-mixture", "mixture", "laplace", "q", "prior")
 MIXTURES = ("laplace-mixture", "mixture")
 LAPLACE_INITS = ("laplace-mixture", "laplace")
+LAPLACE_CLIMBS = 4  # climbs of the mode search besides the encoder's mean: from the best of the prior's points
 
 
 def laplace_posterior(params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None):
@@ -49,7 +50,9 @@ def laplace_posterior(params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None
 
     z* is the highest local maximum of the log joint reached by
     :func:`mlpvae.evidence.posterior_mode.posterior_mode` from the encoder's
-    mean ``mu`` and from the prior's mean 0; J is the decoder's Jacobian there
+    mean ``mu`` and from the :data:`LAPLACE_CLIMBS` highest (in the log joint)
+    of the prior's points 0 and +-S_k e_k (the encoder may aim at a light mode
+    of a multimodal posterior); J is the decoder's Jacobian there
     and G the curvature of the likelihood in the decoder output
     (:func:`mlpvae.evidence.laplace.likelihood_at`).
 
@@ -68,8 +71,12 @@ def laplace_posterior(params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None
         raise ValueError(f"mu and var must have shape ({x.shape[0]}, n), got {tuple(mu.shape)}, {tuple(var.shape)}")
     N, n = mu.shape
     s2 = xp.asarray(s2, dtype=xp.float64)
-    starts = xp.zeros((1, N, n), dtype=xp.float64)
-    found = posterior_mode(params, x, mu, var, mc, s2, baggins_s2=baggins_s2, starts=starts)
+    axes = np.diag(np.sqrt(to_numpy(s2)))
+    points = np.concatenate([np.zeros((1, n)), axes, -axes])  # (2 n + 1, n)
+    starts = xp.asarray(np.broadcast_to(points[:, None], (len(points), N, n)).copy())
+    found = posterior_mode(
+        params, x, mu, var, mc, s2, baggins_s2=baggins_s2, starts=starts, climbs=min(LAPLACE_CLIMBS, len(points))
+    )
     mode = xp.asarray(found["mode"], dtype=xp.float64)
     out, J = Jac.decoder_jacobian(params, mode, mc)
     _, G = likelihood_at(params, x, mode, mu, var, mc, baggins_s2, out=out)

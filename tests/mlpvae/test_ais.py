@@ -2,7 +2,8 @@
 (Not in the paper).
 
 Known answers: a one-layer (linear) decoder with a Gaussian likelihood has
-p(x) = N(x; b, t I + W^T S^2 W) in closed form; an n = 2 trained model has the
+p(x) = N(x; b, t I + W^T S^2 W) in closed form, and its Laplace posterior is
+the exact posterior; an n = 2 trained model has the
 exact grid value (:mod:`mlpvae.evidence.grid`); a decoder that depends on |z_1|
 through two branches of different slopes has a posterior with two modes of
 known mass ratio, q(z|x) placed on the lighter one.
@@ -17,6 +18,7 @@ from scipy.stats import multivariate_normal
 from tiny_runs import train_synthetic
 
 from mlpvae.evidence import ais as A
+from mlpvae.evidence import ais_target as AT
 from mlpvae.evidence import bdmc as BD
 from mlpvae.evidence.grid import grid_log_px
 from mlpvae.evidence.laplace import training_priors
@@ -101,9 +103,7 @@ def test_ais_agrees_with_the_exact_grid_on_every_image_of_a_trained_2d_model(tmp
     x = run.x_test
     mu, var = encode_all(run.params, x, run.mc)
     exact = grid_log_px(run.params, x, run.mc, s2, baggins_s2=s2b, tol=1e-4)["log_px"]
-    r = A.ais_log_px(
-        run.params, x, run.mc, s2, np.random.default_rng(0), mu=mu, var=var, chains=32, steps=300, leapfrog=5
-    )
+    r = A.ais_log_px(run.params, x, run.mc, s2, np.random.default_rng(0), mu=mu, var=var)  # the defaults
     assert np.abs(r["log_px"] - exact).max() < 0.1
 
 
@@ -133,13 +133,102 @@ def test_chains_from_q_alone_miss_the_heavy_mode_and_the_mixture_finds_it():
     from_q = A.ais_log_px(p, x, mc, s2, np.random.default_rng(0), init="q", **opts)
     # log(1 + e^6 / 2) = 5.3 nats low, stuck on q's mode, and confidently so: its standard error is small
     assert exact - from_q["log_px"][0] > max(4.0, TOL["mc_sigmas"] * from_q["se"][0])
-    for init in ("mixture", "prior"):
+    for init in ("laplace-mixture", "mixture", "prior"):
         # Chains pick a mode while beta is small and stay there: the weights carry the modes' masses, so the
         # estimate's spread is the spread of how many chains each mode got (it shrinks with chains, not with T)
         r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(1), init=init, **opts)
         assert abs(r["log_px"][0] - exact) < TOL["mc_sigmas"] * r["se"][0] and r["se"][0] < 0.25, (
             init
         )  # the miss is 20 se
+    # the default p0: the mode search climbs from the prior's points as well as from q's mean, so the Laplace
+    # component sits on the heavy mode and the prior's chains find the light one.  The chains still change
+    # modes rarely once beta has grown, so the weights spread (standard error 0.07 at 64 chains, 0.03 at 256):
+    # with 256 chains the estimate is within 0.1 nat, over three standard errors
+    mode, _ = AT.laplace_posterior(p, x, mu, var, mc, s2)
+    assert abs(mode[0, 0] - 2.0) < 0.1
+    r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(2), mu=mu, var=var, chains=256)
+    assert abs(r["log_px"][0] - exact) < 0.1, (r["log_px"][0] - exact, r["se"][0])
+
+
+def test_the_laplace_posterior_of_a_linear_gaussian_decoder_is_its_posterior_and_every_weight_is_p_x():
+    mc, p, s2, dist = _linear()
+    x = dist.rvs(size=3, random_state=7)
+    W, t = p["dec_W0"], mc.t
+    P = np.diag(1 / s2) + W @ W.T / t
+    mean = np.linalg.solve(P, W @ (x - p["dec_b0"]).T / t).T
+    mu, var = encode_all(p, x, mc)
+    mode, prec = AT.laplace_posterior(p, x, mu, var, mc, s2)
+    np.testing.assert_allclose(mode, mean, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(prec, np.broadcast_to(P, prec.shape), rtol=1e-12)
+    # p0 = the exact posterior: log p(x, z) - log p0(z) = log p(x) at every z, so every chain's weight is p(x)
+    r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(0), mu=mu, var=var, chains=4, steps=20, init="laplace")
+    np.testing.assert_allclose(r["log_w"], np.broadcast_to(dist.logpdf(x), r["log_w"].shape), rtol=0, atol=1e-8)
+
+
+def test_a_kernel_that_depends_on_the_starting_component_biases_the_mixture_and_a_shared_one_does_not():
+    # q a narrow Gaussian at the posterior mean, half the chains in it.  One step size for every chain: exact
+    # within its standard error.  Step sizes by component (q's chains frozen, the prior's moving): the
+    # kernel depends on a label the weight does not see, and the estimate falls many standard errors low.
+    mc, p, s2, dist = _linear(n=2, m=4, t=1.0)
+    x = dist.rvs(size=1, random_state=5)[None]
+    exact = dist.logpdf(x[0])
+    W = p["dec_W0"]
+    C = np.linalg.inv(np.diag(1 / s2) + W @ W.T / mc.t)
+    mean = C @ W @ (x[0] - p["dec_b0"]) / mc.t
+    chains, T, sd = 4000, 20, np.sqrt(np.diag(C))
+    target, groups, _ = A.setup(p, x, mc, s2, mean[None], (0.3 * sd)[None] ** 2, None, chains, "mixture", 0.5)
+    betas = A.schedule("linear", T)
+    err = {}
+    for name, e_q in (("shared", 0.5), ("by component", 1e-4)):
+        eps = np.broadcast_to(np.where(target.in_q, e_q, 0.5) * sd.min(), (T + 1, chains))
+        g = np.random.default_rng(1)
+        logw, _ = A.anneal(target, target.sample_initial(g), betas, eps, 10, g)
+        lp, se = A.log_mean_exp(logw.reshape(chains, 1), target.in_q)
+        err[name] = (lp[0] - exact, se[0])
+    k = TOL["mc_sigmas"]
+    assert abs(err["shared"][0]) < k * err["shared"][1], err
+    assert err["by component"][0] < -k * err["by component"][1], err
+
+
+def test_every_chain_of_an_image_gets_the_same_step_sizes(monkeypatch):
+    # the pilot tunes one schedule per image; a component-dependent one would bias the weights (test above)
+    mc, p, x = _two_modes()
+    x = np.concatenate([x, x + 0.1])
+    mu, var = encode_all(p, x, mc)
+    seen = []
+    anneal = A.anneal
+
+    def spy(target, z0, betas, eps, *a, **kw):
+        seen.append((np.asarray(eps), np.asarray(target.in_q)))
+        return anneal(target, z0, betas, eps, *a, **kw)
+
+    monkeypatch.setattr(A, "anneal", spy)
+    for init in ("laplace-mixture", "mixture"):
+        A.ais_log_px(p, x, mc, np.ones(2), np.random.default_rng(0), mu=mu, var=var, chains=8, steps=30, init=init)
+    for eps, in_q in seen:
+        assert in_q.any() and not in_q.all()
+        by_image = eps.reshape(len(eps), 8, 2)  # rows are chain-major
+        assert np.all(by_image == by_image[:, :1])
+
+
+def test_the_stratified_standard_error_matches_the_spread_of_the_stratified_mean():
+    # two strata of unequal size, level and spread: the predicted standard error of log(mean weight) against
+    # the standard deviation of the estimate over independent repetitions.  Ignoring the strata would count
+    # the difference of their levels as noise, which the stratified mean does not have.
+    g = np.random.default_rng(0)
+    strata = np.r_[np.ones(48, bool), np.zeros(16, bool)]
+    reps = 4000
+    logw = np.where(strata[:, None], g.normal(0.0, 0.3, (64, reps)), g.normal(1.0, 0.2, (64, reps)))
+    lp, se = A.log_mean_exp(logw, strata)
+    spread = lp.std(ddof=1)
+    assert abs(np.median(se) / spread - 1) < 0.05, (np.median(se), spread)
+    _, plain = A.log_mean_exp(logw)
+    assert np.median(plain) > 2 * spread
+    # one stratum: the ordinary delta-method standard error
+    lp1, se1 = A.log_mean_exp(logw[:, :1])
+    w = np.exp(logw[:, 0])
+    np.testing.assert_allclose(se1[0], w.std(ddof=1) / np.sqrt(64) / w.mean(), rtol=1e-12)
+    np.testing.assert_allclose(A.effective_sample_size(np.zeros((5, 2))), 5.0)
 
 
 def test_ais_rejects_bad_input():
@@ -152,6 +241,7 @@ def test_ais_rejects_bad_input():
         (dict(steps=0), "steps"),
         (dict(schedule_kind="cosine"), "schedule"),
         (dict(init="posterior"), "init"),
+        (dict(init="laplace-mixture", chains=4, q_fraction=0.05), "q_fraction"),
         (dict(q_fraction=1.0), "q_fraction"),
         (dict(target_accept=0.0), "target_accept"),
     ):
@@ -159,6 +249,12 @@ def test_ais_rejects_bad_input():
             A.ais_log_px(p, x, mc, s2, rng, mu=mu, var=var, **kw)
     with pytest.raises(ValueError, match="s2"):
         A.ais_log_px(p, x, mc, -s2, rng, mu=mu, var=var)
+    with pytest.raises(ValueError, match="strata"):
+        A.log_mean_exp(np.zeros((4, 2)), np.zeros(3, bool))
+    with pytest.raises(ValueError, match="mu and var"):
+        AT.laplace_posterior(p, x, mu[:1], var, mc, s2)
+    with pytest.raises(ValueError, match="init"):
+        AT.setup(p, x, mc, s2, mu, var, None, 4, "posterior", 0.5)
     mcl = M.ModelConfig(m=6, n=3, hidden=4, layers=1, likelihood="gaussian-learned")
     with pytest.raises(ValueError, match="likelihoods"):
         A.ais_log_px(M.init_params(mcl, rng, dtype=np.float64), x, mcl, s2, rng, mu=mu, var=var)
@@ -174,9 +270,11 @@ def test_the_ais_command_measures_a_trained_run(tmp_path):
 
     train_synthetic(tmp_path / "run")
     args = ["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "6", "--chains", "8", "--steps", "50"]
-    assert main([*args, "--leapfrog", "3", "--bdmc-images", "3", "--iwae-k", "200", "--no-progress"]) == 0
+    args += ["--leapfrog", "3", "--bdmc-images", "3", "--iwae-k", "200", "--q-fraction", "0.75", "--no-progress"]
+    assert main(args) == 0
     saved = json.loads((tmp_path / "run" / "ais_evidence.json").read_text())
     assert saved["images"] == 6 and saved["steps"] == 50 and saved["bdmc_images"] == 3
+    assert saved["init"] == "laplace-mixture" and saved["q_fraction"] == 0.75
     per = np.load(tmp_path / "run" / "ais_evidence_per_image.npz")
     assert len(per["ais_log_px"]) == 6 and len(per["bdmc_width"]) == 3
     assert np.abs(per["ais_minus_grid"]).max() < 0.5  # a short chain, yet near the exact value
