@@ -1,0 +1,80 @@
+"""The values behind the AIS tests' assertions, printed: the numbers docs/ais.md quotes for its validation.
+
+    OMP_NUM_THREADS=1 python validation/scripts/ais_test_values.py
+
+Same constructions, seeds and settings as tests/mlpvae/test_ais.py: the component-dependent kernel against a
+shared one (linear-Gaussian decoder), the two-mode posterior with each p0, and the defaults on the small trained
+2-D model of tests/tiny_runs.py against the exact grid (with its process time).
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "mlpvae")]
+
+import test_ais as TA  # noqa: E402
+from tiny_runs import train_synthetic  # noqa: E402
+
+from mlpvae.evidence import ais as A  # noqa: E402
+from mlpvae.evidence.grid import grid_log_px  # noqa: E402
+from mlpvae.evidence.laplace import training_priors  # noqa: E402
+from mlpvae.nn.batched import encode_all  # noqa: E402
+from mlpvae.training.runs import load_run  # noqa: E402
+
+
+def main() -> int:
+    # component-dependent kernel
+    mc, p, s2, dist = TA._linear(n=2, m=4, t=1.0)
+    x = dist.rvs(size=1, random_state=5)[None]
+    exact = dist.logpdf(x[0])
+    W = p["dec_W0"]
+    C = np.linalg.inv(np.diag(1 / s2) + W @ W.T / mc.t)
+    mean = C @ W @ (x[0] - p["dec_b0"]) / mc.t
+    chains, T, sd = 4000, 20, np.sqrt(np.diag(C))
+    target, groups, _ = A.setup(p, x, mc, s2, mean[None], (0.3 * sd)[None] ** 2, None, chains, "mixture", 0.5)
+    betas = A.schedule("linear", T)
+    for name, e_q in (("shared", 0.5), ("by component", 1e-4)):
+        eps = np.broadcast_to(np.where(target.in_q, e_q, 0.5) * sd.min(), (T + 1, chains))
+        g = np.random.default_rng(1)
+        logw, _ = A.anneal(target, target.sample_initial(g), betas, eps, 10, g)
+        lp, se = A.log_mean_exp(logw.reshape(chains, 1), target.in_q)
+        print("kernel", name, f"{lp[0] - exact:+.3f} +- {se[0]:.3f}")
+    # two modes
+    mc, p, x = TA._two_modes()
+    s2 = np.ones(2)
+    exact = grid_log_px(p, x, mc, s2, tol=1e-6)["log_px"][0]
+    mu, var = encode_all(p, x, mc)
+    opts = dict(mu=mu, var=var, chains=256, steps=200, leapfrog=5)
+    r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(0), init="q", **opts)
+    print("two-mode q", f"{r['log_px'][0] - exact:+.3f} +- {r['se'][0]:.3f}")
+    for init in ("laplace-mixture", "mixture", "prior"):
+        r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(1), init=init, **opts)
+        print("two-mode", init, f"{r['log_px'][0] - exact:+.3f} +- {r['se'][0]:.3f}")
+    r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(2), mu=mu, var=var, chains=256)
+    print("two-mode defaults 256 chains", f"{r['log_px'][0] - exact:+.3f} +- {r['se'][0]:.3f}")
+    d = pathlib.Path(tempfile.mkdtemp())
+    train_synthetic(d / "run")
+    run = load_run(d / "run", float64=True)
+    _, _, s2, s2b = training_priors(run)
+    x = run.x_test
+    mu, var = encode_all(run.params, x, run.mc)
+    exact = grid_log_px(run.params, x, run.mc, s2, baggins_s2=s2b, tol=1e-4)["log_px"]
+    t0 = time.process_time()
+    r = A.ais_log_px(run.params, x, run.mc, s2, np.random.default_rng(0), mu=mu, var=var)
+    dd = r["log_px"] - exact
+    print(
+        f"tiny defaults: {len(x)} images, max |diff| {np.abs(dd).max():.4f}, mean {dd.mean():+.4f}, "
+        f"max se {r['se'].max():.4f}, cpu {time.process_time() - t0:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
