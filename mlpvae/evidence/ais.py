@@ -210,6 +210,8 @@ def log_mean_exp(logw, strata=None):
     and the standard error of log Z is its square root over Z.  A stratum with
     one chain gives an infinite standard error.
     """
+    if logw.ndim != 2:
+        raise ValueError(f"logw must have shape (chains, images), got {tuple(logw.shape)}")
     xp = array_namespace(logw)
     C = logw.shape[0]
     top = xp.max(logw, axis=0, keepdims=True)
@@ -231,6 +233,8 @@ def log_mean_exp(logw, strata=None):
 
 def effective_sample_size(logw):
     """Kish's effective sample size ``(sum w)^2 / sum w^2`` per image (B,) of the weights ``exp(logw) (C, B)``."""
+    if logw.ndim != 2 or logw.shape[0] < 1:
+        raise ValueError(f"logw must have shape (chains, images), got {tuple(logw.shape)}")
     xp = array_namespace(logw)
     w = xp.exp(logw - xp.max(logw, axis=0))
     return xp.sum(w, axis=0) ** 2 / xp.sum(w * w, axis=0)

@@ -251,6 +251,9 @@ def test_ais_rejects_bad_input():
         A.ais_log_px(p, x, mc, -s2, rng, mu=mu, var=var)
     with pytest.raises(ValueError, match="strata"):
         A.log_mean_exp(np.zeros((4, 2)), np.zeros(3, bool))
+    for f in (A.log_mean_exp, A.effective_sample_size):
+        with pytest.raises(ValueError, match="logw"):
+            f(np.zeros(4))
     with pytest.raises(ValueError, match="mu and var"):
         AT.laplace_posterior(p, x, mu[:1], var, mc, s2)
     with pytest.raises(ValueError, match="init"):
