@@ -8,7 +8,7 @@ mixture ``a g + (1 - a) N(0, S^2)``:
 - ``q``: g = the encoder's q(z|x), alone;
 - ``laplace``: g = N(z*, P^-1), the Laplace posterior of Eq. (16) at the mode
   z* of the log joint (:func:`mlpvae.evidence.posterior_mode.posterior_mode`,
-  climbed from the encoder's mean and from points of the prior), with P = S^-2 +
+  climbed from the encoder's mean and from the best of a set of the prior's points), with P = S^-2 +
   J^T G J, minus the Hessian of the log joint there (exact for the ReLU
   decoder, which is linear around z*, with a Gaussian or Bernoulli
   likelihood; the positive part of the curvature for BAGGINS), alone;
@@ -43,6 +43,7 @@ INITS = ("laplace-mixture", "mixture", "laplace", "q", "prior")
 MIXTURES = ("laplace-mixture", "mixture")
 LAPLACE_INITS = ("laplace-mixture", "laplace")
 LAPLACE_CLIMBS = 4  # climbs of the mode search besides the encoder's mean: from the best of the prior's points
+PRIOR_POINTS = 64  # fixed draws from the prior among the mode search's candidate starts
 
 
 def laplace_posterior(params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None):
@@ -51,8 +52,10 @@ def laplace_posterior(params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None
     z* is the highest local maximum of the log joint reached by
     :func:`mlpvae.evidence.posterior_mode.posterior_mode` from the encoder's
     mean ``mu`` and from the :data:`LAPLACE_CLIMBS` highest (in the log joint)
-    of the prior's points 0 and +-S_k e_k (the encoder may aim at a light mode
-    of a multimodal posterior); J is the decoder's Jacobian there
+    of the prior's points 0, +-S_k e_k and :data:`PRIOR_POINTS` fixed draws
+    S eps (eps from a generator seeded 0, the same for every image and
+    independent of the chains' random numbers), since the encoder may aim at
+    a light mode of a multimodal posterior; J is the decoder's Jacobian there
     and G the curvature of the likelihood in the decoder output
     (:func:`mlpvae.evidence.laplace.likelihood_at`).
 
@@ -72,7 +75,8 @@ def laplace_posterior(params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None
     N, n = mu.shape
     s2 = xp.asarray(s2, dtype=xp.float64)
     axes = np.diag(np.sqrt(to_numpy(s2)))
-    points = np.concatenate([np.zeros((1, n)), axes, -axes])  # (2 n + 1, n)
+    draws = np.sqrt(to_numpy(s2)) * np.random.default_rng(0).standard_normal((PRIOR_POINTS, n))
+    points = np.concatenate([np.zeros((1, n)), axes, -axes, draws])  # (2 n + 1 + PRIOR_POINTS, n)
     starts = xp.asarray(np.broadcast_to(points[:, None], (len(points), N, n)).copy())
     found = posterior_mode(
         params, x, mu, var, mc, s2, baggins_s2=baggins_s2, starts=starts, climbs=min(LAPLACE_CLIMBS, len(points))
