@@ -45,6 +45,8 @@ def main() -> int:
     names = list(runs)
     for a, b in zip(names, names[1:]):
         da, db = runs[a], runs[b]
+        if len(da["ais_minus_grid"]) != len(db["ais_minus_grid"]):
+            continue  # not the same images
         rng = np.random.default_rng(0)
         lines += [
             f"{b} minus {a}, same images:",
