@@ -312,6 +312,7 @@ def fit_posteriors(
     *,
     points: int = 129,
     span: float = 10.0,
+    tol: float = 1e-9,
     gtol: float = 1e-6,
     maxiter: int = 20000,
     max_frames: int = 20,
@@ -322,8 +323,9 @@ def fit_posteriors(
     Maximises the ELBO, Eq. (2) with prior N(0, S^2), over N(m, Sigma) per image (``diagonal``: Sigma
     diagonal; ``full``; ``constant``: one diagonal Sigma shared by all images, jointly), with the
     expectation on a fixed frame of nodes (:func:`grid_gaussian_elbo`; the module's comment before
-    ``INSIDE``), L-BFGS in float64 until the gradient meets ``gtol``, the frame re-centred on q until
-    it holds and resolves q.
+    ``INSIDE``), in float64: L-BFGS, then Newton steps (the Hessian by central differences of the
+    analytic gradient) until the ELBO a further Newton step predicts is at most ``tol``, the frame
+    re-centred on q until it holds and resolves q.
 
     Parameters
     ----------
@@ -333,15 +335,20 @@ def fit_posteriors(
     starts : list of ``(m0 (N, n), cov0 (N, n, n))``; each image keeps the start that ends highest
         (``constant``: one start per entry, the shared Sigma its images' geometric mean of the diagonals).
     points, span : nodes per axis (odd) over [-span, span] standard deviations of the frame.
-    gtol : the stopping test: per image, the Euclidean norm of the gradient of its ELBO in its own
-        parameters (m and the log-diagonal / lower triangle of L; for ``constant`` m, and the shared
-        log standard deviations' gradient of the summed ELBO) must be at most ``gtol``.
+    tol : the stopping test, in nats: per image, the gain 1/2 g^T (-H)^-1 g that a Newton step on its
+        own parameters predicts (g, H the gradient and Hessian of its ELBO in m and the log-diagonal /
+        lower triangle of L), and for ``constant`` also that of the joint step, must be at most ``tol``,
+        at a point where -H is positive definite (a strict local maximum).  Scale-free where a gradient
+        norm is not: a narrow posterior has a large gradient for a tiny distance from its optimum.
+    gtol : L-BFGS's own stopping gradient before the Newton steps.
 
     Returns
     -------
-    dict of host arrays: ``m (N, n)``, ``cov (N, n, n)``, ``elbo (N,)``, ``gradient (N,)`` (the norm
-    above at the end), ``gradient_shared`` (``constant``: (n,); else empty), ``converged (N,)``
-    (gradient <= gtol and the frame holds q), ``frames (N,)`` (decoder grids evaluated), ``mass (N,)``
+    dict of host arrays: ``m (N, n)``, ``cov (N, n, n)``, ``elbo (N,)``, ``gain (N,)`` and
+    ``gain_joint (N,)`` (the predicted Newton gains above), ``gradient (N,)`` (the Euclidean norm of
+    the image's gradient in its own parameters), ``gradient_shared`` (``constant``: the shared log
+    standard deviations' gradient of the summed ELBO, (n,); else empty), ``converged (N,)`` (the
+    stopping test holds and the frame holds q), ``frames (N,)`` (decoder grids evaluated), ``mass (N,)``
     (sum_k w_k q(z_k), 1 to round-off when the nodes hold q), ``start (N,)`` (index of the winning
     start), and ``elbo_halved (N,)``: the optimum re-found on every other node (twice the spacing),
     so ``elbo - elbo_halved`` measures the quadrature's resolution error at the optimum.
@@ -353,6 +360,8 @@ def fit_posteriors(
         raise ValueError("starts must hold at least one (m0, cov0)")
     if not gtol > 0:
         raise ValueError(f"gtol must be positive, got {gtol}")
+    if not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol}")
     s2 = to_numpy(s2).astype(np.float64)
     best = None
     for k, (m0, cov0) in enumerate(starts):
@@ -360,11 +369,11 @@ def fit_posteriors(
         if m0.ndim != 2 or cov0.shape != m0.shape + (m0.shape[1],):
             raise ValueError(f"starts[{k}] must be (m0 (N, n), cov0 (N, n, n)), got {m0.shape} and {cov0.shape}")
         if family == "constant":
-            r = _fit_shared(loglik, s2, m0, cov0, points, span, gtol, maxiter, max_frames)
+            r = _fit_shared(loglik, s2, m0, cov0, points, span, gtol, tol, maxiter, max_frames)
         else:
             parts = [
                 _fit_shared(
-                    loglik, s2, m0[i : i + 1], cov0[i : i + 1], points, span, gtol, maxiter, max_frames, family, i
+                    loglik, s2, m0[i : i + 1], cov0[i : i + 1], points, span, gtol, tol, maxiter, max_frames, family, i
                 )
                 for i in tqdm(
                     range(len(m0)), desc=f"{family} posteriors", disable=not progress, leave=False, file=sys.stderr
@@ -388,7 +397,97 @@ def fit_posteriors(
     return best
 
 
-def _fit_shared(loglik, s2, m0, cov0, points, span, gtol, maxiter, max_frames, family="constant", first=0):
+def _objective(f, z, logw, s2, family: str, v):
+    """The summed ELBO and its gradient (ascent) in the L-BFGS vector ``v``."""
+    N, n = z.shape[0], z.shape[2]
+    m, L = _unpack(v, family, N, n)
+    e, d_m, d_L, _ = grid_gaussian_elbo(f, z, logw, s2, m, L)
+    return float(e.sum()), _pack_grad(d_m, d_L, L, family, n)
+
+
+def _hessian(f, z, logw, s2, family: str, v):
+    """The summed ELBO's Hessian in ``v`` by central differences of its analytic gradient.
+
+    Image i's gradient depends on its own parameters and the shared ones only, so for ``constant``
+    the k-th mean coordinate of every image is perturbed at once (n + n gradient pairs in all).
+    """
+    N, n = z.shape[0], z.shape[2]
+    m, L = _unpack(v, family, N, n)
+    sd = np.sqrt(np.diagonal(L @ np.swapaxes(L, 1, 2), axis1=1, axis2=2))
+    d = v.size
+    step = np.full(d, 1e-5)
+    step[: N * n] = 1e-5 * sd.ravel()  # a mean moves on the scale of its standard deviation
+    if family == "full":  # off-diagonal entries of L on the scale of the narrowest standard deviation
+        i, j = np.tril_indices(n)
+        off = np.tile(i != j, N)
+        step[N * n :][off] = 1e-5 * np.repeat(sd.min(axis=1), len(i))[off]
+    if family == "constant" and N > 1:
+        groups = [np.arange(k, N * n, n) for k in range(n)] + [[N * n + k] for k in range(n)]
+    else:
+        groups = [[k] for k in range(d)]
+    H = np.zeros((d, d))
+    for grp in groups:
+        e = np.zeros(d)
+        e[grp] = step[grp]
+        dg = (_objective(f, z, logw, s2, family, v + e)[1] - _objective(f, z, logw, s2, family, v - e)[1]) / 2
+        if len(grp) == 1:
+            H[:, grp[0]] = dg / step[grp[0]]
+        else:  # image i's own rows respond to its own coordinate only
+            for col in grp:
+                img = col // n
+                H[img * n : (img + 1) * n, col] = dg[img * n : (img + 1) * n] / step[col]
+    if family == "constant" and N > 1:  # the shared rows from the shared columns (the Hessian is symmetric)
+        H[N * n :, : N * n] = H[: N * n, N * n :].T
+    return 0.5 * (H + H.T)
+
+
+def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 30):
+    """Newton steps on the summed ELBO from ``v`` until the predicted gain 1/2 g^T (-H)^-1 g is <= ``tol``.
+
+    Returns ``(v, gain, images, maximum)``: the joint predicted gain, each image's own (its block of
+    the Hessian, the shared parameters held), and whether -H is positive definite (a strict local
+    maximum) at the end.
+    """
+    N, n = z.shape[0], z.shape[2]
+    for _ in range(steps + 1):
+        value, g = _objective(f, z, logw, s2, family, v)
+        H = _hessian(f, z, logw, s2, family, v)
+        try:
+            C = np.linalg.cholesky(-H)
+        except np.linalg.LinAlgError:
+            return v, np.inf, np.full(N, np.inf), False
+        delta = np.linalg.solve(C.T, np.linalg.solve(C, g))
+        gain = 0.5 * float(g @ delta)
+        if gain <= tol:
+            break
+        t = 1.0
+        while t > 1e-10:  # a Newton step, halved until the ELBO does not fall
+            vt = v + t * delta
+            if _objective(f, z, logw, s2, family, vt)[0] >= value:
+                v = vt
+                break
+            t *= 0.5
+        else:
+            break
+    own = np.empty(N)
+    k = N * n if family == "constant" else v.size // N
+    for i in range(N):
+        idx = np.arange(i * n, (i + 1) * n) if family == "constant" else np.arange(i * k, (i + 1) * k)
+        if family != "constant":  # v = [m (N n), rest (N r)]: image i's coordinates
+            r = (v.size - N * n) // N
+            idx = np.concatenate([np.arange(i * n, (i + 1) * n), N * n + np.arange(i * r, (i + 1) * r)])
+        Hi = -H[np.ix_(idx, idx)]
+        own[i] = 0.5 * float(g[idx] @ np.linalg.solve(Hi, g[idx]))
+    return v, gain, own, True
+
+
+def _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter):
+    """L-BFGS, then Newton to the stated predicted gain: the optimum on fixed nodes."""
+    v = _climb(f, z, logw, s2, family, v, gtol, maxiter)
+    return _newton(f, z, logw, s2, family, v, tol)
+
+
+def _fit_shared(loglik, s2, m0, cov0, points, span, gtol, tol, maxiter, max_frames, family="constant", first=0):
     """:func:`fit_posteriors` for one start on the images ``first, first + 1, ...`` of ``m0`` (jointly)."""
     N, n = m0.shape
     v = _initial(family, m0, cov0)
@@ -398,7 +497,7 @@ def _fit_shared(loglik, s2, m0, cov0, points, span, gtol, maxiter, max_frames, f
     f = np.stack([loglik(first + i, z[i]) for i in range(N)])
     frames = np.ones(N, dtype=int)
     for _ in range(max_frames):
-        v = _climb(f, z, logw, s2, family, v, gtol, maxiter)
+        v, gain, own, maximum = _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter)
         m, L = _unpack(v, family, N, n)
         ok = _frame_ok(m, L, c, A, points, span)
         if ok.all():
@@ -411,16 +510,17 @@ def _fit_shared(loglik, s2, m0, cov0, points, span, gtol, maxiter, max_frames, f
     gnorm, gshared, elbo, mass = _gradients(f, z, logw, s2, family, v)
     ok = _frame_ok(m, L, c, A, points, span)
     zh, lh, fh = halve(z, points, n), halve(logw, points, n) + n * np.log(2.0), halve(f, points, n)
-    vh = _climb(fh, zh, lh, s2, family, v, gtol, maxiter)
+    vh = _optimum(fh, zh, lh, s2, family, v, gtol, tol, maxiter)[0]
     elbo_h = _gradients(fh, zh, lh, s2, family, vh)[2]
-    shared_ok = np.all(np.abs(gshared) <= gtol) if family == "constant" else True
     return dict(
         m=m,
         cov=L @ np.swapaxes(L, 1, 2),
         elbo=elbo,
         gradient=gnorm,
         gradient_shared=gshared,
-        converged=(gnorm <= gtol) & ok & shared_ok,
+        gain=own,
+        gain_joint=np.full(N, gain),
+        converged=(own <= tol) & (gain <= tol) & ok & maximum,
         frames=frames,
         mass=mass,
         elbo_halved=elbo_h,
