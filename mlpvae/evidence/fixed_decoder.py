@@ -285,8 +285,28 @@ def _climb(f, z, logw, s2, family: str, v0, gtol: float, maxiter: int):
         e, d_m, d_L, _ = grid_gaussian_elbo(f, z, logw, s2, m, L)
         return -float(e.sum()), -_pack_grad(d_m, d_L, L, family, n)
 
-    # The stopping test is the gradient's; ftol 0 and a 1e-3 gtol margin let L-BFGS go on until it holds.
-    r = minimize(obj, v0, jac=True, method="L-BFGS-B", options=dict(maxiter=maxiter, gtol=1e-3 * gtol, ftol=0.0))
+    # ftol 0 and a 1e-3 gtol margin let L-BFGS go on until the gradient is small; the bounds keep its
+    # line search's trial points finite (L's diagonal within e^+-12 of the start, m within 1000 of its
+    # standard deviations), far beyond the frame, which is re-centred on q after every climb anyway.
+    m0, L0 = _unpack(v0, family, N, n)
+    sd0 = np.sqrt(np.sum(L0 * L0, axis=2))  # (N, n): row norms of L, the marginal standard deviations
+    lo, hi = np.full(v0.size, -np.inf), np.full(v0.size, np.inf)
+    lo[: N * n], hi[: N * n] = v0[: N * n] - 1e3 * sd0.ravel(), v0[: N * n] + 1e3 * sd0.ravel()
+    logs = np.zeros(v0.size, dtype=bool)
+    if family == "full":
+        i, j = np.tril_indices(n)
+        logs[N * n :] = np.tile(i == j, N)
+    else:
+        logs[N * n :] = True
+    lo[logs], hi[logs] = v0[logs] - 12.0, v0[logs] + 12.0
+    r = minimize(
+        obj,
+        v0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lo, hi, strict=True)),
+        options=dict(maxiter=maxiter, gtol=1e-3 * gtol, ftol=0.0),
+    )
     return r.x
 
 
@@ -463,7 +483,12 @@ def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 30):
         t = 1.0
         while t > 1e-10:  # a Newton step, halved until the ELBO does not fall
             vt = v + t * delta
-            if _objective(f, z, logw, s2, family, vt)[0] >= value:
+            try:
+                with np.errstate(all="ignore"):
+                    trial = _objective(f, z, logw, s2, family, vt)[0]
+            except np.linalg.LinAlgError:  # a step so long that L overflowed: shorten it
+                trial = -np.inf
+            if trial >= value:
                 v = vt
                 break
             t *= 0.5
