@@ -334,7 +334,7 @@ def fit_posteriors(
     span: float = 10.0,
     tol: float = 1e-9,
     gtol: float = 1e-6,
-    maxiter: int = 20000,
+    maxiter: int = 500,
     max_frames: int = 20,
     progress: bool = False,
 ) -> dict:
@@ -360,7 +360,7 @@ def fit_posteriors(
         lower triangle of L), and for ``constant`` also that of the joint step, must be at most ``tol``,
         at a point where -H is positive definite (a strict local maximum).  Scale-free where a gradient
         norm is not: a narrow posterior has a large gradient for a tiny distance from its optimum.
-    gtol : L-BFGS's own stopping gradient before the Newton steps.
+    gtol, maxiter : L-BFGS's own stopping gradient and iteration limit before the Newton steps.
 
     Returns
     -------
@@ -461,7 +461,7 @@ def _hessian(f, z, logw, s2, family: str, v):
     return 0.5 * (H + H.T)
 
 
-def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 30):
+def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 60):
     """Newton steps on the summed ELBO from ``v`` until the predicted gain 1/2 g^T (-H)^-1 g is <= ``tol``.
 
     Returns ``(v, gain, images, maximum)``: the joint predicted gain, each image's own (its block of
@@ -472,13 +472,16 @@ def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 30):
     for _ in range(steps + 1):
         value, g = _objective(f, z, logw, s2, family, v)
         H = _hessian(f, z, logw, s2, family, v)
-        try:
-            C = np.linalg.cholesky(-H)
-        except np.linalg.LinAlgError:
-            return v, np.inf, np.full(N, np.inf), False
+        shift, scale = 0.0, float(np.max(np.abs(np.diag(H)))) or 1.0
+        while True:  # where -H is not positive definite, a Levenberg shift towards a gradient step
+            try:
+                C = np.linalg.cholesky(-H + shift * np.eye(len(g)))
+                break
+            except np.linalg.LinAlgError:
+                shift = max(2 * shift, 1e-8 * scale)
         delta = np.linalg.solve(C.T, np.linalg.solve(C, g))
         gain = 0.5 * float(g @ delta)
-        if gain <= tol:
+        if shift == 0.0 and gain <= tol:
             break
         t = 1.0
         while t > 1e-10:  # a Newton step, halved until the ELBO does not fall
@@ -494,6 +497,7 @@ def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 30):
             t *= 0.5
         else:
             break
+    maximum = bool(np.all(np.linalg.eigvalsh(-H) > 0))
     own = np.empty(N)
     k = N * n if family == "constant" else v.size // N
     for i in range(N):
@@ -503,7 +507,7 @@ def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 30):
             idx = np.concatenate([np.arange(i * n, (i + 1) * n), N * n + np.arange(i * r, (i + 1) * r)])
         Hi = -H[np.ix_(idx, idx)]
         own[i] = 0.5 * float(g[idx] @ np.linalg.solve(Hi, g[idx]))
-    return v, gain, own, True
+    return v, gain if maximum else np.inf, own, maximum
 
 
 def _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter):
