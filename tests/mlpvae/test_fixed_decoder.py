@@ -58,17 +58,12 @@ def test_the_gaussian_elbo_gradients_match_central_differences():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_the_optimal_posteriors_of_a_linear_gaussian_decoder_are_the_closed_form_eq18_eq25(seed):
     mc, p, s2, x = _linear(seed=seed)
-    W, t = p["dec_W0"], mc.t
-    P = np.diag(1 / s2) + W @ W.T / t
-    C = np.linalg.inv(P)
-    mean = (C @ W @ (x - p["dec_b0"]).T / t).T
-    exact = multivariate_normal(p["dec_b0"], t * np.eye(mc.m) + W.T @ np.diag(s2) @ W).logpdf(x)
+    P, C, mean, exact, gap = _linear_posterior(mc, p, s2, x)
     start = np.zeros_like(mean), np.ones_like(mean)
     full = F.optimise_posteriors(p, x, mc, s2, "full", *start, order=4)
     np.testing.assert_allclose(full["elbo"], exact, rtol=0, atol=1e-8)
     np.testing.assert_allclose(full["cov"], np.broadcast_to(C, full["cov"].shape), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(full["m"], mean, rtol=0, atol=1e-6)
-    gap = evidence_gap(np.broadcast_to(1 / np.diag(P), mean.shape), s2, np.broadcast_to(W.T / np.sqrt(t), (4, 6, 2)))
     for family in ("diagonal", "constant"):  # P is the same for every image: the shared optimum is the same
         r = F.optimise_posteriors(p, x, mc, s2, family, *start, order=4)
         np.testing.assert_allclose(r["elbo"], exact - gap, rtol=0, atol=1e-8)
@@ -76,6 +71,19 @@ def test_the_optimal_posteriors_of_a_linear_gaussian_decoder_are_the_closed_form
             np.diagonal(r["cov"], axis1=1, axis2=2), 1 / np.diag(P)[None].repeat(4, 0), rtol=1e-6
         )
         np.testing.assert_allclose(r["m"], mean, rtol=0, atol=1e-6)
+
+
+def _linear_posterior(mc, p, s2, x):
+    """The closed forms of a linear-Gaussian decoder: posterior precision P and covariance C, posterior
+    means, exact log p(x), and Eq. (18)'s gap of the diagonal optimum Sigma = 1 / diag(P)."""
+    W, t = p["dec_W0"], mc.t
+    P = np.diag(1 / s2) + W @ W.T / t
+    C = np.linalg.inv(P)
+    mean = (C @ W @ (x - p["dec_b0"]).T / t).T
+    exact = multivariate_normal(p["dec_b0"], t * np.eye(mc.m) + W.T @ np.diag(s2) @ W).logpdf(x)
+    J = np.broadcast_to(W.T / np.sqrt(t), (len(x), mc.m, len(s2)))
+    gap = evidence_gap(np.broadcast_to(1 / np.diag(P), mean.shape), s2, J)
+    return P, C, mean, exact, gap
 
 
 def _linear_loglik(mc, p, x):
@@ -114,12 +122,7 @@ def test_the_fixed_node_elbo_gradients_match_central_differences():
 @pytest.mark.parametrize("seed", [0, 1])
 def test_the_converged_optima_of_a_linear_gaussian_decoder_are_the_closed_form_eq18_eq25(seed):
     mc, p, s2, x = _linear(seed=seed)
-    W, t = p["dec_W0"], mc.t
-    P = np.diag(1 / s2) + W @ W.T / t
-    C = np.linalg.inv(P)
-    mean = (C @ W @ (x - p["dec_b0"]).T / t).T
-    exact = multivariate_normal(p["dec_b0"], t * np.eye(mc.m) + W.T @ np.diag(s2) @ W).logpdf(x)
-    gap = evidence_gap(np.broadcast_to(1 / np.diag(P), mean.shape), s2, np.broadcast_to(W.T / np.sqrt(t), (4, 6, 2)))
+    P, C, mean, exact, gap = _linear_posterior(mc, p, s2, x)
     # a start far from the posterior and much wider than it: the frame has to follow q
     start = [(np.full((4, 2), 3.0), np.broadcast_to(25 * np.eye(2), (4, 2, 2)).copy())]
     loglik = _linear_loglik(mc, p, x)

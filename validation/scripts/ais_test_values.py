@@ -30,22 +30,8 @@ from mlpvae.training.runs import load_run  # noqa: E402
 
 
 def main() -> int:
-    # component-dependent kernel
-    mc, p, s2, dist = TA._linear(n=2, m=4, t=1.0)
-    x = dist.rvs(size=1, random_state=5)[None]
-    exact = dist.logpdf(x[0])
-    W = p["dec_W0"]
-    C = np.linalg.inv(np.diag(1 / s2) + W @ W.T / mc.t)
-    mean = C @ W @ (x[0] - p["dec_b0"]) / mc.t
-    chains, T, sd = 4000, 20, np.sqrt(np.diag(C))
-    target, groups, _ = A.setup(p, x, mc, s2, mean[None], (0.3 * sd)[None] ** 2, None, chains, "mixture", 0.5)
-    betas = A.schedule("linear", T)
-    for name, e_q in (("shared", 0.5), ("by component", 1e-4)):
-        eps = np.broadcast_to(np.where(target.in_q, e_q, 0.5) * sd.min(), (T + 1, chains))
-        g = np.random.default_rng(1)
-        logw, _ = A.anneal(target, target.sample_initial(g), betas, eps, 10, g)
-        lp, se = A.log_mean_exp(logw.reshape(chains, 1), target.in_q)
-        print("kernel", name, f"{lp[0] - exact:+.3f} +- {se[0]:.3f}")
+    for name, (diff, se) in TA.component_kernel_errors().items():
+        print("kernel", name, f"{diff:+.3f} +- {se:.3f}")
     # two modes
     mc, p, x = TA._two_modes()
     s2 = np.ones(2)
