@@ -28,6 +28,7 @@ a Dask event), finishes or fails.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import secrets
@@ -116,6 +117,9 @@ def start(
             processes=True,
             dashboard_address=":0",
             env=BLAS_ENV,
+            # a failed task is reported by the driver with its message; the workers' own tracebacks
+            # would repeat it once per task
+            silence_logs=logging.CRITICAL,
         )
         client = distributed.Client(cluster)
         kind = f"a LocalCluster of {workers} worker process(es), one thread each"
@@ -313,7 +317,7 @@ class Executor:
                     else:
                         exc = f.exception()
                         out.error = f"{type(exc).__name__}: {exc}"
-                        say(f"  failed   {name}: {out.error}")
+                        say(f"  failed   {name}: {first_line(out.error)}")
                     bar.update(1)
                     yield out
         finally:
@@ -322,6 +326,15 @@ class Executor:
             self.client.unsubscribe_topic(TOPIC)
             for f in pending:
                 f.cancel()
+
+
+def first_line(message: str) -> str:
+    """The first line of a failure's message, with a hint that more follows (Not in the paper).
+
+    A progress line per failed task stays one line; the whole message is printed once at the end.
+    """
+    head, _, rest = message.partition("\n")
+    return head + (" (...)" if rest.strip() else "")
 
 
 def add_cluster_arguments(parser, what: str = "run") -> None:

@@ -201,7 +201,7 @@ def _add_runs(info: dict, batch, dirs, results, took, total: int, log, stack: bo
             }
         )
         log(
-            f"[{len(info['runs'])}/{total}] {d}: {action}, status {info['runs'][-1]['status']}, "
+            f"[{len(info['runs'])}/{total}] {d}: {cluster.first_line(action)}, status {info['runs'][-1]['status']}, "
             f"{rinfo.get('epochs_done', 0)} epochs"
             + (f", {took:.1f} s" if took is not None else "")
             + (f" (stack of {len(batch)})" if stack else "")
@@ -232,9 +232,18 @@ def _train_on_cluster(executor, units, root: Path, out_dir: Path, retrain, devic
         queue.close()
     order = {str(run_dir(root, m, s)): j for j, (m, s, _) in enumerate(u for unit in units for u in unit)}
     info["runs"].sort(key=lambda r: order[r["dir"]])
+    return failures  # the caller says each message once (grouped_failures)
+
+
+def grouped_failures(failures: list[dict]) -> list[tuple[list[str], str]]:
+    """The failed runs grouped by their message, in order of first failure (Not in the paper).
+
+    A setting every run shares (data not found) fails every run the same way: its message is said once.
+    """
+    groups: dict[str, list[str]] = {}
     for f in failures:
-        log(f"failed: {', '.join(f['runs'])}: {f['message']}")
-    return failures
+        groups.setdefault(f["message"], []).extend(f["runs"])
+    return [(runs, message) for message, runs in groups.items()]
 
 
 def _parse_set(text: str) -> tuple[str, object]:
@@ -373,8 +382,8 @@ def run(args) -> int:
     print((out_dir / "summary.md").read_text())
     queue = f"{QUEUE}, " if executor is not None and args.train else ""
     print(f"wrote {out_dir}/ (run.json, {queue}summary.json, summary.md, {len(info['plots'])} PNG)")
-    for f in info.get("failures", []):
-        print(f"vaetheory reproduce: failed: {', '.join(f['runs'])}: {f['message']}", file=sys.stderr)
+    for runs, message in grouped_failures(info.get("failures", [])):
+        print(f"vaetheory reproduce: failed: {', '.join(runs)}: {message}", file=sys.stderr)
     return 1 if info.get("failures") else 0
 
 

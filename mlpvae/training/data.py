@@ -72,9 +72,13 @@ SHA256_GZ = {
 _HOWTO = (
     "Provide the four standard IDX files ({files}, each optionally .gz) in one of these "
     "directories, or pass --data DIR.  E.g.: export VAETHEORY_DATA=/path/to/data and put the "
-    "files in $VAETHEORY_DATA/{name}/ (Debian: apt install dataset-fashion-mnist installs "
-    "Fashion-MNIST under /usr/share/datasets/fashion-mnist/)."
+    "files in $VAETHEORY_DATA/{name}/{where}."
 )
+# Where a set's files come from besides a copy the user holds; only Fashion-MNIST has a Debian package.
+_SOURCE = {
+    "mnist": " (the files of the original MNIST distribution; their SHA-256 sums are checked on load)",
+    "fashion-mnist": " (Debian: apt install dataset-fashion-mnist installs them under /usr/share/datasets/fashion-mnist/)",
+}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -148,7 +152,7 @@ def find(name: str, path: str | os.PathLike | None = None) -> tuple[dict[str, Pa
                 note = f"{name}: using {d} ({', '.join(str(x) for x in dirs[:i])} does not hold it)"
             return found, note  # type: ignore[return-value]
     looked = "\n".join(f"  {d}" + ("" if d.is_dir() else "  (does not exist)") for d in dirs)
-    howto = _HOWTO.format(files=", ".join(FILES.values()), name=name)
+    howto = _HOWTO.format(files=", ".join(FILES.values()), name=name, where=_SOURCE.get(name, ""))
     if named:
         howto = (
             f"The directory was named by {named}: put the four files there ({', '.join(FILES.values())}, "

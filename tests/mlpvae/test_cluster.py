@@ -237,6 +237,8 @@ def test_the_cli_runs_a_figure_on_workers_and_exits_1_on_a_failed_unit(tmp_path,
     out, err = capsys.readouterr()
     assert "cluster: a LocalCluster of 1 worker process(es)" in err and "every worker sees" in err
     assert "vaetheory reproduce: failed: failing/nodata/seed0: DataNotFoundError" in err
+    # the whole message (with every place looked in) once; progress lines carry its first line only
+    assert err.count("looked in:\n  /nonexistent/mnist") == 1 and "Compute Failed" not in err
     assert "queue.json" in out and (tmp_path / "out/failing/learned/seed0/checkpoint.npz").exists()
 
 
@@ -366,3 +368,21 @@ def test_gpu_tasks_without_a_gpu_worker_are_refused_not_left_waiting(executor, f
         list(executor.run(os.getpid, [()], ["g"], gpu=True, progress=False))
     with pytest.raises(X.ClusterError, match="resource GPU"):
         R.reproduce(fig, tmp_path, **QUIET, executor=executor, device="gpu")
+
+
+def test_failures_with_one_message_are_said_once_and_progress_lines_stay_one_line():
+    failures = [
+        {"runs": ["f/a/seed0"], "message": "DataNotFoundError: not found; looked in:\n  /x"},
+        {"runs": ["f/b/seed0"], "message": "ValueError: bad"},
+        {"runs": ["f/a/seed1", "f/a/seed2"], "message": "DataNotFoundError: not found; looked in:\n  /x"},
+    ]
+    assert R.grouped_failures(failures) == [
+        (["f/a/seed0", "f/a/seed1", "f/a/seed2"], "DataNotFoundError: not found; looked in:\n  /x"),
+        (["f/b/seed0"], "ValueError: bad"),
+    ]
+    assert (
+        X.first_line("DataNotFoundError: not found; looked in:\n  /x")
+        == "DataNotFoundError: not found; looked in: (...)"
+    )
+    assert X.first_line("ValueError: bad") == "ValueError: bad"
+    assert X.first_line("ValueError: bad\n") == "ValueError: bad"

@@ -90,6 +90,12 @@ def test_missing_data_gives_one_message_with_every_place_looked(tmp_path, monkey
     for d in (tmp_path / "home/.cache/vaetheory/fashion-mnist", tmp_path / "system/fashion-mnist"):
         assert str(d) in msg
     assert "VAETHEORY_DATA" in msg and "t10k-labels-idx1-ubyte" in msg
+    assert "apt install dataset-fashion-mnist" in msg
+    # the hint names the set looked for: MNIST has no Debian package
+    with pytest.raises(data.DataNotFoundError) as info:
+        data.load("mnist")
+    msg = str(info.value)
+    assert "$VAETHEORY_DATA/mnist/" in msg and "fashion" not in msg.lower()
     # a directory the user named is the only place looked in
     monkeypatch.setenv("VAETHEORY_DATA", str(tmp_path / "env"))
     with pytest.raises(data.DataNotFoundError) as info:
