@@ -87,11 +87,29 @@ def worker_env(threads: int, peer: str) -> dict:
     return env
 
 
+def worker_cpus(threads: int) -> list[int] | None:
+    """The cores a worker at ``threads`` threads is pinned to, or None to leave it free (Not in the paper).
+
+    Thread-count settings are requests a library may exceed (XLA's CPU client keeps threads of its
+    own even with one intra-op thread); pinning the process to the first ``threads`` of the cores it
+    may use makes the count binding for every peer alike.  None when there are no more cores than that.
+    """
+    if int(threads) < 1:
+        raise ValueError(f"threads must be >= 1, got {threads!r}")
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[: int(threads)] if int(threads) < len(allowed) else None
+
+
 class Worker:
     """A running :mod:`mlpvae.experiments.peer_worker` process and its pipes (Not in the paper)."""
 
     def __init__(self, spec: dict):
         self.spec = spec
+        cpus = worker_cpus(spec["threads"])
+        # set before the worker starts, so that every thread it creates inherits the mask
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlpvae.experiments.peer_worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -99,6 +117,7 @@ class Worker:
             stderr=subprocess.DEVNULL if spec.get("quiet", True) else None,
             text=True,
             env=worker_env(spec["threads"], spec["peer"]),
+            preexec_fn=pin,
         )
         self.ready = self.read()
 

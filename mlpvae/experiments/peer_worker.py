@@ -132,6 +132,7 @@ def serve(spec: dict, out) -> None:
             "build_s": build_s,
             "first_step_s": first_s,
             "pid": os.getpid(),
+            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
             "threadpools": threadpools(),
         }
     )

@@ -77,7 +77,9 @@ _HOWTO = (
 # Where a set's files come from besides a copy the user holds; only Fashion-MNIST has a Debian package.
 _SOURCE = {
     "mnist": " (the files of the original MNIST distribution; their SHA-256 sums are checked on load)",
-    "fashion-mnist": " (Debian: apt install dataset-fashion-mnist installs them under /usr/share/datasets/fashion-mnist/)",
+    "fashion-mnist": (
+        " (Debian: apt install dataset-fashion-mnist installs them under /usr/share/datasets/fashion-mnist/)"
+    ),
 }
 
 

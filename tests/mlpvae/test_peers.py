@@ -10,6 +10,7 @@ No test measures speed.
 
 import importlib.util
 import json
+import os
 import time
 
 import numpy as np
@@ -106,6 +107,16 @@ def test_peer_and_thread_lists_parse_and_reject_bad_input():
             peer_bench.thread_list(bad, 1)
 
 
+def test_worker_cpus_pin_to_the_thread_count_or_leave_free():
+    allowed = sorted(os.sched_getaffinity(0))
+    assert peer_bench.worker_cpus(len(allowed)) is None
+    assert peer_bench.worker_cpus(len(allowed) + 3) is None
+    if len(allowed) > 1:
+        assert peer_bench.worker_cpus(1) == allowed[:1]
+    with pytest.raises(ValueError, match="threads"):
+        peer_bench.worker_cpus(0)
+
+
 def test_worker_env_sets_every_thread_count():
     env = peer_bench.worker_env(1, "ours-numpy")
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
@@ -163,6 +174,9 @@ def test_side_by_side_run_in_processes_checks_times_and_profiles():
     assert set(row["profile"]) >= {"step", "gemm", "elementwise", "adam", "python", "batch_gather"}
     assert row["gemm"]["gemm_large_gflop_s"] > 0 and rep["gemm"][1] == row["gemm"]
     assert any(p.get("internal_api") for p in ours["threadpools"])
+    # a 1-thread worker may use one core only, whatever its libraries start
+    if len(os.sched_getaffinity(0)) > 1:
+        assert len(ours["cpus"]) == len(ref["cpus"]) == 1
     assert rep["cpu_model"] and len(row["load_before"]) == 3
     json.dumps(rep)
     text = peer_bench.format_peers(rep)
