@@ -116,6 +116,7 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
         a.set_visible(False)
     labels_shown: list[tuple[np.ndarray, str]] = []  # the class labels of every scatter panel, for one legend
     notes: set[str] = set()  # symbols the panels use, defined once under them
+    seen: list[tuple[dict, str]] = []  # (parameters, short name) of the panels drawn so far
     for i, (method, seed) in enumerate(runs):
         name = f"{method.label}, seed {seed}"
         row = axes[i] if per_row else [axes[i // ncols, i % ncols]]
@@ -129,6 +130,11 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
             else:
                 _no_model_panel(row[0], name, recorded)
             continue
+        twin = next((short for params, short in seen if same_parameters(params, run.params)), None)
+        seen.append((run.params, f"{method.label.split(',')[0]}, seed {seed}"))
+        if twin is not None:  # two methods that train identically would look like one panel drawn twice
+            name += f"\n(parameters bit for bit those of {twin})"
+            notes.add("panels marked 'bit for bit' are one model trained under two names (docs/findings.md)")
         rng = np.random.default_rng([seed, STREAM_FIGURES])
         if kind == "samples":
             prior = spec.get("prior", "model")
@@ -195,6 +201,16 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
     # wrapped to the figure's width (about 12 characters of 11-point text per inch)
     f.suptitle(P.math_label(P.wrap_title(spec.get("title", fig.title), max(30, int(f.get_figwidth() * 12)))))
     return P.save(f, path)
+
+
+def same_parameters(a: dict, b: dict) -> bool:
+    """Whether two models' parameters are equal bit for bit (same names, shapes and values) (Not in the paper)."""
+
+    def bits(v):
+        v = np.ascontiguousarray(v)
+        return v.dtype.str, v.shape, v.tobytes()
+
+    return a.keys() == b.keys() and all(bits(a[k]) == bits(b[k]) for k in a)
 
 
 def _no_model_panel(ax, title: str, info: dict) -> None:

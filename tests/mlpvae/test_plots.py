@@ -167,3 +167,18 @@ def test_recorded_fig4a_draws_constant_and_bilbo_apart(tmp_path, monkeypatch):
     assert sum("identical" in label for label in seen["labels"]) == 1
     assert "BILBO" in next(label for label in seen["labels"] if "identical" in label)
     assert seen["styles"][:2] == ["-", "-"] and seen["styles"][2] != "-"
+
+
+def test_same_parameters_means_bit_for_bit():
+    from mlpvae.experiments.panels import same_parameters
+
+    rng = np.random.default_rng(0)
+    a = {"W1": rng.standard_normal((3, 2)).astype(np.float32), "b1": np.zeros(2, np.float32)}
+    b = {k: v.copy() for k, v in a.items()}
+    assert same_parameters(a, b)
+    b["W1"][0, 0] = np.nextafter(b["W1"][0, 0], np.float32(np.inf))  # one ulp
+    assert not same_parameters(a, b)
+    assert not same_parameters(a, {**a, "b1": -a["b1"]})  # -0.0 equals 0.0 but is other bits
+    assert not same_parameters(a, {**a, "b1": a["b1"].astype(np.float64)})
+    assert not same_parameters(a, {"W1": a["W1"]})
+    assert not same_parameters(a, {**a, "W1": a["W1"].reshape(2, 3)})
