@@ -15,9 +15,9 @@ The target is ``log p(x, z) = log p(x|z) + log N(z; 0, S^2)`` (Eqs. (1),
 - ``prior``: the prior alone;
 - ``mixture``: q and the prior; ``laplace-mixture``: the Laplace posterior
   and the prior;
-- ``modes-mixture``: one Laplace posterior N(z*_j, P_j^-1) at each distinct
-  local maximum the mode search reaches (:func:`laplace_modes`), weighted by
-  its Laplace mass, and the prior.
+- ``modes``: one Laplace posterior N(z*_j, P_j^-1) at each distinct local
+  maximum the mode search reaches (:func:`laplace_modes`), weighted by its
+  Laplace mass, alone; ``modes-mixture``: these and the prior.
 
 The mixtures' chains are stratified: ``n_q = round(a C)`` of an image's C
 chains start in the Gaussian components (n_j of them in component j, a
@@ -46,9 +46,10 @@ from mlpvae.nn import model as M
 from mlpvae.nn.likelihoods import LOG_2PI
 from vaetheory.xp import array_namespace, to_numpy
 
-INITS = ("modes-mixture", "laplace-mixture", "mixture", "laplace", "q", "prior")
+INITS = ("modes-mixture", "laplace-mixture", "mixture", "modes", "laplace", "q", "prior")
 MIXTURES = ("modes-mixture", "laplace-mixture", "mixture")
 LAPLACE_INITS = ("laplace-mixture", "laplace")
+MODES_INITS = ("modes-mixture", "modes")
 LAPLACE_CLIMBS = 4  # climbs of the mode search besides the encoder's mean: from the best of the prior's points
 PRIOR_POINTS = 64  # fixed draws from the prior among the mode search's candidate starts
 MODE_CLIMBS = 32  # climbs from the prior's points when every local maximum is kept (modes-mixture)
@@ -324,10 +325,10 @@ def setup(
     ``init`` one of :data:`INITS`; ``q_fraction`` the share of the chains in the
     Gaussian components of a mixture.  ``laplace``: the ``(mode, precision)``
     of :func:`laplace_posterior` for these images (``(mode, precision,
-    log_mass)`` of :func:`laplace_modes` for ``modes-mixture``), computed here
+    log_mass)`` of :func:`laplace_modes` for ``modes`` and ``modes-mixture``), computed here
     when None and needed.  The chains in the Gaussian components are shared
     among them by :func:`chain_counts` (one component but for
-    ``modes-mixture``), and p0's weights are the chains' shares.  Returns
+    ``modes`` and ``modes-mixture``), and p0's weights are the chains' shares.  Returns
     ``(target, groups, G)``: one step-size group per image (``groups (R,)`` the
     row's image, G = B), shared by all its chains whichever component they
     started in.
@@ -343,7 +344,7 @@ def setup(
     g_mean = g_prec = log_share = None
     comp = np.full((chains, B), -1, dtype=np.int64)
     if init != "prior":
-        if init == "modes-mixture":
+        if init in MODES_INITS:
             g_mean, g_prec, log_mass = (
                 laplace if laplace is not None else laplace_modes(params, x, mu, var, mc, s2, baggins_s2)
             )
