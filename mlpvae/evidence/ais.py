@@ -18,7 +18,7 @@ p0 (``init``, :mod:`mlpvae.evidence.ais_target`) is the encoder's q(z|x), the
 Laplace posterior at the mode of the log joint, the prior, or the mixture of
 q, the Laplace posterior, or the Laplace posteriors at every distinct local
 maximum of the log joint (weighted by their Laplace masses) with the prior
-(default: ``laplace-mixture``, ``q_fraction`` of the chains in the Laplace
+(default: ``modes-mixture``, ``q_fraction`` of the chains in the Laplace
 components).  The mixture's chains are stratified (a fixed count of each
 image's chains per component, p0's weights the counts' shares, the weight
 using the mixture density), so the mean weight stays unbiased as long
@@ -296,7 +296,7 @@ def ais_log_px(
     steps: int = 1000,
     leapfrog: int = 5,
     schedule_kind: str = "sigmoid",
-    init: str = "laplace-mixture",
+    init: str = "modes-mixture",
     q_fraction: float = 0.5,
     target_accept: float = 0.65,
     pilot_steps: int = PILOT_STEPS,

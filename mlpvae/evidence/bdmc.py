@@ -62,7 +62,7 @@ def bdmc(
     steps: int = 1000,
     leapfrog: int = 5,
     schedule_kind: str = "sigmoid",
-    init: str = "laplace-mixture",
+    init: str = "modes-mixture",
     q_fraction: float = 0.5,
     target_accept: float = 0.65,
     pilot_steps: int = A.PILOT_STEPS,
