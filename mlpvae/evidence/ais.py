@@ -16,10 +16,12 @@ chains backwards from an exact posterior sample for the upper bound.
 
 p0 (``init``, :mod:`mlpvae.evidence.ais_target`) is the encoder's q(z|x), the
 Laplace posterior at the mode of the log joint, the prior, or the mixture of
-q or the Laplace posterior with the prior (default: Laplace and prior,
-``q_fraction`` of the chains in the Laplace component).  The mixture's chains
-are stratified (a fixed share of each image's chains per component, the
-weight using the mixture density), so the mean weight stays unbiased as long
+q, the Laplace posterior, or the Laplace posteriors at every distinct local
+maximum of the log joint (weighted by their Laplace masses) with the prior
+(default: ``modes-mixture``, ``q_fraction`` of the chains in the Laplace
+components).  The mixture's chains are stratified (a fixed count of each
+image's chains per component, p0's weights the counts' shares, the weight
+using the mixture density), so the mean weight stays unbiased as long
 as a chain's transitions do not depend on its component: every chain of an
 image shares that image's step sizes.  The standard error is the stratified
 one, ``Var = sum_k a_k^2 s_k^2 / n_k`` over the components k with ``n_k`` chains,
@@ -203,31 +205,33 @@ def interpolate_step_sizes(betas_pilot: np.ndarray, eps_pilot, betas: np.ndarray
 def log_mean_exp(logw, strata=None):
     """log of the chains' mean weight (B,) and its delta-method standard error, stratified (Not in the paper).
 
-    ``logw (C, B)``: C chains of B images.  ``strata (C,)`` (bool or int; None:
-    one stratum) labels the component each chain started in.  The mean weight
-    ``Z = sum_k a_k wbar_k`` (``a_k = n_k / C``) has variance ``sum_k a_k^2
-    s_k^2 / n_k`` with ``s_k^2`` the weights' variance within stratum k (ddof 1),
-    and the standard error of log Z is its square root over Z.  A stratum with
-    one chain gives an infinite standard error.
+    ``logw (C, B)``: C chains of B images.  ``strata`` (bool or int, ``(C,)``
+    shared by the images or ``(C, B)``; None: one stratum) labels the component
+    each chain started in.  The mean weight ``Z = sum_k a_k wbar_k`` (``a_k =
+    n_k / C``) has variance ``sum_k a_k^2 s_k^2 / n_k`` with ``s_k^2`` the
+    weights' variance within stratum k (ddof 1), and the standard error of
+    log Z is its square root over Z.  A stratum with one chain gives an
+    infinite standard error.
     """
     if logw.ndim != 2:
         raise ValueError(f"logw must have shape (chains, images), got {tuple(logw.shape)}")
     xp = array_namespace(logw)
-    C = logw.shape[0]
+    C, B = logw.shape
     top = xp.max(logw, axis=0, keepdims=True)
     w = xp.exp(logw - top)
     mean = xp.mean(w, axis=0)
     labels = np.zeros(C, dtype=np.int64) if strata is None else np.asarray(to_numpy(strata)).astype(np.int64)
-    if labels.shape != (C,):
-        raise ValueError(f"strata must have shape ({C},), got {labels.shape}")
+    if labels.shape not in ((C,), (C, B)):
+        raise ValueError(f"strata must have shape ({C},) or ({C}, {B}), got {labels.shape}")
+    labels = np.broadcast_to(labels.reshape(C, -1), (C, B))
     var = xp.zeros(mean.shape, dtype=mean.dtype)
     for k in np.unique(labels):
-        rows = xp.asarray(np.flatnonzero(labels == k))
-        n_k = len(rows)
-        if n_k < 2:
-            var = var + xp.inf
-            continue
-        var = var + (n_k / C) ** 2 * xp.var(w[rows], axis=0, ddof=1) / n_k
+        mask = xp.asarray((labels == k).astype(np.float64))
+        n_k = xp.sum(mask, axis=0)  # (B,)
+        mean_k = xp.sum(w * mask, axis=0) / xp.maximum(n_k, 1.0)
+        s2_k = xp.sum(mask * (w - mean_k) ** 2, axis=0) / xp.maximum(n_k - 1.0, 1.0)
+        part = (n_k / C) ** 2 * s2_k / xp.maximum(n_k, 1.0)
+        var = var + xp.where(n_k >= 2, part, xp.where(n_k == 1, xp.inf, 0.0))
     return xp.log(mean) + xp.squeeze(top, axis=0), xp.sqrt(var) / mean
 
 
@@ -292,7 +296,7 @@ def ais_log_px(
     steps: int = 1000,
     leapfrog: int = 5,
     schedule_kind: str = "sigmoid",
-    init: str = "laplace-mixture",
+    init: str = "modes-mixture",
     q_fraction: float = 0.5,
     target_accept: float = 0.65,
     pilot_steps: int = PILOT_STEPS,
@@ -311,7 +315,8 @@ def ais_log_px(
     chains : chains per image.  steps : T, the number of intermediate distributions.
     leapfrog : leapfrog steps per HMC transition.  schedule_kind : :data:`SCHEDULES`.
     init : p0, one of :data:`mlpvae.evidence.ais_target.INITS` (q(z|x), the Laplace posterior
-        at the mode, the prior, or a mixture with ``q_fraction`` of the chains in q or Laplace).
+        at the mode, the prior, or a mixture with ``q_fraction`` of the chains in q, the Laplace
+        posterior, or the Laplace posteriors at every distinct local maximum, ``modes-mixture``).
     target_accept, pilot_steps, pilot_rounds : the pilot run that sets the step sizes
         (:func:`tune_step_sizes`, on its own ``pilot_steps``-step schedule of the same kind).
     rows : at most this many (chain, image) rows at once.
@@ -319,8 +324,8 @@ def ais_log_px(
     Returns a dict of host arrays: ``log_px (N,)``, ``se (N,)`` (stratified delta-method standard
     error of log p(x) over the chains, :func:`log_mean_exp`), ``ess (N,)`` (the weights' effective
     sample size, :func:`effective_sample_size`), ``in_q (chains,)`` (the chains started in q or Laplace),
-    ``log_w (chains, N)``, ``accept (N,)`` (the main run's mean acceptance probability),
-    and ``betas``, the schedule.
+    ``component (chains, N)`` (each chain's starting component of p0, -1 the prior), ``log_w (chains, N)``,
+    ``accept (N,)`` (the main run's mean acceptance probability), and ``betas``, the schedule.
     """
     check(
         mc,
@@ -343,6 +348,7 @@ def ais_log_px(
     per = max(1, rows // chains)
     res = {"log_px": np.empty(N), "se": np.empty(N), "ess": np.empty(N), "accept": np.empty(N)}
     res["log_w"] = np.empty((chains, N))
+    res["component"] = np.empty((chains, N), dtype=np.int64)
     work = (-(-N // per)) * (pilot_steps + 1 + steps)
     with tqdm(total=work, desc=f"AIS T={steps}", disable=not progress, leave=False, file=sys.stderr) as bar:
         for a in range(0, N, per):
@@ -353,12 +359,13 @@ def ais_log_px(
             eps = interpolate_step_sizes(betas_p, eps_p, betas)[:, groups]
             logw, acc = anneal(target, target.sample_initial(rng), betas, eps, leapfrog, rng, bar=bar)
             logw = logw.reshape(chains, b)
-            strata = to_numpy(target.in_q.reshape(chains, b)[:, 0])
+            strata = to_numpy(target.strata())
             lp, se = log_mean_exp(logw, strata)
             res["log_px"][sl], res["se"][sl] = to_numpy(lp), to_numpy(se)
             res["ess"][sl] = to_numpy(effective_sample_size(logw))
             res["accept"][sl] = to_numpy(acc.reshape(chains, b).mean(axis=0))
             res["log_w"][:, sl] = to_numpy(logw)
+            res["component"][:, sl] = strata
     res["betas"] = betas
-    res["in_q"] = strata
+    res["in_q"] = res["component"][:, 0] >= 0
     return res

@@ -62,7 +62,7 @@ def bdmc(
     steps: int = 1000,
     leapfrog: int = 5,
     schedule_kind: str = "sigmoid",
-    init: str = "laplace-mixture",
+    init: str = "modes-mixture",
     q_fraction: float = 0.5,
     target_accept: float = 0.65,
     pilot_steps: int = A.PILOT_STEPS,
@@ -115,7 +115,7 @@ def bdmc(
             fw, acc = A.anneal(target, target.sample_initial(rng), betas, eps, leapfrog, rng, bar=bar)
             z0 = xp.broadcast_to(z_star[sl][None], (chains, b, mc.n)).reshape(chains * b, mc.n)
             rv, _ = A.anneal(target, z0, betas, eps, leapfrog, rng, reverse=True, bar=bar)
-            strata = to_numpy(target.in_q.reshape(chains, b)[:, 0])
+            strata = to_numpy(target.strata())
             lo, lo_se = A.log_mean_exp(fw.reshape(chains, b), strata)
             up, up_se = A.log_mean_exp(rv.reshape(chains, b))
             res["lower"][sl], res["lower_se"][sl] = to_numpy(lo), to_numpy(lo_se)

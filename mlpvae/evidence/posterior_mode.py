@@ -97,6 +97,7 @@ def posterior_mode(
     steps: int = 200,
     gtol: float = 1e-9,
     chunk: int = 256,
+    keep_all: bool = False,
 ) -> dict:
     """The mode z* of log p(x|z) + log N(z; 0, S^2) per image, by Levenberg-Marquardt from ``mu`` (Not in the paper).
 
@@ -128,13 +129,16 @@ def posterior_mode(
         (per image; default all), besides mu.
     steps : at most this many iterations.
     chunk : images per block.
+    keep_all : also return where every climb ended (the local maxima of a multimodal posterior).
 
     Returns
     -------
     dict of host arrays: ``mode (N, n)``, ``log_joint (N,)`` at the mode,
     ``start_log_joint (N,)`` at mu, ``gradient_norm (N,)`` (|S g| / (1 + |S J^T s|) at the mode),
     ``iterations (N,)``, ``converged (N,)``, ``stalled (N,)`` of the kept climb,
-    and ``start (N,)``, which start it was (0: mu, j: ``starts[j - 1]``).
+    and ``start (N,)``, which start it was (0: mu, j: ``starts[j - 1]``).  With ``keep_all``:
+    ``modes (K, N, n)`` and ``log_joints (K, N)``, the end of every climb (K = 1 + the climbs from
+    ``starts``, the first from mu), and ``climb_converged (K, N)``.
     """
     if mc.likelihood not in LIKELIHOODS:
         raise ValueError(
@@ -154,6 +158,7 @@ def posterior_mode(
         raise ValueError(f"starts must have shape (S, {N}, {n}), got {tuple(starts.shape)}")
     res = _climb(params, x, mu, mu, var, mc, s2, baggins_s2, steps, gtol, chunk)
     res["start"] = np.zeros(N, dtype=int)
+    ends = [(res["mode"].copy(), res["log_joint"].copy(), res["converged"].copy())]
     order = None
     if starts is not None and climbs is not None and climbs < len(starts):
         f0 = np.stack(
@@ -167,11 +172,16 @@ def posterior_mode(
         pick = j if order is None else order[j]
         z0 = starts[j] if order is None else starts[xp.asarray(pick), xp.arange(N)]
         r = _climb(params, x, z0, mu, var, mc, s2, baggins_s2, steps, gtol, chunk)
+        ends.append((r["mode"], r["log_joint"], r["converged"]))
         better = r["log_joint"] > res["log_joint"]
         for key, v in r.items():
             if key != "start_log_joint":
                 res[key][better] = v[better]
         res["start"][better] = pick + 1 if order is None else pick[better] + 1
+    if keep_all:
+        res["modes"] = np.stack([e[0] for e in ends])
+        res["log_joints"] = np.stack([e[1] for e in ends])
+        res["climb_converged"] = np.stack([e[2] for e in ends])
     return res
 
 

@@ -33,7 +33,7 @@ DEFAULTS = dict(
     steps=1000,
     leapfrog=5,
     schedule="sigmoid",
-    init="laplace-mixture",
+    init="modes-mixture",
     q_fraction=0.5,
     bdmc_images=20,
 )
@@ -47,7 +47,7 @@ def evaluate_run(
     steps: int = 1000,
     leapfrog: int = 5,
     schedule: str = "sigmoid",
-    init: str = "laplace-mixture",
+    init: str = "modes-mixture",
     q_fraction: float = 0.5,
     bdmc_images: int = 20,
     iwae_k: int = 5000,
@@ -183,13 +183,14 @@ def add_arguments(parser) -> None:
         "--init",
         choices=INITS,
         default=d["init"],
-        help=f"AIS initial distribution ({d['init']}: the Laplace posterior at the mode and the prior)",
+        help=f"AIS initial distribution ({d['init']}: the Laplace posteriors at every distinct local maximum of the "
+        "log joint, weighted by their Laplace masses, and the prior; laplace-mixture: the highest maximum's only)",
     )
     parser.add_argument(
         "--q-fraction",
         type=float,
         default=d["q_fraction"],
-        help=f"share of the chains in the q / Laplace component of a mixture --init ({d['q_fraction']})",
+        help=f"share of the chains in the q / Laplace components of a mixture --init ({d['q_fraction']})",
     )
     parser.add_argument(
         "--bdmc-images", type=int, default=d["bdmc_images"], help=f"simulated images for BDMC ({d['bdmc_images']})"

@@ -133,15 +133,16 @@ def test_chains_from_q_alone_miss_the_heavy_mode_and_the_mixture_finds_it():
     from_q = A.ais_log_px(p, x, mc, s2, np.random.default_rng(0), init="q", **opts)
     # log(1 + e^6 / 2) = 5.3 nats low, stuck on q's mode, and confidently so: its standard error is small
     assert exact - from_q["log_px"][0] > max(4.0, TOL["mc_sigmas"] * from_q["se"][0])
-    for init in ("laplace-mixture", "mixture", "prior"):
+    for init in ("modes-mixture", "laplace-mixture", "mixture", "prior"):
         # Chains pick a mode while beta is small and stay there: the weights carry the modes' masses, so the
         # estimate's spread is the spread of how many chains each mode got (it shrinks with chains, not with T)
         r = A.ais_log_px(p, x, mc, s2, np.random.default_rng(1), init=init, **opts)
         assert abs(r["log_px"][0] - exact) < TOL["mc_sigmas"] * r["se"][0] and r["se"][0] < 0.25, (
             init
         )  # the miss is 20 se
-    # the default p0: the mode search climbs from the prior's points as well as from q's mean, so the Laplace
-    # component sits on the heavy mode and the prior's chains find the light one.  The chains still change
+    # the default p0 (modes-mixture): the mode search climbs from the prior's points as well as from q's mean,
+    # so a Laplace component sits on the heavy mode; the light one holds under MIN_MODE_SHARE of the Laplace
+    # mass, gets no component, and the prior's chains find it.  The chains still change
     # modes rarely once beta has grown, so the weights spread (standard error 0.07 at 64 chains, 0.03 at 256):
     # with 256 chains the estimate is within 0.1 nat, over three standard errors
     mode, _ = AT.laplace_posterior(p, x, mu, var, mc, s2)
@@ -210,7 +211,7 @@ def test_every_chain_of_an_image_gets_the_same_step_sizes(monkeypatch):
         return anneal(target, z0, betas, eps, *a, **kw)
 
     monkeypatch.setattr(A, "anneal", spy)
-    for init in ("laplace-mixture", "mixture"):
+    for init in ("modes-mixture", "laplace-mixture", "mixture"):
         A.ais_log_px(p, x, mc, np.ones(2), np.random.default_rng(0), mu=mu, var=var, chains=8, steps=30, init=init)
     for eps, in_q in seen:
         assert in_q.any() and not in_q.all()
@@ -284,7 +285,7 @@ def test_the_ais_command_measures_a_trained_run(tmp_path):
     assert main(args) == 0
     saved = json.loads((tmp_path / "run" / "ais_evidence.json").read_text())
     assert saved["images"] == 6 and saved["steps"] == 50 and saved["bdmc_images"] == 3
-    assert saved["init"] == "laplace-mixture" and saved["q_fraction"] == 0.75
+    assert saved["init"] == "modes-mixture" and saved["q_fraction"] == 0.75
     per = np.load(tmp_path / "run" / "ais_evidence_per_image.npz")
     assert len(per["ais_log_px"]) == 6 and len(per["bdmc_width"]) == 3
     assert np.abs(per["ais_minus_grid"]).max() < 0.5  # a short chain, yet near the exact value

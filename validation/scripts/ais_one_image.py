@@ -1,7 +1,7 @@
 """AIS log p(x) of chosen test images of an n = 2 run against the exact grid, at chosen settings, repeated over seeds.
 
     OMP_NUM_THREADS=1 python validation/scripts/ais_one_image.py RUN --images 6 --chains 256 --steps 1000 \
-        --seeds 0 1 2 [--init laplace-mixture] [--q-fraction 0.5] [--leapfrog 5]
+        --seeds 0 1 2 [--init modes-mixture] [--q-fraction 0.5] [--leapfrog 5]
 
 What `vaetheory analyze RUN --ais` measures (same prior S^2, encoder posteriors and grid), on the listed images
 only, with NumPy generators seeded 0, 1, ... (not the command's stream): for each seed and image, AIS minus the
@@ -31,7 +31,7 @@ def main() -> int:
     ap.add_argument("--chains", type=int, default=64)
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--leapfrog", type=int, default=5)
-    ap.add_argument("--init", default="laplace-mixture", choices=A.INITS)
+    ap.add_argument("--init", default="modes-mixture", choices=A.INITS)
     ap.add_argument("--q-fraction", type=float, default=0.5)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = ap.parse_args()
