@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from mlpvae.evidence.ais import INITS, PILOT_STEPS, SCHEDULES, ais_log_px
-from mlpvae.evidence.bdmc import bdmc, simulate
+from mlpvae.evidence.bdmc import WITHOUT_PRIOR, bdmc, simulate
 from mlpvae.evidence.grid import grid_log_px
 from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.evidence.laplace import elbo_per_example, training_priors
@@ -123,6 +123,7 @@ def evaluate_run(
         per.update(bdmc_lower=b["lower"], bdmc_upper=b["upper"], bdmc_width=b["width"])
         summary.update(
             bdmc_images=bdmc_images,
+            bdmc_init=WITHOUT_PRIOR.get(opts.get("init"), opts.get("init")),
             bdmc_width=float(b["width"].mean()),
             bdmc_width_max=float(b["width"].max()),
             bdmc_width_min=float(b["width"].min()),
@@ -156,7 +157,8 @@ def report_md(r: dict) -> str:
         )
     if "bdmc_width" in r:
         L.append(
-            f"- BDMC on {r['bdmc_images']} simulated images: sandwich width {r['bdmc_width']:.3f} on average "
+            f"- BDMC on {r['bdmc_images']} simulated images (p0 = {r.get('bdmc_init', '?')}): "
+            f"sandwich width {r['bdmc_width']:.3f} on average "
             f"(from {r['bdmc_width_min']:.3f} to {r['bdmc_width_max']:.3f}; {r['bdmc_seconds']:.1f} s)"
         )
     return "\n".join(L)

@@ -96,6 +96,19 @@ def test_bdmc_brackets_the_linear_gaussian_closed_form():
     assert np.all(r["width"] > -k * (r["lower_se"] + r["upper_se"])) and np.abs(r["width"]).mean() < 0.15
 
 
+def test_bdmc_of_a_mixture_start_uses_its_posterior_component_alone():
+    # The Laplace component of a linear-Gaussian decoder is the exact posterior: annealed from it alone every
+    # forward weight is p(x) and every reverse weight 1 / p(x), to round-off; from the mixture with the prior
+    # they would scatter, and a reverse chain that cannot reach the prior's part reads -log(q_fraction) high.
+    mc, p, s2, dist = _linear(seed=2)
+    x, z = BD.simulate(p, mc, s2, 3, np.random.default_rng(3))
+    mu, var = encode_all(p, x, mc)
+    r = BD.bdmc(p, x, z, mc, s2, np.random.default_rng(4), mu=mu, var=var, chains=8, steps=50, init="laplace-mixture")
+    exact = dist.logpdf(x)
+    np.testing.assert_allclose(r["lower"], exact, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(r["upper"], exact, rtol=0, atol=1e-6)
+
+
 def test_ais_agrees_with_the_exact_grid_on_every_image_of_a_trained_2d_model(tmp_path):
     train_synthetic(tmp_path / "run")
     run = load_run(tmp_path / "run", float64=True)
