@@ -24,7 +24,7 @@ from mlpvae.evidence.laplace import elbo_per_example, training_priors
 from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.report import signed
 from mlpvae.nn.batched import FLOATING, encode_all
-from mlpvae.training.runs import load_run
+from mlpvae.training.runs import git_sha, load_run
 from mlpvae.training.streams import STREAM_AIS, STREAM_ANALYSIS, STREAM_SIMULATE, generator
 
 DEFAULTS = dict(
@@ -61,6 +61,7 @@ def evaluate_run(
     float64.  The other arguments are :func:`mlpvae.evidence.ais.ais_log_px`'s.
     Returns ``(summary, per_image)`` (nats per image; host arrays).
     """
+    sha = git_sha()  # of the code that computes, taken before it runs
     t0 = time.perf_counter()
     run = load_run(run_dir, device=device, test_limit=images, float64=True)
     mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
@@ -80,6 +81,7 @@ def evaluate_run(
     per["elbo"] = elbo
     summary = {
         "run": str(run_dir),
+        "git_sha": sha,
         "posterior": mc.posterior,
         "likelihood": mc.likelihood,
         "n": mc.n,

@@ -30,7 +30,7 @@ from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.intervals import paired_bootstrap
 from mlpvae.nn.batched import encode_all
 from mlpvae.nn.likelihoods import LOG_2PI
-from mlpvae.training.runs import load_run
+from mlpvae.training.runs import git_sha, load_run
 from vaetheory.xp import array_namespace, to_numpy
 
 TOL = 1e-9  # the stopping test: the ELBO gain a further Newton step predicts, per image (nats)
@@ -77,6 +77,7 @@ def evaluate_run(
     Returns ``(summary, per_image)``: means over the images (nats per image) with paired bootstrap
     95% intervals, the optimiser's certificates, and host arrays per image.
     """
+    sha = git_sha()  # of the code that computes, taken before it runs
     t0 = time.perf_counter()
     run = load_run(run_dir, device=device, test_limit=images, float64=True)
     mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
@@ -156,6 +157,7 @@ def evaluate_run(
     mean = lambda a: float(np.mean(a))  # noqa: E731
     summary = {
         "run": str(run_dir),
+        "git_sha": sha,
         "posterior": mc.posterior,
         "likelihood": mc.likelihood,
         "images": int(N),

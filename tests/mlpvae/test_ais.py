@@ -299,6 +299,8 @@ def test_the_ais_command_measures_a_trained_run(tmp_path):
     saved = json.loads((tmp_path / "run" / "ais_evidence.json").read_text())
     assert saved["images"] == 6 and saved["steps"] == 50 and saved["bdmc_images"] == 3
     assert saved["init"] == "modes-mixture" and saved["q_fraction"] == 0.75
+    assert saved["bdmc_init"] == "modes"  # the sandwich anneals the posterior components alone
+    assert "git_sha" in saved  # the code that computed it (None outside a git checkout)
     per = np.load(tmp_path / "run" / "ais_evidence_per_image.npz")
     assert len(per["ais_log_px"]) == 6 and len(per["bdmc_width"]) == 3
     assert np.abs(per["ais_minus_grid"]).max() < 0.5  # a short chain, yet near the exact value
