@@ -26,15 +26,24 @@ from mlpvae.training import data as D
 from mlpvae.training.streams import STREAM_NOISE, STREAM_TEST, generator
 
 
-def git_sha() -> str | None:
-    """The commit of the code that runs, with ``-dirty`` when tracked files differ from it; None outside git."""
+#: Tracked folders of outputs, not code: a change there does not make the code that runs differ from its commit.
+OUTPUTS = ("validation/results",)
+
+
+def git_sha(root: str | Path | None = None, outputs: tuple[str, ...] = OUTPUTS) -> str | None:
+    """The commit of the code that runs, with ``-dirty`` when tracked files differ from it; None outside git.
+
+    Files under ``outputs`` (recorded results) are not code: redrawing one
+    figure rewrites its tracked PNGs and ``plots.json``, which must not mark
+    the next figure's redraw as computed by uncommitted code.
+    """
     try:
-        root = Path(__file__).resolve().parents[2]
+        root = Path(root) if root is not None else Path(__file__).resolve().parents[2]
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         if sha.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."] + [f":(exclude){p}" for p in outputs],
             cwd=root,
             capture_output=True,
             text=True,
