@@ -25,7 +25,6 @@ from mlpvae.training import config as C
 from mlpvae.training import data as D
 from mlpvae.training.streams import STREAM_NOISE, STREAM_TEST, generator
 
-
 #: Tracked folders of outputs, not code: a change there does not make the code that runs differ from its commit.
 OUTPUTS = ("validation/results",)
 
