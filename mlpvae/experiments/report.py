@@ -1,8 +1,10 @@
-"""Formatting shared by the experiments' reports: signed differences, mean and spread over seeds, natural sort keys."""
+"""Formatting shared by the experiments' reports: signed differences, mean and spread over seeds, natural sort keys,
+and a text report printed and kept."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -26,3 +28,13 @@ def mean_std(values: list) -> dict:
 def natural_key(key: str) -> list:
     """Sort key that orders the numbers inside ``key`` by value (n=2 before n=100, lambda 4 before 16)."""
     return [(0, float(t), "") if t[0].isdigit() else (1, 0.0, t) for t in re.findall(r"\d+(?:\.\d+)?|\D+", key)]
+
+
+def emit(lines: list[str], out: str | Path | None = None) -> str:
+    """Print a report's lines and, given ``out``, write them there too and say so; returns the text."""
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if out:
+        Path(out).write_text(text)
+        print(f"wrote {out}")
+    return text

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpvae.experiments.intervals import describe, paired_bootstrap, paired_t
+from mlpvae.experiments.report import emit
 
 ROOT = Path(__file__).resolve().parents[2]
 DIR = ROOT / "validation" / "results" / "analysis" / "ais-100d-fig4"
@@ -80,11 +81,7 @@ def main() -> int:
     runs = load(args.dir)
     if not runs:
         raise SystemExit(f"no ais_evidence_per_image.npz under {args.dir}/{{learned,constant}}/seed*/")
-    text = "\n".join(summarize(runs))
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-        print(f"wrote {args.out}")
+    emit(summarize(runs), args.out)
     return 0
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpvae.experiments.intervals import describe, paired_bootstrap
+from mlpvae.experiments.report import emit
 
 ROOT = Path(__file__).resolve().parents[2]
 DIR = ROOT / "validation" / "results" / "analysis" / "ais-2d-30ep"
@@ -56,11 +57,7 @@ def main() -> int:
             ),
             "  standard error: " + describe(paired_bootstrap(db["ais_se"], da["ais_se"], rng), "paired bootstrap"),
         ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-        print(f"wrote {args.out}")
+    emit(lines, args.out)
     return 0
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from mlpvae.experiments.intervals import describe, paired_bootstrap, paired_t, welch
+from mlpvae.experiments.report import emit
 from mlpvae.training.runs import git_sha
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,11 +141,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=None, help="also write the text to this file")
     args = ap.parse_args(argv)
-    text = f'"git_sha": "{git_sha()}" (python validation/scripts/intervals.py)\n\n' + "\n".join(lines()) + "\n"
-    sys.stdout.write(text)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}")
+    emit([f'"git_sha": "{git_sha()}" (python validation/scripts/intervals.py)', "", *lines()], args.out)
     return 0
 
 
