@@ -43,6 +43,23 @@ def analysis(fig: str, method: str, key: str) -> np.ndarray:
     return np.array([json.loads((base / f"seed{k}" / "analysis.json").read_text())[key]["mean"] for k in range(5)])
 
 
+def per_seed(folder: str, name: str, f) -> np.ndarray:
+    """Per seed: ``f(analysis.json)`` of every recorded seed of one model under analysis/<folder>/<name>/."""
+    base = RES / "analysis" / folder / name
+    seeds = sorted(base.glob("seed*/analysis.json"), key=lambda p: int(p.parent.name[4:]))
+    return np.array([f(json.loads(p.read_text())) for p in seeds], dtype=float)
+
+
+def mean(a: dict, key: str) -> float:
+    """The mean over the test images of ``key`` in an analysis.json."""
+    return a[key]["mean"]
+
+
+def eq6_minus_net(a: dict) -> float:
+    """The Eq. (6) closed-form decoder's test ELBO minus the trained network's, on the same posteriors."""
+    return a["optimal_decoder_eq6"]["opt_elbo"] - a["optimal_decoder_eq6"]["net_elbo"]
+
+
 def lines() -> list[str]:
     out: list[str] = []
     say = out.append
@@ -98,11 +115,81 @@ def lines() -> list[str]:
             r = paired_t(other, base)
             say(f"{d} lambda = {lam}: {describe(r, pt)}; per seed {np.round(other - base, 1).tolist()}")
     say("")
+    say("# Figs. 6/10/11: BAGGINS across tau at lambda = 1, test ELBO (S^2 train), seeds 0-2")
+    for d in ("d2", "d100"):
+        for a, b in (("tau5", "tau1"), ("tau1", "tau0p05")):
+            r = paired_t(elbo("fig6_10_11_14_15", f"{d}_{a}"), elbo("fig6_10_11_14_15", f"{d}_{b}"))
+            say(f"{d} {a} minus {b}: {describe(r, pt)}")
+    say("")
+    say("# Fig. 9 (the Fig. 8 runs at c = 1): BILBO Sigma = I/100, I, 100 I (sigma = 0.1, 1, 10), S^2 train")
+    nine = {"I/100": "c1_sigma0p1", "I": "c1_sigma1", "100 I": "c1_sigma10"}
+    for a, b in (("I", "100 I"), ("I/100", "100 I"), ("I/100", "I")):
+        say(f"{a} minus {b}: {describe(paired_t(elbo('fig8', nine[a]), elbo('fig8', nine[b])), pt)}")
+    say("")
+    say("# Fig. 8 on the H200 (figures-h200, the runs recorded there): learned Sigma minus sigma")
+    for c, sg in (("0p1", "0p1"), ("0p1", "1"), ("0p1", "10"), ("1", "1")):
+        r = paired_t(elbo("fig8", f"c{c}_learned", "figures-h200"), elbo("fig8", f"c{c}_sigma{sg}", "figures-h200"))
+        say(f"c = {c.replace('p', '.')}: learned minus sigma = {sg.replace('p', '.')}: {describe(r, pt)}")
+    say("")
+    say("# Fig. 4 analyses (all-seeds, 10,000 images): Eqs. (16) and (6) per model, mean over seeds 0-4")
+    zero = np.zeros(5)
+    for fig in ("fig4_2d", "fig4_100d"):
+        for meth in ("learned", "constant"):
+            f = {
+                k: per_seed("all-seeds", f"{fig}/{meth}", lambda a, k=k: mean(a, k))
+                for k in ("eq16_minus_iwae", "eq16_minus_elbo")
+            }
+            f["eq6_minus_network"] = per_seed("all-seeds", f"{fig}/{meth}", eq6_minus_net)
+            f["eq18_share_of_iwae_gap"] = per_seed(
+                "all-seeds", f"{fig}/{meth}", lambda a: mean(a, "gap_eq18") / mean(a, "gap_iwae_minus_elbo")
+            )
+            for k, v in f.items():
+                say(f"{fig} {meth} {k}: {describe(paired_t(v, zero), 't over seeds')}")
+    say("")
+    say("# Gaussian-likelihood Fig. 6 models (analysis/gaussian-2d, -100d; seeds 0-2): per model, mean over seeds")
+    for folder, names in (
+        ("gaussian-2d", ("d2_T1_lambda1", "d2_baggins_lambda1", "d2_baggins_lambda4", "d2_baggins_lambda16")),
+        ("gaussian-100d", ("d100_T1_lambda1", "d100_baggins_lambda1")),
+    ):
+        for name in names:
+            e6 = per_seed(folder, name, eq6_minus_net)
+            e16 = per_seed(folder, name, lambda a: mean(a, "eq16_minus_iwae"))
+            z = np.zeros(len(e6))
+            say(f"{name}: Eq. (6) minus network {describe(paired_t(e6, z), 't over seeds')}")
+            say(f"{name}: Eq. (16) minus IWAE {describe(paired_t(e16, z), 't over seeds')}")
+    say("# BAGGINS tau = 1/5 in 2-D: the gap (IWAE - ELBO) and Eq. (18)'s share of it, lambda = 4, 16 minus lambda = 1")
+    gap = {
+        lam: per_seed("gaussian-2d", f"d2_baggins_lambda{lam}", lambda a: mean(a, "gap_iwae_minus_elbo"))
+        for lam in (1, 4, 16)
+    }
+    share = {
+        lam: per_seed(
+            "gaussian-2d", f"d2_baggins_lambda{lam}", lambda a: mean(a, "gap_eq18") / mean(a, "gap_iwae_minus_elbo")
+        )
+        for lam in (1, 4, 16)
+    }
+    for lam in (4, 16):
+        say(f"lambda = {lam}: gap {describe(paired_t(gap[lam], gap[1]), pt)}")
+        say(f"lambda = {lam}: Eq. (18)'s share {describe(paired_t(share[lam], share[1]), pt)}")
+    say("")
+    say("# Eq. (16) at the posterior mode minus the exact log p(x) (grid-2d, seed 0, first 200 test images)")
+    for path in sorted(grid.glob("fig6_10_11_14_15_*_seed0.npz")):
+        g = np.load(path)
+        r = paired_bootstrap(g["eq16_at_mode"], g["grid_log_px"], np.random.default_rng(0))
+        say(f"{path.stem[len('fig6_10_11_14_15_') :]}: {describe(r, 'bootstrap over images')}")
+    say("# The exact log p(x) minus the IWAE (k = 5000) on the 2-D Fig. 4 models, per-seed means, seeds 0-4")
+    for meth in ("learned", "constant"):
+        ex = [np.load(grid / f"fig4_2d_{meth}_seed{k}.npz") for k in range(5)]
+        r = paired_t([g["grid_log_px"].mean() for g in ex], [g["iwae"].mean() for g in ex])
+        say(f"{meth}: {describe(r, pt)}")
+    say("")
     say("# Fashion-MNIST (16-D, seeds 0-2): BILBO minus the standard ELBO (S^2 train)")
     std = elbo("fashion_mnist", "elbo")
     for m in ("bilbo_I", "bilbo_I100"):
         b = elbo("fashion_mnist", m)
         say(f"{m}: {describe(paired_t(b, std), pt)}; Welch {describe(welch(b, std), 'Welch t')}")
+    r = paired_t(elbo("fashion_mnist", "bilbo_I"), elbo("fashion_mnist", "bilbo_I100"))
+    say(f"bilbo_I minus bilbo_I100: {describe(r, pt)}")
     say("")
     say("# S^2 from the test set against the training set: largest |difference of the seed means| per figure")
     for path in sorted(RES.glob("figures/*/summary.json")):
