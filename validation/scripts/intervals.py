@@ -177,6 +177,17 @@ def lines() -> list[str]:
         g = np.load(path)
         r = paired_bootstrap(g["eq16_at_mode"], g["grid_log_px"], np.random.default_rng(0))
         say(f"{path.stem[len('fig6_10_11_14_15_') :]}: {describe(r, 'bootstrap over images')}")
+    say("# Fig. 8 by the exact log p(x) (grid-2d, seed 0, first 200 test images): paired bootstrap over images")
+    for c in ("0p1", "10"):
+        g = {
+            k: np.load(grid / f"fig8_c{c}_{k}_seed0.npz")["grid_log_px"]
+            for k in ("learned", "sigma0p1", "sigma1", "sigma10")
+        }
+        own = f"sigma{c}"
+        best = max((k for k in g if k not in ("learned", own)), key=lambda k: g[k].mean())
+        for a, b in ((own, best), ("learned", "sigma1")):
+            r = paired_bootstrap(g[a], g[b], np.random.default_rng(0))
+            say(f"c = {c.replace('p', '.')}: {a} minus {b}: {describe(r, 'paired bootstrap over images')}")
     say("# The exact log p(x) minus the IWAE (k = 5000) on the 2-D Fig. 4 models, per-seed means, seeds 0-4")
     for meth in ("learned", "constant"):
         ex = [np.load(grid / f"fig4_2d_{meth}_seed{k}.npz") for k in range(5)]
