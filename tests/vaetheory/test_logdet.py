@@ -14,7 +14,7 @@ from strategies import SEEDS, normal_arrays, positive_arrays, spd_matrices
 
 from vaetheory import logdet as L
 from vaetheory.bench.logdet import make_family
-from vaetheory.bench.logdet_report import rmse_interval, summarise
+from vaetheory.bench.logdet_report import rmse_interval, rmse_ratio_interval, summarise
 from vaetheory.cli import main
 from vaetheory.logdet_baselines import gauss_quadrature
 
@@ -331,8 +331,29 @@ def test_bench_logdet_intervals_and_verdicts_follow_the_errors():
     res = {"budgets": [10], "families": {"f": {"cells": {"pslq/k0.5": {"10": cell}, "slq/d8": {"10": far}}}}}
     v = summarise(res)["f"]["verdicts"][0]
     assert v["winner"] == "ours" and v["baseline"]["variant"] == "slq/d8"
+    # the same seeds with errors 1% larger on every one: the single-method intervals overlap, the paired
+    # ratio does not (a 1% gain on every shared draw), and only the paired verdict names a winner
     res["families"]["f"]["cells"]["slq/d8"]["10"] = {"ran": True, "errors": list(1.01 * errors)}
-    assert summarise(res)["f"]["verdicts"][0]["winner"] == "tie"
+    v = summarise(res)["f"]["verdicts"][0]
+    assert v["ours"]["hi"] > v["baseline"]["lo"] and v["winner"] == "ours"
+    assert v["ratio"][0] == pytest.approx(1 / 1.01) and v["ratio"][2] < 1
+    # an independent draw of the same distribution: the ratio's interval straddles 1
+    other = np.random.default_rng(1).standard_normal(40)
+    res["families"]["f"]["cells"]["slq/d8"]["10"] = {"ran": True, "errors": list(other)}
+    v = summarise(res)["f"]["verdicts"][0]
+    assert v["winner"] == "tie" and v["ratio"][1] < 1 < v["ratio"][2]
+
+
+def test_rmse_ratio_interval_against_a_direct_bootstrap_and_refuses_unpaired_errors():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal(25), 2 * rng.standard_normal(25)
+    r, lo, hi = rmse_ratio_interval(a, b, seed=7)
+    idx = np.random.default_rng(7).integers(0, 25, size=(2000, 25))
+    direct = [np.sqrt((a[i] ** 2).mean() / (b[i] ** 2).mean()) for i in idx]
+    assert r == pytest.approx(np.sqrt((a**2).mean() / (b**2).mean()))
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(direct, [0.025, 0.975])))
+    with pytest.raises(ValueError, match="same seeds"):
+        rmse_ratio_interval(a, b[:-1])
 
 
 @pytest.mark.parametrize("fn, kw", ALL)
