@@ -1,0 +1,126 @@
+"""Per-image Gaussian posteriors on a fixed decoder in any n (mlpvae/evidence/fixed_decoder_saa.py), against
+the closed form of a linear-Gaussian decoder and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TOL
+from scipy.stats import multivariate_normal
+
+from mlpvae.evidence import fixed_decoder_saa as S
+from mlpvae.nn import model as M
+
+
+def _linear(seed, n=3, m=7, t=0.4, N=5):
+    """A linear decoder z W + b with Gaussian noise t I, prior N(0, S^2): posterior precision P, exact log p(x)."""
+    cfg = M.ModelConfig(m=m, n=n, hidden=4, layers=1, likelihood="gaussian", posterior="learned", t=t)
+    rng = np.random.default_rng(seed)
+    params = M.init_params(cfg, rng, dtype=np.float64)
+    W, b = rng.standard_normal((n, m)), rng.standard_normal(m)
+    params["dec_W0"], params["dec_b0"] = W, b
+    s2 = np.exp(rng.uniform(-0.5, 1.0, n))
+    x = b + (rng.standard_normal((N, n)) * np.sqrt(s2)) @ W + np.sqrt(t) * rng.standard_normal((N, m))
+    P = np.diag(1 / s2) + W @ W.T / t
+    mean = np.linalg.solve(P, W @ (x - b).T / t).T
+    log_px = multivariate_normal(b, W.T @ np.diag(s2) @ W + t * np.eye(m)).logpdf(x)
+    return cfg, params, x, s2, P, mean, log_px
+
+
+def _exact_elbo(x, params, t, s2, m, logs):
+    """The ELBO of N(m, diag s^2) under the linear-Gaussian decoder, in closed form."""
+    W, b = params["dec_W0"], params["dec_b0"]
+    s2q = np.exp(2 * logs)
+    r = x - b - m @ W
+    ell = -0.5 * (np.sum(r * r, axis=1) + s2q @ np.sum(W * W, axis=1)) / t - 0.5 * x.shape[1] * np.log(2 * np.pi * t)
+    kl = 0.5 * np.sum(s2q / s2 + m * m / s2 - 1 - 2 * logs + np.log(s2), axis=1)
+    return ell - kl
+
+
+def test_draws_are_antithetic_and_whitened_and_refuse_too_few():
+    eps = S.draws(64, 5, np.random.default_rng(0))
+    np.testing.assert_allclose(eps.mean(axis=0), 0, atol=1e-14)
+    np.testing.assert_allclose(eps.T @ eps / 64, np.eye(5), atol=1e-12)
+    plain = S.draws(64, 5, np.random.default_rng(0), whiten=False)
+    np.testing.assert_array_equal(plain[:32], -plain[32:])
+    with pytest.raises(ValueError, match="K >= 2 n"):
+        S.draws(8, 5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="even"):
+        S.draws(7, 2, np.random.default_rng(0), whiten=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_sample_average_is_the_exact_elbo_of_a_linear_gaussian_decoder(seed):
+    cfg, params, x, s2, *_ = _linear(seed)
+    rng = np.random.default_rng(seed + 10)
+    m, logs = rng.standard_normal((5, 3)), rng.uniform(-1, 0.5, (5, 3))
+    e = S.sample_elbo(params, x, cfg, s2, m, logs, S.draws(8, 3, rng))[0]  # 8 draws: moments match exactly
+    np.testing.assert_allclose(e, _exact_elbo(x, params, cfg.t, s2, m, logs), rtol=0, atol=TOL["identity_f64"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_best_diagonal_gaussian_of_a_linear_gaussian_decoder_is_the_closed_form(seed):
+    # KL(q | p) over diagonal q: the posterior mean, variances 1 / diag(P); ELBO = log p(x) - KL(q* | p)
+    cfg, params, x, s2, P, mean, log_px = _linear(seed)
+    rng = np.random.default_rng(seed)
+    r = S.optimise(params, x, cfg, s2, "diagonal", np.zeros_like(mean), np.zeros_like(mean), S.draws(16, 3, rng), 1e-7)
+    assert r["converged"]
+    np.testing.assert_allclose(r["m"], mean, atol=1e-7)
+    np.testing.assert_allclose(np.exp(2 * r["logs"]), np.broadcast_to(1 / np.diag(P), mean.shape), rtol=1e-7)
+    kl = 0.5 * (np.sum(np.log(np.diag(P))) - np.linalg.slogdet(P)[1])
+    np.testing.assert_allclose(r["elbo"], log_px - kl, atol=1e-8)
+    # one Jacobian for every image, so one shared Sigma is every image's best: the constant family agrees
+    c = S.optimise(params, x, cfg, s2, "constant", r["m"], np.zeros_like(mean), S.draws(16, 3, rng), 1e-7)
+    assert c["converged"] and np.abs(c["gradient_shared"]).max() < 1e-6
+    np.testing.assert_allclose(np.exp(2 * c["logs"][0]), 1 / np.diag(P), rtol=1e-7)
+    fresh, se = S.fresh_elbo(params, x, cfg, s2, r["m"], r["logs"], 20000, np.random.default_rng(5))
+    assert np.all(se > 0) and np.all(np.abs(fresh - (log_px - kl)) < 5 * se)
+
+
+def _mlp(seed, N=4, n=3):
+    cfg = M.ModelConfig(m=9, n=n, hidden=6, layers=2, likelihood="bernoulli", posterior="constant")
+    rng = np.random.default_rng(seed)
+    params = M.init_params(cfg, rng, dtype=np.float64)
+    for k in params:
+        params[k] = params[k] + 0.3 * rng.standard_normal(params[k].shape)
+    return cfg, params, rng.uniform(0, 1, (N, 9)), np.exp(rng.uniform(-0.5, 0.5, n)), rng
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_sample_average_gradients_match_finite_differences(seed):
+    cfg, params, x, s2, rng = _mlp(seed)
+    m, logs = rng.standard_normal((4, 3)), rng.uniform(-1, 0, (4, 3))
+    eps = S.draws(32, 3, rng)
+    _, d_m, d_s = S.sample_elbo(params, x, cfg, s2, m, logs, eps)
+    h = 1e-6
+    for i, j in [(0, 0), (1, 2), (3, 1)]:
+        for arr, d in ((m, d_m), (logs, d_s)):
+            up, dn = arr.copy(), arr.copy()
+            up[i, j] += h
+            dn[i, j] -= h
+            args = (m, up) if arr is logs else (up, logs)
+            argd = (m, dn) if arr is logs else (dn, logs)
+            fd = S.sample_elbo(params, x, cfg, s2, *args, eps)[0] - S.sample_elbo(params, x, cfg, s2, *argd, eps)[0]
+            assert fd[i] / (2 * h) == pytest.approx(d[i, j], rel=1e-5, abs=1e-6)
+
+
+def test_a_shared_sigma_is_a_constrained_optimum_below_the_per_image_one():
+    cfg, params, x, s2, rng = _mlp(3, N=6)
+    eps = S.draws(64, 3, rng)
+    m0, l0 = np.zeros((6, 3)), np.full((6, 3), -0.5)
+    d = S.optimise(params, x, cfg, s2, "diagonal", m0, l0, eps, 1e-8)
+    c = S.optimise(params, x, cfg, s2, "constant", d["m"], d["logs"], eps, 1e-8)
+    # ReLU kinks: the optimum is certified by what a restarted L-BFGS still gains, not by a zero gradient
+    assert d["converged"] and c["converged"] and max(d["restart_gain"], c["restart_gain"]) <= 1e-6
+    assert np.allclose(c["logs"], c["logs"][0])
+    # on the same draws the per-image family contains the shared one: its summed optimum is no lower
+    assert d["elbo"].sum() >= c["elbo"].sum() - 1e-9
+    with pytest.raises(ValueError, match="family"):
+        S.optimise(params, x, cfg, s2, "full", m0, l0, eps)
+
+
+def test_an_unsupported_likelihood_is_refused():
+    cfg, params, x, s2, rng = _mlp(0)
+    bag = M.ModelConfig(m=9, n=3, hidden=6, layers=2, likelihood="baggins", posterior="bilbo")
+    with pytest.raises(ValueError, match="supports the likelihoods"):
+        S.sample_elbo(params, x, bag, s2, np.zeros((4, 3)), np.zeros((4, 3)), S.draws(8, 3, rng))
