@@ -319,6 +319,7 @@ def add_arguments(parser) -> None:
     )
     ais_report.add_arguments(parser)
     fixed_decoder_report.add_arguments(parser)
+    fixed_decoder_report.add_draws_argument(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

@@ -26,11 +26,12 @@ import numpy as np
 from mlpvae.evidence.fixed_decoder import fit_posteriors, frame_nodes, gaussian_elbo, grid_gaussian_elbo
 from mlpvae.evidence.grid import grid_log_px, log_joint
 from mlpvae.evidence.laplace import cv2_penalty, laplace_evidence, training_priors
+from mlpvae.experiments import fixed_decoder_saa_report as saa
 from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.intervals import paired_bootstrap
 from mlpvae.nn.batched import encode_all
 from mlpvae.nn.likelihoods import LOG_2PI
-from mlpvae.training.runs import git_sha, load_run
+from mlpvae.training.runs import git_sha, load_run, read_config
 from vaetheory.xp import array_namespace, to_numpy
 
 TOL = 1e-9  # the stopping test: the ELBO gain a further Newton step predicts, per image (nats)
@@ -83,7 +84,8 @@ def evaluate_run(
     mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
     if mc.n > 2:
         raise ValueError(
-            f"{run_dir}: the fixed-decoder study needs n <= 2 (a grid expectation), this run has n = {mc.n}"
+            f"{run_dir}: this study needs n <= 2 (a grid expectation), this run has n = {mc.n}; "
+            "mlpvae.experiments.fixed_decoder_saa_report is the one for n > 2"
         )
     _, _, s2, s2_train = training_priors(run)
     mu, var = encode_all(params, x, mc)
@@ -249,10 +251,22 @@ def add_arguments(parser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="instead: the gaps of an n <= 2 run's fixed decoder on the first N test images: per-image optimal "
-        "Gaussian posteriors (diagonal, shared Sigma, full) against the encoder, the exact log p(x), Eqs. (18) "
-        "and (22) (mlpvae/experiments/fixed_decoder_report.py); writes RUN_DIR/fixed_decoder.json, .md and "
-        "fixed_decoder_per_image.npz",
+        help="instead: the gaps of the run's fixed decoder on the first N test images: per-image optimal "
+        "Gaussian posteriors (diagonal, shared Sigma; full for n <= 2) against the encoder, log p(x) (exact for "
+        "n <= 2; for n > 2 by AIS, from a previous --ais run), Eqs. (18) and (22) "
+        "(mlpvae/experiments/fixed_decoder_report.py, fixed_decoder_saa_report.py); writes "
+        "RUN_DIR/fixed_decoder.json, .md and fixed_decoder_per_image.npz",
+    )
+
+
+def add_draws_argument(parser) -> None:
+    """The ``--fixed-decoder-draws`` option of ``vaetheory analyze`` (n > 2 only)."""
+    parser.add_argument(
+        "--fixed-decoder-draws",
+        type=int,
+        default=1024,
+        metavar="K",
+        help="for n > 2: draws of the sample-average ELBO whose optimum is found (then again with 2K) (1024)",
     )
 
 
@@ -261,14 +275,23 @@ def run(args) -> int:
     try:
         if args.fixed_decoder_images < 1:
             raise ValueError(f"--fixed-decoder-images must be >= 1, got {args.fixed_decoder_images}")
-        summary, per = evaluate_run(args.run_dir, args.fixed_decoder_images, device=args.device, progress=args.progress)
+        if read_config(args.run_dir)[1].n > 2:
+            summary, per = saa.evaluate_run(
+                args.run_dir, args.fixed_decoder_images, K=args.fixed_decoder_draws, device=args.device
+            )
+            text = saa.report_md(summary)
+        else:
+            summary, per = evaluate_run(
+                args.run_dir, args.fixed_decoder_images, device=args.device, progress=args.progress
+            )
+            text = report_md(summary)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"vaetheory analyze: {exc}", file=sys.stderr)
         return 2
     written = write_per_image(args.run_dir, "fixed_decoder", summary, per)
     md = Path(args.run_dir) / "fixed_decoder.md"
-    md.write_text(report_md(summary))
+    md.write_text(text)
     written.append(str(md))
-    print(report_md(summary))
+    print(text)
     print_written(written)
     return 0

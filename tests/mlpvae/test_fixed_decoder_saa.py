@@ -3,6 +3,8 @@ the closed form of a linear-Gaussian decoder and finite differences."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import TOL
@@ -124,3 +126,33 @@ def test_an_unsupported_likelihood_is_refused():
     bag = M.ModelConfig(m=9, n=3, hidden=6, layers=2, likelihood="baggins", posterior="bilbo")
     with pytest.raises(ValueError, match="supports the likelihoods"):
         S.sample_elbo(params, x, bag, s2, np.zeros((4, 3)), np.zeros((4, 3)), S.draws(8, 3, rng))
+
+
+def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_path):
+    from tiny_runs import train_synthetic
+
+    from vaetheory.cli import main
+
+    run = tmp_path / "run"
+    train_synthetic(run, n=3)
+    fd = ["analyze", str(run), "--fixed-decoder-images", "4", "--fixed-decoder-draws", "64"]
+    assert main(fd) == 2  # no AIS log p(x) to compare with yet: said, not a traceback
+    ais = ["analyze", str(run), "--ais", "--ais-images", "3", "--chains", "8", "--steps", "40", "--bdmc-images", "2"]
+    assert main(ais + ["--iwae-k", "50", "--no-progress"]) == 0
+    assert main(fd) == 2  # AIS covers 3 images, 4 asked for
+    assert main(fd[:3] + ["3"] + fd[4:]) == 0
+    r = json.loads((run / "fixed_decoder.json").read_text())
+    per = np.load(run / "fixed_decoder_per_image.npz")
+    assert r["n"] == 3 and r["images"] == 3 and r["K"] == 64
+    for k in (64, 128):
+        for f in ("diagonal", "constant"):
+            assert r[f"{f}_K{k}_converged"]
+    # evaluated on the same fresh draws: each image's own optimum beats the encoder's posterior and the shared
+    # Sigma, up to the sample average's shortfall (a few Monte Carlo standard errors here)
+    slack = 5 * r["fresh_se_max"]
+    assert np.all(per["elbo_diagonal"] >= per["elbo_encoder"] - slack)
+    assert np.all(per["elbo_diagonal"] >= per["elbo_constant"] - slack)
+    assert np.all(per["log_px"] >= per["elbo_diagonal"] - slack - 3 * per["log_px_se"])
+    c = r["comparisons"]
+    assert c["eq18_at_diagonal"]["mean"] >= 0 and r["eq22"] >= 0
+    assert (run / "fixed_decoder.md").read_text().startswith("# The gaps on one decoder")
