@@ -124,18 +124,36 @@ def optimise(
 ) -> dict:
     """Each image's best Gaussian of ``family`` under the sample-average ELBO over ``eps`` (Not in the paper).
 
-    L-BFGS in float64 on the summed ELBO over (m, log s), from ``m0, logs0 (N, n)`` (for
-    ``constant`` the starting log s is the mean of ``logs0`` over the images).  Returns a dict of
+    L-BFGS in float64 over (m, log s), from ``m0, logs0 (N, n)``: image by image for ``diagonal``,
+    on the summed ELBO for ``constant`` (starting from the mean of ``logs0`` over the images).  Returns a dict of
     host arrays: ``m``, ``logs`` (N, n), ``elbo`` (N,) (the sample average at the optimum, optimistic
     by construction: quote :func:`fresh_elbo` instead), ``gradient`` (N,) (each image's own
     gradient norm; for ``constant`` the shared log s's is ``gradient_shared`` (n,)), ``gradient_max``,
-    ``restart_gain`` (nats per image a second L-BFGS run from the optimum still gained), ``iterations``
+    ``restart_gain`` (nats per image a second L-BFGS run from the optimum still gained; the largest
+    over the images), ``iterations``
     and ``converged`` (every gradient within ``gtol`` sqrt(n), or a restart gain within ``gain_tol``).
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     N, n = m0.shape
-    shared = family == "constant"
+    if family == "constant":
+        return _lbfgs(params, x, mc, s2, m0, logs0, eps, True, gtol, maxiter, chunk, gain_tol)
+    # independent problems: each image on its own, so each stops when it has converged
+    parts = [
+        _lbfgs(params, x[i : i + 1], mc, s2, m0[i : i + 1], logs0[i : i + 1], eps, False, gtol, maxiter, 1, gain_tol)
+        for i in range(N)
+    ]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("m", "logs", "elbo", "gradient")}
+    out["iterations"] = int(sum(p["iterations"] for p in parts))
+    out["gradient_max"] = max(p["gradient_max"] for p in parts)
+    out["restart_gain"] = max(p["restart_gain"] for p in parts)
+    out["converged"] = all(p["converged"] for p in parts)
+    return out
+
+
+def _lbfgs(params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk, gain_tol) -> dict:
+    """L-BFGS on the summed sample-average ELBO of the images in ``x``, then a restart (see :func:`optimise`)."""
+    N, n = m0.shape
     v0 = np.concatenate([m0.ravel(), (logs0.mean(axis=0) if shared else logs0).ravel()])
 
     def unpack(v):
