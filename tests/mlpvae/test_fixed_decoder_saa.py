@@ -156,3 +156,15 @@ def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_p
     c = r["comparisons"]
     assert c["eq18_at_diagonal"]["mean"] >= 0 and r["eq22"] >= 0
     assert (run / "fixed_decoder.md").read_text().startswith("# The gaps on one decoder")
+
+
+def test_best_of_keeps_each_images_highest_optimum():
+    a = {"m": np.zeros((3, 2)), "logs": np.zeros((3, 2)), "elbo": np.array([1.0, 5.0, 2.0]), "gradient": np.zeros(3)}
+    b = {k: v + 1 for k, v in a.items()} | {"elbo": np.array([3.0, 4.0, 2.5])}
+    for r in (a, b):
+        r.update(iterations=4, restart_gain=0.0, converged=True)
+    best = S.best_of([a, b])
+    np.testing.assert_array_equal(best["start"], [1, 0, 1])
+    np.testing.assert_array_equal(best["elbo"], [3.0, 5.0, 2.5])
+    np.testing.assert_array_equal(best["m"][:, 0], [1.0, 0.0, 1.0])
+    assert best["iterations"] == 8 and best["converged"]

@@ -6,8 +6,9 @@ RUN: a 2-D run directory with its checkpoint; GRID_NPZ: the fixed_decoder_per_im
 `vaetheory analyze RUN --fixed-decoder-images N` wrote for the same run (each image's best diagonal
 Gaussian on a fixed grid, converged to a stated Newton gain).  Finds each image's best diagonal
 Gaussian again with mlpvae.evidence.fixed_decoder_saa (moment-matched sample average over K and 2K
-draws, evaluated with 8192 fresh draws) and prints the per-image differences from the grid's optimum,
-with a paired bootstrap interval over the images; likewise for the encoder's own ELBO.
+draws, from the encoder's mean and from the posterior mode, evaluated with 8192 fresh draws) and
+prints the per-image differences from the grid's optimum, with a paired bootstrap interval over the
+images; likewise for the encoder's own ELBO.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from mlpvae.evidence import fixed_decoder_saa as S
 from mlpvae.evidence.laplace import training_priors
+from mlpvae.experiments.fixed_decoder_saa_report import starts
 from mlpvae.experiments.intervals import describe, paired_bootstrap
 from mlpvae.experiments.report import emit
 from mlpvae.nn.batched import encode_all
@@ -39,9 +41,11 @@ def main() -> int:
     run = load_run(args.run, test_limit=N, float64=True)
     mc, params, x = run.mc, run.params, run.x_test
     s2 = to_numpy(training_priors(run)[2]).astype(np.float64)
-    mu, var = encode_all(params, x, mc)
-    mu = to_numpy(mu).astype(np.float64)
-    logs = 0.5 * np.log(np.broadcast_to(to_numpy(var), mu.shape).astype(np.float64))
+    mu_d, var_d = encode_all(params, x, mc)
+    var_d = run.xp.broadcast_to(var_d, mu_d.shape)
+    mu = to_numpy(mu_d).astype(np.float64)
+    logs = 0.5 * np.log(to_numpy(var_d).astype(np.float64))
+    m_starts = starts(run, mu_d, var_d)
 
     def fresh(m, ls):
         return S.fresh_elbo(params, x, mc, s2, m, ls, 8192, np.random.default_rng(1))
@@ -52,7 +56,8 @@ def main() -> int:
     lines.append(f"encoder ELBO, fresh draws minus grid: {describe(r, 'paired bootstrap over images')}")
     lines.append(f"  largest |difference| {np.abs(enc - g['elbo_encoder'][:N]).max():.4f}, largest se {se.max():.4f}")
     for k in (args.K, 2 * args.K):
-        d = S.optimise(params, x, mc, s2, "diagonal", mu, logs, S.draws(k, mc.n, np.random.default_rng(2 + k)))
+        eps = S.draws(k, mc.n, np.random.default_rng(2 + k))
+        d = S.best_of([S.optimise(params, x, mc, s2, "diagonal", m0, logs, eps) for m0 in m_starts])
         e, se = fresh(d["m"], d["logs"])
         diff = e - g["elbo_diagonal"][:N]
         r = paired_bootstrap(e, g["elbo_diagonal"][:N], np.random.default_rng(0))
@@ -60,7 +65,7 @@ def main() -> int:
         lines.append(
             f"  largest |difference| {np.abs(diff).max():.4f} (image {int(np.argmax(np.abs(diff)))}), largest se "
             f"{se.max():.4f}; converged {d['converged']}, restart gain {d['restart_gain']:.1e}, "
-            f"{d['iterations']} iterations"
+            f"{d['iterations']} iterations; optimum from the posterior mode's start on {int(d['start'].sum())} images"
         )
     emit(lines, args.out)
     return 0
