@@ -7,8 +7,9 @@ float64, certified by a restart), with K draws and again with 2K, and every ELBO
 the same independent draws (unbiased, paired across the families).  Against log p(x) by AIS
 (``vaetheory analyze RUN --ais``, read from the run's ``ais_evidence_per_image.npz``):
 
-* the amortization gap: each image's best diagonal Gaussian (the better of the optima climbed
-  from the encoder's mean and from the posterior mode) minus the encoder's posterior;
+* the amortization gap: each image's best diagonal Gaussian (the best of the optima climbed from
+  the encoder's mean and from local maxima of the log joint, :func:`starts`) minus the encoder's
+  posterior;
 * the rest of the gap: log p(x) minus the best diagonal, against Eq. (18) there;
 * the cost of a constant variance: the best diagonal minus the best shared Sigma, against
   Eq. (22) for this decoder (at the shared optimum's means).
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mlpvae.evidence import fixed_decoder_saa as S
+from mlpvae.evidence.ais_target import laplace_modes
 from mlpvae.evidence.laplace import cv2_penalty, laplace_evidence, training_priors
 from mlpvae.evidence.posterior_mode import neighbour_starts, posterior_mode
 from mlpvae.experiments.intervals import paired_bootstrap
@@ -49,18 +51,23 @@ def _log_px(run_dir, images: int) -> tuple[np.ndarray, np.ndarray]:
     return a["ais_log_px"][:images], a["ais_se"][:images]
 
 
-def starts(run, mu, var, neighbours: int = 10) -> list[np.ndarray]:
-    """The diagonal family's starting means (N, n): the encoder's and the posterior mode (Not in the paper).
+def starts(run, mu, var, neighbours: int = 10, modes: int = 3) -> list[np.ndarray]:
+    """The diagonal family's starting means, each (N, n): the encoder's, then local maxima of the log joint.
 
-    The mode is climbed from the encoder's mean and from the encoder's means of the ``neighbours``
-    most similar training images (:mod:`mlpvae.evidence.posterior_mode`): where the posterior has
-    several modes the encoder may sit in a lesser one, and its basin holds only a local optimum.
+    Where the posterior has several modes the encoder may sit in a lesser one, whose basin holds
+    only a local optimum.  The maxima: the climb from the encoder's mean and from the encoder's
+    means of the ``neighbours`` most similar training images (:mod:`mlpvae.evidence.posterior_mode`),
+    and the ``modes`` heaviest by Laplace mass among the climbs from the prior's points
+    (:func:`mlpvae.evidence.ais_target.laplace_modes`; an image with fewer repeats its heaviest).
+    Not in the paper.
     """
     mc, params, x = run.mc, run.params, run.x_test
     mu_tr, _, s2, s2_train = training_priors(run)
     near = neighbour_starts(x, run.x_train, mu_tr, neighbours) if neighbours > 0 else None
     mode = posterior_mode(params, x, mu, var, mc, s2, baggins_s2=s2_train, starts=near)["mode"]
-    return [to_numpy(mu).astype(np.float64), to_numpy(mode).astype(np.float64)]
+    heavy = to_numpy(laplace_modes(params, x, mu, var, mc, s2, s2_train, max_modes=modes)[0])
+    host = lambda a: to_numpy(a).astype(np.float64)  # noqa: E731
+    return [host(mu), host(mode)] + [heavy[:, j].astype(np.float64) for j in range(modes)]
 
 
 def evaluate_run(

@@ -6,7 +6,7 @@ RUN: a 2-D run directory with its checkpoint; GRID_NPZ: the fixed_decoder_per_im
 `vaetheory analyze RUN --fixed-decoder-images N` wrote for the same run (each image's best diagonal
 Gaussian on a fixed grid, converged to a stated Newton gain).  Finds each image's best diagonal
 Gaussian again with mlpvae.evidence.fixed_decoder_saa (moment-matched sample average over K and 2K
-draws, from the encoder's mean and from the posterior mode, evaluated with 8192 fresh draws) and
+draws, from the encoder's mean and from local maxima of the log joint, evaluated with 8192 fresh draws) and
 prints the per-image differences from the grid's optimum, with a paired bootstrap interval over the
 images; likewise for the encoder's own ELBO.
 """
@@ -65,7 +65,8 @@ def main() -> int:
         lines.append(
             f"  largest |difference| {np.abs(diff).max():.4f} (image {int(np.argmax(np.abs(diff)))}), largest se "
             f"{se.max():.4f}; converged {d['converged']}, restart gain {d['restart_gain']:.1e}, "
-            f"{d['iterations']} iterations; optimum from the posterior mode's start on {int(d['start'].sum())} images"
+            f"{d['iterations']} iterations; optimum from a start other than the encoder's on "
+            f"{int((d['start'] > 0).sum())} images"
         )
     emit(lines, args.out)
     return 0
