@@ -68,6 +68,11 @@ def main() -> int:
             f"{d['iterations']} iterations; optimum from a start other than the encoder's on "
             f"{int((d['start'] > 0).sum())} images"
         )
+        far = np.flatnonzero(np.abs(diff) > 0.05)
+        lines.append(
+            f"  within 0.05 nats of the grid's optimum: {N - len(far)} of {N}; beyond: "
+            + (", ".join(f"image {i} {diff[i]:+.3f}" for i in far) or "none")
+        )
     emit(lines, args.out)
     return 0
 
