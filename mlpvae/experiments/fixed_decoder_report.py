@@ -29,6 +29,7 @@ from mlpvae.evidence.laplace import cv2_penalty, laplace_evidence, training_prio
 from mlpvae.experiments import fixed_decoder_saa_report as saa
 from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.intervals import paired_bootstrap
+from mlpvae.experiments.report import interval_text
 from mlpvae.nn.batched import encode_all
 from mlpvae.nn.likelihoods import LOG_2PI
 from mlpvae.training.runs import git_sha, load_run, read_config
@@ -195,8 +196,7 @@ def report_md(r: dict) -> str:
     c = r["comparisons"]
 
     def ci(name):
-        x = c[name]
-        return f"{f(x['mean'])} [{f(x['lo'])}, {f(x['hi'])}]"
+        return interval_text(c[name])
 
     lines = [
         f"# The gaps on one decoder: {r['run']}",

@@ -31,6 +31,7 @@ from mlpvae.evidence.ais_target import laplace_modes
 from mlpvae.evidence.laplace import cv2_penalty, laplace_evidence, training_priors
 from mlpvae.evidence.posterior_mode import neighbour_starts, posterior_mode
 from mlpvae.experiments.intervals import paired_bootstrap
+from mlpvae.experiments.report import interval_text
 from mlpvae.nn.batched import encode_all
 from mlpvae.training.runs import git_sha, load_run
 from vaetheory.xp import to_numpy
@@ -191,12 +192,10 @@ def evaluate_run(
 
 def report_md(r: dict) -> str:
     """:func:`evaluate_run`'s summary as Markdown (nats per image, means over the images with intervals)."""
-    f = "{:+.3f}".format
     c = r["comparisons"]
 
     def ci(name):
-        x = c[name]
-        return f"{f(x['mean'])} [{f(x['lo'])}, {f(x['hi'])}]"
+        return interval_text(c[name])
 
     K = r["K"]
     lines = [

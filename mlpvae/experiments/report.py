@@ -38,3 +38,8 @@ def emit(lines: list[str], out: str | Path | None = None) -> str:
         Path(out).write_text(text)
         print(f"wrote {out}")
     return text
+
+
+def interval_text(x: dict) -> str:
+    """A comparison's mean with its interval, ``+0.123 [-0.045, +0.290]`` (nats)."""
+    return f"{x['mean']:+.3f} [{x['lo']:+.3f}, {x['hi']:+.3f}]"
