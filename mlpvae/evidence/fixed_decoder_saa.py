@@ -58,6 +58,15 @@ def _kl(m, logs, s2):
     return kl, m / s2, s2e / s2 - 1.0
 
 
+def _points(x, m, logs, eps, a: int, b: int):
+    """Images a..b-1: z = m + exp(logs) eps as (c K, n) host rows, and each image's targets repeated (c K, m)."""
+    xp = array_namespace(x)
+    K, c = len(eps), b - a
+    z = m[a:b, None, :] + np.exp(logs[a:b])[:, None, :] * eps[None]  # (c, K, n)
+    xr = xp.broadcast_to(x[a:b, None], (c, K, x.shape[1])).reshape(c * K, -1)
+    return z.reshape(c * K, -1), xr
+
+
 def sample_elbo(params, x, mc: M.ModelConfig, s2, m, logs, eps, chunk: int = 8):
     """The ELBO of Eq. (2) per image, averaged over the draws ``eps (K, n)``, and its gradients (Not in the paper).
 
@@ -74,9 +83,8 @@ def sample_elbo(params, x, mc: M.ModelConfig, s2, m, logs, eps, chunk: int = 8):
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
         s = np.exp(logs[a:b])
-        z = m[a:b, None, :] + s[:, None, :] * eps[None]  # (c, K, n)
-        xr = xp.broadcast_to(x[a:b, None], (b - a, K, x.shape[1])).reshape((b - a) * K, -1)
-        out, vjp = Jac.decoder_vjp(params, xp.asarray(z.reshape(-1, n)), mc)
+        z, xr = _points(x, m, logs, eps, a, b)
+        out, vjp = Jac.decoder_vjp(params, xp.asarray(z), mc)
         dec = {"logits" if mc.likelihood == "bernoulli" else "mean": out}
         ll[a:b] = to_numpy(M.log_likelihood(dec, xr, mc)).reshape(b - a, K).mean(axis=1)
         g = to_numpy(vjp(score(out, xr, mc))).reshape(b - a, K, n)
@@ -98,9 +106,8 @@ def fresh_elbo(params, x, mc: M.ModelConfig, s2, m, logs, K: int, rng: np.random
     est, se = np.empty(N), np.empty(N)
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
-        z = m[a:b, None, :] + np.exp(logs[a:b])[:, None, :] * eps[None]
-        xr = xp.broadcast_to(x[a:b, None], (b - a, K, x.shape[1])).reshape((b - a) * K, -1)
-        dec = M.decode(params, xp.asarray(z.reshape(-1, n)), mc)
+        z, xr = _points(x, m, logs, eps, a, b)
+        dec = M.decode(params, xp.asarray(z), mc)
         ll = to_numpy(M.log_likelihood(dec, xr, mc)).reshape(b - a, K)
         pairs = 0.5 * (ll[:, : K // 2] + ll[:, K // 2 :])
         est[a:b] = pairs.mean(axis=1)
