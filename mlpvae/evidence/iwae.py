@@ -8,6 +8,12 @@ pixels.
   ``log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x)``, ``z_i ~ q(z|x)``.  It is a
   lower bound on log p(x) for every k and increases to it as k grows; the
   samples are processed in chunks so memory stays bounded for k up to 5000.
+* The Pareto tail shape k-hat of the importance weights (Vehtari et al.,
+  "Pareto smoothed importance sampling", JMLR 2024): a generalized Pareto
+  distribution fitted to the largest weights.  Above about 0.7 the weights'
+  variance is infinite in practice and a k-sample estimate can land far above
+  log p(x) now and then (it is unbiased in p, not in log p), so a single
+  IWAE value is no yardstick for another estimator on that image.
 * Active units (Burda et al.): latent dimension u is active when
   ``Cov_x(E_q[z_u]) = Var_x(mu_u) > 1e-2``.
 * The grayscale entropy floor: with grayscale targets ``x in [0, 1]`` the
@@ -49,7 +55,8 @@ def iwae_log_px(
     baggins_s2=None,
     progress: bool = False,
     proposal=None,
-) -> np.ndarray:
+    top: int = 0,
+):
     """Importance-sampled lower bound on log p(x) per image (N,), with k samples (Burda et al.; Not in the paper).
 
     ``log p(x) >= log (1/k) sum_{i<=k} p(x|z_i) N(z_i; 0, S^2) / q(z_i|x)``,
@@ -62,6 +69,9 @@ def iwae_log_px(
     for the images ``x[sl]``, from standard normal ``eps (c, b, n)`` (e.g.
     :func:`mlpvae.evidence.laplace.laplace_proposal`); BAGGINS's T still uses the
     encoder's Sigma, as in training.
+    ``top > 0``: also return the ``top`` largest log weights of each image,
+    ``(log_px (N,), top_log_w (N, top))`` in decreasing order (for
+    :func:`pareto_khat`).
     """
     xp = array_namespace(x)
     n = mc.n
@@ -69,6 +79,9 @@ def iwae_log_px(
     out = np.empty(len(x))
     per = max(1, rows // k) if k <= rows else 1
     kc = min(k, rows)
+    if not 0 <= top <= k:
+        raise ValueError(f"top must be between 0 and k = {k}, got {top}")
+    best = np.full((len(x), top), -np.inf)
     for sl in tqdm(list(chunks(len(x), per)), desc=f"IWAE k={k}", disable=not progress, leave=False, file=sys.stderr):
         xb = x[sl]
         b = len(xb)
@@ -95,9 +108,60 @@ def iwae_log_px(
             lw = lw.astype(xp.float64)
             m = xp.maximum(acc, lw.max(axis=0))
             acc = m + xp.log(xp.exp(acc - m) + xp.exp(lw - m[None]).sum(axis=0))
+            if top:
+                both = np.concatenate([best[sl], to_numpy(lw).T], axis=1)
+                best[sl] = -np.sort(-both, axis=1)[:, :top]
             done += c
         out[sl] = to_numpy(acc) - math.log(k)
-    return out
+    return (out, best) if top else out
+
+
+def tail_size(S: int) -> int:
+    """The number of largest weights PSIS fits the Pareto tail to, min(S / 5, 3 sqrt(S)) (Vehtari et al.)."""
+    return int(min(S / 5, 3 * math.sqrt(S)))
+
+
+def pareto_khat(top_log_w, prior_weight: float = 10.0) -> np.ndarray:
+    """The shape k-hat of a generalized Pareto tail fitted to the largest importance weights (Not in the paper).
+
+    ``top_log_w (N, M + 1)`` or ``(M + 1,)``: the M + 1 largest log weights of
+    each image (any order; :func:`tail_size` gives M).  The M exceedances
+    ``w_i / w_(M+1) - 1`` over the (M+1)-th largest weight are fitted by
+    Zhang and Stephens' (2009) empirical-Bayes estimate: with the GPD written
+    ``(1/sigma) (1 - kappa y / sigma)^(1/kappa - 1)`` and ``theta = kappa / sigma``,
+    the profile MLE is ``kappa(theta) = -mean log(1 - theta y)``, and theta is
+    averaged over a grid below ``1 / y_max`` with weights proportional to the
+    profile likelihood ``exp(M (log(theta / kappa) + kappa - 1))``.  The shape
+    is ``k = -kappa``, shrunk towards 0.5 with the weight of ``prior_weight``
+    observations as PSIS does: ``(M k + prior_weight / 2) / (M + prior_weight)``.
+    Returns k-hat per image (a float for one image): below 0.5 the weights
+    have a finite variance; above 0.7 an importance-sampling estimate is
+    unreliable (Vehtari et al. 2024).
+    """
+    lw = np.asarray(top_log_w, dtype=np.float64)
+    one = lw.ndim == 1
+    lw = np.atleast_2d(lw)
+    if lw.shape[1] < 6 or not np.all(np.isfinite(lw)):
+        raise ValueError(f"pareto_khat needs at least 6 finite log weights per image, got shape {lw.shape}")
+    lw = -np.sort(-lw, axis=1)
+    out = np.empty(len(lw))
+    for i, row in enumerate(lw):
+        y = np.sort(np.expm1(row[:-1] - row[-1]))  # exceedances, ascending
+        if y[-1] <= 0:
+            out[i] = -np.inf  # no tail at all: every weight equal
+            continue
+        M = len(y)
+        g = 30 + int(math.sqrt(M))
+        j = np.arange(1, g + 1)
+        quart = y[max(int(M / 4 + 0.5) - 1, 0)]
+        theta = 1.0 / y[-1] + (1.0 - np.sqrt(g / (j - 0.5))) / (3.0 * max(quart, y[-1] * 1e-12))
+        kappa = -np.mean(np.log1p(-theta[:, None] * y[None]), axis=1)
+        ll = M * (np.log(theta / kappa) + kappa - 1.0)
+        wgt = np.exp(ll - ll.max())
+        th = np.sum(theta * wgt) / wgt.sum()
+        k = np.mean(np.log1p(-th * y))  # = -kappa(th), the shape
+        out[i] = (M * k + prior_weight * 0.5) / (M + prior_weight)
+    return out[0] if one else out
 
 
 def active_units(mu, threshold: float = ACTIVE_THRESHOLD) -> tuple[int, np.ndarray]:
