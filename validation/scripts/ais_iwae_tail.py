@@ -10,7 +10,9 @@ no analysis uses), their pooled estimate (log-mean-exp over all repeats x k weig
 tail shape k-hat of the pooled weights (mlpvae.evidence.iwae.pareto_khat; above 0.7 a single k-sample
 IWAE value can land far above log p(x) now and then). On every image where the recorded AIS is below
 the recorded IWAE by more than three AIS standard errors, AIS is rerun from q(z|x) alone (`--ais-chains`
-chains, T = 1,000, noise `default_rng([seed, 27, 100])`) as a check of the start. Writes
+chains, T = 1,000, noise `default_rng([seed, 27, 100])`) as a check of the start; on every image where it
+is below the pooled IWAE by more than three standard errors, AIS is rerun at the recorded start and chains
+with `--long-steps` intermediate distributions (noise `default_rng([seed, 27, 200])`), a check of T. Writes
 `DIR/<method>/seed<s>/iwae_tail.npz` and `iwae_tail.json` (with the code's git SHA) and prints a summary
 (also `DIR/iwae_tail.txt` with `--out`).
 """
@@ -70,6 +72,23 @@ def measure(run_dir: Path, d: dict, repeats: int, k: int, ais_chains: int) -> di
     return out
 
 
+def lengthen(run_dir: Path, d: dict, t: dict, steps: int, chains: int, init: str) -> dict:
+    """AIS with ``steps`` intermediate distributions on the images below the pooled IWAE."""
+    N = len(d["ais_log_px"])
+    t = dict(t, ais_long=np.full(N, np.nan), ais_long_se=np.full(N, np.nan), long_steps=steps)
+    low = np.flatnonzero(d["ais_log_px"] < t["iwae_pooled"] - 3 * d["ais_se"])
+    if len(low):
+        run = load_run(run_dir, test_limit=N, float64=True)
+        mc, p, x = run.mc, run.params, run.x_test[low]
+        _, _, s2, s2_train = training_priors(run)
+        mu, var = encode_all(p, x, mc)
+        var = np.broadcast_to(var, mu.shape)
+        rng = np.random.default_rng([run.cfg.seed, STREAM, 200])
+        a = ais_log_px(p, x, mc, s2, rng, mu=mu, var=var, baggins_s2=s2_train, chains=chains, steps=steps, init=init)
+        t["ais_long"][low], t["ais_long_se"][low] = a["log_px"], a["se"]
+    return t
+
+
 def describe(name: str, d: dict, t: dict) -> list[str]:
     ais, iw, se = d["ais_log_px"], d["iwae"], d["ais_se"]
     reps, pooled, kh = t["iwae_repeats"], t["iwae_pooled"], t["khat"]
@@ -79,6 +98,14 @@ def describe(name: str, d: dict, t: dict) -> list[str]:
         f"AIS - pooled IWAE {np.mean(ais - pooled):+.3f} on average, AIS below the pooled IWAE by more than 3 "
         f"standard errors on {len(still)} image(s)" + (f" ({', '.join(map(str, still))})" if len(still) else "")
     ]
+    if "ais_long" in t:
+        L += [
+            f"    image {i} (below the pooled IWAE): AIS {ais[i]:.2f} +- {se[i]:.2f}, "
+            f"with T = {int(t['long_steps']):,} "
+            f"{t['ais_long'][i]:.2f} +- {t['ais_long_se'][i]:.2f}; pooled IWAE {pooled[i]:.2f}, k-hat {kh[i]:.2f}"
+            for i in still
+        ]
+    L.append("    recorded IWAE above AIS by more than 3 standard errors:" if len(t["flagged"]) else "")
     for i in t["flagged"]:
         rank = int((reps[:, i] >= iw[i]).sum())
         L.append(
@@ -98,6 +125,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--k", type=int, default=5000)
     ap.add_argument("--ais-chains", type=int, default=16)
+    ap.add_argument("--long-steps", type=int, default=10000, help="T of the AIS rerun below the pooled IWAE")
     ap.add_argument("--models", default="", help="comma-separated <method>/seed<s> to measure (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="also write the summary here")
     a = ap.parse_args()
@@ -120,6 +148,14 @@ def main() -> None:
             t = measure(a.runs / f.parent.parent.name / f.parent.name, d, a.repeats, a.k, a.ais_chains)
             np.savez(out, **t)
             meta = {"git_sha": sha, "repeats": a.repeats, "k": a.k, "ais_chains": a.ais_chains, "stream": STREAM}
+            (f.parent / "iwae_tail.json").write_text(json.dumps(meta, indent=1) + "\n")
+        if "ais_long" not in t and a.long_steps:
+            rec = json.loads((f.parent / "ais_evidence.json").read_text())
+            run_dir = a.runs / f.parent.parent.name / f.parent.name
+            t = lengthen(run_dir, d, t, a.long_steps, int(rec["chains"]), rec["init"])
+            np.savez(out, **t)
+            meta = json.loads((f.parent / "iwae_tail.json").read_text())
+            meta.update(long_steps=a.long_steps, long_git_sha=sha)
             (f.parent / "iwae_tail.json").write_text(json.dumps(meta, indent=1) + "\n")
         lines += describe(name, d, t)
     emit(lines, a.out)
