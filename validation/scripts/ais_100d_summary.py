@@ -8,7 +8,9 @@ estimator's tail (largest standard error, smallest effective sample size) and th
 the simulated images; per seed: constant minus learned Sigma on the same images (paired bootstrap over the
 images, mlpvae.experiments.intervals, 10,000 resamples, seed 0); over the seeds present for both methods:
 the same differences paired by seed (Student's t), and whether the IWAE's error (AIS - IWAE) depends on
-the method.
+the method. Where DIR/<method>/seed<s>/iwae_tail.npz exists (validation/scripts/ais_iwae_tail.py), also the
+IWAE's own spread and weight tail on those images, and the two checks of AIS where an IWAE lands above it
+(AIS from q alone; AIS with more intermediate distributions).
 """
 
 from __future__ import annotations
@@ -31,9 +33,6 @@ QUANTITIES = {
     "ELBO": lambda d: d["elbo"],
     "gap, AIS - ELBO": lambda d: d["ais_log_px"] - d["elbo"],
     "IWAE error, AIS - IWAE": lambda d: d["ais_log_px"] - d["iwae"],
-    # a sensitivity check: AIS and the IWAE are both stochastic lower bounds; where AIS falls below the
-    # IWAE it missed mass the encoder's q found, and the larger of the two is the better bound there
-    "larger of AIS and IWAE": lambda d: np.maximum(d["ais_log_px"], d["iwae"]),
 }
 
 
@@ -43,6 +42,9 @@ def load(root: Path) -> dict[tuple[str, int], dict]:
     for m in METHODS:
         for p in sorted((root / m).glob("seed*/ais_evidence_per_image.npz")):
             runs[(m, int(p.parent.name[4:]))] = dict(np.load(p))
+            tail = p.parent / "iwae_tail.npz"
+            if tail.exists():
+                runs[(m, int(p.parent.name[4:]))]["tail"] = dict(np.load(tail))
     return runs
 
 
@@ -50,6 +52,49 @@ def _below(d) -> str:
     """The images where AIS is below the IWAE bound by more than three AIS standard errors, with the amount."""
     low = np.flatnonzero(d["ais_log_px"] < d["iwae"] - 3 * d["ais_se"])
     return ", ".join(f"image {i} ({d['ais_log_px'][i] - d['iwae'][i]:+.2f})" for i in low) or "no image"
+
+
+def tails(runs: dict[tuple[str, int], dict]) -> list[str]:
+    """The IWAE's spread and Pareto tail on the AIS images, and AIS's two checks where an IWAE is above it."""
+    have = {k: d for k, d in runs.items() if "tail" in d}
+    if not have:
+        return []
+    r0 = next(iter(have.values()))["tail"]["iwae_repeats"]
+    lines = [f"the IWAE (k = 5000) repeated {len(r0)} times on the same images, and its weights' Pareto k-hat:"]
+    q_diff, long_diff, n_img, above_med, n_still, over = [], [], 0, 0, 0, []
+    for (m, s), d in sorted(have.items()):
+        t, ais, se = d["tail"], d["ais_log_px"], d["ais_se"]
+        med = np.median(t["iwae_repeats"], axis=0)
+        still = ais < t["iwae_pooled"] - 3 * se
+        fl = t["flagged"].astype(int)
+        over += [int((t["iwae_repeats"][:, i] >= d["iwae"][i]).sum()) for i in fl]
+        n_img, above_med, n_still = n_img + len(ais), above_med + int((ais > med).sum()), n_still + int(still.sum())
+        q_diff += list(t["ais_q"][fl] - ais[fl])
+        if "ais_long" in t:
+            long_diff += list(t["ais_long"][still] - ais[still])
+        lines.append(
+            f"  {m:8s} seed {s}: k-hat median {np.median(t['khat']):.2f}, above 0.7 on {int((t['khat'] > 0.7).sum())} "
+            f"of {len(ais)}; AIS - median IWAE {np.mean(ais - med):+.3f}, AIS - pooled IWAE "
+            f"{np.mean(ais - t['iwae_pooled']):+.3f}; AIS below the pooled IWAE by more than 3 standard errors on "
+            f"{int(still.sum())} image(s)"
+        )
+    q_diff, long_diff = np.array(q_diff), np.array(long_diff)
+    lines.append(f"  AIS above the median of the IWAE repeats on {above_med} of {n_img} images")
+    if len(q_diff):
+        lines.append(
+            f"  on the {len(q_diff)} images with the recorded IWAE above AIS by more than 3 standard errors: the "
+            f"recorded IWAE is at or above {np.median(over):.0f} of {len(r0)} repeats (median; at or above none on "
+            f"{sum(o == 0 for o in over)}); AIS from q alone minus AIS {q_diff.mean():+.3f} on average "
+            f"(largest |difference| {np.abs(q_diff).max():.3f})"
+        )
+    if len(long_diff):
+        T = int(next(d["tail"]["long_steps"] for d in have.values() if "long_steps" in d["tail"]))
+        lines.append(
+            f"  on the {n_still} images with AIS below the pooled IWAE by more than 3 standard errors: AIS at "
+            f"T = {T:,} minus at T = 1,000 {long_diff.mean():+.3f} on average (largest |difference| "
+            f"{np.abs(long_diff).max():.3f})"
+        )
+    return lines
 
 
 def summarize(runs: dict[tuple[str, int], dict]) -> list[str]:
@@ -70,6 +115,7 @@ def summarize(runs: dict[tuple[str, int], dict]) -> list[str]:
         f"  BDMC sandwich over all {len(runs)} models: {w.mean():+.3f} per image on average, largest {w.max():+.3f}, "
         f"{int((np.abs(w) > 0.15).sum())} of {len(w)} images beyond 0.15 nat"
     )
+    lines += tails(runs)
     seeds = sorted({s for (m, s) in runs if all((k, s) in runs for k in METHODS)})
     for name, f in QUANTITIES.items():
         lines.append(f"constant minus learned Sigma, {name}:")
