@@ -84,8 +84,8 @@ def tails(runs: dict[tuple[str, int], dict]) -> list[str]:
     lines.append(f"  AIS above the median of the IWAE repeats on {above_med} of {n_img} images")
     if len(q_diff):
         lines.append(
-            f"  on the {len(q_diff)} images with the recorded IWAE above AIS by more than 3 standard errors: the "
-            f"recorded IWAE is at or above {np.median(over):.0f} of {len(r0)} repeats (median; at or above none on "
+            f"  on the {len(q_diff)} images with the recorded IWAE above AIS by more than 3 standard errors: a "
+            f"median of {np.median(over):.0f} of the {len(r0)} repeats reach the recorded IWAE (none reaches it on "
             f"{sum(o == 0 for o in over)}); AIS from q alone minus AIS {q_diff.mean():+.3f} on average "
             f"(largest |difference| {np.abs(q_diff).max():.3f})"
         )
