@@ -237,7 +237,7 @@ def test_the_checks_see_violations(tmp_path):
 
 
 def test_no_test_module_imports_another():
-    """Shared test helpers live in helper modules (conftest, strategies, tiny_runs, idx_files, matrices),
+    """Shared test helpers live in helper modules (conftest, strategies, tiny_runs, idx_files, matrices, linear_models),
     never in a test."""
     bad = []
     for path in sorted((ROOT / "tests").rglob("*.py")):

@@ -8,9 +8,9 @@ P(w > t) is exactly a power law in t and the weights' tail shape is k = 1 - s^2.
 
 import numpy as np
 import pytest
+from linear_models import linear_gaussian
 from scipy import stats
 from scipy.special import logsumexp
-from test_evaluate import linear_gaussian
 
 from mlpvae.evidence.iwae import iwae_log_px, pareto_khat, tail_size
 
