@@ -126,7 +126,7 @@ def pareto_khat(top_log_w, prior_weight: float = 10.0) -> np.ndarray:
 
     ``top_log_w (N, M + 1)`` or ``(M + 1,)``: the M + 1 largest log weights of
     each image (any order; :func:`tail_size` gives M).  The M exceedances
-    ``w_i / w_(M+1) - 1`` over the (M+1)-th largest weight are fitted by
+    ``w_i - w_(M+1)`` over the (M+1)-th largest weight are fitted by
     Zhang and Stephens' (2009) empirical-Bayes estimate: with the GPD written
     ``(1/sigma) (1 - kappa y / sigma)^(1/kappa - 1)`` and ``theta = kappa / sigma``,
     the profile MLE is ``kappa(theta) = -mean log(1 - theta y)``, and theta is
@@ -146,7 +146,9 @@ def pareto_khat(top_log_w, prior_weight: float = 10.0) -> np.ndarray:
     lw = -np.sort(-lw, axis=1)
     out = np.empty(len(lw))
     for i, row in enumerate(lw):
-        y = np.sort(np.expm1(row[:-1] - row[-1]))  # exceedances, ascending
+        # exceedances over the threshold in units of the largest weight (the shape is scale-free), so no
+        # spread of log weights overflows
+        y = np.sort(np.exp(row[:-1] - row[0]) - np.exp(row[-1] - row[0]))
         if y[-1] <= 0:
             out[i] = -np.inf  # no tail at all: every weight equal
             continue

@@ -37,6 +37,11 @@ def test_khat_is_order_free_and_takes_a_batch_of_images():
     assert k.shape == (3,)
     np.testing.assert_allclose(k, pareto_khat(rng.permuted(lw, axis=1)), rtol=1e-12)
     assert k[0] < k[2]  # the heavier the lognormal tail, the larger k-hat
+    # the shape is scale-free: shifting every log weight changes nothing, and a spread of log weights far
+    # beyond what exp can hold stays finite
+    np.testing.assert_allclose(pareto_khat(lw + 800.0), k, rtol=1e-12)
+    wide = pareto_khat(np.array([0.0, -1.0, -5.0, -300.0, -800.0, -900.0, -1000.0]))
+    assert np.isfinite(wide)
     with pytest.raises(ValueError, match="at least 6 finite"):
         pareto_khat(np.array([0.0, 1.0, np.nan, 2.0, 3.0, 4.0]))
 
