@@ -44,6 +44,17 @@ def below(d) -> np.ndarray:
     return np.flatnonzero(d["ais_log_px"] < d["iwae"] - 3 * d["ais_se"])
 
 
+def ais_on(run, s2, s2_train, images: np.ndarray, substream: int, **opts) -> tuple[np.ndarray, np.ndarray]:
+    """AIS log p(x) and its standard error on the test ``images``; noise ``default_rng([seed, 27, substream])``."""
+    x = run.x_test[images]
+    mu, var = encode_all(run.params, x, run.mc)
+    rng = np.random.default_rng([run.cfg.seed, STREAM, substream])
+    a = ais_log_px(
+        run.params, x, run.mc, s2, rng, mu=mu, var=np.broadcast_to(var, mu.shape), baggins_s2=s2_train, **opts
+    )
+    return a["log_px"], a["se"]
+
+
 def measure(run_dir: Path, d: dict, repeats: int, k: int, ais_chains: int) -> dict:
     """Repeated IWAE, pooled IWAE, k-hat per image; AIS from q on the flagged images."""
     N = len(d["ais_log_px"])
@@ -64,11 +75,9 @@ def measure(run_dir: Path, d: dict, repeats: int, k: int, ais_chains: int) -> di
     out["flagged"] = flagged
     out["ais_q"], out["ais_q_se"] = np.full(N, np.nan), np.full(N, np.nan)
     if len(flagged):
-        mu, var = encode_all(p, x[flagged], mc)
-        var = np.broadcast_to(var, mu.shape)
-        rng = np.random.default_rng([run.cfg.seed, STREAM, 100])
-        a = ais_log_px(p, x[flagged], mc, s2, rng, mu=mu, var=var, baggins_s2=s2_train, chains=ais_chains, init="q")
-        out["ais_q"][flagged], out["ais_q_se"][flagged] = a["log_px"], a["se"]
+        out["ais_q"][flagged], out["ais_q_se"][flagged] = ais_on(
+            run, s2, s2_train, flagged, 100, chains=ais_chains, init="q"
+        )
     return out
 
 
@@ -79,13 +88,10 @@ def lengthen(run_dir: Path, d: dict, t: dict, steps: int, chains: int, init: str
     low = np.flatnonzero(d["ais_log_px"] < t["iwae_pooled"] - 3 * d["ais_se"])
     if len(low):
         run = load_run(run_dir, test_limit=N, float64=True)
-        mc, p, x = run.mc, run.params, run.x_test[low]
         _, _, s2, s2_train = training_priors(run)
-        mu, var = encode_all(p, x, mc)
-        var = np.broadcast_to(var, mu.shape)
-        rng = np.random.default_rng([run.cfg.seed, STREAM, 200])
-        a = ais_log_px(p, x, mc, s2, rng, mu=mu, var=var, baggins_s2=s2_train, chains=chains, steps=steps, init=init)
-        t["ais_long"][low], t["ais_long_se"][low] = a["log_px"], a["se"]
+        t["ais_long"][low], t["ais_long_se"][low] = ais_on(
+            run, s2, s2_train, low, 200, chains=chains, steps=steps, init=init
+        )
     return t
 
 
