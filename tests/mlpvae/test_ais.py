@@ -307,6 +307,54 @@ def test_the_ais_command_measures_a_trained_run(tmp_path):
     assert main(["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "0"]) == 2
 
 
+def _fd_grad(f, z, h=1e-6):
+    g = np.zeros_like(z)
+    for j in range(z.shape[1]):
+        e = np.zeros_like(z)
+        e[0, j] = h
+        g[0, j] = (f(z + e) - f(z - e)) / (2 * h)
+    return g
+
+
+def test_the_gaussian_twin_has_baggins_gradient_at_its_point_and_not_elsewhere():
+    from mlpvae.evidence.laplace import likelihood_at
+
+    mc = M.ModelConfig(m=7, n=3, hidden=5, layers=2, likelihood="baggins", tau=0.3, posterior="bilbo")
+    rng = np.random.default_rng(5)
+    p = M.init_params(mc, rng, dtype=np.float64)
+    x, z = rng.standard_normal((1, 7)), rng.standard_normal((1, 3))
+    mu, var, s2 = rng.standard_normal((1, 3)), np.full((1, 3), 0.4), rng.uniform(0.5, 2.0, 3)
+    twin = BD.gaussian_twin(p, x, z, mc)
+    assert twin.likelihood == "gaussian" and twin.n == mc.n
+    nu = M.decode(p, z, mc)["mean"]
+    assert twin.t == pytest.approx(((x - nu) ** 2).sum() / mc.m, rel=1e-12)
+
+    def grads(at):
+        return [_fd_grad(lambda w, c=c: likelihood_at(p, x, w, mu, var, c, s2)[0][0], at) for c in (mc, twin)]
+
+    gb, gg = grads(z)
+    np.testing.assert_allclose(gg, gb, rtol=1e-6, atol=1e-8)  # -m/2 grad r^2 / r^2 = -grad r^2 / (2 t) at t = r^2/m
+    gb, gg = grads(z + 1.5)  # elsewhere r^2 differs and so does BAGGINS' effective t
+    assert np.abs(gg - gb).max() > 1e-3 * np.abs(gb).max()
+    with pytest.raises(ValueError, match="baggins"):
+        BD.gaussian_twin(p, x, z, twin)
+
+
+def test_the_ais_command_certifies_baggins_on_its_gaussian_twin(tmp_path):
+    from vaetheory.cli import main
+
+    train_synthetic(tmp_path / "run", likelihood="baggins", binarize="none", posterior="bilbo")
+    args = ["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "4", "--chains", "8", "--steps", "50"]
+    assert main(args + ["--bdmc-images", "3", "--iwae-k", "100", "--no-progress"]) == 0
+    saved = json.loads((tmp_path / "run" / "ais_evidence.json").read_text())
+    assert saved["bdmc_target"] == "gaussian twin" and saved["bdmc_images"] == 3
+    run = load_run(tmp_path / "run", test_limit=4, float64=True)
+    mu, _ = encode_all(run.params, run.x_test, run.mc)
+    assert saved["bdmc_twin_t"] == pytest.approx(BD.gaussian_twin(run.params, run.x_test, mu, run.mc).t, rel=1e-9)
+    per = np.load(tmp_path / "run" / "ais_evidence_per_image.npz")
+    assert len(per["bdmc_width"]) == 3 and np.all(np.isfinite(per["bdmc_width"]))
+
+
 @needs_gpu
 def test_ais_on_cupy_agrees_with_the_exact_grid():
     cp = CUPY
