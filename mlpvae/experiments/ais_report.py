@@ -6,7 +6,9 @@ images: AIS log p(x) with its standard error, the IWAE bound and the ELBO
 against it; for n <= 2 also the exact grid value
 (:mod:`mlpvae.evidence.grid`) and the largest per-image difference.  On
 images simulated from the model (z* from the prior, x from the decoder): the
-BDMC lower and upper bounds and their width; for BAGGINS, whose p(x|z) cannot be
+BDMC lower and upper bounds and their width, and with a mixture p0 the width
+between the upper bound and the mixture's own forward run on the same images
+(the sandwich of the estimator the test images get); for BAGGINS, whose p(x|z) cannot be
 sampled, on its Gaussian twin (:func:`mlpvae.evidence.bdmc.gaussian_twin`).
 """
 
@@ -38,6 +40,21 @@ DEFAULTS = dict(
     q_fraction=0.5,
     bdmc_images=20,
 )
+
+
+def simulated_images(run, x, mu, s2, N: int):
+    """``(mc_b, xs, zs, mus, vs)``: the model BDMC samples and ``N`` images simulated from it, with their posteriors.
+
+    ``mc_b`` is the run's model, or for BAGGINS, whose p(x|z) cannot be sampled, its Gaussian twin at the
+    test images ``x`` and their encoder means ``mu`` (:func:`mlpvae.evidence.bdmc.gaussian_twin`); ``xs (N, m)``
+    and ``zs (N, n)`` from :func:`mlpvae.evidence.bdmc.simulate` on the run's own simulation stream, so
+    every call on the same run draws the same images; ``mus, vs (N, n)`` the encoder's posteriors of ``xs``.
+    """
+    params, mc, xp = run.params, run.mc, run.xp
+    mc_b = gaussian_twin(params, x, mu, mc) if mc.likelihood == "baggins" else mc
+    xs, zs = simulate(params, mc_b, xp.asarray(s2), N, generator(run.cfg.seed, STREAM_SIMULATE, run.epoch, xp))
+    mus, vs = encode_all(params, xs, mc)
+    return mc_b, xs, zs, mus, xp.broadcast_to(vs, mus.shape)
 
 
 def evaluate_run(
@@ -118,14 +135,20 @@ def evaluate_run(
         summary["grid_unconverged"] = int((~g["converged"]).sum())
     if bdmc_images > 0:
         t = time.perf_counter()
-        # BAGGINS' p(x|z) cannot be sampled: the sandwich is taken on its Gaussian twin (see gaussian_twin)
-        mc_b = gaussian_twin(params, x, mu, mc) if mc.likelihood == "baggins" else mc
-        xs, zs = simulate(
-            params, mc_b, xp.asarray(s2), bdmc_images, generator(run.cfg.seed, STREAM_SIMULATE, run.epoch, xp)
-        )
-        mus, vs = encode_all(params, xs, mc)
-        b = bdmc(params, xs, zs, mc_b, s2, rng, mu=mus, var=xp.broadcast_to(vs, mus.shape), progress=progress, **opts)
+        mc_b, xs, zs, mus, vs = simulated_images(run, x, mu, s2, bdmc_images)
+        b = bdmc(params, xs, zs, mc_b, s2, rng, mu=mus, var=vs, progress=progress, **opts)
         per.update(bdmc_lower=b["lower"], bdmc_upper=b["upper"], bdmc_width=b["width"])
+        if init in WITHOUT_PRIOR:
+            # The reverse bound holds whatever p0 the forward run uses: the mixture's own forward run on the
+            # same images closes the sandwich on the estimator the test images get, prior component included.
+            f = ais_log_px(params, xs, mc_b, s2, rng, mu=mus, var=vs, **opts)
+            per.update(bdmc_mixture_lower=f["log_px"], bdmc_mixture_width=b["upper"] - f["log_px"])
+            w = b["upper"] - f["log_px"]
+            summary.update(
+                bdmc_mixture_width=float(w.mean()),
+                bdmc_mixture_width_max=float(w.max()),
+                bdmc_mixture_width_min=float(w.min()),
+            )
         if mc_b is not mc:
             summary.update(bdmc_target="gaussian twin", bdmc_twin_t=mc_b.t)
         summary.update(
@@ -173,6 +196,12 @@ def report_md(r: dict) -> str:
             f"- BDMC on {r['bdmc_images']} simulated images{twin} (p0 = {r.get('bdmc_init', '?')}): "
             f"sandwich width {r['bdmc_width']:.3f} on average "
             f"(from {r['bdmc_width_min']:.3f} to {r['bdmc_width_max']:.3f}; {r['bdmc_seconds']:.1f} s)"
+        )
+    if "bdmc_mixture_width" in r:
+        L.append(
+            f"- the same upper bounds against forward AIS from p0 = {r['init']} on those images (the estimator of "
+            f"the test images): width {r['bdmc_mixture_width']:.3f} on average (from "
+            f"{r['bdmc_mixture_width_min']:.3f} to {r['bdmc_mixture_width_max']:.3f})"
         )
     return "\n".join(L)
 

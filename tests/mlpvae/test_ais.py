@@ -304,6 +304,17 @@ def test_the_ais_command_measures_a_trained_run(tmp_path):
     per = np.load(tmp_path / "run" / "ais_evidence_per_image.npz")
     assert len(per["ais_log_px"]) == 6 and len(per["bdmc_width"]) == 3
     assert np.abs(per["ais_minus_grid"]).max() < 0.5  # a short chain, yet near the exact value
+    # the mixture's forward run on the simulated images: the same images (one stream), near their exact values
+    from mlpvae.experiments.ais_report import simulated_images
+
+    run = load_run(tmp_path / "run", test_limit=6, float64=True)
+    _, _, s2, _ = training_priors(run)
+    mu, _ = encode_all(run.params, run.x_test, run.mc)
+    _, xs, _, _, _ = simulated_images(run, run.x_test, mu, s2, 3)
+    exact = grid_log_px(run.params, xs, run.mc, s2, tol=1e-4)["log_px"]
+    assert np.abs(per["bdmc_mixture_lower"] - exact).max() < 0.5
+    np.testing.assert_allclose(per["bdmc_mixture_width"], per["bdmc_upper"] - per["bdmc_mixture_lower"])
+    assert saved["bdmc_mixture_width"] == pytest.approx(per["bdmc_mixture_width"].mean())
     assert main(["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "0"]) == 2
 
 
