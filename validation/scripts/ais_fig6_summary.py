@@ -13,7 +13,9 @@ calls read instead. Checkpoints are not committed, so a clean checkout reads the
 
 Prints, per model: the mean AIS log p(x) and log p(x) + m log lambda (a factor lambda in x adds -m log lambda),
 the estimator's tail (largest standard error, effective sample sizes), the BDMC sandwich width on
-simulated images (for BAGGINS on its Gaussian twin, mlpvae.evidence.bdmc.gaussian_twin), and on the test
+simulated images (for BAGGINS on its Gaussian twin, mlpvae.evidence.bdmc.gaussian_twin) and the same upper
+bounds against the mixture estimator's forward run (in the per-image file, or DIR/<method>/seed<s>/
+bdmc_mixture.json from validation/scripts/bdmc_mixture_width.py), and on the test
 images, with paired bootstrap intervals over the images (mlpvae.experiments.intervals, 10,000 resamples,
 seed 0): the IWAE's error (AIS - IWAE), the measured gap (AIS - ELBO), Eq. (18)'s prediction of that gap,
 and Eq. (16) - AIS. Across lambda, per likelihood: log p(x) + m log lambda at lambda = 4 and 16 minus
@@ -80,6 +82,12 @@ def model_lines(name: str, d: dict, s: dict, lap: dict, scale: float, m: int, rn
             f"- BDMC sandwich{twin}, {len(w)} simulated images: width {w.mean():+.3f} on average "
             f"(from {w.min():+.3f} to {w.max():+.3f})"
         )
+    w = d.get("bdmc_mixture_width")
+    if w is not None:
+        L.append(
+            f"- the same upper bounds against forward AIS from p0 = {s['init']} (the test images' estimator): width "
+            f"{w.mean():+.3f} on average (from {w.min():+.3f} to {w.max():+.3f})"
+        )
     n = len(lp)
     zero = np.zeros(n)
     rows = {
@@ -113,6 +121,9 @@ def main(argv=None) -> int:
                 L += [f"## {family}, lambda = {lam}: not run", ""]
                 continue
             d = dict(np.load(model / "ais_evidence_per_image.npz"))
+            mixture = model / "bdmc_mixture.json"  # validation/scripts/bdmc_mixture_width.py, for runs analysed before
+            if "bdmc_mixture_width" not in d and mixture.exists():
+                d["bdmc_mixture_width"] = np.array(json.loads(mixture.read_text())["width"])
             s = json.loads((model / "ais_evidence.json").read_text())
             cfg = json.loads((model / "run.json").read_text())["config"]
             lap = laplace_per_image(model, a.runs, len(d["ais_log_px"]))
