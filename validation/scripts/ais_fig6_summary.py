@@ -53,6 +53,9 @@ def laplace_per_image(model: Path, runs: Path, images: int) -> dict:
     run_dir = runs / model.parent.name / model.name
     if not (run_dir / "checkpoint.npz").exists():
         raise SystemExit(f"{cache} is missing and {run_dir} has no checkpoint to compute it from")
+    status = json.loads((run_dir / "run.json").read_text()).get("status")
+    if status != "completed":  # a run still training has a checkpoint of an earlier epoch
+        raise SystemExit(f"{run_dir} is not a completed run (status {status!r}); finish its training first")
     sha = git_sha()
     run = load_run(run_dir, device="cpu", test_limit=images, float64=True)
     _, _, s2, _ = training_priors(run)
