@@ -78,19 +78,16 @@ def model_lines(name: str, d: dict, s: dict, lap: dict, scale: float, m: int, rn
         f"{d['ais_se'].max():.3f}, effective sample size {d['ais_ess'].min():.1f} to median "
         f"{np.median(d['ais_ess']):.1f} of {s['chains']}; acceptance {d['ais_accept'].mean():.2f}",
     ]
-    if "bdmc_width" in d:
-        twin = f" on its Gaussian twin (t = {s['bdmc_twin_t']:.4g})" if "bdmc_twin_t" in s else ""
-        w = d["bdmc_width"]
-        L.append(
-            f"- BDMC sandwich{twin}, {len(w)} simulated images: width {w.mean():+.3f} on average "
-            f"(from {w.min():+.3f} to {w.max():+.3f})"
-        )
-    w = d.get("bdmc_mixture_width")
-    if w is not None:
-        L.append(
-            f"- the same upper bounds against forward AIS from p0 = {s['init']} (the test images' estimator): width "
-            f"{w.mean():+.3f} on average (from {w.min():+.3f} to {w.max():+.3f})"
-        )
+    twin = f" on its Gaussian twin (t = {s['bdmc_twin_t']:.4g})" if "bdmc_twin_t" in s else ""
+    widths = {
+        "bdmc_width": f"BDMC sandwich{twin}, {len(d.get('bdmc_width', ()))} simulated images",
+        "bdmc_mixture_width": f"the same upper bounds against forward AIS from p0 = {s['init']} "
+        "(the test images' estimator)",
+    }
+    for key, label in widths.items():
+        if key in d:
+            w = d[key]
+            L.append(f"- {label}: width {w.mean():+.3f} on average (from {w.min():+.3f} to {w.max():+.3f})")
     n = len(lp)
     zero = np.zeros(n)
     rows = {
