@@ -315,7 +315,30 @@ def test_the_ais_command_measures_a_trained_run(tmp_path):
     assert np.abs(per["bdmc_mixture_lower"] - exact).max() < 0.5
     np.testing.assert_allclose(per["bdmc_mixture_width"], per["bdmc_upper"] - per["bdmc_mixture_lower"])
     assert saved["bdmc_mixture_width"] == pytest.approx(per["bdmc_mixture_width"].mean())
+    # each bound's Monte Carlo error is kept per image, and the mean width carries its interval over the images
+    assert np.all(per["bdmc_lower_se"] > 0) and np.all(per["bdmc_upper_se"] > 0)
+    se = np.hypot(per["bdmc_lower_se"], per["bdmc_upper_se"])
+    assert saved["bdmc_width_se_max"] == pytest.approx(se.max())
+    assert per["bdmc_width"].min() <= saved["bdmc_width_lo"] <= saved["bdmc_width"] <= saved["bdmc_width_hi"]
+    assert saved["bdmc_width_hi"] <= per["bdmc_width"].max()
     assert main(["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "0"]) == 2
+
+
+def test_the_width_interval_is_the_t_interval_of_a_large_sample_and_collapses_on_equal_widths():
+    from scipy import stats
+
+    from mlpvae.experiments.ais_report import width_interval
+
+    w = np.random.default_rng(3).normal(0.3, 1.0, 400)
+    r = width_interval(w, np.full(400, 0.05))
+    half = stats.t.ppf(0.975, 399) * w.std(ddof=1) / np.sqrt(400)  # the closed-form interval it must approach
+    assert r["bdmc_width_lo"] == pytest.approx(w.mean() - half, abs=0.15 * half)
+    assert r["bdmc_width_hi"] == pytest.approx(w.mean() + half, abs=0.15 * half)
+    assert r["bdmc_width_se_max"] == 0.05
+    r = width_interval(np.full(8, 0.12))
+    assert r["bdmc_width_lo"] == pytest.approx(0.12) and r["bdmc_width_hi"] == pytest.approx(0.12)
+    assert "bdmc_width_se_max" not in r
+    assert width_interval(np.array([0.4])) == {}  # one image has no interval over images
 
 
 def _fd_grad(f, z, h=1e-6):

@@ -5,8 +5,9 @@
 Reads DIR/<method>/seed<s>/ais_evidence_per_image.npz (written by `vaetheory analyze RUN --ais`, the same
 first test images for every model) and prints, per model: the mean AIS log p(x), IWAE and ELBO, the
 estimator's tail (largest standard error, smallest effective sample size) and the BDMC sandwich width on
-the simulated images; per seed: constant minus learned Sigma on the same images (paired bootstrap over the
-images, mlpvae.experiments.intervals, 10,000 resamples, seed 0); over the seeds present for both methods:
+the simulated images (its mean with a bootstrap interval over them); per seed: constant minus learned
+Sigma on the same images (paired bootstrap over the images, mlpvae.experiments.intervals, 10,000
+resamples, seed 0); over the seeds present for both methods:
 the same differences paired by seed (Student's t), and whether the IWAE's error (AIS - IWAE) depends on
 the method. Where DIR/<method>/seed<s>/iwae_tail.npz exists (validation/scripts/ais_iwae_tail.py), also the
 IWAE's own spread and weight tail on those images, and the two checks of AIS where an IWAE lands above it
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlpvae.experiments.ais_report import width_interval
 from mlpvae.experiments.intervals import describe, paired_bootstrap, paired_t
 from mlpvae.experiments.report import emit
 
@@ -99,6 +101,12 @@ def tails(runs: dict[tuple[str, int], dict]) -> list[str]:
     return lines
 
 
+def _interval(w: np.ndarray) -> str:
+    """The mean width's 95% bootstrap interval over the simulated images, as ``[lo, hi]``."""
+    r = width_interval(w)
+    return f"[{r['bdmc_width_lo']:+.3f}, {r['bdmc_width_hi']:+.3f}]"
+
+
 def summarize(runs: dict[tuple[str, int], dict]) -> list[str]:
     lines = ["per model (first test images; BDMC on simulated images):"]
     for (m, s), d in sorted(runs.items()):
@@ -110,11 +118,13 @@ def summarize(runs: dict[tuple[str, int], dict]) -> list[str]:
             f"largest standard error {d['ais_se'].max():.3f}, smallest ESS {d['ais_ess'].min():.1f}; "
             f"AIS below the IWAE by more than 3 of its standard errors on "
             f"{_below(d)}; "
-            f"BDMC width {w.mean():+.3f} on average (from {w.min():+.3f} to {w.max():+.3f}, {len(w)} images)"
+            f"BDMC width {w.mean():+.3f} {_interval(w)} on average (from {w.min():+.3f} to {w.max():+.3f}, "
+            f"{len(w)} images)"
         )
     w = np.concatenate([d["bdmc_width"] for d in runs.values()])
     lines.append(
-        f"  BDMC sandwich over all {len(runs)} models: {w.mean():+.3f} per image on average, largest {w.max():+.3f}, "
+        f"  BDMC sandwich over all {len(runs)} models: {w.mean():+.3f} {_interval(w)} per image on average, "
+        f"largest {w.max():+.3f}, "
         f"{int((np.abs(w) > 0.15).sum())} of {len(w)} images beyond 0.15 nat"
     )
     lines += tails(runs)

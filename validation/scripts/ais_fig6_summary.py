@@ -15,7 +15,8 @@ Prints, per model: the mean AIS log p(x) and log p(x) + m log lambda (a factor l
 the estimator's tail (largest standard error, effective sample sizes), the BDMC sandwich width on
 simulated images (for BAGGINS on its Gaussian twin, mlpvae.evidence.bdmc.gaussian_twin) and the same upper
 bounds against the mixture estimator's forward run (in the per-image file, or DIR/<method>/seed<s>/
-bdmc_mixture.json from validation/scripts/bdmc_mixture_width.py), and on the test
+bdmc_mixture.json from validation/scripts/bdmc_mixture_width.py), each mean width with its bootstrap interval
+over the simulated images, the same at T = 3,000 where DIR/<method>/seed<s>/T3000/ holds that run, and on the test
 images, with paired bootstrap intervals over the images (mlpvae.experiments.intervals, 10,000 resamples,
 seed 0): the IWAE's error (AIS - IWAE), the measured gap (AIS - ELBO), Eq. (18)'s prediction of that gap,
 and Eq. (16) - AIS. Across lambda, per likelihood: log p(x) + m log lambda at lambda = 4 and 16 minus
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlpvae.experiments.ais_report import width_interval
 from mlpvae.experiments.intervals import describe, paired_bootstrap
 from mlpvae.experiments.report import emit
 
@@ -39,6 +41,7 @@ DIR = ROOT / "validation" / "results" / "analysis" / "ais-100d-fig6"
 RUNS = ROOT / "validation" / "results" / "figures-local" / "fig6_10_11_14_15"
 FAMILIES = {"T = I": "d100_T1_lambda{}", "BAGGINS tau = 1/5": "d100_baggins_lambda{}"}
 LAMBDAS = (1, 4, 16)
+LONGER = "T3000"  # the same BDMC with three times the intermediate distributions, where it was run
 
 
 def laplace_per_image(model: Path, runs: Path, images: int) -> dict:
@@ -67,8 +70,28 @@ def laplace_per_image(model: Path, runs: Path, images: int) -> dict:
     return out
 
 
-def model_lines(name: str, d: dict, s: dict, lap: dict, scale: float, m: int, rng) -> list[str]:
-    """One model's block of the summary."""
+def width_line(w: np.ndarray) -> str:
+    """Mean sandwich width with its 95% bootstrap interval over the simulated images, and its range."""
+    r = width_interval(w)
+    return (
+        f"width {w.mean():+.3f} [{r['bdmc_width_lo']:+.3f}, {r['bdmc_width_hi']:+.3f}] on average (95%, bootstrap "
+        f"over the images; from {w.min():+.3f} to {w.max():+.3f})"
+    )
+
+
+def width_lines(name: str, d: dict, s: dict) -> list[str]:
+    """The sandwich's two width lines of one BDMC run (per-image values ``d``, its JSON ``s``)."""
+    twin = f" on its Gaussian twin (t = {s['bdmc_twin_t']:.4g})" if "bdmc_twin_t" in s else ""
+    labels = {
+        "bdmc_width": f"{name}{twin}, {len(d.get('bdmc_width', ()))} simulated images",
+        "bdmc_mixture_width": f"the same upper bounds against forward AIS from p0 = {s['init']} "
+        "(the test images' estimator)",
+    }
+    return [f"- {label}: {width_line(d[key])}" for key, label in labels.items() if key in d]
+
+
+def model_lines(name: str, d: dict, s: dict, lap: dict, scale: float, m: int, rng, longer: dict) -> list[str]:
+    """One model's block of the summary; ``longer`` the T3000/ rerun's ``per`` image values and ``json`` (or empty)."""
     lp = d["ais_log_px"]
     shift = m * math.log(scale)
     L = [
@@ -78,16 +101,9 @@ def model_lines(name: str, d: dict, s: dict, lap: dict, scale: float, m: int, rn
         f"{d['ais_se'].max():.3f}, effective sample size {d['ais_ess'].min():.1f} to median "
         f"{np.median(d['ais_ess']):.1f} of {s['chains']}; acceptance {d['ais_accept'].mean():.2f}",
     ]
-    twin = f" on its Gaussian twin (t = {s['bdmc_twin_t']:.4g})" if "bdmc_twin_t" in s else ""
-    widths = {
-        "bdmc_width": f"BDMC sandwich{twin}, {len(d.get('bdmc_width', ()))} simulated images",
-        "bdmc_mixture_width": f"the same upper bounds against forward AIS from p0 = {s['init']} "
-        "(the test images' estimator)",
-    }
-    for key, label in widths.items():
-        if key in d:
-            w = d[key]
-            L.append(f"- {label}: width {w.mean():+.3f} on average (from {w.min():+.3f} to {w.max():+.3f})")
+    L += width_lines("BDMC sandwich", d, s)
+    if longer:
+        L += width_lines(f"T = {longer['json']['steps']}, the same sandwich", longer["per"], longer["json"])
     n = len(lp)
     zero = np.zeros(n)
     rows = {
@@ -127,7 +143,11 @@ def main(argv=None) -> int:
             s = json.loads((model / "ais_evidence.json").read_text())
             cfg = json.loads((model / "run.json").read_text())["config"]
             lap = laplace_per_image(model, a.runs, len(d["ais_log_px"]))
-            L += model_lines(f"{family}, lambda = {lam}", d, s, lap, cfg["scale"], cfg["m"], rng) + [""]
+            longer = {}
+            if (model / LONGER / "ais_evidence_per_image.npz").exists():
+                longer["per"] = dict(np.load(model / LONGER / "ais_evidence_per_image.npz"))
+                longer["json"] = json.loads((model / LONGER / "ais_evidence.json").read_text())
+            L += model_lines(f"{family}, lambda = {lam}", d, s, lap, cfg["scale"], cfg["m"], rng, longer) + [""]
             shifted.setdefault(family, {})[lam] = d["ais_log_px"] + cfg["m"] * math.log(cfg["scale"])
     L.append("## Across lambda: log p(x) + m log lambda minus lambda = 1's, on the same images")
     for family, by in shifted.items():
