@@ -20,7 +20,9 @@ over the simulated images, the same at T = 3,000 where DIR/<method>/seed<s>/T300
 images, with paired bootstrap intervals over the images (mlpvae.experiments.intervals, 10,000 resamples,
 seed 0): the IWAE's error (AIS - IWAE), the measured gap (AIS - ELBO), Eq. (18)'s prediction of that gap,
 and Eq. (16) - AIS. Across lambda, per likelihood: log p(x) + m log lambda at lambda = 4 and 16 minus
-lambda = 1, paired over the same images.
+lambda = 1, paired over the same images. Then every model analysed at a further seed (DIR/<method>/seed<s>/,
+s > 0; its Laplace cache from RUNS/<method>/seed<s>/) in the same form, with the per-seed means of the IWAE's
+error and of Eq. (18) - measured gap side by side.
 """
 
 from __future__ import annotations
@@ -118,6 +120,49 @@ def model_lines(name: str, d: dict, s: dict, lap: dict, scale: float, m: int, rn
     return L
 
 
+def load_model(model: Path, runs: Path) -> tuple[dict, dict, dict, dict, dict]:
+    """One analysed model's per-image values, AIS JSON, run config, Eq. (16)/(18) values and T3000/ rerun."""
+    d = dict(np.load(model / "ais_evidence_per_image.npz"))
+    mixture = model / "bdmc_mixture.json"  # validation/scripts/bdmc_mixture_width.py, for runs analysed before
+    if "bdmc_mixture_width" not in d and mixture.exists():
+        d["bdmc_mixture_width"] = np.array(json.loads(mixture.read_text())["width"])
+    s = json.loads((model / "ais_evidence.json").read_text())
+    cfg = json.loads((model / "run.json").read_text())["config"]
+    lap = laplace_per_image(model, runs, len(d["ais_log_px"]))
+    longer = {}
+    if (model / LONGER / "ais_evidence_per_image.npz").exists():
+        longer["per"] = dict(np.load(model / LONGER / "ais_evidence_per_image.npz"))
+        longer["json"] = json.loads((model / LONGER / "ais_evidence.json").read_text())
+    return d, s, cfg, lap, longer
+
+
+def further_seeds(a, L: list[str]) -> None:
+    """The models analysed at seeds other than 0: their blocks, then per method the per-seed means side by side."""
+    rng = np.random.default_rng(0)  # its own stream: seed 0's intervals above do not move when a seed is added
+    for family, pattern in FAMILIES.items():
+        for lam in LAMBDAS:
+            method = a.dir / pattern.format(lam)
+            seeds = sorted(int(p.name[4:]) for p in method.glob("seed*") if (p / "ais_evidence_per_image.npz").exists())
+            if seeds == [0] or not seeds:
+                continue
+            means: dict[str, list[float]] = {}
+            for seed in seeds:
+                d, s, cfg, lap, longer = load_model(method / f"seed{seed}", a.runs)
+                if seed:
+                    name = f"{family}, lambda = {lam}, seed {seed}"
+                    L += model_lines(name, d, s, lap, cfg["scale"], cfg["m"], rng, longer) + [""]
+                lp, n = d["ais_log_px"], len(d["ais_log_px"])
+                for label, v in (
+                    ("AIS - IWAE", lp - d["iwae"]),
+                    ("Eq. (18) - measured gap", lap["gap_eq18"][:n] - (lp - d["elbo"])),
+                ):
+                    means.setdefault(label, []).append(float(v.mean()))
+            L.append(f"## {family}, lambda = {lam}: per-seed means over the same {n} images (seeds {seeds})")
+            for label, v in means.items():
+                L.append(f"- {label}: " + ", ".join(f"{x:+.3f}" for x in v))
+            L.append("")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dir", type=Path, default=DIR)
@@ -136,17 +181,7 @@ def main(argv=None) -> int:
             if not (model / "ais_evidence_per_image.npz").exists():
                 L += [f"## {family}, lambda = {lam}: not run", ""]
                 continue
-            d = dict(np.load(model / "ais_evidence_per_image.npz"))
-            mixture = model / "bdmc_mixture.json"  # validation/scripts/bdmc_mixture_width.py, for runs analysed before
-            if "bdmc_mixture_width" not in d and mixture.exists():
-                d["bdmc_mixture_width"] = np.array(json.loads(mixture.read_text())["width"])
-            s = json.loads((model / "ais_evidence.json").read_text())
-            cfg = json.loads((model / "run.json").read_text())["config"]
-            lap = laplace_per_image(model, a.runs, len(d["ais_log_px"]))
-            longer = {}
-            if (model / LONGER / "ais_evidence_per_image.npz").exists():
-                longer["per"] = dict(np.load(model / LONGER / "ais_evidence_per_image.npz"))
-                longer["json"] = json.loads((model / LONGER / "ais_evidence.json").read_text())
+            d, s, cfg, lap, longer = load_model(model, a.runs)
             L += model_lines(f"{family}, lambda = {lam}", d, s, lap, cfg["scale"], cfg["m"], rng, longer) + [""]
             shifted.setdefault(family, {})[lam] = d["ais_log_px"] + cfg["m"] * math.log(cfg["scale"])
     L.append("## Across lambda: log p(x) + m log lambda minus lambda = 1's, on the same images")
@@ -155,7 +190,9 @@ def main(argv=None) -> int:
             if 1 in by and lam in by:
                 r = paired_bootstrap(by[lam], by[1], rng)
                 L.append(f"- {family}, lambda = {lam}: {describe(r, 'paired bootstrap over images')}")
-    emit(L, a.out)
+    L.append("")
+    further_seeds(a, L)
+    emit(L[:-1] if L[-1] == "" else L, a.out)
     return 0
 
 
