@@ -231,7 +231,8 @@ def make_plots(fig: Figure, root: Path, override: list[int] | None = None, log=p
     that were run.  A per-run PNG that exists is kept as it is (``log`` says
     so) when one of its runs is a recorded result without its checkpoint: it
     could only be redrawn with panels that say the model is missing; a
-    curves PNG that exists is kept when none of its runs' metrics are on disk.
+    curves PNG that exists is kept when none of its runs' metrics are on disk,
+    and one that does not is not drawn.
     """
     out_dir = Path(root) / fig.name
     out = []
@@ -247,6 +248,9 @@ def make_plots(fig: Figure, root: Path, override: list[int] | None = None, log=p
             if not have and path.exists():
                 log(f"kept {path}: none of its runs' metrics.csv is under {root} to redraw it from")
                 out.append(path)
+                continue
+            if not have:  # empty axes would look like a result
+                log(f"not drawn {path}: none of its runs' metrics.csv is under {root}")
                 continue
             out.append(plot_curves(fig, spec, root, path, override))
             continue

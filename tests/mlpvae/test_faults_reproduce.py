@@ -168,3 +168,14 @@ def test_out_defaults_to_a_local_root_beside_the_recorded_one(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert all(f"recorded in {FIGURES.parent / 'results' / 'figures'}: " in ln for ln in lines)
     assert all(ln.split(":")[0].startswith(str(FIGURES.parent / "results" / "figures-local")) for ln in lines)
+
+
+def test_a_curves_plot_none_of_whose_runs_exist_is_not_drawn_as_empty_axes(tmp_path):
+    from mlpvae.experiments.panels import make_plots
+
+    fig = S.load_figure(FIGURES / "fig8.toml")
+    said: list[str] = []
+    make_plots(fig, tmp_path, None, said.append)
+    curves = [spec["file"] for spec in fig.plots if spec["kind"] == "curves"]
+    assert curves and not any((tmp_path / fig.name / f).exists() for f in curves)
+    assert sum(s.startswith("not drawn") for s in said) == len(curves)
