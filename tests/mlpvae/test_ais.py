@@ -401,3 +401,31 @@ def test_ais_on_cupy_agrees_with_the_exact_grid():
         pg, xg, mc, cp.asarray(s2), cp.random.default_rng(0), mu=mu, var=var, chains=256, steps=500
     )  # the default p0 (Laplace and prior); 256 chains as in the NumPy test of the same case
     assert isinstance(r["log_px"], np.ndarray) and abs(r["log_px"][0] - exact[0]) < 0.1
+
+
+@needs_gpu
+def test_bdmc_on_cupy_brackets_the_linear_gaussian_closed_form():
+    cp = CUPY
+    mc, p, s2, dist = _linear(seed=2)
+    x, z = BD.simulate(p, mc, s2, 4, np.random.default_rng(3))
+    pg = {k: cp.asarray(v) for k, v in p.items()}
+    mu, var = encode_all(pg, cp.asarray(x), mc)
+    r = BD.bdmc(
+        pg,
+        cp.asarray(x),
+        cp.asarray(z),
+        mc,
+        cp.asarray(s2),
+        cp.random.default_rng(4),
+        mu=mu,
+        var=var,
+        chains=64,
+        steps=1000,
+        leapfrog=2,
+        init="prior",
+    )  # the NumPy test's case on the device
+    exact = dist.logpdf(x)
+    k = TOL["mc_sigmas"]
+    assert isinstance(r["lower"], np.ndarray) and isinstance(r["upper"], np.ndarray)
+    assert np.all(r["lower"] - k * r["lower_se"] <= exact) and np.all(exact <= r["upper"] + k * r["upper_se"])
+    assert np.abs(r["width"]).mean() < 0.15

@@ -8,7 +8,8 @@
 # It writes at most 8 files to $OUT (what the device tool brings back); commit what they show with the card named.
 #
 # Stages (each with its own time limit, so one slow stage cannot take the others with it):
-#   1. every CuPy/GPU test (fused kernels, CUDA-graph step, stacked training, model, trainer, Jacobian, Eq. (6));
+#   1. every CuPy/GPU test (fused kernels, CUDA-graph step, stacked training, model, trainer, Jacobian, Eq. (6),
+#      AIS against the exact grid and BDMC against the linear-Gaussian closed form);
 #   2. `vaetheory bench train` on the GPU: ms/step, GEMM fraction, PyTorch on the same GPU when importable,
 #      and five models as one stack against one by one; then the other likelihoods (bench_likelihoods);
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
@@ -48,6 +49,8 @@ stage pytest 150 python3 -m pytest -q -p no:cacheprovider -rs tests/mlpvae/test_
   tests/mlpvae/test_stacked.py tests/mlpvae/test_stacked_mixed.py tests/mlpvae/test_model.py tests/mlpvae/test_train.py tests/mlpvae/test_jacobian.py tests/vaetheory/test_optimal.py \
   tests/mlpvae/test_grid.py tests/mlpvae/test_posterior_mode.py tests/mlpvae/test_bench.py \
   tests/mlpvae/test_faults_train.py tests/vaetheory/test_numerical_edges_gpu.py \
+  tests/mlpvae/test_ais.py::test_ais_on_cupy_agrees_with_the_exact_grid \
+  tests/mlpvae/test_ais.py::test_bdmc_on_cupy_brackets_the_linear_gaussian_closed_form \
   > "$OUT/pytest_gpu.txt" 2>&1
 
 stage bench 90 python3 -m vaetheory bench train --device gpu --stack 5 --json "$OUT/bench_train_gpu.json" \
