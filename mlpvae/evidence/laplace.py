@@ -97,6 +97,28 @@ def likelihood_at(params, x, z, mu, var, mc: M.ModelConfig, s2, out=None):
     return M.log_likelihood(dec, x, mc, T=T), G
 
 
+def baggins_hessian_gram(params, x, z, mc: M.ModelConfig):
+    """-d^2 log p(x|z) / dz^2 (B, n, n) of BAGGINS with T following the residual, Eq. (29) (Not in the paper).
+
+    With T of Eq. (29) at the residual of z itself (as the ELBO, the IWAE and AIS evaluate it),
+    ``log p(x|z) = -m/2 log |x - nu(z)|^2`` plus terms constant in z, whose Hessian in nu is
+    ``-(m / r^2)(I - 2 dhat dhat^T)``, d = x - nu, r^2 = |d|^2, dhat = d / r.  Through a decoder
+    that is linear in z between ReLU switches, the Hessian in z is exactly
+    ``-(m / r^2)(J^T J - 2 u u^T)``, u = J^T dhat, which is returned negated.  It can be indefinite
+    (the direction of the residual), unlike the metric T^-1 J^T J with T held fixed that
+    :func:`likelihood_at` induces, which is ``tr(Sigma^-1 S^2) / (tau m)`` times its first term.
+    """
+    if mc.likelihood != "baggins":
+        raise ValueError(f"baggins_hessian_gram: the likelihood must be baggins, not {mc.likelihood!r}")
+    xp = array_namespace(x)
+    out, J = Jac.decoder_jacobian(params, z, mc)
+    d = x - out
+    r2 = xp.sum(d * d, axis=1)
+    u = xp.einsum("bmn,bm->bn", J, d) / xp.sqrt(r2)[:, None]
+    gram = xp.einsum("bmi,bmj->bij", J, J) - 2.0 * u[:, :, None] * u[:, None, :]
+    return to_numpy((mc.m / r2)[:, None, None] * gram)
+
+
 def _factor(gram: np.ndarray) -> np.ndarray:
     """R (N, n, n) with R^T R = gram, from the eigendecomposition (gram may be singular)."""
     lam, V = np.linalg.eigh(gram)

@@ -334,3 +334,30 @@ def test_iwae_convergence_rises_from_the_one_sample_bound(tmp_path):
     res = A.analyze_run(tmp_path / "run", iwae_k=300, elbo_k=50, test_limit=30, plots=False)
     assert r["iwae"][300] > r["iwae"][1]
     assert abs(r["iwae"][300] - res["iwae_log_px"]["mean"]) < 5 * res["iwae_log_px"]["sem"]
+
+
+def test_baggins_hessian_gram_is_the_second_difference_of_its_log_likelihood_in_z():
+    # log p(x|z) with T of Eq. (29) at each z's own residual, differenced twice in z, against the closed form
+    cfg, params, x, mu, var, s2 = _net(4, likelihood="baggins", posterior="bilbo", n=3, m=7, B=3)
+    z = mu + 0.3
+
+    def loglik(w):
+        nu = M.decode(params, w, cfg)["mean"]
+        return M.log_likelihood({"mean": nu}, x, cfg, T=M.likelihood_T(x, nu, mu, var, cfg, s2))
+
+    h, n = 1e-3, cfg.n
+    H = np.empty((len(x), n, n))
+    for i in range(n):
+        for j in range(n):
+            e_i, e_j = np.eye(n)[i] * h, np.eye(n)[j] * h
+            f = [loglik(z + a * e_i + b * e_j) for a, b in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+            H[:, i, j] = (f[0] - f[1] - f[2] + f[3]) / (4 * h * h)
+    gram = L.baggins_hessian_gram(params, x, z, cfg)
+    np.testing.assert_allclose(gram, -H, rtol=1e-5, atol=1e-6 * np.abs(H).max())
+    # the fixed-T metric is a multiple of its first term only: it misses the residual direction
+    out, J = Jac.decoder_jacobian(params, z, cfg)
+    _, G = L.likelihood_at(params, x, z, mu, var, cfg, s2, out=out)
+    fixed = np.einsum("bmi,bm,bmj->bij", J, G, J)
+    assert np.abs(fixed - gram).max() > 1e-3 * np.abs(gram).max()
+    with pytest.raises(ValueError, match="baggins"):
+        L.baggins_hessian_gram(params, x, z, _net(4)[0])
