@@ -18,6 +18,13 @@ likelihood: the Laplace regime); L-BFGS converges on it to a stated gradient.  I
 evaluated with independent draws (plain antithetic pairs), an unbiased ELBO of that posterior with
 its standard error; the sample average's own optimism does not enter the quoted values.  How far
 the K-draw optimum is from the best is measured by re-finding it with 2K draws.
+
+BAGGINS' T of Eq. (29) depends on the posterior's Sigma and on S^2, so "the decoder held fixed"
+needs a reading: here T's formula is held at the trained model's, Sigma the encoder's posterior
+variance of the image and S^2 the training set's (the ``baggins`` argument), so that log p(x|z) is
+one fixed function of z, ``-m/2 log |x - nu(z)|^2`` plus a constant: the likelihood whose log p(x)
+AIS measures (:mod:`mlpvae.evidence.ais_target`).  A q that moves its own Sigma changes its ELBO,
+not the likelihood it is scored against.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from mlpvae.nn import model as M
 from vaetheory.xp import array_namespace, to_numpy
 
 FAMILIES = ("diagonal", "constant")
-SUPPORTED = ("bernoulli", "gaussian")
+SUPPORTED = ("bernoulli", "gaussian", "baggins")
 
 
 def draws(K: int, n: int, rng: np.random.Generator, whiten: bool = True) -> np.ndarray:
@@ -58,6 +65,28 @@ def _kl(m, logs, s2):
     return kl, m / s2, s2e / s2 - 1.0
 
 
+def _check_baggins(mc: M.ModelConfig, baggins, N: int):
+    """``baggins`` as host float64 ``(var (N, n), s2 (n,))`` for the baggins likelihood, else None."""
+    if mc.likelihood != "baggins":
+        return None
+    if baggins is None:
+        raise ValueError("the baggins likelihood needs baggins=(var, s2): Eq. (29)'s Sigma per image and S^2")
+    var, s2 = (to_numpy(a).astype(np.float64) for a in baggins)
+    if var.shape != (N, mc.n) or s2.shape != (mc.n,):
+        raise ValueError(f"baggins=(var, s2) must have shapes ({N}, {mc.n}) and ({mc.n},), got {var.shape}, {s2.shape}")
+    return var, s2
+
+
+def _log_likelihood(out, xr, mc: M.ModelConfig, baggins, a: int, b: int, K: int):
+    """log p(x|z) (c K,) at the decoder outputs of images a..b-1, K rows each; BAGGINS' T by Eq. (29)."""
+    T = None
+    if baggins is not None:
+        xp = array_namespace(out)
+        var = xp.asarray(np.repeat(baggins[0][a:b], K, axis=0))
+        T = M.likelihood_T(xr, out, xp.zeros_like(var), var, mc, xp.asarray(baggins[1]))
+    return M.log_likelihood({"logits" if mc.likelihood == "bernoulli" else "mean": out}, xr, mc, T)
+
+
 def _points(x, m, logs, eps, a: int, b: int):
     """Images a..b-1: z = m + exp(logs) eps as (c K, n) host rows, and each image's targets repeated (c K, m)."""
     xp = array_namespace(x)
@@ -67,10 +96,11 @@ def _points(x, m, logs, eps, a: int, b: int):
     return z.reshape(c * K, -1), xr
 
 
-def sample_elbo(params, x, mc: M.ModelConfig, s2, m, logs, eps, chunk: int = 8):
+def sample_elbo(params, x, mc: M.ModelConfig, s2, m, logs, eps, chunk: int = 8, baggins=None):
     """The ELBO of Eq. (2) per image, averaged over the draws ``eps (K, n)``, and its gradients (Not in the paper).
 
-    ``x (N, mc.m)`` on the parameters' device; ``m, logs (N, n)`` host float64; ``s2 (n,)``.
+    ``x (N, mc.m)`` on the parameters' device; ``m, logs (N, n)`` host float64; ``s2 (n,)``;
+    ``baggins``: ``(var (N, n), s2 (n,))`` that fix Eq. (29)'s T (module docstring), for BAGGINS only.
     Returns host float64 ``(elbo (N,), d_m (N, n), d_logs (N, n))``; z = m + exp(logs) eps.
     """
     if mc.likelihood not in SUPPORTED:
@@ -78,6 +108,7 @@ def sample_elbo(params, x, mc: M.ModelConfig, s2, m, logs, eps, chunk: int = 8):
     xp = array_namespace(x)
     s2 = to_numpy(s2).astype(np.float64)
     N, n = m.shape
+    baggins = _check_baggins(mc, baggins, N)
     K = len(eps)
     ll, g_m, g_s = np.empty(N), np.empty((N, n)), np.empty((N, n))
     for a in range(0, N, chunk):
@@ -85,8 +116,7 @@ def sample_elbo(params, x, mc: M.ModelConfig, s2, m, logs, eps, chunk: int = 8):
         s = np.exp(logs[a:b])
         z, xr = _points(x, m, logs, eps, a, b)
         out, vjp = Jac.decoder_vjp(params, xp.asarray(z), mc)
-        dec = {"logits" if mc.likelihood == "bernoulli" else "mean": out}
-        ll[a:b] = to_numpy(M.log_likelihood(dec, xr, mc)).reshape(b - a, K).mean(axis=1)
+        ll[a:b] = to_numpy(_log_likelihood(out, xr, mc, baggins, a, b, K)).reshape(b - a, K).mean(axis=1)
         g = to_numpy(vjp(score(out, xr, mc))).reshape(b - a, K, n)
         g_m[a:b] = g.mean(axis=1)
         g_s[a:b] = np.einsum("ckn,kn->cn", g, eps) / K * s
@@ -94,21 +124,26 @@ def sample_elbo(params, x, mc: M.ModelConfig, s2, m, logs, eps, chunk: int = 8):
     return ll - kl, g_m - k_m, g_s - k_s
 
 
-def fresh_elbo(params, x, mc: M.ModelConfig, s2, m, logs, K: int, rng: np.random.Generator, chunk: int = 8):
+def fresh_elbo(
+    params, x, mc: M.ModelConfig, s2, m, logs, K: int, rng: np.random.Generator, chunk: int = 8, baggins=None
+):
     """An unbiased ELBO per image from K independent antithetic draws, and its standard error (Not in the paper).
 
-    Returns host ``(elbo (N,), se (N,))``; the standard error is over the K/2 pair means.
+    Returns host ``(elbo (N,), se (N,))``; the standard error is over the K/2 pair means.  ``baggins``
+    as :func:`sample_elbo`'s.
     """
     xp = array_namespace(x)
     s2 = to_numpy(s2).astype(np.float64)
     N, n = m.shape
+    baggins = _check_baggins(mc, baggins, N)
     eps = draws(K, n, rng, whiten=False)
     est, se = np.empty(N), np.empty(N)
     for a in range(0, N, chunk):
         b = min(N, a + chunk)
         z, xr = _points(x, m, logs, eps, a, b)
         dec = M.decode(params, xp.asarray(z), mc)
-        ll = to_numpy(M.log_likelihood(dec, xr, mc)).reshape(b - a, K)
+        out = dec["logits" if mc.likelihood == "bernoulli" else "mean"]
+        ll = to_numpy(_log_likelihood(out, xr, mc, baggins, a, b, K)).reshape(b - a, K)
         pairs = 0.5 * (ll[:, : K // 2] + ll[:, K // 2 :])
         est[a:b] = pairs.mean(axis=1)
         se[a:b] = pairs.std(axis=1, ddof=1) / np.sqrt(K // 2)
@@ -128,6 +163,7 @@ def optimise(
     maxiter: int = 2000,
     chunk: int = 8,
     gain_tol: float = 1e-6,
+    baggins=None,
 ) -> dict:
     """Each image's best Gaussian of ``family`` under the sample-average ELBO over ``eps`` (Not in the paper).
 
@@ -139,15 +175,32 @@ def optimise(
     ``restart_gain`` (nats per image a second L-BFGS run from the optimum still gained; the largest
     over the images), ``iterations``
     and ``converged`` (every gradient within ``gtol`` sqrt(n), or a restart gain within ``gain_tol``).
+    ``baggins`` as :func:`sample_elbo`'s.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     N, n = m0.shape
+    baggins = _check_baggins(mc, baggins, N)
     if family == "constant":
-        return _lbfgs(params, x, mc, s2, m0, logs0, eps, True, gtol, maxiter, chunk, gain_tol)
+        return _lbfgs(params, x, mc, s2, m0, logs0, eps, True, gtol, maxiter, chunk, gain_tol, baggins)
     # independent problems: each image on its own, so each stops when it has converged
+    own = (lambda i: None) if baggins is None else (lambda i: (baggins[0][i : i + 1], baggins[1]))  # noqa: E731
     parts = [
-        _lbfgs(params, x[i : i + 1], mc, s2, m0[i : i + 1], logs0[i : i + 1], eps, False, gtol, maxiter, 1, gain_tol)
+        _lbfgs(
+            params,
+            x[i : i + 1],
+            mc,
+            s2,
+            m0[i : i + 1],
+            logs0[i : i + 1],
+            eps,
+            False,
+            gtol,
+            maxiter,
+            1,
+            gain_tol,
+            own(i),
+        )
         for i in range(N)
     ]
     out = {k: np.concatenate([p[k] for p in parts]) for k in ("m", "logs", "elbo", "gradient")}
@@ -176,7 +229,7 @@ def best_of(results: list[dict]) -> dict:
     return out
 
 
-def _lbfgs(params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk, gain_tol) -> dict:
+def _lbfgs(params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk, gain_tol, baggins) -> dict:
     """L-BFGS on the summed sample-average ELBO of the images in ``x``, then a restart (see :func:`optimise`)."""
     N, n = m0.shape
     v0 = np.concatenate([m0.ravel(), (logs0.mean(axis=0) if shared else logs0).ravel()])
@@ -188,7 +241,7 @@ def _lbfgs(params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk
 
     def f(v):
         m, logs = unpack(v)
-        e, d_m, d_s = sample_elbo(params, x, mc, s2, m, logs, eps, chunk)
+        e, d_m, d_s = sample_elbo(params, x, mc, s2, m, logs, eps, chunk, baggins)
         g = np.concatenate([d_m.ravel(), (d_s.sum(axis=0) if shared else d_s).ravel()])
         return -float(e.sum()), -g
 
@@ -199,7 +252,7 @@ def _lbfgs(params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk
     # gradient above gtol.  A restart with fresh curvature memory from there measures what is left.
     again = minimize(f, res.x, jac=True, method="L-BFGS-B", options=opts)
     m, logs = unpack(again.x)
-    e, d_m, d_s = sample_elbo(params, x, mc, s2, m, logs, eps, chunk)
+    e, d_m, d_s = sample_elbo(params, x, mc, s2, m, logs, eps, chunk, baggins)
     own = np.sqrt(np.sum(d_m**2, axis=1) + (0.0 if shared else np.sum(d_s**2, axis=1)))
     out = {"m": m, "logs": logs, "elbo": e, "gradient": own, "iterations": int(res.nit + again.nit)}
     if shared:

@@ -88,12 +88,22 @@ def _mlp(seed, N=4, n=3):
     return cfg, params, rng.uniform(0, 1, (N, 9)), np.exp(rng.uniform(-0.5, 0.5, n)), rng
 
 
+def _baggins(cfg, rng, N=4):
+    """The same network read as BAGGINS (Eq. (29), tau 0.3), with Sigma per image and S^2 fixing its T."""
+    bag = M.ModelConfig(m=cfg.m, n=cfg.n, hidden=6, layers=2, likelihood="baggins", posterior="bilbo", tau=0.3)
+    return bag, (np.exp(rng.uniform(-1, 0.5, (N, cfg.n))), np.exp(rng.uniform(-0.5, 1.0, cfg.n)))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_sample_average_gradients_match_finite_differences(seed):
+@pytest.mark.parametrize("likelihood", ["bernoulli", "baggins"])
+def test_the_sample_average_gradients_match_finite_differences(seed, likelihood):
     cfg, params, x, s2, rng = _mlp(seed)
+    bag = None
+    if likelihood == "baggins":
+        cfg, bag = _baggins(cfg, rng)
     m, logs = rng.standard_normal((4, 3)), rng.uniform(-1, 0, (4, 3))
     eps = S.draws(32, 3, rng)
-    _, d_m, d_s = S.sample_elbo(params, x, cfg, s2, m, logs, eps)
+    _, d_m, d_s = S.sample_elbo(params, x, cfg, s2, m, logs, eps, baggins=bag)
     h = 1e-6
     for i, j in [(0, 0), (1, 2), (3, 1)]:
         for arr, d in ((m, d_m), (logs, d_s)):
@@ -102,7 +112,8 @@ def test_the_sample_average_gradients_match_finite_differences(seed):
             dn[i, j] -= h
             args = (m, up) if arr is logs else (up, logs)
             argd = (m, dn) if arr is logs else (dn, logs)
-            fd = S.sample_elbo(params, x, cfg, s2, *args, eps)[0] - S.sample_elbo(params, x, cfg, s2, *argd, eps)[0]
+            e_up = S.sample_elbo(params, x, cfg, s2, *args, eps, baggins=bag)[0]
+            fd = e_up - S.sample_elbo(params, x, cfg, s2, *argd, eps, baggins=bag)[0]
             assert fd[i] / (2 * h) == pytest.approx(d[i, j], rel=1e-5, abs=1e-6)
 
 
@@ -121,11 +132,28 @@ def test_a_shared_sigma_is_a_constrained_optimum_below_the_per_image_one():
         S.optimise(params, x, cfg, s2, "full", m0, l0, eps)
 
 
-def test_an_unsupported_likelihood_is_refused():
+def test_an_unsupported_likelihood_is_refused_and_baggins_needs_its_T():
     cfg, params, x, s2, rng = _mlp(0)
-    bag = M.ModelConfig(m=9, n=3, hidden=6, layers=2, likelihood="baggins", posterior="bilbo")
+    learned = M.ModelConfig(m=9, n=3, hidden=6, layers=2, likelihood="gaussian-learned", posterior="bilbo")
     with pytest.raises(ValueError, match="supports the likelihoods"):
+        S.sample_elbo(params, x, learned, s2, np.zeros((4, 3)), np.zeros((4, 3)), S.draws(8, 3, rng))
+    bag, (var, s2_b) = _baggins(cfg, rng)
+    with pytest.raises(ValueError, match="baggins=\\(var, s2\\)"):
         S.sample_elbo(params, x, bag, s2, np.zeros((4, 3)), np.zeros((4, 3)), S.draws(8, 3, rng))
+    with pytest.raises(ValueError, match="shapes"):
+        S.fresh_elbo(params, x, bag, s2, np.zeros((4, 3)), np.zeros((4, 3)), 8, rng, baggins=(var[:2], s2_b))
+
+
+def test_the_baggins_elbo_is_the_models_own_at_the_encoders_posterior():
+    # T held by the encoder's Sigma and the training S^2: the ELBO the model reports (mlpvae.nn.model), same draws
+    cfg, params, x, s2, rng = _mlp(4)
+    bag, (_, s2_b) = _baggins(cfg, rng)
+    mu, var = M.encode(params, x, bag)
+    var = np.broadcast_to(var, mu.shape)
+    eps = S.draws(4000, 3, rng, whiten=False)
+    own = np.mean([M.elbo_per_example(params, x, np.broadcast_to(e, mu.shape), bag, s2=s2_b) for e in eps], axis=0)
+    saa, _, _ = S.sample_elbo(params, x, bag, s2_b, mu, 0.5 * np.log(var), eps, baggins=(var, s2_b))
+    np.testing.assert_allclose(saa, own, rtol=1e-10)
 
 
 def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_path):
