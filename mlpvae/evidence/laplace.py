@@ -119,6 +119,39 @@ def baggins_hessian_gram(params, x, z, mc: M.ModelConfig):
     return to_numpy((mc.m / r2)[:, None, None] * gram)
 
 
+def baggins_laplace(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, chunk: int | None = None) -> dict:
+    """Eq. (16) at ``z`` and Eq. (18) for the posterior variance ``var`` by BAGGINS' own curvature (Not in the paper).
+
+    As :func:`laplace_evidence`, but with :func:`baggins_hessian_gram` in place of the fixed-T metric
+    (the curvature of the log p(x|z) that the ELBO, the IWAE, the grid and AIS evaluate): Eq. (16)
+    ``log p(x|nu(z)) - 1/2 |S^-1 z|^2 - 1/2 log|I + S H S|`` and Eq. (18)
+    ``1/2 (tr(P Sigma) - n - log|P Sigma|)``, P = S^-2 + H.  ``mu, var (N, n)``: the encoder's posterior,
+    whose Sigma and ``baggins_s2`` fix Eq. (29)'s T.  Where H makes ``I + S H S`` or P indefinite the
+    value is not defined and is NaN.  Returns host arrays ``log_evidence (N,)`` and ``gap_eq18 (N,)``.
+    """
+    N, n = z.shape
+    xp = array_namespace(z)
+    mu, var = xp.broadcast_to(mu, z.shape), xp.broadcast_to(var, z.shape)
+    chunk = chunk or max(1, BLOCK_ELEMENTS // (mc.m * n))
+    s2h = to_numpy(s2).astype(np.float64)
+    S = np.sqrt(s2h)
+    res = {k: np.empty(N) for k in ("log_evidence", "gap_eq18")}
+    for sl in chunks(N, chunk):
+        H = baggins_hessian_gram(params, x[sl], z[sl], mc)
+        ll, _ = likelihood_at(params, x[sl], z[sl], mu[sl], var[sl], mc, baggins_s2)
+        sign, logdet = np.linalg.slogdet(np.eye(n) + S[:, None] * H * S[None, :])
+        zh = to_numpy(z[sl]).astype(np.float64)
+        eq16 = to_numpy(ll) - 0.5 * (zh * zh / s2h).sum(axis=1) - 0.5 * logdet
+        res["log_evidence"][sl] = np.where(sign > 0, eq16, np.nan)
+        P = np.diag(1.0 / s2h) + H
+        PS = P * to_numpy(var[sl]).astype(np.float64)[:, None, :]  # P Sigma, Sigma diagonal
+        _, logdet = np.linalg.slogdet(PS)
+        eq18 = 0.5 * (np.trace(PS, axis1=1, axis2=2) - n - logdet)
+        definite = np.linalg.eigvalsh((P + np.swapaxes(P, 1, 2)) / 2).min(axis=1) > 0
+        res["gap_eq18"][sl] = np.where(definite, eq18, np.nan)
+    return res
+
+
 def _factor(gram: np.ndarray) -> np.ndarray:
     """R (N, n, n) with R^T R = gram, from the eigendecomposition (gram may be singular)."""
     lam, V = np.linalg.eigh(gram)

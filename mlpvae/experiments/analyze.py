@@ -35,6 +35,7 @@ from mlpvae.evidence.decoder import optimal_decoder_comparison
 from mlpvae.evidence.iwae import iwae_log_px
 from mlpvae.evidence.laplace import (
     GRAM_ELEMENTS,
+    baggins_laplace,
     cv2_penalty,
     elbo_per_example,
     laplace_evidence,
@@ -65,6 +66,13 @@ def _summary(a: np.ndarray) -> dict:
         "min": float(a.min()),
         "max": float(a.max()),
     }
+
+
+def _summary_defined(a: np.ndarray) -> dict:
+    """:func:`_summary` of the finite values, with ``undefined``: how many are NaN (an indefinite precision)."""
+    a = np.asarray(a, dtype=np.float64)
+    ok = np.isfinite(a)
+    return {**(_summary(a[ok]) if ok.any() else {}), "undefined": int((~ok).sum())}
 
 
 def analyze_run(
@@ -136,7 +144,9 @@ def analyze_run(
             "bernoulli": "Fisher information of the logits, G = diag(p (1 - p)): J^T G J",
             "gaussian": "G = T^-1 = I / t (Eq. (26))",
             "gaussian-learned": "G = T(mu)^-1, the learned variance at the mean, held fixed",
-            "baggins": "G = T^-1, T from Eq. (29) at z = mu with S^2 from the training set",
+            "baggins": "G = T^-1, T from Eq. (29) at z = mu with S^2 from the training set (held fixed); the "
+            "'own Hessian' rows use the curvature of log p(x|z) with T following the residual, as the ELBO and "
+            "the IWAE evaluate it",
         }[mc.likelihood],
     }
 
@@ -175,6 +185,11 @@ def analyze_run(
     cv = cv2_penalty(lap["grams"], s2)
     res["cv2_penalty_eq22"] = cv["cv2_penalty"]
     res["cv2_images"] = cv["images"]
+    if mc.likelihood == "baggins":  # the curvature of the log p(x|z) the ELBO and IWAE evaluate (docs/ais.md)
+        own = baggins_laplace(params, run.x_test, mu, mu, var, mc, s2, s2_train)
+        res["log_evidence_eq16_own_hessian"] = _summary_defined(own["log_evidence"])
+        res["eq16_own_hessian_minus_iwae"] = _summary_defined(own["log_evidence"] - lp)
+        res["gap_eq18_own_hessian"] = _summary_defined(own["gap_eq18"])
     res["evidence_seconds"] = time.perf_counter() - t
 
     stage("Eq. (6) decoder")
@@ -224,6 +239,14 @@ def report_md(res: dict) -> str:
         ("gap_eq18", "gap Eq. (18), own Sigma"),
     ):
         L.append(f"| {label} | {res[key]['mean']:.3f} | {res[key]['sem']:.3f} |")
+    for key, label in (
+        ("log_evidence_eq16_own_hessian", "Eq. (16) at mu, BAGGINS' own Hessian"),
+        ("eq16_own_hessian_minus_iwae", "the same - IWAE"),
+        ("gap_eq18_own_hessian", "gap Eq. (18), BAGGINS' own Hessian"),
+    ):
+        if key in res and "mean" in res[key]:
+            undefined = f" ({res[key]['undefined']} undefined)" if res[key]["undefined"] else ""
+            L.append(f"| {label}{undefined} | {res[key]['mean']:.3f} | {res[key]['sem']:.3f} |")
     L += [
         f"| penalty Eq. (22), 1/4 tr CV^2 ({res['cv2_images']} images) | {res['cv2_penalty_eq22']:.3f} | |",
         "",

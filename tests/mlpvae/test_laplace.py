@@ -140,7 +140,7 @@ def test_optimal_decoder_from_encoder_posteriors_is_eq6(seed, likelihood, poster
     np.testing.assert_allclose(res["opt_sq_error"], ((xt - nu) ** 2).sum(axis=1).mean(), rtol=TOL["identity_f64"])
 
 
-def _trained(out, posterior: str) -> None:
+def _trained(out, posterior: str, **settings) -> None:
     from mlpvae.training import config as C
     from mlpvae.training import train as T
 
@@ -157,6 +157,7 @@ def _trained(out, posterior: str) -> None:
             batch_size=40,
             device="cpu",
             progress=False,
+            **settings,
         ),
         out,
     )
@@ -361,3 +362,43 @@ def test_baggins_hessian_gram_is_the_second_difference_of_its_log_likelihood_in_
     assert np.abs(fixed - gram).max() > 1e-3 * np.abs(gram).max()
     with pytest.raises(ValueError, match="baggins"):
         L.baggins_hessian_gram(params, x, z, _net(4)[0])
+
+
+def test_baggins_laplace_is_the_laplace_value_and_gaussian_kl_of_its_own_hessian():
+    # Eq. (16) against the Laplace formula with the precision inverted, Eq. (18) against the KL between
+    # N(mu, Sigma) and N(mu, P^-1) computed from P^-1, both from the second differences' Hessian
+    cfg, params, x, mu, var, s2 = _net(6, likelihood="baggins", posterior="bilbo", n=3, m=7, B=4)
+    r = L.baggins_laplace(params, x, mu, mu, var, cfg, s2, s2, chunk=3)
+    H = L.baggins_hessian_gram(params, x, mu, cfg)
+    nu = M.decode(params, mu, cfg)["mean"]
+    ll = M.log_likelihood({"mean": nu}, x, cfg, T=M.likelihood_T(x, nu, mu, var, cfg, s2))
+    for b in range(len(x)):
+        P = np.diag(1 / s2) + H[b]
+        if np.linalg.eigvalsh(P).min() <= 0:
+            assert np.isnan(r["gap_eq18"][b])
+            continue
+        C = np.linalg.inv(P)
+        laplace = ll[b] - 0.5 * np.sum(mu[b] ** 2 / s2) + 0.5 * np.linalg.slogdet(C)[1] - 0.5 * np.sum(np.log(s2))
+        assert r["log_evidence"][b] == pytest.approx(laplace, rel=1e-10, abs=1e-9)
+        kl = 0.5 * (
+            np.trace(np.linalg.solve(C, np.diag(var[b]))) - cfg.n + np.linalg.slogdet(C)[1] - np.log(var[b]).sum()
+        )
+        assert r["gap_eq18"][b] == pytest.approx(kl, rel=1e-10, abs=1e-9)
+    assert np.isfinite(r["gap_eq18"]).any()
+
+
+def test_analyze_reports_baggins_eq16_eq18_under_its_own_hessian_too(tmp_path):
+    from mlpvae.nn.batched import encode_all
+    from mlpvae.training.runs import load_run
+
+    _trained(tmp_path / "run", "bilbo", likelihood="baggins", binarize="none")
+    res = A.analyze_run(tmp_path / "run", iwae_k=50, elbo_k=2, plots=False)
+    run = load_run(tmp_path / "run", float64=True)
+    _, _, s2, s2_train = L.training_priors(run)
+    mu, var = encode_all(run.params, run.x_test, run.mc)
+    own = L.baggins_laplace(run.params, run.x_test, mu, mu, var, run.mc, s2, s2_train)["gap_eq18"]
+    ok = np.isfinite(own)
+    assert ok.sum() > 0 and res["gap_eq18_own_hessian"]["undefined"] == int((~ok).sum())
+    assert res["gap_eq18_own_hessian"]["mean"] == pytest.approx(own[ok].mean(), rel=1e-12)
+    assert "BAGGINS' own Hessian" in (tmp_path / "run" / "analysis.md").read_text()
+    assert "following the residual" in res["metric"]
