@@ -63,6 +63,12 @@ def xtrace_logdet(A_or_matvec, n=None, *, rng, budget, steps=20, probes="rademac
     H = Q.T @ Z
     H = (H + H.T) / 2
     W = Q.T @ Om  # coordinates of the probes in range(Q)
+    # A rank-deficient Y (log A of rank < s, or a repeated Rademacher probe, likely for small n) makes R
+    # singular: its zero pivots are raised to a tiny one, so that inv(R)^T's normalised columns pick the
+    # null directions as they do for a nearly singular R
+    tiny = 1e-14 * max(float(np.abs(np.diag(R)).max()), 1e-300)
+    pivots = np.diag(R)
+    R = R + np.diag(np.where(np.abs(pivots) < tiny, np.where(pivots < 0, -tiny, tiny) - pivots, 0.0))
     S = np.linalg.inv(R).T
     S /= np.linalg.norm(S, axis=0)
     T = Z.T @ Om  # Q^T F omega_i (F symmetric)

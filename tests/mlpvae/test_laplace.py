@@ -400,5 +400,5 @@ def test_analyze_reports_baggins_eq16_eq18_under_its_own_hessian_too(tmp_path):
     ok = np.isfinite(own)
     assert ok.sum() > 0 and res["gap_eq18_own_hessian"]["undefined"] == int((~ok).sum())
     assert res["gap_eq18_own_hessian"]["mean"] == pytest.approx(own[ok].mean(), rel=1e-12)
-    assert "BAGGINS' own Hessian" in (tmp_path / "run" / "analysis.md").read_text()
+    assert "gap_eq18, BAGGINS' own Hessian" in (tmp_path / "run" / "analysis.md").read_text()
     assert "following the residual" in res["metric"]
