@@ -184,25 +184,9 @@ def optimise(
     if family == "constant":
         return _lbfgs(params, x, mc, s2, m0, logs0, eps, True, gtol, maxiter, chunk, gain_tol, baggins)
     # independent problems: each image on its own, so each stops when it has converged
-    own = (lambda i: None) if baggins is None else (lambda i: (baggins[0][i : i + 1], baggins[1]))  # noqa: E731
-    parts = [
-        _lbfgs(
-            params,
-            x[i : i + 1],
-            mc,
-            s2,
-            m0[i : i + 1],
-            logs0[i : i + 1],
-            eps,
-            False,
-            gtol,
-            maxiter,
-            1,
-            gain_tol,
-            own(i),
-        )
-        for i in range(N)
-    ]
+    own = [None] * N if baggins is None else [(baggins[0][i : i + 1], baggins[1]) for i in range(N)]
+    fixed = (eps, False, gtol, maxiter, 1, gain_tol)
+    parts = [_lbfgs(params, x[i : i + 1], mc, s2, m0[i : i + 1], logs0[i : i + 1], *fixed, own[i]) for i in range(N)]
     out = {k: np.concatenate([p[k] for p in parts]) for k in ("m", "logs", "elbo", "gradient")}
     out["iterations"] = int(sum(p["iterations"] for p in parts))
     out["gradient_max"] = max(p["gradient_max"] for p in parts)
