@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from vaetheory.covariance import precision_args, variance_precision_args
+from vaetheory import validate as V
 from vaetheory.numerics import inv_spd
 
 
@@ -73,9 +74,32 @@ def cv2_penalty_terms(s2, J):
     -------
     (N,) values (nats, >= 0).
     """
-    P = precision_args(s2, J)
-    E = P @ inv_spd(P.mean(axis=0)) - np.eye(P.shape[-1])
-    return _quarter_trace_square(E)
+    return cv2_penalty_terms_of_precisions(precision_args(s2, J))
+
+
+def cv2_penalty_terms_of_precisions(P):
+    """Eq. (22)'s per-example terms 1/4 tr((P_x Pbar^-1 - I)^2) from the precisions P_x themselves.
+
+    For a likelihood whose curvature is not a Gram J^T G J (BAGGINS, whose Hessian in z has a
+    negative rank-one term) P_x = S^-2 + H_x may be indefinite; Eq. (22) needs only Pbar = E_x[P_x]
+    positive definite.
+
+    Parameters
+    ----------
+    P : (N, n, n) symmetric precisions; their mean must be positive definite.
+
+    Returns
+    -------
+    (N,) values (nats, >= 0).
+    """
+    P = V.array("P", P, ("N", "n", "n"), dtype=np.float64)
+    if len(P) == 0:
+        raise ValueError("P must hold at least one precision (N >= 1), got N = 0")
+    try:
+        Pbar_inv = inv_spd(P.mean(axis=0))
+    except np.linalg.LinAlgError:
+        raise ValueError("Eq. (22) needs the mean precision E_x[P_x] positive definite; it is not") from None
+    return _quarter_trace_square(P @ Pbar_inv - np.eye(P.shape[-1]))
 
 
 def cv2_penalty(s2, J):

@@ -119,19 +119,24 @@ def baggins_hessian_gram(params, x, z, mc: M.ModelConfig):
     return to_numpy((mc.m / r2)[:, None, None] * gram)
 
 
-def baggins_laplace(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, chunk: int | None = None) -> dict:
+def baggins_laplace(
+    params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, chunk: int | None = None, sigma=None
+) -> dict:
     """Eq. (16) at ``z`` and Eq. (18) for the posterior variance ``var`` by BAGGINS' own curvature (Not in the paper).
 
     As :func:`laplace_evidence`, but with :func:`baggins_hessian_gram` in place of the fixed-T metric
     (the curvature of the log p(x|z) that the ELBO, the IWAE, the grid and AIS evaluate): Eq. (16)
     ``log p(x|nu(z)) - 1/2 |S^-1 z|^2 - 1/2 log|I + S H S|`` and Eq. (18)
     ``1/2 (tr(P Sigma) - n - log|P Sigma|)``, P = S^-2 + H.  ``mu, var (N, n)``: the encoder's posterior,
-    whose Sigma and ``baggins_s2`` fix Eq. (29)'s T.  Where H makes ``I + S H S`` or P indefinite the
-    value is not defined and is NaN.  Returns host arrays ``log_evidence (N,)`` and ``gap_eq18 (N,)``.
+    whose Sigma and ``baggins_s2`` fix Eq. (29)'s T; ``sigma (N, n)``: the Gaussian's variance in Eq. (18)
+    when it is not the encoder's (e.g. a per-image optimum on the fixed decoder).  Where H makes
+    ``I + S H S`` or P indefinite the value is not defined and is NaN.  Returns host arrays
+    ``log_evidence (N,)`` and ``gap_eq18 (N,)``.
     """
     N, n = z.shape
     xp = array_namespace(z)
     mu, var = xp.broadcast_to(mu, z.shape), xp.broadcast_to(var, z.shape)
+    sigma = var if sigma is None else xp.broadcast_to(xp.asarray(sigma), z.shape)
     chunk = chunk or max(1, BLOCK_ELEMENTS // (mc.m * n))
     s2h = to_numpy(s2).astype(np.float64)
     S = np.sqrt(s2h)
@@ -144,7 +149,7 @@ def baggins_laplace(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, ch
         eq16 = to_numpy(ll) - 0.5 * (zh * zh / s2h).sum(axis=1) - 0.5 * logdet
         res["log_evidence"][sl] = np.where(sign > 0, eq16, np.nan)
         P = np.diag(1.0 / s2h) + H
-        PS = P * to_numpy(var[sl]).astype(np.float64)[:, None, :]  # P Sigma, Sigma diagonal
+        PS = P * to_numpy(sigma[sl]).astype(np.float64)[:, None, :]  # P Sigma, Sigma diagonal
         _, logdet = np.linalg.slogdet(PS)
         eq18 = 0.5 * (np.trace(PS, axis1=1, axis2=2) - n - logdet)
         definite = np.linalg.eigvalsh((P + np.swapaxes(P, 1, 2)) / 2).min(axis=1) > 0
@@ -254,3 +259,52 @@ def cv2_penalty(grams: np.ndarray, s2) -> dict:
     s2h = to_numpy(s2).astype(np.float64)
     terms = CV.cv2_penalty_terms(s2h, R)
     return {"cv2_penalty": float(CV.cv2_penalty(s2h, R)), "terms": terms, "images": int(len(grams))}
+
+
+def baggins_cv2_penalty(params, x, z, mc: M.ModelConfig, s2, chunk: int | None = None) -> dict:
+    """Eq. (22) for BAGGINS by its own curvature at the means ``z (N, n)`` (Not in the paper).
+
+    P_x = S^-2 + H_x with H_x of :func:`baggins_hessian_gram`, through
+    :func:`vaetheory.constant_variance.cv2_penalty_terms_of_precisions` (P_x may be indefinite;
+    their mean must not be).  Returns ``cv2_penalty``, per-image ``terms (N,)`` and ``indefinite``,
+    the number of images whose P_x is not positive definite (where Eq. (18), whose second-order
+    expansion Eq. (22) is, has no value).
+    """
+    N, n = z.shape
+    chunk = chunk or max(1, BLOCK_ELEMENTS // (mc.m * n))
+    P = np.diag(1.0 / to_numpy(s2).astype(np.float64)) + np.concatenate(
+        [baggins_hessian_gram(params, x[sl], z[sl], mc) for sl in chunks(N, chunk)]
+    )
+    P = (P + np.swapaxes(P, 1, 2)) / 2
+    terms = CV.cv2_penalty_terms_of_precisions(P)
+    indefinite = int(np.sum(np.linalg.eigvalsh(P).min(axis=1) <= 0))
+    return {"cv2_penalty": float(np.mean(terms)), "terms": terms, "indefinite": indefinite, "images": int(N)}
+
+
+def gaps_at_optima(params, x, mc: M.ModelConfig, s2, baggins_s2, mu, var, diagonal, shared) -> dict:
+    """Eq. (18) at per-image optima and Eq. (22) at a shared-Sigma optimum, on one fixed decoder (Not in the paper).
+
+    ``diagonal``, ``shared``: ``(means (N, n), variances (N, n))`` of the per-image and the shared-Sigma
+    optimum.  The curvature is the likelihood's metric J^T G J (:func:`laplace_evidence`,
+    :func:`cv2_penalty`) except for BAGGINS, whose log p(x|z) (T of Eq. (29) held at the encoder's
+    ``var`` and ``baggins_s2``) is curved by :func:`baggins_hessian_gram` (:func:`baggins_laplace`,
+    :func:`baggins_cv2_penalty`); there Eq. (18) is NaN where the precision is indefinite.
+    Returns host ``eq18_at_diagonal (N,)``, ``eq18_at_constant (N,)``, ``eq22`` (as :func:`cv2_penalty`,
+    with ``indefinite`` images) and ``curvature`` (words).
+    """
+    xp = array_namespace(x)
+    (m_d, var_d), (m_c, var_c) = ((xp.asarray(m), xp.asarray(v)) for m, v in (diagonal, shared))
+    if mc.likelihood == "baggins":
+        eq18 = [
+            baggins_laplace(params, x, m, mu, var, mc, s2, baggins_s2, sigma=v)["gap_eq18"]
+            for m, v in ((m_d, var_d), (m_c, var_c))
+        ]
+        eq22 = baggins_cv2_penalty(params, x, m_c, mc, s2)
+        curvature = "BAGGINS' own Hessian (T following the residual)"
+    else:
+        eq18 = [laplace_evidence(params, x, m_d, var_d, mc, s2)["gap_eq18"]]
+        lap_c = laplace_evidence(params, x, m_c, var_c, mc, s2, keep=len(m_c))
+        eq18.append(lap_c["gap_eq18"])
+        eq22 = cv2_penalty(lap_c["grams"], s2) | {"indefinite": 0}
+        curvature = "the likelihood's metric J^T G J"
+    return {"eq18_at_diagonal": eq18[0], "eq18_at_constant": eq18[1], "eq22": eq22, "curvature": curvature}

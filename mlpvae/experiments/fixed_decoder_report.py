@@ -25,7 +25,7 @@ import numpy as np
 
 from mlpvae.evidence.fixed_decoder import fit_posteriors, frame_nodes, gaussian_elbo, grid_gaussian_elbo
 from mlpvae.evidence.grid import grid_log_px, log_joint
-from mlpvae.evidence.laplace import cv2_penalty, laplace_evidence, training_priors
+from mlpvae.evidence.laplace import gaps_at_optima, training_priors
 from mlpvae.experiments import fixed_decoder_saa_report as saa
 from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.intervals import paired_bootstrap
@@ -114,15 +114,15 @@ def evaluate_run(
     c = fam["constant"]
     var_d = np.diagonal(d["cov"], axis1=1, axis2=2)
     var_c = np.diagonal(c["cov"], axis1=1, axis2=2)
-    eq18 = laplace_evidence(params, x, xp.asarray(d["m"]), xp.asarray(var_d), mc, s2)["gap_eq18"]
-    lap_c = laplace_evidence(params, x, xp.asarray(c["m"]), xp.asarray(var_c), mc, s2, keep=N)
-    eq22 = cv2_penalty(lap_c["grams"], s2)
+    gaps = gaps_at_optima(params, x, mc, s2, s2_train, mu, var, (d["m"], var_d), (c["m"], var_c))
+    eq18, eq18_c, eq22 = gaps["eq18_at_diagonal"], gaps["eq18_at_constant"], gaps["eq22"]
+    ok = np.isfinite(eq18) & np.isfinite(eq18_c)  # BAGGINS' precision may be indefinite: Eq. (18) has no value
     per = {
         "log_px": exact,
         "log_px_err": grid["err"],
         "elbo_encoder": enc,
         "eq18_at_diagonal": eq18,
-        "eq18_at_constant": lap_c["gap_eq18"],
+        "eq18_at_constant": eq18_c,
         "eq22_terms": eq22["terms"],
         "mean_diagonal": d["m"],
         "var_diagonal": var_d,
@@ -145,18 +145,23 @@ def evaluate_run(
         ci["halved_change"] = float(np.mean(halved[a] - halved[b]) - ci["mean"])
         comparisons[name] = ci
     zero = np.zeros(N)
-    comparisons["eq18_at_diagonal"] = dict(_interval(eq18, zero, rng), what="Eq. (18) at the diagonal optimum")
-    comparisons["gap_after_diagonal_minus_eq18"] = dict(
-        _interval(exact - d["elbo"], eq18, rng), what="log p(x) minus the best diagonal, minus Eq. (18) there"
-    )
+    if ok.any():
+        comparisons["eq18_at_diagonal"] = dict(
+            _interval(eq18[ok], zero[ok], rng), what="Eq. (18) at the diagonal optimum"
+        )
+        comparisons["gap_after_diagonal_minus_eq18"] = dict(
+            _interval((exact - d["elbo"])[ok], eq18[ok], rng),
+            what="log p(x) minus the best diagonal, minus Eq. (18) there",
+        )
     comparisons["eq22"] = dict(_interval(eq22["terms"], zero, rng), what="Eq. (22) (per-image terms)")
     comparisons["constant_cost_minus_eq22"] = dict(
         _interval(d["elbo"] - c["elbo"], eq22["terms"], rng), what="the cost of a shared Sigma minus Eq. (22)"
     )
-    comparisons["eq18_constant_minus_diagonal"] = dict(
-        _interval(lap_c["gap_eq18"], eq18, rng),
-        what="Eq. (18) at the shared optimum minus at the diagonal one (Laplace's reading of the cost)",
-    )
+    if ok.any():
+        comparisons["eq18_constant_minus_diagonal"] = dict(
+            _interval(eq18_c[ok], eq18[ok], rng),
+            what="Eq. (18) at the shared optimum minus at the diagonal one (Laplace's reading of the cost)",
+        )
     mean = lambda a: float(np.mean(a))  # noqa: E731
     summary = {
         "run": str(run_dir),
@@ -184,6 +189,9 @@ def evaluate_run(
         },
         "comparisons": comparisons,
         "eq22": eq22["cv2_penalty"],
+        "curvature": gaps["curvature"],
+        "eq18_defined_images": int(ok.sum()),
+        "eq22_indefinite_images": eq22["indefinite"],
         "shared_var": var_c[0].tolist(),
         "seconds": time.perf_counter() - t0,
     }
@@ -196,8 +204,9 @@ def report_md(r: dict) -> str:
     c = r["comparisons"]
 
     def ci(name):
-        return interval_text(c[name])
+        return interval_text(c[name]) if name in c else "no image (the precision is indefinite on every one)"
 
+    defined = r.get("eq18_defined_images", r["images"])
     lines = [
         f"# The gaps on one decoder: {r['run']}",
         "",
@@ -209,12 +218,19 @@ def report_md(r: dict) -> str:
         f"{r['elbo_constant']:.3f}, best full {r['elbo_full']:.3f}",
         f"- amortization gap (best diagonal minus the encoder): {ci('amortization_gap')}",
         f"- log p(x) minus the best diagonal: {ci('gap_after_diagonal')}; Eq. (18) there predicts "
-        f"{ci('eq18_at_diagonal')}; measured minus predicted {ci('gap_after_diagonal_minus_eq18')}",
+        f"{ci('eq18_at_diagonal')}; measured minus predicted {ci('gap_after_diagonal_minus_eq18')}"
+        + (f" (over the {defined} images where the precision is positive definite)" if defined < r["images"] else ""),
         f"- log p(x) minus the best full Gaussian: {ci('gap_after_full')} (best full minus best diagonal "
         f"{ci('full_over_diagonal')})",
         f"- the cost of a shared Sigma on this decoder: {ci('constant_cost')}; Eq. (22) predicts {ci('eq22')}; "
         f"measured minus predicted {ci('constant_cost_minus_eq22')}; Eq. (18) at the shared optimum minus at the "
-        f"diagonal one {ci('eq18_constant_minus_diagonal')}",
+        f"diagonal one {ci('eq18_constant_minus_diagonal')}"
+        + (
+            f" ({r['eq22_indefinite_images']} images with an indefinite precision)"
+            if r.get("eq22_indefinite_images")
+            else ""
+        ),
+        f"- curvature in Eqs. (18) and (22): {r.get('curvature', 'the likelihood metric J^T G J')}",
         "",
         "Certificate of the optimum (per image: the ELBO gain a further Newton step predicts, at a strict local "
         "maximum; the Euclidean norm of the ELBO's gradient in the image's own parameters; the change of its "

@@ -187,3 +187,30 @@ def test_the_fixed_decoder_command_converges_and_separates_the_gaps(tmp_path):
     assert c["eq18_at_diagonal"]["mean"] >= 0 and r["eq22"] >= 0
     assert len(per["log_px"]) == 8 and (tmp_path / "run" / "fixed_decoder.md").exists()
     assert main(["analyze", str(tmp_path / "run"), "--fixed-decoder-images", "0"]) == 2
+
+
+def test_the_fixed_decoder_command_on_baggins_scores_one_likelihood_and_uses_its_own_curvature(tmp_path):
+    # T of Eq. (29) held at the trained model's: the optima are scored against the log p(x|z) the grid integrates,
+    # so the best full Gaussian stays below the exact log p(x); Eqs. (18) and (22) by BAGGINS' own Hessian
+    from mlpvae.evidence.laplace import baggins_laplace, training_priors
+    from mlpvae.nn.batched import encode_all
+    from mlpvae.training.runs import load_run
+    from vaetheory.cli import main
+
+    run = tmp_path / "run"
+    train_synthetic(run, posterior="bilbo", likelihood="baggins", binarize="none")
+    assert main(["analyze", str(run), "--fixed-decoder-images", "5", "--no-progress"]) == 0
+    r = json.loads((run / "fixed_decoder.json").read_text())
+    per = np.load(run / "fixed_decoder_per_image.npz")
+    assert r["converged_diagonal"] == r["converged_full"] == 5
+    assert np.all(per["elbo_full"] >= per["elbo_diagonal"] - 1e-9)
+    assert r["full_above_log_px_max"] < 0.01
+    assert "own Hessian" in r["curvature"] and "own Hessian" in (run / "fixed_decoder.md").read_text()
+    loaded = load_run(run, test_limit=5, float64=True)
+    _, _, s2, s2_train = training_priors(loaded)
+    mu, var = encode_all(loaded.params, loaded.x_test, loaded.mc)
+    eq18 = baggins_laplace(
+        loaded.params, loaded.x_test, per["mean_diagonal"], mu, var, loaded.mc, s2, s2_train, sigma=per["var_diagonal"]
+    )["gap_eq18"]
+    np.testing.assert_array_equal(per["eq18_at_diagonal"], eq18)
+    assert r["eq18_defined_images"] == int(np.isfinite(eq18).sum())

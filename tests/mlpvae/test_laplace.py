@@ -337,6 +337,18 @@ def test_iwae_convergence_rises_from_the_one_sample_bound(tmp_path):
     assert abs(r["iwae"][300] - res["iwae_log_px"]["mean"]) < 5 * res["iwae_log_px"]["sem"]
 
 
+def _second_differences(f, z, h=1e-3):
+    """The Hessian (B, n, n) of a batched f (B,) at z (B, n) by central second differences."""
+    n = z.shape[1]
+    H = np.empty((len(z), n, n))
+    for i in range(n):
+        for j in range(n):
+            e_i, e_j = np.eye(n)[i] * h, np.eye(n)[j] * h
+            v = [f(z + a * e_i + b * e_j) for a, b in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+            H[:, i, j] = (v[0] - v[1] - v[2] + v[3]) / (4 * h * h)
+    return H
+
+
 def test_baggins_hessian_gram_is_the_second_difference_of_its_log_likelihood_in_z():
     # log p(x|z) with T of Eq. (29) at each z's own residual, differenced twice in z, against the closed form
     cfg, params, x, mu, var, s2 = _net(4, likelihood="baggins", posterior="bilbo", n=3, m=7, B=3)
@@ -346,13 +358,7 @@ def test_baggins_hessian_gram_is_the_second_difference_of_its_log_likelihood_in_
         nu = M.decode(params, w, cfg)["mean"]
         return M.log_likelihood({"mean": nu}, x, cfg, T=M.likelihood_T(x, nu, mu, var, cfg, s2))
 
-    h, n = 1e-3, cfg.n
-    H = np.empty((len(x), n, n))
-    for i in range(n):
-        for j in range(n):
-            e_i, e_j = np.eye(n)[i] * h, np.eye(n)[j] * h
-            f = [loglik(z + a * e_i + b * e_j) for a, b in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
-            H[:, i, j] = (f[0] - f[1] - f[2] + f[3]) / (4 * h * h)
+    H = _second_differences(loglik, z)
     gram = L.baggins_hessian_gram(params, x, z, cfg)
     np.testing.assert_allclose(gram, -H, rtol=1e-5, atol=1e-6 * np.abs(H).max())
     # the fixed-T metric is a multiple of its first term only: it misses the residual direction
@@ -385,6 +391,33 @@ def test_baggins_laplace_is_the_laplace_value_and_gaussian_kl_of_its_own_hessian
         )
         assert r["gap_eq18"][b] == pytest.approx(kl, rel=1e-10, abs=1e-9)
     assert np.isfinite(r["gap_eq18"]).any()
+    # another Gaussian's variance in Eq. (18): T (and so Eq. (16)) still from the encoder's var
+    sigma = var * np.linspace(0.5, 2.0, cfg.n)
+    r2 = L.baggins_laplace(params, x, mu, mu, var, cfg, s2, s2, sigma=sigma)
+    np.testing.assert_array_equal(r2["log_evidence"], r["log_evidence"])
+    for b in np.flatnonzero(np.isfinite(r2["gap_eq18"])):
+        C = np.linalg.inv(np.diag(1 / s2) + H[b])
+        kl = 0.5 * (np.trace(np.linalg.solve(C, np.diag(sigma[b]))) - cfg.n + np.linalg.slogdet(C)[1])
+        assert r2["gap_eq18"][b] == pytest.approx(kl - 0.5 * np.log(sigma[b]).sum(), rel=1e-10, abs=1e-9)
+
+
+def test_baggins_cv2_penalty_is_the_relative_variance_of_the_second_difference_precisions_eq22():
+    # Eq. (22) with P_x = S^-2 - (Hessian of log p(x|z) by second differences), whitened by Pbar^-1/2
+    cfg, params, x, mu, var, s2 = _net(7, likelihood="baggins", posterior="bilbo", n=3, m=7, B=6)
+
+    def loglik(w):
+        nu = M.decode(params, w, cfg)["mean"]
+        return M.log_likelihood({"mean": nu}, x, cfg, T=M.likelihood_T(x, nu, mu, var, cfg, s2))
+
+    P = np.diag(1 / s2) - _second_differences(loglik, mu)
+    P = (P + np.swapaxes(P, 1, 2)) / 2
+    lam, V = np.linalg.eigh(P.mean(axis=0))
+    R = V @ np.diag(lam**-0.5) @ V.T
+    W = R @ P @ R - np.eye(cfg.n)
+    r = L.baggins_cv2_penalty(params, x, mu, cfg, s2, chunk=4)
+    np.testing.assert_allclose(r["terms"], 0.25 * (W * W).sum(axis=(1, 2)), rtol=1e-4)
+    assert r["cv2_penalty"] == pytest.approx(np.mean(r["terms"])) and r["images"] == 6
+    assert r["indefinite"] == int(np.sum(np.linalg.eigvalsh(P).min(axis=1) <= 0))
 
 
 def test_analyze_reports_baggins_eq16_eq18_under_its_own_hessian_too(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import TOL
 from hypothesis import given
 from hypothesis import strategies as st
@@ -126,3 +127,32 @@ def test_penalty_matches_exact_mean_gap_to_second_order_eq18_eq22(case, seed, t)
     exact = np.mean(e.evidence_gap(Sig[None], s2, J) - e.evidence_gap(e.true_posterior_covariance(s2, J), s2, J))
     pen = c.cv2_penalty(s2, J)
     assert abs(exact - pen) <= (2 / 3) * rho / (1 - rho) * pen + TOL["gap_roundoff_abs"]
+
+
+@given(st.integers(1, 5), st.integers(2, 9), SEEDS)
+def test_penalty_of_indefinite_precisions_is_the_whitened_relative_variance_eq22(n, N, seed):
+    # P_x = S^-2 + H_x with H_x = J^T J - 2 u u^T (BAGGINS' curvature): some P_x indefinite, Pbar positive definite.
+    # Independent route: whiten symmetrically, W_x = Pbar^-1/2 P_x Pbar^-1/2, and 1/4 |W_x - I|_F^2.
+    rng = np.random.default_rng(seed)
+    J = rng.standard_normal((N, n + 2, n))
+    u = 1.5 * rng.standard_normal((N, n))
+    P = np.eye(n) + np.swapaxes(J, 1, 2) @ J - 2.0 * u[:, :, None] * u[:, None, :]
+    P[0] = (1.0 + N * np.abs(np.linalg.eigvalsh(P)).max()) * np.eye(n)  # keeps the mean positive definite
+    lam, V = np.linalg.eigh(P.mean(axis=0))
+    R = V @ np.diag(lam**-0.5) @ V.T
+    W = R @ P @ R - np.eye(n)
+    np.testing.assert_allclose(
+        c.cv2_penalty_terms_of_precisions(P), 0.25 * (W * W).sum(axis=(1, 2)), rtol=1e-10, atol=1e-12
+    )
+
+
+def test_penalty_of_precisions_equals_the_jacobian_form_and_refuses_an_indefinite_mean_eq22():
+    rng = np.random.default_rng(3)
+    s2, J = np.array([0.5, 2.0, 1.0]), rng.standard_normal((6, 8, 3))
+    np.testing.assert_allclose(
+        c.cv2_penalty_terms_of_precisions(_precisions(s2, J)), c.cv2_penalty_terms(s2, J), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="positive definite"):
+        c.cv2_penalty_terms_of_precisions(-np.broadcast_to(np.eye(3), (4, 3, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        c.cv2_penalty_terms_of_precisions(np.full((2, 3, 3), np.nan))

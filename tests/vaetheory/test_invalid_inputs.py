@@ -264,6 +264,12 @@ for _f in (cv.cv2_penalty, cv.cv2_penalty_terms, cv.optimal_constant_variance):
         {"s2": "var", "J": "arr"},
         {"J"},
     )
+CASES["constant_variance.cv2_penalty_terms_of_precisions"] = (
+    cv.cv2_penalty_terms_of_precisions,
+    lambda p: dict(P=p["Jsq"] @ np.swapaxes(p["Jsq"], 1, 2)),
+    {"P": "arr"},
+    {"P"},
+)
 for _f in (oy.mean_gradient, oy.mean_condition_residual):
     CASES[f"optimality.{_f.__name__}"] = (
         _f,
