@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from vaetheory.covariance import precision_args, variance_precision_args
 from vaetheory import validate as V
+from vaetheory.covariance import precision_args, variance_precision_args
 from vaetheory.numerics import inv_spd
 
 
