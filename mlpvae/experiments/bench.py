@@ -310,11 +310,25 @@ def add_arguments(parser) -> None:
         help="posterior modes to time, each at n = 2 and n = 100 (default learned,constant,bilbo)",
     )
     parser.add_argument(
+        "--latents",
+        default="2,100",
+        metavar="N1,N2",
+        help="latent dimensions n to time, among 2 and 100 (default 2,100)",
+    )
+    parser.add_argument(
         "--peers",
         default="all",
         metavar="P1,P2",
-        help="CPU only: implementations timed side by side, each in its own process: all (default), none, or "
-        f"some of {','.join(peer_bench.PEERS)} (ours is always included); replaces the in-process PyTorch comparison",
+        help="implementations timed side by side, each in its own process: all (default), none, or "
+        f"some of {','.join(peer_bench.PEERS)} (ours is always included); on the CPU it replaces the in-process "
+        "PyTorch comparison; on a GPU ours runs on CuPy and PyTorch on CUDA",
+    )
+    parser.add_argument(
+        "--models",
+        default="1",
+        metavar="K1,K2",
+        help="stack sizes of the peer comparison: K models trained at once (ours as one stack, torch-vmap and "
+        "jax-vmap as vmap ensembles; the other peers train one model, at K = 1) (default 1)",
     )
     parser.add_argument(
         "--threads",
@@ -342,19 +356,20 @@ def run(args) -> int:
         posteriors = [choice("--posteriors", v.strip(), POSTERIORS) for v in args.posteriors.split(",")]
         peers = peer_bench.peer_list(args.peers)
         threads = peer_bench.thread_list(args.threads, blas_threads())
+        models = peer_bench.thread_list(args.models, 1, "--models")
+        latents = [int(choice("--latents", v.strip(), ("2", "100"))) for v in args.latents.split(",")]
     except ValueError as exc:
         print(f"vaetheory bench train: {exc}", file=sys.stderr)
         return 2
-    configs = with_likelihoods([c for c in CONFIGS if c[1] in posteriors], likelihoods)
+    configs = with_likelihoods([c for c in CONFIGS if c[1] in posteriors and c[0] in latents], likelihoods)
     cpu = args.device == "cpu" or (args.device == "auto" and dev.select("auto")[0] is np)
-    peers = peers if cpu else []
     rep = bench(
         args.device,
         args.steps,
         args.warmup,
         args.batch_size,
         args.gemm_size,
-        torch=not args.no_torch and not peers,
+        torch=not args.no_torch and not (peers and cpu),
         configs=configs,
         rounds=args.rounds,
         eval_images=args.eval_images,
@@ -373,6 +388,8 @@ def run(args) -> int:
             args.warmup,
             args.rounds,
             profile_reps=args.profile_reps,
+            device="cpu" if cpu else "gpu",
+            models=models,
         )
         print(peer_bench.format_peers(rep["peers"]))
     if args.json:

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mlpvae.experiments.bench_timing import problem, step_flops
-from mlpvae.experiments.peer_worker import PEERS
+from mlpvae.experiments.peer_worker import ENSEMBLES, PEERS
 from vaetheory.validate import choice
 
 LOSS_RTOL = 1e-5  # float32 sums of 235,200 likelihood terms in another order; about 80 ulps of a loss near 540
@@ -52,8 +52,11 @@ def peer_list(text: str) -> list:
     return [choice("--peers", v.strip(), PEERS) for v in text.split(",")]
 
 
-def thread_list(text: str | None, default: int) -> list:
-    """The thread counts named by ``--threads`` (default ``[default]``) (Not in the paper)."""
+def thread_list(text: str | None, default: int, option: str = "--threads") -> list:
+    """The positive counts named by ``option`` (``--threads``, ``--models``; default ``[default]``).
+
+    Not in the paper.
+    """
     if text is None:
         return [default]
     try:
@@ -61,7 +64,7 @@ def thread_list(text: str | None, default: int) -> list:
     except ValueError:
         out = []
     if not out or min(out) < 1:
-        raise ValueError(f"--threads must be positive integers separated by commas, got {text!r}")
+        raise ValueError(f"{option} must be positive integers separated by commas, got {text!r}")
     return out
 
 
@@ -172,6 +175,9 @@ def compare_config(spec: dict, peers, rounds: int, steps: int, profile_reps: int
     workers, rows = {}, {}
     try:
         for peer in peers:
+            if spec.get("models", 1) > 1 and peer not in ENSEMBLES:
+                rows[peer] = {"status": "single model", "reason": f"trains one model; K models at once: {ENSEMBLES}"}
+                continue
             w = Worker(dict(spec, peer=peer))
             r = w.ready
             if "ready" in r:
@@ -211,7 +217,7 @@ def compare_config(spec: dict, peers, rounds: int, steps: int, profile_reps: int
                 if "ms_per_step" in r:
                     r["ratio_to_ours"] = r["ms_per_step"] / base
         extra = {}
-        if "ours" in workers and profile_reps > 0:
+        if "ours" in workers and profile_reps > 0 and spec.get("device", "cpu") == "cpu" and spec.get("models", 1) == 1:
             extra["profile"] = workers["ours"].ask(f"profile {profile_reps}")
         if "ours" in workers and gemm:
             extra["gemm"] = workers["ours"].ask("gemm")
@@ -221,6 +227,8 @@ def compare_config(spec: dict, peers, rounds: int, steps: int, profile_reps: int
     keys = ("n", "posterior", "likelihood", "batch", "threads")
     return {
         **{k: spec[k] for k in keys},
+        "device": spec.get("device", "cpu"),
+        "models": spec.get("models", 1),
         "peers": rows,
         **extra,
         "load_before": load_before,
@@ -239,21 +247,30 @@ def run_peers(
     seed: int = 0,
     profile_reps: int = 20,
     quiet: bool = True,
+    device: str = "cpu",
+    models=(1,),
 ) -> dict:
-    """The side-by-side comparison over ``threads`` x ``configs``; a JSON-able report (Sec. 7).
+    """The side-by-side comparison over ``threads`` x ``models`` x ``configs``; a JSON-able report (Sec. 7).
 
     ``configs``: ``(n, posterior, likelihood)`` triples.  ``ours`` is always
     included (it is the reference of the loss check and of the ratios).
     ``profile_reps > 0`` adds the per-phase profile of our step
-    (:mod:`mlpvae.experiments.bench_profile`) to each row.
+    (:mod:`mlpvae.experiments.bench_profile`) to each CPU row of one model.
+    ``device``: ``cpu`` or ``gpu`` (ours on CuPy, PyTorch on CUDA; JAX on its default backend).
+    ``models``: the stack sizes K; at K > 1 ours trains a stack and the peers of
+    :data:`mlpvae.experiments.peer_worker.ENSEMBLES` vmap K models; the others are listed as
+    ``single model``.  A row's ``step_gflop`` is the K models' together.
     """
     peers = ["ours"] + [p for p in peers if p != "ours"]
     for p in peers:
         if p not in PEERS:
             raise ValueError(f"peers must be among {PEERS}, got {p!r}")
     out = []
-    jobs = [(t, c) for t in threads for c in configs]
-    for i, (t, (n, posterior, likelihood)) in enumerate(tqdm(jobs, desc="bench peers", file=sys.stderr)):
+    models = [int(K) for K in models]
+    if not models or min(models) < 1:
+        raise ValueError(f"models must be positive stack sizes, got {models!r}")
+    jobs = [(t, K, c) for t in threads for K in models for c in configs]
+    for i, (t, K, (n, posterior, likelihood)) in enumerate(tqdm(jobs, desc="bench peers", file=sys.stderr)):
         spec = dict(
             n=n,
             posterior=posterior,
@@ -264,11 +281,13 @@ def run_peers(
             warmup=warmup,
             threads=int(t),
             quiet=quiet,
+            device=device,
+            models=K,
         )
         first_of_threads = i == 0 or jobs[i - 1][0] != t
         row = compare_config(spec, peers, rounds, steps, profile_reps, gemm=first_of_threads)
         mc, params, _, _ = problem(np, n, posterior, 1, 1, seed, likelihood)
-        row["step_gflop"] = step_flops(params, B, mc.m) / 1e9
+        row["step_gflop"] = K * step_flops(params, B, mc.m) / 1e9
         out.append(row)
     rates = {r["threads"]: r["gemm"] for r in out if "gemm" in r}
     for r in out:
@@ -277,6 +296,8 @@ def run_peers(
         if g and "ms_per_step" in o:
             r["ours_fraction_of_gemm_rate"] = r["step_gflop"] / (o["ms_per_step"] / 1e3) / g["gemm_large_gflop_s"]
     return {
+        "device": device,
+        "models": models,
         "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
@@ -295,7 +316,8 @@ def run_peers(
 def format_peers(rep: dict) -> str:
     """The side-by-side report as text: one table per thread count (Not in the paper)."""
     lines = [
-        f"CPU: {rep['cpu_model']} ({rep['cpu_count']} cores); batch {rep['batch']}; "
+        f"{'GPU run; host ' if rep.get('device') == 'gpu' else ''}CPU: {rep['cpu_model']} ({rep['cpu_count']} cores); "
+        f"batch {rep['batch']}; "
         f"min ms/step over {rep['rounds']} rounds; ratio = peer ms / our ms (below 1: the peer is faster)"
     ]
     peers = list(dict.fromkeys(p for r in rep["rows"] for p in r["peers"]))
@@ -305,7 +327,8 @@ def format_peers(rep: dict) -> str:
             f"-- {t} thread(s)" + (f"; float32 GEMM 2048^3 {g['gemm_large_gflop_s']:.1f} GFLOP/s" if g else "")
         )
         lines.append(
-            f"{'n':>4} {'posterior':>9} {'ours ms':>8} {'of GEMM':>7}  " + "  ".join(f"{p:>17}" for p in peers[1:])
+            f"{'K':>3} {'n':>4} {'posterior':>9} {'ours ms':>8} {'of GEMM':>7}  "
+            + "  ".join(f"{p:>17}" for p in peers[1:])
         )
         for r in (r for r in rep["rows"] if r["threads"] == t):
             o = r["peers"].get("ours", {})
@@ -321,7 +344,7 @@ def format_peers(rep: dict) -> str:
                     cells.append(q.get("status", "-"))
             frac = r.get("ours_fraction_of_gemm_rate")
             lines.append(
-                f"{r['n']:>4} {r['posterior']:>9} {o.get('ms_per_step', float('nan')):8.2f} "
+                f"{r.get('models', 1):>3} {r['n']:>4} {r['posterior']:>9} {o.get('ms_per_step', float('nan')):8.2f} "
                 f"{(100 * frac if frac else float('nan')):6.1f}%  " + "  ".join(f"{c:>17}" for c in cells)
             )
             if "profile" in r:
@@ -332,10 +355,13 @@ def format_peers(rep: dict) -> str:
                         f"{k} {pr[k]:.2f}" for k in ("step", "gemm", "elementwise", "adam", "python", "batch_gather")
                     )
                 )
-    lines.append("! = loss differs from ours beyond the tolerance; * = used more cores than its threads")
+    lines.append(
+        "K = models trained at once (ours: one stack; torch-vmap, jax-vmap: vmap ensembles; 'single model': a peer "
+        "that trains one); ! = loss differs from ours beyond the tolerance; * = used more cores than its threads"
+    )
     for r in rep["rows"]:
         for p, q in r["peers"].items():
-            if q.get("status") != "timed":
+            if q.get("status") not in ("timed", "single model"):
                 lines.append(
                     f"{p} (n={r['n']} {r['posterior']}, {r['threads']} threads): {q['status']}: {q.get('reason')}"
                 )

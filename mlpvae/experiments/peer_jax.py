@@ -96,13 +96,15 @@ def adam_update(g: dict, state: tuple, lr: float = 1e-3, b1: float = 0.9, b2: fl
     return upd, (t, m, v)
 
 
-def stepper(params: dict, x, eps_all, config, lr: float = 1e-3):
+def stepper(params: dict, x, eps_all, config, lr: float = 1e-3, models: bool = False):
     """A jitted training step in JAX: ``value_and_grad`` and Adam as one compiled function (Sec. 7).
 
-    Returns ``(step, sync, note)``: ``step(k)`` runs one step on the noise
-    ``eps_all[k % S]`` and returns the step's loss (a device scalar, computed
-    before the update); ``sync()`` waits for the work dispatched so far;
-    ``note`` names the versions and the optimiser.
+    With ``models``, K models at once: ``params`` stacked on a leading K axis, ``x (K, B, m)``,
+    ``eps_all (S, K, B, n)``, and ``jax.vmap`` of ``value_and_grad`` over the models (Adam is
+    element-wise, so it acts on the stacked arrays as on K models); the loss returned is the sum
+    over the models.  Returns ``(step, sync, note)``: ``step(k)`` runs one step on the noise
+    ``eps_all[k % S]`` and returns the step's loss (a device scalar, computed before the update);
+    ``sync()`` waits for the work dispatched so far; ``note`` names the versions and the optimiser.
     """
     import jax
     import jax.numpy as jnp
@@ -126,11 +128,16 @@ def stepper(params: dict, x, eps_all, config, lr: float = 1e-3):
 
         update = lambda g, s: adam_update(g, s, lr)  # noqa: E731
         note = f"jax {jax.__version__}, jit, Adam written out (optax not importable)"
+    vg = jax.value_and_grad(lambda q, xb, e: loss(q, xb, e, config))
+    if models:
+        vg = jax.vmap(vg)
+        note += f", vmap over {xj.shape[0]} stacked models"
+    note += f", {jax.default_backend()}"
 
     def one(q, s, xb, e):
-        value, g = jax.value_and_grad(loss)(q, xb, e, config)
+        value, g = vg(q, xb, e)
         upd, s = update(g, s)
-        return {k: q[k] + upd[k] for k in q}, s, value
+        return {k: q[k] + upd[k] for k in q}, s, value.sum()
 
     compiled = jax.jit(one, donate_argnums=(0, 1))
     state = [p, init(p)]

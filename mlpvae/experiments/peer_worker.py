@@ -2,9 +2,11 @@
 
 ``python -m mlpvae.experiments.peer_worker SPEC`` (``SPEC`` a JSON object:
 ``peer``, ``n``, ``posterior``, ``likelihood``, ``batch``, ``seed``,
-``noise``, ``warmup``) builds the random problem of
+``noise``, ``warmup``, optionally ``device`` (``cpu`` or ``gpu``) and ``models``
+K) builds the random problem of
 :func:`mlpvae.experiments.bench_timing.problem` from the seed (so every peer
-starts from the same weights and sees the same batch and noise), builds the
+starts from the same weights and sees the same batch and noise; K models: seeds
+``seed`` to ``seed + K - 1``, stacked on a leading axis as a stack of ours), builds the
 peer's stepper, runs three checked steps (their losses are reported for the
 equality check; the first call includes any compilation, reported apart), then
 the warm-up, and answers one JSON line ``ready``.  It then reads commands on
@@ -31,8 +33,10 @@ import traceback
 
 import numpy as np
 
+from mlpvae.accel import device as dev
 from mlpvae.experiments import bench_profile, peer_jax, peer_torch
 from mlpvae.experiments.bench_timing import gemm_rate, our_stepper, problem
+from mlpvae.nn.stacking import stack
 
 PEERS = (
     "ours",
@@ -41,43 +45,94 @@ PEERS = (
     "torch-eager",
     "torch-eager-fused",
     "torch-compile",
+    "torch-compile-ro",
     "torch-graph",
+    "torch-vmap",
     "jax-jit",
+    "jax-vmap",
 )
 OURS = ("ours", "ours-numpy", "ours-serial-kernels")
+ENSEMBLES = ("ours", "torch-vmap", "jax-vmap")  # the peers that train K models at once
 
 
-def _ours(mc, params, x, eps_all):
-    st = our_stepper(np, mc, params, x, eps_all)
+def _ours(mc, params, x, eps_all, xp=np):
+    st = our_stepper(xp, mc, params, x, eps_all)
 
     def step(k: int):
-        before = float(st.total)
         st()
-        return float(st.total) - before
+        return st.total  # the running sum: no copy or sync per step (first_losses differences it)
 
-    path = "default CPU path"
+    step.cumulative = True
+    path = "default CPU path" if xp is np else f"CuPy {xp.__version__} (fused kernels, CUDA graph)"
     if os.environ.get("VAETHEORY_FUSED") == "0":
-        path = "NumPy reference (VAETHEORY_FUSED=0)"
+        path = "NumPy reference (VAETHEORY_FUSED=0)" if xp is np else "plain CuPy (VAETHEORY_FUSED=0)"
     elif os.environ.get("VAETHEORY_CPU_THREADS"):
         path = f"element-wise kernels on {os.environ['VAETHEORY_CPU_THREADS']} thread(s)"
-    return step, lambda: None, f"ours, numpy {np.__version__}, {path}"
+    return step, lambda: dev.synchronize(xp), f"ours, numpy {np.__version__}, {path}"
 
 
-def build(peer: str, mc, params, x, eps_all, threads: int):
-    """``(step, sync, note)`` of ``peer`` on the problem (Not in the paper); ImportError when its library is absent."""
+def first_losses(step, count: int = 3) -> tuple[list, float]:
+    """The losses of steps 0 to ``count - 1`` as floats, summed over a stack's models, and the first call's seconds.
+
+    The first call includes any compilation (Not in the paper).
+    """
+    values, first_s = [], 0.0
+    for k in range(count):
+        t0 = time.perf_counter()
+        values.append(float(step(k).sum()))
+        if k == 0:
+            first_s = time.perf_counter() - t0
+    if getattr(step, "cumulative", False):
+        values = np.diff([0.0] + values).tolist()
+    return values, first_s
+
+
+def build(peer: str, mc, params, x, eps_all, threads: int, device: str = "cpu"):
+    """``(step, sync, note)`` of ``peer`` on the problem (Not in the paper); ImportError when its library is absent.
+
+    ``x (K, B, m)`` (with stacked ``params`` and ``eps_all (S, K, B, n)``) is K models at once,
+    for :data:`ENSEMBLES` only; ``device``: ``cpu`` or ``gpu`` (CuPy for ours, CUDA for PyTorch;
+    JAX runs on its default backend).
+    """
+    if np.ndim(x) == 3 and peer not in ENSEMBLES:
+        raise ValueError(f"{peer} trains one model; K models at once: {ENSEMBLES}")
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    td = "cuda" if device == "gpu" else "cpu"
+    if peer in ("torch-vmap", "jax-vmap") and np.ndim(x) == 2:  # one model as a stack of one
+        params, x, eps_all = stack([params]), np.asarray(x)[None], np.asarray(eps_all)[:, None]
     if peer in OURS:
-        return _ours(mc, params, x, eps_all)
+        return _ours(mc, params, x, eps_all, dev.select(device)[0])
     if peer == "torch-eager":
-        return peer_torch.eager(params, x, eps_all, mc, threads)
+        return peer_torch.eager(params, x, eps_all, mc, threads, device=td)
     if peer == "torch-eager-fused":
-        return peer_torch.eager(params, x, eps_all, mc, threads, fused=True)
+        return peer_torch.eager(params, x, eps_all, mc, threads, fused=True, device=td)
     if peer == "torch-compile":
-        return peer_torch.compiled(params, x, eps_all, mc, threads)
+        return peer_torch.compiled(params, x, eps_all, mc, threads, device=td)
+    if peer == "torch-compile-ro":
+        return peer_torch.compiled(params, x, eps_all, mc, threads, device=td, mode="reduce-overhead")
     if peer == "torch-graph":
-        return peer_torch.single_graph(params, x, eps_all, mc, threads)
+        return peer_torch.single_graph(params, x, eps_all, mc, threads, device=td)
+    if peer == "torch-vmap":
+        return peer_torch.ensemble(params, x, eps_all, mc, threads, device=td)
     if peer == "jax-jit":
         return peer_jax.stepper(params, x, eps_all, mc)
+    if peer == "jax-vmap":
+        return peer_jax.stepper(params, x, eps_all, mc, models=True)
     raise ValueError(f"peer must be one of {PEERS}, got {peer!r}")
+
+
+def models_problem(n: int, posterior: str, B: int, count: int, seed: int, likelihood: str, K: int):
+    """:func:`mlpvae.experiments.bench_timing.problem` for K models (seeds ``seed`` to ``seed + K - 1``), stacked.
+
+    K = 1: the single problem.  Otherwise stacked parameters, ``x (K, B, m)`` and
+    ``eps_all (count, K, B, n)``, as :func:`mlpvae.experiments.bench_timing.time_stack` stacks them (Not in the paper).
+    """
+    if K == 1:
+        return problem(np, n, posterior, B, count, seed, likelihood)
+    probs = [problem(np, n, posterior, B, count, seed + i, likelihood) for i in range(K)]
+    x = np.stack([q[2] for q in probs])
+    return probs[0][0], stack([q[1] for q in probs]), x, np.stack([q[3] for q in probs], axis=1)
 
 
 def threadpools() -> list:
@@ -105,20 +160,24 @@ def serve(spec: dict, out) -> None:
     """Set up the peer of ``spec``, answer ``ready``, then answer commands from stdin (Not in the paper)."""
     threads = int(spec["threads"])
     say = lambda d: (out.write(json.dumps(d) + "\n"), out.flush())  # noqa: E731
-    mc, params, x, eps_all = problem(
-        np, spec["n"], spec["posterior"], spec["batch"], spec["noise"], spec["seed"], spec["likelihood"]
+    device = spec.get("device", "cpu")
+    mc, params, x, eps_all = models_problem(
+        spec["n"],
+        spec["posterior"],
+        spec["batch"],
+        spec["noise"],
+        spec["seed"],
+        spec["likelihood"],
+        spec.get("models", 1),
     )
     t0 = time.perf_counter()
     try:
-        step, sync, note = build(spec["peer"], mc, params, x, eps_all, threads)
+        step, sync, note = build(spec["peer"], mc, params, x, eps_all, threads, device)
     except ImportError as exc:
         say({"missing": f"{type(exc).__name__}: {exc}"})
         return
     build_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    losses = [float(step(0))]
-    first_s = time.perf_counter() - t0
-    losses += [float(step(k)) for k in (1, 2)]
+    losses, first_s = first_losses(step, 3)
     k = 3
     for _ in range(spec["warmup"]):
         step(k)
@@ -145,10 +204,11 @@ def serve(spec: dict, out) -> None:
             say(timed(step, sync, k, count))
             k += count
         elif cmd[0] == "gemm":
+            xp = dev.select(device)[0]
             say(
                 {
-                    "gemm_large_gflop_s": gemm_rate(np, 2048) / 1e9,
-                    "gemm_step_sized_gflop_s": gemm_rate(np, 0, shape=(spec["batch"], 784, 200)) / 1e9,
+                    "gemm_large_gflop_s": gemm_rate(xp, 2048 if xp is np else 8192) / 1e9,
+                    "gemm_step_sized_gflop_s": gemm_rate(xp, 0, shape=(spec["batch"], 784, 200)) / 1e9,
                 }
             )
         elif cmd[0] == "profile":

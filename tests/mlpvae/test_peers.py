@@ -21,6 +21,7 @@ from mlpvae.accel import gemm
 from mlpvae.experiments import bench_profile, peer_bench, peer_torch, peer_worker
 from mlpvae.experiments.bench_timing import problem
 from mlpvae.nn import model
+from mlpvae.nn.stacking import stack
 from vaetheory import cli
 
 has = lambda name: importlib.util.find_spec(name) is not None  # noqa: E731
@@ -30,9 +31,9 @@ needs_jax = pytest.mark.skipif(not has("jax"), reason="jax is not importable (op
 
 def _losses(peer, mc, params, x, eps_all):
     step, sync, note = peer_worker.build(peer, mc, params, x, eps_all, 1)
-    out = [float(step(k)) for k in range(3)]
+    out, first_s = peer_worker.first_losses(step, 3)
     sync()
-    assert note
+    assert note and first_s > 0
     return out
 
 
@@ -76,10 +77,50 @@ def test_torch_eager_peers_train_the_same_model_eq1_eq2_eq24(peer, posterior):
 
 
 @needs_torch
-@pytest.mark.parametrize("peer", ["torch-compile", "torch-graph"])
+@pytest.mark.parametrize("peer", ["torch-compile", "torch-compile-ro", "torch-graph"])
 def test_torch_compiled_peers_train_the_same_model_eq2(peer):
     # One small network each: compilation, not the arithmetic, is what these add.
     _check(*_small(2, "constant", layers=2, hidden=16), peer)
+
+
+def _models(K, posterior="learned", **kw):
+    mc = model.ModelConfig(n=2, posterior=posterior, layers=2, hidden=16, **kw)
+    rng = np.random.default_rng(9)
+    dicts = [model.init_params(mc, rng, dtype=np.float32) for _ in range(K)]
+    x = rng.random((K, 24, mc.m), dtype=np.float32)
+    return mc, stack(dicts), x, rng.standard_normal((3, K, 24, 2), dtype=np.float32)
+
+
+@pytest.mark.parametrize(
+    "peer", [pytest.param("torch-vmap", marks=needs_torch), pytest.param("jax-vmap", marks=needs_jax)]
+)
+def test_vmap_ensembles_train_the_same_k_models_as_our_stack_eq1_eq2(peer):
+    # K = 3 models with their own weights, data and noise: the ensemble's summed loss against our stack's, and
+    # against the three models trained alone by ours; K = 1 is a stack of one
+    mc, params, x, eps_all = _models(3)
+    _check(mc, params, x, eps_all, peer)
+    alone = [_losses("ours", mc, {k: v[i] for k, v in params.items()}, x[i], eps_all[:, i]) for i in range(3)]
+    np.testing.assert_allclose(np.sum(alone, axis=0), _losses(peer, mc, params, x, eps_all), rtol=1e-5)
+    one = {k: v[0] for k, v in params.items()}
+    _check(mc, one, x[0], eps_all[:, 0], peer)
+
+
+def test_build_refuses_a_stack_for_a_single_model_peer_and_an_unknown_device():
+    mc, params, x, eps_all = _models(2)
+    with pytest.raises(ValueError, match="trains one model"):
+        peer_worker.build("torch-eager", mc, params, x, eps_all, 1)
+    with pytest.raises(ValueError, match="device"):
+        peer_worker.build("ours", mc, params, x, eps_all, 1, device="tpu")
+
+
+def test_models_problem_stacks_the_single_problems_of_consecutive_seeds():
+    mc, params, x, eps_all = peer_worker.models_problem(2, "bilbo", 8, 4, 3, "bernoulli", 2)
+    for i in range(2):
+        _, p_i, x_i, e_i = problem(np, 2, "bilbo", 8, 4, 3 + i)
+        np.testing.assert_array_equal(x[i], x_i)
+        np.testing.assert_array_equal(eps_all[:, i], e_i)
+        assert all(np.array_equal(params[k][i], p_i[k]) for k in p_i)
+    assert peer_worker.models_problem(2, "bilbo", 8, 4, 3, "bernoulli", 1)[2].shape == (8, mc.m)
 
 
 def test_torch_peers_need_torch_only_when_built():
@@ -105,6 +146,8 @@ def test_peer_and_thread_lists_parse_and_reject_bad_input():
     for bad in ("0", "a", "1,,2"):
         with pytest.raises(ValueError, match="--threads"):
             peer_bench.thread_list(bad, 1)
+    with pytest.raises(ValueError, match="--models"):
+        peer_bench.thread_list("0", 1, "--models")
 
 
 def test_worker_cpus_pin_to_the_thread_count_or_leave_free():
@@ -183,6 +226,21 @@ def test_side_by_side_run_in_processes_checks_times_and_profiles():
     assert "ours-numpy" in text and "profile ms" in text
 
 
+@needs_jax
+def test_side_by_side_over_stack_sizes_runs_the_ensembles_and_lists_single_model_peers():
+    rep = peer_bench.run_peers(
+        [(2, "constant", "bernoulli")], ["jax-vmap", "ours-numpy"], B=16, steps=2, warmup=1, rounds=1, models=(1, 2)
+    )
+    assert [r["models"] for r in rep["rows"]] == [1, 2] and rep["models"] == [1, 2]
+    one, two = (r["peers"] for r in rep["rows"])
+    assert one["jax-vmap"]["check"]["same_loss"] and two["jax-vmap"]["check"]["same_loss"]
+    assert one["ours-numpy"]["status"] == "timed" and two["ours-numpy"]["status"] == "single model"
+    assert rep["rows"][1]["step_gflop"] == pytest.approx(2 * rep["rows"][0]["step_gflop"])
+    assert "K = models" in peer_bench.format_peers(rep)
+    with pytest.raises(ValueError, match="models"):
+        peer_bench.run_peers([(2, "constant", "bernoulli")], [], models=(0,))
+
+
 def test_profile_counts_the_time_inside_the_matrix_products(monkeypatch):
     mc, params, x, eps_all = problem(np, 2, "learned", 8, 2, 0)
     calls = [0]
@@ -211,3 +269,7 @@ def test_bench_cli_runs_the_peers_it_is_asked_for(tmp_path, capsys):
     assert "ours-numpy" in capsys.readouterr().out
     assert cli.main(args[:-4] + ["--peers", "tensorflow"]) == 2
     assert cli.main(args[:-2] + ["--threads", "0"]) == 2
+    assert cli.main(args + ["--models", "0"]) == 2
+    assert cli.main(args + ["--latents", "3"]) == 2
+    assert cli.main(args + ["--profile-reps", "0", "--latents", "100", "--json", str(out)]) == 0
+    assert [r["n"] for r in json.loads(out.read_text())["peers"]["rows"]] == [100]

@@ -12,6 +12,7 @@
 #      AIS against the exact grid and BDMC against the linear-Gaussian closed form);
 #   2. `vaetheory bench train` on the GPU: ms/step, GEMM fraction, PyTorch on the same GPU when importable,
 #      and five models as one stack against one by one; then the other likelihoods (bench_likelihoods);
+#      2b (peers_gpu): the peers in processes of their own, one model and K = 12, 36 (vmap ensembles);
 #   3. one 200-epoch 2-D Fig. 4 run alone (the 30 s target) and its run.json;
 #   4. all fifteen Fig. 4 (2-D) runs as three stacks of five seeds (the 2-minute target);
 #      4b (exact, same_run): the learned-Sigma stack again with VAETHEORY_STACK_EXACT=1 (one model at a time), its
@@ -53,10 +54,17 @@ stage pytest 150 python3 -m pytest -q -p no:cacheprovider -rs tests/mlpvae/test_
   tests/mlpvae/test_ais.py::test_bdmc_on_cupy_brackets_the_linear_gaussian_closed_form \
   > "$OUT/pytest_gpu.txt" 2>&1
 
-stage bench 90 python3 -m vaetheory bench train --device gpu --stack 5 --json "$OUT/bench_train_gpu.json" \
+stage bench 90 python3 -m vaetheory bench train --device gpu --stack 5 --peers none --json "$OUT/bench_train_gpu.json" \
   > "$OUT/bench_train_gpu.txt" 2>&1
 stage bench_likelihoods 60 python3 -m vaetheory bench train --device gpu --likelihoods gaussian,gaussian-learned,baggins \
-  --eval-images 0 >> "$OUT/bench_train_gpu.txt" 2>&1
+  --eval-images 0 --peers none >> "$OUT/bench_train_gpu.txt" 2>&1
+# 2b: the GPU peers (issue 26), each in its own process: one model against PyTorch eager, torch.compile (default and
+# reduce-overhead), one torch.func graph and JAX jit; K = 12 and 36 models against the vmap ensembles (JAX is
+# listed missing where it has no GPU build). Its JSON is the eighth file: SKIP=peers_gpu when QUEUE is set.
+stage peers_gpu "${PEERS_LIMIT:-240}" python3 -m vaetheory bench train --device gpu --no-torch --posteriors constant \
+  --latents 2 --peers torch-eager,torch-compile,torch-compile-ro,torch-graph,torch-vmap,jax-jit,jax-vmap \
+  --models 1,12,36 --steps 60 --rounds 6 --eval-images 0 --profile-reps 0 --json "$OUT/bench_peers_gpu.json" \
+  >> "$OUT/bench_train_gpu.txt" 2>&1
 
 rm -rf /tmp/one
 stage one_run 60 python3 -m vaetheory train --device gpu --out /tmp/one --no-progress >> "$OUT/device.txt" 2>&1
