@@ -501,16 +501,29 @@ def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 60):
         else:
             break
     maximum = bool(np.all(np.linalg.eigvalsh(-H) > 0))
+    return v, gain if maximum else np.inf, own_gains(H, g, N, n, family), maximum
+
+
+def own_gains(H, g, N: int, n: int, family: str) -> np.ndarray:
+    """Each image's predicted Newton gain 1/2 g_i^T (-H_ii)^-1 g_i in its own parameters (Not in the paper).
+
+    ``H (d, d)``, ``g (d,)``: the summed ELBO's Hessian and gradient in the vector ``v = [m (N n), rest]``
+    (``constant``: the image's means only, the shared Sigma held; otherwise its means and its own
+    ``rest``).  Infinite where -H_ii is not positive definite (singular included): no strict local
+    maximum in the image's own parameters, so nothing is certified there.
+    """
     own = np.empty(N)
-    k = N * n if family == "constant" else v.size // N
+    r = 0 if family == "constant" else (len(g) - N * n) // N
     for i in range(N):
-        idx = np.arange(i * n, (i + 1) * n) if family == "constant" else np.arange(i * k, (i + 1) * k)
-        if family != "constant":  # v = [m (N n), rest (N r)]: image i's coordinates
-            r = (v.size - N * n) // N
-            idx = np.concatenate([np.arange(i * n, (i + 1) * n), N * n + np.arange(i * r, (i + 1) * r)])
-        Hi = -H[np.ix_(idx, idx)]
-        own[i] = 0.5 * float(g[idx] @ np.linalg.solve(Hi, g[idx]))
-    return v, gain if maximum else np.inf, own, maximum
+        idx = np.concatenate([np.arange(i * n, (i + 1) * n), N * n + np.arange(i * r, (i + 1) * r)])
+        try:
+            C = np.linalg.cholesky(-H[np.ix_(idx, idx)])
+        except np.linalg.LinAlgError:
+            own[i] = np.inf
+            continue
+        w = np.linalg.solve(C, g[idx])
+        own[i] = 0.5 * float(w @ w)
+    return own
 
 
 def _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter):

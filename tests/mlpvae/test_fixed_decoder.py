@@ -214,3 +214,34 @@ def test_the_fixed_decoder_command_on_baggins_scores_one_likelihood_and_uses_its
     )["gap_eq18"]
     np.testing.assert_array_equal(per["eq18_at_diagonal"], eq18)
     assert r["eq18_defined_images"] == int(np.isfinite(eq18).sum())
+
+
+def test_own_gains_are_the_newton_gain_per_image_and_infinite_without_a_strict_maximum():
+    # v = [m (N n), rest (N r)]: each image's block of -H solved against its gradient; a singular block (a
+    # parameter the ELBO does not move, e.g. a standard deviation whose curvature underflowed) or an indefinite
+    # one certifies nothing
+    from mlpvae.evidence.fixed_decoder import own_gains
+
+    rng = np.random.default_rng(4)
+    N, n, r = 3, 2, 2
+    d = N * (n + r)
+    B = rng.standard_normal((d, d))
+    H = -(B @ B.T + d * np.eye(d))
+    g = rng.standard_normal(d)
+    idx = [np.r_[i * n : (i + 1) * n, N * n + i * r : N * n + (i + 1) * r] for i in range(N)]
+    want = [0.5 * g[k] @ np.linalg.solve(-H[np.ix_(k, k)], g[k]) for k in idx]
+    np.testing.assert_allclose(own_gains(H, g, N, n, "diagonal"), want, rtol=1e-12)
+    H[N * n + 2, :] = H[:, N * n + 2] = 0.0  # image 1's first rest coordinate: an exactly singular block
+    H[0, 0] = 5.0  # image 0's block indefinite
+    got = own_gains(H, g, N, n, "diagonal")
+    assert got[0] == got[1] == np.inf and got[2] == pytest.approx(want[2], rel=1e-12)
+    Hc = -(B[: N * n + n] @ B[: N * n + n].T + d * np.eye(N * n + n))  # constant: means only, the shared held
+    gc = g[: N * n + n]
+    np.testing.assert_allclose(
+        own_gains(Hc, gc, N, n, "constant"),
+        [
+            0.5 * gc[k] @ np.linalg.solve(-Hc[np.ix_(k, k)], gc[k])
+            for k in (np.arange(i * n, (i + 1) * n) for i in range(N))
+        ],
+        rtol=1e-12,
+    )
