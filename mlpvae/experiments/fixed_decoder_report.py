@@ -29,7 +29,7 @@ from mlpvae.evidence.laplace import gaps_at_optima, training_priors
 from mlpvae.experiments import fixed_decoder_saa_report as saa
 from mlpvae.experiments.evaluate import print_written, write_per_image
 from mlpvae.experiments.intervals import paired_bootstrap
-from mlpvae.experiments.report import interval_text
+from mlpvae.experiments.report import comparison_text
 from mlpvae.nn.batched import encode_all
 from mlpvae.nn.likelihoods import LOG_2PI
 from mlpvae.training.runs import git_sha, load_run, read_config
@@ -204,7 +204,7 @@ def report_md(r: dict) -> str:
     c = r["comparisons"]
 
     def ci(name):
-        return interval_text(c[name]) if name in c else "no image (the precision is indefinite on every one)"
+        return comparison_text(c, name)
 
     defined = r.get("eq18_defined_images", r["images"])
     lines = [

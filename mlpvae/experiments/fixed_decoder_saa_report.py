@@ -31,7 +31,7 @@ from mlpvae.evidence.ais_target import laplace_modes
 from mlpvae.evidence.laplace import gaps_at_optima, training_priors
 from mlpvae.evidence.posterior_mode import neighbour_starts, posterior_mode
 from mlpvae.experiments.intervals import paired_bootstrap
-from mlpvae.experiments.report import interval_text
+from mlpvae.experiments.report import comparison_text
 from mlpvae.nn.batched import encode_all
 from mlpvae.training.runs import git_sha, load_run
 from vaetheory.xp import to_numpy
@@ -206,7 +206,7 @@ def report_md(r: dict) -> str:
     c = r["comparisons"]
 
     def ci(name):
-        return interval_text(c[name]) if name in c else "no image (the precision is indefinite on every one)"
+        return comparison_text(c, name)
 
     K = r["K"]
     defined = r.get("eq18_defined_images", r["images"])

@@ -43,3 +43,10 @@ def emit(lines: list[str], out: str | Path | None = None) -> str:
 def interval_text(x: dict) -> str:
     """A comparison's mean with its interval, ``+0.123 [-0.045, +0.290]`` (nats)."""
     return f"{x['mean']:+.3f} [{x['lo']:+.3f}, {x['hi']:+.3f}]"
+
+
+def comparison_text(comparisons: dict, name: str) -> str:
+    """:func:`interval_text` of ``comparisons[name]``, or why there is none (an Eq. (18) defined on no image)."""
+    if name not in comparisons:
+        return "no image (the precision is indefinite on every one)"
+    return interval_text(comparisons[name])
