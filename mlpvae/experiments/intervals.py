@@ -73,6 +73,59 @@ def paired_bootstrap(a, b, rng: np.random.Generator, resamples: int = 10000, lev
     return dict(mean=float(d.mean()), lo=float(lo), hi=float(hi), se=float(means.std(ddof=1)), n=n)
 
 
+def ratio_t(a, b, level: float = LEVEL) -> dict:
+    """Student's t interval for the geometric-mean ratio ``a / b`` over pairs (seeds) (Not in the paper).
+
+    The t interval of the mean of ``log a - log b``, taken back through exp, so the
+    ratio's interval is not symmetric and cannot reach zero.  ``a`` and ``b`` must be
+    positive.  Returns what :func:`paired_t` returns, ``mean``, ``lo`` and ``hi``
+    as ratios (``positive`` counts the pairs with ``a > b``).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not (np.all(a > 0) and np.all(b > 0)):
+        raise ValueError("a ratio interval needs positive a and b")
+    r = paired_t(np.log(a), np.log(b), level)
+    return dict(r, mean=math.exp(r["mean"]), lo=math.exp(r["lo"]), hi=math.exp(r["hi"]))
+
+
+def bootstrap_ratio(a, b, rng: np.random.Generator, resamples: int = 10000, level: float = LEVEL) -> dict:
+    """Percentile bootstrap interval for ``mean(a) / mean(b)`` over paired items (images) (Not in the paper).
+
+    Items are resampled with replacement, the pair kept together; ``mean(b)`` must
+    not change sign over the resamples (else the ratio has no interval and this
+    raises).  Returns ``mean`` (the ratio on all items), ``lo``, ``hi``, ``n``.
+    """
+    _pairs(a, b)
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    n = len(a)
+    idx = rng.integers(0, n, size=(resamples, n))
+    den = b[idx].mean(axis=1)
+    if np.any(den == 0) or np.any(np.sign(den) != np.sign(den[0])):
+        raise ValueError("mean(b) changes sign over the resamples: the ratio has no interval")
+    lo, hi = np.quantile(a[idx].mean(axis=1) / den, [0.5 - level / 2, 0.5 + level / 2])
+    return dict(mean=float(a.mean() / b.mean()), lo=float(lo), hi=float(hi), n=n)
+
+
+def sd_ratio_f(a, b, level: float = LEVEL) -> dict:
+    """The F-test interval for the ratio of standard deviations ``sd(a) / sd(b)`` (Not in the paper).
+
+    Two independent normal samples: ``(s_a^2 / s_b^2) / (sigma_a^2 / sigma_b^2)`` is
+    F(n_a - 1, n_b - 1).  Returns ``mean`` (the sample ratio), ``lo``, ``hi``, ``n``
+    (the smaller sample size).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a and b must be 1-D with at least two values each, got shapes {a.shape} and {b.shape}")
+    va, vb = float(a.var(ddof=1)), float(b.var(ddof=1))
+    if not (va > 0 and vb > 0):
+        raise ValueError("both samples need a positive variance")
+    dfa, dfb = len(a) - 1, len(b) - 1
+    f = va / vb
+    lo = f / float(stats.f.ppf(0.5 + level / 2, dfa, dfb))
+    hi = f / float(stats.f.ppf(0.5 - level / 2, dfa, dfb))
+    return dict(mean=math.sqrt(f), lo=math.sqrt(lo), hi=math.sqrt(hi), n=min(len(a), len(b)))
+
+
 def welch(a, b, level: float = LEVEL) -> dict:
     """Welch's t interval for ``mean(a) - mean(b)`` of two unpaired samples (Not in the paper).
 
@@ -96,3 +149,9 @@ def describe(r: dict, test: str) -> str:
     pos = f", {r['positive']} of {r['n']} positive" if "positive" in r else ""
     size = f", n = {r['n']}" if "n" in r else ""
     return f"{r['mean']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}] ({int(LEVEL * 100)}%, {test}{size}{extra}{pos})"
+
+
+def describe_ratio(r: dict, test: str) -> str:
+    """One line for a ratio: its value, its interval, the test and its size."""
+    size = f", n = {r['n']}" if "n" in r else ""
+    return f"{r['mean']:.3g} [{r['lo']:.3g}, {r['hi']:.3g}] ({int(LEVEL * 100)}%, {test}{size})"

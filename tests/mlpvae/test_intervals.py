@@ -68,3 +68,64 @@ def test_intervals_reject_bad_input():
     with pytest.raises(ValueError, match="at least two"):
         I.welch([1.0], [1.0, 2.0])
     assert "paired t" in I.describe(I.paired_t([1.0, 2.0, 4.0], [0.0, 0.5, 1.0]), "paired t")
+
+
+@given(st.integers(2, 10), st.integers(0, 2**16))
+def test_ratio_t_is_the_log_t_interval_taken_back(n, seed):
+    # independent: scipy's one-sample t interval of log(a / b), exponentiated by hand
+    rng = np.random.default_rng(seed)
+    b = rng.uniform(0.5, 5.0, n)
+    a = b * np.exp(0.3 + 0.2 * rng.standard_normal(n))
+    r = I.ratio_t(a, b)
+    ci = stats.ttest_1samp(np.log(a / b), 0.0).confidence_interval(0.95)
+    assert (r["lo"], r["hi"]) == pytest.approx((np.exp(ci.low), np.exp(ci.high)), rel=1e-10)
+    assert r["mean"] == pytest.approx(np.exp(np.mean(np.log(a / b))), rel=1e-12)
+    assert r["lo"] <= r["mean"] <= r["hi"]
+
+
+def test_ratio_t_of_a_constant_ratio_is_that_ratio():
+    b = np.array([1.0, 2.0, 7.0])
+    r = I.ratio_t(3.0 * b, b)
+    assert (r["mean"], r["lo"], r["hi"]) == pytest.approx((3.0, 3.0, 3.0), rel=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        I.ratio_t([1.0, -1.0], [1.0, 1.0])
+
+
+def test_sd_ratio_f_covers_the_true_ratio_95_percent_of_the_time():
+    # Monte Carlo coverage with normal samples (3 and 5 values, true sd ratio 4): the F interval is exact
+    rng = np.random.default_rng(0)
+    trials = 4000
+    hits = 0
+    for _ in range(trials):
+        r = I.sd_ratio_f(4.0 * rng.standard_normal(3), rng.standard_normal(5))
+        hits += r["lo"] <= 4.0 <= r["hi"]
+    se = np.sqrt(0.95 * 0.05 / trials)
+    assert abs(hits / trials - 0.95) < 4 * se
+    # the ends against scipy's F quantiles written out independently
+    a, b = np.array([0.0, 1.0, 3.0]), np.array([0.0, 0.1, 0.3, 0.2])
+    f = a.var(ddof=1) / b.var(ddof=1)
+    r = I.sd_ratio_f(a, b)
+    assert r["lo"] ** 2 == pytest.approx(f * stats.f.ppf(0.025, 3, 2), rel=1e-12)
+    assert r["hi"] ** 2 == pytest.approx(f * stats.f.ppf(0.975, 3, 2), rel=1e-12)
+
+
+def test_bootstrap_ratio_matches_scipy_percentile_interval():
+    rng = np.random.default_rng(3)
+    b = 10.0 + rng.standard_normal(100)
+    a = 2.0 * b + rng.standard_normal(100)
+    r = I.bootstrap_ratio(a, b, np.random.default_rng(1), resamples=20000)
+    ref = stats.bootstrap(
+        (a, b),
+        lambda x, y: np.mean(x) / np.mean(y),
+        paired=True,
+        vectorized=False,
+        n_resamples=20000,
+        method="percentile",
+        random_state=np.random.default_rng(2),
+    )
+    se = ref.standard_error
+    assert r["mean"] == pytest.approx(a.mean() / b.mean(), rel=1e-14)
+    assert abs(r["lo"] - ref.confidence_interval.low) < 0.2 * se
+    assert abs(r["hi"] - ref.confidence_interval.high) < 0.2 * se
+    with pytest.raises(ValueError, match="changes sign"):
+        I.bootstrap_ratio([1.0, 1.0, 1.0], [-1.0, 1.0, 0.5], np.random.default_rng(0))

@@ -20,7 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.experiments.intervals import describe, paired_bootstrap, paired_t, welch
+from mlpvae.experiments.intervals import (
+    bootstrap_ratio,
+    describe,
+    describe_ratio,
+    paired_bootstrap,
+    paired_t,
+    ratio_t,
+    sd_ratio_f,
+    welch,
+)
 from mlpvae.experiments.report import emit
 from mlpvae.training.runs import git_sha
 
@@ -35,6 +44,13 @@ def elbo(fig: str, method: str, folder: str = "figures", s2: str = "train") -> n
     (m,) = [m for m in d["methods"] if m["method"] == method]
     t = m["test_elbo"]
     return np.array((t.get(f"test_elbo_s2_{s2}") or t["test_elbo"])["values"], dtype=float)
+
+
+def completed(fig: str, method: str, folder: str = "figures") -> bool:
+    """Whether every seed of a method ran to the end (a stopped run's last ELBO is not its result)."""
+    d = json.loads((RES / folder / fig / "summary.json").read_text())
+    (m,) = [m for m in d["methods"] if m["method"] == method]
+    return bool(m["status"]) and all(s == "completed" for s in m["status"])
 
 
 def analysis(fig: str, method: str, key: str) -> np.ndarray:
@@ -126,10 +142,15 @@ def lines() -> list[str]:
     for a, b in (("I", "100 I"), ("I/100", "100 I"), ("I/100", "I")):
         say(f"{a} minus {b}: {describe(paired_t(elbo('fig8', nine[a]), elbo('fig8', nine[b])), pt)}")
     say("")
-    say("# Fig. 8 on the H200 (figures-h200, the runs recorded there): learned Sigma minus sigma")
+    say("# Fig. 8 on the H200 (figures-h200): learned Sigma minus sigma, where both methods completed every seed")
     for c, sg in (("0p1", "0p1"), ("0p1", "1"), ("0p1", "10"), ("1", "1")):
-        r = paired_t(elbo("fig8", f"c{c}_learned", "figures-h200"), elbo("fig8", f"c{c}_sigma{sg}", "figures-h200"))
-        say(f"c = {c.replace('p', '.')}: learned minus sigma = {sg.replace('p', '.')}: {describe(r, pt)}")
+        a, b = f"c{c}_learned", f"c{c}_sigma{sg}"
+        label = f"c = {c.replace('p', '.')}: learned minus sigma = {sg.replace('p', '.')}"
+        unfinished = [m for m in (a, b) if not completed("fig8", m, "figures-h200")]
+        if unfinished:
+            say(f"{label}: not compared ({', '.join(unfinished)} did not finish every seed)")
+            continue
+        say(f"{label}: {describe(paired_t(elbo('fig8', a, 'figures-h200'), elbo('fig8', b, 'figures-h200')), pt)}")
     say("")
     say("# Fig. 4 analyses (all-seeds, 10,000 images): Eqs. (16) and (6) per model, mean over seeds 0-4")
     zero = np.zeros(5)
@@ -172,11 +193,6 @@ def lines() -> list[str]:
         say(f"lambda = {lam}: gap {describe(paired_t(gap[lam], gap[1]), pt)}")
         say(f"lambda = {lam}: Eq. (18)'s share {describe(paired_t(share[lam], share[1]), pt)}")
     say("")
-    say("# Eq. (16) at the posterior mode minus the exact log p(x) (grid-2d, seed 0, first 200 test images)")
-    for path in sorted(grid.glob("fig6_10_11_14_15_*_seed0.npz")):
-        g = np.load(path)
-        r = paired_bootstrap(g["eq16_at_mode"], g["grid_log_px"], np.random.default_rng(0))
-        say(f"{path.stem[len('fig6_10_11_14_15_') :]}: {describe(r, 'bootstrap over images')}")
     say("# Fig. 8 by the exact log p(x) (grid-2d, seed 0, first 200 test images): paired bootstrap over images")
     for c in ("0p1", "10"):
         g = {
@@ -222,6 +238,8 @@ def lines() -> list[str]:
         c, b = elbo(fig, "constant"), elbo(fig, "bilbo")
         say(f"{fig}: {np.abs(c - b).max():.2g} nats; the seed-to-seed sd of either: {c.std(ddof=1):.2f} nats")
     say("")
+    out += more_lines()
+    say("")
     claims = json.loads((RES / "verify" / "claims.json").read_text())
     rows = claims if isinstance(claims, list) else claims.get("claims", claims.get("rows", []))
     # The best-case matrix (zero Hadamard floor) carries the error-against-budget sweep; the rotated one does not.
@@ -232,6 +250,87 @@ def lines() -> list[str]:
         f"# verify Eq. (19): RMS relative error {eq19['measured']:.2g} at {det['budgets'][-1]} probes, "
         f"log-log slope {det['log_log_slope']:.2f} (successive: {np.round(steps, 2).tolist()})"
     )
+    return out
+
+
+def more_lines() -> list[str]:
+    """The comparisons whose intervals the docs quote besides the ones above (ratios, spreads, the paper's values)."""
+    out: list[str] = []
+    say = out.append
+    pt, ts = "paired t over seeds", "t over seeds"
+    grid = RES / "analysis" / "grid-2d"
+    say("# The IWAE's error (exact log p(x) minus IWAE, grid-2d, 200 images) by method: constant minus learned")
+    err = {
+        m: [(lambda g: g["grid_log_px"] - g["iwae"])(np.load(grid / f"fig4_2d_{m}_seed{k}.npz")) for k in range(5)]
+        for m in ("learned", "constant")
+    }
+    for k in range(5):
+        r = paired_bootstrap(err["constant"][k], err["learned"][k], np.random.default_rng(0))
+        say(f"seed {k}: {describe(r, 'paired bootstrap over images')}")
+    r = paired_t([e.mean() for e in err["constant"]], [e.mean() for e in err["learned"]])
+    say(f"over seeds: {describe(r, pt)}")
+    say("")
+    say("# Eq. (16) at the posterior mode minus the exact log p(x), every grid-2d model (200 images)")
+    for path in sorted(grid.glob("*.npz")):
+        g = np.load(path)
+        if "eq16_at_mode" in g:
+            r = paired_bootstrap(g["eq16_at_mode"], g["grid_log_px"], np.random.default_rng(0))
+            say(f"{path.stem}: {describe(r, 'bootstrap over images')}")
+    say("")
+    say("# Fig. 4 analyses (all-seeds, 10,000 images): the IWAE gap over Eq. (18)'s, per-seed ratio")
+    for fig in ("fig4_2d", "fig4_100d"):
+        for meth in ("learned", "constant"):
+            gap = per_seed("all-seeds", f"{fig}/{meth}", lambda a: mean(a, "gap_iwae_minus_elbo"))
+            e18 = per_seed("all-seeds", f"{fig}/{meth}", lambda a: mean(a, "gap_eq18"))
+            say(f"{fig} {meth}: {describe_ratio(ratio_t(gap, e18), 't on per-seed log ratios')}")
+    say("")
+    say("# Fig. 4 final test ELBO (S^2 train), mean over seeds 0-4 against the paper's single runs")
+    say("(paper: learned -136.5, -135.0, -134.4 (Fig. 2); constant -134.2 (Fig. 5b); BILBO -134.3 (Fig. 5c))")
+    for fig in ("fig4_2d", "fig4_100d"):
+        for meth in ("learned", "constant"):
+            e = elbo(fig, meth)
+            r = {k: v for k, v in paired_t(e, np.zeros(len(e))).items() if k in ("mean", "lo", "hi", "n")}
+            say(f"{fig} {meth}: {describe(r, ts)}")
+    say("")
+    say("# Fig. 6 100-D BAGGINS tau = 1/5, seed 0, 30 images: lambda = 4, 16 minus 1 (+ m log lambda), AIS vs ELBO")
+    ais = RES / "analysis" / "ais-100d-fig6"
+    z = {lam: np.load(ais / f"d100_baggins_lambda{lam}" / "seed0" / "ais_evidence_per_image.npz") for lam in (1, 4, 16)}
+    for lam in (4, 16):
+        c = M * math.log(lam)
+        d_ais = z[lam]["ais_log_px"] + c - z[1]["ais_log_px"]
+        d_elbo = z[lam]["elbo"] + c - z[1]["elbo"]
+        zero = np.zeros(len(d_ais))
+        for name, d in (("AIS log p(x)", d_ais), ("ELBO", d_elbo)):
+            say(f"lambda = {lam}: {name} {describe(paired_bootstrap(d, zero, np.random.default_rng(0)), 'bootstrap')}")
+        r = paired_bootstrap(d_ais, d_elbo, np.random.default_rng(0))
+        say(f"lambda = {lam}: AIS minus ELBO change {describe(r, 'paired bootstrap over images')}")
+        r = bootstrap_ratio(d_ais, d_elbo, np.random.default_rng(0))
+        say(f"lambda = {lam}: AIS change over ELBO change {describe_ratio(r, 'paired bootstrap over images')}")
+    say("")
+    say("# Fig. 6 2-D, T = I across lambda (gaussian-2d, 1,000 images, seeds 0-2): per 4x in lambda")
+    for a, b in ((4, 1), (16, 4)):
+        f = {
+            name: [per_seed("gaussian-2d", f"d2_T1_lambda{lam}", g) for lam in (a, b)]
+            for name, g in (
+                ("IWAE gap", lambda x: mean(x, "gap_iwae_minus_elbo")),
+                ("|Eq. (16) - IWAE|", lambda x: abs(mean(x, "eq16_minus_iwae"))),
+                ("Eq. (18)'s share", lambda x: mean(x, "gap_eq18") / mean(x, "gap_iwae_minus_elbo")),
+            )
+        }
+        for name in ("IWAE gap", "|Eq. (16) - IWAE|"):
+            say(f"lambda {a} over {b}: {name} x {describe_ratio(ratio_t(*f[name]), 't on per-seed log ratios')}")
+        share = paired_t(*f["Eq. (18)'s share"])
+        say(f"lambda {a} minus {b}: Eq. (18)'s share of the gap {describe(share, pt)}")
+    say("")
+    say("# Fig. 8: the cost of a mismatched sigma, sigma = c minus the worst sigma (S^2 train, seeds 0-2)")
+    for c, worst in (("0p1", "10"), ("1", "10"), ("10", "0p1")):
+        r = paired_t(elbo("fig8", f"c{c}_sigma{c}"), elbo("fig8", f"c{c}_sigma{worst}"))
+        say(f"c = {c.replace('p', '.')}: sigma = c minus sigma = {worst.replace('p', '.')}: {describe(r, pt)}")
+    say("")
+    say("# Fashion-MNIST: the seed spread of the standard ELBO over BILBO's (sd ratio, 3 seeds each)")
+    std = elbo("fashion_mnist", "elbo")
+    for m in ("bilbo_I", "bilbo_I100"):
+        say(f"sd(elbo) / sd({m}): {describe_ratio(sd_ratio_f(std, elbo('fashion_mnist', m)), 'F test')}")
     return out
 
 
