@@ -198,8 +198,7 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
         P.digit_legend(f, np.concatenate([lab for lab, _ in labels_shown]), classes)
     if notes:
         f.supxlabel("; ".join(sorted(notes)), fontsize=9)
-    # wrapped to the figure's width (about 12 characters of 11-point text per inch)
-    f.suptitle(P.math_label(P.wrap_title(spec.get("title", fig.title), max(30, int(f.get_figwidth() * 12)))))
+    P.fit_suptitle(f, spec.get("title", fig.title))
     return P.save(f, path)
 
 

@@ -57,6 +57,35 @@ def wrap_title(title: str, width: int = 45) -> str:
     return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
 
 
+def fit_title(fig, title: str, width_px: float, fontsize) -> str:
+    """``title`` in mathtext, wrapped at the longest line length whose rendering fits ``width_px`` (Not in the paper).
+
+    Counting characters is not enough: how wide a line renders depends on the
+    font, its size and the mathtext in it, so each candidate wrap is drawn with
+    ``fig``'s renderer and measured.  ``fontsize`` is anything matplotlib takes
+    (points or a name such as ``"large"``).
+    """
+    renderer = fig.canvas.get_renderer()
+    probe = fig.text(0, 0, "", fontsize=fontsize)
+    try:
+        for width in range(max(20, len(title)), 11, -2):
+            text = math_label(wrap_title(title, width))
+            probe.set_text(text)
+            if probe.get_window_extent(renderer).width <= width_px:
+                break
+    finally:
+        probe.remove()
+    return text
+
+
+def fit_suptitle(fig, title: str):
+    """Set ``fig``'s suptitle to ``title`` wrapped so that every line fits the figure's width (Not in the paper)."""
+    from matplotlib import rcParams
+
+    size = rcParams["figure.titlesize"]
+    return fig.suptitle(fit_title(fig, title, 0.96 * fig.bbox.width, size), fontsize=size)
+
+
 def show_images(ax, images, rows: int, cols: int, title: str) -> None:
     """Draw ``rows x cols`` images (:func:`tile`) into ``ax``, with a wrapped title (Not in the paper)."""
     ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
@@ -128,7 +157,7 @@ def variance_vs_mean(mu, var, path, s2=None, title: str = "", size=(8.0, 8.0)) -
             ax.scatter(mu[:, j] / np.sqrt(s2[j]), var[:, i] / s2[i], s=2, alpha=0.5, linewidths=0, rasterized=True)
             ax.set_xlabel(mean_label(j))
             ax.set_ylabel(variance_label(i))
-    fig.suptitle(math_label(title + "\n" if title else "") + PRIOR_SCALE_NOTE)
+    fit_suptitle(fig, (title + "\n" if title else "") + PRIOR_SCALE_NOTE)
     return save(fig, path)
 
 

@@ -182,3 +182,19 @@ def test_same_parameters_means_bit_for_bit():
     assert not same_parameters(a, {**a, "b1": a["b1"].astype(np.float64)})
     assert not same_parameters(a, {"W1": a["W1"]})
     assert not same_parameters(a, {**a, "W1": a["W1"].reshape(2, 3)})
+
+
+@pytest.mark.parametrize("width_in", [3.0, 7.68])
+def test_fit_suptitle_keeps_every_line_inside_the_figure(width_in):
+    # the Fig. 16 title overflowed a 7.68-inch figure when wrapped by a character count; measured by the
+    # renderer after drawing, the title's extent must lie inside the figure, with the symbols in mathtext
+    plt = plotting.pyplot()
+    fig = plt.figure(figsize=(width_in, 3.0))
+    title = "Fig. 16 on Fashion-MNIST: inputs and reconstructions, standard ELBO vs BILBO (Sigma = I/100)"
+    t = plots.fit_suptitle(fig, title)
+    fig.canvas.draw()
+    box = t.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    assert r"$\Sigma$" in t.get_text() and t.get_text().replace("\n", " ").replace(r"$\Sigma$", "Sigma") == title
+    assert len(fig.texts) == 1  # the measuring probe is gone
+    plt.close(fig)
