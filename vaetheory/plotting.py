@@ -20,6 +20,7 @@ nothing of the project.
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +57,86 @@ def save(fig, path) -> Path:
     A log axis spanning a decade or more keeps labels at its decades only.
     """
     path = Path(path)
-    decade_labels(fig)
+    finish(fig)
     fig.savefig(path, dpi=DPI)
     pyplot().close(fig)
     return path
+
+
+def finish(fig) -> None:
+    """What :func:`save` does to every figure before writing it: :func:`decade_labels`, :func:`refit_titles`."""
+    decade_labels(fig)
+    refit_titles(fig)
+
+
+def wrap_title(title: str, width: int = 45) -> str:
+    """``title`` with each of its lines wrapped at ``width`` characters (Not in the paper)."""
+    return "\n".join(textwrap.fill(line, width) for line in str(title).split("\n"))
+
+
+def fit_title(fig, title: str, width_px: float, fontsize) -> str:
+    """``title`` in mathtext, wrapped at the longest line length whose rendering fits ``width_px`` (Not in the paper).
+
+    Counting characters is not enough: how wide a line renders depends on the
+    font, its size and the mathtext in it, so each candidate wrap is drawn with
+    ``fig``'s renderer and measured.  ``fontsize`` is anything matplotlib takes
+    (points or a name such as ``"large"``).
+    """
+    renderer = fig.canvas.get_renderer()
+    probe = fig.text(0, 0, "", fontsize=fontsize)
+    try:
+        for width in range(max(20, len(str(title))), 9, -2):
+            text = math_label(wrap_title(title, width))
+            probe.set_text(text)
+            if probe.get_window_extent(renderer).width <= width_px:
+                break
+    finally:
+        probe.remove()
+    return text
+
+
+def set_title(ax, title: str, fontsize=None):
+    """Give ``ax`` the title ``title`` (mathtext, wrapped), refitted to its final width on save (Not in the paper).
+
+    The width an axes gets is known only after the layout engine has run, so
+    the raw title is kept on the axes and :func:`refit_titles` wraps it again
+    then.
+    """
+    size = fontsize if fontsize is not None else pyplot().rcParams["axes.titlesize"]
+    ax._vaetheory_title = (str(title), size)
+    width = ax.get_position().width * ax.figure.bbox.width
+    return ax.set_title(fit_title(ax.figure, title, width, size), fontsize=size)
+
+
+def set_suptitle(fig, title: str):
+    """Give ``fig`` the suptitle ``title`` (mathtext), wrapped to fit beside the figure's legends (Not in the paper)."""
+    size = pyplot().rcParams["figure.titlesize"]
+    fig._vaetheory_suptitle = (str(title), size)
+    return fig.suptitle(fit_title(fig, title, 0.96 * fig.bbox.width, size), fontsize=size)
+
+
+def refit_titles(fig) -> None:
+    """Wrap every title set by :func:`set_title` / :func:`set_suptitle` to the width it has (Not in the paper).
+
+    After a layout pass, an axes title gets its axes' width (or the figure's,
+    whichever is smaller), and the suptitle the figure's width less that of
+    the legends placed outside at the figure's right, centred over what is
+    left, so that no title runs past the figure's edge or under a legend.
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    W = fig.bbox.width
+    for ax in fig.axes:
+        if getattr(ax, "_vaetheory_title", None) and ax.get_visible():
+            title, size = ax._vaetheory_title
+            width = min(ax.get_window_extent(renderer).width, 0.98 * W)
+            ax.set_title(fit_title(fig, title, width, size), fontsize=size)
+    if getattr(fig, "_vaetheory_suptitle", None):
+        title, size = fig._vaetheory_suptitle
+        right = min([lg.get_window_extent(renderer).x0 for lg in fig.legends] + [W])
+        left = 0.02 * W
+        right = right - 0.02 * W if right < W else 0.98 * W
+        fig.suptitle(fit_title(fig, title, right - left, size), fontsize=size, x=(left + right) / 2 / W)
 
 
 def decade_labels(fig) -> None:
@@ -192,9 +269,29 @@ def layout_problems(fig) -> list[str]:
         for ax, box in boxes:
             if lb.overlaps(box):
                 problems.append(f"legend {leg.get_title().get_text()!r} over the data of axes {ax.get_title()!r}")
+    page = fig.bbox
+    titles = [ax.title for ax in axes] + ([fig._suptitle] if fig._suptitle is not None else [])
     for text in fig.findobj(lambda a: hasattr(a, "get_fontsize") and hasattr(a, "get_text")):
-        if text.get_visible() and text.get_text().strip() and text.get_fontsize() < MIN_FONT:
+        if not (text.get_visible() and text.get_text().strip()):
+            continue
+        if text.get_fontsize() < MIN_FONT:
             problems.append(f"text {text.get_text()[:30]!r} at {text.get_fontsize():g} pt")
+    # Tick labels are left out: matplotlib keeps labels of ticks outside the view limits and does not draw them.
+    placed = titles + list(fig.texts) + [t for leg in legends for t in [leg.get_title(), *leg.get_texts()]]
+    for ax in axes:
+        placed += [ax.xaxis.label, ax.yaxis.label, *ax.texts]
+    for text in placed:
+        if not (text.get_visible() and text.get_text().strip()):
+            continue
+        tb = text.get_window_extent(renderer)
+        if tb.x0 < page.x0 - 1 or tb.x1 > page.x1 + 1 or tb.y0 < page.y0 - 1 or tb.y1 > page.y1 + 1:
+            problems.append(f"text {text.get_text()[:30]!r} runs past the figure's edge")
+    for title in titles:
+        if title.get_visible() and title.get_text().strip():
+            tb = title.get_window_extent(renderer)
+            for leg in legends:
+                if tb.overlaps(leg.get_window_extent(renderer)):
+                    problems.append(f"title {title.get_text()[:30]!r} under legend {leg.get_title().get_text()!r}")
     return problems
 
 

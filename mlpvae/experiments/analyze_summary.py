@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.experiments.plots import pyplot, save
+from mlpvae.experiments.plots import pyplot, save, set_title
 from mlpvae.experiments.report import mean_std, natural_key
 from vaetheory.plotting import legend_outside, math_label
 
@@ -197,6 +197,6 @@ def summary_plot(summary: dict, path) -> Path:
             ax.axvline(0.0, color="0.8", linewidth=0.8)
         ax.set_xlabel(f"{xkey} ({summary['units']})")
         ax.set_ylabel(f"{ykey} ({summary['units']})")
-        ax.set_title(math_label(title))
+        set_title(ax, title)
         legend_outside(ax, where="below", ncols=1)
     return save(fig, path)

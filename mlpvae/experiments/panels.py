@@ -74,7 +74,7 @@ def plot_curves(fig: Figure, spec: dict, root: Path, path: Path, override: list[
         ax.set_yscale("symlog", linthresh=100.0)
     ax.set_ylabel("test ELBO (nats per image)" + ("\nsymlog axis" if symlog else ""))
     P.legend_outside(ax, title="mean over seeds;\nband: min to max over seeds")
-    ax.set_title(P.math_label(P.wrap_title(spec.get("title", fig.title), 90)))
+    P.set_title(ax, spec.get("title", fig.title))
     return P.save(f, path)
 
 
@@ -163,7 +163,7 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
                 )
                 row[k].set_xlabel(P.mean_label(mj), fontsize=9)
                 row[k].set_ylabel(P.variance_label(vi), fontsize=9)
-                row[k].set_title(P.math_label(name) if k == 0 else "", fontsize=9)
+                P.set_title(row[k], name if k == 0 else "", fontsize=9)
             notes.add(P.PRIOR_SCALE_NOTE)
         elif kind == "manifold":
             s = np.sqrt(prior_var(run, "model"))[:2]
@@ -198,7 +198,7 @@ def plot_panels(fig: Figure, spec: dict, root: Path, path: Path, override: list[
         P.digit_legend(f, np.concatenate([lab for lab, _ in labels_shown]), classes)
     if notes:
         f.supxlabel("; ".join(sorted(notes)), fontsize=9)
-    P.fit_suptitle(f, spec.get("title", fig.title))
+    P.set_suptitle(f, spec.get("title", fig.title))
     return P.save(f, path)
 
 
@@ -220,7 +220,7 @@ def _no_model_panel(ax, title: str, info: dict) -> None:
     )
     ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, transform=ax.transAxes)
     ax.set_axis_off()
-    ax.set_title(P.math_label(title), fontsize=9)
+    P.set_title(ax, title, fontsize=9)
 
 
 def make_plots(fig: Figure, root: Path, override: list[int] | None = None, log=print) -> list[Path]:

@@ -3,7 +3,7 @@
 Every figure function takes host (NumPy) arrays, writes one PNG of a fixed
 pixel size (``figsize * DPI``) and returns its path.  The panel helpers
 (:func:`show_images`, :func:`label_scatter`, :func:`missing_panel`,
-:func:`wrap_title`) draw into an axes of a figure another module lays out.
+:func:`vaetheory.plotting.set_title`) draw into an axes of a figure another module lays out.
 Style, ``DPI``, :func:`pyplot` and :func:`save` are the project's one plotting
 style, :mod:`vaetheory.plotting`: matplotlib is imported on first use (the Agg
 backend), so importing this module is cheap and needs no display.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,8 @@ from vaetheory.plotting import (
     math_label,
     pyplot,
     save,
+    set_suptitle,
+    set_title,
 )
 
 __all__ = ["DPI", "pyplot", "save"]  # the style's lazy pyplot and saver, used by every figure module here
@@ -52,45 +53,11 @@ def tile(images, rows: int, cols: int) -> np.ndarray:
     return canvas
 
 
-def wrap_title(title: str, width: int = 45) -> str:
-    """``title`` with each of its lines wrapped at ``width`` characters (Not in the paper)."""
-    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
-
-
-def fit_title(fig, title: str, width_px: float, fontsize) -> str:
-    """``title`` in mathtext, wrapped at the longest line length whose rendering fits ``width_px`` (Not in the paper).
-
-    Counting characters is not enough: how wide a line renders depends on the
-    font, its size and the mathtext in it, so each candidate wrap is drawn with
-    ``fig``'s renderer and measured.  ``fontsize`` is anything matplotlib takes
-    (points or a name such as ``"large"``).
-    """
-    renderer = fig.canvas.get_renderer()
-    probe = fig.text(0, 0, "", fontsize=fontsize)
-    try:
-        for width in range(max(20, len(title)), 11, -2):
-            text = math_label(wrap_title(title, width))
-            probe.set_text(text)
-            if probe.get_window_extent(renderer).width <= width_px:
-                break
-    finally:
-        probe.remove()
-    return text
-
-
-def fit_suptitle(fig, title: str):
-    """Set ``fig``'s suptitle to ``title`` wrapped so that every line fits the figure's width (Not in the paper)."""
-    from matplotlib import rcParams
-
-    size = rcParams["figure.titlesize"]
-    return fig.suptitle(fit_title(fig, title, 0.96 * fig.bbox.width, size), fontsize=size)
-
-
 def show_images(ax, images, rows: int, cols: int, title: str) -> None:
     """Draw ``rows x cols`` images (:func:`tile`) into ``ax``, with a wrapped title (Not in the paper)."""
     ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(math_label(wrap_title(title)), fontsize=9)
+    set_title(ax, title, fontsize=9)
 
 
 def label_scatter(ax, pts, labels, title: str, latent: str = "z") -> None:
@@ -109,14 +76,14 @@ def label_scatter(ax, pts, labels, title: str, latent: str = "z") -> None:
     sym = "\\mu" if latent == "mu" else latent
     ax.set_xlabel(f"${sym}_1$")
     ax.set_ylabel(f"${sym}_2$" if pts.shape[1] > 1 else "(1-D latent)")
-    ax.set_title(math_label(wrap_title(title)), fontsize=9)
+    set_title(ax, title, fontsize=9)
 
 
 def missing_panel(ax, title: str) -> None:
     """Mark ``ax`` as the panel of a run without a checkpoint (Not in the paper)."""
     ax.text(0.5, 0.5, "no checkpoint\n(diverged in epoch 1?)", ha="center", va="center", transform=ax.transAxes)
     ax.set_axis_off()
-    ax.set_title(math_label(title), fontsize=9)
+    set_title(ax, title, fontsize=9)
 
 
 def latent_scatter(mu, labels, path, title: str = "", size=(6.0, 5.0), latent: str = "mu", name: str = "digit") -> Path:
@@ -130,7 +97,7 @@ def latent_scatter(mu, labels, path, title: str = "", size=(6.0, 5.0), latent: s
     plt = pyplot()
     fig, ax = plt.subplots(figsize=size)
     label_scatter(ax, mu, labels, title, latent)
-    ax.set_title(math_label(title))
+    set_title(ax, title)
     digit_legend(ax, labels, name, markerscale=1.2)
     return save(fig, path)
 
@@ -157,7 +124,7 @@ def variance_vs_mean(mu, var, path, s2=None, title: str = "", size=(8.0, 8.0)) -
             ax.scatter(mu[:, j] / np.sqrt(s2[j]), var[:, i] / s2[i], s=2, alpha=0.5, linewidths=0, rasterized=True)
             ax.set_xlabel(mean_label(j))
             ax.set_ylabel(variance_label(i))
-    fit_suptitle(fig, (title + "\n" if title else "") + PRIOR_SCALE_NOTE)
+    set_suptitle(fig, (title + "\n" if title else "") + PRIOR_SCALE_NOTE)
     return save(fig, path)
 
 
@@ -234,7 +201,7 @@ def training_curves(runs: dict[str, str | Path], path, size=(10.0, 5.0), title: 
     integer_ticks(ax.xaxis)
     ax.set_ylabel("nats per image")
     legend_outside(ax)
-    ax.set_title(math_label(title))
+    set_title(ax, title)
     return save(fig, path)
 
 
@@ -250,7 +217,7 @@ def image_grid(images, path, rows: int = 10, cols: int = 10, title: str = "", si
     fig, ax = plt.subplots(figsize=size)
     ax.imshow(tile(images, rows, cols), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
-    ax.set_title(math_label(title))
+    set_title(ax, title)
     return save(fig, path)
 
 
@@ -283,7 +250,7 @@ def show_manifold(ax, images, steps: int, span: float, title: str) -> None:
     ax.grid(False)
     ax.set_xlabel("$z_1 / s_1$")
     ax.set_ylabel("$z_2 / s_2$")
-    ax.set_title(math_label(wrap_title(title)), fontsize=9)
+    set_title(ax, title, fontsize=9)
 
 
 def manifold_grid(

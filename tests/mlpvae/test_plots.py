@@ -90,7 +90,7 @@ def styled(monkeypatch):
     original = plotting.save
 
     def save(fig, path):
-        fig.canvas.draw()
+        plotting.finish(fig)
         seen[Path(path).name] = (plotting.layout_problems(fig), fig.axes, fig.legends)
         return original(fig, path)
 
@@ -155,6 +155,7 @@ def test_recorded_fig4a_draws_constant_and_bilbo_apart(tmp_path, monkeypatch):
     original = plotting.save
 
     def save(f, path):
+        plotting.finish(f)
         seen["problems"] = plotting.layout_problems(f)
         seen["labels"] = [ln.get_label() for ln in f.axes[0].lines]
         seen["styles"] = [ln.get_linestyle() for ln in f.axes[0].lines]
@@ -185,16 +186,34 @@ def test_same_parameters_means_bit_for_bit():
 
 
 @pytest.mark.parametrize("width_in", [3.0, 7.68])
-def test_fit_suptitle_keeps_every_line_inside_the_figure(width_in):
-    # the Fig. 16 title overflowed a 7.68-inch figure when wrapped by a character count; measured by the
-    # renderer after drawing, the title's extent must lie inside the figure, with the symbols in mathtext
+def test_titles_are_refitted_inside_the_figure_and_beside_its_legend(width_in):
+    # the Fig. 16 title overflowed a 7.68-inch figure when wrapped by a character count, and the learned-T
+    # scatter's title ran under its figure legend; after plotting.finish (what save does) neither may happen
     plt = plotting.pyplot()
-    fig = plt.figure(figsize=(width_in, 3.0))
+    fig, ax = plt.subplots(figsize=(width_in, 3.0))
+    ax.scatter([0, 1], [0, 1], c=[0, 1])
+    ax.set_xlabel("x (nats)")
+    ax.set_ylabel("y (nats)")
     title = "Fig. 16 on Fashion-MNIST: inputs and reconstructions, standard ELBO vs BILBO (Sigma = I/100)"
-    t = plots.fit_suptitle(fig, title)
-    fig.canvas.draw()
-    box = t.get_window_extent(fig.canvas.get_renderer())
-    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
-    assert r"$\Sigma$" in t.get_text() and t.get_text().replace("\n", " ").replace(r"$\Sigma$", "Sigma") == title
-    assert len(fig.texts) == 1  # the measuring probe is gone
+    plotting.set_title(ax, "2-D, learned T (no constraint), seed 0, posterior means of the test images")
+    plotting.digit_legend(fig, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+    t = plotting.set_suptitle(fig, title)
+    plotting.finish(fig)
+    assert plotting.layout_problems(fig) == []
+    text = fig.get_suptitle()
+    assert r"$\Sigma$" in text and text.replace("\n", " ").replace(r"$\Sigma$", "Sigma") == title
+    assert len(fig.texts) == 1 and t in fig.texts  # the measuring probe is gone
+    plt.close(fig)
+
+
+def test_layout_problems_sees_a_title_past_the_edge_or_under_a_legend():
+    plt = plotting.pyplot()
+    fig, ax = plt.subplots(figsize=(3.0, 3.0))
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlabel("x (nats)")
+    ax.set_ylabel("y (nats)")
+    fig.suptitle("a title far too long for a figure three inches wide, on one line, as before")
+    plotting.digit_legend(fig, [0, 1, 2])
+    found = plotting.layout_problems(fig)
+    assert any("past the figure's edge" in p for p in found) and any("under legend" in p for p in found)
     plt.close(fig)

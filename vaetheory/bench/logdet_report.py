@@ -160,7 +160,8 @@ def plot(res: dict, summary: dict, path) -> None:
             )
         ax.axhline(fr["bias_floor"]["diagonal"], color="0.4", ls=":", lw=1.5, label="Hadamard bias floor")
         won = {v["budget"]: v["winner"] for v in sm["verdicts"]}
-        ax.set_title(
+        P.set_title(
+            ax,
             f"{fam}: $\\log|A|$ = {fr['logdet']:.0f}\nwinner per budget: "
             + ", ".join(f"{b}: {w}" for b, w in won.items()),
             fontsize=9,

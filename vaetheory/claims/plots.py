@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vaetheory.plotting import integer_ticks, legend_outside, pyplot, save
+from vaetheory.plotting import integer_ticks, legend_outside, pyplot, save, set_suptitle, set_title
 
 # The plots write_plots draws, in the order report.md lists them.
 PLOTS = [
@@ -54,7 +54,7 @@ def elbo_vs_log_evidence(points: list[dict], path: Path) -> Path:
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="ELBO = $\\log p(x)$")
     ax.set_xlabel("true $\\log p(x)$, latent grid quadrature (nats)")
     ax.set_ylabel("ELBO at the stationary point (nats)")
-    ax.set_title("Eq. (18): ELBO against log evidence, per example")
+    set_title(ax, "Eq. (18): ELBO against log evidence, per example")
     legend_outside(ax, markerscale=1.5)
     return save(fig, path)
 
@@ -84,7 +84,7 @@ def gap_vs_curvature(rows: list[dict], path: Path) -> Path:
         "$E\\,|\\nu - $local linear fit$|^2 \\,/\\, \\mathrm{tr}(J \\Sigma J^T)$"
     )
     ax.set_ylabel("error (relative, or nats)")
-    ax.set_title("Errors against decoder curvature\n(curve problem, constant $\\Sigma$, mean over data draws)")
+    set_title(ax, "Errors against decoder curvature\n(curve problem, constant $\\Sigma$, mean over data draws)")
     ks = ", ".join(f"{r['curvature']:g}" for r in rows)
     legend_outside(ax, title=f"points, left to right:\ncurvature k = {ks}")
     return save(fig, path)
@@ -131,7 +131,7 @@ def penalty(points: list[dict], path: Path) -> Path:
     ax.set_yscale("log")
     ax.set_xlabel("predicted penalty, Eq. (22) (nats)")
     ax.set_ylabel("measured $E[$ELBO$_{diag}] - E[$ELBO$_{const}]$ (nats)")
-    ax.set_title("Constant posterior variance penalty, Eq. (22)")
+    set_title(ax, "Constant posterior variance penalty, Eq. (22)")
     legend_outside(ax)
     return save(fig, path)
 
@@ -173,9 +173,9 @@ def collapse(panels: list[dict], path: Path) -> Path:
         ax.set_ylabel("variance along direction $k$ (squared data units)")
         integer_ticks(ax.xaxis)
         ax.set_xticks(k)
-        ax.set_title(c["name"])
+        set_title(ax, c["name"])
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=1)
-    fig.suptitle("Sec. 6: directions whose data variance is at most the likelihood variance collapse")
+    set_suptitle(fig, "Sec. 6: directions whose data variance is at most the likelihood variance collapse")
     return save(fig, path)
 
 
@@ -191,7 +191,7 @@ def estimator(e: dict, path: Path) -> Path:
     ax.loglog(b, e["errors"][0] * np.sqrt(b[0] / b), "k:", label="slope of $1/\\sqrt{\\mathrm{probes}}$")
     ax.set_xlabel("probes (matrix-vector products)")
     ax.set_ylabel("RMS relative error of $\\sum_i \\log|I + S J_i^T J_i S|$")
-    ax.set_title("Eq. (19): trace estimator of the log-determinant")
+    set_title(ax, "Eq. (19): trace estimator of the log-determinant")
     legend_outside(ax, where="below", ncols=1)
     return save(fig, path)
 
@@ -218,7 +218,7 @@ def errors_vs_n(rows: list[dict], path: Path) -> Path:
     ax.set_xticks(Ns, [str(n) for n in Ns])
     ax.xaxis.set_minor_formatter("")
     ax.set_ylabel("error (relative, or nats)")
-    ax.set_title("Errors against data density\n(curve problem, constant $\\Sigma$)")
+    set_title(ax, "Errors against data density\n(curve problem, constant $\\Sigma$)")
     legend_outside(ax)
     return save(fig, path)
 
