@@ -33,6 +33,19 @@ def test_welch_matches_scipy(na, nb, seed):
     assert (r["lo"], r["hi"]) == pytest.approx((ci.low, ci.high), rel=1e-10)
 
 
+def scipy_paired_percentile(a, b, statistic):
+    """scipy's paired percentile bootstrap of ``statistic`` (20,000 resamples), the reference the tests compare with."""
+    return stats.bootstrap(
+        (a, b),
+        statistic,
+        paired=True,
+        vectorized=False,
+        n_resamples=20000,
+        method="percentile",
+        random_state=np.random.default_rng(2),
+    )
+
+
 def test_paired_bootstrap_matches_scipy_percentile_interval():
     # the same resampling scheme as scipy.stats.bootstrap(paired=True, method="percentile"); the two draw
     # different resamples, so the ends agree to the Monte Carlo error of a 20,000-resample quantile
@@ -40,15 +53,7 @@ def test_paired_bootstrap_matches_scipy_percentile_interval():
     a = rng.standard_normal(200) + 0.3 * rng.standard_exponential(200)
     b = a - 0.2 + 0.5 * rng.standard_normal(200)
     r = I.paired_bootstrap(a, b, np.random.default_rng(1), resamples=20000)
-    ref = stats.bootstrap(
-        (a, b),
-        lambda x, y: np.mean(x - y),
-        paired=True,
-        vectorized=False,
-        n_resamples=20000,
-        method="percentile",
-        random_state=np.random.default_rng(2),
-    )
+    ref = scipy_paired_percentile(a, b, lambda x, y: np.mean(x - y))
     se = ref.standard_error
     assert r["se"] == pytest.approx(se, rel=0.05)
     assert abs(r["lo"] - ref.confidence_interval.low) < 0.05 * se * 4
@@ -114,15 +119,7 @@ def test_bootstrap_ratio_matches_scipy_percentile_interval():
     b = 10.0 + rng.standard_normal(100)
     a = 2.0 * b + rng.standard_normal(100)
     r = I.bootstrap_ratio(a, b, np.random.default_rng(1), resamples=20000)
-    ref = stats.bootstrap(
-        (a, b),
-        lambda x, y: np.mean(x) / np.mean(y),
-        paired=True,
-        vectorized=False,
-        n_resamples=20000,
-        method="percentile",
-        random_state=np.random.default_rng(2),
-    )
+    ref = scipy_paired_percentile(a, b, lambda x, y: np.mean(x) / np.mean(y))
     se = ref.standard_error
     assert r["mean"] == pytest.approx(a.mean() / b.mean(), rel=1e-14)
     assert abs(r["lo"] - ref.confidence_interval.low) < 0.2 * se
