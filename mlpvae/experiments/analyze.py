@@ -23,6 +23,7 @@ are in :mod:`mlpvae.experiments.diagnostics`.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -259,6 +260,26 @@ def report_md(res: dict) -> str:
     return "\n".join(L)
 
 
+def redraw_evidence(run_dir) -> Path:
+    """Redraw ``analysis_evidence.png`` from a finished analysis's ``analysis.json`` and per-image arrays (Sec. 4).
+
+    No model or data is read: the figure is drawn from ``analysis_per_image.npz``
+    exactly as :func:`analyze_run` drew it (the IWAE log p(x), Eq. (16), the
+    two gaps and the Eq. (22) terms), so that a change of style can be applied
+    to recorded analyses.  ``analysis_optimal_decoder.png`` needs the model and
+    the training set and is redrawn only by a full analysis.
+    """
+    d = Path(run_dir)
+    if not (d / "analysis_per_image.npz").is_file():
+        raise FileNotFoundError(f"{d} has no analysis_per_image.npz: analyze it with `vaetheory analyze {d}`")
+    res = json.loads((d / "analysis.json").read_text())
+    with np.load(d / "analysis_per_image.npz") as z:
+        lp, elbo = z["iwae_log_px"], z["elbo"]
+        return analysis_evidence(
+            lp, z["log_evidence_eq16"], lp - elbo, z["gap_eq18"], z["cv2_terms"], res, d / "analysis_evidence.png"
+        )
+
+
 def write_plots(run: Run, res, lp, elbo, lap, cv_terms, per_image_d, mu, var, mu_tr, var_tr) -> list[Path]:
     """The analysis figures as PNG in the run directory (Not in the paper: our measurements)."""
     out = [
@@ -309,6 +330,12 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=None, help="default: the run's device")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG figures (default: write them)")
+    parser.add_argument(
+        "--plots-only",
+        action="store_true",
+        help="instead: redraw analysis_evidence.png from RUN_DIR's analysis.json and analysis_per_image.npz "
+        "(no model or data needed)",
+    )
     parser.add_argument(
         "--versus",
         metavar="LEARNED_RUN_DIR",
@@ -377,6 +404,16 @@ def run(args) -> int:
         print(text)
         plot = [] if args.no_plots else [summary_plot(summary, out / "summary.png")]
         print_written([out / "summary.json", out / "summary.md", *plot])
+        return 0
+    if args.plots_only:
+        problem = run_dir_problem(args.run_dir, checkpoint=False, analysed=True)
+        try:
+            if problem:
+                raise FileNotFoundError(problem)
+            print_written([redraw_evidence(args.run_dir)])
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            print(f"vaetheory analyze: {exc}", file=sys.stderr)
+            return 2
         return 0
     versus = args.versus and run_dir_problem(args.versus, checkpoint=False, analysed=True)
     problem = run_dir_problem(args.run_dir) or versus

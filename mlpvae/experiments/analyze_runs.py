@@ -96,6 +96,12 @@ def unit_of(args) -> tuple[str, dict]:
 def run(args) -> int:
     """``vaetheory analyze RUN...``: one run as before, or many in order (see the module doc); the exit status."""
     runs = list(args.run_dir)
+    if args.plots_only:  # drawing only: each run in turn, here
+        codes = []
+        for d in runs:
+            args.run_dir = d
+            codes.append(analyze.run(args))
+        return max(codes)
     many = len(runs) > 1 or args.scheduler is not None or args.workers is not None or args.chunk_images is not None
     if not many:
         args.run_dir = runs[0]

@@ -217,3 +217,17 @@ def test_layout_problems_sees_a_title_past_the_edge_or_under_a_legend():
     found = plotting.layout_problems(fig)
     assert any("past the figure's edge" in p for p in found) and any("under legend" in p for p in found)
     plt.close(fig)
+
+
+def test_analysis_evidence_shows_the_tail_of_the_eq22_terms(tmp_path, styled):
+    # most terms are small and a few are tens of nats: the count axis is logarithmic so the tail shows
+    rng = np.random.default_rng(0)
+    n = 400
+    lp = -100 + rng.standard_normal(n)
+    terms = np.concatenate([rng.exponential(0.3, n - 4), [20.0, 40.0, 60.0, 100.0]])
+    res = {"iwae_k": 5000, "cv2_penalty_eq22": float(terms.mean())}
+    plots.analysis_evidence(lp, lp - 3, rng.exponential(2, n), rng.exponential(0.3, n), terms, res, tmp_path / "e.png")
+    problems, axes, _ = styled["e.png"]
+    assert problems == []
+    assert axes[2].get_yscale() == "log" and "log scale" in axes[2].get_ylabel()
+    assert png_size(tmp_path / "e.png") == (16 * plotting.DPI, 6 * plotting.DPI)
