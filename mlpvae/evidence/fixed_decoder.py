@@ -375,7 +375,8 @@ def fit_posteriors(
     (sum_k w_k q(z_k), 1 to round-off when the nodes hold q), ``start (N,)`` (index of the winning
     start), and ``elbo_halved (N,)``: the optimum re-found on every other node (twice the spacing),
     so ``elbo - elbo_halved`` measures the quadrature's resolution error at the optimum.
-    ``progress``: a progress bar over the images (``diagonal``, ``full``).
+    ``progress``: a progress bar over the images (``diagonal``, ``full``) or, for ``constant``, over
+    each start's rounds of frames.
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
@@ -392,7 +393,20 @@ def fit_posteriors(
         if m0.ndim != 2 or cov0.shape != m0.shape + (m0.shape[1],):
             raise ValueError(f"starts[{k}] must be (m0 (N, n), cov0 (N, n, n)), got {m0.shape} and {cov0.shape}")
         if family == "constant":
-            r = _fit_shared(loglik, s2, m0, cov0, points, span, gtol, tol, maxiter, max_frames)
+            # one joint optimisation per start: the bar counts its rounds of frames (at most max_frames)
+            with tqdm(
+                total=max_frames,
+                desc=f"shared Sigma, start {k + 1} of {len(starts)}: frame rounds",
+                disable=not progress,
+                leave=False,
+                file=sys.stderr,
+            ) as bar:
+
+                def round_done(reframed: int) -> None:
+                    bar.update(1)
+                    bar.set_postfix_str(f"{reframed} of {len(m0)} images re-framed")
+
+                r = _fit_shared(loglik, s2, m0, cov0, points, span, gtol, tol, maxiter, max_frames, report=round_done)
         else:
             parts = [
                 _fit_shared(
@@ -532,8 +546,11 @@ def _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter):
     return _newton(f, z, logw, s2, family, v, tol)
 
 
-def _fit_shared(loglik, s2, m0, cov0, points, span, gtol, tol, maxiter, max_frames, family="constant", first=0):
-    """:func:`fit_posteriors` for one start on the images ``first, first + 1, ...`` of ``m0`` (jointly)."""
+def _fit_shared(
+    loglik, s2, m0, cov0, points, span, gtol, tol, maxiter, max_frames, family="constant", first=0, report=None
+):
+    """:func:`fit_posteriors` for one start on the images ``first, first + 1, ...`` of ``m0`` (jointly);
+    ``report(reframed)`` is called after each round of frames with the number of images re-framed."""
     N, n = m0.shape
     v = _initial(family, m0, cov0)
     m, L = _unpack(v, family, N, n)
@@ -545,6 +562,8 @@ def _fit_shared(loglik, s2, m0, cov0, points, span, gtol, tol, maxiter, max_fram
         v, gain, own, maximum = _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter)
         m, L = _unpack(v, family, N, n)
         ok = _frame_ok(m, L, c, A, points, span)
+        if report is not None:
+            report(int((~ok).sum()))
         if ok.all():
             break
         for i in np.flatnonzero(~ok):  # a frame centred on the current q

@@ -137,6 +137,21 @@ def test_the_converged_optima_of_a_linear_gaussian_decoder_are_the_closed_form_e
         np.testing.assert_allclose(r["cov"], np.broadcast_to(cov, r["cov"].shape), rtol=1e-6, atol=1e-9)
 
 
+def test_the_shared_sigma_fit_shows_its_rounds_of_frames_and_gives_the_same_optimum(capsys):
+    # the joint fit can run for a long time: with progress it says so on stderr, and the bar changes nothing
+    mc, p, s2, x = _linear(seed=0)
+    start = [(np.full((4, 2), 3.0), np.broadcast_to(25 * np.eye(2), (4, 2, 2)).copy())]
+    loglik = _linear_loglik(mc, p, x)
+    quiet = F.fit_posteriors(loglik, s2, "constant", start)
+    capsys.readouterr()
+    shown = F.fit_posteriors(loglik, s2, "constant", start, progress=True)
+    err = capsys.readouterr().err
+    assert "shared Sigma, start 1 of 1: frame rounds" in err and "images re-framed" in err
+    assert quiet["frames"].max() > 1  # the start is far off: the frames had to follow q
+    for key in ("m", "cov", "elbo", "frames"):
+        np.testing.assert_array_equal(shown[key], quiet[key])
+
+
 def test_fixed_decoder_rejects_bad_input():
     mc, p, s2, x = _linear()
     with pytest.raises(ValueError, match="family"):
