@@ -206,6 +206,7 @@ def test_analyze_command_lists_every_file_it_wrote_and_asks_for_the_other_analys
 def test_analyze_plots_only_redraws_the_evidence_figure_from_the_recorded_arrays(tmp_path, capsys, monkeypatch):
     # the figure is drawn from analysis_per_image.npz, with no checkpoint: the arrays it is given must be the
     # ones the full analysis drew from (the IWAE gap = log p(x) - ELBO per image)
+    from mlpvae.experiments import analysis_report as AR
     from mlpvae.experiments import plots as P
 
     _trained(tmp_path / "run", "constant")
@@ -217,14 +218,14 @@ def test_analyze_plots_only_redraws_the_evidence_figure_from_the_recorded_arrays
         seen.update(lp=lp, gap=gap_iwae, terms=cv_terms, k=res["iwae_k"])
         return path
 
-    monkeypatch.setattr(A, "analysis_evidence", spy)
+    monkeypatch.setattr(AR, "analysis_evidence", spy)
     assert main(["analyze", str(tmp_path / "run"), "--plots-only"]) == 0
     z = np.load(tmp_path / "run" / "analysis_per_image.npz")
     np.testing.assert_array_equal(seen["lp"], z["iwae_log_px"])
     np.testing.assert_array_equal(seen["gap"], z["iwae_log_px"] - z["elbo"])
     np.testing.assert_array_equal(seen["terms"], z["cv2_terms"])
     assert seen["k"] == 20 and "analysis_evidence.png" in capsys.readouterr().out
-    monkeypatch.setattr(A, "analysis_evidence", P.analysis_evidence)
+    monkeypatch.setattr(AR, "analysis_evidence", P.analysis_evidence)
     assert main(["analyze", str(tmp_path / "run"), "--plots-only"]) == 0
     assert (tmp_path / "run" / "analysis_evidence.png").stat().st_size > 0
     (tmp_path / "run" / "analysis_per_image.npz").unlink()
