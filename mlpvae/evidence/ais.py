@@ -321,11 +321,15 @@ def ais_log_px(
         (:func:`tune_step_sizes`, on its own ``pilot_steps``-step schedule of the same kind).
     rows : at most this many (chain, image) rows at once.
 
-    Returns a dict of host arrays: ``log_px (N,)``, ``se (N,)`` (stratified delta-method standard
-    error of log p(x) over the chains, :func:`log_mean_exp`), ``ess (N,)`` (the weights' effective
-    sample size, :func:`effective_sample_size`), ``in_q (chains,)`` (the chains started in q or Laplace),
-    ``component (chains, N)`` (each chain's starting component of p0, -1 the prior), ``log_w (chains, N)``,
-    ``accept (N,)`` (the main run's mean acceptance probability), and ``betas``, the schedule.
+    Returns
+    -------
+    dict of host arrays
+        ``log_px (N,)``, ``se (N,)`` (stratified delta-method standard error of log p(x) over the
+        chains, :func:`log_mean_exp`), ``ess (N,)`` (the weights' effective sample size,
+        :func:`effective_sample_size`), ``in_q (chains,)`` (the chains started in q or Laplace),
+        ``component (chains, N)`` (each chain's starting component of p0, -1 the prior),
+        ``log_w (chains, N)``, ``accept (N,)`` (the main run's mean acceptance probability), and
+        ``betas``, the schedule.
     """
     check(
         mc,
