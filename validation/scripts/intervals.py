@@ -38,19 +38,23 @@ RES = ROOT / "validation" / "results"
 M = 784  # pixels: a Gaussian test ELBO on data scaled by lambda carries -m log lambda
 
 
-def elbo(fig: str, method: str, folder: str = "figures", s2: str = "train") -> np.ndarray:
-    """A method's final test ELBO per seed (S^2 from the training set for floating-prior methods)."""
+def summary_entry(fig: str, method: str, folder: str = "figures") -> dict:
+    """One method's entry in a figure's recorded summary.json."""
     d = json.loads((RES / folder / fig / "summary.json").read_text())
     (m,) = [m for m in d["methods"] if m["method"] == method]
-    t = m["test_elbo"]
+    return m
+
+
+def elbo(fig: str, method: str, folder: str = "figures", s2: str = "train") -> np.ndarray:
+    """A method's final test ELBO per seed (S^2 from the training set for floating-prior methods)."""
+    t = summary_entry(fig, method, folder)["test_elbo"]
     return np.array((t.get(f"test_elbo_s2_{s2}") or t["test_elbo"])["values"], dtype=float)
 
 
 def completed(fig: str, method: str, folder: str = "figures") -> bool:
     """Whether every seed of a method ran to the end (a stopped run's last ELBO is not its result)."""
-    d = json.loads((RES / folder / fig / "summary.json").read_text())
-    (m,) = [m for m in d["methods"] if m["method"] == method]
-    return bool(m["status"]) and all(s == "completed" for s in m["status"])
+    status = summary_entry(fig, method, folder)["status"]
+    return bool(status) and all(s == "completed" for s in status)
 
 
 def analysis(fig: str, method: str, key: str) -> np.ndarray:
