@@ -29,8 +29,11 @@ not the likelihood it is scored against.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from scipy.optimize import minimize
+from tqdm import tqdm
 
 from mlpvae.evidence.posterior_mode import score
 from mlpvae.nn import jacobian as Jac
@@ -164,6 +167,8 @@ def optimise(
     chunk: int = 8,
     gain_tol: float = 1e-6,
     baggins=None,
+    progress: bool = False,
+    desc: str = "",
 ) -> dict:
     """Each image's best Gaussian of ``family`` under the sample-average ELBO over ``eps`` (Not in the paper).
 
@@ -175,18 +180,26 @@ def optimise(
     ``restart_gain`` (nats per image a second L-BFGS run from the optimum still gained; the largest
     over the images), ``iterations``
     and ``converged`` (every gradient within ``gtol`` sqrt(n), or a restart gain within ``gain_tol``).
-    ``baggins`` as :func:`sample_elbo`'s.
+    ``baggins`` as :func:`sample_elbo`'s.  ``progress``: a bar on stderr (labelled ``desc``) over the images
+    (``diagonal``) or over the L-BFGS iterations of the joint fit (``constant``, whose count is not known
+    in advance).
     """
     if family not in FAMILIES:
         raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
     N, n = m0.shape
     baggins = _check_baggins(mc, baggins, N)
+    bar = dict(desc=desc or f"{family} posteriors", disable=not progress, leave=False, file=sys.stderr)
     if family == "constant":
-        return _lbfgs(params, x, mc, s2, m0, logs0, eps, True, gtol, maxiter, chunk, gain_tol, baggins)
+        with tqdm(unit=" iterations", **bar) as b:
+            step = lambda *_: b.update(1)  # noqa: E731
+            return _lbfgs(params, x, mc, s2, m0, logs0, eps, True, gtol, maxiter, chunk, gain_tol, baggins, step)
     # independent problems: each image on its own, so each stops when it has converged
     own = [None] * N if baggins is None else [(baggins[0][i : i + 1], baggins[1]) for i in range(N)]
     fixed = (eps, False, gtol, maxiter, 1, gain_tol)
-    parts = [_lbfgs(params, x[i : i + 1], mc, s2, m0[i : i + 1], logs0[i : i + 1], *fixed, own[i]) for i in range(N)]
+    parts = [
+        _lbfgs(params, x[i : i + 1], mc, s2, m0[i : i + 1], logs0[i : i + 1], *fixed, own[i])
+        for i in tqdm(range(N), unit=" images", **bar)
+    ]
     out = {k: np.concatenate([p[k] for p in parts]) for k in ("m", "logs", "elbo", "gradient")}
     out["iterations"] = int(sum(p["iterations"] for p in parts))
     out["gradient_max"] = max(p["gradient_max"] for p in parts)
@@ -213,8 +226,11 @@ def best_of(results: list[dict]) -> dict:
     return out
 
 
-def _lbfgs(params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk, gain_tol, baggins) -> dict:
-    """L-BFGS on the summed sample-average ELBO of the images in ``x``, then a restart (see :func:`optimise`)."""
+def _lbfgs(
+    params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk, gain_tol, baggins, callback=None
+) -> dict:
+    """L-BFGS on the summed sample-average ELBO of the images in ``x``, then a restart (see :func:`optimise`);
+    ``callback`` is called after every iteration of either run."""
     N, n = m0.shape
     v0 = np.concatenate([m0.ravel(), (logs0.mean(axis=0) if shared else logs0).ravel()])
 
@@ -231,10 +247,10 @@ def _lbfgs(params, x, mc, s2, m0, logs0, eps, shared: bool, gtol, maxiter, chunk
 
     # ftol 0: stop on the gradient (or a line search that can no longer gain), not on a small relative gain
     opts = {"maxiter": maxiter, "gtol": gtol, "ftol": 0.0, "maxcor": 30}
-    res = minimize(f, v0, jac=True, method="L-BFGS-B", options=opts)
+    res = minimize(f, v0, jac=True, method="L-BFGS-B", options=opts, callback=callback)
     # A ReLU decoder makes the sample average piecewise smooth: L-BFGS can stop at a kink with a
     # gradient above gtol.  A restart with fresh curvature memory from there measures what is left.
-    again = minimize(f, res.x, jac=True, method="L-BFGS-B", options=opts)
+    again = minimize(f, res.x, jac=True, method="L-BFGS-B", options=opts, callback=callback)
     m, logs = unpack(again.x)
     e, d_m, d_s = sample_elbo(params, x, mc, s2, m, logs, eps, chunk, baggins)
     own = np.sqrt(np.sum(d_m**2, axis=1) + (0.0 if shared else np.sum(d_s**2, axis=1)))

@@ -276,7 +276,10 @@ def add_arguments(parser) -> None:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="progress bars on stderr for the long steps: ELBO, IWAE, Eq. (16), Eq. (6); grid quadrature (default: on)",
+        help=(
+            "progress bars on stderr for the long steps: ELBO, IWAE, Eq. (16), Eq. (6); grid quadrature, AIS, "
+            "the fixed-decoder fits (default: on)"
+        ),
     )
 
 

@@ -293,7 +293,11 @@ def run(args) -> int:
             raise ValueError(f"--fixed-decoder-images must be >= 1, got {args.fixed_decoder_images}")
         if read_config(args.run_dir)[1].n > 2:
             summary, per = saa.evaluate_run(
-                args.run_dir, args.fixed_decoder_images, K=args.fixed_decoder_draws, device=args.device
+                args.run_dir,
+                args.fixed_decoder_images,
+                K=args.fixed_decoder_draws,
+                device=args.device,
+                progress=args.progress,
             )
             text = saa.report_md(summary)
         else:

@@ -83,9 +83,11 @@ def evaluate_run(
     device: str | None = None,
     seed: int = 0,
     log=print,
+    progress: bool = False,
 ):
     """The gaps of an n > 2 run's decoder on its first ``images`` test images (module docstring; Not in the paper).
 
+    ``progress``: bars on stderr over each start's images and over the shared-Sigma fit's iterations.
     Returns ``(summary, per_image)``: means (nats per image) with paired bootstrap 95% intervals,
     the optimiser's certificates, and host arrays per image.
     """
@@ -117,10 +119,28 @@ def evaluate_run(
     for k in (K, 2 * K):
         eps = S.draws(k, n, np.random.default_rng(seed + 2 + k))
         t = time.perf_counter()
+        bar = dict(baggins=bag, progress=progress)
         d = S.best_of(
-            [S.optimise(params, x, mc, s2_h, "diagonal", m0, logs_enc, eps, gtol, baggins=bag) for m0 in m_starts]
+            [
+                S.optimise(
+                    params,
+                    x,
+                    mc,
+                    s2_h,
+                    "diagonal",
+                    m0,
+                    logs_enc,
+                    eps,
+                    gtol,
+                    **bar,
+                    desc=f"K = {k}: diagonal posteriors, start {j + 1} of {len(m_starts)}",
+                )
+                for j, m0 in enumerate(m_starts)
+            ]
         )
-        c = S.optimise(params, x, mc, s2_h, "constant", d["m"], d["logs"], eps, gtol, baggins=bag)
+        c = S.optimise(
+            params, x, mc, s2_h, "constant", d["m"], d["logs"], eps, gtol, **bar, desc=f"K = {k}: shared Sigma"
+        )
         fits[k] = {"diagonal": d, "constant": c}
         for f, r in fits[k].items():
             tag = f"{f}_K{k}"

@@ -157,7 +157,7 @@ def test_the_baggins_elbo_is_the_models_own_at_the_encoders_posterior():
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "baggins"])
-def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_path, likelihood):
+def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_path, likelihood, capsys):
     from tiny_runs import train_synthetic
 
     from vaetheory.cli import main
@@ -170,7 +170,10 @@ def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_p
     ais = ["analyze", str(run), "--ais", "--ais-images", "3", "--chains", "8", "--steps", "40", "--bdmc-images", "2"]
     assert main(ais + ["--iwae-k", "50", "--no-progress"]) == 0
     assert main(fd) == 2  # AIS covers 3 images, 4 asked for
+    capsys.readouterr()
     assert main(fd[:3] + ["3"] + fd[4:]) == 0
+    err = capsys.readouterr().err  # the long fits show their progress
+    assert "K = 64: diagonal posteriors, start 1 of" in err and "K = 128: shared Sigma" in err
     r = json.loads((run / "fixed_decoder.json").read_text())
     per = np.load(run / "fixed_decoder_per_image.npz")
     assert r["n"] == 3 and r["images"] == 3 and r["K"] == 64
@@ -201,3 +204,19 @@ def test_best_of_keeps_each_images_highest_optimum():
     np.testing.assert_array_equal(best["elbo"], [3.0, 5.0, 2.5])
     np.testing.assert_array_equal(best["m"][:, 0], [1.0, 0.0, 1.0])
     assert best["iterations"] == 8 and best["converged"]
+
+
+@pytest.mark.parametrize("family", ["diagonal", "constant"])
+def test_a_progress_bar_changes_nothing_in_the_optimum(family, capsys):
+    cfg, params, x, s2, _, mean, _ = _linear(0)
+    rng = np.random.default_rng(3)
+    m0, logs0 = rng.standard_normal(mean.shape), rng.uniform(-1, 0, mean.shape)
+    eps = S.draws(16, 3, np.random.default_rng(4))
+    quiet = S.optimise(params, x, cfg, s2, family, m0, logs0, eps, 1e-7)
+    assert "sample-average test" not in capsys.readouterr().err
+    shown = S.optimise(params, x, cfg, s2, family, m0, logs0, eps, 1e-7, progress=True, desc="sample-average test")
+    err = capsys.readouterr().err
+    assert "sample-average test" in err and ("images" if family == "diagonal" else "iterations") in err
+    for k in ("m", "logs", "elbo", "gradient"):
+        np.testing.assert_array_equal(shown[k], quiet[k])
+    assert shown["iterations"] == quiet["iterations"]
