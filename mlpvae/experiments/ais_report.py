@@ -143,7 +143,7 @@ def evaluate_run(
         if init in WITHOUT_PRIOR:
             # The reverse bound holds whatever p0 the forward run uses: the mixture's own forward run on the
             # same images closes the sandwich on the estimator the test images get, prior component included.
-            f = ais_log_px(params, xs, mc_b, s2, rng, mu=mus, var=vs, **opts)
+            f = ais_log_px(params, xs, mc_b, s2, rng, mu=mus, var=vs, progress=progress, **opts)
             per.update(bdmc_mixture_lower=f["log_px"], bdmc_mixture_width=b["upper"] - f["log_px"])
             w = b["upper"] - f["log_px"]
             summary.update(

@@ -289,7 +289,7 @@ def test_ais_rejects_bad_input():
         BD.simulate(p, mcb, s2, 2, rng)
 
 
-def test_the_ais_command_measures_a_trained_run(tmp_path):
+def test_the_ais_command_measures_a_trained_run(tmp_path, capsys):
     from vaetheory.cli import main
 
     train_synthetic(tmp_path / "run")
@@ -322,6 +322,13 @@ def test_the_ais_command_measures_a_trained_run(tmp_path):
     assert per["bdmc_width"].min() <= saved["bdmc_width_lo"] <= saved["bdmc_width"] <= saved["bdmc_width_hi"]
     assert saved["bdmc_width_hi"] <= per["bdmc_width"].max()
     assert main(["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "0"]) == 2
+    # with progress on, each long step shows a bar: AIS on the test images, BDMC, the mixture's forward AIS
+    capsys.readouterr()
+    short = ["analyze", str(tmp_path / "run"), "--ais", "--ais-images", "2", "--chains", "4", "--steps", "50"]
+    assert main(short + ["--leapfrog", "2", "--bdmc-images", "2", "--iwae-k", "20"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("AIS T=50:") >= 2 and "BDMC T=50:" in err
+    assert err.index("BDMC T=50:") < err.rindex("AIS T=50:")
 
 
 def test_the_width_interval_is_the_t_interval_of_a_large_sample_and_collapses_on_equal_widths():
