@@ -364,6 +364,9 @@ def fit_posteriors(
         at a point where -H is positive definite (a strict local maximum).  Scale-free where a gradient
         norm is not: a narrow posterior has a large gradient for a tiny distance from its optimum.
     gtol, maxiter : L-BFGS's own stopping gradient and iteration limit before the Newton steps.
+    max_frames : rounds of optimisation; after each, a frame that fails to hold or resolve its q is
+        centred on it for the next.  An image whose frame still fails after the last round is reported
+        not converged.
 
     Returns
     -------
@@ -558,13 +561,15 @@ def _fit_shared(
     z, logw = frame_nodes(c, A, points, span)
     f = np.stack([loglik(first + i, z[i]) for i in range(N)])
     frames = np.ones(N, dtype=int)
-    for _ in range(max_frames):
+    for k in range(max_frames):
         v, gain, own, maximum = _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter)
         m, L = _unpack(v, family, N, n)
         ok = _frame_ok(m, L, c, A, points, span)
         if report is not None:
             report(int((~ok).sum()))
-        if ok.all():
+        # Out of rounds, the frames stay those the optimum was found on: a frame centred on q afterwards would
+        # hold q by construction and certify an optimum that its own frame did not hold.
+        if ok.all() or k == max_frames - 1:
             break
         for i in np.flatnonzero(~ok):  # a frame centred on the current q
             c[i], A[i] = m[i], L[i]

@@ -152,6 +152,24 @@ def test_the_shared_sigma_fit_shows_its_rounds_of_frames_and_gives_the_same_opti
         np.testing.assert_array_equal(shown[key], quiet[key])
 
 
+@pytest.mark.parametrize("family", ["diagonal", "full", "constant"])
+def test_an_optimum_its_frame_does_not_hold_is_not_certified_when_the_rounds_run_out(family):
+    # from a start far off, one round of frames cannot hold the optimum: the optimiser reaches the frame's
+    # edge, where the fixed nodes no longer see q.  Re-centring a frame on q after the last round would make
+    # every check pass on a point that is not the optimum; it must be reported as not converged.
+    mc, p, s2, x = _linear(seed=0)
+    P, C, mean, exact, gap = _linear_posterior(mc, p, s2, x)
+    start = [(np.full((4, 2), 3.0), np.broadcast_to(25 * np.eye(2), (4, 2, 2)).copy())]
+    loglik = _linear_loglik(mc, p, x)
+    one = F.fit_posteriors(loglik, s2, family, start, max_frames=1)
+    far = np.abs(one["m"] - mean).max(axis=1) > 1e-3  # not at the closed-form optimum
+    assert far.any() and not one["converged"][far].any()
+    assert one["frames"].max() == 1  # and its values are those of the frame it was found on
+    full = F.fit_posteriors(loglik, s2, family, start)
+    assert full["converged"].all() and full["frames"].max() > 1
+    np.testing.assert_allclose(full["m"], mean, rtol=0, atol=1e-6)
+
+
 def test_fixed_decoder_rejects_bad_input():
     mc, p, s2, x = _linear()
     with pytest.raises(ValueError, match="family"):
