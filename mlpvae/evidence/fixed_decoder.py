@@ -389,6 +389,8 @@ def fit_posteriors(
         raise ValueError(f"gtol must be positive, got {gtol}")
     if not tol > 0:
         raise ValueError(f"tol must be positive, got {tol}")
+    if max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1, got {max_frames}")
     s2 = to_numpy(s2).astype(np.float64)
     best = None
     for k, (m0, cov0) in enumerate(starts):
@@ -577,7 +579,6 @@ def _fit_shared(
             z[i], logw[i], f[i] = zi[0], lwi[0], loglik(first + i, zi[0])
             frames[i] += 1
     gnorm, gshared, elbo, mass = _gradients(f, z, logw, s2, family, v)
-    ok = _frame_ok(m, L, c, A, points, span)
     zh, lh, fh = halve(z, points, n), halve(logw, points, n) + n * np.log(2.0), halve(f, points, n)
     vh = _optimum(fh, zh, lh, s2, family, v, gtol, tol, maxiter)[0]
     elbo_h = _gradients(fh, zh, lh, s2, family, vh)[2]

@@ -188,6 +188,8 @@ def test_fixed_decoder_rejects_bad_input():
         F.fit_posteriors(_linear_loglik(mc, p, x), s2, "diagonal", start, tol=-1.0)
     with pytest.raises(ValueError, match="gtol"):
         F.fit_posteriors(_linear_loglik(mc, p, x), s2, "diagonal", start, gtol=0.0)
+    with pytest.raises(ValueError, match="max_frames"):
+        F.fit_posteriors(_linear_loglik(mc, p, x), s2, "diagonal", start, max_frames=0)
     with pytest.raises(ValueError, match="points"):
         F.frame_nodes(np.zeros((1, 2)), np.eye(2)[None], 32, 8.0)
     with pytest.raises(ValueError, match="span"):
