@@ -276,13 +276,22 @@ def add_arguments(parser) -> None:
 
 
 def add_draws_argument(parser) -> None:
-    """The ``--fixed-decoder-draws`` option of ``vaetheory analyze`` (n > 2 only)."""
+    """The ``--fixed-decoder-draws`` and ``--fixed-decoder-method`` options of ``vaetheory analyze``."""
     parser.add_argument(
         "--fixed-decoder-draws",
         type=int,
         default=1024,
         metavar="K",
-        help="for n > 2: draws of the sample-average ELBO whose optimum is found (then again with 2K) (1024)",
+        help="for the draws method: draws of the sample-average ELBO whose optimum is found (then again with 2K) "
+        "(1024)",
+    )
+    parser.add_argument(
+        "--fixed-decoder-method",
+        choices=("grid", "draws"),
+        default=None,
+        help="how the fixed-decoder study takes each posterior's expectation: grid (quadrature on frames of nodes; "
+        "n <= 2 only, with the full-covariance family) or draws (a sample average; any n, log p(x) exact for "
+        "n <= 2, by a previous --ais run for n > 2) (default: grid for n <= 2, draws for n > 2)",
     )
 
 
@@ -291,7 +300,11 @@ def run(args) -> int:
     try:
         if args.fixed_decoder_images < 1:
             raise ValueError(f"--fixed-decoder-images must be >= 1, got {args.fixed_decoder_images}")
-        if read_config(args.run_dir)[1].n > 2:
+        n = read_config(args.run_dir)[1].n
+        method = args.fixed_decoder_method or ("grid" if n <= 2 else "draws")
+        if method == "grid" and n > 2:
+            raise ValueError(f"--fixed-decoder-method grid needs n <= 2; this run has n = {n} (use draws)")
+        if method == "draws":
             summary, per = saa.evaluate_run(
                 args.run_dir,
                 args.fixed_decoder_images,

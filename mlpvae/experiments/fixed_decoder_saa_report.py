@@ -5,7 +5,10 @@ image's best diagonal Gaussian and the best shared diagonal Sigma are found on t
 decoder (:mod:`mlpvae.evidence.fixed_decoder_saa`: a moment-matched sample-average ELBO, L-BFGS in
 float64, certified by a restart), with K draws and again with 2K, and every ELBO is evaluated with
 the same independent draws (unbiased, paired across the families).  Against log p(x) by AIS
-(``vaetheory analyze RUN --ais``, read from the run's ``ais_evidence_per_image.npz``):
+(``vaetheory analyze RUN --ais``, read from the run's ``ais_evidence_per_image.npz``), or for n <= 2 the
+exact value by grid quadrature (``vaetheory analyze RUN --fixed-decoder-images N --fixed-decoder-method
+draws``: where per-image posterior widths differ by orders of magnitude, the grid study's frames cannot
+follow one shared Sigma, and this study has no frames):
 
 * the amortization gap: each image's best diagonal Gaussian (the best of the optima climbed from
   the encoder's mean and from local maxima of the log joint, :func:`starts`) minus the encoder's
@@ -28,6 +31,7 @@ import numpy as np
 
 from mlpvae.evidence import fixed_decoder_saa as S
 from mlpvae.evidence.ais_target import laplace_modes
+from mlpvae.evidence.grid import grid_log_px
 from mlpvae.evidence.laplace import gaps_at_optima, training_priors
 from mlpvae.evidence.posterior_mode import neighbour_starts, posterior_mode
 from mlpvae.experiments.intervals import paired_bootstrap
@@ -93,12 +97,16 @@ def evaluate_run(
     """
     sha = git_sha()  # of the code that computes, taken before it runs
     t0 = time.perf_counter()
-    log_px, log_px_se = _log_px(run_dir, images)
     run = load_run(run_dir, device=device, test_limit=images, float64=True)
     mc, params, x, xp = run.mc, run.params, run.x_test, run.xp
     if mc.likelihood not in REPORTED:
-        raise ValueError(f"{run_dir}: the n > 2 fixed-decoder study reports {REPORTED}, not {mc.likelihood!r}")
+        raise ValueError(f"{run_dir}: the sample-average fixed-decoder study reports {REPORTED}, not {mc.likelihood!r}")
     _, _, s2, s2_train = training_priors(run)
+    if mc.n <= 2:  # the exact value by quadrature: no AIS run needed, and no estimator error
+        log_px = to_numpy(grid_log_px(params, x, mc, s2, baggins_s2=s2_train, progress=progress)["log_px"])
+        log_px, log_px_se, reference = log_px.astype(np.float64), np.zeros(len(log_px)), "grid"
+    else:
+        (log_px, log_px_se), reference = _log_px(run_dir, images), "AIS"
     s2_h = to_numpy(s2).astype(np.float64)
     mu, var = encode_all(params, x, mc)
     var = xp.broadcast_to(var, mu.shape)
@@ -164,7 +172,7 @@ def evaluate_run(
     zero = np.zeros(N)
     pairs = {
         "amortization_gap": (per["elbo_diagonal"], per["elbo_encoder"], "best diagonal minus the encoder's posterior"),
-        "gap_after_diagonal": (log_px, per["elbo_diagonal"], "log p(x) (AIS) minus the best diagonal"),
+        "gap_after_diagonal": (log_px, per["elbo_diagonal"], f"log p(x) ({reference}) minus the best diagonal"),
         "eq18_at_diagonal": (per["eq18_at_diagonal"][ok], zero[ok], "Eq. (18) at the diagonal optimum"),
         "gap_after_diagonal_minus_eq18": (
             (log_px - per["elbo_diagonal"])[ok],
@@ -194,6 +202,7 @@ def evaluate_run(
         "likelihood": mc.likelihood,
         "n": int(n),
         "images": int(N),
+        "log_px_reference": reference,
         "K": K,
         "K_eval": K_eval,
         "gtol": gtol,
@@ -229,15 +238,16 @@ def report_md(r: dict) -> str:
         return comparison_text(c, name)
 
     K = r["K"]
+    ref = "exact quadrature" if r.get("log_px_reference") == "grid" else "AIS"
     defined = r.get("eq18_defined_images", r["images"])
     lines = [
         f"# The gaps on one decoder: {r['run']}",
         "",
         f"{r['likelihood']} likelihood, {r['posterior']} posterior, n = {r['n']}; first {r['images']} test images; "
         f"float64; optimum of a moment-matched sample-average ELBO over {2 * K} draws (and {K}), every ELBO "
-        f"evaluated with the same {r['K_eval']} independent draws; log p(x) by AIS; intervals: {r['interval']}.",
+        f"evaluated with the same {r['K_eval']} independent draws; log p(x) by {ref}; intervals: {r['interval']}.",
         "",
-        f"- log p(x) (AIS) {r['log_px']:.3f} (largest standard error {r['log_px_se_max']:.3f}); ELBO: encoder "
+        f"- log p(x) ({ref}) {r['log_px']:.3f} (largest standard error {r['log_px_se_max']:.3f}); ELBO: encoder "
         f"{r['elbo_encoder']:.3f}, best diagonal {r['elbo_diagonal']:.3f}, best shared Sigma {r['elbo_constant']:.3f} "
         f"(largest Monte Carlo standard error of an ELBO {r['fresh_se_max']:.3f})",
         f"- amortization gap (best diagonal minus the encoder): {ci('amortization_gap')}",

@@ -170,6 +170,7 @@ def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_p
     ais = ["analyze", str(run), "--ais", "--ais-images", "3", "--chains", "8", "--steps", "40", "--bdmc-images", "2"]
     assert main(ais + ["--iwae-k", "50", "--no-progress"]) == 0
     assert main(fd) == 2  # AIS covers 3 images, 4 asked for
+    assert main(fd[:3] + ["3", "--fixed-decoder-method", "grid"]) == 2  # no grid beyond n = 2: said
     capsys.readouterr()
     assert main(fd[:3] + ["3"] + fd[4:]) == 0
     err = capsys.readouterr().err  # the long fits show their progress
@@ -220,3 +221,30 @@ def test_a_progress_bar_changes_nothing_in_the_optimum(family, capsys):
     for k in ("m", "logs", "elbo", "gradient"):
         np.testing.assert_array_equal(shown[k], quiet[k])
     assert shown["iterations"] == quiet["iterations"]
+
+
+def test_the_draws_method_at_n_2_needs_no_ais_and_finds_the_grid_studys_optima(tmp_path):
+    # two independent ways to the same per-image optima on one 2-D decoder: quadrature on frames of nodes
+    # (the grid study) and a sample average over fixed draws (this one), both against the exact log p(x)
+    from tiny_runs import train_synthetic
+
+    from vaetheory.cli import main
+
+    run = tmp_path / "run"
+    train_synthetic(run)
+    fd = ["analyze", str(run), "--fixed-decoder-images", "6", "--no-progress"]
+    assert main(fd) == 0
+    grid = dict(np.load(run / "fixed_decoder_per_image.npz"))
+    assert main(fd + ["--fixed-decoder-method", "draws", "--fixed-decoder-draws", "512"]) == 0  # no --ais run
+    r = json.loads((run / "fixed_decoder.json").read_text())
+    per = np.load(run / "fixed_decoder_per_image.npz")
+    assert r["log_px_reference"] == "grid" and r["log_px_se_max"] == 0.0
+    np.testing.assert_array_equal(per["log_px"], grid["log_px"])
+    for f in ("diagonal", "constant"):
+        # the fresh-draw ELBO of the draws optimum against the grid optimum's ELBO: within its Monte Carlo
+        # error and the shortfall of a 1,024-draw optimum (the 2K-minus-K row bounds it)
+        slack = 5 * per[f"se_{f}_K1024"] + 2 * np.abs(per[f"elbo_{f}_K1024"] - per[f"elbo_{f}_K512"]) + 0.02
+        assert np.all(np.abs(per[f"elbo_{f}"] - grid[f"elbo_{f}"]) <= slack), f
+    assert "log p(x) (exact quadrature)" in (run / "fixed_decoder.md").read_text()
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["analyze", str(run), "--fixed-decoder-images", "2", "--fixed-decoder-method", "nothing"])
