@@ -41,6 +41,7 @@ from mlpvae.nn import model as M
 from vaetheory.xp import array_namespace, to_numpy
 
 FAMILIES = ("diagonal", "constant")
+LOG_S_RANGE = 30.0  # how far (in log s) an optimisation may take a standard deviation from its start
 SUPPORTED = ("bernoulli", "gaussian", "baggins")
 
 
@@ -179,7 +180,8 @@ def optimise(
     gradient norm; for ``constant`` the shared log s's is ``gradient_shared`` (n,)), ``gradient_max``,
     ``restart_gain`` (nats per image a second L-BFGS run from the optimum still gained; the largest
     over the images), ``iterations``
-    and ``converged`` (every gradient within ``gtol`` sqrt(n), or a restart gain within ``gain_tol``).
+    and ``converged`` (every gradient within ``gtol`` sqrt(n), or a restart gain within ``gain_tol``, and no
+    log s at its bound, ``LOG_S_RANGE`` from its start).
     ``baggins`` as :func:`sample_elbo`'s.  ``progress``: a bar on stderr (labelled ``desc``) over the images
     (``diagonal``) or over the L-BFGS iterations of the joint fit (``constant``, whose count is not known
     in advance).
@@ -247,10 +249,15 @@ def _lbfgs(
 
     # ftol 0: stop on the gradient (or a line search that can no longer gain), not on a small relative gain
     opts = {"maxiter": maxiter, "gtol": gtol, "ftol": 0.0, "maxcor": 30}
-    res = minimize(f, v0, jac=True, method="L-BFGS-B", options=opts, callback=callback)
+    # log s within LOG_S_RANGE of its start: a line search's trial step on a steep decoder can otherwise ask
+    # for exp(log s) beyond float64; an optimum on that bound is reported as not converged
+    lo, hi = np.full(v0.size, -np.inf), np.full(v0.size, np.inf)
+    lo[N * n :], hi[N * n :] = v0[N * n :] - LOG_S_RANGE, v0[N * n :] + LOG_S_RANGE
+    box = list(zip(lo, hi, strict=True))
+    res = minimize(f, v0, jac=True, method="L-BFGS-B", bounds=box, options=opts, callback=callback)
     # A ReLU decoder makes the sample average piecewise smooth: L-BFGS can stop at a kink with a
     # gradient above gtol.  A restart with fresh curvature memory from there measures what is left.
-    again = minimize(f, res.x, jac=True, method="L-BFGS-B", options=opts, callback=callback)
+    again = minimize(f, res.x, jac=True, method="L-BFGS-B", bounds=box, options=opts, callback=callback)
     m, logs = unpack(again.x)
     e, d_m, d_s = sample_elbo(params, x, mc, s2, m, logs, eps, chunk, baggins)
     own = np.sqrt(np.sum(d_m**2, axis=1) + (0.0 if shared else np.sum(d_s**2, axis=1)))
@@ -260,5 +267,7 @@ def _lbfgs(
     worst = max(float(own.max()), float(np.abs(out.get("gradient_shared", np.zeros(1))).max()))
     out["gradient_max"] = worst
     out["restart_gain"] = float(res.fun - again.fun) / N  # nats per image the restart still found
-    out["converged"] = bool(worst <= gtol * max(1.0, np.sqrt(n)) or out["restart_gain"] <= gain_tol)
+    out["at_bound"] = bool(np.any(np.abs(again.x[N * n :] - v0[N * n :]) >= LOG_S_RANGE * (1 - 1e-9)))
+    stopped = worst <= gtol * max(1.0, np.sqrt(n)) or out["restart_gain"] <= gain_tol
+    out["converged"] = bool(stopped and not out["at_bound"])
     return out

@@ -248,3 +248,20 @@ def test_the_draws_method_at_n_2_needs_no_ais_and_finds_the_grid_studys_optima(t
     assert "log p(x) (exact quadrature)" in (run / "fixed_decoder.md").read_text()
     with pytest.raises(SystemExit):  # argparse names the choices
         main(["analyze", str(run), "--fixed-decoder-images", "2", "--fixed-decoder-method", "nothing"])
+
+
+def test_an_optimum_beyond_the_log_s_range_is_not_certified():
+    # a decoder that ignores z: the posterior is the prior, whose standard deviations are far (in log s) from a
+    # start of e^-40 times them; the bound keeps every trial step finite and the optimum on it is not certified
+    cfg, params, x, s2, *_ = _linear(0)
+    params = dict(params, dec_W0=np.zeros_like(params["dec_W0"]))
+    eps = S.draws(16, 3, np.random.default_rng(1))
+    near = 0.5 * np.log(s2) - 5.0
+    r = S.optimise(params, x, cfg, s2, "diagonal", np.zeros((5, 3)), np.broadcast_to(near, (5, 3)).copy(), eps, 1e-7)
+    assert r["converged"]
+    np.testing.assert_allclose(np.exp(2 * r["logs"]), np.broadcast_to(s2, (5, 3)), rtol=1e-6)
+    far = np.broadcast_to(0.5 * np.log(s2) - 40.0, (5, 3)).copy()
+    for family in ("diagonal", "constant"):
+        f = S.optimise(params, x, cfg, s2, family, np.zeros((5, 3)), far, eps, 1e-7)
+        assert not f["converged"] and np.all(np.isfinite(f["elbo"]))
+        np.testing.assert_allclose(f["logs"], far + S.LOG_S_RANGE, rtol=0, atol=1e-9)
