@@ -187,9 +187,20 @@ def optimise_posteriors(
 # whenever q has come within ``INSIDE`` of its standard deviations of the frame's edge or become
 # narrower than ``NODES_PER_SD`` node spacings, so at the optimum the frame holds q to e^-32 of its
 # mass and resolves it.
+#
+# Between re-centrings the climb is a trust region: the normalised sum cannot see log p(x|z) beyond
+# the frame, while the KL to a broad prior rewards a q that spreads past it, so an unconstrained climb
+# runs off the frame to a "gain" that the true ELBO does not have, and the frames that follow chase it
+# to a worse local optimum.  A penalty (zero while q's mean and ``TRUST`` of its standard deviations
+# lie inside the frame, quadratic in the excess) keeps each climb where the nodes see all but e^-12.5
+# of q; an optimum the penalty holds back fails the stricter frame test and is climbed again on a frame
+# centred on it, so q can widen by span / TRUST of its standard deviations per round.
 
 INSIDE = 8.0  # q's mean plus this many of its standard deviations must lie inside the frame
 NODES_PER_SD = 3.0  # and its narrowest standard deviation must span this many node spacings
+TRUST = 5.0  # the trust region: q's mean plus this many of its standard deviations inside the frame
+LEAVE_PENALTY = 1e4  # nats per squared relative excess of q's extent beyond the trust region
+SOFT = 1e-2  # the smoothing of |mean| in frame units, so the penalty is differentiable at a centred mean
 
 
 def frame_nodes(c, A, points: int, span: float):
@@ -251,6 +262,28 @@ def grid_gaussian_elbo(f, z, logw, s2, m, L):
     return E - kl, d_m - k_m, np.tril(d_L) - k_L, np.exp(top[:, 0] + np.log(B[:, 0]))
 
 
+def leave_penalty(m, L, c, A, span: float):
+    """The trust region's penalty per image and its gradients in m and L (Not in the paper).
+
+    With ``mv = A^-1 (m - c)`` and ``sd`` the standard deviations of q in frame units, the excess
+    ``g_k = (|mv_k|_soft + TRUST sd_k) / span - 1`` of each axis is penalised by ``LEAVE_PENALTY g_k^2``
+    where positive; ``|a|_soft = sqrt(a^2 + SOFT^2) - SOFT <= |a|`` and ``TRUST <= INSIDE``, so a
+    penalised q always fails :func:`_frame_ok` and a q it holds is never penalised.  Returns host
+    float64 ``(P (N,), d_m (N, n), d_L (N, n, n))``.
+    """
+    Ai = np.linalg.inv(A)
+    mv = np.einsum("nij,nj->ni", Ai, m - c)
+    Lv = Ai @ L
+    sd = np.sqrt(np.sum(Lv * Lv, axis=2))
+    soft = np.sqrt(mv * mv + SOFT**2)
+    g = np.maximum((soft - SOFT + TRUST * sd) / span - 1.0, 0.0)
+    P = LEAVE_PENALTY * np.sum(g * g, axis=1)
+    dg = 2.0 * LEAVE_PENALTY * g / span  # dP / d(numerator of g_k)
+    d_m = np.einsum("nij,ni->nj", Ai, dg * mv / soft)
+    d_L = np.einsum("nij,nil->njl", Ai, (dg * TRUST / sd)[:, :, None] * Lv)
+    return P, d_m, np.tril(d_L)
+
+
 def _frame_ok(m, L, c, A, points: int, span: float):
     """Per image: does the frame (c, A) hold q = N(m, L L^T) (``INSIDE`` standard deviations) and resolve it?"""
     Ai = np.linalg.inv(A)
@@ -279,14 +312,14 @@ def _initial(family: str, m0, cov0):
     return np.concatenate([m0.ravel(), rest])
 
 
-def _climb(f, z, logw, s2, family: str, v0, gtol: float, maxiter: int):
-    """L-BFGS on the fixed-node ELBO summed over the images from ``v0``; returns the final vector."""
+def _climb(f, z, logw, s2, family: str, v0, gtol: float, maxiter: int, frame):
+    """L-BFGS on the fixed-node ELBO summed over the images from ``v0``, within the trust region of
+    ``frame = (c, A, span)``; returns the final vector."""
     N, n = z.shape[0], z.shape[2]
 
     def obj(v):
-        m, L = _unpack(v, family, N, n)
-        e, d_m, d_L, _ = grid_gaussian_elbo(f, z, logw, s2, m, L)
-        return -float(e.sum()), -_pack_grad(d_m, d_L, L, family, n)
+        value, g = _objective(f, z, logw, s2, family, v, frame)
+        return -value, -g
 
     # ftol 0 and a 1e-3 gtol margin let L-BFGS go on until the gradient is small; the bounds keep its
     # line search's trial points finite (L's diagonal within e^+-12 of the start, m within 1000 of its
@@ -439,15 +472,17 @@ def fit_posteriors(
     return best
 
 
-def _objective(f, z, logw, s2, family: str, v):
-    """The summed ELBO and its gradient (ascent) in the L-BFGS vector ``v``."""
+def _objective(f, z, logw, s2, family: str, v, frame):
+    """The summed ELBO less the trust region's penalty (:func:`leave_penalty` on ``frame = (c, A, span)``),
+    and its gradient (ascent) in the L-BFGS vector ``v``."""
     N, n = z.shape[0], z.shape[2]
     m, L = _unpack(v, family, N, n)
     e, d_m, d_L, _ = grid_gaussian_elbo(f, z, logw, s2, m, L)
-    return float(e.sum()), _pack_grad(d_m, d_L, L, family, n)
+    P, p_m, p_L = leave_penalty(m, L, *frame)
+    return float(e.sum() - P.sum()), _pack_grad(d_m - p_m, d_L - p_L, L, family, n)
 
 
-def _hessian(f, z, logw, s2, family: str, v):
+def _hessian(f, z, logw, s2, family: str, v, frame):
     """The summed ELBO's Hessian in ``v`` by central differences of its analytic gradient.
 
     Image i's gradient depends on its own parameters and the shared ones only, so for ``constant``
@@ -471,7 +506,8 @@ def _hessian(f, z, logw, s2, family: str, v):
     for grp in groups:
         e = np.zeros(d)
         e[grp] = step[grp]
-        dg = (_objective(f, z, logw, s2, family, v + e)[1] - _objective(f, z, logw, s2, family, v - e)[1]) / 2
+        grad = lambda u: _objective(f, z, logw, s2, family, u, frame)[1]  # noqa: E731
+        dg = (grad(v + e) - grad(v - e)) / 2
         if len(grp) == 1:
             H[:, grp[0]] = dg / step[grp[0]]
         else:  # image i's own rows respond to its own coordinate only
@@ -483,7 +519,7 @@ def _hessian(f, z, logw, s2, family: str, v):
     return 0.5 * (H + H.T)
 
 
-def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 60):
+def _newton(f, z, logw, s2, family: str, v, tol: float, frame, steps: int = 60):
     """Newton steps on the summed ELBO from ``v`` until the predicted gain 1/2 g^T (-H)^-1 g is <= ``tol``.
 
     Returns ``(v, gain, images, maximum)``: the joint predicted gain, each image's own (its block of
@@ -492,8 +528,8 @@ def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 60):
     """
     N, n = z.shape[0], z.shape[2]
     for _ in range(steps + 1):
-        value, g = _objective(f, z, logw, s2, family, v)
-        H = _hessian(f, z, logw, s2, family, v)
+        value, g = _objective(f, z, logw, s2, family, v, frame)
+        H = _hessian(f, z, logw, s2, family, v, frame)
         shift, scale = 0.0, float(np.max(np.abs(np.diag(H)))) or 1.0
         while True:  # where -H is not positive definite, a Levenberg shift towards a gradient step
             try:
@@ -510,7 +546,7 @@ def _newton(f, z, logw, s2, family: str, v, tol: float, steps: int = 60):
             vt = v + t * delta
             try:
                 with np.errstate(all="ignore"):
-                    trial = _objective(f, z, logw, s2, family, vt)[0]
+                    trial = _objective(f, z, logw, s2, family, vt, frame)[0]
             except np.linalg.LinAlgError:  # a step so long that L overflowed: shorten it
                 trial = -np.inf
             if trial >= value:
@@ -545,10 +581,10 @@ def own_gains(H, g, N: int, n: int, family: str) -> np.ndarray:
     return own
 
 
-def _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter):
-    """L-BFGS, then Newton to the stated predicted gain: the optimum on fixed nodes."""
-    v = _climb(f, z, logw, s2, family, v, gtol, maxiter)
-    return _newton(f, z, logw, s2, family, v, tol)
+def _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter, frame):
+    """L-BFGS, then Newton to the stated predicted gain: the optimum on fixed nodes, within ``frame``'s trust region."""
+    v = _climb(f, z, logw, s2, family, v, gtol, maxiter, frame)
+    return _newton(f, z, logw, s2, family, v, tol, frame)
 
 
 def _fit_shared(
@@ -564,7 +600,7 @@ def _fit_shared(
     f = np.stack([loglik(first + i, z[i]) for i in range(N)])
     frames = np.ones(N, dtype=int)
     for k in range(max_frames):
-        v, gain, own, maximum = _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter)
+        v, gain, own, maximum = _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter, (c, A, span))
         m, L = _unpack(v, family, N, n)
         ok = _frame_ok(m, L, c, A, points, span)
         if report is not None:
@@ -580,7 +616,7 @@ def _fit_shared(
             frames[i] += 1
     gnorm, gshared, elbo, mass = _gradients(f, z, logw, s2, family, v)
     zh, lh, fh = halve(z, points, n), halve(logw, points, n) + n * np.log(2.0), halve(f, points, n)
-    vh = _optimum(fh, zh, lh, s2, family, v, gtol, tol, maxiter)[0]
+    vh = _optimum(fh, zh, lh, s2, family, v, gtol, tol, maxiter, (c, A, span))[0]
     elbo_h = _gradients(fh, zh, lh, s2, family, vh)[2]
     return dict(
         m=m,

@@ -280,3 +280,62 @@ def test_own_gains_are_the_newton_gain_per_image_and_infinite_without_a_strict_m
         ],
         rtol=1e-12,
     )
+
+
+def test_the_trust_regions_penalty_has_its_gradients_and_vanishes_where_the_frame_holds_q():
+    # leave_penalty is zero on every q the frame test passes (so a certified optimum is the ELBO's own) and
+    # positive on q reaching past TRUST standard deviations; its gradients against central differences
+    rng = np.random.default_rng(7)
+    N, n, span = 400, 2, 10.0
+    c = rng.standard_normal((N, n))
+    A = np.tril(rng.standard_normal((N, n, n))) + 2 * np.eye(n)
+    m = c + np.einsum("nij,nj->ni", A, rng.uniform(-span, span, (N, n)))
+    L = A @ (np.tril(rng.standard_normal((N, n, n))) * 0.3 + np.eye(n) * rng.uniform(0.05, 2.5, (N, 1, 1)))
+    P, d_m, d_L = F.leave_penalty(m, L, c, A, span)
+    ok = F._frame_ok(m, L, c, A, 129, span)
+    assert ok.any() and (P > 0).any() and (~ok & (P == 0)).any()  # all three cases drawn
+    assert np.all(P[ok] == 0)
+    Ai = np.linalg.inv(A)
+    mv, Lv = np.einsum("nij,nj->ni", Ai, m - c), Ai @ L
+    reach = np.max(np.abs(mv) + F.TRUST * np.sqrt(np.sum(Lv * Lv, axis=2)), axis=1)
+    assert np.all(P[reach > span * 1.001] > 0)
+    h = 1e-7
+    for k in range(n):
+        a, b = m.copy(), m.copy()
+        a[:, k] += h
+        b[:, k] -= h
+        fd = (F.leave_penalty(a, L, c, A, span)[0] - F.leave_penalty(b, L, c, A, span)[0]) / (2 * h)
+        np.testing.assert_allclose(d_m[:, k], fd, rtol=1e-5, atol=1e-4)
+    for i, j in ((0, 0), (1, 0), (1, 1)):
+        a, b = L.copy(), L.copy()
+        a[:, i, j] += h
+        b[:, i, j] -= h
+        fd = (F.leave_penalty(m, a, c, A, span)[0] - F.leave_penalty(m, b, c, A, span)[0]) / (2 * h)
+        np.testing.assert_allclose(d_L[:, i, j], fd, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["diagonal", "full", "constant"])
+def test_a_round_of_frames_climbs_only_where_its_nodes_see_q(family):
+    # log p(x|z) = -|z - b|^2 / (2 r^2) under a prior much broader than r, from a q far narrower than the
+    # posterior: on the start's frame log p(x|z) is almost flat, and the KL rewards widening q beyond it.  A
+    # climb that leaves the frame claims an ELBO the nodes cannot see; each round must stay where they see q
+    # (its value then is the true ELBO), and the rounds reach the closed form.
+    r2, s2 = 4.0, np.full(2, 1e4)
+    b = np.array([[0.5, -0.3], [1.0, 2.0]])
+    loglik = lambda i, z: -0.5 * np.sum((z - b[i]) ** 2, axis=1) / r2  # noqa: E731
+    start = [(b + 0.01, np.broadcast_to(1e-4 * np.eye(2), (2, 2, 2)).copy())]
+
+    def true_elbo(m, cov):  # E_q[log p(x|z)] and the KL to N(0, S^2), in closed form
+        tr = np.trace(cov, axis1=1, axis2=2)
+        kl = 0.5 * (tr / s2[0] + np.sum(m * m, axis=1) / s2[0] - 2 + 2 * np.log(s2[0]) - np.linalg.slogdet(cov)[1])
+        return -0.5 * (np.sum((m - b) ** 2, axis=1) + tr) / r2 - kl
+
+    one = F.fit_posteriors(loglik, s2, family, start, max_frames=1)
+    np.testing.assert_allclose(one["mass"], 1.0, rtol=0, atol=1e-5)  # all but the tails past TRUST sds
+    assert np.all(one["elbo"] <= true_elbo(one["m"], one["cov"]) + 1e-6)
+    assert not one["converged"].any()  # the optimum is far wider than one round can reach
+    done = F.fit_posteriors(loglik, s2, family, start)
+    assert done["converged"].all()
+    post = 1 / (1 / r2 + 1 / s2[0])  # the posterior's variance; its mean is b shrunk towards 0
+    np.testing.assert_allclose(done["m"], b * post / r2, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(done["cov"], np.broadcast_to(post * np.eye(2), (2, 2, 2)), rtol=1e-6, atol=1e-9)
