@@ -407,7 +407,8 @@ def fit_posteriors(
     ``gain_joint (N,)`` (the predicted Newton gains above), ``gradient (N,)`` (the Euclidean norm of
     the image's gradient in its own parameters), ``gradient_shared`` (``constant``: the shared log
     standard deviations' gradient of the summed ELBO, (n,); else empty), ``converged (N,)`` (the
-    stopping test holds and the frame holds q), ``frames (N,)`` (decoder grids evaluated), ``mass (N,)``
+    stopping test holds and the frame holds q; ``constant``: every image's frame, since the shared Sigma
+    is one optimum of all), ``frames (N,)`` (decoder grids evaluated), ``mass (N,)``
     (sum_k w_k q(z_k), 1 to round-off when the nodes hold q), ``start (N,)`` (index of the winning
     start), and ``elbo_halved (N,)``: the optimum re-found on every other node (twice the spacing),
     so ``elbo - elbo_halved`` measures the quadrature's resolution error at the optimum.
@@ -626,7 +627,8 @@ def _fit_shared(
         gradient_shared=gshared,
         gain=own,
         gain_joint=np.full(N, gain),
-        converged=(own <= tol) & (gain <= tol) & ok & maximum,
+        # a shared Sigma is certified only if every image's frame holds its q: each image's ELBO depends on it
+        converged=(own <= tol) & (gain <= tol) & (ok if family != "constant" else np.full(N, ok.all())) & maximum,
         frames=frames,
         mass=mass,
         elbo_halved=elbo_h,

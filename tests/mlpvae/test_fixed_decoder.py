@@ -339,3 +339,21 @@ def test_a_round_of_frames_climbs_only_where_its_nodes_see_q(family):
     post = 1 / (1 / r2 + 1 / s2[0])  # the posterior's variance; its mean is b shrunk towards 0
     np.testing.assert_allclose(done["m"], b * post / r2, rtol=0, atol=1e-6)
     np.testing.assert_allclose(done["cov"], np.broadcast_to(post * np.eye(2), (2, 2, 2)), rtol=1e-6, atol=1e-9)
+
+
+def test_a_shared_sigma_is_certified_only_when_every_images_frame_holds_its_q():
+    # nine images start at their posterior means, one away from its own: after one round its frame cannot
+    # hold its q while the other nine hold theirs.  The shared Sigma is fitted to all ten, so none of them
+    # is certified (the nine were, before)
+    mc, p, s2, x = _linear(seed=0, N=10)
+    P, C, mean, exact, gap = _linear_posterior(mc, p, s2, x)
+    m0 = mean.copy()
+    m0[9] += 2.0
+    start = [(m0, np.broadcast_to(np.diag(1 / np.diag(P)), (10, 2, 2)).copy())]
+    loglik = _linear_loglik(mc, p, x)
+    one = F.fit_posteriors(loglik, s2, "constant", start, max_frames=1)
+    assert np.abs(one["m"][9] - mean[9]).max() > 0.1 and one["frames"].max() == 1
+    assert not one["converged"].any()
+    done = F.fit_posteriors(loglik, s2, "constant", start)
+    assert done["converged"].all()
+    np.testing.assert_allclose(done["m"], mean, rtol=0, atol=1e-6)
