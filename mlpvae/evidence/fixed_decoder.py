@@ -194,11 +194,15 @@ def optimise_posteriors(
 # to a worse local optimum.  A penalty (zero while q's mean and ``TRUST`` of its standard deviations
 # lie inside the frame, quadratic in the excess) keeps each climb where the nodes see all but e^-12.5
 # of q; an optimum the penalty holds back fails the stricter frame test and is climbed again on a frame
-# centred on it, so q can widen by span / TRUST of its standard deviations per round.
+# centred on it.  While q is still travelling that frame is ``WIDEN`` times q's extent (as coarse as
+# ``NODES_PER_SD`` allows), so per round q's mean can move (span - TRUST / WIDEN) * WIDEN of its standard
+# deviations (15 against 5) and they can grow span * WIDEN / TRUST-fold (4 against 2); a widened frame
+# never certifies, so every optimum is checked on a frame of q's own extent.
 
 INSIDE = 8.0  # q's mean plus this many of its standard deviations must lie inside the frame
 NODES_PER_SD = 3.0  # and its narrowest standard deviation must span this many node spacings
 TRUST = 5.0  # the trust region: q's mean plus this many of its standard deviations inside the frame
+WIDEN = 2.0  # a frame re-centred on a q the trust region stopped spans this many times q's extent
 LEAVE_PENALTY = 1e4  # nats per squared relative excess of q's extent beyond the trust region
 SOFT = 1e-2  # the smoothing of |mean| in frame units, so the penalty is differentiable at a centred mean
 
@@ -600,18 +604,21 @@ def _fit_shared(
     z, logw = frame_nodes(c, A, points, span)
     f = np.stack([loglik(first + i, z[i]) for i in range(N)])
     frames = np.ones(N, dtype=int)
+    wide = np.zeros(N, dtype=bool)  # frames widened for a chase: they never certify
+    widen = max(1.0, min(WIDEN, (points - 1) / (2 * span * NODES_PER_SD)))  # q stays resolved on a wide frame
     for k in range(max_frames):
         v, gain, own, maximum = _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter, (c, A, span))
         m, L = _unpack(v, family, N, n)
-        ok = _frame_ok(m, L, c, A, points, span)
+        held = leave_penalty(m, L, c, A, span)[0] > 0  # the trust region stopped q short
+        ok = _frame_ok(m, L, c, A, points, span) & ~wide
         if report is not None:
             report(int((~ok).sum()))
         # Out of rounds, the frames stay those the optimum was found on: a frame centred on q afterwards would
         # hold q by construction and certify an optimum that its own frame did not hold.
         if ok.all() or k == max_frames - 1:
             break
-        for i in np.flatnonzero(~ok):  # a frame centred on the current q
-            c[i], A[i] = m[i], L[i]
+        for i in np.flatnonzero(~ok):  # a frame centred on the current q, wider while q is still travelling
+            c[i], A[i], wide[i] = m[i], (widen if held[i] else 1.0) * L[i], held[i] and widen > 1
             zi, lwi = frame_nodes(c[i : i + 1], A[i : i + 1], points, span)
             z[i], logw[i], f[i] = zi[0], lwi[0], loglik(first + i, zi[0])
             frames[i] += 1
