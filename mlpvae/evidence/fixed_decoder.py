@@ -607,10 +607,15 @@ def _fit_shared(
     wide = np.zeros(N, dtype=bool)  # frames widened for a chase: they never certify
     widen = max(1.0, min(WIDEN, (points - 1) / (2 * span * NODES_PER_SD)))  # q stays resolved on a wide frame
     for k in range(max_frames):
-        v, gain, own, maximum = _optimum(f, z, logw, s2, family, v, gtol, tol, maxiter, (c, A, span))
+        frame = (c, A, span)
+        v = _climb(f, z, logw, s2, family, v, gtol, maxiter, frame)
         m, L = _unpack(v, family, N, n)
-        held = leave_penalty(m, L, c, A, span)[0] > 0  # the trust region stopped q short
         ok = _frame_ok(m, L, c, A, points, span) & ~wide
+        if ok.all() or k == max_frames - 1:  # Newton's certificate only where it can certify
+            v, gain, own, maximum = _newton(f, z, logw, s2, family, v, tol, frame)
+            m, L = _unpack(v, family, N, n)
+            ok = _frame_ok(m, L, c, A, points, span) & ~wide
+        held = leave_penalty(m, L, c, A, span)[0] > 0  # the trust region stopped q short
         if report is not None:
             report(int((~ok).sum()))
         # Out of rounds, the frames stay those the optimum was found on: a frame centred on q afterwards would
