@@ -250,6 +250,39 @@ def test_the_draws_method_at_n_2_needs_no_ais_and_finds_the_grid_studys_optima(t
         main(["analyze", str(run), "--fixed-decoder-images", "2", "--fixed-decoder-method", "nothing"])
 
 
+def test_the_2k_draw_fit_also_starts_from_the_k_draw_optimum(tmp_path, monkeypatch):
+    # from the same starts alone a 2K-draw climb can end in a lesser basin than the K-draw one (one 2-D image:
+    # 10 nats); the K optimum is one of the 2K fit's starts, and the best of them is kept
+    from tiny_runs import train_synthetic
+
+    from mlpvae.experiments import fixed_decoder_saa_report as R
+    from vaetheory.cli import main
+
+    calls = []
+    real = S.optimise
+
+    def spy(params, x, mc, s2, family, m0, logs0, eps, *a, **k):
+        r = real(params, x, mc, s2, family, m0, logs0, eps, *a, **k)
+        calls.append((family, len(eps), np.array(m0), np.array(logs0), r))
+        return r
+
+    monkeypatch.setattr(R.S, "optimise", spy)
+    run = tmp_path / "run"
+    train_synthetic(run)
+    fd = ["analyze", str(run), "--fixed-decoder-images", "4", "--no-progress", "--fixed-decoder-method", "draws"]
+    assert main(fd + ["--fixed-decoder-draws", "64"]) == 0
+    diag = [c for c in calls if c[0] == "diagonal"]
+    at_k = [c for c in diag if c[1] == 64]
+    at_2k = [c for c in diag if c[1] == 128]
+    assert len(at_2k) == len(at_k) + 1
+    best_k = S.best_of([c[4] for c in at_k])
+    m0, logs0 = at_2k[-1][2], at_2k[-1][3]
+    np.testing.assert_array_equal(m0, best_k["m"])
+    np.testing.assert_array_equal(logs0, best_k["logs"])
+    per = np.load(run / "fixed_decoder_per_image.npz")
+    np.testing.assert_array_equal(per["start_diagonal_K128"], S.best_of([c[4] for c in at_2k])["start"])
+
+
 def test_an_optimum_beyond_the_log_s_range_is_not_certified():
     # a decoder that ignores z: the posterior is the prior, whose standard deviations are far (in log s) from a
     # start of e^-40 times them; the bound keeps every trial step finite and the optimum on it is not certified
