@@ -111,7 +111,8 @@ TOL = {
     # call vs cupy.matmul's): the same sums in another blocking order.  float64 with inner sizes <= 784 on
     # O(1) entries: ~sqrt(784) eps ~ 6e-15 relative; 1e-12 is known_answer_f64.  float32 with inner size
     # 53-200 on N(0, 1) entries: relative 1e-5 (f32_vs_f64), and an absolute floor for sums that cancel:
-    # |terms| up to ~5 summed 200 times, 200 * 5 * 6e-8 = 6e-5; 1e-3 leaves 15x.
+    # |terms| up to ~5 summed 200 times, 200 * 5 * 6e-8 = 6e-5; 1e-3 leaves 15x (the step's products in each
+    # peer's library, inner sizes up to 784: 2.4e-4, 4x).
     "f32_gemm_abs": 1e-3,
     # mlpvae.evidence.grid against a closed form or a brute-force grid, asked for tol = 1e-8 on its halving
     # change: the trapezoid converges geometrically (measured 1e-14 to 5e-8 nats on the linear-Gaussian

@@ -217,8 +217,11 @@ def compare_config(spec: dict, peers, rounds: int, steps: int, profile_reps: int
                 if "ms_per_step" in r:
                     r["ratio_to_ours"] = r["ms_per_step"] / base
         extra = {}
-        if "ours" in workers and profile_reps > 0 and spec.get("device", "cpu") == "cpu" and spec.get("models", 1) == 1:
-            extra["profile"] = workers["ours"].ask(f"profile {profile_reps}")
+        if profile_reps > 0 and spec.get("device", "cpu") == "cpu" and spec.get("models", 1) == 1:
+            if "ours" in workers:
+                extra["profile"] = workers["ours"].ask(f"profile {profile_reps}")
+            for peer, w in workers.items():  # the same products in each peer's library, in its own process
+                rows[peer]["step_gemms"] = w.ask(f"gemms {profile_reps}")
         if "ours" in workers and gemm:
             extra["gemm"] = workers["ours"].ask("gemm")
     finally:
@@ -255,7 +258,9 @@ def run_peers(
     ``configs``: ``(n, posterior, likelihood)`` triples.  ``ours`` is always
     included (it is the reference of the loss check and of the ratios).
     ``profile_reps > 0`` adds the per-phase profile of our step
-    (:mod:`mlpvae.experiments.bench_profile`) to each CPU row of one model.
+    (:mod:`mlpvae.experiments.bench_profile`) to each CPU row of one model, and each peer's
+    ``step_gemms``: the step's matrix products timed in that peer's library, in its process
+    (:mod:`mlpvae.experiments.gemm_libraries`).
     ``device``: ``cpu`` or ``gpu`` (ours on CuPy, PyTorch on CUDA; JAX on its default backend).
     ``models``: the stack sizes K; at K > 1 ours trains a stack and the peers of
     :data:`mlpvae.experiments.peer_worker.ENSEMBLES` vmap K models; the others are listed as
@@ -354,6 +359,12 @@ def format_peers(rep: dict) -> str:
                     + ", ".join(
                         f"{k} {pr[k]:.2f}" for k in ("step", "gemm", "elementwise", "adam", "python", "batch_gather")
                     )
+                )
+            gm = {p: q["step_gemms"] for p, q in r["peers"].items() if "ms" in q.get("step_gemms", {})}
+            if gm:
+                lines.append(
+                    "     the step's GEMMs in each peer's library, ms: "
+                    + ", ".join(f"{p} ({g['library']}) {g['ms']:.2f}" for p, g in gm.items())
                 )
     lines.append(
         "K = models trained at once (ours: one stack; torch-vmap, jax-vmap: vmap ensembles; 'single model': a peer "

@@ -16,6 +16,8 @@ stdin, one a line, and answers each with one JSON line:
   over wall time (every thread of the process counted);
 * ``gemm``: the float32 GEMM rate at this process's thread count;
 * ``profile``: the per-phase profile of our step (peers ``ours*`` only);
+* ``gemms R``: the matrix products of our step timed in this peer's library
+  (:mod:`mlpvae.experiments.gemm_libraries`), ``R`` passes per repeat; one model on the CPU;
 * ``quit``.
 
 The thread counts come from the environment the parent sets
@@ -34,7 +36,7 @@ import traceback
 import numpy as np
 
 from mlpvae.accel import device as dev
-from mlpvae.experiments import bench_profile, peer_jax, peer_torch
+from mlpvae.experiments import bench_profile, gemm_libraries, peer_jax, peer_torch
 from mlpvae.experiments.bench_timing import gemm_rate, our_stepper, problem
 from mlpvae.nn.stacking import stack
 
@@ -211,6 +213,11 @@ def serve(spec: dict, out) -> None:
                     "gemm_step_sized_gflop_s": gemm_rate(xp, 0, shape=(spec["batch"], 784, 200)) / 1e9,
                 }
             )
+        elif cmd[0] == "gemms":
+            lib = gemm_libraries.library_of(spec["peer"])
+            products = gemm_libraries.step_products(mc, params, x, eps_all[0])
+            reps = int(cmd[1]) if len(cmd) > 1 else 20
+            say({"library": lib, "ms": gemm_libraries.products_ms(lib, products, reps=reps)})
         elif cmd[0] == "profile":
             say(bench_profile.profile(mc, params, x, eps_all, reps=int(cmd[1]) if len(cmd) > 1 else 20))
         else:

@@ -18,8 +18,8 @@ import pytest
 from conftest import TOL
 
 from mlpvae.accel import gemm
-from mlpvae.experiments import bench_profile, peer_bench, peer_torch, peer_worker
-from mlpvae.experiments.bench_timing import problem
+from mlpvae.experiments import bench_profile, gemm_libraries, peer_bench, peer_torch, peer_worker
+from mlpvae.experiments.bench_timing import problem, step_flops
 from mlpvae.nn import model
 from mlpvae.nn.stacking import stack
 from vaetheory import cli
@@ -221,9 +221,11 @@ def test_side_by_side_run_in_processes_checks_times_and_profiles():
     if len(os.sched_getaffinity(0)) > 1:
         assert len(ours["cpus"]) == len(ref["cpus"]) == 1
     assert rep["cpu_model"] and len(row["load_before"]) == 3
+    assert ours["step_gemms"]["library"] == ref["step_gemms"]["library"] == "numpy"
+    assert ours["step_gemms"]["ms"] > 0
     json.dumps(rep)
     text = peer_bench.format_peers(rep)
-    assert "ours-numpy" in text and "profile ms" in text
+    assert "ours-numpy" in text and "profile ms" in text and "each peer's library" in text
 
 
 @needs_jax
@@ -273,3 +275,50 @@ def test_bench_cli_runs_the_peers_it_is_asked_for(tmp_path, capsys):
     assert cli.main(args + ["--latents", "3"]) == 2
     assert cli.main(args + ["--profile-reps", "0", "--latents", "100", "--json", str(out)]) == 0
     assert [r["n"] for r in json.loads(out.read_text())["peers"]["rows"]] == [100]
+
+
+@pytest.mark.parametrize(
+    "n, posterior, likelihood",
+    [
+        (2, "learned", "bernoulli"),
+        (3, "constant", "gaussian"),
+        (2, "bilbo", "gaussian-learned"),
+        (4, "learned", "baggins"),
+    ],
+)
+def test_step_products_are_every_product_of_the_step(n, posterior, likelihood):
+    """The recorded products' FLOPs are the count from the weight shapes (forward, dW, dh but the data's)."""
+    mc, params, x, eps_all = _small(n, posterior, likelihood, B=12)
+    products = gemm_libraries.step_products(mc, params, x, eps_all[0])
+    assert gemm_libraries.flops(products) == step_flops(params, 12, mc.m)
+    # a weight gradient h^T g reads the activations transposed; a forward product reads nothing transposed
+    assert not products[0]["a_t"] and not products[0]["b_t"]
+    assert products[-1]["a_t"] and products[-1]["a"] == (mc.m, 12)
+    with pytest.raises(ValueError, match="stack"):
+        gemm_libraries.step_products(mc, stack([params, params]), np.stack([x, x]), np.stack([eps_all[0]] * 2))
+
+
+@pytest.mark.parametrize("library", ["torch", "jax"])
+def test_each_library_computes_the_same_products_with_their_layouts(library):
+    if not has(library):
+        pytest.skip(f"{library} is not importable (optional: the bench extra)")
+    mc, params, x, eps_all = _small(2, "learned", B=20)
+    products = gemm_libraries.step_products(mc, params, x, eps_all[0])
+    pairs = gemm_libraries.operands(products)
+    ref = [a.astype(np.float64) @ b.astype(np.float64) for a, b in pairs]  # float64 reference, layouts aside
+    for got, want in zip(gemm_libraries.runner(library, pairs)(), ref):
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=TOL["f32_vs_f64"], atol=TOL["f32_gemm_abs"])
+    assert gemm_libraries.products_ms(library, products, reps=1, repeats=1) > 0
+
+
+def test_library_of_peers_and_unknown_names():
+    assert [gemm_libraries.library_of(p) for p in ("ours-numpy", "torch-graph", "jax-vmap")] == [
+        "numpy",
+        "torch",
+        "jax",
+    ]
+    with pytest.raises(ValueError, match="library"):
+        gemm_libraries.library_of("tensorflow")
+    with pytest.raises(ValueError, match="library"):
+        gemm_libraries.runner("mkl", [])
