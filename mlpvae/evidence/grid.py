@@ -145,14 +145,14 @@ def _one_image(params, x, mu, var, mc, s2, baggins_s2, probes, opt):
         new_lo, new_hi, edge = _next_box(f, zp[fp >= best - drop], axes, lo, hi, drop, best)
         seen = f.max() >= fp.max() - 1.0  # the nodes resolve the best probe's peak
         if not edge and seen and err < tol and prev is not None and abs(value - prev) < tol:
-            return value, err, level, evaluated, mode
+            return value, err, level, evaluated, mode, h
         prev = value
         if not edge and np.all(new_hi - new_lo > 0.5 * (hi - lo)):  # the box hardly shrinks: resolve it finer
             if g == opt["max_points"] and np.array_equal(new_lo, lo) and np.array_equal(new_hi, hi):
                 break  # nothing left to change
             g = min(2 * (g - 1) + 1, opt["max_points"])
         lo, hi = new_lo, new_hi
-    return value, max(err, 0.0 if seen else np.inf), level, evaluated, mode
+    return value, max(err, 0.0 if seen else np.inf), level, evaluated, mode, h
 
 
 def grid_log_px(
@@ -194,8 +194,9 @@ def grid_log_px(
     dict of host arrays (N,): ``log_px``, ``err`` (the last level's
         halving change; inf where the nodes never came within 1 nat of the best
         probe), ``levels``, ``evaluations`` (decoder calls), ``converged``
-        (``err < tol``), and ``mode (N, n)``, the node of the last grid with the
-        largest log joint (the posterior mode to a node spacing).
+        (``err < tol``), ``mode (N, n)``, the node of the last grid with the
+        largest log joint (the posterior mode to a node spacing), and ``spacing (N, n)``,
+        that grid's node spacing per axis.
 
     Notes
     -----
@@ -228,7 +229,8 @@ def grid_log_px(
     var = xp.broadcast_to(var, mu.shape)
     N = len(x)
     res = {k: np.empty(N) for k in ("log_px", "err")}
-    res.update(levels=np.empty(N, dtype=int), evaluations=np.empty(N, dtype=int), mode=np.empty((N, mc.n)))
+    res.update(levels=np.empty(N, dtype=int), evaluations=np.empty(N, dtype=int))
+    res.update(mode=np.empty((N, mc.n)), spacing=np.empty((N, mc.n)))
     opt = dict(
         points=points,
         drop=float(drop),
@@ -240,8 +242,8 @@ def grid_log_px(
     )
     rng = np.random.default_rng(seed)
     for i in tqdm(range(N), desc="grid log p(x)", disable=not progress, leave=False, file=sys.stderr):
-        res["log_px"][i], res["err"][i], res["levels"][i], res["evaluations"][i], res["mode"][i] = _one_image(
-            params, x[i], mu[i], var[i], mc, s2, baggins_s2, rng.standard_normal((2, probes, mc.n)), opt
-        )
+        found = _one_image(params, x[i], mu[i], var[i], mc, s2, baggins_s2, rng.standard_normal((2, probes, mc.n)), opt)
+        for key, value in zip(("log_px", "err", "levels", "evaluations", "mode", "spacing"), found):
+            res[key][i] = value
     res["converged"] = res["err"] < tol
     return res

@@ -362,3 +362,36 @@ def test_a_shared_sigma_is_certified_only_when_every_images_frame_holds_its_q():
     done = F.fit_posteriors(loglik, s2, "constant", start)
     assert done["converged"].all()
     np.testing.assert_allclose(done["m"], mean, rtol=0, atol=1e-6)
+
+
+def test_a_narrow_start_at_the_grid_mode_finds_a_sharp_main_mode_a_broad_start_misses():
+    """A posterior with a sharp mode of 90% of the mass beside a broad one of 10%: from starts as broad as the
+    encoder's q the climb settles in the broad, lesser basin; the narrow start at the grid's mode finds the
+    sharp one, and the image keeps it."""
+    from scipy.special import logsumexp
+
+    from mlpvae.experiments.fixed_decoder_report import diagonal_starts
+
+    def loglik(i, z):
+        sharp = np.log(0.9) - 0.5 * np.sum((z / 0.05) ** 2, axis=1) - 2 * np.log(0.05)
+        broad = np.log(0.1) - 0.5 * ((z[:, 0] - 1.5) ** 2 + z[:, 1] ** 2)
+        return logsumexp([sharp, broad], axis=0)
+
+    s2 = np.array([100.0, 100.0])
+    grid = {"mode": np.zeros((1, 2)), "spacing": np.full((1, 2), 0.01)}
+    starts = diagonal_starts(np.array([[0.8, 0.3]]), np.ones((1, 2)), grid)
+    assert len(starts) == 3 and np.allclose(starts[2][1], 1e-4 * np.eye(2))
+    broad = F.fit_posteriors(loglik, s2, "diagonal", starts[:2], points=65)
+    best = F.fit_posteriors(loglik, s2, "diagonal", starts, points=65)
+    assert best["converged"][0] and best["start"][0] == 2
+    # the sharp component as q, its ELBO by brute-force quadrature: the optimum can be no lower
+    h = 0.05 / 40
+    ax = np.arange(-0.4, 0.4 + h / 2, h)
+    z = np.stack(np.meshgrid(ax, ax, indexing="ij"), -1).reshape(-1, 2)
+    logq = multivariate_normal(np.zeros(2), 0.05**2 * np.eye(2)).logpdf(z)
+    logprior = multivariate_normal(np.zeros(2), np.diag(s2)).logpdf(z)
+    q = np.exp(logq) * h * h
+    candidate = float(q @ (loglik(0, z) + logprior - logq))
+    assert best["elbo"][0] >= candidate - 1e-6
+    assert best["elbo"][0] > broad["elbo"][0] + 2.0  # log(0.9 / 0.1) apart, less the broad mode's better fit
+    assert np.all(np.abs(best["m"][0]) < 0.01) and np.all(np.abs(broad["m"][0] - [1.5, 0.0]) < 0.2)

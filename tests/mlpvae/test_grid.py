@@ -56,6 +56,8 @@ def test_grid_log_px_equals_the_linear_gaussian_closed_form(n, t, w_scale, c, po
     post_mean = (s2[:, None] * W) @ np.linalg.solve(cov, (x - p["dec_b0"]).T)
     post_sd = np.sqrt(np.diag(np.linalg.inv(np.diag(1 / s2) + W @ W.T / t)))
     assert np.all(np.abs(r["mode"] - post_mean.T) <= 0.5 * post_sd)
+    # and to within its grid's node spacing, which resolves the posterior
+    assert np.all(np.abs(r["mode"] - post_mean.T) <= r["spacing"]) and np.all(r["spacing"] < post_sd.T)
 
 
 def _tiny(likelihood, posterior="learned", seed=0):
