@@ -52,6 +52,7 @@ from mlpvae.experiments.bench_timing import (
 from mlpvae.nn import torch_reference
 from mlpvae.nn.model import LIKELIHOODS, POSTERIORS
 from mlpvae.training.checkpoint import write_json
+from mlpvae.training.runs import git_sha
 from mlpvae.training.step import device_stream
 from vaetheory.validate import choice
 
@@ -195,6 +196,7 @@ def bench(
             first.setdefault(n, posterior)
         evals = [time_eval(xp, n, p, eval_images, iwae_k, iwae_images) for n, p in first.items()]
     return {
+        "git_sha": git_sha(),  # of the code that ran
         "device": desc,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "blas_threads": threads,

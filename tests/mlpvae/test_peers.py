@@ -265,7 +265,11 @@ def test_bench_cli_runs_the_peers_it_is_asked_for(tmp_path, capsys):
     args = ["bench", "train", "--device", "cpu", "--steps", "2", "--warmup", "1", "--rounds", "1", "--gemm-size", "128"]
     args += ["--eval-images", "0", "--posteriors", "bilbo", "--peers", "ours-numpy", "--threads", "1"]
     assert cli.main(args + ["--profile-reps", "0", "--json", str(out)]) == 0
-    rep = json.loads(out.read_text())["peers"]
+    whole = json.loads(out.read_text())
+    rep = whole["peers"]
+    from mlpvae.training.runs import git_sha
+
+    assert whole["git_sha"] == git_sha()  # the code that ran, named in what it wrote
     assert [(r["n"], r["posterior"], r["threads"]) for r in rep["rows"]] == [(2, "bilbo", 1), (100, "bilbo", 1)]
     assert all(set(r["peers"]) == {"ours", "ours-numpy"} and "profile" not in r for r in rep["rows"])
     assert "ours-numpy" in capsys.readouterr().out
