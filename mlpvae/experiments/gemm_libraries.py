@@ -92,11 +92,15 @@ def _torch(pairs):
     tp = [(torch.from_numpy(a), torch.from_numpy(b)) for a, b in pairs]  # the same strides: views stay views
     outs = [torch.empty(a.shape[0], b.shape[1]) for a, b in tp]
 
-    def run():
+    def timed():
         for (a, b), o in zip(tp, outs):
             torch.matmul(a, b, out=o)
+
+    def run():
+        timed()
         return [o.numpy() for o in outs]
 
+    run.timed = timed
     return run
 
 

@@ -217,6 +217,10 @@ def test_the_fixed_decoder_command_converges_and_separates_the_gaps(tmp_path):
     assert np.all(per["elbo_diagonal"] >= per["elbo_encoder"] - slack)
     # the best Gaussian is below the exact log p(x) up to the two quadratures' errors
     assert r["full_above_log_px_max"] < 0.01
+    # the images far from log p(x) are named, recomputed here from the per-image file
+    gap = per["log_px"] - per["elbo_full"]
+    assert [i for i, _ in r["far_from_log_px"]] == sorted(np.flatnonzero(gap > 1.0).tolist(), key=lambda i: -gap[i])
+    assert "more than 1 nat below log p(x)" in (tmp_path / "run" / "fixed_decoder.md").read_text()
     c = r["comparisons"]
     assert c["amortization_gap"]["lo"] <= c["amortization_gap"]["mean"] <= c["amortization_gap"]["hi"]
     assert c["eq18_at_diagonal"]["mean"] >= 0 and r["eq22"] >= 0
@@ -395,3 +399,10 @@ def test_a_narrow_start_at_the_grid_mode_finds_a_sharp_main_mode_a_broad_start_m
     assert best["elbo"][0] >= candidate - 1e-6
     assert best["elbo"][0] > broad["elbo"][0] + 2.0  # log(0.9 / 0.1) apart, less the broad mode's better fit
     assert np.all(np.abs(best["m"][0]) < 0.01) and np.all(np.abs(broad["m"][0] - [1.5, 0.0]) < 0.2)
+
+
+def test_far_from_log_px_names_the_images_a_gaussian_misses_largest_first():
+    from mlpvae.experiments.fixed_decoder_report import far_from_log_px
+
+    assert far_from_log_px([0.0, -1.0, 5.0, 2.0], [-0.5, -3.0, 0.0, 1.5]) == [[2, 5.0], [1, 2.0]]
+    assert far_from_log_px([0.0], [-0.2]) == []
