@@ -32,7 +32,8 @@ from mlpvae.experiments.bench_timing import our_stepper
 from mlpvae.nn import adam, model
 
 
-def _best_ms(fn, reps: int, repeats: int = 3) -> float:
+def best_ms(fn, reps: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` milliseconds per call of ``reps`` calls ``fn(i)`` (Not in the paper)."""
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
@@ -116,14 +117,14 @@ def profile(mc, params, x, eps_all, reps: int = 20, train_rows: int = 60000, see
         rng.standard_normal(out=eps, dtype=eps.dtype)
 
     out = {
-        "step": _best_ms(lambda i: step(), reps),
-        "loss_and_grads": _best_ms(loss, reps),
+        "step": best_ms(lambda i: step(), reps),
+        "loss_and_grads": best_ms(loss, reps),
         "gemm": gemm_ms(mc, params, x, eps_all, reps),
-        "adam": _best_ms(update, reps),
-        "python": _best_ms(t_loss, reps) + _best_ms(t_update, reps),
-        "batch_gather": _best_ms(gather, reps),
+        "adam": best_ms(update, reps),
+        "python": best_ms(t_loss, reps) + best_ms(t_update, reps),
+        "batch_gather": best_ms(gather, reps),
     }
-    out["elementwise"] = max(0.0, out["loss_and_grads"] - out["gemm"] - _best_ms(t_loss, reps))
-    out["adam_beyond_python"] = max(0.0, out["adam"] - _best_ms(t_update, reps))
+    out["elementwise"] = max(0.0, out["loss_and_grads"] - out["gemm"] - best_ms(t_loss, reps))
+    out["adam_beyond_python"] = max(0.0, out["adam"] - best_ms(t_update, reps))
     out["reps"] = reps
     return out

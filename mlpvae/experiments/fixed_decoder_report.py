@@ -67,6 +67,11 @@ def _interval(a, b, rng) -> dict:
     return paired_bootstrap(a, b, rng)
 
 
+def _diag_cov(v):
+    """Diagonal covariance matrices ``(N, n, n)`` from variances ``(N, n)``."""
+    return v[:, :, None] * np.eye(v.shape[1])
+
+
 def diagonal_starts(mu, var, grid: dict) -> list:
     """The diagonal family's starts ``[(m, cov)]`` (Not in the paper): the encoder's q; the grid's mode with
     the encoder's variance; and the grid's mode with its node spacing as standard deviation.
@@ -74,8 +79,8 @@ def diagonal_starts(mu, var, grid: dict) -> list:
     The narrow start is the one that finds a sharp main mode: from a start as broad as the encoder's q
     the climb follows the posterior's mass on that scale and can settle in a lesser basin beside it.
     """
-    cov = lambda v: v[:, :, None] * np.eye(v.shape[1])  # noqa: E731
-    return [(mu, cov(var)), (grid["mode"], cov(var)), (grid["mode"], cov(np.asarray(grid["spacing"]) ** 2))]
+    spacing = np.asarray(grid["spacing"])
+    return [(mu, _diag_cov(var)), (grid["mode"], _diag_cov(var)), (grid["mode"], _diag_cov(spacing**2))]
 
 
 def evaluate_run(
@@ -116,13 +121,12 @@ def evaluate_run(
     z, logw = frame_nodes(mu_h, L_enc, points, 10.0)
     f_enc = np.stack([loglik(i, z[i]) for i in range(N)])
     enc = grid_gaussian_elbo(f_enc, z, logw, s2_h, mu_h, L_enc)[0]
-    diag_cov = lambda v: v[:, :, None] * np.eye(n)  # noqa: E731
     kw = dict(points=points, tol=tol, progress=progress)
     fam = {}
     fam["diagonal"] = fit_posteriors(loglik, s2_h, "diagonal", diagonal_starts(mu_h, var_h, grid), **kw)
     d = fam["diagonal"]
     fam["full"] = fit_posteriors(loglik, s2_h, "full", [(d["m"], d["cov"])], **kw)
-    fam["constant"] = fit_posteriors(loglik, s2_h, "constant", [(d["m"], d["cov"]), (mu_h, diag_cov(var_h))], **kw)
+    fam["constant"] = fit_posteriors(loglik, s2_h, "constant", [(d["m"], d["cov"]), (mu_h, _diag_cov(var_h))], **kw)
     c = fam["constant"]
     var_d = np.diagonal(d["cov"], axis1=1, axis2=2)
     var_c = np.diagonal(c["cov"], axis1=1, axis2=2)

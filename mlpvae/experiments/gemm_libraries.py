@@ -15,11 +15,10 @@ at its own thread count (:mod:`mlpvae.experiments.peer_worker`, ``gemms``).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from mlpvae.accel import gemm
+from mlpvae.experiments.bench_profile import best_ms
 from mlpvae.nn import model
 
 LIBRARIES = ("numpy", "torch", "jax")
@@ -142,13 +141,7 @@ def products_ms(library: str, products: list[dict], reps: int = 20, repeats: int
     run = runner(library, operands(products))
     call = getattr(run, "timed", run)
     call()  # compiles (JAX) and warms the library's buffers
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(reps):
-            call()
-        best = min(best, (time.perf_counter() - t) / reps)
-    return 1e3 * best
+    return best_ms(lambda i: call(), reps, repeats)
 
 
 def library_of(peer: str) -> str:
