@@ -64,13 +64,32 @@ def paired_bootstrap(a, b, rng: np.random.Generator, resamples: int = 10000, lev
     ``mean``, ``lo``, ``hi``, ``se`` (the bootstrap standard deviation), ``n``.
     """
     d = _pairs(a, b)
+    means = _resampled(d, np.mean, rng, resamples)
+    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
+    return dict(mean=float(d.mean()), lo=float(lo), hi=float(hi), se=float(means.std(ddof=1)), n=len(d))
+
+
+def paired_bootstrap_median(a, b, rng: np.random.Generator, resamples: int = 10000, level: float = LEVEL) -> dict:
+    """Percentile bootstrap interval for the median of ``a - b`` over paired items (images) (Not in the paper).
+
+    For per-image differences with heavy tails, where a few images carry the
+    mean; resampled as :func:`paired_bootstrap`.  Returns ``median``, ``lo``,
+    ``hi``, ``n``.
+    """
+    d = _pairs(a, b)
+    medians = _resampled(d, np.median, rng, resamples)
+    lo, hi = np.quantile(medians, [0.5 - level / 2, 0.5 + level / 2])
+    return dict(median=float(np.median(d)), lo=float(lo), hi=float(hi), n=len(d))
+
+
+def _resampled(d: np.ndarray, statistic, rng: np.random.Generator, resamples: int) -> np.ndarray:
+    """``statistic`` of ``resamples`` resamples of ``d`` with replacement, drawn in blocks of 1,000."""
     n = len(d)
-    means = np.empty(resamples)
+    out = np.empty(resamples)
     for s in range(0, resamples, 1000):
         k = min(1000, resamples - s)
-        means[s : s + k] = d[rng.integers(0, n, size=(k, n))].mean(axis=1)
-    lo, hi = np.quantile(means, [0.5 - level / 2, 0.5 + level / 2])
-    return dict(mean=float(d.mean()), lo=float(lo), hi=float(hi), se=float(means.std(ddof=1)), n=n)
+        out[s : s + k] = statistic(d[rng.integers(0, n, size=(k, n))], axis=1)
+    return out
 
 
 def ratio_t(a, b, level: float = LEVEL) -> dict:

@@ -221,6 +221,14 @@ def test_the_fixed_decoder_command_converges_and_separates_the_gaps(tmp_path):
     gap = per["log_px"] - per["elbo_full"]
     assert [i for i, _ in r["far_from_log_px"]] == sorted(np.flatnonzero(gap > 1.0).tolist(), key=lambda i: -gap[i])
     assert "more than 1 nat below log p(x)" in (tmp_path / "run" / "fixed_decoder.md").read_text()
+    # the medians beside the means, recomputed from the per-image file
+    cost = per["elbo_diagonal"] - per["elbo_constant"]
+    med = r["medians"]
+    assert med["constant_cost"]["median"] == pytest.approx(np.median(cost), abs=1e-12)
+    assert med["eq22"]["median"] == pytest.approx(np.median(per["eq22_terms"]), abs=1e-12)
+    assert med["constant_cost_minus_eq22"]["median"] == pytest.approx(np.median(cost - per["eq22_terms"]), abs=1e-12)
+    assert all(v["lo"] <= v["median"] <= v["hi"] and v["n"] == 8 for v in med.values())
+    assert "medians over the images" in (tmp_path / "run" / "fixed_decoder.md").read_text()
     c = r["comparisons"]
     assert c["amortization_gap"]["lo"] <= c["amortization_gap"]["mean"] <= c["amortization_gap"]["hi"]
     assert c["eq18_at_diagonal"]["mean"] >= 0 and r["eq22"] >= 0

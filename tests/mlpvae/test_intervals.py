@@ -63,6 +63,27 @@ def test_paired_bootstrap_matches_scipy_percentile_interval():
     assert r["se"] == pytest.approx(d.std(ddof=0) / np.sqrt(200), rel=0.05)
 
 
+def test_paired_bootstrap_median_matches_scipy_percentile_interval():
+    # the median's bootstrap distribution sits on the order statistics of the differences: ours and scipy's
+    # percentile ends (different resamples) fall within two order statistics of each other
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal(201) + rng.standard_exponential(201) ** 2  # heavy right tail
+    b = a - 0.2 - 0.5 * rng.standard_normal(201)
+    r = I.paired_bootstrap_median(a, b, np.random.default_rng(4), resamples=20000)
+    ref = scipy_paired_percentile(a, b, lambda x, y: np.median(x - y))
+    d = np.sort(a - b)
+    rank = lambda v: int(np.searchsorted(d, v))  # noqa: E731
+    assert abs(rank(r["lo"]) - rank(ref.confidence_interval.low)) <= 2
+    assert abs(rank(r["hi"]) - rank(ref.confidence_interval.high)) <= 2
+    assert r["median"] == d[100] and r["lo"] < r["median"] < r["hi"] and r["n"] == 201
+    # a few images far out move the mean's interval, not the median's
+    b2 = b.copy()
+    b2[:10] -= 500.0
+    assert I.paired_bootstrap(a, b2, np.random.default_rng(4))["lo"] > 5.0
+    r2 = I.paired_bootstrap_median(a, b2, np.random.default_rng(4))
+    assert r["lo"] <= r2["lo"] < r2["hi"] <= d[rank(r["hi"]) + 10]
+
+
 def test_intervals_reject_bad_input():
     with pytest.raises(ValueError, match="same length"):
         I.paired_t([1.0, 2.0], [1.0])
