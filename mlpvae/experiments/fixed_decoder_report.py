@@ -28,7 +28,8 @@ from mlpvae.evidence.grid import grid_log_px, log_joint
 from mlpvae.evidence.laplace import gaps_at_optima, training_priors
 from mlpvae.experiments import fixed_decoder_saa_report as saa
 from mlpvae.experiments.evaluate import print_written, write_per_image
-from mlpvae.experiments.intervals import paired_bootstrap, paired_bootstrap_median
+from mlpvae.experiments.fixed_decoder_medians import eq22_medians, medians_line
+from mlpvae.experiments.intervals import paired_bootstrap
 from mlpvae.experiments.report import comparison_text
 from mlpvae.nn.batched import encode_all
 from mlpvae.nn.likelihoods import LOG_2PI
@@ -216,29 +217,6 @@ def evaluate_run(
     return summary, per
 
 
-def eq22_medians(per: dict, seed: int = 0) -> dict:
-    """Medians over the images, with paired bootstrap intervals, of the cost of a shared Sigma, of Eq. (22)'s
-    per-image terms and of their difference (Eq. (22); the terms are heavy-tailed, a few images carry the means).
-
-    ``per``: the per-image arrays of :func:`evaluate_run` (or its ``.npz``); a generator of its own, so the
-    mean intervals of the report do not depend on whether these are taken.
-    """
-    rng = np.random.default_rng([seed, 22])
-    cost = np.asarray(per["elbo_diagonal"]) - np.asarray(per["elbo_constant"])
-    terms = np.asarray(per["eq22_terms"])
-    zero = np.zeros_like(cost)
-    return {
-        "constant_cost": paired_bootstrap_median(cost, zero, rng),
-        "eq22": paired_bootstrap_median(terms, zero, rng),
-        "constant_cost_minus_eq22": paired_bootstrap_median(cost, terms, rng),
-    }
-
-
-def median_text(x: dict) -> str:
-    """A median with its interval, ``+0.123 [-0.045, +0.290]`` (nats)."""
-    return f"{x['median']:+.3f} [{x['lo']:+.3f}, {x['hi']:+.3f}]"
-
-
 def far_from_log_px(log_px, elbo_full, far: float = FAR_FROM_LOG_PX) -> list:
     """``[[image, log p(x) - best full ELBO], ...]`` where that exceeds ``far`` nats, largest first (Not in the
     paper)."""
@@ -278,15 +256,7 @@ def report_md(r: dict) -> str:
             if r.get("eq22_indefinite_images")
             else ""
         ),
-    ]
-    med = r.get("medians")
-    if med:
-        lines.append(
-            f"- medians over the images (Eq. (22)'s terms are heavy-tailed): the cost of a shared Sigma "
-            f"{median_text(med['constant_cost'])}; Eq. (22) {median_text(med['eq22'])}; measured minus predicted "
-            f"{median_text(med['constant_cost_minus_eq22'])}"
-        )
-    lines += [
+        *medians_line(r),
         f"- curvature in Eqs. (18) and (22): {r.get('curvature', 'the likelihood metric J^T G J')}",
         "",
         "Certificate of the optimum (per image: the ELBO gain a further Newton step predicts, at a strict local "

@@ -35,6 +35,7 @@ from mlpvae.evidence.ais_target import laplace_modes
 from mlpvae.evidence.grid import grid_log_px
 from mlpvae.evidence.laplace import gaps_at_optima, training_priors
 from mlpvae.evidence.posterior_mode import neighbour_starts, posterior_mode
+from mlpvae.experiments.fixed_decoder_medians import eq22_medians, medians_line
 from mlpvae.experiments.intervals import paired_bootstrap
 from mlpvae.experiments.report import comparison_text
 from mlpvae.nn.batched import encode_all
@@ -230,6 +231,7 @@ def evaluate_run(
         "eq18_defined_images": int(ok.sum()),
         "eq22_indefinite_images": eq22["indefinite"],
         "shared_var": var_c[0].tolist(),
+        "medians": eq22_medians(per, seed),
         "seconds": time.perf_counter() - t0,
     }
     return summary, per
@@ -266,6 +268,7 @@ def report_md(r: dict) -> str:
             if r.get("eq22_indefinite_images")
             else ""
         ),
+        *medians_line(r),
         f"- curvature in Eqs. (18) and (22): {r.get('curvature', 'the likelihood metric J^T G J')}",
         f"- the optimum from {2 * K} draws minus from {K}: diagonal {ci('diagonal_2K_minus_K')}, shared Sigma "
         f"{ci('constant_2K_minus_K')} (a finite sample average's shortfall, about halved by doubling K)",

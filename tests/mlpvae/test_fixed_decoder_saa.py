@@ -193,6 +193,11 @@ def test_the_fixed_decoder_command_at_n_3_needs_ais_and_separates_the_gaps(tmp_p
         assert c["eq18_at_diagonal"]["mean"] >= 0 and r["eq18_defined_images"] >= 1
     assert ("own Hessian" in r["curvature"]) == (likelihood == "baggins")
     assert (run / "fixed_decoder.md").read_text().startswith("# The gaps on one decoder")
+    # the medians beside the means, recomputed from the per-image file
+    cost = per["elbo_diagonal"] - per["elbo_constant"]
+    assert r["medians"]["constant_cost_minus_eq22"]["median"] == pytest.approx(np.median(cost - per["eq22_terms"]))
+    assert r["medians"]["eq22"]["median"] == pytest.approx(np.median(per["eq22_terms"]))
+    assert "medians over the images" in (run / "fixed_decoder.md").read_text()
 
 
 def test_best_of_keeps_each_images_highest_optimum():

@@ -6,7 +6,7 @@ NPZ: fixed_decoder_per_image.npz files `vaetheory analyze RUN --fixed-decoder-im
 per-image terms are heavy-tailed (on the BAGGINS decoders one image carries more than the rest together), so
 beside the reports' means this prints, per study, the mean and the median (each with its paired bootstrap 95%
 interval over the images) of the measured cost (best diagonal minus best shared Sigma), of Eq. (22)'s terms and of
-measured minus predicted: `mlpvae.experiments.fixed_decoder_report.eq22_medians`, which newer reports carry too.
+measured minus predicted: `mlpvae.experiments.fixed_decoder_medians.eq22_medians`, which newer reports carry too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.experiments.fixed_decoder_report import eq22_medians, median_text
+from mlpvae.experiments.fixed_decoder_medians import eq22_medians, median_text
 from mlpvae.experiments.intervals import paired_bootstrap
 from mlpvae.experiments.report import emit, interval_text
 from mlpvae.training.runs import git_sha
