@@ -36,7 +36,7 @@ def study_lines(npz: Path) -> list[str]:
         "constant_cost_minus_eq22": paired_bootstrap(cost, per["eq22_terms"], rng),
     }
     med = eq22_medians(per)
-    out = [f"{npz.parent.name} ({cost.size} images):"]
+    out = [f"{npz.parent} ({cost.size} images):"]
     for key, label in ROWS:
         label = "measured minus Eq. (22)" if label == "minus" else label
         out.append(f"    {label}: mean {interval_text(means[key])}, median {median_text(med[key])}")
