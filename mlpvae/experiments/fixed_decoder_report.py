@@ -75,13 +75,19 @@ def _diag_cov(v):
 
 def diagonal_starts(mu, var, grid: dict) -> list:
     """The diagonal family's starts ``[(m, cov)]`` (Not in the paper): the encoder's q; the grid's mode with
-    the encoder's variance; and the grid's mode with its node spacing as standard deviation.
+    the encoder's variance; the grid's mode with its node spacing as standard deviation; and, where some
+    image's posterior has separate modes, the best node of its heaviest one with that spacing.
 
     The narrow start is the one that finds a sharp main mode: from a start as broad as the encoder's q
-    the climb follows the posterior's mass on that scale and can settle in a lesser basin beside it.
+    the climb follows the posterior's mass on that scale and can settle in a lesser basin beside it.  The
+    last finds the mode that holds most of the mass when a sharper one, holding little, is higher.
     """
     spacing = np.asarray(grid["spacing"])
-    return [(mu, _diag_cov(var)), (grid["mode"], _diag_cov(var)), (grid["mode"], _diag_cov(spacing**2))]
+    starts = [(mu, _diag_cov(var)), (grid["mode"], _diag_cov(var)), (grid["mode"], _diag_cov(spacing**2))]
+    heaviest = np.asarray(grid.get("mass_mode", grid["mode"]))
+    if np.any(heaviest != np.asarray(grid["mode"])):
+        starts.append((heaviest, _diag_cov(spacing**2)))
+    return starts
 
 
 def evaluate_run(

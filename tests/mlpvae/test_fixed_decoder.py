@@ -414,3 +414,32 @@ def test_far_from_log_px_names_the_images_a_gaussian_misses_largest_first():
 
     assert far_from_log_px([0.0, -1.0, 5.0, 2.0], [-0.5, -3.0, 0.0, 1.5]) == [[2, 5.0], [1, 2.0]]
     assert far_from_log_px([0.0], [-0.2]) == []
+
+
+def test_a_start_at_the_heaviest_mode_finds_the_mass_a_higher_sharp_mode_lacks():
+    """A sharp mode holding 4% of the mass, higher than a broad one holding 96% and far from it: every start
+    near the grid's (highest) mode ends in the sharp one; the start at the heaviest region's best node ends in
+    the broad one, about log(0.96 / 0.04) higher, and the image keeps it."""
+    from scipy.special import logsumexp
+
+    from mlpvae.experiments.fixed_decoder_report import diagonal_starts
+
+    def loglik(i, z):
+        sharp = np.log(0.04) - 0.5 * np.sum((z / 0.05) ** 2, axis=1) - 2 * np.log(0.05)
+        broad = np.log(0.96) - 0.5 * ((z[:, 0] - 10.0) ** 2 + z[:, 1] ** 2)
+        return logsumexp([sharp, broad], axis=0)
+
+    s2 = np.array([1e4, 1e4])
+    grid = {"mode": np.zeros((1, 2)), "spacing": np.full((1, 2), 0.01)}
+    mu, var = np.array([[0.2, 0.1]]), np.full((1, 2), 0.01)
+    assert len(diagonal_starts(mu, var, grid)) == 3  # one region: no fourth start
+    starts = diagonal_starts(mu, var, grid | {"mass_mode": np.array([[10.0, 0.0]])})
+    assert len(starts) == 4 and np.allclose(starts[3][0], [[10.0, 0.0]])
+    near = F.fit_posteriors(loglik, s2, "diagonal", starts[:3], points=65)
+    best = F.fit_posteriors(loglik, s2, "diagonal", starts, points=65)
+    assert best["converged"][0] and best["start"][0] == 3
+    assert np.all(np.abs(near["m"][0]) < 0.01) and np.all(np.abs(best["m"][0] - [10.0, 0.0]) < 0.01)
+    # each optimum is (almost) its normalised component, whose ELBO is log(its mass) + E_q[log N(z; 0, S^2)]:
+    # they differ by log(0.96 / 0.04) and the prior's -(10^2 + 2) / (2 S^2) at the broad one
+    expected = np.log(0.96 / 0.04) - 0.5 * (10.0**2 + 2.0) / s2[0]
+    assert best["elbo"][0] - near["elbo"][0] == pytest.approx(expected, abs=1e-3)

@@ -112,6 +112,21 @@ def test_grid_log_px_finds_both_modes_of_a_bimodal_posterior():
     assert r["log_px"][0] - one == pytest.approx(np.log(2.0), abs=1e-3)
 
 
+def test_the_heaviest_region_mode_is_the_mode_that_holds_the_mass_not_the_highest():
+    # a sharp component with 4% of the mass, 2.8 nats higher at its peak than a broad one with 96%, the two
+    # separated by a valley far more than drop nats deep: the grid's best node is the sharp peak, the heaviest
+    # region's best node the broad one's
+    a = np.linspace(-2.0, 14.0, 1601)
+    z = np.stack(np.meshgrid(a, a, indexing="ij"), -1).reshape(-1, 2)
+    sharp = np.log(0.04) - 0.5 * np.sum((z / 0.05) ** 2, axis=1) - 2 * np.log(0.05)
+    broad = np.log(0.96) - 0.5 * ((z[:, 0] - 10.0) ** 2 + z[:, 1] ** 2)
+    f = logsumexp([sharp, broad], axis=0)
+    np.testing.assert_allclose(z[np.argmax(f)], [0.0, 0.0], atol=1e-9)
+    np.testing.assert_allclose(G.heaviest_region_mode(f, z, 1601, 2, 25.0), [10.0, 0.0], atol=1e-9)
+    # one region (the valley shallower than drop): the grid's mode
+    np.testing.assert_allclose(G.heaviest_region_mode(f, z, 1601, 2, 1e4), [0.0, 0.0], atol=1e-9)
+
+
 def _needle(a=0.3, w=0.01, t=1.0 / 30.0):
     # nu(z) = (1, 1) tri(z_1) / w with tri a ReLU triangle of half-width w at z_1 = a, and x = (1, 1): the
     # likelihood is a needle (sd ~ w / sqrt(60)) 30 nats above a flat floor, which no node of the coarse
