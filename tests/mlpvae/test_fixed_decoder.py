@@ -376,19 +376,26 @@ def test_a_shared_sigma_is_certified_only_when_every_images_frame_holds_its_q():
     np.testing.assert_allclose(done["m"], mean, rtol=0, atol=1e-6)
 
 
+def _sharp_and_broad(w, b):
+    """log p(x|z) of a two-component posterior (under a broad prior): a sharp component (sd 0.05) at 0 holding
+    ``w`` of the mass and a broad one (sd 1) at (``b``, 0) holding the rest, each normalised alike."""
+    from scipy.special import logsumexp
+
+    def loglik(i, z):
+        sharp = np.log(w) - 0.5 * np.sum((z / 0.05) ** 2, axis=1) - 2 * np.log(0.05)
+        broad = np.log(1 - w) - 0.5 * ((z[:, 0] - b) ** 2 + z[:, 1] ** 2)
+        return logsumexp([sharp, broad], axis=0)
+
+    return loglik
+
+
 def test_a_narrow_start_at_the_grid_mode_finds_a_sharp_main_mode_a_broad_start_misses():
     """A posterior with a sharp mode of 90% of the mass beside a broad one of 10%: from starts as broad as the
     encoder's q the climb settles in the broad, lesser basin; the narrow start at the grid's mode finds the
     sharp one, and the image keeps it."""
-    from scipy.special import logsumexp
-
     from mlpvae.experiments.fixed_decoder_report import diagonal_starts
 
-    def loglik(i, z):
-        sharp = np.log(0.9) - 0.5 * np.sum((z / 0.05) ** 2, axis=1) - 2 * np.log(0.05)
-        broad = np.log(0.1) - 0.5 * ((z[:, 0] - 1.5) ** 2 + z[:, 1] ** 2)
-        return logsumexp([sharp, broad], axis=0)
-
+    loglik = _sharp_and_broad(0.9, 1.5)
     s2 = np.array([100.0, 100.0])
     grid = {"mode": np.zeros((1, 2)), "spacing": np.full((1, 2), 0.01)}
     starts = diagonal_starts(np.array([[0.8, 0.3]]), np.ones((1, 2)), grid)
@@ -420,15 +427,9 @@ def test_a_start_at_the_heaviest_mode_finds_the_mass_a_higher_sharp_mode_lacks()
     """A sharp mode holding 4% of the mass, higher than a broad one holding 96% and far from it: every start
     near the grid's (highest) mode ends in the sharp one; the start at the heaviest region's best node ends in
     the broad one, about log(0.96 / 0.04) higher, and the image keeps it."""
-    from scipy.special import logsumexp
-
     from mlpvae.experiments.fixed_decoder_report import diagonal_starts
 
-    def loglik(i, z):
-        sharp = np.log(0.04) - 0.5 * np.sum((z / 0.05) ** 2, axis=1) - 2 * np.log(0.05)
-        broad = np.log(0.96) - 0.5 * ((z[:, 0] - 10.0) ** 2 + z[:, 1] ** 2)
-        return logsumexp([sharp, broad], axis=0)
-
+    loglik = _sharp_and_broad(0.04, 10.0)
     s2 = np.array([1e4, 1e4])
     grid = {"mode": np.zeros((1, 2)), "spacing": np.full((1, 2), 0.01)}
     mu, var = np.array([[0.2, 0.1]]), np.full((1, 2), 0.01)
