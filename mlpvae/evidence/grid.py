@@ -165,13 +165,13 @@ def heaviest_region_mode(f, z, g: int, n: int, drop: float) -> np.ndarray:
     one that holds most of it; with one region this is the grid's mode.
     """
     from scipy import ndimage
-    from scipy.special import logsumexp
 
     F = np.asarray(f).reshape((g,) * n)
-    labels, k = ndimage.label(F >= F.max() - drop, structure=np.ones((3,) * n))
-    if k > 1:
-        mass = [logsumexp(F[labels == j]) for j in range(1, k + 1)]
-        F = np.where(labels == 1 + int(np.argmax(mass)), F, -np.inf)
+    top = F.max()
+    labels, k = ndimage.label(F >= top - drop, structure=np.ones((3,) * n))
+    if k > 1:  # each region's mass in one pass; its nodes are within drop nats of the top, so exp cannot underflow
+        mass = np.bincount(labels.ravel(), weights=np.exp(np.where(labels > 0, F, top) - top).ravel(), minlength=k + 1)
+        F = np.where(labels == 1 + int(np.argmax(mass[1:])), F, -np.inf)
     return np.asarray(z)[int(np.argmax(F))]
 
 
