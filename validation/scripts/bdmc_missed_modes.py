@@ -1,18 +1,19 @@
 """Whether an open BDMC sandwich is a mode the forward chains' start missed (issue 27).
 
-    OMP_NUM_THREADS=1 python validation/scripts/bdmc_missed_modes.py RUN [--images N] [--out FILE.json]
+    OMP_NUM_THREADS=1 python validation/scripts/bdmc_missed_modes.py RUN [--images N] [--climbs C] [--max-modes K]
+        [--out FILE.json]
 
 For a run analysed with `vaetheory analyze RUN --ais` (BDMC on N simulated images), re-draws the same simulated
 images and their exact posterior samples z (mlpvae.experiments.ais_report.simulated_images: the run's own
 simulation stream), runs the mode search that places the Gaussian components of the forward chains' p0
-(mlpvae.evidence.ais_target.laplace_modes: Levenberg-Marquardt from the encoder's mean and the best of the
-prior's points), and climbs once more from the exact sample z itself (mlpvae.evidence.posterior_mode). Per image it
-prints the log joint log p(x|z) + log N(z; 0, S^2) at the exact sample and at the best mode found, the
-Mahalanobis distance from z to the nearest found mode (in that mode's Laplace precision), and the Laplace log
-mass (Eq. (16)) of the mode z climbs to against the heaviest found. A climb from z that ends on a mode heavier
-than every found one, far from all of them, is a mode the forward start missed: the reverse chain, started at z,
-knows it; the forward chains, started at the found modes, do not. The reverse and forward bounds are read from
-RUN/ais_evidence_per_image.npz. Writes FILE.json (default RUN/bdmc_missed_modes.json).
+(mlpvae.evidence.ais_target.laplace_modes: Levenberg-Marquardt from the encoder's mean and the best of the prior's
+points; `--climbs` and `--max-modes` widen it), and climbs once more from the exact sample z itself
+(mlpvae.evidence.posterior_mode). Per image it prints the log joint log p(x|z) + log N(z; 0, S^2) at the exact
+sample and at the best mode found, the Mahalanobis distance from z to the nearest found mode (in that mode's
+Laplace precision), and the Laplace log mass (Eq. (16)) of the mode z climbs to against the heaviest found. A climb
+from z that ends on a mode heavier than every found one, far from all of them, is a mode the forward start missed:
+the reverse chain, started at z, knows it; the forward chains, started at the found modes, do not. The reverse and
+forward bounds are read from RUN/ais_evidence_per_image.npz. Writes FILE.json (default RUN/bdmc_missed_modes.json).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.evidence.ais_target import SAME_MODE_SD, _precision, laplace_modes
+from mlpvae.evidence.ais_target import MAX_MODES, MODE_CLIMBS, SAME_MODE_SD, _precision, laplace_modes
 from mlpvae.evidence.laplace import training_priors
 from mlpvae.evidence.posterior_mode import _joint, posterior_mode
 from mlpvae.experiments.ais_report import simulated_images
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--images", type=int, default=None, help="simulated images (default: those of the BDMC run)")
+    ap.add_argument("--climbs", type=int, default=MODE_CLIMBS, help=f"climbs from the prior's points ({MODE_CLIMBS})")
+    ap.add_argument("--max-modes", type=int, default=MAX_MODES, help=f"modes kept at most ({MAX_MODES})")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
     sha = git_sha()
@@ -57,7 +60,8 @@ def main(argv=None) -> int:
     xp = run.xp
     s2 = xp.asarray(s2, dtype=xp.float64)
     n = mus.shape[1]
-    modes, precs, log_mass = (to_numpy(v) for v in laplace_modes(params, xs, mus, vs, mc_b, s2))
+    found_modes = laplace_modes(params, xs, mus, vs, mc_b, s2, climbs=a.climbs, max_modes=a.max_modes)
+    modes, precs, log_mass = (to_numpy(v) for v in found_modes)
     lj_modes = np.stack(
         [to_numpy(_joint(params, xs, xp.asarray(modes[:, k]), mus, vs, mc_b, s2, None)) for k in range(modes.shape[1])],
         axis=1,
@@ -101,7 +105,8 @@ def main(argv=None) -> int:
             + (" (a mode not found)" if r["climb_is_new_mode"] else "")
         )
     out = a.out or a.run / "bdmc_missed_modes.json"
-    out.write_text(json.dumps(dict(run=str(a.run), git_sha=sha, images=N, rows=rows), indent=1))
+    rec = dict(run=str(a.run), git_sha=sha, images=N, climbs=a.climbs, max_modes=a.max_modes, rows=rows)
+    out.write_text(json.dumps(rec, indent=1))
     print(f"wrote {out}")
     return 0
 
