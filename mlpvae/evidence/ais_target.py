@@ -115,6 +115,17 @@ def _precision(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2):
     return (gram + np.swapaxes(gram, -1, -2)) / 2 + np.diag(1.0 / to_numpy(s2))[None]
 
 
+def laplace_log_mass(log_joint, precision) -> np.ndarray:
+    """Eq. (16)'s Laplace log evidence ``log p(x, z*) - 1/2 log det P + n/2 log 2 pi`` at maxima z* (host arrays).
+
+    ``log_joint (...)`` the log joint at each maximum, ``precision (..., n, n)`` its precision P = S^-2 + J^T G J
+    (positive definite: its Cholesky factor gives the log-determinant).
+    """
+    P = np.asarray(precision)
+    L = np.linalg.cholesky(P)
+    return np.asarray(log_joint) - np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1) + 0.5 * P.shape[-1] * LOG_2PI
+
+
 def laplace_modes(
     params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None, *, climbs: int = MODE_CLIMBS, max_modes: int = MAX_MODES
 ):
@@ -162,8 +173,7 @@ def laplace_modes(
     rep = lambda a: xp.broadcast_to(a[None], (E,) + a.shape).reshape((E * N,) + a.shape[1:])  # noqa: E731
     prec = _precision(params, rep(x), xp.asarray(ends.reshape(E * N, n)), rep(mu), rep(var), mc, s2, baggins_s2)
     prec = prec.reshape(E, N, n, n)
-    L = np.linalg.cholesky(prec)
-    log_mass = lj - np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(axis=-1) + 0.5 * n * LOG_2PI  # (E, N)
+    log_mass = laplace_log_mass(lj, prec)  # (E, N)
     K = max_modes
     modes, precs, masses = np.empty((N, K, n)), np.empty((N, K, n, n)), np.full((N, K), -np.inf)
     for b in range(N):

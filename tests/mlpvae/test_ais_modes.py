@@ -169,3 +169,20 @@ def test_laplace_modes_rejects_bad_input():
         AT.chain_counts(np.full((1, 2), -np.inf), 4)
     with pytest.raises(ValueError, match="n_q"):
         AT.chain_counts(np.zeros((1, 2)), 0)
+
+
+def test_laplace_log_mass_is_the_gaussian_integral():
+    """exp(c - 1/2 z^T P z) integrates to exp(c) / N(0; 0, P^-1): scipy's density at the mean, batched over maxima."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((4, 3, 5, 5))
+    P = A @ np.swapaxes(A, -1, -2) + 0.5 * np.eye(5)
+    c = rng.normal(-100.0, 30.0, size=(4, 3))
+    want = np.array(
+        [
+            [c[i, j] - multivariate_normal(np.zeros(5), np.linalg.inv(P[i, j])).logpdf(np.zeros(5)) for j in range(3)]
+            for i in range(4)
+        ]
+    )
+    np.testing.assert_allclose(AT.laplace_log_mass(c, P), want, rtol=0, atol=1e-9)

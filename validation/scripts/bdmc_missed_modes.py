@@ -24,15 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.evidence.ais_target import MAX_MODES, MODE_CLIMBS, SAME_MODE_SD, _precision, laplace_modes
+from mlpvae.evidence.ais_target import MAX_MODES, MODE_CLIMBS, SAME_MODE_SD, _precision, laplace_log_mass, laplace_modes
 from mlpvae.evidence.laplace import training_priors
 from mlpvae.evidence.posterior_mode import _joint, posterior_mode
 from mlpvae.experiments.ais_report import simulated_images
 from mlpvae.nn.batched import encode_all
 from mlpvae.training.runs import git_sha, load_run
 from vaetheory.xp import to_numpy
-
-LOG_2PI = float(np.log(2 * np.pi))
 
 
 def _mahalanobis(z, m, P) -> float:
@@ -59,7 +57,6 @@ def main(argv=None) -> int:
     mc_b, xs, zs, mus, vs = simulated_images(run, run.x_test, mu, s2, N)
     xp = run.xp
     s2 = xp.asarray(s2, dtype=xp.float64)
-    n = mus.shape[1]
     found_modes = laplace_modes(params, xs, mus, vs, mc_b, s2, climbs=a.climbs, max_modes=a.max_modes)
     modes, precs, log_mass = (to_numpy(v) for v in found_modes)
     lj_modes = np.stack(
@@ -72,8 +69,7 @@ def main(argv=None) -> int:
     fromz = posterior_mode(params, xs, zs, vs, mc_b, s2)
     z_star = to_numpy(fromz["mode"])
     P = to_numpy(_precision(params, xs, xp.asarray(z_star), mus, vs, mc_b, s2, None))
-    L = np.linalg.cholesky(P)
-    mass_z = to_numpy(fromz["log_joint"]) - np.log(np.diagonal(L, axis1=-2, axis2=-1)).sum(-1) + 0.5 * n * LOG_2PI
+    mass_z = laplace_log_mass(to_numpy(fromz["log_joint"]), P)
     zs_h = to_numpy(zs)
     rows = []
     for b in range(N):
