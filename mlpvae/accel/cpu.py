@@ -23,12 +23,16 @@ Numba, or with ``VAETHEORY_FUSED=0``, the plain NumPy code runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 _KERNELS: dict = {}
+_LOCAL = threading.local()  # serial(): this thread's kernels on one thread
 PARALLEL_MIN = 1 << 15  # below this many elements one thread is faster than waking the pool
 
 
@@ -60,6 +64,8 @@ def threads() -> int:
     environment, at most Numba's pool."""
     import numba
 
+    if getattr(_LOCAL, "serial", False):
+        return 1
     own = os.environ.get("VAETHEORY_CPU_THREADS", "").strip()
     if own.isdigit() and int(own) > 0:
         return min(int(own), numba.config.NUMBA_NUM_THREADS)
@@ -68,6 +74,23 @@ def threads() -> int:
         if v.isdigit() and int(v) > 0:
             return min(int(v), numba.config.NUMBA_NUM_THREADS)
     return numba.config.NUMBA_NUM_THREADS
+
+
+@contextlib.contextmanager
+def serial():
+    """Inside the block, this thread's kernels run on one thread (Not in the paper).
+
+    For callers that already split the work across Python threads
+    (:class:`mlpvae.nn.model.BatchSplit`): each keeps its kernels to itself, and
+    no two threads call into the parallel pool at once (Numba's workqueue layer
+    does not allow that).
+    """
+    before = getattr(_LOCAL, "serial", False)
+    _LOCAL.serial = True
+    try:
+        yield
+    finally:
+        _LOCAL.serial = before
 
 
 def _build():
@@ -115,10 +138,19 @@ def _build():
     out = {}
     kernels = (("adam", adam), ("bias_relu", bias_relu), ("relu_grad", relu_grad), ("neg_abs", neg_abs))
     for name, fn in kernels + (("bernoulli_mid", bernoulli_mid), ("bernoulli_grad", bernoulli_grad)):
-        out[name] = numba.njit(parallel=True, **opts)(fn)
-        out[name + "_serial"] = numba.njit(parallel=False, **opts)(fn)
+        out[name] = numba.njit(parallel=True, **opts)(_named(fn, "_parallel"))
+        out[name + "_serial"] = numba.njit(parallel=False, **opts)(_named(fn, "_serial"))
     _KERNELS["built"] = out
     return out
+
+
+def _named(fn, suffix: str):
+    """``fn`` under a name of its own: Numba's on-disk cache keys a kernel by its qualified name, source line and
+    signature, not by ``parallel``, so the two variants of one function would share one entry and a process
+    would load whichever was compiled first for both (numba/numba#6845)."""
+    g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix, fn.__defaults__, fn.__closure__)
+    g.__qualname__ = fn.__qualname__ + suffix
+    return g
 
 
 def _kernel(name: str, size: int):

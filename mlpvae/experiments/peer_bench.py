@@ -74,7 +74,8 @@ def worker_env(threads: int, peer: str) -> dict:
     BLAS, OpenMP and Numba read their counts from it at import; XLA's CPU
     client is held to one thread only by its flags (at more threads it uses one
     per core).  ``ours-numpy`` runs the plain NumPy reference (``VAETHEORY_FUSED=0``),
-    ``ours-serial-kernels`` our element-wise kernels on one thread (BLAS on ``threads``).
+    ``ours-serial-kernels`` our element-wise kernels on one thread (BLAS on ``threads``), ``ours-split`` the
+    batch in ``threads`` blocks of rows on Python threads (``VAETHEORY_BATCH_SPLIT``).
     """
     env = dict(os.environ)
     t = str(int(threads))
@@ -86,6 +87,8 @@ def worker_env(threads: int, peer: str) -> dict:
         env["VAETHEORY_FUSED"] = "0"
     if peer == "ours-serial-kernels":
         env["VAETHEORY_CPU_THREADS"] = "1"
+    if peer == "ours-split":
+        env["VAETHEORY_BATCH_SPLIT"] = t
     env.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
     return env
 

@@ -44,6 +44,7 @@ PEERS = (
     "ours",
     "ours-numpy",
     "ours-serial-kernels",
+    "ours-split",
     "torch-eager",
     "torch-eager-fused",
     "torch-compile",
@@ -53,7 +54,7 @@ PEERS = (
     "jax-jit",
     "jax-vmap",
 )
-OURS = ("ours", "ours-numpy", "ours-serial-kernels")
+OURS = ("ours", "ours-numpy", "ours-serial-kernels", "ours-split")
 ENSEMBLES = ("ours", "torch-vmap", "jax-vmap")  # the peers that train K models at once
 
 
@@ -68,6 +69,8 @@ def _ours(mc, params, x, eps_all, xp=np):
     path = "default CPU path" if xp is np else f"CuPy {xp.__version__} (fused kernels, CUDA graph)"
     if os.environ.get("VAETHEORY_FUSED") == "0":
         path = "NumPy reference (VAETHEORY_FUSED=0)" if xp is np else "plain CuPy (VAETHEORY_FUSED=0)"
+    elif os.environ.get("VAETHEORY_BATCH_SPLIT", "1") not in ("", "1") and xp is np:
+        path = f"the batch in {os.environ['VAETHEORY_BATCH_SPLIT']} blocks on Python threads (VAETHEORY_BATCH_SPLIT)"
     elif os.environ.get("VAETHEORY_CPU_THREADS"):
         path = f"element-wise kernels on {os.environ['VAETHEORY_CPU_THREADS']} thread(s)"
     return step, lambda: dev.synchronize(xp), f"ours, numpy {np.__version__}, {path}"

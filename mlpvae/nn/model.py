@@ -450,29 +450,42 @@ def _one_model_at_a_time(xp, params, x, eps, config: ModelConfig, grads):
 
 
 def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
-    B, dt, nd = x.shape[-2], x.dtype, x.ndim
-    L, c = config.layers, S.value(config, "latent_scale", xp, dt, nd)
-    # sigma2 as the kernels broadcast it: per model (K, 1) beside (K, n), (K, 1, 1) beside (K, B, n)
+    fwd = _forward(params, x, eps, config)
+    kl, kl_value, s2 = _kl_terms(xp, fwd[1], fwd[4], x, config)
+    rec, grads = _rec_and_backward(xp, params, x, eps, config, grads, fwd, kl.d_mu, kl.d_var, x.shape[-2])
+    rec_value = xp.mean(rec, axis=-1)
+    objective = rec_value - kl_value
+    aux = {"objective": objective, "kl": kl_value, "rec": rec_value, "s2": s2}
+    return -objective, grads, aux
+
+
+def _kl_terms(xp, mu, var, x, config: ModelConfig):
+    """The posterior's term of the loss on the whole batch: KL of Eq. (2) (learned and constant Sigma, the
+    floating prior of Eq. (4) for the latter) or BILBO's information term of Eq. (24); its value (batch mean)
+    and the prior variance S^2."""
+    dt, nd = x.dtype, x.ndim
     sig_n, sig_bn = S.value(config, "sigma2", xp, dt, nd - 1), S.value(config, "sigma2", xp, dt, nd)
-    learned = config.posterior == "learned"
-
-    # ---- forward
-    ehs, mu, s_raw, std, var, dhs, out, t_raw = _forward(params, x, eps, config)
-
-    # The objectives' kernels (inputs checked above) so that a models axis may lead.
     if config.posterior == "learned":
         s2 = xp.ones(mu.shape[:-2] + (config.n,), dtype=mu.dtype)
         kl = O.kl_eq2_unchecked(xp, mu, var, s2, with_var=True)
-        kl_value = xp.mean(kl.value, axis=-1)
-    elif config.posterior == "constant":
+        return kl, xp.mean(kl.value, axis=-1), s2
+    if config.posterior == "constant":
         s2 = O.floating_prior_unchecked(xp, mu, sig_n)
         kl = O.kl_eq2_unchecked(xp, mu, sig_bn, s2, with_var=False)
-        kl_value = xp.mean(kl.value, axis=-1)
-    else:
-        # log Sigma where M_B overflows: each model's float64 log, as a lone model's math.log
-        kl = O.bilbo_kl_unchecked(xp, mu, sig_n, log_var=S.value(config, "sigma2", xp, dt, nd - 1, math.log))
-        kl_value = kl.value
-        s2 = O.floating_prior_unchecked(xp, mu, sig_n)
+        return kl, xp.mean(kl.value, axis=-1), s2
+    # log Sigma where M_B overflows: each model's float64 log, as a lone model's math.log
+    kl = O.bilbo_kl_unchecked(xp, mu, sig_n, log_var=S.value(config, "sigma2", xp, dt, nd - 1, math.log))
+    return kl, kl.value, O.floating_prior_unchecked(xp, mu, sig_n)
+
+
+def _rec_and_backward(xp, params, x, eps, config: ModelConfig, grads, fwd, kl_d_mu, kl_d_var, B: int):
+    """Per-example log-likelihood (Eqs. (1), (29)-(30)) and the hand-written gradients of the loss, given the
+    forward pass ``fwd`` of these rows and the posterior term's gradients ``kl_d_mu``, ``kl_d_var`` for them;
+    ``B`` the whole batch's size (the loss is a mean over it).  Returns ``(rec (..., rows), grads)``."""
+    dt, nd = x.dtype, x.ndim
+    L, c = config.layers, S.value(config, "latent_scale", xp, dt, nd)
+    learned = config.posterior == "learned"
+    ehs, mu, s_raw, std, var, dhs, out, t_raw = fwd
 
     scale = -1.0 / B  # gradients below are of the loss = -(objective)
     g_traw = None
@@ -497,8 +510,6 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
         r = O.baggins_log_likelihood_unchecked(xp, x, out, mu, var, tau, config.baggins_stop_gradient, inv_tau)
         rec, g_out, rec_d_mu, rec_d_var = r.value, r.d_nu, r.d_mu, r.d_var
         g_out *= -1.0
-    rec_value = xp.mean(rec, axis=-1)
-    objective = rec_value - kl_value
 
     # ---- backward: decoder
     kW, kb = f"dec_W{L - 1}", f"dec_b{L - 1}"
@@ -513,7 +524,7 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
         g_z /= c
 
     # ---- backward: posterior (loss = KL - rec)
-    g_mu = g_z + kl.d_mu
+    g_mu = g_z + kl_d_mu
     if rec_d_mu is not None:
         g_mu -= rec_d_mu
     if not S.is_one(c):
@@ -524,7 +535,7 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
         ehs[-1], params[kW], g_mu, grads.get(kW), grads.get(kb), need_input=hidden
     )
     if learned:
-        g_var = kl.d_var if rec_d_var is None else kl.d_var - rec_d_var
+        g_var = kl_d_var if rec_d_var is None else kl_d_var - rec_d_var
         g_std = g_z * eps  # z = mu + std * eps
         g_std += 2.0 * std * g_var
         g_std *= Ly.sigmoid(s_raw)
@@ -537,6 +548,102 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
             g_h += g_h2
     if hidden:
         Ly.trunk_backward(params, "enc", ehs, g_h, grads, L - 1, need_input=False)
+    return rec, grads
 
-    aux = {"objective": objective, "kl": kl_value, "rec": rec_value, "s2": s2}
-    return -objective, grads, aux
+
+class BatchSplit:
+    """:func:`loss_and_grads` with the batch's rows split in ``parts`` blocks, one Python thread each (Sec. 7;
+    Not in the paper: a means of speed on the CPU).
+
+    Each block runs its forward pass, its likelihood and its backward on a thread of its own, with one BLAS
+    thread and the element-wise kernels of :mod:`mlpvae.accel.cpu` serial in it: matrix products and Numba
+    kernels release the GIL, so the blocks run side by side on the cores.  What couples the examples stays
+    whole: the posterior's term (the floating prior S^2 of Eq. (4), BILBO's M_B of Eq. (24)) is computed on the
+    whole batch's mu between the two phases, so the loss is the same function and every block's gradient is
+    scaled by the whole batch's size; the blocks' gradients are then added.  The sums over the batch of the
+    weight and bias gradients run in another order than in one piece, so the gradients equal
+    :func:`loss_and_grads`'s to rounding, not bit for bit (tested to a stated tolerance).
+
+    Only one model on NumPy is split; a stack of models, CuPy, fewer rows than ``parts``, and BAGGINS (its T of
+    Eq. (29) and its gradients reach every example through S^2) run :func:`loss_and_grads` unchanged.  BLAS is
+    held at one thread during the blocks and given back its count after them.
+    """
+
+    def __init__(self, parts: int):
+        from concurrent.futures import ThreadPoolExecutor
+
+        if int(parts) != parts or parts < 1:
+            raise ValueError(f"parts must be a positive integer, got {parts!r}")
+        self.parts = int(parts)
+        self.pool = ThreadPoolExecutor(self.parts) if self.parts > 1 else None
+        self.block_grads: list[dict] = [{} for _ in range(self.parts)]
+        self._blas = None
+
+    def splits(self, x, config: ModelConfig) -> bool:
+        """Whether a call on ``x`` would be split (the conditions in the class docstring)."""
+        lone = isinstance(x, np.ndarray) and (x.ndim == 2 or (x.ndim == 3 and x.shape[0] == 1))
+        return self.parts > 1 and lone and x.shape[-2] >= self.parts and config.likelihood != "baggins"
+
+    def __call__(self, params, x, eps, config: ModelConfig, grads=None):
+        """The loss, gradients and aux of :func:`loss_and_grads` (same arguments and returns)."""
+        if not self.splits(x, config):
+            return loss_and_grads(params, x, eps, config, grads=grads)
+        from mlpvae.accel import cpu
+
+        x, eps, _ = _check(params, x, config, eps=eps)
+        grads = {} if grads is None else grads
+        stacked = x.ndim == 3  # a stack of one model, as the trainer holds it: computed as the lone model
+        if stacked:
+            x, eps, params = x[0], eps[0], {name: p[0] for name, p in params.items()}
+            config = config.model(0) if isinstance(config, StackConfig) else config
+        B = x.shape[0]
+        edges = [B * i // self.parts for i in range(self.parts + 1)]
+        rows = [slice(edges[i], edges[i + 1]) for i in range(self.parts)]
+
+        def run(f, *args):
+            def one(i):
+                with cpu.serial():
+                    return f(i, *args)
+
+            return list(self.pool.map(one, range(self.parts)))
+
+        def forward(i):
+            return _forward(params, x[rows[i]], eps[rows[i]], config)
+
+        def backward(i, fwds, d_mu, d_var):
+            part = rows[i]
+            dv = None if d_var is None else d_var[part]
+            return _rec_and_backward(
+                np, params, x[part], eps[part], config, self.block_grads[i], fwds[i], d_mu[part], dv, B
+            )[0]
+
+        with np.errstate(all="ignore"), self._one_blas_thread():
+            fwds = run(forward)
+            mu = np.concatenate([f[1] for f in fwds])
+            var = np.concatenate([f[4] for f in fwds]) if config.posterior == "learned" else fwds[0][4]
+            kl, kl_value, s2 = _kl_terms(np, mu, var, x, config)
+            rec = np.concatenate(run(backward, fwds, kl.d_mu, kl.d_var))
+            for name, g in self.block_grads[0].items():
+                shape = (1,) + g.shape if stacked else g.shape
+                total = grads.get(name)
+                if total is None or total.shape != shape:
+                    total = grads[name] = np.empty(shape, dtype=g.dtype)
+                total = total[0] if stacked else total
+                np.add(g, self.block_grads[1][name], out=total)
+                for other in self.block_grads[2:]:
+                    total += other[name]
+            rec_value = np.mean(rec, axis=-1)
+            objective = rec_value - kl_value
+        aux = {"objective": objective, "kl": kl_value, "rec": rec_value, "s2": s2}
+        if stacked:
+            aux = {key: np.asarray(v)[None] for key, v in aux.items()}
+        return -aux["objective"], grads, aux
+
+    @contextlib.contextmanager
+    def _one_blas_thread(self):
+        from threadpoolctl import ThreadpoolController
+
+        if self._blas is None:
+            self._blas = ThreadpoolController().select(user_api="blas")
+        with self._blas.limit(limits=1):
+            yield

@@ -27,6 +27,10 @@ class TrainingStep:
     (the batch gather and the noise draws stay outside: CuPy's generators
     advance their state on the host).  Eager on NumPy, and on CuPy with
     ``VAETHEORY_FUSED=0`` or ``VAETHEORY_GRAPH=0``.
+
+    On NumPy, ``VAETHEORY_BATCH_SPLIT=P`` (P > 1) computes the loss and gradients of one model's batch in P
+    blocks of rows on P Python threads (:class:`mlpvae.nn.model.BatchSplit`): the same loss, gradients equal
+    to rounding, not bit for bit, so a run with it is not the reference's (``run.json`` records it).
     """
 
     def __init__(self, xp, params, opt, mc, xb, eps, total):
@@ -37,9 +41,13 @@ class TrainingStep:
         self.pool = None
         self.calls = 0
         self.use_graph = fused.enabled(xp) and os.environ.get("VAETHEORY_GRAPH", "1") != "0"
+        parts = batch_split_parts() if xp is np else 1
+        split = model.BatchSplit(parts) if parts > 1 else None
+        self.split_parts = parts if split is not None and split.splits(xb, mc) else 1  # run.json records it
+        self.loss_and_grads = split if self.split_parts > 1 else model.loss_and_grads
 
     def _eager(self) -> None:
-        loss, self.grads, _aux = model.loss_and_grads(self.params, self.xb, self.eps, self.mc, grads=self.grads)
+        loss, self.grads, _aux = self.loss_and_grads(self.params, self.xb, self.eps, self.mc, grads=self.grads)
         self.total += loss
         self.opt.step(self.params, self.grads)
 
@@ -75,6 +83,17 @@ class TrainingStep:
             return
         self.graph = graph
         self.opt.t = t  # the recording counted a step that only the launch performs
+
+
+def batch_split_parts() -> int:
+    """``VAETHEORY_BATCH_SPLIT``: the blocks one model's batch is split into on NumPy (1, the default: none;
+    Not in the paper).  A value that is not a positive integer is an error, not ignored."""
+    raw = os.environ.get("VAETHEORY_BATCH_SPLIT", "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"VAETHEORY_BATCH_SPLIT must be a positive integer (the batch's blocks), got {raw!r}")
+    return int(raw)
 
 
 @contextlib.contextmanager

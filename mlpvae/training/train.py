@@ -232,6 +232,7 @@ def _prepare(tr: _Training) -> None:
             **({"notes": notes} if notes else {}),
             "steps_per_epoch": tr.steps,
             "batch_size": tr.B,
+            **({"batch_split": tr.step.split_parts} if tr.step.split_parts > 1 else {}),
             "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "status": "running",
             "epochs_done": tr.start,

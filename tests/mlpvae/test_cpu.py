@@ -162,3 +162,33 @@ def test_training_steps_equal_numpy_bit_for_bit_eq1_eq2_eq24(monkeypatch, thread
     for (p_ref, t_ref), (p_got, t_got) in zip(ref, got):
         assert _same(t_ref, t_got)
         assert all(_same(p_ref[k], p_got[k]) for k in p_ref)
+
+
+@needs_numba
+def test_the_serial_and_parallel_variants_keep_their_own_cache_entries(tmp_path):
+    # Numba's disk cache keys a kernel by name, source line and signature, not by ``parallel``: with one function
+    # under both variants, a process loaded whichever variant an earlier process compiled first, for both
+    # (numba/numba#6845). Then the "serial" kernel was the parallel one, and two threads calling it at once (as
+    # mlpvae.nn.model.BatchSplit's do) aborted the process; or the "parallel" one was serial. Each order of first
+    # compilation, then a second process reading that cache.
+    import subprocess
+    import sys
+
+    head = (
+        "import threading, numpy as np, numba; from mlpvae.accel import cpu; cpu.available(); ks = cpu._build();"
+        "a = np.ones((1, 256, 256), np.float32); b = np.zeros((1, 256), np.float32);"
+    )
+    parallel_first = head + "ks['bias_relu'](a, b); ks['bias_relu_serial'](a, b)"
+    serial_first = head + "ks['bias_relu_serial'](a, b); ks['bias_relu'](a, b)"
+    check = head + (
+        "run = lambda: [ks['bias_relu_serial'](np.ones((1, 256, 256), np.float32), b) for _ in range(200)];"
+        "ts = [threading.Thread(target=run) for _ in range(2)]; [t.start() for t in ts]; [t.join() for t in ts];"
+        "ks['bias_relu'](a, b); print(numba.threading_layer())"
+    )
+    for name, first in (("parallel-first", parallel_first), ("serial-first", serial_first)):
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+        env.update(NUMBA_CACHE_DIR=str(tmp_path / name), NUMBA_NUM_THREADS="2", VAETHEORY_CPU_THREADS="2")
+        subprocess.run([sys.executable, "-c", first], env=env, check=True, capture_output=True)
+        got = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True)
+        assert got.returncode == 0, (name, got.stderr[-2000:])
+        assert got.stdout.split()[-1] == "workqueue", name  # the parallel variant ran on the thread pool

@@ -167,6 +167,7 @@ def test_worker_env_sets_every_thread_count():
     assert "--xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
     assert env["VAETHEORY_FUSED"] == "0"
     assert peer_bench.worker_env(2, "ours-serial-kernels")["VAETHEORY_CPU_THREADS"] == "1"
+    assert peer_bench.worker_env(2, "ours-split")["VAETHEORY_BATCH_SPLIT"] == "2"
     assert (
         "VAETHEORY_FUSED" not in peer_bench.worker_env(2, "ours")
         or peer_bench.worker_env(2, "ours")["VAETHEORY_FUSED"] != "0"
