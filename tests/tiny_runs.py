@@ -72,3 +72,15 @@ SYNTHETIC = dict(
 def train_synthetic(out, **kw) -> dict:
     """Train a small synthetic run (:data:`SYNTHETIC`, ``kw`` replaced) into ``out``, for the analysis tests."""
     return T.train(C.make_config(**(SYNTHETIC | kw)), out)
+
+
+def random_problem(n, posterior, B=64, seed=3, dtype=np.float64, **kw):
+    """A model's initial parameters, uniform targets and standard-normal noise from ``seed`` (MNIST-sized m)."""
+    from mlpvae.nn import model
+
+    mc = model.ModelConfig(n=n, posterior=posterior, **kw)
+    rng = np.random.default_rng(seed)
+    params = model.init_params(mc, rng, dtype=dtype)
+    x = rng.random((B, mc.m)).astype(dtype)
+    eps = rng.standard_normal((B, n)).astype(dtype)
+    return mc, params, x, eps

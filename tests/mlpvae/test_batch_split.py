@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 import pytest
+from tiny_runs import random_problem
 
 from mlpvae.accel import cpu
 from mlpvae.experiments.bench_timing import our_stepper, problem
@@ -23,12 +24,7 @@ SPLIT_LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-learned")
 
 
 def _case(posterior, likelihood, n, dtype, B=37, seed=0, latent_scale=1.0):
-    mc = model.ModelConfig(n=n, posterior=posterior, likelihood=likelihood, latent_scale=latent_scale)
-    rng = np.random.default_rng(seed)
-    params = model.init_params(mc, rng, dtype=dtype)
-    x = rng.random((B, mc.m)).astype(dtype)
-    eps = rng.standard_normal((B, n)).astype(dtype)
-    return mc, params, x, eps
+    return random_problem(n, posterior, B, seed, dtype, likelihood=likelihood, latent_scale=latent_scale)
 
 
 def _grad_rel(g, ref):

@@ -10,6 +10,7 @@ import os
 import numpy as np
 import pytest
 from conftest import TOL
+from tiny_runs import random_problem
 
 from mlpvae.experiments import bench, bench_timing
 from mlpvae.nn import model
@@ -22,15 +23,6 @@ needs_torch = pytest.mark.skipif(
     reason="torch is not importable; PyTorch is an optional "
     "comparison, never a dependency (pip install torch to run this test)",
 )
-
-
-def _problem(n, posterior, B=64, seed=3, dtype=np.float64, **kw):
-    mc = model.ModelConfig(n=n, posterior=posterior, **kw)
-    rng = np.random.default_rng(seed)
-    params = model.init_params(mc, rng, dtype=dtype)
-    x = rng.random((B, mc.m)).astype(dtype)
-    eps = rng.standard_normal((B, n)).astype(dtype)
-    return mc, params, x, eps
 
 
 def _rel(a, b):
@@ -52,7 +44,7 @@ def _same_as_torch(mc, params, x, eps):
 @pytest.mark.parametrize("likelihood", model.LIKELIHOODS)
 def test_torch_reference_loss_and_grads_equal_hand_written_eq1_eq2_eq24_eq26_eq29(n, posterior, likelihood):
     # autograd through an independent implementation checks every hand-written gradient at once
-    _same_as_torch(*_problem(n, posterior, likelihood=likelihood))
+    _same_as_torch(*random_problem(n, posterior, likelihood=likelihood))
 
 
 @needs_torch
@@ -68,14 +60,14 @@ def test_torch_reference_loss_and_grads_equal_hand_written_eq1_eq2_eq24_eq26_eq2
     ids=["baggins-stop", "gaussian-t-c10", "bernoulli-c0.1-L1", "baggins-c3-L2"],
 )
 def test_torch_reference_agrees_off_the_defaults(posterior, kw):
-    _same_as_torch(*_problem(3, posterior, B=40, **kw))
+    _same_as_torch(*random_problem(3, posterior, B=40, **kw))
 
 
 @needs_torch
 @pytest.mark.parametrize("posterior", model.POSTERIORS)
 def test_torch_and_our_training_steps_follow_the_same_trajectory_eq1_eq2_eq24(posterior):
     # Three steps of each optimiser (ours: mlpvae.nn.adam; theirs: torch.optim.Adam) from the same start, float64.
-    mc, params, x, _ = _problem(2, posterior, B=32)
+    mc, params, x, _ = random_problem(2, posterior, B=32)
     eps_all = np.random.default_rng(4).standard_normal((3, 32, 2))
     ours = bench_timing.our_stepper(np, mc, params, x, eps_all)
     theirs = R.stepper(params, x, eps_all, mc, threads=1, dtype=np.float64)
