@@ -33,6 +33,7 @@ import time
 import numpy as np
 from tqdm import tqdm
 
+from mlpvae.accel.device import cpu_model
 from mlpvae.experiments.bench_timing import problem, step_flops
 from mlpvae.experiments.peer_worker import ENSEMBLES, PEERS
 from vaetheory.validate import choice
@@ -150,18 +151,6 @@ class Worker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (else :func:`platform.processor`) (Not in the paper)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def loss_check(ours: list, theirs: list) -> dict:

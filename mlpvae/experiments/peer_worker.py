@@ -140,16 +140,6 @@ def models_problem(n: int, posterior: str, B: int, count: int, seed: int, likeli
     return probs[0][0], stack([q[1] for q in probs]), x, np.stack([q[3] for q in probs], axis=1)
 
 
-def threadpools() -> list:
-    """The thread pools loaded in this process (threadpoolctl): library, version, kernel, threads (Not in the paper)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    keep = ("user_api", "internal_api", "version", "architecture", "num_threads", "threading_layer", "filepath")
-    return [{k: d.get(k) for k in keep if k in d} for d in threadpool_info()]
-
-
 def timed(step, sync, start: int, count: int) -> dict:
     """Wall ms per step and CPU time / wall time of ``count`` steps from step index ``start`` (Not in the paper)."""
     sync()
@@ -197,7 +187,7 @@ def serve(spec: dict, out) -> None:
             "first_step_s": first_s,
             "pid": os.getpid(),
             "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-            "threadpools": threadpools(),
+            "threadpools": dev.threadpools(),
         }
     )
     for line in sys.stdin:

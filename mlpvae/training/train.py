@@ -9,7 +9,7 @@ A run directory ``--out DIR`` holds:
   ``eval_seconds`` and ``status``;
 * ``checkpoint.npz``: parameters, Adam state, epoch, seed and config, written
   atomically after each epoch (:mod:`mlpvae.training.checkpoint`);
-* ``run.json``: config, git SHA, device, dtype, wall time, status, and
+* ``run.json``: config, git SHA, device (on the CPU also its model and BLAS kernel), dtype, wall time, status, and
   ``epochs_done``: the epoch of the checkpoint on disk, never more.
 
 One process writes a directory at a time (:mod:`mlpvae.training.rundir`:
@@ -221,6 +221,7 @@ def _prepare(tr: _Training) -> None:
             "config": r.cfg.to_dict(),
             "git_sha": git_sha(),
             "device": tr.device,
+            **({"cpu": dev.cpu_record()} if xp is np else {}),
             "dtype": cfg.dtype,
             "targets": targets,
             "data": {

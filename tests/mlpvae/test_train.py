@@ -28,6 +28,14 @@ def test_every_posterior_and_likelihood_trains_and_writes_its_files(tmp_path, po
     saved = json.loads((tmp_path / "run.json").read_text())
     assert saved["config"] == cfg.to_dict() and saved["dtype"] == "float32" and saved["device"].startswith("cpu")
     assert saved["wall_seconds"] > 0 and "git_sha" in saved
+    # what bit-for-bit reproduction on the CPU depends on: the CPU and NumPy's BLAS with its kernel and threads
+    from threadpoolctl import threadpool_info
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas" and "numpy.libs" in p["filepath"]]
+    blas = blas or [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert saved["cpu"]["model"] and saved["cpu"]["cores"] >= 1
+    assert [b["internal_api"] for b in saved["cpu"]["blas"]] == [b["internal_api"] for b in blas]
+    assert [b["architecture"] for b in saved["cpu"]["blas"]] == [b.get("architecture") for b in blas]
     r = rows(tmp_path / "metrics.csv")
     assert [int(x["epoch"]) for x in r] == [1, 2] and all(x["status"] == "ok" for x in r)
     assert list(r[0]) == metric_columns(posterior)
