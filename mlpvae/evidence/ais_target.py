@@ -90,7 +90,7 @@ def laplace_posterior(params, x, mu, var, mc: M.ModelConfig, s2, baggins_s2=None
         params, x, mu, var, mc, s2, baggins_s2=baggins_s2, starts=starts, climbs=min(LAPLACE_CLIMBS, len(starts))
     )
     mode = xp.asarray(found["mode"], dtype=xp.float64)
-    return mode, xp.asarray(_precision(params, x, mode, mu, var, mc, s2, baggins_s2))
+    return mode, xp.asarray(laplace_precision(params, x, mode, mu, var, mc, s2, baggins_s2))
 
 
 def _check_posterior(x, mu, var):
@@ -107,7 +107,7 @@ def _prior_points(xp, s2, N: int):
     return xp.asarray(np.broadcast_to(points[:, None], (len(points), N, n)).copy())
 
 
-def _precision(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2):
+def laplace_precision(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2):
     """``P = S^-2 + J^T G J`` (N, n, n) at the points z (N, n), on the host (Eq. (16))."""
     out, J = Jac.decoder_jacobian(params, z, mc)
     _, G = likelihood_at(params, x, z, mu, var, mc, baggins_s2, out=out)
@@ -171,7 +171,7 @@ def laplace_modes(
     ends, lj = found["modes"], found["log_joints"]  # (E, N, n), (E, N)
     E = len(ends)
     rep = lambda a: xp.broadcast_to(a[None], (E,) + a.shape).reshape((E * N,) + a.shape[1:])  # noqa: E731
-    prec = _precision(params, rep(x), xp.asarray(ends.reshape(E * N, n)), rep(mu), rep(var), mc, s2, baggins_s2)
+    prec = laplace_precision(params, rep(x), xp.asarray(ends.reshape(E * N, n)), rep(mu), rep(var), mc, s2, baggins_s2)
     prec = prec.reshape(E, N, n, n)
     log_mass = laplace_log_mass(lj, prec)  # (E, N)
     K = max_modes

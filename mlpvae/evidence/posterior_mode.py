@@ -36,7 +36,7 @@ LIKELIHOODS = ("bernoulli", "gaussian", "baggins")
 CREEP_STEPS, CREEP_NATS = 20, 1e-6  # an image whose log joint rose less than this in that many steps has stalled
 
 
-def _joint(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, out=None):
+def log_joint_at(params, x, z, mu, var, mc: M.ModelConfig, s2, baggins_s2, out=None):
     """log p(x|z) + log N(z; 0, S^2) per image (b,) (Eqs. (1), (26), (29))."""
     xp = array_namespace(z)
     ll, _ = likelihood_at(params, x, z, mu, var, mc, baggins_s2, out=out)
@@ -163,7 +163,7 @@ def posterior_mode(
     if starts is not None and climbs is not None and climbs < len(starts):
         f0 = np.stack(
             [
-                to_numpy(_joint(params, x, xp.asarray(z0, dtype=xp.float64), mu, var, mc, s2, baggins_s2))
+                to_numpy(log_joint_at(params, x, xp.asarray(z0, dtype=xp.float64), mu, var, mc, s2, baggins_s2))
                 for z0 in starts
             ]
         )  # (S, N)
@@ -219,7 +219,7 @@ def _climb(params, x, z0, mu, var, mc: M.ModelConfig, s2, baggins_s2, steps: int
         xb, mb, vb = x[sl], mu[sl], var[sl]
         z = xp.array(z0[sl], dtype=xp.float64)
         g, out, J = gradient(params, xb, z, mc, s2)
-        f, G = _joint(params, xb, z, mb, vb, mc, s2, baggins_s2, out=out), _curvature(out, xb, mc)
+        f, G = log_joint_at(params, xb, z, mb, vb, mc, s2, baggins_s2, out=out), _curvature(out, xb, mc)
         res["start_log_joint"][sl] = to_numpy(f)
         b = len(f)
         lam = np.full(b, 1e-3)
@@ -238,7 +238,7 @@ def _climb(params, x, z0, mu, var, mc: M.ModelConfig, s2, baggins_s2, steps: int
             dz[done] = 0.0
             z_new = z + xp.asarray(dz)
             g_new, out_new, J_new = gradient(params, xb, z_new, mc, s2)
-            f_new = _joint(params, xb, z_new, mb, vb, mc, s2, baggins_s2, out=out_new)
+            f_new = log_joint_at(params, xb, z_new, mb, vb, mc, s2, baggins_s2, out=out_new)
             G_new = _curvature(out_new, xb, mc)
             # Near the mode a step's rise is below the log joint's rounding; it is kept if the gradient shrinks
             rise, fh = to_numpy(f_new - f), to_numpy(f)

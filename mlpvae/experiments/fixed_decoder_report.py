@@ -51,9 +51,9 @@ COMPARISONS = {
 }
 
 
-def _loglik(params, x, mu, var, mc, s2, baggins_s2):
-    """log p(x_i|z) at host nodes ``z (K, n)`` (host (K,)): the log joint of :mod:`mlpvae.evidence.grid` minus the
-    prior N(z; 0, S^2)."""
+def image_loglik(params, x, mu, var, mc, s2, baggins_s2):
+    """log p(x_i|z) of Eqs. (1), (26), (29) at host nodes ``z (K, n)`` (host (K,)): the log joint of
+    :mod:`mlpvae.evidence.grid` minus the prior N(z; 0, S^2)."""
     xp = array_namespace(x)
     s2h = to_numpy(s2)
 
@@ -120,7 +120,7 @@ def evaluate_run(
     mu_h, var_h = to_numpy(mu), to_numpy(var)
     N, n = mu_h.shape
     s2_h = to_numpy(s2).astype(np.float64)
-    loglik = _loglik(params, x, mu, var, mc, s2, s2_train)
+    loglik = image_loglik(params, x, mu, var, mc, s2, s2_train)
     grid = grid_log_px(params, x, mc, s2, baggins_s2=s2_train, progress=progress)
     exact = grid["log_px"]
     # the encoder's posteriors on a frame of their own

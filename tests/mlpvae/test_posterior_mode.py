@@ -88,9 +88,9 @@ def test_the_gradient_of_the_log_joint_matches_central_differences(likelihood, c
     for k in range(mc.n):
         e = np.zeros(mc.n)
         e[k] = h
-        fd[:, k] = (PM._joint(p, x, z + e, mu, var, mc, s2, bs2) - PM._joint(p, x, z - e, mu, var, mc, s2, bs2)) / (
-            2 * h
-        )
+        fd[:, k] = (
+            PM.log_joint_at(p, x, z + e, mu, var, mc, s2, bs2) - PM.log_joint_at(p, x, z - e, mu, var, mc, s2, bs2)
+        ) / (2 * h)
     np.testing.assert_allclose(g, fd, rtol=TOL["fd_grad_f64"], atol=TOL["fd_grad_f64"])
 
 
@@ -109,7 +109,7 @@ def test_with_a_smooth_decoder_the_mode_is_scipys_optimum(likelihood):
     for i in range(len(x)):
 
         def neg(z, i=i):
-            return -PM._joint(p, x[i : i + 1], z[None], mu[i : i + 1], var[i : i + 1], mc, s2, bs2)[0]
+            return -PM.log_joint_at(p, x[i : i + 1], z[None], mu[i : i + 1], var[i : i + 1], mc, s2, bs2)[0]
 
         def neg_grad(z, i=i):
             return -PM.gradient(p, x[i : i + 1], z[None], mc, s2)[0][0]
@@ -127,7 +127,7 @@ def test_with_a_relu_decoder_every_image_ends_at_a_local_maximum_or_on_a_kink(li
     assert np.all(r["converged"] | r["stalled"]) and np.all(r["log_joint"] >= r["start_log_joint"])
     for i in np.flatnonzero(r["converged"]):  # a zero gradient here is a maximum: no coordinate step rises
         z = r["mode"][i] + 1e-4 * np.vstack([np.eye(mc.n), -np.eye(mc.n)])
-        f = PM._joint(
+        f = PM.log_joint_at(
             p,
             np.repeat(x[i : i + 1], len(z), 0),
             z,
@@ -140,7 +140,7 @@ def test_with_a_relu_decoder_every_image_ends_at_a_local_maximum_or_on_a_kink(li
         assert np.all(f <= r["log_joint"][i] + 1e-12)
     for i in np.flatnonzero(r["stalled"]):  # on a kink: a small step along its (one-sided) gradient falls
         g = PM.gradient(p, x[i : i + 1], r["mode"][i : i + 1], mc, s2)[0]
-        f = PM._joint(
+        f = PM.log_joint_at(
             p,
             x[i : i + 1],
             r["mode"][i : i + 1] + 1e-6 * g / np.linalg.norm(g),

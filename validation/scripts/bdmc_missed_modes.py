@@ -24,9 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mlpvae.evidence.ais_target import MAX_MODES, MODE_CLIMBS, SAME_MODE_SD, _precision, laplace_log_mass, laplace_modes
+from mlpvae.evidence.ais_target import (
+    MAX_MODES,
+    MODE_CLIMBS,
+    SAME_MODE_SD,
+    laplace_log_mass,
+    laplace_modes,
+    laplace_precision,
+)
 from mlpvae.evidence.laplace import training_priors
-from mlpvae.evidence.posterior_mode import _joint, posterior_mode
+from mlpvae.evidence.posterior_mode import log_joint_at, posterior_mode
 from mlpvae.experiments.ais_report import simulated_images
 from mlpvae.nn.batched import encode_all
 from mlpvae.training.runs import git_sha, load_run
@@ -60,15 +67,18 @@ def main(argv=None) -> int:
     found_modes = laplace_modes(params, xs, mus, vs, mc_b, s2, climbs=a.climbs, max_modes=a.max_modes)
     modes, precs, log_mass = (to_numpy(v) for v in found_modes)
     lj_modes = np.stack(
-        [to_numpy(_joint(params, xs, xp.asarray(modes[:, k]), mus, vs, mc_b, s2, None)) for k in range(modes.shape[1])],
+        [
+            to_numpy(log_joint_at(params, xs, xp.asarray(modes[:, k]), mus, vs, mc_b, s2, None))
+            for k in range(modes.shape[1])
+        ],
         axis=1,
     )
     lj_modes[~np.isfinite(log_mass)] = -np.inf
-    lj_true = to_numpy(_joint(params, xs, zs, mus, vs, mc_b, s2, None))
+    lj_true = to_numpy(log_joint_at(params, xs, zs, mus, vs, mc_b, s2, None))
     # the climb from the exact sample: posterior_mode's first climb starts at its `mu` argument
     fromz = posterior_mode(params, xs, zs, vs, mc_b, s2)
     z_star = to_numpy(fromz["mode"])
-    P = to_numpy(_precision(params, xs, xp.asarray(z_star), mus, vs, mc_b, s2, None))
+    P = to_numpy(laplace_precision(params, xs, xp.asarray(z_star), mus, vs, mc_b, s2, None))
     mass_z = laplace_log_mass(to_numpy(fromz["log_joint"]), P)
     zs_h = to_numpy(zs)
     rows = []

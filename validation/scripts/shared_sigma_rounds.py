@@ -23,7 +23,7 @@ import numpy as np
 
 from mlpvae.evidence import fixed_decoder as F
 from mlpvae.evidence.laplace import training_priors
-from mlpvae.experiments.fixed_decoder_report import _loglik
+from mlpvae.experiments.fixed_decoder_report import image_loglik
 from mlpvae.nn.batched import encode_all
 from mlpvae.training.runs import git_sha, load_run
 from vaetheory.xp import to_numpy
@@ -44,7 +44,7 @@ def main() -> None:
     mu_h, var_h = to_numpy(mu), to_numpy(var)
     n = mu_h.shape[1]
     s2_h = to_numpy(s2).astype(np.float64)
-    loglik = _loglik(params, x, mu, var, mc, s2, s2_train)
+    loglik = image_loglik(params, x, mu, var, mc, s2, s2_train)
     t = time.perf_counter()
     d = F.fit_posteriors(loglik, s2_h, "diagonal", [(mu_h, var_h[:, :, None] * np.eye(n))])
     sd = np.sqrt(np.diagonal(d["cov"], axis1=1, axis2=2))
