@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 
+from mlpvae.accel import cpu, fused
 from mlpvae.accel import device as dev
-from mlpvae.accel import fused
 from mlpvae.nn import model
 
 
@@ -49,6 +49,12 @@ class TrainingStep:
     def _eager(self) -> None:
         loss, self.grads, _aux = self.loss_and_grads(self.params, self.xb, self.eps, self.mc, grads=self.grads)
         self.total += loss
+        if self.split_parts > 1:
+            # the element-wise kernels stay on one thread beside the blocks' threads: Numba's parallel pool
+            # woken for Adam between two split passes costs more than Adam itself (docs/peers.md)
+            with cpu.serial():
+                self.opt.step(self.params, self.grads)
+            return
         self.opt.step(self.params, self.grads)
 
     def __call__(self) -> None:
