@@ -127,6 +127,14 @@ def _seconds_per_step(step, sync, count: int) -> float:
     return (time.perf_counter() - t) / count
 
 
+def back_to_back_ms(step, rounds: int, steps: int, warmup: int = 5) -> float:
+    """Minimum milliseconds per call of ``step`` over ``rounds`` blocks of ``steps`` calls run back to back, after
+    ``warmup`` untimed calls (NumPy: no device to synchronise) (Not in the paper)."""
+    for _ in range(warmup):
+        step()
+    return min(_seconds_per_step(step, lambda: None, steps) for _ in range(rounds)) * 1e3
+
+
 def interleaved(runners: dict, steps: int, warmup: int, rounds: int) -> dict:
     """Milliseconds per call of each ``name -> (step, sync)``, one list of blocks each (Not in the paper).
 

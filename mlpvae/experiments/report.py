@@ -3,6 +3,7 @@ and a text report printed and kept."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -38,6 +39,13 @@ def emit(lines: list[str], out: str | Path | None = None) -> str:
         Path(out).write_text(text)
         print(f"wrote {out}")
     return text
+
+
+def write_json(record: dict, out: str | Path | None) -> None:
+    """Write ``record`` as indented JSON to ``out`` when given, and say so (Not in the paper)."""
+    if out:
+        Path(out).write_text(json.dumps(record, indent=1))
+        print(f"wrote {out}")
 
 
 def interval_text(x: dict) -> str:

@@ -40,6 +40,7 @@ def _worker(mode: str, n: int, rounds: int, steps: int) -> dict:
     import numpy as np
     from threadpoolctl import threadpool_limits
 
+    from mlpvae.experiments.bench_timing import back_to_back_ms
     from mlpvae.nn import model as M
     from mlpvae.nn.adam import Adam
 
@@ -81,15 +82,7 @@ def _worker(mode: str, n: int, rounds: int, steps: int) -> dict:
             M.loss_and_grads(p, x, eps, mc, grads=gg)
             opt.step(p, gg)
 
-    for _ in range(3):
-        step()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = min(best, (time.perf_counter() - t) / steps)
-    out["ms"] = best * 1e3
+    out["ms"] = back_to_back_ms(step, rounds, steps, warmup=3)
     return out
 
 
@@ -144,6 +137,7 @@ def main(argv=None) -> int:
         print(json.dumps(_micro()))
         return 0
 
+    from mlpvae.experiments.report import write_json
     from mlpvae.training.runs import git_sha
 
     def child(args: list[str], threads: int) -> dict:
@@ -178,9 +172,7 @@ def main(argv=None) -> int:
     for name, m in rec["micro"].items():
         print(f"{name:11s}: two Python threads {m['speedup']:.2f}x one (serial {m['serial_s'] * 1e3:.1f} ms)")
     rec["load_after"] = os.getloadavg()
-    if a.out:
-        a.out.write_text(json.dumps(rec, indent=1))
-        print(f"wrote {a.out}")
+    write_json(rec, a.out)
     return 0
 
 

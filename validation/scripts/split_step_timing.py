@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 MODES = {"one": ("1", None), "two": ("2", None), "split": ("2", "2")}
@@ -35,19 +34,12 @@ def _worker(n: int, posterior: str, rounds: int, steps: int) -> dict:
     import numpy as np
 
     from mlpvae.accel import cpu
-    from mlpvae.experiments.bench_timing import our_stepper, problem
+    from mlpvae.experiments.bench_timing import back_to_back_ms, our_stepper, problem
 
     mc, params, x, eps = problem(np, n, posterior, 300, 16, 0)
     step = our_stepper(np, mc, params, x, eps)
-    for _ in range(5):
-        step()
-    best = float("inf")
-    for _ in range(rounds):
-        t = time.perf_counter()
-        for _ in range(steps):
-            step()
-        best = min(best, (time.perf_counter() - t) / steps)
-    return {"ms": best * 1e3, "numba_kernels": cpu.enabled(np), "loss_total": float(step.total)}
+    ms = back_to_back_ms(step, rounds, steps)
+    return {"ms": ms, "numba_kernels": cpu.enabled(np), "loss_total": float(step.total)}
 
 
 def main(argv=None) -> int:
@@ -63,6 +55,7 @@ def main(argv=None) -> int:
         return 0
 
     from mlpvae.accel.device import cpu_record
+    from mlpvae.experiments.report import write_json
     from mlpvae.training.runs import git_sha
 
     def child(mode: str, n: int, posterior: str) -> dict:
@@ -94,11 +87,9 @@ def main(argv=None) -> int:
             rec["rows"].append(r)
             cells.append(f"{mode} {r['ms']:6.2f} ms ({r['speedup_over_one']:.2f}x)")
         print(f"n = {n:3d} {posterior:8s}  " + "   ".join(cells))
-    rec["load_after"] = os.getloadavg()
     print(f"{rec['cpu']['model']}; Numba kernels: {rec['rows'][0]['numba_kernels']}; x = one thread's ms / this ms")
-    if a.out:
-        a.out.write_text(json.dumps(rec, indent=1))
-        print(f"wrote {a.out}")
+    rec["load_after"] = os.getloadavg()
+    write_json(rec, a.out)
     return 0
 
 
