@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mlpvae.accel import fused
+from mlpvae.accel import cpu, fused
 from mlpvae.nn import layers as Ly
 from mlpvae.nn import likelihoods as Lk
 from mlpvae.nn import scalars as S
@@ -588,7 +588,6 @@ class BatchSplit:
         """The loss, gradients and aux of :func:`loss_and_grads` (same arguments and returns)."""
         if not self.splits(x, config):
             return loss_and_grads(params, x, eps, config, grads=grads)
-        from mlpvae.accel import cpu
 
         x, eps, _ = _check(params, x, config, eps=eps)
         grads = {} if grads is None else grads
