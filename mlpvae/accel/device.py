@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 
@@ -80,8 +81,6 @@ def cpu_record() -> dict:
 def numpy_blas() -> list:
     """The BLAS pools NumPy computes with: those shipped inside NumPy's wheel (``numpy.libs``), else every BLAS
     pool loaded (a NumPy linked to a system BLAS) (Not in the paper)."""
-    from pathlib import Path
-
     blas = [p for p in threadpools() if p.get("user_api") == "blas"]
     own = [p for p in blas if any(part.startswith("numpy") for part in Path(p.get("filepath") or "").parts)]
     return own or blas

@@ -453,10 +453,14 @@ def _loss_and_grads(xp, params, x, eps, config: ModelConfig, grads):
     fwd = _forward(params, x, eps, config)
     kl, kl_value, s2 = _kl_terms(xp, fwd[1], fwd[4], x, config)
     rec, grads = _rec_and_backward(xp, params, x, eps, config, grads, fwd, kl.d_mu, kl.d_var, x.shape[-2])
+    aux = _objective_aux(xp, rec, kl_value, s2)
+    return -aux["objective"], grads, aux
+
+
+def _objective_aux(xp, rec, kl_value, s2) -> dict:
+    """The batch's objective (mean log-likelihood minus the posterior's term) and its parts, as the loss's aux."""
     rec_value = xp.mean(rec, axis=-1)
-    objective = rec_value - kl_value
-    aux = {"objective": objective, "kl": kl_value, "rec": rec_value, "s2": s2}
-    return -objective, grads, aux
+    return {"objective": rec_value - kl_value, "kl": kl_value, "rec": rec_value, "s2": s2}
 
 
 def _kl_terms(xp, mu, var, x, config: ModelConfig):
@@ -631,9 +635,7 @@ class BatchSplit:
                 np.add(g, self.block_grads[1][name], out=total)
                 for other in self.block_grads[2:]:
                     total += other[name]
-            rec_value = np.mean(rec, axis=-1)
-            objective = rec_value - kl_value
-        aux = {"objective": objective, "kl": kl_value, "rec": rec_value, "s2": s2}
+            aux = _objective_aux(np, rec, kl_value, s2)
         if stacked:
             aux = {key: np.asarray(v)[None] for key, v in aux.items()}
         return -aux["objective"], grads, aux

@@ -49,13 +49,10 @@ class TrainingStep:
     def _eager(self) -> None:
         loss, self.grads, _aux = self.loss_and_grads(self.params, self.xb, self.eps, self.mc, grads=self.grads)
         self.total += loss
-        if self.split_parts > 1:
-            # the element-wise kernels stay on one thread beside the blocks' threads: Numba's parallel pool
-            # woken for Adam between two split passes costs more than Adam itself (docs/peers.md)
-            with cpu.serial():
-                self.opt.step(self.params, self.grads)
-            return
-        self.opt.step(self.params, self.grads)
+        # split: the element-wise kernels stay on one thread beside the blocks' threads; Numba's parallel pool
+        # woken for Adam between two split passes costs more than Adam itself (docs/peers.md)
+        with cpu.serial() if self.split_parts > 1 else contextlib.nullcontext():
+            self.opt.step(self.params, self.grads)
 
     def __call__(self) -> None:
         if self.graph is None and self.use_graph and self.calls > 0:
